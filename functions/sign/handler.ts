@@ -1,0 +1,6 @@
+import { NotImplementedError } from '../../shared/errors.js';
+import { defineFunction } from '../../shared/function.js';
+
+export default defineFunction(() => async () => {
+  throw new NotImplementedError('sign is not implemented yet');
+});

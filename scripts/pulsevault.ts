@@ -1,0 +1,28 @@
+/**
+ * `pulsevault <command> [args]` — operator tools. Each command is a module in
+ * scripts/commands/<command>.ts exporting `run(args): Promise<number>` (the exit code)
+ * and `summary` (one line for the help text).
+ */
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+interface Command {
+  summary: string;
+  run(args: string[]): Promise<number>;
+}
+
+const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'commands');
+const available = readdirSync(dir)
+  .filter((f) => f.endsWith('.js'))
+  .map((f) => f.slice(0, -3))
+  .sort();
+
+const [name, ...args] = process.argv.slice(2);
+if (!name || name === '--help' || name === 'help' || !available.includes(name)) {
+  const lines = await Promise.all(available.map(async (c) => `  ${c.padEnd(10)} ${((await import(`./commands/${c}.js`)) as Command).summary}`));
+  process.stderr.write(`${name && !available.includes(name) && name !== '--help' && name !== 'help' ? `unknown command: ${name}\n` : ''}usage: pulsevault <command> [args]\n${lines.join('\n')}\n`);
+  process.exit(name && name !== '--help' && name !== 'help' ? 64 : 0);
+}
+const command = (await import(`./commands/${name}.js`)) as Command;
+process.exit(await command.run(args));

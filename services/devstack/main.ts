@@ -1,0 +1,146 @@
+/**
+ * `npm start`: the whole PulseVault system on one machine, no Kubernetes.
+ * Each function in stack.yml runs as its own Node process (as a pod would), the
+ * long-running services beside them, and the local gateway on PORT in front.
+ * Redis comes from REDIS_URL / REDIS_HOST:REDIS_PORT, or is started as a child.
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadConfigOrExit } from '../../shared/config.js';
+import { createLogger } from '../../shared/log.js';
+import { aggregateMetrics, initMetrics, registry, type MetricSnapshot } from '../../shared/metrics.js';
+import { readStack } from '../../shared/stack.js';
+import { createGateway, type GatewayBackend } from '../gateway/gateway.js';
+import { ensureRedis } from './local-redis.js';
+import { freePort, Supervisor } from './supervisor.js';
+
+const ROOT = path.resolve(fileURLToPath(import.meta.url), '../../../..');
+const RUNTIME = path.join(ROOT, 'dist/templates/pulsevault-node20/runtime/main.js');
+
+/** Long-running processes beside the functions (Deployments in k8s/). Started when built. */
+const SERVICES = [
+  { name: 'audit-writer', entry: 'dist/services/audit-writer/main.js' },
+  { name: 'queue-connector', entry: 'dist/services/queue-connector/main.js' },
+];
+
+// Local runs keep media in ./data unless told otherwise; the production default is /mnt/media.
+process.env.MEDIA_ROOT ||= path.join(process.cwd(), 'data');
+const config = loadConfigOrExit();
+const log = createLogger('devstack', config.logLevel);
+initMetrics('gateway');
+
+for (const dir of [config.mediaRoot, config.uploadDir, config.videoDir, config.auditDir]) mkdirSync(dir, { recursive: true });
+
+const redis = await ensureRedis(config, log);
+const stack = readStack(config.stackFile ?? path.join(ROOT, 'stack.yml'));
+const gatewayUrl = `http://127.0.0.1:${config.port}`;
+const supervisor = new Supervisor(log, config.shutdownTimeoutMs + 5_000);
+
+const baseEnv: NodeJS.ProcessEnv = {
+  ...process.env,
+  MEDIA_ROOT: config.mediaRoot,
+  UPLOAD_DIR: config.uploadDir,
+  VIDEO_DIR: config.videoDir,
+  AUDIT_DIR: config.auditDir,
+  REDIS_URL: redis.url,
+  GATEWAY_URL: gatewayUrl,
+  STACK_FILE: config.stackFile ?? path.join(ROOT, 'stack.yml'),
+};
+
+for (const fn of stack.functions) {
+  // stack.yml's environment is the function's production setting; the local environment wins,
+  // except NODE_ENV (production would demand auth configuration on a developer's machine).
+  const { NODE_ENV: _production, ...stackEnv } = fn.environment;
+  const replicas = config.localReplicas[fn.name] ?? 1;
+  for (let replica = 0; replica < replicas; replica++) {
+    const port = await freePort();
+    supervisor.add({
+      name: fn.name,
+      replica,
+      port,
+      args: [RUNTIME, path.join(ROOT, 'dist/functions', fn.name, 'handler.js')],
+      env: { ...stackEnv, ...baseEnv, FUNCTION_NAME: fn.name, PORT: String(port), HOST: '127.0.0.1' },
+    });
+  }
+}
+for (const svc of SERVICES) {
+  const entry = path.join(ROOT, svc.entry);
+  if (existsSync(entry)) supervisor.add({ name: svc.name, replica: 0, args: [entry], env: { ...baseEnv, FUNCTION_NAME: svc.name } });
+}
+
+const rr = new Map<string, number>();
+const backend: GatewayBackend = {
+  has: (fn) => stack.functions.some((f) => f.name === fn),
+  pick(fn) {
+    const ready = supervisor.ready(fn);
+    if (ready.length === 0) return undefined;
+    const i = (rr.get(fn) ?? 0) % ready.length;
+    rr.set(fn, i + 1);
+    return ready[i]!.url ?? undefined;
+  },
+  health() {
+    const functions = Object.fromEntries(
+      stack.functions.map((f) => {
+        const replicas = supervisor.processes.filter((p) => p.spec.name === f.name);
+        return [f.name, { ready: replicas.filter((p) => p.state === 'ready').length, replicas: replicas.map((p) => ({ state: p.state, restarts: p.restarts, pid: p.child?.pid ?? null })) }];
+      }),
+    );
+    const services = Object.fromEntries(
+      supervisor.processes.filter((p) => !p.spec.port).map((p) => [p.spec.name, { state: p.state, restarts: p.restarts }]),
+    );
+    const ok = supervisor.processes.every((p) => p.state === 'ready');
+    return { status: ok ? 'ok' : 'degraded', functions, services };
+  },
+  async metrics() {
+    const snapshots = await Promise.all(
+      supervisor.processes
+        .filter((p) => p.url && p.state === 'ready')
+        .map(async (p) => {
+          try {
+            const res = await fetch(`${p.url}/_/metrics.json`, { signal: AbortSignal.timeout(2_000) });
+            return { replica: `${p.spec.name}-${p.spec.replica}`, metrics: (await res.json()) as MetricSnapshot };
+          } catch {
+            return { replica: `${p.spec.name}-${p.spec.replica}`, metrics: [] as MetricSnapshot };
+          }
+        }),
+    );
+    snapshots.push({ replica: 'gateway-0', metrics: await registry.getMetricsAsJSON() });
+    return aggregateMetrics(snapshots);
+  },
+  systemFunctions() {
+    return stack.functions.map((f) => ({
+      name: f.name,
+      image: f.image,
+      labels: f.labels,
+      annotations: f.annotations,
+      replicas: supervisor.processes.filter((p) => p.spec.name === f.name).length,
+      availableReplicas: supervisor.ready(f.name).length,
+    }));
+  },
+};
+
+const gateway = createGateway(backend, log);
+await new Promise<void>((resolve, reject) => {
+  gateway.once('error', reject);
+  gateway.listen(config.port, config.host, () => resolve());
+});
+await supervisor.startAll();
+log.info({ url: gatewayUrl, mediaRoot: config.mediaRoot, health: backend.health() }, `PulseVault local stack ready on ${gatewayUrl}`);
+
+let stopping = false;
+async function stop(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  log.info({ signal }, 'stopping the local stack');
+  const closed = new Promise<void>((resolve) => gateway.close(() => resolve()));
+  gateway.closeIdleConnections();
+  await supervisor.stopAll();
+  gateway.closeAllConnections();
+  await closed;
+  await redis.stop();
+  log.info('local stack stopped');
+  process.exit(0);
+}
+process.once('SIGINT', () => void stop('SIGINT'));
+process.once('SIGTERM', () => void stop('SIGTERM'));

@@ -1,0 +1,115 @@
+/**
+ * The local gateway: what the OpenFaaS gateway plus the ingress do in a cluster,
+ * as one Node server for `npm start` and the tests.
+ *
+ * - `/function/<name>/rest` → the function, prefix stripped (as the OpenFaaS gateway);
+ * - the spec's public API (shared/routes.ts) → the function, path unchanged (as the ingress);
+ * - `GET /` health of every function, `GET /metrics` all functions' metrics,
+ *   `GET /system/functions` the deployed functions (as the OpenFaaS API, for connectors).
+ *
+ * Bodies are piped both ways, never buffered.
+ */
+import { createServer, request as httpRequest, Agent, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import { toHttpError, MethodNotAllowedError, NotFoundError, ServiceUnavailableError } from '../../shared/errors.js';
+import { sendJson, requestPath } from '../../shared/http.js';
+import type { Logger } from '../../shared/log.js';
+import { matchPublicRoute, parseFunctionPath } from '../../shared/routes.js';
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization']);
+
+export interface GatewayBackend {
+  /** Base URL (http://127.0.0.1:port) of a ready replica of the function, round-robin; undefined when none is ready. */
+  pick(fn: string): string | undefined;
+  has(fn: string): boolean;
+  health(): unknown;
+  metrics(): Promise<string>;
+  systemFunctions(): unknown;
+}
+
+/** Extra local-only routes (e.g. the web console); return true when handled. */
+export type ExtraRoute = (req: IncomingMessage, res: ServerResponse) => Promise<boolean> | boolean;
+
+export function createGateway(backend: GatewayBackend, log: Logger, extra: ExtraRoute[] = []): Server {
+  const agent = new Agent({ keepAlive: true, maxSockets: 512 });
+
+  function forward(req: IncomingMessage, res: ServerResponse, fn: string, path: string): void {
+    const target = backend.pick(fn);
+    if (!target) throw new ServiceUnavailableError(`function ${fn} has no ready replica`, 'function_unavailable');
+    const headers: Record<string, string | string[]> = {};
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
+    // As the OpenFaaS gateway: keep the caller's forwarded headers, add them when absent.
+    const remote = req.socket.remoteAddress ?? '';
+    headers['x-forwarded-for'] ??= `${remote}:${req.socket.remotePort ?? 0}`;
+    headers['x-forwarded-host'] ??= req.headers.host ?? '';
+    headers['x-call-id'] = randomUUID();
+    headers['x-start-time'] = String(Date.now() * 1e6);
+
+    const upstream = httpRequest(`${target}${path}`, { method: req.method, headers, agent });
+    upstream.on('response', (up) => {
+      const out: Record<string, string | string[]> = {};
+      for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+      res.writeHead(up.statusCode ?? 502, up.statusMessage, out);
+      up.pipe(res);
+      up.on('error', () => res.destroy());
+    });
+    upstream.on('error', (err) => {
+      log.warn({ fn, err: err.message }, 'upstream request failed');
+      if (!res.headersSent) {
+        sendJson(res, 502, { error: 'bad_gateway', message: `function ${fn} did not answer` }, { Connection: 'close' });
+      } else {
+        res.destroy();
+      }
+    });
+    // A client that goes away aborts the upstream request too (frees the function's file descriptors).
+    res.on('close', () => {
+      if (!res.writableFinished) upstream.destroy();
+    });
+    req.pipe(upstream);
+  }
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? '/';
+    const path = requestPath(req);
+    const method = req.method ?? 'GET';
+
+    if (path === '/' && method === 'GET') return sendJson(res, 200, backend.health());
+    if (path === '/metrics' && method === 'GET') {
+      res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
+      return void res.end(await backend.metrics());
+    }
+    if (path === '/system/functions' && method === 'GET') return sendJson(res, 200, backend.systemFunctions());
+
+    const fnPath = parseFunctionPath(url);
+    if (fnPath) {
+      if (!backend.has(fnPath.name)) throw new NotFoundError(`no function named ${fnPath.name}`);
+      return forward(req, res, fnPath.name, fnPath.path);
+    }
+
+    const match = matchPublicRoute(method, path);
+    if (match) {
+      if (!match.methodAllowed) throw new MethodNotAllowedError(match.route.methods);
+      return forward(req, res, match.route.function, url);
+    }
+
+    for (const handler of extra) if (await handler(req, res)) return;
+    throw new NotFoundError('no such route');
+  }
+
+  const server = createServer((req, res) => {
+    route(req, res).catch((err: unknown) => {
+      const e = toHttpError(err);
+      if (!e.expected) log.error({ err }, 'gateway error');
+      if (res.headersSent) return void res.destroy();
+      // The request body was not read; close the connection rather than drain it.
+      res.setHeader('Connection', 'close');
+      sendJson(res, e.status, { error: e.code, message: e.message }, e.headers);
+    });
+  });
+  server.requestTimeout = 0; // uploads and transcodes are long; the functions own their timeouts
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
+  server.on('close', () => agent.destroy());
+  return server;
+}

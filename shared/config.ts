@@ -1,0 +1,330 @@
+/**
+ * Configuration: every variable PulseVault reads, parsed and validated once at
+ * start-up. Nothing else in the code base reads `process.env`.
+ *
+ * Secrets come from the environment or, as on OpenFaaS, from the secret file
+ * `/var/openfaas/secrets/<name>` (directory overridable with `SECRETS_DIR`).
+ * A missing or malformed value stops start-up with one line naming the variable.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+
+export class ConfigError extends Error {
+  constructor(readonly variable: string, detail: string) {
+    super(`invalid configuration: ${variable} ${detail}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Rendition heights we know a bitrate for (see shared/transcode ladder table). */
+export const KNOWN_RENDITIONS = ['144p', '240p', '360p', '480p', '720p', '1080p', '1440p', '2160p'] as const;
+export type RenditionName = (typeof KNOWN_RENDITIONS)[number];
+
+/** Secret variables and the OpenFaaS secret file each may come from. */
+const SECRET_FILES: Record<string, string> = {
+  HMAC_SECRET: 'hmac-secret',
+  HMAC_SECRET_PREVIOUS: 'hmac-secret-previous',
+  REDIS_PASSWORD: 'redis-password',
+  AUTH_JWT_SECRET: 'auth-jwt-secret',
+  AUDIT_SIGNING_KEY: 'audit-signing-key',
+  METADATA_DSN: 'metadata-dsn',
+  OPENFAAS_GATEWAY_PASSWORD: 'basic-auth-password',
+};
+
+const bool = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .refine((v) => ['true', 'false', '1', '0', 'yes', 'no'].includes(v), 'must be true or false')
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const int = (min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^-?\d+$/, 'must be an integer')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
+
+const secret = (minBytes: number) =>
+  z.string().refine((v) => Buffer.byteLength(v) >= minBytes, `must be at least ${minBytes} bytes`);
+
+const optionalSecret = (minBytes: number) =>
+  z.string().refine((v) => v === '' || Buffer.byteLength(v) >= minBytes, `must be empty or at least ${minBytes} bytes`);
+
+const url = z.string().trim().refine((v) => v === '' || URL.canParse(v), 'must be a URL');
+
+const renditions = z
+  .string()
+  .trim()
+  .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+  .refine((list) => list.length > 0, 'must name at least one rendition')
+  .refine(
+    (list) => list.every((r) => (KNOWN_RENDITIONS as readonly string[]).includes(r)),
+    `must be a comma-separated list of ${KNOWN_RENDITIONS.join(', ')}`,
+  )
+  .refine((list) => new Set(list).size === list.length, 'must not repeat a rendition')
+  .transform((list) => list as RenditionName[]);
+
+const list = z
+  .string()
+  .trim()
+  .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean));
+
+/**
+ * The variables, their defaults (as strings, as they would appear in `.env`) and
+ * parsers. `.env.example` lists each of them; a test keeps the two in step.
+ */
+const VARIABLES = {
+  PORT: { default: '3000', parse: int(1, 65535) },
+  HOST: { default: '0.0.0.0', parse: z.string().trim().min(1) },
+  NODE_ENV: { default: 'development', parse: z.enum(['development', 'production', 'test']) },
+  LOG_LEVEL: { default: 'info', parse: z.enum(['debug', 'info', 'warn', 'error']) },
+  METRICS_ENABLED: { default: 'true', parse: bool },
+
+  MEDIA_ROOT: { default: '/mnt/media', parse: z.string().trim().min(1) },
+  UPLOAD_DIR: { default: '', parse: z.string().trim() },
+  VIDEO_DIR: { default: '', parse: z.string().trim() },
+  AUDIT_DIR: { default: '', parse: z.string().trim() },
+
+  HMAC_SECRET: { default: '', parse: secret(32) },
+  HMAC_SECRET_PREVIOUS: { default: '', parse: optionalSecret(32) },
+  TOKEN_EXPIRY_SECONDS: { default: '300', parse: int(1, 300) },
+  TOKEN_CLOCK_SKEW_SECONDS: { default: '30', parse: int(0, 120) },
+
+  REDIS_URL: { default: '', parse: url },
+  REDIS_HOST: { default: 'localhost', parse: z.string().trim().min(1) },
+  REDIS_PORT: { default: '6379', parse: int(1, 65535) },
+  REDIS_PASSWORD: { default: '', parse: z.string() },
+  REDIS_DB: { default: '0', parse: int(0, 15) },
+
+  METADATA_DSN: { default: '', parse: url },
+  METADATA_MIRROR_PHI: { default: 'false', parse: bool },
+
+  MAX_UPLOAD_BYTES: { default: String(20 * 1024 ** 3), parse: int(1, Number.MAX_SAFE_INTEGER) },
+  UPLOAD_EXPIRY_HOURS: { default: '24', parse: int(1, 24 * 365) },
+  PUBLIC_URL: { default: '', parse: url },
+  TRUST_PROXY: { default: 'false', parse: bool },
+
+  CORS_ORIGINS: { default: '', parse: list },
+  HSTS_ENABLED: { default: 'false', parse: bool },
+
+  AUTH_JWKS_URL: { default: '', parse: url },
+  AUTH_JWT_SECRET: { default: '', parse: optionalSecret(32) },
+  AUTH_ISSUER: { default: '', parse: z.string().trim() },
+  AUTH_AUDIENCE: { default: '', parse: z.string().trim() },
+  AUTH_ROLES_CLAIM: { default: 'roles', parse: z.string().trim().min(1) },
+
+  AUDIT_SIGNING_KEY: { default: '', parse: optionalSecret(32) },
+  AUDIT_ACK_TIMEOUT_MS: { default: '2000', parse: int(50, 60_000) },
+
+  TRANSCODE_ENABLED: { default: 'true', parse: bool },
+  FFMPEG_THREADS: { default: '0', parse: int(0, 256) },
+  RENDITIONS: { default: '240p,360p,480p,720p,1080p', parse: renditions },
+  ENABLE_HEVC: { default: 'false', parse: bool },
+  ENABLE_AV1: { default: 'false', parse: bool },
+  TRANSCODE_CONCURRENCY: { default: '1', parse: int(1, 64) },
+  TRANSCODE_MAX_ATTEMPTS: { default: '3', parse: int(1, 20) },
+  TRANSCODE_TIMEOUT_SECONDS: { default: '3600', parse: int(10, 6 * 3600) },
+  TRANSCODE_LEASE_SECONDS: { default: '60', parse: int(5, 3600) },
+
+  GATEWAY_URL: { default: 'http://127.0.0.1:8080', parse: url },
+  OPENFAAS_GATEWAY_USER: { default: 'admin', parse: z.string() },
+  OPENFAAS_GATEWAY_PASSWORD: { default: '', parse: z.string() },
+  STACK_FILE: { default: '', parse: z.string().trim() },
+
+  SHUTDOWN_TIMEOUT_SECONDS: { default: '25', parse: int(0, 3600) },
+  LOCAL_REPLICAS: {
+    default: '',
+    parse: list
+      .refine((l) => l.every((e) => /^[a-z0-9-]+=\d+$/.test(e)), 'must look like tus-upload=2,stream=2')
+      .transform((l) => Object.fromEntries(l.map((e) => [e.split('=')[0]!, Number(e.split('=')[1])]))),
+  },
+  FUNCTION_NAME: { default: '', parse: z.string().trim().regex(/^[a-z0-9-]*$/, 'must be a lowercase function name') },
+} as const satisfies Record<string, { default: string; parse: z.ZodType<unknown, string> }>;
+
+export type VariableName = keyof typeof VARIABLES;
+type Parsed = { [K in VariableName]: z.output<(typeof VARIABLES)[K]['parse']> };
+
+/** Names of every variable, with the default and whether it is a secret (for `.env.example` checks and docs). */
+export function describeVariables(): { name: VariableName; default: string; secret: boolean }[] {
+  return (Object.keys(VARIABLES) as VariableName[]).map((name) => ({
+    name,
+    default: VARIABLES[name].default,
+    secret: name in SECRET_FILES,
+  }));
+}
+
+export interface Config {
+  port: number;
+  host: string;
+  nodeEnv: 'development' | 'production' | 'test';
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+  metricsEnabled: boolean;
+  mediaRoot: string;
+  uploadDir: string;
+  videoDir: string;
+  auditDir: string;
+  hmacSecret: string;
+  hmacSecretPrevious: string | null;
+  tokenExpirySeconds: number;
+  tokenClockSkewSeconds: number;
+  redis: { url: string | null; host: string; port: number; password: string | null; db: number };
+  metadataDsn: string | null;
+  metadataMirrorPhi: boolean;
+  maxUploadBytes: number;
+  uploadExpiryHours: number;
+  publicUrl: string | null;
+  trustProxy: boolean;
+  corsOrigins: string[];
+  hstsEnabled: boolean;
+  auth: {
+    jwksUrl: string | null;
+    jwtSecret: string | null;
+    issuer: string | null;
+    audience: string | null;
+    rolesClaim: string;
+  };
+  auditSigningKey: string | null;
+  auditAckTimeoutMs: number;
+  transcode: {
+    enabled: boolean;
+    ffmpegThreads: number;
+    renditions: RenditionName[];
+    enableHevc: boolean;
+    enableAv1: boolean;
+    concurrency: number;
+    maxAttempts: number;
+    timeoutSeconds: number;
+    leaseSeconds: number;
+  };
+  gateway: { url: string; user: string; password: string | null };
+  stackFile: string | null;
+  shutdownTimeoutMs: number;
+  /** Local stack only: replicas per function (default 1), as Kubernetes would scale them. */
+  localReplicas: Record<string, number>;
+  /** Set per function in stack.yml (and by the local stack); names logs and metrics. */
+  functionName: string | null;
+}
+
+export interface LoadOptions {
+  /** Variables this process cannot run without, beyond HMAC_SECRET (e.g. AUDIT_SIGNING_KEY for the audit writer). */
+  require?: VariableName[];
+  /** Where OpenFaaS mounts secrets. Defaults to `SECRETS_DIR` or /var/openfaas/secrets. */
+  secretsDir?: string;
+}
+
+function readSecretFile(dir: string, name: string): string | undefined {
+  try {
+    // Secret files usually end with a newline from `echo`; it is never part of the secret.
+    return readFileSync(path.join(dir, name), 'utf8').replace(/\r?\n$/, '');
+  } catch {
+    return undefined;
+  }
+}
+
+function rawValue(env: NodeJS.ProcessEnv, name: VariableName, secretsDir: string): string | undefined {
+  const fromEnv = env[name];
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  const file = SECRET_FILES[name];
+  return file ? readSecretFile(secretsDir, file) : fromEnv;
+}
+
+/** Parse and validate the whole configuration; throws ConfigError naming the first bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOptions = {}): Config {
+  const secretsDir = options.secretsDir ?? env.SECRETS_DIR ?? '/var/openfaas/secrets';
+  const required = new Set<VariableName>(['HMAC_SECRET', ...(options.require ?? [])]);
+  const v = {} as Record<VariableName, unknown>;
+  for (const name of Object.keys(VARIABLES) as VariableName[]) {
+    const raw = rawValue(env, name, secretsDir);
+    if ((raw === undefined || raw === '') && required.has(name)) {
+      const file = SECRET_FILES[name];
+      throw new ConfigError(name, `is required${file ? ` (set it or mount the secret ${file})` : ''}`);
+    }
+    const result = VARIABLES[name].parse.safeParse(raw ?? VARIABLES[name].default);
+    if (!result.success) {
+      const issue = result.error.issues[0];
+      const shown = name in SECRET_FILES ? '' : ` (got ${JSON.stringify(raw)})`;
+      throw new ConfigError(name, `${issue?.message ?? 'is invalid'}${shown}`);
+    }
+    v[name] = result.data;
+  }
+  const p = v as Parsed;
+  const orNull = (s: string) => (s === '' ? null : s);
+  const mediaRoot = path.resolve(p.MEDIA_ROOT);
+
+  const config: Config = {
+    port: p.PORT,
+    host: p.HOST,
+    nodeEnv: p.NODE_ENV,
+    logLevel: p.LOG_LEVEL,
+    metricsEnabled: p.METRICS_ENABLED,
+    mediaRoot,
+    uploadDir: path.resolve(p.UPLOAD_DIR || path.join(mediaRoot, 'uploads')),
+    videoDir: path.resolve(p.VIDEO_DIR || path.join(mediaRoot, 'videos')),
+    auditDir: path.resolve(p.AUDIT_DIR || path.join(mediaRoot, 'audit')),
+    hmacSecret: p.HMAC_SECRET,
+    hmacSecretPrevious: orNull(p.HMAC_SECRET_PREVIOUS),
+    tokenExpirySeconds: p.TOKEN_EXPIRY_SECONDS,
+    tokenClockSkewSeconds: p.TOKEN_CLOCK_SKEW_SECONDS,
+    redis: {
+      url: orNull(p.REDIS_URL),
+      host: p.REDIS_HOST,
+      port: p.REDIS_PORT,
+      password: orNull(p.REDIS_PASSWORD),
+      db: p.REDIS_DB,
+    },
+    metadataDsn: orNull(p.METADATA_DSN),
+    metadataMirrorPhi: p.METADATA_MIRROR_PHI,
+    maxUploadBytes: p.MAX_UPLOAD_BYTES,
+    uploadExpiryHours: p.UPLOAD_EXPIRY_HOURS,
+    publicUrl: orNull(p.PUBLIC_URL.replace(/\/+$/, '')),
+    trustProxy: p.TRUST_PROXY,
+    corsOrigins: p.CORS_ORIGINS,
+    hstsEnabled: p.HSTS_ENABLED,
+    auth: {
+      jwksUrl: orNull(p.AUTH_JWKS_URL),
+      jwtSecret: orNull(p.AUTH_JWT_SECRET),
+      issuer: orNull(p.AUTH_ISSUER),
+      audience: orNull(p.AUTH_AUDIENCE),
+      rolesClaim: p.AUTH_ROLES_CLAIM,
+    },
+    auditSigningKey: orNull(p.AUDIT_SIGNING_KEY),
+    auditAckTimeoutMs: p.AUDIT_ACK_TIMEOUT_MS,
+    transcode: {
+      enabled: p.TRANSCODE_ENABLED,
+      ffmpegThreads: p.FFMPEG_THREADS,
+      renditions: p.RENDITIONS,
+      enableHevc: p.ENABLE_HEVC,
+      enableAv1: p.ENABLE_AV1,
+      concurrency: p.TRANSCODE_CONCURRENCY,
+      maxAttempts: p.TRANSCODE_MAX_ATTEMPTS,
+      timeoutSeconds: p.TRANSCODE_TIMEOUT_SECONDS,
+      leaseSeconds: p.TRANSCODE_LEASE_SECONDS,
+    },
+    gateway: {
+      url: p.GATEWAY_URL.replace(/\/+$/, ''),
+      user: p.OPENFAAS_GATEWAY_USER,
+      password: orNull(p.OPENFAAS_GATEWAY_PASSWORD),
+    },
+    stackFile: orNull(p.STACK_FILE),
+    shutdownTimeoutMs: p.SHUTDOWN_TIMEOUT_SECONDS * 1000,
+    localReplicas: p.LOCAL_REPLICAS,
+    functionName: orNull(p.FUNCTION_NAME),
+  };
+  return config;
+}
+
+/** Parse the configuration for a process entry point: exits with one line on stderr when invalid. */
+export function loadConfigOrExit(options: LoadOptions = {}): Config {
+  try {
+    return loadConfig(process.env, options);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,34 @@
+/**
+ * JSON-lines logging (pino). Log lines carry ids only: never titles, descriptions,
+ * filenames, tokens, secrets or raw IPs. Known secret-bearing keys are redacted as
+ * a second line of defence.
+ */
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+const REDACT = [
+  'token',
+  'authorization',
+  'password',
+  'secret',
+  'hmacSecret',
+  '*.token',
+  '*.authorization',
+  '*.password',
+  '*.secret',
+  'headers.authorization',
+  'headers.cookie',
+  'req.headers.authorization',
+];
+
+export function createLogger(service: string, level: string = 'info'): Logger {
+  return pino({
+    level,
+    base: { function: service },
+    messageKey: 'msg',
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) },
+    redact: { paths: REDACT, censor: '[redacted]' },
+  });
+}

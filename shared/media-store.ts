@@ -1,0 +1,168 @@
+/**
+ * The media store: `VIDEO_DIR/<videoId>/` directories and their canonical
+ * `meta.json`. The disk is the source of truth; Redis only caches it.
+ *
+ * meta.json carries `metaChecksum`, a SHA-256 over the RFC 8785 serialisation of
+ * the document without that field. Every read verifies it, so a corrupted
+ * meta.json is reported (MetaCorruptError), never silently served.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import canonicalize from 'canonicalize';
+import { writeFileAtomic } from './atomic-file.js';
+import { AppError, NotFoundError } from './errors.js';
+import type { Redis } from './redis.js';
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+export function isVideoId(id: string): boolean {
+  return UUID_RE.test(id);
+}
+
+export type VideoStatus = 'uploaded' | 'queued' | 'transcoding' | 'transcoded' | 'failed';
+
+export interface VideoMeta {
+  videoId: string;
+  /** User-supplied, may be PHI: stored here only, never logged or audited. */
+  filename: string;
+  owner: string | null;
+  status: VideoStatus;
+  /** 0–100 while transcoding. */
+  progress?: number;
+  failureReason?: string;
+  uploadedAt: string;
+  updatedAt: string;
+  /** Original's file name inside the video dir, e.g. `original.mp4`. */
+  original: string;
+  size: number;
+  /** `sha256:<hex>` of the original. */
+  checksum: string;
+  duration: number | null;
+  width: number | null;
+  height: number | null;
+  fps: number | null;
+  videoCodec: string | null;
+  audioCodec: string | null;
+  bitrate: number | null;
+  renditions: string[];
+  /** User's metadata object (title, description, …): may be PHI. */
+  metadata: Record<string, unknown>;
+  /** Transcode outputs, relative to the video dir, once published. */
+  outputs?: { hlsMaster?: string; dashManifest?: string; poster?: string };
+  /** Upload this video was finalized from (idempotent finalize). */
+  uploadId?: string;
+  /** Extra fields other modules add (transcode attempt, ladder, …). */
+  [key: string]: unknown;
+}
+
+export class MetaCorruptError extends AppError {
+  constructor(videoId: string, detail: string) {
+    super(500, 'meta_corrupt', `metadata of video ${videoId} failed its integrity check (${detail})`);
+  }
+}
+
+export function metaChecksum(meta: Omit<VideoMeta, 'metaChecksum'>): string {
+  const { metaChecksum: _ignored, ...rest } = meta as VideoMeta & { metaChecksum?: string };
+  return `sha256:${createHash('sha256').update(canonicalize(rest) ?? '').digest('hex')}`;
+}
+
+/** Redis key of the cached meta.json (shared/metadata readers use it). */
+export const metaCacheKey = (videoId: string) => `pulsevault:meta:${videoId}`;
+
+export type MetaListener = (meta: VideoMeta) => void | Promise<void>;
+
+export class MediaStore {
+  private readonly listeners: MetaListener[] = [];
+
+  constructor(
+    readonly videoDir: string,
+    private readonly redis: Redis | null = null,
+  ) {}
+
+  /** Called after every successful meta.json write (e.g. the PostgreSQL mirror). Listener errors never fail the write. */
+  onWrite(listener: MetaListener): void {
+    this.listeners.push(listener);
+  }
+
+  dir(videoId: string): string {
+    if (!isVideoId(videoId)) throw new NotFoundError('no such video');
+    return path.join(this.videoDir, videoId);
+  }
+
+  metaPath(videoId: string): string {
+    return path.join(this.dir(videoId), 'meta.json');
+  }
+
+  /** Read and verify meta.json; NotFoundError when the video does not exist. */
+  async read(videoId: string): Promise<VideoMeta> {
+    let raw: string;
+    try {
+      raw = await readFile(this.metaPath(videoId), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError('no such video');
+      throw err;
+    }
+    return parseMeta(videoId, raw);
+  }
+
+  /** Write meta.json crash-safely (stamps updatedAt and metaChecksum), then invalidate caches. */
+  async write(meta: VideoMeta): Promise<VideoMeta> {
+    const doc: VideoMeta = { ...meta, updatedAt: new Date().toISOString() };
+    delete (doc as { metaChecksum?: string }).metaChecksum;
+    const stamped = { ...doc, metaChecksum: metaChecksum(doc) };
+    await mkdir(this.dir(meta.videoId), { recursive: true });
+    await writeFileAtomic(this.metaPath(meta.videoId), `${JSON.stringify(stamped, null, 2)}\n`, `meta.tmp.${randomBytes(4).toString('hex')}.json`);
+    await this.redis?.del(metaCacheKey(meta.videoId)).catch(() => undefined);
+    for (const listener of this.listeners) {
+      try {
+        await listener(stamped);
+      } catch {
+        // Listeners (mirrors, caches) are best-effort by contract; they count their own failures.
+      }
+    }
+    return stamped;
+  }
+
+  /**
+   * Read-modify-write under a short Redis lock per video, so a progress update
+   * and a status change from two processes cannot overwrite each other.
+   */
+  async update(videoId: string, change: (meta: VideoMeta) => VideoMeta | Promise<VideoMeta>): Promise<VideoMeta> {
+    const release = await this.lock(videoId);
+    try {
+      return await this.write(await change(await this.read(videoId)));
+    } finally {
+      await release();
+    }
+  }
+
+  private async lock(videoId: string): Promise<() => Promise<void>> {
+    if (!this.redis) return async () => {};
+    const key = `pulsevault:lock:meta:${videoId}`;
+    const token = randomBytes(8).toString('hex');
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const ok = await this.redis.set(key, token, 'PX', 10_000, 'NX');
+      if (ok === 'OK') break;
+      if (Date.now() > deadline) throw new AppError(503, 'busy', 'metadata is being updated; retry');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return async () => {
+      // Delete only our own lock (it may have expired and been taken by someone else).
+      await this.redis!.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0", 1, key, token).catch(() => undefined);
+    };
+  }
+}
+
+export function parseMeta(videoId: string, raw: string): VideoMeta {
+  let meta: VideoMeta & { metaChecksum?: string };
+  try {
+    meta = JSON.parse(raw) as VideoMeta & { metaChecksum?: string };
+  } catch {
+    throw new MetaCorruptError(videoId, 'not valid JSON');
+  }
+  if (typeof meta !== 'object' || meta === null || meta.videoId !== videoId) throw new MetaCorruptError(videoId, 'wrong document');
+  if (meta.metaChecksum !== metaChecksum(meta)) throw new MetaCorruptError(videoId, 'checksum mismatch');
+  return meta;
+}

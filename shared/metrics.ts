@@ -1,0 +1,66 @@
+/**
+ * Prometheus metrics (prom-client). One registry per process; every metric is
+ * declared through these helpers so a module imported twice (tests, CLIs) reuses
+ * the metric instead of failing on a duplicate registration.
+ */
+import client from 'prom-client';
+
+export const registry = client.register;
+
+let defaultsCollected = false;
+
+/** Default process metrics, labelled with the function (or service) name. */
+export function initMetrics(service: string): void {
+  registry.setDefaultLabels({ function: service });
+  if (!defaultsCollected) {
+    client.collectDefaultMetrics({ register: registry });
+    defaultsCollected = true;
+  }
+}
+
+type Cfg<T extends string> = { name: string; help: string; labelNames?: readonly T[] };
+
+function existing<M>(name: string): M | undefined {
+  return registry.getSingleMetric(name) as M | undefined;
+}
+
+export function counter<T extends string>(cfg: Cfg<T>): client.Counter<T> {
+  return existing<client.Counter<T>>(cfg.name) ?? new client.Counter<T>({ ...cfg, labelNames: cfg.labelNames ?? [] });
+}
+
+export function gauge<T extends string>(
+  cfg: Cfg<T> & { collect?: (this: client.Gauge<T>) => void | Promise<void> },
+): client.Gauge<T> {
+  return existing<client.Gauge<T>>(cfg.name) ?? new client.Gauge<T>({ ...cfg, labelNames: cfg.labelNames ?? [] });
+}
+
+export function histogram<T extends string>(cfg: Cfg<T> & { buckets?: number[] }): client.Histogram<T> {
+  return existing<client.Histogram<T>>(cfg.name) ?? new client.Histogram<T>({ ...cfg, labelNames: cfg.labelNames ?? [] });
+}
+
+/** Latency of every HTTP request a function answers (the spec's `http_request_duration_seconds`). */
+export function httpRequestDuration(): client.Histogram<'function' | 'method' | 'route' | 'status'> {
+  return histogram({
+    name: 'http_request_duration_seconds',
+    help: 'Duration of HTTP requests answered by a PulseVault function, from first byte in to last byte out.',
+    labelNames: ['function', 'method', 'route', 'status'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800],
+  });
+}
+
+/**
+ * Merge metric snapshots (from `registry.getMetricsAsJSON()`) of several
+ * processes into one exposition, keeping each process apart with a `replica`
+ * label so gauges are not summed across processes.
+ */
+export type MetricSnapshot = client.MetricObjectWithValues<client.MetricValue<string>>[];
+
+export async function aggregateMetrics(snapshots: { replica: string; metrics: MetricSnapshot }[]): Promise<string> {
+  const labelled = snapshots.map(({ replica, metrics }) =>
+    metrics.map((m) => ({ ...m, values: m.values.map((v) => ({ ...v, labels: { ...v.labels, replica } })) })),
+  );
+  const merged = client.AggregatorRegistry.aggregate(labelled as Parameters<typeof client.AggregatorRegistry.aggregate>[0]);
+  return merged.metrics();
+}
+
+export const metricsContentType = registry.contentType;

@@ -1,0 +1,34 @@
+/** Redis connections (ioredis) from the configuration. */
+import { Redis, type RedisOptions } from 'ioredis';
+import type { Config } from './config.js';
+
+export type { Redis };
+
+export interface ConnectOptions {
+  /** Connection name shown by CLIENT LIST (function or service name). */
+  name: string;
+  /**
+   * Blocking commands (XREADGROUP BLOCK, BLPOP) need a connection of their own
+   * and must wait for Redis to come back rather than fail the command.
+   */
+  blocking?: boolean;
+}
+
+export function redisOptions(config: Config, { name, blocking = false }: ConnectOptions): RedisOptions {
+  return {
+    connectionName: `pulsevault:${name}`,
+    ...(config.redis.password ? { password: config.redis.password } : {}),
+    ...(config.redis.url ? {} : { db: config.redis.db }),
+    connectTimeout: 2_000,
+    // Request paths fail fast when Redis is away (the caller answers 503); blocking readers wait.
+    maxRetriesPerRequest: blocking ? null : 1,
+    enableOfflineQueue: true,
+    retryStrategy: (times) => Math.min(100 * 2 ** times, 2_000),
+    lazyConnect: false,
+  };
+}
+
+export function createRedis(config: Config, options: ConnectOptions): Redis {
+  const opts = redisOptions(config, options);
+  return config.redis.url ? new Redis(config.redis.url, opts) : new Redis({ ...opts, host: config.redis.host, port: config.redis.port });
+}

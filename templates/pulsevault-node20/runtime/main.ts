@@ -1,0 +1,39 @@
+/**
+ * Entry point: `node main.js <compiled handler.js>`. This is the `fprocess` the
+ * watchdog starts in the container, and what the local stack runs per function.
+ */
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { loadConfigOrExit } from '../../../shared/config.js';
+import type { FunctionSetup } from '../../../shared/function.js';
+import { createLogger } from '../../../shared/log.js';
+import { startFunction } from './server.js';
+
+const handlerPath = process.argv[2];
+if (!handlerPath) {
+  process.stderr.write('usage: main.js <handler.js>\n');
+  process.exit(64);
+}
+
+const config = loadConfigOrExit();
+const name = config.functionName ?? path.basename(path.dirname(handlerPath));
+const log = createLogger(name, config.logLevel);
+const mod = (await import(pathToFileURL(path.resolve(handlerPath)).href)) as { default?: FunctionSetup };
+if (typeof mod.default !== 'function') {
+  log.fatal('handler module must default-export defineFunction(...)');
+  process.exit(70);
+}
+
+try {
+  const running = await startFunction(name, mod.default, config, log);
+  log.info({ port: config.port }, 'function ready');
+  const stop = (signal: string) => {
+    log.info({ signal }, 'signal received');
+    void running.shutdown().then(() => process.exit(0));
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+} catch (err) {
+  log.fatal({ err }, 'function failed to start');
+  process.exit(1);
+}

@@ -1,0 +1,73 @@
+/** A real redis-server on a free port, private to one test file. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { freePort } from '../../services/devstack/supervisor.js';
+import { waitFor } from './wait.js';
+
+export interface TestRedis {
+  url: string;
+  port: number;
+  client(): Redis;
+  /** Stop the server, keeping its data dir (see start). */
+  stop(): Promise<void>;
+  /** Start it again on the same port and data dir (after stop). */
+  start(): Promise<void>;
+  /** Stop it and remove its data. */
+  close(): Promise<void>;
+}
+
+export async function startRedis(options: { appendonly?: boolean } = {}): Promise<TestRedis> {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), 'pv-redis-'));
+  const url = `redis://127.0.0.1:${port}`;
+  let child: ChildProcess | null = null;
+  const clients: Redis[] = [];
+
+  async function start(): Promise<void> {
+    const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', options.appendonly ? 'yes' : 'no'];
+    child = spawn('redis-server', args, { stdio: 'ignore' });
+    await waitFor(async () => {
+      const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      probe.on('error', () => {});
+      try {
+        await probe.connect();
+        return (await probe.ping()) === 'PONG';
+      } catch {
+        return false;
+      } finally {
+        probe.disconnect();
+      }
+    }, 10_000, 'redis-server to start');
+  }
+
+  async function stop(): Promise<void> {
+    const c = child;
+    child = null;
+    if (!c || c.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      c.once('exit', () => resolve());
+      c.kill('SIGTERM');
+    });
+  }
+
+  await start();
+  return {
+    url,
+    port,
+    client() {
+      const c = new Redis(url);
+      clients.push(c);
+      return c;
+    },
+    start,
+    stop,
+    async close() {
+      for (const c of clients.splice(0)) c.disconnect();
+      await stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
