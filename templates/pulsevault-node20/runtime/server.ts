@@ -26,6 +26,7 @@ export async function startFunction(name: string, setup: FunctionSetup, config: 
   const duration = httpRequestDuration();
   const hooks: (() => Promise<void> | void)[] = [];
   const handle = await setup({ name, config, log, onShutdown: (hook) => hooks.push(hook) });
+  let closing = false;
 
   const server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
     const started = process.hrtime.bigint();
@@ -35,7 +36,10 @@ export async function startFunction(name: string, setup: FunctionSetup, config: 
     const ctx: RequestContext = { requestId, traceparent, log: log.child({ requestId }), route: 'unmatched' };
     res.setHeader('X-Call-Id', requestId);
     res.setHeader('X-PulseVault-Function', name);
+    if (closing) res.setHeader('Connection', 'close');
     res.once('close', () => {
+      // Draining: a keep-alive socket freed by this response must not hold the shutdown open.
+      if (closing) server.closeIdleConnections();
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const status = res.writableFinished ? res.statusCode : 499; // 499: client went away first
       duration.observe({ function: name, method: req.method ?? 'GET', route: ctx.route, status: String(status) }, seconds);
@@ -87,6 +91,7 @@ export async function startFunction(name: string, setup: FunctionSetup, config: 
   let shuttingDown: Promise<void> | null = null;
   const shutdown = () =>
     (shuttingDown ??= (async () => {
+      closing = true;
       log.info({ timeoutMs: config.shutdownTimeoutMs }, 'shutting down: no new connections, draining in-flight requests');
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();

@@ -1,0 +1,168 @@
+/**
+ * The local gateway: routing table, /function/<name> prefix stripping, the
+ * headers the OpenFaaS gateway sets, and bodies that stream (never buffered).
+ */
+import { createServer, request, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../shared/log.js';
+import { FUNCTIONS, matchPublicRoute, parseFunctionPath } from '../shared/routes.js';
+import { createGateway, type GatewayBackend } from '../services/gateway/gateway.js';
+
+const listen = (s: Server) => new Promise<number>((r) => s.listen(0, '127.0.0.1', () => r((s.address() as AddressInfo).port)));
+
+/** One upstream per function that echoes what it received. */
+const seen: { fn: string; url: string; headers: IncomingMessage['headers'] }[] = [];
+let chunkArrived: (() => void) | null = null;
+const upstreams = new Map<string, string>();
+const servers: Server[] = [];
+let gateway: Server;
+let base: string;
+
+beforeAll(async () => {
+  for (const fn of FUNCTIONS) {
+    const srv = createServer((req, res) => {
+      seen.push({ fn, url: req.url ?? '', headers: req.headers });
+      if (req.url === '/stream-in') {
+        let bytes = 0;
+        req.on('data', (c: Buffer) => {
+          bytes += c.length;
+          chunkArrived?.();
+        });
+        req.on('end', () => res.end(JSON.stringify({ bytes })));
+        return;
+      }
+      if (req.url === '/stream-out') {
+        res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
+        res.write(Buffer.alloc(1024, 1));
+        // The rest only after the client proves it saw the first chunk (it aborts or asks below).
+        req.socket.once('close', () => res.destroy());
+        return;
+      }
+      req.resume();
+      req.on('end', () => res.end(JSON.stringify({ fn })));
+    });
+    servers.push(srv);
+    upstreams.set(fn, `http://127.0.0.1:${await listen(srv)}`);
+  }
+  const backend: GatewayBackend = {
+    has: (fn) => upstreams.has(fn),
+    pick: (fn) => upstreams.get(fn),
+    health: () => ({ status: 'ok' }),
+    metrics: async () => '# none\n',
+    systemFunctions: () => [...upstreams.keys()].map((name) => ({ name })),
+  };
+  gateway = createGateway(backend, createLogger('test', 'error'));
+  base = `http://127.0.0.1:${await listen(gateway)}`;
+});
+
+afterAll(async () => {
+  for (const s of [...servers, gateway]) {
+    s.closeAllConnections();
+    await new Promise((r) => s.close(r));
+  }
+});
+
+describe('routing table', () => {
+  it.each([
+    ['POST', '/uploads', 'tus-upload'],
+    ['PATCH', '/uploads/abc123', 'tus-upload'],
+    ['HEAD', '/uploads/abc123', 'tus-upload'],
+    ['DELETE', '/uploads/abc123', 'tus-upload'],
+    ['OPTIONS', '/uploads', 'tus-upload'],
+    ['POST', '/uploads/finalize', 'finalize'],
+    ['POST', '/media/sign', 'sign'],
+    ['GET', '/media/videos/6f1c2a10-5b0e-4b7e-9d3c-2a4f8e9b1c00/metadata', 'metadata'],
+    ['GET', '/media/videos/6f1c2a10-5b0e-4b7e-9d3c-2a4f8e9b1c00/renditions', 'metadata'],
+    ['GET', '/media/videos/6f1c2a10-5b0e-4b7e-9d3c-2a4f8e9b1c00/hls/master.m3u8', 'stream'],
+    ['HEAD', '/media/videos/6f1c2a10-5b0e-4b7e-9d3c-2a4f8e9b1c00/original.mp4', 'stream'],
+    ['GET', '/media/videos/6f1c2a10-5b0e-4b7e-9d3c-2a4f8e9b1c00/hls/metadata', 'stream'],
+    ['GET', '/media/videos', 'metadata'],
+  ])('%s %s → %s with the path unchanged', async (method, path, fn) => {
+    const res = await fetch(`${base}${path}?token=t`, { method });
+    expect(res.status).toBe(200);
+    const last = seen.at(-1)!;
+    expect(last.fn).toBe(fn);
+    expect(last.url).toBe(`${path}?token=t`);
+    expect(matchPublicRoute(method, path)?.route.function).toBe(fn);
+  });
+
+  it('answers 405 with Allow for a method a route does not take, and 404 off the table', async () => {
+    const res = await fetch(`${base}/media/sign`, { method: 'GET' });
+    expect(res.status).toBe(405);
+    expect(res.headers.get('allow')).toContain('POST');
+    expect(await res.json()).toMatchObject({ error: 'method_not_allowed' });
+    const missing = await fetch(`${base}/nothing/here`);
+    expect(missing.status).toBe(404);
+    expect(await missing.json()).toMatchObject({ error: 'not_found' });
+  });
+});
+
+describe('/function/<name>/...', () => {
+  it('strips the prefix and keeps the query, as the OpenFaaS gateway does', async () => {
+    expect(parseFunctionPath('/function/sign')).toEqual({ name: 'sign', path: '/' });
+    const res = await fetch(`${base}/function/tus-upload/uploads/abc?x=1`, { method: 'PATCH', body: 'x' });
+    expect(res.status).toBe(200);
+    expect(seen.at(-1)).toMatchObject({ fn: 'tus-upload', url: '/uploads/abc?x=1' });
+  });
+
+  it('sets X-Forwarded-For/Host and a fresh X-Call-Id, keeping a caller-set forwarded host', async () => {
+    await fetch(`${base}/function/sign/`, { method: 'POST', body: '{}' });
+    const h = seen.at(-1)!.headers;
+    expect(h['x-forwarded-for']).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(h['x-forwarded-host']).toBe(new URL(base).host);
+    expect(h['x-call-id']).toMatch(/^[0-9a-f-]{36}$/);
+    await fetch(`${base}/function/sign/`, { method: 'POST', body: '{}', headers: { 'X-Forwarded-Host': 'vault.example.org' } });
+    expect(seen.at(-1)!.headers['x-forwarded-host']).toBe('vault.example.org');
+  });
+
+  it('404s an unknown function', async () => {
+    const res = await fetch(`${base}/function/nope/`);
+    expect(res.status).toBe(404);
+  });
+});
+
+describe('streaming', () => {
+  it('delivers request body chunks to the function before the client has finished sending', async () => {
+    // If the gateway buffered the body, the upstream would see nothing until the end, and this would hang.
+    const chunk = Buffer.alloc(256 * 1024, 7);
+    const rounds = 8;
+    const result = await new Promise<{ bytes: number }>((resolve, reject) => {
+      const req = request(`${base}/function/tus-upload/stream-in`, { method: 'PATCH' }, (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve(JSON.parse(body) as { bytes: number }));
+      });
+      req.on('error', reject);
+      let sent = 0;
+      const sendNext = () => {
+        if (sent === rounds) {
+          chunkArrived = null;
+          return void req.end();
+        }
+        sent += 1;
+        req.write(chunk);
+      };
+      chunkArrived = () => {
+        // Send the next chunk only once the upstream has seen bytes of this one.
+        const c = chunkArrived;
+        chunkArrived = null;
+        setImmediate(() => {
+          chunkArrived = c;
+          sendNext();
+        });
+      };
+      sendNext();
+    });
+    expect(result.bytes).toBe(chunk.length * rounds);
+  });
+
+  it('streams a response body to the client before the function has finished it', async () => {
+    const res = await fetch(`${base}/function/stream/stream-out`);
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    expect(first.value?.length).toBeGreaterThan(0);
+    await reader.cancel();
+  });
+});

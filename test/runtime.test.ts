@@ -1,0 +1,91 @@
+/** The template runtime as a real process: health, metrics, request ids, error mapping, graceful shutdown. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { request } from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import { freePort } from '../services/devstack/supervisor.js';
+import { TEST_HMAC_SECRET } from './helpers/stack.js';
+import { waitFor } from './helpers/wait.js';
+
+let child: ChildProcess | null = null;
+let output = '';
+
+async function startRuntime(): Promise<string> {
+  const port = await freePort();
+  output = '';
+  child = spawn(process.execPath, ['dist/templates/pulsevault-node20/runtime/main.js', 'test/fixtures/slow-handler.mjs'], {
+    env: { PATH: process.env.PATH, PORT: String(port), HOST: '127.0.0.1', HMAC_SECRET: TEST_HMAC_SECRET, FUNCTION_NAME: 'fixture', SHUTDOWN_TIMEOUT_SECONDS: '10', SECRETS_DIR: '/nonexistent' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+  const base = `http://127.0.0.1:${port}`;
+  await waitFor(() => fetch(`${base}/_/health`).then((r) => r.ok).catch(() => false), 15_000, 'runtime health');
+  return base;
+}
+
+afterEach(() => {
+  child?.kill('SIGKILL');
+  child = null;
+});
+
+describe('template runtime', () => {
+  it('answers health and exposes the request histogram labelled function/method/route/status', async () => {
+    const base = await startRuntime();
+    expect(await (await fetch(`${base}/_/health`)).json()).toEqual({ status: 'ok', function: 'fixture' });
+    await fetch(`${base}/conflict`);
+    const text = await (await fetch(`${base}/metrics`)).text();
+    expect(text).toMatch(/# HELP http_request_duration_seconds /);
+    expect(text).toMatch(/http_request_duration_seconds_count\{[^}]*function="fixture"[^}]*method="GET"[^}]*route="unmatched"[^}]*status="409"[^}]*\} 1/);
+    expect(text).toMatch(/process_resident_memory_bytes/);
+  });
+
+  it('maps a typed error to JSON and hides an unexpected one', async () => {
+    const base = await startRuntime();
+    const conflict = await fetch(`${base}/conflict`, { headers: { 'X-Call-Id': 'call-123' } });
+    expect(conflict.status).toBe(409);
+    expect(await conflict.json()).toEqual({ error: 'upload_incomplete', message: 'upload is not complete', requestId: 'call-123' });
+    const bug = await fetch(`${base}/bug`);
+    expect(bug.status).toBe(500);
+    const body = (await bug.json()) as { error: string; message: string; requestId: string };
+    expect(body).toMatchObject({ error: 'internal', message: 'internal server error' });
+    expect(body.requestId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(JSON.stringify(body)).not.toContain('/mnt/media');
+  });
+
+  it('reuses the gateway X-Call-Id as the request id and generates one otherwise', async () => {
+    const base = await startRuntime();
+    expect(await (await fetch(`${base}/echo-id`, { headers: { 'X-Call-Id': 'abc-1' } })).text()).toBe('abc-1');
+    const generated = await fetch(`${base}/echo-id`);
+    expect(await generated.text()).toMatch(/^[0-9a-f-]{36}$/);
+    expect(generated.headers.get('x-call-id')).toMatch(/^[0-9a-f-]{36}$/);
+    // JSON log lines carry level, time, function and the request id.
+    await waitFor(() => output.includes('"requestId":"abc-1"'), 5_000, 'request log line');
+    const line = JSON.parse(output.split('\n').find((l) => l.includes('"requestId":"abc-1"'))!) as Record<string, unknown>;
+    expect(line).toMatchObject({ level: 'info', function: 'fixture', requestId: 'abc-1' });
+    expect(typeof line.time).toBe('string');
+  });
+
+  it('on SIGTERM finishes the in-flight request, refuses new ones, and exits 0', async () => {
+    const base = await startRuntime();
+    const url = new URL(`${base}/slow`);
+    const inflight = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = request(url, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => {
+          body += d.toString();
+          // The request is being answered: now ask the process to stop.
+          if (body === 'start\n') child!.kill('SIGTERM');
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    const exit = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
+    const result = await inflight;
+    expect(result).toEqual({ status: 200, body: 'start\nend\n' });
+    expect(await exit).toBe(0);
+    await expect(fetch(`${base}/_/health`)).rejects.toThrow();
+    expect(output).toContain('draining in-flight requests');
+  });
+});
