@@ -15,7 +15,8 @@ export interface LocalRedis {
   stop(): Promise<void>;
 }
 
-async function answers(url: string, password: string | null): Promise<boolean> {
+/** True when a Redis server answers PING at `url` (one quick attempt, no retries). */
+export async function redisAnswers(url: string, password: string | null = null): Promise<boolean> {
   const client = new Redis(url, {
     ...(password ? { password } : {}),
     lazyConnect: true,
@@ -36,7 +37,7 @@ async function answers(url: string, password: string | null): Promise<boolean> {
 
 export async function ensureRedis(config: Config, log: Logger): Promise<LocalRedis> {
   const url = config.redis.url ?? `redis://${config.redis.host}:${config.redis.port}/${config.redis.db}`;
-  if (await answers(url, config.redis.password)) {
+  if (await redisAnswers(url, config.redis.password)) {
     log.info({ redis: new URL(url).host }, 'using the configured Redis');
     return { url, stop: async () => {} };
   }
@@ -52,7 +53,7 @@ export async function ensureRedis(config: Config, log: Logger): Promise<LocalRed
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.once('error', (err) => log.error({ err: err.message }, 'could not start redis-server (is it installed?)'));
   const deadline = Date.now() + 10_000;
-  while (!(await answers(url, config.redis.password))) {
+  while (!(await redisAnswers(url, config.redis.password))) {
     if (child.exitCode !== null || Date.now() > deadline) throw new Error('redis-server did not start; install it (apt-get install redis-server) or set REDIS_URL');
     await new Promise((r) => setTimeout(r, 100));
   }

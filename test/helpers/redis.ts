@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
+import { redisAnswers } from '../../services/devstack/local-redis.js';
 import { freePort } from '../../services/devstack/supervisor.js';
 import { waitFor } from './wait.js';
 
@@ -29,18 +30,7 @@ export async function startRedis(options: { appendonly?: boolean } = {}): Promis
   async function start(): Promise<void> {
     const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', options.appendonly ? 'yes' : 'no'];
     child = spawn('redis-server', args, { stdio: 'ignore' });
-    await waitFor(async () => {
-      const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-      probe.on('error', () => {});
-      try {
-        await probe.connect();
-        return (await probe.ping()) === 'PONG';
-      } catch {
-        return false;
-      } finally {
-        probe.disconnect();
-      }
-    }, 10_000, 'redis-server to start');
+    await waitFor(() => redisAnswers(url), 10_000, 'redis-server to start');
   }
 
   async function stop(): Promise<void> {
