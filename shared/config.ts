@@ -99,7 +99,10 @@ const VARIABLES = {
   REDIS_PASSWORD: { default: '', parse: z.string() },
   REDIS_DB: { default: '0', parse: int(0, 15) },
 
-  METADATA_DSN: { default: '', parse: url },
+  METADATA_DSN: {
+    default: '',
+    parse: url.refine((v) => v === '' || /^postgres(ql)?:\/\//.test(v), 'must be a postgres:// URL'),
+  },
   METADATA_MIRROR_PHI: { default: 'false', parse: bool },
 
   MAX_UPLOAD_BYTES: { default: String(20 * 1024 ** 3), parse: int(1, Number.MAX_SAFE_INTEGER) },

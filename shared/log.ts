@@ -22,7 +22,8 @@ const REDACT = [
   'req.headers.authorization',
 ];
 
-export function createLogger(service: string, level: string = 'info'): Logger {
+/** `fd` 2 sends the lines to stderr (CLI commands keep stdout for their result). */
+export function createLogger(service: string, level: string = 'info', fd: 1 | 2 = 1): Logger {
   return pino({
     level,
     base: { function: service },
@@ -30,5 +31,5 @@ export function createLogger(service: string, level: string = 'info'): Logger {
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
     redact: { paths: REDACT, censor: '[redacted]' },
-  });
+  }, pino.destination(fd));
 }

@@ -1,0 +1,174 @@
+/**
+ * `GET /media/videos?status=&owner=&limit=&cursor=`: list videos from the
+ * PostgreSQL mirror, newest upload first.
+ *
+ * Keyset pagination on (uploaded_at, id): the opaque cursor carries the last row's
+ * key, and the next page is the rows strictly before it. Pages stay stable while
+ * uploads arrive (new videos sort before every cursor) and each page costs an
+ * index range scan however deep the caller pages. Admins see every video and may
+ * filter by owner; anyone else sees only their own.
+ */
+import { BadRequestError, ForbiddenError, NotImplementedError, ServiceUnavailableError } from './errors.js';
+import { isVideoId, type VideoStatus } from './media-store.js';
+import { isUnavailable, type MetadataMirror } from './mirror/mirror.js';
+
+export const DEFAULT_LIMIT = 50;
+export const MAX_LIMIT = 100;
+const ADMIN_ROLE = 'admin';
+const STATUSES = ['uploaded', 'queued', 'transcoding', 'transcoded', 'failed'] as const satisfies readonly VideoStatus[];
+const PARAMS = ['status', 'owner', 'limit', 'cursor'] as const;
+
+/** The authenticated caller, as the JWT check (shared/auth.ts) gives it. */
+export interface ListingCaller {
+  userId: string;
+  roles: readonly string[];
+}
+
+export interface ListingQuery {
+  status: VideoStatus | null;
+  owner: string | null;
+  limit: number;
+  after: { uploadedAt: string; id: string } | null;
+}
+
+export interface ListedVideo {
+  videoId: string;
+  owner: string | null;
+  status: string;
+  progress: number | null;
+  uploadedAt: string;
+  updatedAt: string;
+  duration: number | null;
+  width: number | null;
+  height: number | null;
+  renditions: string[];
+  size: number;
+  checksum: string;
+  /** Only when the mirror holds them (METADATA_MIRROR_PHI=true). */
+  title?: string;
+  description?: string;
+}
+
+export interface ListingBody {
+  videos: ListedVideo[];
+  /** Pass as `cursor` for the next page; null on the last page. */
+  nextCursor: string | null;
+  limit: number;
+}
+
+function encodeCursor(uploadedAt: Date, id: string): string {
+  return Buffer.from(JSON.stringify([uploadedAt.toISOString(), id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): ListingQuery['after'] {
+  const invalid = new BadRequestError('cursor is not valid; pass the nextCursor of a previous page', 'invalid_cursor');
+  if (!/^[A-Za-z0-9_-]{1,200}$/.test(cursor)) throw invalid;
+  let key: unknown;
+  try {
+    key = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    throw invalid;
+  }
+  if (!Array.isArray(key) || key.length !== 2) throw invalid;
+  const [uploadedAt, id] = key as unknown[];
+  if (typeof uploadedAt !== 'string' || typeof id !== 'string' || !isVideoId(id)) throw invalid;
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(uploadedAt) || Number.isNaN(Date.parse(uploadedAt))) throw invalid;
+  return { uploadedAt, id };
+}
+
+/** Validate the query string; BadRequestError naming the parameter otherwise. */
+export function parseListingQuery(params: URLSearchParams): ListingQuery {
+  for (const key of new Set(params.keys())) {
+    if (!(PARAMS as readonly string[]).includes(key)) throw new BadRequestError(`unknown query parameter ${JSON.stringify(key)}; allowed: ${PARAMS.join(', ')}`);
+    if (params.getAll(key).length > 1) throw new BadRequestError(`query parameter ${key} given more than once`);
+  }
+  const status = params.get('status') || null;
+  if (status !== null && !(STATUSES as readonly string[]).includes(status)) {
+    throw new BadRequestError(`status must be one of ${STATUSES.join(', ')}`);
+  }
+  const owner = params.get('owner') || null;
+  if (owner !== null && owner.length > 256) throw new BadRequestError('owner must be at most 256 characters');
+  const rawLimit = params.get('limit') || null;
+  let limit = DEFAULT_LIMIT;
+  if (rawLimit !== null) {
+    limit = /^\d{1,4}$/.test(rawLimit) ? Number(rawLimit) : NaN;
+    if (!(limit >= 1 && limit <= MAX_LIMIT)) throw new BadRequestError(`limit must be an integer from 1 to ${MAX_LIMIT}`);
+  }
+  const cursor = params.get('cursor') || null;
+  return { status: status as VideoStatus | null, owner, limit, after: cursor === null ? null : decodeCursor(cursor) };
+}
+
+interface ListedRow {
+  id: string;
+  owner: string | null;
+  status: string;
+  progress: number | null;
+  uploaded_at: Date;
+  updated_at: Date;
+  duration: number | null;
+  width: number | null;
+  height: number | null;
+  renditions: string[];
+  size: string;
+  checksum: string;
+  title: string | null;
+  description: string | null;
+}
+
+function toListed(r: ListedRow): ListedVideo {
+  return {
+    videoId: r.id,
+    owner: r.owner,
+    status: r.status,
+    progress: r.progress,
+    uploadedAt: r.uploaded_at.toISOString(),
+    updatedAt: r.updated_at.toISOString(),
+    duration: r.duration,
+    width: r.width,
+    height: r.height,
+    renditions: r.renditions,
+    size: Number(r.size),
+    checksum: r.checksum,
+    ...(r.title !== null ? { title: r.title } : {}),
+    ...(r.description !== null ? { description: r.description } : {}),
+  };
+}
+
+/** One page of `query` for `caller`, served from the mirror. */
+export async function listVideos(mirror: MetadataMirror | null, query: ListingQuery, caller: ListingCaller): Promise<ListingBody> {
+  if (!mirror) {
+    throw new NotImplementedError('video listing needs the metadata mirror: set METADATA_DSN to a PostgreSQL database and run `pulsevault reindex`');
+  }
+  const isAdmin = caller.roles.includes(ADMIN_ROLE);
+  if (!isAdmin && query.owner !== null && query.owner !== caller.userId) {
+    throw new ForbiddenError('only admins may list the videos of another owner');
+  }
+  const owner = isAdmin ? query.owner : caller.userId;
+
+  const where: string[] = [];
+  const values: unknown[] = [];
+  const bind = (v: unknown) => `$${values.push(v)}`;
+  if (owner !== null) where.push(`owner = ${bind(owner)}`);
+  if (query.status !== null) where.push(`status = ${bind(query.status)}`);
+  if (query.after) where.push(`(uploaded_at, id) < (${bind(query.after.uploadedAt)}::timestamptz, ${bind(query.after.id)}::uuid)`);
+  const sql = `SELECT id, owner, status, progress, uploaded_at, updated_at, duration, width, height, renditions, size, checksum, title, description
+FROM videos ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+ORDER BY uploaded_at DESC, id DESC LIMIT ${bind(query.limit + 1)}`;
+
+  let rows: ListedRow[];
+  try {
+    await mirror.ready();
+    rows = (await mirror.pool.query<ListedRow>(sql, values)).rows;
+  } catch (err) {
+    // The disk is the truth and the mirror optional: its outage is a 503 to retry, not a 500.
+    if (!isUnavailable(err)) throw err;
+    throw new ServiceUnavailableError('the metadata mirror database is unavailable; retry later', 'mirror_unavailable');
+  }
+  const page = rows.slice(0, query.limit);
+  const last = page.at(-1);
+  return {
+    videos: page.map(toListed),
+    nextCursor: rows.length > query.limit && last ? encodeCursor(last.uploaded_at, last.id) : null,
+    limit: query.limit,
+  };
+}
