@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../shared/config.js';
+import { ConfigError, loadConfig } from '../shared/config.js';
 import { MediaStore } from '../shared/media-store.js';
 import { registry } from '../shared/metrics.js';
 import { migrate, MIGRATIONS, MigrationError } from '../shared/migrations/index.js';
@@ -48,8 +48,11 @@ function storeWithMirror(env: Record<string, string>) {
 const row = async (id: string) => (await db.client.query('SELECT * FROM videos WHERE id = $1', [id])).rows[0];
 
 describe('metadata mirror', () => {
-  it('is a no-op without METADATA_DSN', () => {
+  it('is a no-op without METADATA_DSN, and METADATA_DSN must be a postgres:// URL', () => {
     expect(storeWithMirror({}).mirror).toBeNull();
+    expect(() => configFor({ METADATA_DSN: 'mysql://root@127.0.0.1/pv' })).toThrow(ConfigError);
+    expect(() => configFor({ METADATA_DSN: 'mysql://root@127.0.0.1/pv' })).toThrow(/^invalid configuration: METADATA_DSN must be a postgres:\/\/ URL$/);
+    expect(configFor({ METADATA_DSN: 'postgresql://u@db:5432/pv' }).metadataDsn).toBe('postgresql://u@db:5432/pv');
   });
 
   it('mirrors every meta.json write, without title, description or filename', async () => {

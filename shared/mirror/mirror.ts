@@ -15,7 +15,7 @@ import type { Logger } from '../log.js';
 import type { MediaStore, VideoMeta } from '../media-store.js';
 import { counter, histogram } from '../metrics.js';
 import { migrate } from '../migrations/index.js';
-import { toRow, upsertSql, type UpsertGuard, type VideoRow } from './rows.js';
+import { toRow, upsertSql, type VideoRow } from './rows.js';
 
 /** Connecting must be quick; a database that does not answer in this time is treated as down. */
 const CONNECT_TIMEOUT_MS = 1_000;
@@ -112,12 +112,15 @@ export class MetadataMirror {
     return client;
   }
 
-  /** Upsert rows (see rows.ts for the guards); returns how many were inserted and updated. */
-  async upsert(rows: VideoRow[], guard: UpsertGuard, runner: pg.Pool | pg.ClientBase = this.pool, runStartedAt?: Date): Promise<UpsertCounts> {
+  /**
+   * Upsert rows: `'newer'` on the write path, `{ repairSince }` for reconciliation
+   * (see rows.ts). Returns how many were inserted and updated.
+   */
+  async upsert(rows: VideoRow[], guard: 'newer' | { repairSince: Date }, via: pg.Pool | pg.ClientBase = this.pool): Promise<UpsertCounts> {
     if (rows.length === 0) return { added: 0, updated: 0 };
     await this.ready();
-    const values = guard === 'repair' ? [JSON.stringify(rows), runStartedAt] : [JSON.stringify(rows)];
-    const { rows: changed } = await runner.query<{ id: string; inserted: boolean }>(upsertSql(guard), values);
+    const [sql, values] = guard === 'newer' ? [upsertSql('newer'), [JSON.stringify(rows)]] : [upsertSql('repair'), [JSON.stringify(rows), guard.repairSince]];
+    const { rows: changed } = await via.query<{ id: string; inserted: boolean }>(sql, values);
     const added = changed.filter((r) => r.inserted).length;
     return { added, updated: changed.length - added };
   }
@@ -141,7 +144,7 @@ export class MetadataMirror {
     let timer: NodeJS.Timeout | undefined;
     try {
       const deadline = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(Object.assign(new Error('mirror write deadline'), { code: 'deadline' })), WRITE_DEADLINE_MS);
+        timer = setTimeout(() => reject(Object.assign(new Error('mirror write deadline'), { code: 'DEADLINE' })), WRITE_DEADLINE_MS);
       });
       await Promise.race([this.mirror(meta), deadline]);
       return true;
@@ -175,6 +178,8 @@ export function attachMirror(store: MediaStore, config: Config, log: Logger): Me
   const mirror = openMirror(config, log);
   if (!mirror) return null;
   mirror.ready().catch((err: unknown) => log.warn({ code: errorCode(err) }, 'metadata mirror schema not ready; will retry on the next write'));
-  store.onWrite((meta) => mirror.record(meta).then(() => undefined));
+  store.onWrite(async (meta) => {
+    await mirror.record(meta);
+  });
   return mirror;
 }

@@ -79,7 +79,7 @@ export async function reindex(mirror: MetadataMirror, store: MediaStore, log: Lo
       report.scanned += present.length;
       report.invalid += present.length - found.length;
       await client.query('INSERT INTO reindex_seen SELECT unnest($1::uuid[])', [present.map((r) => r.id)]);
-      const { added, updated } = await mirror.upsert(found, 'repair', client, startedAt);
+      const { added, updated } = await mirror.upsert(found, { repairSince: startedAt }, client);
       report.added += added;
       report.updated += updated;
       report.unchanged += found.length - added - updated;
