@@ -212,7 +212,10 @@ export interface Config {
 }
 
 export interface LoadOptions {
-  /** Variables this process cannot run without, beyond HMAC_SECRET (e.g. AUDIT_SIGNING_KEY for the audit writer). */
+  /**
+   * Variables this process cannot run without. Default: HMAC_SECRET (every function).
+   * Services and CLIs name what they need instead (the audit writer: AUDIT_SIGNING_KEY).
+   */
   require?: VariableName[];
   /** Where OpenFaaS mounts secrets. Defaults to `SECRETS_DIR` or /var/openfaas/secrets. */
   secretsDir?: string;
@@ -237,7 +240,7 @@ function rawValue(env: NodeJS.ProcessEnv, name: VariableName, secretsDir: string
 /** Parse and validate the whole configuration; throws ConfigError naming the first bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOptions = {}): Config {
   const secretsDir = options.secretsDir ?? env.SECRETS_DIR ?? '/var/openfaas/secrets';
-  const required = new Set<VariableName>(['HMAC_SECRET', ...(options.require ?? [])]);
+  const required = new Set<VariableName>(options.require ?? ['HMAC_SECRET']);
   const v = {} as Record<VariableName, unknown>;
   for (const name of Object.keys(VARIABLES) as VariableName[]) {
     const raw = rawValue(env, name, secretsDir);

@@ -61,8 +61,9 @@ describe('config', () => {
     expect(c.redis.password).toBe('pw');
   });
 
-  it('requires extra variables a process asks for', () => {
+  it('requires what a process asks for instead of HMAC_SECRET (services and CLIs)', () => {
     expect(() => loadConfig({ HMAC_SECRET: SECRET }, { secretsDir: noSecrets, require: ['AUDIT_SIGNING_KEY'] })).toThrow(/AUDIT_SIGNING_KEY is required/);
+    expect(loadConfig({ METADATA_DSN: 'postgres://localhost/x' }, { secretsDir: noSecrets, require: ['METADATA_DSN'] }).hmacSecret).toBe('');
   });
 
   it('.env.example lists every variable with its default', () => {
