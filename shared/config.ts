@@ -47,9 +47,6 @@ const int = (min: number, max: number) =>
     .transform(Number)
     .pipe(z.number().int().min(min).max(max));
 
-const secret = (minBytes: number) =>
-  z.string().refine((v) => Buffer.byteLength(v) >= minBytes, `must be at least ${minBytes} bytes`);
-
 const optionalSecret = (minBytes: number) =>
   z.string().refine((v) => v === '' || Buffer.byteLength(v) >= minBytes, `must be empty or at least ${minBytes} bytes`);
 
@@ -88,7 +85,7 @@ const VARIABLES = {
   VIDEO_DIR: { default: '', parse: z.string().trim() },
   AUDIT_DIR: { default: '', parse: z.string().trim() },
 
-  HMAC_SECRET: { default: '', parse: secret(32) },
+  HMAC_SECRET: { default: '', parse: optionalSecret(32) },
   HMAC_SECRET_PREVIOUS: { default: '', parse: optionalSecret(32) },
   TOKEN_EXPIRY_SECONDS: { default: '300', parse: int(1, 300) },
   TOKEN_CLOCK_SKEW_SECONDS: { default: '30', parse: int(0, 120) },
