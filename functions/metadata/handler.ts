@@ -1,6 +1,54 @@
-import { NotImplementedError } from '../../shared/errors.js';
+/**
+ * metadata: `GET /media/videos/:videoId/metadata|renditions?token=`.
+ *
+ * A signed-URL token for any path of the video opens both (a player holding a
+ * URL for `hls/` may ask what it is playing). `filename` and the user's
+ * `metadata` (possible PHI) are added only when the request also carries a
+ * Bearer JWT of the video's owner or an admin. Served from the Redis cache of
+ * meta.json when present, from disk otherwise.
+ */
+import { createAccessAudit, type AccessAttempt } from '../../shared/access-audit.js';
+import { createAuditLog } from '../../shared/audit.js';
+import { createAuthenticator, mayManageVideo } from '../../shared/auth.js';
+import { createCors } from '../../shared/cors.js';
+import { MethodNotAllowedError, NotFoundError, NotImplementedError } from '../../shared/errors.js';
 import { defineFunction } from '../../shared/function.js';
+import { sendJson } from '../../shared/http.js';
+import { parseMediaUrl } from '../../shared/media-path.js';
+import { isVideoId, MediaStore } from '../../shared/media-store.js';
+import { MetadataReader, metadataView, renditionsView } from '../../shared/metadata-view.js';
+import { createRedis } from '../../shared/redis.js';
+import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/tokens.js';
 
-export default defineFunction(() => async () => {
-  throw new NotImplementedError('metadata is not implemented yet');
+export default defineFunction(({ config, log, onShutdown }) => {
+  const auth = createAuthenticator(config, log);
+  const redis = createRedis(config, { name: 'metadata' });
+  onShutdown(async () => void (await redis.quit()));
+  const access = createAccessAudit(createAuditLog(config, redis, log), log);
+  const reader = new MetadataReader(new MediaStore(config.videoDir, redis), redis, log);
+  const tokens = createTokenCodec(tokenOptionsFromConfig(config));
+  const cors = createCors({ origins: config.corsOrigins, methods: ['GET', 'HEAD', 'OPTIONS'], allowHeaders: ['Authorization'] });
+
+  return async (req, res, ctx) => {
+    if (req.method === 'OPTIONS') return cors.preflight(req, res);
+    if (req.method !== 'GET' && req.method !== 'HEAD') throw new MethodNotAllowedError(['GET', 'HEAD', 'OPTIONS']);
+    if ((req.url ?? '').split('?')[0] === '/media/videos') throw new NotImplementedError('listing videos is not part of this API yet');
+    const url = parseMediaUrl(req.url ?? '/');
+    const view = url.rest;
+    if (view !== 'metadata' && view !== 'renditions') throw new NotFoundError('no such route');
+    ctx.route = `${req.method} /media/videos/:videoId/${view}`;
+
+    const attempt: AccessAttempt = { action: view, req, requestId: ctx.requestId, videoId: url.videoId, principal: null };
+    const body = await access.check(attempt, async () => {
+      if (!isVideoId(url.videoId)) throw new NotFoundError('no such video');
+      tokens.verifyForVideo(url.token, url.videoId);
+      const meta = await reader.read(url.videoId);
+      if (view === 'renditions') return renditionsView(meta);
+      const wantsPrivate = req.headers.authorization !== undefined || auth.mode === 'insecure-dev';
+      if (wantsPrivate) attempt.principal = await auth.authenticate(req);
+      return metadataView(meta, attempt.principal ? mayManageVideo(attempt.principal, meta.owner) : false);
+    });
+    await access.granted(attempt);
+    sendJson(res, 200, body, cors.headers(req));
+  };
 });

@@ -1,6 +1,91 @@
-import { NotImplementedError } from '../../shared/errors.js';
+/**
+ * stream: `GET|HEAD /media/videos/:videoId/:path?token=` — serves one media
+ * file of a video to the holder of a signed URL, with ranges and validators,
+ * and rewrites playlists so every child URI carries the same token.
+ *
+ * Per request: one HMAC, one realpath + open + fstat, one audit entry, then the
+ * bytes straight from the file descriptor. meta.json is never read: the token
+ * alone says which video and which paths, and the file system says what exists.
+ */
+import { createAccessAudit } from '../../shared/access-audit.js';
+import { createAuditLog } from '../../shared/audit.js';
+import { createCors } from '../../shared/cors.js';
+import { AppError, MethodNotAllowedError, NotFoundError, RangeNotSatisfiableError } from '../../shared/errors.js';
 import { defineFunction } from '../../shared/function.js';
+import { MediaFiles, mediaTypeOf, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../../shared/media-path.js';
+import { planResponse, streamFile, validatorsOf } from '../../shared/media-response.js';
+import { isVideoId } from '../../shared/media-store.js';
+import { counter } from '../../shared/metrics.js';
+import { PlaylistCache } from '../../shared/playlist-rewrite.js';
+import { createRedis } from '../../shared/redis.js';
+import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/tokens.js';
 
-export default defineFunction(() => async () => {
-  throw new NotImplementedError('stream is not implemented yet');
+/** Larger "playlists" are refused rather than read into memory. */
+const MAX_PLAYLIST_BYTES = 16 * 1024 * 1024;
+
+export default defineFunction(({ config, log, onShutdown }) => {
+  const redis = createRedis(config, { name: 'stream' });
+  onShutdown(async () => void (await redis.quit()));
+  const access = createAccessAudit(createAuditLog(config, redis, log), log);
+  const tokens = createTokenCodec(tokenOptionsFromConfig(config));
+  const files = new MediaFiles(config.videoDir);
+  const playlists = new PlaylistCache();
+  const cors = createCors({
+    origins: config.corsOrigins,
+    methods: ['GET', 'HEAD', 'OPTIONS'],
+    allowHeaders: ['Range', 'If-Range', 'If-None-Match', 'If-Modified-Since'],
+    exposeHeaders: ['Content-Length', 'Content-Range', 'Accept-Ranges', 'ETag', 'Last-Modified'],
+  });
+  const bytesServed = counter({ name: 'pulsevault_stream_bytes_total', help: 'Media bytes read from disk and sent to clients by the stream function.' });
+  const fixedHeaders: Record<string, string> = {
+    'Cache-Control': 'private',
+    'X-Content-Type-Options': 'nosniff',
+    // The URL carries the token: never hand it on in a Referer.
+    'Referrer-Policy': 'no-referrer',
+    ...(config.hstsEnabled ? { 'Strict-Transport-Security': 'max-age=31536000; includeSubDomains' } : {}),
+  };
+
+  return async (req, res, ctx) => {
+    ctx.route = `${req.method} /media/videos/:videoId/:path`;
+    if (req.method === 'OPTIONS') return cors.preflight(req, res);
+    if (req.method !== 'GET' && req.method !== 'HEAD') throw new MethodNotAllowedError(['GET', 'HEAD', 'OPTIONS']);
+
+    const url = parseMediaUrl(req.url ?? '/');
+    const attempt = { action: 'stream' as const, req, requestId: ctx.requestId, videoId: url.videoId };
+    const { mediaPath, handle, stat } = await access.check(attempt, async () => {
+      if (!isVideoId(url.videoId)) throw new NotFoundError('no such video');
+      const mediaPath = parseUrlMediaPath(url.rest);
+      tokens.verify(url.token, url.videoId, mediaPath);
+      return { mediaPath, ...(await files.open(url.videoId, mediaPath)) };
+    });
+    try {
+      await access.granted(attempt);
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+    const headers = { ...fixedHeaders, ...cors.headers(req), 'Content-Type': mediaTypeOf(mediaPath) };
+
+    const kind = playlistKind(mediaPath);
+    if (kind) {
+      let body: string;
+      try {
+        if (stat.size > MAX_PLAYLIST_BYTES) throw new AppError(500, 'playlist_too_large', 'playlist too large to serve');
+        const key = `${url.videoId}/${mediaPath}@${validatorsOf(stat).etag}`;
+        body = await playlists.render(kind, key, () => handle.readFile('utf8'), url.token!);
+      } finally {
+        await handle.close();
+      }
+      // Rewritten per token: no validators and no ranges (players fetch playlists whole).
+      res.writeHead(200, { ...headers, 'Accept-Ranges': 'none', 'Content-Length': String(Buffer.byteLength(body)) });
+      return void res.end(req.method === 'HEAD' ? undefined : body);
+    }
+
+    const plan = planResponse({ size: Number(stat.size), validators: validatorsOf(stat) }, req.headers);
+    if (plan.status === 416 || plan.status === 304 || req.method === 'HEAD') await handle.close();
+    if (plan.status === 416) throw new RangeNotSatisfiableError(Number(stat.size));
+    res.writeHead(plan.status, { ...headers, ...plan.headers });
+    if (plan.status === 304 || req.method === 'HEAD') return void res.end();
+    bytesServed.inc(await streamFile(res, handle, plan.start, plan.end));
+  };
 });

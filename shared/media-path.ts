@@ -1,0 +1,174 @@
+/**
+ * Media paths: which files of `VIDEO_DIR/<videoId>/` may be signed and served,
+ * and opening them without ever leaving that directory.
+ *
+ * A media path is 1–4 segments of `[A-Za-z0-9._-]` that do not start with a dot,
+ * ending in a served extension. A URL path is percent-decoded exactly once, then
+ * held to that rule, so `..`, encoded slashes (`%2f`), backslashes, NUL, overlong
+ * UTF-8 (`%c0%ae`), double encoding (`%252e`) and absolute paths are all refused
+ * by one allow-list rather than a list of known attacks. `meta.json`, its temp
+ * files (`meta.*`) and temp/partial outputs (`*.tmp`, `*.part`, dot-files) are
+ * never served. Symlinks are resolved and the result must still be a servable
+ * path inside the video's own directory.
+ */
+import { constants, type BigIntStats } from 'node:fs';
+import { open, realpath, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { AppError, BadRequestError, ForbiddenError, NotFoundError } from './errors.js';
+import { isVideoId } from './media-store.js';
+
+/** Served extensions and their Content-Type. */
+export const MEDIA_TYPES: Readonly<Record<string, string>> = {
+  m3u8: 'application/vnd.apple.mpegurl',
+  mpd: 'application/dash+xml',
+  m4s: 'video/iso.segment',
+  mp4: 'video/mp4',
+  m4v: 'video/mp4',
+  m4a: 'audio/mp4',
+  ts: 'video/mp2t',
+  aac: 'audio/aac',
+  vtt: 'text/vtt; charset=utf-8',
+  jpg: 'image/jpeg',
+  jpeg: 'image/jpeg',
+  png: 'image/png',
+  webp: 'image/webp',
+  json: 'application/json',
+};
+
+const SEGMENT_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/;
+/** meta.json and its temp files; temp or partial outputs of any writer. */
+const RESERVED_RE = /^meta\.|\.(tmp|temp|part|partial)(\.|$)/i;
+const MAX_SEGMENTS = 4;
+
+export class InvalidMediaPathError extends BadRequestError {
+  constructor() {
+    super('invalid media path', 'invalid_path');
+  }
+}
+
+function extensionOf(name: string): string {
+  const dot = name.lastIndexOf('.');
+  return dot === -1 ? '' : name.slice(dot + 1).toLowerCase();
+}
+
+/** Validate decoded segments; returns the canonical relative path (`hls/240p.m3u8`). */
+function checkSegments(segments: string[]): string {
+  if (segments.length === 0 || segments.length > MAX_SEGMENTS) throw new InvalidMediaPathError();
+  for (const s of segments) if (!SEGMENT_RE.test(s) || RESERVED_RE.test(s)) throw new InvalidMediaPathError();
+  if (!(extensionOf(segments[segments.length - 1]!) in MEDIA_TYPES)) throw new InvalidMediaPathError();
+  return segments.join('/');
+}
+
+/** A media path as given in a JSON body (`POST /media/sign`): not URL-encoded. */
+export function parseMediaPath(value: string): string {
+  return checkSegments(value.split('/'));
+}
+
+/** The still-encoded rest of a request URL (`hls/240p.m3u8`), decoded exactly once. */
+export function parseUrlMediaPath(raw: string): string {
+  const segments = raw.split('/').map((s) => {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      throw new InvalidMediaPathError(); // malformed escapes, overlong UTF-8
+    }
+  });
+  return checkSegments(segments);
+}
+
+export type PlaylistKind = 'm3u8' | 'mpd';
+
+export function playlistKind(mediaPath: string): PlaylistKind | null {
+  const ext = extensionOf(mediaPath);
+  return ext === 'm3u8' || ext === 'mpd' ? ext : null;
+}
+
+export function mediaTypeOf(mediaPath: string): string {
+  return MEDIA_TYPES[extensionOf(mediaPath)] ?? 'application/octet-stream';
+}
+
+/**
+ * What a token for `mediaPath` grants: a playlist or manifest grants its whole
+ * directory (its variants, segments, init and key files), anything else only itself.
+ */
+export function scopeForPath(mediaPath: string): string {
+  if (!playlistKind(mediaPath)) return mediaPath;
+  const dir = path.posix.dirname(mediaPath);
+  if (dir === '.') throw new BadRequestError('playlists and manifests must live in a directory of their own (e.g. hls/)', 'invalid_path');
+  return `${dir}/`;
+}
+
+export interface OpenedMedia {
+  handle: FileHandle;
+  stat: BigIntStats;
+}
+
+/** Opens media files of `VIDEO_DIR/<videoId>/`, never anything else. */
+export class MediaFiles {
+  private rootReal: string | null = null;
+
+  constructor(private readonly videoDir: string) {}
+
+  /** Open a validated media path read-only; the caller closes the handle. */
+  async open(videoId: string, mediaPath: string): Promise<OpenedMedia> {
+    if (!isVideoId(videoId)) throw new NotFoundError('no such video');
+    this.rootReal ??= await realpath(this.videoDir);
+    const videoRoot = path.join(this.rootReal, videoId) + path.sep;
+    let real: string;
+    try {
+      real = await realpath(videoRoot + mediaPath);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP') throw new NotFoundError('no such file');
+      throw err;
+    }
+    // A symlink may point anywhere: the target itself must be a servable path in this video's dir.
+    if (!real.startsWith(videoRoot)) throw new AppError(404, 'path_escape', 'no such file');
+    try {
+      checkSegments(real.slice(videoRoot.length).split(path.sep));
+    } catch {
+      throw new AppError(404, 'path_escape', 'no such file');
+    }
+    let handle: FileHandle;
+    try {
+      handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ELOOP') throw new NotFoundError('no such file');
+      throw err;
+    }
+    try {
+      const stat = await handle.stat({ bigint: true });
+      if (!stat.isFile()) throw new NotFoundError('no such file');
+      return { handle, stat };
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+  }
+}
+
+const MEDIA_URL_PREFIX = '/media/videos/';
+
+export interface MediaUrl {
+  /** The raw id segment (check it with isVideoId before trusting it). */
+  videoId: string;
+  /** The still-encoded rest after the id (`hls/240p.m3u8`, `metadata`). */
+  rest: string;
+  /** The `token` query parameter; null when absent. */
+  token: string | null;
+}
+
+/** Split `/media/videos/<id>/<rest>?token=…` (the public path, which functions receive unchanged). */
+export function parseMediaUrl(url: string): MediaUrl {
+  const q = url.indexOf('?');
+  const pathname = q === -1 ? url : url.slice(0, q);
+  if (!pathname.startsWith(MEDIA_URL_PREFIX)) throw new NotFoundError('no such route');
+  const tail = pathname.slice(MEDIA_URL_PREFIX.length);
+  const slash = tail.indexOf('/');
+  if (slash === -1) throw new NotFoundError('no such route');
+  const tokens = q === -1 ? [] : new URLSearchParams(url.slice(q + 1)).getAll('token');
+  // Two tokens would let a proxy and this function disagree about which one counts.
+  if (tokens.length > 1) throw new ForbiddenError('give exactly one token parameter', 'token_malformed');
+  return { videoId: tail.slice(0, slash), rest: tail.slice(slash + 1), token: tokens[0] ?? null };
+}

@@ -1,0 +1,115 @@
+/**
+ * HTTP semantics of serving one media file: validators (strong ETag,
+ * Last-Modified), conditional requests (If-None-Match, If-Modified-Since,
+ * If-Range), byte ranges (parsed by `range-parser`, the parser of `send` and
+ * express) and streaming from an open file descriptor.
+ *
+ * Why not `send`: its ETag is weak (so If-Range could never match, RFC 9110
+ * §13.1.5), it resolves paths itself from a root, and it opens by path after a
+ * stat. Here the file is opened once by shared/media-path.ts and everything
+ * (validators, ranges, bytes) comes from that one descriptor.
+ */
+import type { BigIntStats } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream/promises';
+import rangeParser from 'range-parser';
+
+export interface Validators {
+  etag: string;
+  lastModified: string;
+}
+
+/**
+ * A strong validator: size, mtime (ns) and inode. Media files are published by
+ * rename and never rewritten in place, so equal tags mean equal bytes.
+ */
+export function validatorsOf(stat: BigIntStats): Validators {
+  return {
+    etag: `"${stat.size.toString(16)}-${stat.mtimeNs.toString(16)}-${stat.ino.toString(16)}"`,
+    lastModified: new Date(Number(stat.mtimeMs)).toUTCString(),
+  };
+}
+
+export type ResponsePlan =
+  | { status: 200; start: number; end: number; headers: Record<string, string> }
+  | { status: 206; start: number; end: number; headers: Record<string, string> }
+  | { status: 304; headers: Record<string, string> }
+  | { status: 416; headers: Record<string, string> };
+
+export interface Representation {
+  size: number;
+  /** null for generated bodies (rewritten playlists): no validators, no ranges. */
+  validators: Validators | null;
+}
+
+function noneMatch(header: string, etag: string): boolean {
+  if (header.trim() === '*') return true;
+  const strip = (t: string) => (t.startsWith('W/') ? t.slice(2) : t);
+  return header.split(',').some((t) => strip(t.trim()) === strip(etag)); // weak comparison (RFC 9110 §13.1.2)
+}
+
+function secondsOf(httpDate: string): number {
+  return Math.floor(Date.parse(httpDate) / 1000);
+}
+
+/** If-Range holds only on a strong match of the ETag, or the exact Last-Modified date. */
+function ifRangeHolds(header: string, v: Validators): boolean {
+  const value = header.trim();
+  if (value.startsWith('"')) return value === v.etag;
+  if (value.startsWith('W/')) return false;
+  const when = Date.parse(value);
+  return !Number.isNaN(when) && Math.floor(when / 1000) === secondsOf(v.lastModified);
+}
+
+/** Decide status, byte span and headers of a GET/HEAD for one representation. */
+export function planResponse(rep: Representation, headers: IncomingHttpHeaders): ResponsePlan {
+  const { size, validators: v } = rep;
+  const base: Record<string, string> = { 'Accept-Ranges': v ? 'bytes' : 'none' };
+  if (v) {
+    base.ETag = v.etag;
+    base['Last-Modified'] = v.lastModified;
+    const inm = headers['if-none-match'];
+    const ims = headers['if-modified-since'];
+    if (inm !== undefined ? noneMatch(inm, v.etag) : ims !== undefined && secondsOf(v.lastModified) <= secondsOf(ims)) {
+      return { status: 304, headers: base };
+    }
+  }
+  const range = headers.range;
+  const ifRange = [headers['if-range']].flat()[0];
+  if (v && range !== undefined && (ifRange === undefined || ifRangeHolds(ifRange, v))) {
+    const parsed = rangeParser(size, range, { combine: true });
+    if (parsed === -1) return { status: 416, headers: { ...base, 'Content-Range': `bytes */${size}` } };
+    // Malformed headers, other units and multiple ranges are ignored: the whole file (RFC 9110 §14.2).
+    if (parsed !== -2 && parsed.type === 'bytes' && parsed.length === 1) {
+      const { start, end } = parsed[0]!;
+      return {
+        status: 206,
+        start,
+        end,
+        headers: { ...base, 'Content-Range': `bytes ${start}-${end}/${size}`, 'Content-Length': String(end - start + 1) },
+      };
+    }
+  }
+  return { status: 200, start: 0, end: size - 1, headers: { ...base, 'Content-Length': String(size) } };
+}
+
+/**
+ * Stream bytes [start, end] of an open file to the response and close the file,
+ * also when the client goes away. Resolves with the bytes read from disk.
+ */
+export async function streamFile(res: ServerResponse, handle: FileHandle, start: number, end: number): Promise<number> {
+  if (end < start) {
+    await handle.close();
+    res.end();
+    return 0;
+  }
+  const source = handle.createReadStream({ start, end, highWaterMark: 64 * 1024 });
+  try {
+    await pipeline(source, res);
+  } catch (err) {
+    // A client that aborts is routine for players (seeking); pipeline already destroyed the file stream.
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw err;
+  }
+  return source.bytesRead;
+}

@@ -1,0 +1,97 @@
+/**
+ * Reading meta.json through its Redis cache, and the public views of it
+ * (`GET /media/videos/:id/metadata` and `/renditions`).
+ *
+ * Cache protocol (key `metaCacheKey(id)`, raw meta.json text, TTL as a backstop):
+ * MediaStore.write renames the new file into place and then deletes the key. A
+ * reader that missed reads the file through one descriptor, stores the text, and
+ * then checks that the path still names the inode it read; if not, a write raced
+ * it and it deletes the key again. Either the writer's delete or the reader's
+ * comes last, so a stale copy never outlives the write. When Redis is not
+ * connected the cache is skipped and the disk answers.
+ */
+import { open, stat } from 'node:fs/promises';
+import type { Logger } from './log.js';
+import { metaCacheKey, parseMeta, type MediaStore, type VideoMeta } from './media-store.js';
+import { NotFoundError } from './errors.js';
+import type { Redis } from './redis.js';
+
+const CACHE_TTL_SECONDS = 3600;
+
+export class MetadataReader {
+  constructor(
+    private readonly store: MediaStore,
+    private readonly redis: Redis,
+    private readonly log: Logger,
+  ) {}
+
+  async read(videoId: string): Promise<VideoMeta> {
+    const key = metaCacheKey(videoId);
+    const cacheUp = this.redis.status === 'ready';
+    if (cacheUp) {
+      const cached = await this.redis.get(key).catch(() => null);
+      // A cached copy is verified like the file (checksum), so a bad entry is never served.
+      if (cached !== null) return parseMeta(videoId, cached);
+    }
+    const file = this.store.metaPath(videoId);
+    let text: string;
+    let ino: bigint;
+    try {
+      const handle = await open(file, 'r');
+      try {
+        ino = (await handle.stat({ bigint: true })).ino;
+        text = await handle.readFile('utf8');
+      } finally {
+        await handle.close();
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError('no such video');
+      throw err;
+    }
+    const meta = parseMeta(videoId, text);
+    if (cacheUp) {
+      try {
+        await this.redis.set(key, text, 'EX', CACHE_TTL_SECONDS);
+        const now = await stat(file, { bigint: true }).catch(() => null);
+        if (now?.ino !== ino) await this.redis.del(key);
+      } catch (err) {
+        this.log.debug({ err: (err as Error).message }, 'metadata cache unavailable');
+      }
+    }
+    return meta;
+  }
+}
+
+/** Public status of the renditions: `ready` once transcoded. */
+function renditionStatus(meta: VideoMeta): string {
+  return meta.status === 'transcoded' ? 'ready' : meta.status;
+}
+
+/**
+ * `GET .../metadata`. `filename` and the user's `metadata` (title, description)
+ * may be PHI: they are included only for callers allowed to manage the video.
+ */
+export function metadataView(meta: VideoMeta, includePrivate: boolean): Record<string, unknown> {
+  return {
+    videoId: meta.videoId,
+    ...(includePrivate ? { filename: meta.filename } : {}),
+    status: meta.status,
+    ...(meta.status === 'transcoding' && meta.progress !== undefined ? { progress: meta.progress } : {}),
+    uploadedAt: meta.uploadedAt,
+    duration: meta.duration,
+    width: meta.width,
+    height: meta.height,
+    renditions: meta.renditions,
+    ...(includePrivate ? { metadata: meta.metadata } : {}),
+  };
+}
+
+/** `GET .../renditions`. */
+export function renditionsView(meta: VideoMeta): Record<string, unknown> {
+  return {
+    renditions: meta.renditions,
+    status: renditionStatus(meta),
+    masterPlaylist: meta.outputs?.hlsMaster ?? null,
+    dashManifest: meta.outputs?.dashManifest ?? null,
+  };
+}
