@@ -30,8 +30,14 @@ export class MetadataReader {
     const cacheUp = this.redis.status === 'ready';
     if (cacheUp) {
       const cached = await this.redis.get(key).catch(() => null);
-      // A cached copy is verified like the file (checksum), so a bad entry is never served.
-      if (cached !== null) return parseMeta(videoId, cached);
+      if (cached !== null) {
+        // Verified like the file (checksum); a bad entry is dropped and the disk answers.
+        try {
+          return parseMeta(videoId, cached);
+        } catch {
+          this.log.warn({ videoId }, 'cached meta.json failed its integrity check; reading the disk');
+        }
+      }
     }
     const file = this.store.metaPath(videoId);
     let text: string;
