@@ -5,6 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { MediaStore, type VideoMeta } from '../../shared/media-store.js';
+import { makeClip } from './media.js';
 
 const run = promisify(execFile);
 
@@ -15,7 +16,7 @@ export async function makeVideo(videoDir: string, fields: Partial<VideoMeta> = {
   await mkdir(path.join(dir, 'hls'), { recursive: true });
   await mkdir(path.join(dir, 'dash'), { recursive: true });
   const ff = (...args: string[]) => run('ffmpeg', ['-v', 'error', '-y', ...args], { cwd: dir });
-  await ff('-f', 'lavfi', '-i', 'testsrc=size=320x240:rate=25', '-f', 'lavfi', '-i', 'sine=frequency=440', '-t', '3', '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '25', '-c:a', 'aac', '-shortest', '-movflags', '+faststart', 'original.mp4');
+  await makeClip(path.join(dir, 'original.mp4'), { seconds: 3, extra: ['-movflags', '+faststart'] });
   await ff('-i', 'original.mp4', '-c', 'copy', '-f', 'hls', '-hls_time', '1', '-hls_segment_type', 'fmp4', '-hls_playlist_type', 'vod', '-hls_segment_filename', 'hls/240p_%03d.m4s', '-hls_fmp4_init_filename', '240p_init.mp4', 'hls/240p.m3u8');
   await ff('-i', 'original.mp4', '-c', 'copy', '-f', 'dash', '-seg_duration', '1', 'dash/manifest.mpd');
   await writeFile(path.join(dir, 'hls', 'master.m3u8'), '#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=300000,RESOLUTION=320x240\n240p.m3u8\n');
