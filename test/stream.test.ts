@@ -1,6 +1,6 @@
 /** stream through the real local stack: tokens, scopes, traversal, ranges, playlists, audit. */
 import { request } from 'node:http';
-import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DOMParser } from '@xmldom/xmldom';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -88,7 +88,9 @@ describe('stream: one signed URL plays a whole ladder', () => {
       }
     };
     await visit('hls/master.m3u8', await master.text());
-    expect(fetched).toEqual(['240p.m3u8', '240p_init.mp4', '240p_000.m4s', '240p_001.m4s', '240p_002.m4s']);
+    const segments = readdirSync(path.join(video.dir, 'hls')).filter((f) => /^240p_\d{3}\.m4s$/.test(f)).sort();
+    expect(segments.length).toBeGreaterThan(0);
+    expect(fetched).toEqual(['240p.m3u8', '240p_init.mp4', ...segments]);
   });
 
   it('tokenises the DASH manifest (parsed as XML) and its segments play with it', async () => {
