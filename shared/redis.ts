@@ -1,6 +1,7 @@
 /** Redis connections (ioredis) from the configuration. */
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Config } from './config.js';
+import type { Logger } from './log.js';
 
 export type { Redis };
 
@@ -12,6 +13,8 @@ export interface ConnectOptions {
    * and must wait for Redis to come back rather than fail the command.
    */
   blocking?: boolean;
+  /** Where connection trouble is reported (once per outage). */
+  log?: Logger;
 }
 
 export function redisOptions(config: Config, { name, blocking = false }: ConnectOptions): RedisOptions {
@@ -30,5 +33,17 @@ export function redisOptions(config: Config, { name, blocking = false }: Connect
 
 export function createRedis(config: Config, options: ConnectOptions): Redis {
   const opts = redisOptions(config, options);
-  return config.redis.url ? new Redis(config.redis.url, opts) : new Redis({ ...opts, host: config.redis.host, port: config.redis.port });
+  const client = config.redis.url ? new Redis(config.redis.url, opts) : new Redis({ ...opts, host: config.redis.host, port: config.redis.port });
+  // Without a listener ioredis prints every reconnect failure; commands already reject, so say it once per outage.
+  let down = false;
+  client.on('error', (err: Error) => {
+    if (down) return;
+    down = true;
+    options.log?.warn({ redis: options.name, err: err.message }, 'Redis connection lost; retrying');
+  });
+  client.on('ready', () => {
+    if (down) options.log?.info({ redis: options.name }, 'Redis connection restored');
+    down = false;
+  });
+  return client;
 }

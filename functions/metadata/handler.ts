@@ -22,7 +22,7 @@ import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/tokens.js
 
 export default defineFunction(({ config, log, onShutdown }) => {
   const auth = createAuthenticator(config, log);
-  const redis = createRedis(config, { name: 'metadata' });
+  const redis = createRedis(config, { name: 'metadata', log });
   onShutdown(async () => void (await redis.quit()));
   const access = createAccessAudit(createAuditLog(config, redis, log), log);
   const reader = new MetadataReader(new MediaStore(config.videoDir, redis), redis, log);

@@ -28,7 +28,7 @@ const SignRequest = z.object({
 
 export default defineFunction(({ config, log, onShutdown }) => {
   const auth = createAuthenticator(config, log);
-  const redis = createRedis(config, { name: 'sign' });
+  const redis = createRedis(config, { name: 'sign', log });
   onShutdown(async () => void (await redis.quit()));
   const access = createAccessAudit(createAuditLog(config, redis, log), log);
   const reader = new MetadataReader(new MediaStore(config.videoDir, redis), redis, log);

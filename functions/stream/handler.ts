@@ -24,7 +24,7 @@ import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/tokens.js
 const MAX_PLAYLIST_BYTES = 16 * 1024 * 1024;
 
 export default defineFunction(({ config, log, onShutdown }) => {
-  const redis = createRedis(config, { name: 'stream' });
+  const redis = createRedis(config, { name: 'stream', log });
   onShutdown(async () => void (await redis.quit()));
   const access = createAccessAudit(createAuditLog(config, redis, log), log);
   const tokens = createTokenCodec(tokenOptionsFromConfig(config));
