@@ -1,5 +1,7 @@
 /**
- * metadata: `GET /media/videos/:videoId/metadata|renditions?token=`.
+ * metadata: `GET /media/videos/:videoId/metadata|renditions?token=`, and the
+ * admin/owner listing `GET /media/videos?status=&owner=&limit=&cursor=` served
+ * from the PostgreSQL mirror (501 when METADATA_DSN is not set).
  *
  * A signed-URL token for any path of the video opens both (a player holding a
  * URL for `hls/` may ask what it is playing). `filename` and the user's
@@ -11,14 +13,16 @@ import { createAccessAudit, type AccessAttempt } from '../../shared/access-audit
 import { createAuditLog } from '../../shared/audit.js';
 import { createAuthenticator, mayManageVideo } from '../../shared/auth.js';
 import { createCors } from '../../shared/cors.js';
-import { MethodNotAllowedError, NotFoundError, NotImplementedError } from '../../shared/errors.js';
+import { MethodNotAllowedError, NotFoundError, UnauthorizedError } from '../../shared/errors.js';
 import { defineFunction } from '../../shared/function.js';
 import { sendJson } from '../../shared/http.js';
 import { parseMediaUrl } from '../../shared/media-path.js';
 import { isVideoId, MediaStore } from '../../shared/media-store.js';
 import { MetadataReader, metadataView, renditionsView } from '../../shared/metadata-view.js';
+import { openMirror } from '../../shared/mirror/mirror.js';
 import { createRedis } from '../../shared/redis.js';
 import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/tokens.js';
+import { listVideos, parseListingQuery } from '../../shared/video-listing.js';
 
 export default defineFunction(({ config, log, onShutdown }) => {
   const auth = createAuthenticator(config, log);
@@ -28,11 +32,20 @@ export default defineFunction(({ config, log, onShutdown }) => {
   const reader = new MetadataReader(new MediaStore(config.videoDir, redis), redis, log);
   const tokens = createTokenCodec(tokenOptionsFromConfig(config));
   const cors = createCors({ origins: config.corsOrigins, methods: ['GET', 'HEAD', 'OPTIONS'], allowHeaders: ['Authorization'] });
+  const mirror = openMirror(config, log);
+  onShutdown(async () => void (await mirror?.close()));
 
   return async (req, res, ctx) => {
     if (req.method === 'OPTIONS') return cors.preflight(req, res);
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new MethodNotAllowedError(['GET', 'HEAD', 'OPTIONS']);
-    if ((req.url ?? '').split('?')[0] === '/media/videos') throw new NotImplementedError('listing videos is not part of this API yet');
+    if ((req.url ?? '').split('?')[0] === '/media/videos') {
+      ctx.route = `${req.method} /media/videos`;
+      // Authenticate first: a caller without a token learns 401, not whether a mirror exists.
+      const principal = await auth.authenticate(req);
+      if (principal.userId === null) throw new UnauthorizedError('listing needs an authenticated user');
+      const query = parseListingQuery(new URL(req.url ?? '/', 'http://local').searchParams);
+      return sendJson(res, 200, await listVideos(mirror, query, { userId: principal.userId, roles: principal.roles }), cors.headers(req));
+    }
     const url = parseMediaUrl(req.url ?? '/');
     const view = url.rest;
     if (view !== 'metadata' && view !== 'renditions') throw new NotFoundError('no such route');
