@@ -14,9 +14,9 @@ export interface TraceContext {
 
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
 
-/** The trace context of a `traceparent` header, or null when absent or invalid (the spec says: start a new trace). */
+/** The trace context of a `traceparent` header (lowercase hex, as the spec demands), or null when absent or invalid: then start a new trace. */
 export function parseTraceparent(header: string | null | undefined): TraceContext | null {
-  const m = TRACEPARENT.exec((header ?? '').trim().toLowerCase());
+  const m = TRACEPARENT.exec((header ?? '').trim());
   if (!m) return null;
   const [, version, traceId, spanId, flags, rest] = m as unknown as [string, string, string, string, string, string | undefined];
   // Version ff is forbidden; version 00 has exactly four fields; all-zero ids are invalid.
