@@ -297,6 +297,9 @@ describe('workloads', () => {
       for (const c of pod.containers as Obj[]) for (const e of c.env ?? []) if (e.valueFrom?.secretKeyRef) used.add(e.valueFrom.secretKeyRef.name);
     }
     for (const s of used) expect(secretFiles, s).toContain(s);
+    // The README's deploy steps create every secret a function or a service mounts.
+    const readme = readFileSync('README.md', 'utf8');
+    for (const s of new Set([...used, ...stack.functions.flatMap((f) => f.secrets)])) expect(readme, s).toContain(`faas-cli secret create ${s} `);
   });
 
   it('Redis persists with AOF, takes its password from the secret, and exports redis_up', () => {
