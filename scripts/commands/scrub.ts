@@ -190,7 +190,8 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(`--rate must be a number of MB/s, 0 for unlimited (got ${JSON.stringify(values.rate)})\n`);
     return 64;
   }
-  const videoDir = path.resolve(values['video-dir'] ?? loadConfigOrExit().videoDir);
+  // Scrub reads the disk only: it needs no secret.
+  const videoDir = path.resolve(values['video-dir'] ?? loadConfigOrExit({ require: [] }).videoDir);
 
   const progress = progressPrinter(process.stderr);
   let report: ScrubReport;
