@@ -147,12 +147,16 @@ const VARIABLES = {
 export type VariableName = keyof typeof VARIABLES;
 type Parsed = { [K in VariableName]: z.output<(typeof VARIABLES)[K]['parse']> };
 
-/** Names of every variable, with the default and whether it is a secret (for `.env.example` checks and docs). */
-export function describeVariables(): { name: VariableName; default: string; secret: boolean }[] {
+/**
+ * Names of every variable, with the default, whether it is a secret and the OpenFaaS
+ * secret file it may come from (for `.env.example`, stack.yml and k8s/ checks and docs).
+ */
+export function describeVariables(): { name: VariableName; default: string; secret: boolean; secretFile: string | null }[] {
   return (Object.keys(VARIABLES) as VariableName[]).map((name) => ({
     name,
     default: VARIABLES[name].default,
     secret: name in SECRET_FILES,
+    secretFile: SECRET_FILES[name] ?? null,
   }));
 }
 

@@ -7,6 +7,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../../../shared/config.js';
+import { registerDiskUsageMetrics } from '../../../shared/disk-usage.js';
 import { toHttpError } from '../../../shared/errors.js';
 import type { FunctionSetup, RequestContext } from '../../../shared/function.js';
 import { sendJson, requestPath } from '../../../shared/http.js';
@@ -23,6 +24,7 @@ export interface RunningFunction {
 
 export async function startFunction(name: string, setup: FunctionSetup, config: Config, log: Logger): Promise<RunningFunction> {
   initMetrics(name);
+  registerDiskUsageMetrics(config.mediaRoot);
   const duration = httpRequestDuration();
   const hooks: (() => Promise<void> | void)[] = [];
   const handle = await setup({ name, config, log, onShutdown: (hook) => hooks.push(hook) });

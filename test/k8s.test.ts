@@ -1,0 +1,549 @@
+/**
+ * Static checks of k8s/ and stack.yml, without a cluster: every YAML parses, the
+ * manifests validate against the Kubernetes OpenAPI schemas (kubernetes-models)
+ * and, for unknown fields, against its TypeScript types (tsc's excess-property
+ * check), the Kyverno policy really mounts the volume into a Deployment shaped
+ * like faas-netes makes them, pod security and NetworkPolicies hold, the Ingress
+ * routes exactly like shared/routes.ts, and the timeouts follow README "Timeouts".
+ */
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import fc from 'fast-check';
+import { parseAllDocuments, parse as parseYaml } from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { describeVariables } from '../shared/config.js';
+import { FUNCTIONS, matchPublicRoute, parseFunctionPath, PUBLIC_ROUTES } from '../shared/routes.js';
+import { readStack, subscribers } from '../shared/stack.js';
+import { TRANSCODE_STREAM } from '../shared/transcode-queue.js';
+
+type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const K8S = 'k8s';
+const stack = readStack('stack.yml');
+const variables = describeVariables();
+const configNames = new Set<string>(variables.map((v) => v.name));
+const secretFiles = new Set(variables.flatMap((v) => (v.secretFile ? [v.secretFile] : [])));
+
+function walk(dir: string): string[] {
+  return readdirSync(dir).flatMap((f) => {
+    const p = path.join(dir, f);
+    return statSync(p).isDirectory() ? walk(p) : [p];
+  });
+}
+
+function loadDocs(file: string): Obj[] {
+  const docs = parseAllDocuments(readFileSync(file, 'utf8'));
+  for (const d of docs) expect(d.errors.map((e) => e.message), file).toEqual([]);
+  return docs.map((d) => d.toJS() as Obj).filter((d) => d !== null);
+}
+
+const yamlFiles = walk(K8S).filter((f) => /\.ya?ml$/.test(f));
+const kustomizations = yamlFiles.filter((f) => path.basename(f) === 'kustomization.yaml');
+/** Manifests = the resources the kustomizations apply. */
+const manifestFiles = kustomizations.flatMap((k) => ((loadDocs(k)[0]!.resources as string[] | undefined) ?? []).map((r) => path.join(path.dirname(k), r)));
+const manifests = manifestFiles.flatMap((f) => loadDocs(f).map((doc) => ({ file: f, doc })));
+const byKind = (kind: string) => manifests.filter((m) => m.doc.kind === kind).map((m) => m.doc);
+const named = (kind: string, name: string) => {
+  const found = byKind(kind).find((d) => d.metadata.name === name);
+  expect(found, `${kind} ${name}`).toBeDefined();
+  return found!;
+};
+
+/** Pod template of a workload (Deployment, StatefulSet, CronJob). */
+const podTemplate = (w: Obj): Obj => (w.kind === 'CronJob' ? w.spec.jobTemplate.spec.template : w.spec.template);
+const workloads = manifests.filter((m) => ['Deployment', 'StatefulSet', 'CronJob'].includes(m.doc.kind)).map((m) => m.doc);
+const configMap = named('ConfigMap', 'pulsevault-config');
+const MEDIA_ROOT = configMap.data.MEDIA_ROOT as string;
+const pvc = named('PersistentVolumeClaim', 'pulsevault-media');
+const policy = named('ClusterPolicy', 'pulsevault-media-volume');
+
+/** kubernetes-models module per apiVersion (core and the groups we use, plus KEDA). */
+function modelModule(apiVersion: string): string | null {
+  if (apiVersion.startsWith('keda.sh/')) return `@kubernetes-models/keda/${apiVersion}`;
+  if (apiVersion.startsWith('kyverno.io/')) return null; // no published schema package: checked structurally below
+  return `kubernetes-models/${apiVersion}`;
+}
+
+describe('k8s/ files', () => {
+  it('every YAML file parses, every file is applied or referenced', () => {
+    expect(yamlFiles.length).toBeGreaterThan(10);
+    for (const f of yamlFiles) loadDocs(f);
+    const monitoring = loadDocs(path.join(K8S, 'monitoring/kustomization.yaml'))[0]!;
+    const generated = (monitoring.configMapGenerator as Obj[]).flatMap((g) => (g.files as string[]).map((f) => path.join(K8S, 'monitoring', f.split('=').pop()!)));
+    const helmValues = [path.join(K8S, 'openfaas-values.yaml'), path.join(K8S, 'ingress-nginx-values.yaml')];
+    const ruleTests = [path.join(K8S, 'monitoring/alert-rules.test.yml')];
+    for (const f of walk(K8S)) {
+      const known = [...manifestFiles, ...kustomizations, ...generated, ...helmValues, ...ruleTests, path.join(K8S, 'monitoring/pending-metrics.txt')];
+      expect(known, `${f} is neither applied nor referenced`).toContain(f);
+    }
+    for (const f of [...manifestFiles, ...generated]) expect(existsSync(f), f).toBe(true);
+  });
+
+  it('manifests validate against the Kubernetes schemas', async () => {
+    let validated = 0;
+    for (const { file, doc } of manifests) {
+      const mod = modelModule(doc.apiVersion);
+      if (!mod) continue;
+      const models = (await import(mod)) as Record<string, new (d: Obj) => { validate(): void }>;
+      const Model = models[doc.kind];
+      expect(Model, `${file}: no schema for ${doc.apiVersion} ${doc.kind}`).toBeDefined();
+      expect(() => new Model!(doc).validate(), `${file}: ${doc.kind} ${doc.metadata?.name}`).not.toThrow();
+      validated++;
+    }
+    expect(validated).toBe(manifests.length - byKind('ClusterPolicy').length);
+  });
+
+  it('manifests name no field the Kubernetes types lack (typos are not silently ignored)', () => {
+    // The schemas allow unknown fields (as the API server's non-strict decoding does); the
+    // TypeScript types of the same models do not: assign each manifest to its type and let tsc judge.
+    const dir = mkdtempSync(path.join('test', '.k8s-strict-'));
+    try {
+      const lines: string[] = [];
+      manifests.forEach(({ doc }, i) => {
+        const mod = modelModule(doc.apiVersion);
+        if (mod) lines.push(`import type { I${doc.kind} as T${i} } from '${mod}';`, `export const m${i}: T${i} = ${JSON.stringify(doc)};`);
+      });
+      writeFileSync(path.join(dir, 'manifests.ts'), `${lines.join('\n')}\n`);
+      let output = '';
+      try {
+        execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '--noEmit', '--strict', '--skipLibCheck', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--types', 'node', path.join(dir, 'manifests.ts')], { encoding: 'utf8' });
+      } catch (err) {
+        output = (err as { stdout: string }).stdout;
+      }
+      expect(output).toBe('');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
+
+describe('the media volume reaches the functions (Kyverno)', () => {
+  /** A Deployment as faas-netes builds it from a stack.yml function (pkg/handlers/deploy.go, secrets and read-only root). */
+  function faasNetesDeployment(fn: (typeof stack.functions)[number]): Obj {
+    return {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: fn.name, namespace: 'openfaas-fn', labels: { faas_function: fn.name } },
+      spec: {
+        replicas: Number(fn.labels['com.openfaas.scale.min'] ?? 1),
+        selector: { matchLabels: { faas_function: fn.name } },
+        template: {
+          metadata: { name: fn.name, labels: { faas_function: fn.name, ...fn.labels }, annotations: fn.annotations },
+          spec: {
+            containers: [
+              {
+                name: fn.name,
+                image: fn.image,
+                ports: [{ name: 'http', containerPort: 8080, protocol: 'TCP' }],
+                env: Object.entries(fn.environment).map(([name, value]) => ({ name, value })),
+                securityContext: { readOnlyRootFilesystem: true },
+                volumeMounts: [
+                  { name: 'temp', mountPath: '/tmp' },
+                  { name: `${fn.name}-projected-secrets`, mountPath: '/var/openfaas/secrets', readOnly: true },
+                ],
+              },
+            ],
+            volumes: [
+              { name: 'temp', emptyDir: {} },
+              { name: `${fn.name}-projected-secrets`, projected: { sources: fn.secrets.map((s) => ({ secret: { name: s } })) } },
+            ],
+            restartPolicy: 'Always',
+            dnsPolicy: 'ClusterFirst',
+          },
+        },
+      },
+    };
+  }
+
+  /** Kyverno's patchStrategicMerge as our policy uses it: maps merge, lists of named items merge by name, `(name): "*"` applies to every item. */
+  function strategicMerge(target: unknown, patch: unknown): unknown {
+    if (Array.isArray(patch)) {
+      const list = Array.isArray(target) ? [...(target as Obj[])] : [];
+      if (!patch.every((p) => p && typeof p === 'object' && ('name' in p || '(name)' in p))) return patch; // no merge key: replace
+      for (const item of patch as Obj[]) {
+        if ('(name)' in item) {
+          const { '(name)': glob, ...rest } = item;
+          const re = new RegExp(`^${String(glob).replace(/\*/g, '.*')}$`);
+          list.forEach((t, i) => re.test(t.name) && (list[i] = strategicMerge(t, rest) as Obj));
+        } else {
+          const i = list.findIndex((t) => t.name === item.name);
+          if (i >= 0) list[i] = strategicMerge(list[i], item) as Obj;
+          else list.push(item);
+        }
+      }
+      return list;
+    }
+    if (patch && typeof patch === 'object') {
+      const out: Obj = { ...((target as Obj) ?? {}) };
+      for (const [k, v] of Object.entries(patch)) out[k] = strategicMerge(out[k], v);
+      return out;
+    }
+    return patch;
+  }
+
+  const rule = policy.spec.rules[0] as Obj;
+  const labelKey = /labels\."([^"]+)"/.exec(rule.preconditions.all[0].key as string)![1]!;
+  const applies = (d: Obj) =>
+    rule.match.any[0].resources.kinds.includes(d.kind) &&
+    rule.match.any[0].resources.namespaces.includes(d.metadata.namespace) &&
+    d.spec.template.metadata.labels[labelKey] === rule.preconditions.all[0].value;
+  const mutate = (d: Obj) => (applies(d) ? (strategicMerge(d, rule.mutate.patchStrategicMerge) as Obj) : d);
+
+  it('matches on the pod template label stack.yml sets on every function, on create and update', () => {
+    expect(labelKey).toBe('pulsevault.io/media-volume');
+    expect(rule.match.any[0].resources.operations).toEqual(['CREATE', 'UPDATE']);
+    for (const fn of stack.functions) expect(fn.labels[labelKey], fn.name).toBe('true');
+    // faas-netes puts function labels on the pod template only, so a metadata.labels selector would never match.
+    expect(rule.match.any[0].resources.selector).toBeUndefined();
+  });
+
+  it.each(stack.functions.map((f) => [f.name, f] as const))('%s gets the PVC at MEDIA_ROOT as uid 1000, keeping its secrets', async (_name, fn) => {
+    const mutated = mutate(faasNetesDeployment(fn));
+    const { Deployment } = await import('kubernetes-models/apps/v1');
+    expect(() => new Deployment(mutated as ConstructorParameters<typeof Deployment>[0]).validate()).not.toThrow();
+
+    const pod = mutated.spec.template.spec as Obj;
+    const volume = (pod.volumes as Obj[]).find((v) => v.persistentVolumeClaim);
+    expect(volume?.persistentVolumeClaim.claimName).toBe(pvc.metadata.name);
+    expect(pvc.spec.accessModes).toEqual(['ReadWriteMany']);
+    expect(pvc.metadata.namespace).toBe(mutated.metadata.namespace);
+    const c = pod.containers[0] as Obj;
+    expect(c.volumeMounts).toContainEqual({ name: volume!.name, mountPath: MEDIA_ROOT });
+    expect(c.volumeMounts.map((m: Obj) => m.mountPath)).toEqual(expect.arrayContaining(['/tmp', '/var/openfaas/secrets']));
+    expect(c.envFrom).toEqual([{ configMapRef: { name: configMap.metadata.name } }]);
+    expect(c.env.length).toBe(Object.keys(fn.environment).length); // stack.yml's environment survives
+    // The template image runs as USER 1000:1000; the volume must be writable by it.
+    const user = /^USER (\d+):(\d+)$/m.exec(readFileSync('templates/pulsevault-node20/Dockerfile', 'utf8'))!;
+    expect(pod.securityContext).toMatchObject({ runAsUser: Number(user[1]), runAsGroup: Number(user[2]), fsGroup: Number(user[2]), runAsNonRoot: true });
+    expect(c.securityContext).toMatchObject({ runAsUser: Number(user[1]), allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
+    expect(pod.securityContext.seccompProfile).toEqual({ type: 'RuntimeDefault' });
+  });
+
+  it('leaves other Deployments alone and is idempotent across redeploys', () => {
+    const other = faasNetesDeployment({ ...stack.functions[0]!, name: 'someone-else', labels: {} });
+    expect(mutate(other)).toBe(other);
+    const once = mutate(faasNetesDeployment(stack.functions[0]!));
+    expect(mutate(once)).toEqual(once);
+  });
+
+  it('the ConfigMap injected into functions holds only PulseVault configuration variables', () => {
+    for (const key of Object.keys(configMap.data)) expect(configNames, key).toContain(key);
+    expect(MEDIA_ROOT).toBe(variables.find((v) => v.name === 'MEDIA_ROOT')!.default);
+    const redis = named('Service', 'redis');
+    expect(configMap.data.REDIS_HOST).toBe(`${redis.metadata.name}.${redis.metadata.namespace}.svc.cluster.local`);
+    expect(configMap.data.REDIS_PORT).toBe(String(redis.spec.ports.find((p: Obj) => p.name === 'redis').port));
+  });
+});
+
+describe('workloads', () => {
+  it('every pod is non-root, read-only, without privilege escalation or capabilities, with RuntimeDefault seccomp', () => {
+    expect(workloads.length).toBeGreaterThanOrEqual(4);
+    for (const w of workloads) {
+      const pod = podTemplate(w).spec as Obj;
+      const where = `${w.kind} ${w.metadata.name}`;
+      expect(pod.securityContext?.runAsNonRoot, where).toBe(true);
+      expect(pod.securityContext?.seccompProfile, where).toEqual({ type: 'RuntimeDefault' });
+      expect(pod.automountServiceAccountToken, where).toBe(false);
+      for (const c of [...(pod.initContainers ?? []), ...pod.containers] as Obj[]) {
+        expect(c.securityContext, `${where}/${c.name}`).toMatchObject({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
+        expect(c.securityContext.privileged, `${where}/${c.name}`).toBeUndefined();
+        expect(c.resources?.limits?.memory, `${where}/${c.name} memory limit`).toBeDefined();
+      }
+    }
+    expect(named('Namespace', 'openfaas-fn').metadata.labels['pod-security.kubernetes.io/enforce']).toBe('restricted');
+  });
+
+  it('the services run their compiled entry points, as the local stack does', () => {
+    const devstack = readFileSync('services/devstack/main.ts', 'utf8');
+    for (const name of ['queue-connector', 'audit-writer']) {
+      const d = named('Deployment', name);
+      const c = d.spec.template.spec.containers[0] as Obj;
+      expect(c.command).toEqual(['node', `dist/services/${name}/main.js`]);
+      expect(devstack).toContain(`entry: 'dist/services/${name}/main.js'`);
+      expect(c.envFrom).toEqual([{ configMapRef: { name: 'pulsevault-config' } }]);
+      for (const e of c.env as Obj[]) expect(configNames, `${name} env ${e.name}`).toContain(e.name);
+    }
+    const writer = named('Deployment', 'audit-writer');
+    expect(writer.spec.replicas).toBe(1);
+    expect(writer.spec.strategy).toEqual({ type: 'Recreate' });
+    const scrub = named('CronJob', 'pulsevault-scrub').spec.jobTemplate.spec.template.spec.containers[0] as Obj;
+    expect(scrub.command.slice(0, 3)).toEqual(['node', 'dist/scripts/pulsevault.js', 'scrub']);
+    expect(existsSync('scripts/commands/scrub.ts')).toBe(true);
+  });
+
+  it('processes that mount the media volume mount the one PVC at MEDIA_ROOT; the scrub job read-only', () => {
+    for (const w of workloads) {
+      const pod = podTemplate(w).spec as Obj;
+      const media = (pod.volumes ?? []).find((v: Obj) => v.persistentVolumeClaim?.claimName === pvc.metadata.name);
+      if (!media) continue;
+      const mount = pod.containers[0].volumeMounts.find((m: Obj) => m.name === media.name);
+      expect(mount?.mountPath, w.metadata.name).toBe(MEDIA_ROOT);
+      if (w.kind === 'CronJob') expect(mount.readOnly && media.persistentVolumeClaim.readOnly).toBe(true);
+    }
+  });
+
+  it('secrets come from the OpenFaaS secrets the configuration knows, at the path it reads', () => {
+    const used = new Set<string>();
+    for (const w of workloads) {
+      const pod = podTemplate(w).spec as Obj;
+      for (const v of pod.volumes ?? []) {
+        for (const s of v.projected?.sources ?? []) used.add(s.secret.name);
+        if (v.secret) used.add(v.secret.secretName);
+        const mount = pod.containers[0].volumeMounts?.find((m: Obj) => m.name === v.name);
+        if (v.projected) expect(mount?.mountPath).toBe('/var/openfaas/secrets');
+      }
+      for (const c of pod.containers as Obj[]) for (const e of c.env ?? []) if (e.valueFrom?.secretKeyRef) used.add(e.valueFrom.secretKeyRef.name);
+    }
+    for (const s of used) expect(secretFiles, s).toContain(s);
+    // The README's deploy steps create every secret a function or a service mounts.
+    const readme = readFileSync('README.md', 'utf8');
+    for (const s of new Set([...used, ...stack.functions.flatMap((f) => f.secrets)])) expect(readme, s).toContain(`faas-cli secret create ${s} `);
+  });
+
+  it('Redis persists with AOF, takes its password from the secret, and exports redis_up', () => {
+    const conf = named('ConfigMap', 'redis-config').data['redis.conf'] as string;
+    expect(conf).toMatch(/^appendonly yes$/m);
+    expect(conf).toMatch(/^maxmemory-policy noeviction$/m);
+    const sts = named('StatefulSet', 'redis');
+    expect(sts.spec.volumeClaimTemplates[0].metadata.name).toBe('data');
+    const redis = (sts.spec.template.spec.containers as Obj[]).find((c) => c.name === 'redis')!;
+    expect(redis.volumeMounts).toContainEqual({ name: 'data', mountPath: '/data' });
+    expect(conf).toMatch(/^dir \/data$/m);
+    const init = sts.spec.template.spec.initContainers[0] as Obj;
+    expect(init.command.join(' ')).toContain('requirepass');
+    expect(sts.spec.template.spec.volumes).toContainEqual({ name: 'password', secret: { secretName: 'redis-password' } });
+    expect((sts.spec.template.spec.containers as Obj[]).some((c) => String(c.image).startsWith('oliver006/redis_exporter:'))).toBe(true);
+  });
+});
+
+describe('network policies', () => {
+  // The base install; the optional KEDA component adds one policy of its own (checked last).
+  const policies = manifests.filter((m) => m.doc.kind === 'NetworkPolicy' && !m.file.includes('/keda/')).map((m) => m.doc);
+  const selects = (sel: Obj | undefined, labels: Record<string, string>) => Object.entries(sel?.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
+  const functionPodLabels = stack.functions.map((f) => ({ faas_function: f.name, ...f.labels }));
+  const podLabels = (kind: string, name: string) => podTemplate(named(kind, name)).metadata.labels as Record<string, string>;
+  /** Peers allowed to reach a pod with these labels on a port, as [namespaceSelector?, podSelector?] pairs. */
+  const allowedPeers = (labels: Record<string, string>, port: number) =>
+    policies
+      .filter((p) => p.spec.policyTypes.includes('Ingress') && selects(p.spec.podSelector, labels))
+      .flatMap((p) => (p.spec.ingress ?? []) as Obj[])
+      .filter((r) => (r.ports ?? []).some((x: Obj) => x.port === port))
+      .flatMap((r) => r.from as Obj[]);
+
+  it('deny all ingress in openfaas-fn by default', () => {
+    expect(policies.some((p) => p.metadata.namespace === 'openfaas-fn' && Object.keys(p.spec.podSelector).length === 0 && p.spec.policyTypes.includes('Ingress') && !p.spec.ingress)).toBe(true);
+  });
+
+  it('functions accept only the OpenFaaS gateway (and Prometheus)', () => {
+    for (const labels of functionPodLabels) {
+      const peers = allowedPeers(labels, 8080);
+      expect(peers).toContainEqual({ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'openfaas' } }, podSelector: { matchLabels: { app: 'gateway' } } });
+      for (const p of peers) expect(p.podSelector?.matchLabels?.app === 'gateway' || p.podSelector?.matchLabels?.app === 'prometheus' || p.namespaceSelector?.matchLabels?.['kubernetes.io/metadata.name'] === 'monitoring').toBe(true);
+    }
+  });
+
+  it('Redis accepts the functions, the connector and the audit writer, nothing else, and makes no calls', () => {
+    const redisLabels = podLabels('StatefulSet', 'redis');
+    const peers = allowedPeers(redisLabels, 6379);
+    expect(peers.every((p) => !p.namespaceSelector && p.podSelector)).toBe(true); // same namespace, selected pods only
+    const reaches = (labels: Record<string, string>) => peers.some((p) => selects(p.podSelector, labels));
+    for (const labels of functionPodLabels) expect(reaches(labels), labels.faas_function).toBe(true);
+    expect(reaches(podLabels('Deployment', 'queue-connector'))).toBe(true);
+    expect(reaches(podLabels('Deployment', 'audit-writer'))).toBe(true);
+    expect(reaches(podLabels('CronJob', 'pulsevault-scrub'))).toBe(false);
+    expect(reaches({ app: 'anything-else' })).toBe(false);
+    const own = policies.find((p) => selects(p.spec.podSelector, redisLabels) && p.spec.policyTypes.includes('Egress'));
+    expect(own?.spec.egress).toEqual([]);
+  });
+
+  it('the KEDA component lets only the keda namespace reach Redis in addition', () => {
+    const extra = manifests.filter((m) => m.doc.kind === 'NetworkPolicy' && m.file.includes('/keda/')).map((m) => m.doc);
+    expect(extra).toHaveLength(1);
+    expect(selects(extra[0]!.spec.podSelector, podLabels('StatefulSet', 'redis'))).toBe(true);
+    expect(extra[0]!.spec.ingress).toEqual([{ from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'keda' } } }], ports: [{ port: 6379, protocol: 'TCP' }] }]);
+  });
+});
+
+describe('public ingress', () => {
+  const ingresses = byKind('Ingress');
+  const locations = ingresses.flatMap((ing) =>
+    (ing.spec.rules as Obj[]).flatMap((r) =>
+      (r.http.paths as Obj[]).map((p) => ({
+        ingress: ing,
+        host: r.host as string,
+        path: p.path as string,
+        target: ing.metadata.annotations['nginx.ingress.kubernetes.io/rewrite-target'] as string,
+        // ingress-nginx: `location ~* "^<path>"` and `rewrite "(?i)<path>" <target> break;`
+        location: new RegExp(`^${p.path}`, 'i'),
+        backend: p.backend.service,
+      })),
+    ),
+  );
+
+  /** Where ingress-nginx sends a path: the gateway URI after the rewrite, or null (404). */
+  function nginx(pathname: string): string | null {
+    const hits = locations.filter((l) => l.location.test(pathname));
+    expect(hits.length, `${pathname} matches ${hits.length} locations`).toBeLessThanOrEqual(1);
+    const hit = hits[0];
+    if (!hit) return null;
+    const m = new RegExp(hit.path, 'i').exec(pathname)!;
+    return hit.target.replace('$1', m[1]!);
+  }
+
+  function expectSameRouting(pathname: string): void {
+    const route = matchPublicRoute('GET', pathname)?.route;
+    const uri = nginx(pathname);
+    if (!route) return void expect(uri, pathname).toBeNull();
+    expect(parseFunctionPath(uri ?? ''), pathname).toEqual({ name: route.function, path: pathname });
+  }
+
+  const id = randomUUID();
+  const samples = [
+    '/uploads',
+    '/uploads/0f1e2d3c4b5a',
+    '/uploads/finalize',
+    '/uploads/finalize/x',
+    '/uploads/a/b',
+    '/media/sign',
+    '/media/signx',
+    '/media/videos',
+    '/media/videos/',
+    `/media/videos/${id}/metadata`,
+    `/media/videos/${id.toUpperCase()}/renditions`,
+    `/media/videos/${id}/metadata/extra`,
+    `/media/videos/${id}/hls/master.m3u8`,
+    `/media/videos/${id}/hls/720p_003.m4s`,
+    `/media/videos/${id}/original.mp4`,
+    '/media/videos/not-a-uuid/metadata',
+    '/function/sign',
+    '/system/functions',
+    '/metrics',
+    '/',
+  ];
+
+  it.each(samples)('routes %s as the routing table does', (p) => expectSameRouting(p));
+
+  it('routes any path as the routing table does', () => {
+    const segment = fc.constantFrom('uploads', 'finalize', 'media', 'sign', 'videos', 'metadata', 'renditions', 'hls', 'master.m3u8', 'x', id, '');
+    fc.assert(
+      fc.property(fc.array(segment, { minLength: 0, maxLength: 5 }), (segments) => expectSameRouting(`/${segments.join('/')}`)),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('every function with a public route has one Ingress to the gateway, none without', () => {
+    const routed = new Set(PUBLIC_ROUTES.map((r) => r.function));
+    for (const fn of FUNCTIONS) {
+      const own = ingresses.filter((i) => i.metadata.annotations['nginx.ingress.kubernetes.io/rewrite-target'] === `/function/${fn}$1`);
+      expect(own.length, fn).toBe(routed.has(fn) ? 1 : 0);
+    }
+    for (const l of locations) {
+      expect(l.backend).toEqual({ name: 'gateway', port: { number: 8080 } });
+      expect(l.ingress.metadata.namespace).toBe('openfaas');
+      expect(l.ingress.spec.ingressClassName).toBe('nginx');
+    }
+  });
+
+  it('TLS on every host with HTTPS redirect and HSTS; PUBLIC_URL is that host', () => {
+    for (const ing of ingresses) {
+      const hosts = (ing.spec.rules as Obj[]).map((r) => r.host);
+      expect((ing.spec.tls as Obj[]).flatMap((t) => t.hosts)).toEqual(expect.arrayContaining(hosts));
+      expect(ing.metadata.annotations['nginx.ingress.kubernetes.io/force-ssl-redirect']).toBe('true');
+      expect(ing.metadata.annotations['nginx.ingress.kubernetes.io/use-regex']).toBe('true');
+    }
+    const controller = parseYaml(readFileSync(path.join(K8S, 'ingress-nginx-values.yaml'), 'utf8')).controller.config as Obj;
+    expect(controller.hsts).toBe('true');
+    expect(Number(controller['hsts-max-age'])).toBeGreaterThanOrEqual(31_536_000);
+    expect(String(controller['ssl-protocols']).split(' ').sort()).toEqual(['TLSv1.2', 'TLSv1.3']);
+    expect(new URL(configMap.data.PUBLIC_URL).host).toBe(locations[0]!.host);
+    expect(new Set(locations.map((l) => l.host)).size).toBe(1);
+  });
+
+  it('upload paths stream (no body limit, no request buffering); other paths keep a limit', () => {
+    for (const route of PUBLIC_ROUTES) {
+      const ann = ingresses.find((i) => i.metadata.annotations['nginx.ingress.kubernetes.io/rewrite-target'] === `/function/${route.function}$1`)!.metadata.annotations;
+      if (route.streamingUpload) {
+        expect(ann['nginx.ingress.kubernetes.io/proxy-body-size']).toBe('0');
+        expect(ann['nginx.ingress.kubernetes.io/proxy-request-buffering']).toBe('off');
+      } else {
+        expect(ann['nginx.ingress.kubernetes.io/proxy-body-size']).toMatch(/^\d+[km]$/);
+      }
+    }
+  });
+});
+
+describe('OpenFaaS', () => {
+  const seconds = (d: string) => {
+    const m = /^(\d+)(ms|s|m|h)$/.exec(String(d).trim());
+    expect(m, `duration ${d}`).not.toBeNull();
+    return Number(m![1]) * { ms: 0.001, s: 1, m: 60, h: 3600 }[m![2] as 'ms' | 's' | 'm' | 'h'];
+  };
+  const values = parseYaml(readFileSync(path.join(K8S, 'openfaas-values.yaml'), 'utf8')) as Obj;
+
+  it('gateway timeouts: every exec_timeout <= upstream 61m < read/write 62m, as README "Timeouts" says', () => {
+    const upstream = seconds(values.gateway.upstreamTimeout);
+    expect(upstream).toBe(61 * 60);
+    expect(seconds(values.gateway.readTimeout)).toBe(62 * 60);
+    expect(seconds(values.gateway.writeTimeout)).toBe(62 * 60);
+    expect(seconds(values.faasnetes.readTimeout)).toBeGreaterThan(upstream);
+    expect(seconds(values.faasnetes.writeTimeout)).toBeGreaterThan(upstream);
+    for (const fn of stack.functions) expect(seconds(fn.environment.exec_timeout!), fn.name).toBeLessThanOrEqual(upstream);
+    const readme = readFileSync('README.md', 'utf8');
+    expect(readme).toContain('upstream_timeout=61m');
+    expect(readme).toContain('read_timeout=write_timeout=62m');
+    expect(values.functionNamespace).toBe('openfaas-fn');
+    expect(values.faasnetes.setNonRootUser).toBe(false); // uid 1000 comes from the image and the policy
+  });
+
+  it('stack.yml names only handlers, templates and secrets that exist', () => {
+    expect(stack.functions.map((f) => f.name).sort()).toEqual([...FUNCTIONS].sort());
+    for (const c of stack.copy) expect(existsSync(c), c).toBe(true);
+    for (const fn of stack.functions) {
+      expect(existsSync(path.join(fn.handler, 'handler.ts')), fn.name).toBe(true);
+      const template = stack.templates.find((t) => t.name === fn.lang);
+      expect(template, fn.lang).toBeDefined();
+      expect(existsSync(path.join(template!.source, 'Dockerfile'))).toBe(true);
+      expect(parseYaml(readFileSync(path.join(template!.source, 'template.yml'), 'utf8')).language).toBe(fn.lang);
+      for (const s of fn.secrets) expect(secretFiles, `${fn.name} secret ${s}`).toContain(s);
+      const dockerfile = readFileSync(path.join(template!.source, 'Dockerfile'), 'utf8');
+      for (const arg of Object.keys(fn.buildArgs)) expect(dockerfile, `${fn.name} build arg ${arg}`).toMatch(new RegExp(`^ARG ${arg}\\b`, 'm'));
+    }
+  });
+
+  it("stack.yml's environment holds configuration variables and of-watchdog settings only", () => {
+    // of-watchdog's environment (openfaas/of-watchdog README, config.go).
+    const WATCHDOG = ['fprocess', 'mode', 'upstream_url', 'read_timeout', 'write_timeout', 'exec_timeout', 'healthcheck_interval', 'max_inflight', 'port', 'prefix_logs', 'log_buffer_size', 'http_buffer_req_body', 'buffer_http', 'content_type', 'suppress_lock', 'ready_path', 'static_path', 'jwt_auth', 'jwt_auth_debug', 'jwt_auth_local'];
+    for (const fn of stack.functions) {
+      for (const key of Object.keys(fn.environment)) expect(configNames.has(key) || WATCHDOG.includes(key), `${fn.name}: ${key}`).toBe(true);
+    }
+  });
+
+  it('labels stay within Community Edition limits', () => {
+    expect(stack.functions.length).toBeLessThanOrEqual(15);
+    for (const fn of stack.functions) {
+      const min = Number(fn.labels['com.openfaas.scale.min']);
+      const max = Number(fn.labels['com.openfaas.scale.max']);
+      expect(min, fn.name).toBeGreaterThanOrEqual(1);
+      expect(max, fn.name).toBeLessThanOrEqual(5);
+      expect(min).toBeLessThanOrEqual(max);
+      expect(Object.keys(fn.labels).filter((l) => /^com\.openfaas\.scale\.(type|target|zero)/.test(l)), fn.name).toEqual([]);
+      expect((fn.annotations.topic ?? '').includes(','), `${fn.name}: CE allows one topic`).toBe(false);
+    }
+  });
+
+  it('the optional KEDA ScaledObject scales the function subscribed to the transcode queue, within CE limits', () => {
+    const keda = loadDocs(path.join(K8S, 'keda/transcoder-scaledobject.yaml'));
+    const so = keda.find((d) => d.kind === 'ScaledObject')!;
+    expect(subscribers(stack, 'transcode')).toEqual([so.spec.scaleTargetRef.name]);
+    const fn = stack.functions.find((f) => f.name === so.spec.scaleTargetRef.name)!;
+    expect(so.spec.minReplicaCount).toBe(Number(fn.labels['com.openfaas.scale.min']));
+    expect(so.spec.maxReplicaCount).toBe(Number(fn.labels['com.openfaas.scale.max']));
+    expect(so.spec.triggers[0].metadata.stream).toBe(TRANSCODE_STREAM);
+    expect(so.spec.triggers[0].metadata.address).toBe(`${configMap.data.REDIS_HOST}:${configMap.data.REDIS_PORT}`);
+    const auth = keda.find((d) => d.kind === 'TriggerAuthentication')!;
+    expect(so.spec.triggers[0].authenticationRef.name).toBe(auth.metadata.name);
+    expect(secretFiles).toContain(auth.spec.secretTargetRef[0].name);
+  });
+});

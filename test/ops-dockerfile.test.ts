@@ -1,0 +1,133 @@
+/**
+ * Container conventions, read from the Dockerfiles (no image builds here: no registry
+ * access for base images). The function template follows the OpenFaaS of-watchdog
+ * pattern; both images ship compiled JavaScript and production dependencies only, as
+ * a non-root user.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { readStack } from '../shared/stack.js';
+
+interface Stage {
+  from: string;
+  alias: string | null;
+  instructions: { op: string; args: string }[];
+}
+
+/** Instructions per build stage (line continuations joined, comments dropped). */
+function stages(file: string): { args: Map<string, string>; stages: Stage[] } {
+  const lines = readFileSync(file, 'utf8')
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
+  const globalArgs = new Map<string, string>();
+  const out: Stage[] = [];
+  for (const line of lines) {
+    const [, op, args] = /^(\w+)\s+(.*)$/.exec(line)!;
+    const upper = op!.toUpperCase();
+    if (upper === 'FROM') {
+      const m = /^(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?$/i.exec(args!)!;
+      out.push({ from: m[1]!, alias: m[2] ?? null, instructions: [] });
+    } else if (out.length === 0 && upper === 'ARG') {
+      const [k, v] = args!.split('=');
+      globalArgs.set(k!, v ?? '');
+    } else {
+      out.at(-1)!.instructions.push({ op: upper, args: args! });
+    }
+  }
+  return { args: globalArgs, stages: out };
+}
+
+const env = (stage: Stage) => {
+  const vars = new Map<string, string>();
+  for (const i of stage.instructions.filter((x) => x.op === 'ENV')) {
+    for (const m of i.args.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)) vars.set(m[1]!, m[2]!.replace(/^"|"$/g, ''));
+  }
+  return vars;
+};
+const last = <T>(xs: T[]) => xs[xs.length - 1];
+
+function expectShipsCompiledProductionCode(ship: Stage): void {
+  const runs = ship.instructions.filter((i) => i.op === 'RUN').map((i) => i.args);
+  expect(runs.some((r) => /npm ci\b.*--omit=dev/.test(r)), 'production dependencies only').toBe(true);
+  expect(runs.some((r) => /\btsc\b/.test(r)), 'no compiling in the shipped stage').toBe(false);
+  const copies = ship.instructions.filter((i) => i.op === 'COPY').map((i) => i.args);
+  // Only the compiled dist/ comes from the build stage; no TypeScript sources, no dev node_modules.
+  const fromBuild = copies.filter((c) => c.startsWith('--from=build'));
+  expect(fromBuild.some((c) => /\/dist \.\/dist$/.test(c))).toBe(true);
+  for (const c of fromBuild) expect(c, c).not.toMatch(/node_modules|\.ts\b|shared|functions/);
+  for (const c of copies.filter((x) => !x.startsWith('--from='))) expect(c, c).not.toMatch(/^(shared|functions|services|scripts|\.)\b/);
+  // The last USER is a numeric non-root uid, and nothing runs as root after it.
+  const users = ship.instructions.map((i, n) => ({ ...i, n })).filter((i) => i.op === 'USER');
+  const user = last(users);
+  expect(user?.args).toMatch(/^[1-9]\d*(:[1-9]\d*)?$/);
+  expect(ship.instructions.slice(user!.n).some((i) => i.op === 'RUN')).toBe(false);
+  expect(env(ship).get('NODE_ENV')).toBe('production');
+}
+
+describe('function template (templates/pulsevault-node20/Dockerfile)', () => {
+  const { args, stages: all } = stages('templates/pulsevault-node20/Dockerfile');
+  const ship = last(all)!;
+  const vars = env(ship);
+
+  it('takes fwatchdog from the of-watchdog image and runs it', () => {
+    const watchdog = all.find((s) => s.alias === 'watchdog')!;
+    expect(watchdog.from).toBe('ghcr.io/openfaas/of-watchdog:${WATCHDOG_VERSION}');
+    expect(args.get('WATCHDOG_VERSION')).toMatch(/^\d+\.\d+\.\d+$/);
+    expect(ship.instructions).toContainEqual({ op: 'COPY', args: '--from=watchdog /fwatchdog /usr/bin/fwatchdog' });
+    expect(last(ship.instructions.filter((i) => i.op === 'CMD'))!.args).toBe('["fwatchdog"]');
+  });
+
+  it('runs the watchdog in http mode in front of the runtime on its port', () => {
+    expect(vars.get('mode')).toBe('http');
+    expect(vars.get('upstream_url')).toBe(`http://127.0.0.1:${vars.get('PORT')}`);
+    expect(vars.get('HOST')).toBe('127.0.0.1'); // only the watchdog is reachable from outside the pod
+  });
+
+  it('fprocess starts the compiled runtime with the compiled handler, at paths the build produces', () => {
+    const [node, runtime, handler] = vars.get('fprocess')!.split(/\s+/);
+    expect(node).toBe('node');
+    expect(runtime).toBe('dist/templates/pulsevault-node20/runtime/main.js');
+    expect(handler).toBe('dist/functions/handler/handler.js');
+    // The runtime is what `npm start` runs too (the build of this repository compiles it to the same path).
+    expect(existsSync(runtime!)).toBe(true);
+    // The build stage moves the handler folder to functions/handler, next to shared/ as in the repository.
+    const build = all.find((s) => s.alias === 'build')!.instructions.map((i) => i.args).join('\n');
+    expect(build).toMatch(/mv staging functions\/handler/);
+    expect(build).toMatch(/mv staging\/shared \.\/shared/);
+  });
+
+  it('ships compiled JavaScript with production dependencies only, as a non-root user', () => {
+    expectShipsCompiledProductionCode(ship);
+    expect(last(ship.instructions.filter((i) => i.op === 'USER'))!.args).toBe('1000:1000');
+  });
+
+  it('installs ffmpeg only when INSTALL_FFMPEG=true, which the functions that need it set', () => {
+    const arg = ship.instructions.find((i) => i.op === 'ARG' && i.args.startsWith('INSTALL_FFMPEG'));
+    expect(arg?.args).toBe('INSTALL_FFMPEG=false');
+    const install = ship.instructions.find((i) => i.op === 'RUN' && i.args.includes('ffmpeg'))!;
+    expect(install.args).toMatch(/if \[ "\$\{INSTALL_FFMPEG\}" = "true" \]/);
+    expect(install.args).toMatch(/rm -rf \/var\/lib\/apt\/lists/);
+    const stack = readStack('stack.yml');
+    const withFfmpeg = stack.functions.filter((f) => f.buildArgs.INSTALL_FFMPEG === 'true').map((f) => f.name).sort();
+    expect(withFfmpeg).toEqual(['finalize', 'transcoder']);
+  });
+});
+
+describe('services image (services/Dockerfile)', () => {
+  const { stages: all } = stages('services/Dockerfile');
+
+  it('ships compiled JavaScript with production dependencies only, as uid 1000', () => {
+    const ship = last(all)!;
+    expectShipsCompiledProductionCode(ship);
+    expect(last(ship.instructions.filter((i) => i.op === 'USER'))!.args).toBe('1000:1000');
+    expect(all.find((s) => s.alias === 'build')!.instructions.some((i) => i.op === 'RUN' && i.args.includes('tsc -p tsconfig.build.json'))).toBe(true);
+  });
+
+  it('is the image the k8s Deployments and CronJob run', () => {
+    for (const file of ['k8s/queue-connector.yaml', 'k8s/audit-writer.yaml', 'k8s/scrub-cronjob.yaml']) {
+      expect(readFileSync(file, 'utf8'), file).toMatch(/image: registry\.local:5000\/pulsevault-services:latest/);
+    }
+  });
+});
