@@ -11,6 +11,7 @@ import { MAX_BODY_BYTES, parseFinalizeRequest } from '../../shared/finalize/requ
 import { defineFunction } from '../../shared/function.js';
 import { clientIp, readJsonBody, sendJson } from '../../shared/http.js';
 import { MediaStore } from '../../shared/media-store.js';
+import { attachMirror } from '../../shared/mirror/mirror.js';
 import { createRedis } from '../../shared/redis.js';
 import { RedisLocker } from '../../shared/uploads/locker.js';
 import { openUploadStore } from '../../shared/uploads/store.js';
@@ -19,10 +20,12 @@ const RECOVERY_INTERVAL_MS = 60_000;
 
 export default defineFunction(async ({ config, log, onShutdown }) => {
   if (config.finalizeFailAt && config.nodeEnv === 'production') throw new Error('FINALIZE_FAIL_AT is a test switch; refusing it in production');
-  const redis = createRedis(config, { name: 'finalize' });
+  const redis = createRedis(config, { name: 'finalize', log });
   const locker = new RedisLocker(redis);
   const audit = createAuditLog(config, redis, log);
-  const finalizer = new Finalizer({ config, redis, locker, audit, log, uploads: await openUploadStore(config), videos: new MediaStore(config.videoDir, redis) });
+  const videos = new MediaStore(config.videoDir, redis);
+  const mirror = attachMirror(videos, config, log);
+  const finalizer = new Finalizer({ config, redis, locker, audit, log, uploads: await openUploadStore(config), videos });
 
   // Finish whatever a crashed finalize (here or on another replica) left half-done.
   const recover = () => finalizer.recoverPending().catch((err: unknown) => log.error({ err }, 'finalize recovery pass failed'));
@@ -31,6 +34,7 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
   timer.unref();
   onShutdown(async () => {
     clearInterval(timer);
+    await mirror?.close();
     await audit.close();
     await locker.close();
     redis.disconnect();

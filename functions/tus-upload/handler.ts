@@ -10,7 +10,7 @@ import { openUploadStore } from '../../shared/uploads/store.js';
 import { createTusHandler } from '../../shared/uploads/tus-server.js';
 
 export default defineFunction(async ({ config, log, onShutdown }) => {
-  const redis = createRedis(config, { name: 'tus-upload' });
+  const redis = createRedis(config, { name: 'tus-upload', log });
   const locker = new RedisLocker(redis);
   const store = await openUploadStore(config);
   const stopSweep = startExpirySweep({ store, locker, redis, intervalMs: config.uploadSweepIntervalMs, log });

@@ -200,12 +200,14 @@ export class Finalizer {
       await step('audited');
     }
     if (entry.state === 'audited') {
-      if (this.d.config.transcode.enabled) {
+      const queue = this.d.config.transcode.enabled;
+      if (queue) {
         await enqueueTranscode(this.d.redis, entry.videoId, entry.traceparent);
         this.failPoint('after-enqueue');
-        // Only from `uploaded`: the transcoder may already have moved it on.
-        await this.d.videos.update(entry.videoId, (m) => (m.status === 'uploaded' ? { ...m, status: 'queued' } : m));
       }
+      // Written through the real store (the staging one has no listeners): mirrors and caches hear of
+      // the new video here. Only from `uploaded`: the transcoder may already have moved it on.
+      await this.d.videos.update(entry.videoId, (m) => (queue && m.status === 'uploaded' ? { ...m, status: 'queued' } : m));
       await step('done');
     }
     const meta = await this.d.videos.read(entry.videoId);
