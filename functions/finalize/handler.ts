@@ -1,6 +1,54 @@
-import { NotImplementedError } from '../../shared/errors.js';
+/**
+ * finalize: `POST /uploads/finalize` turns a complete upload into a video
+ * (shared/finalize/finalizer.ts) and answers `{videoId, status, size, checksum, transcoding}`.
+ */
+import { createAuditLog } from '../../shared/audit.js';
+import { MethodNotAllowedError } from '../../shared/errors.js';
+import { Finalizer } from '../../shared/finalize/finalizer.js';
+import type { Caller } from '../../shared/finalize/journal.js';
+import { measureFinalize } from '../../shared/finalize/metrics.js';
+import { MAX_BODY_BYTES, parseFinalizeRequest } from '../../shared/finalize/request.js';
 import { defineFunction } from '../../shared/function.js';
+import { clientIp, readJsonBody, sendJson } from '../../shared/http.js';
+import { MediaStore } from '../../shared/media-store.js';
+import { attachMirror } from '../../shared/mirror/mirror.js';
+import { createRedis } from '../../shared/redis.js';
+import { RedisLocker } from '../../shared/uploads/locker.js';
+import { openUploadStore } from '../../shared/uploads/store.js';
 
-export default defineFunction(() => async () => {
-  throw new NotImplementedError('finalize is not implemented yet');
+const RECOVERY_INTERVAL_MS = 60_000;
+
+export default defineFunction(async ({ config, log, onShutdown }) => {
+  if (config.finalizeFailAt && config.nodeEnv === 'production') throw new Error('FINALIZE_FAIL_AT is a test switch; refusing it in production');
+  const redis = createRedis(config, { name: 'finalize', log });
+  const locker = new RedisLocker(redis);
+  const audit = createAuditLog(config, redis, log);
+  const videos = new MediaStore(config.videoDir, redis);
+  const mirror = attachMirror(videos, config, log);
+  const finalizer = new Finalizer({ config, redis, locker, audit, log, uploads: await openUploadStore(config), videos });
+
+  // Finish whatever a crashed finalize (here or on another replica) left half-done.
+  const recover = () => finalizer.recoverPending().catch((err: unknown) => log.error({ err }, 'finalize recovery pass failed'));
+  await recover();
+  const timer = setInterval(() => void recover(), RECOVERY_INTERVAL_MS);
+  timer.unref();
+  onShutdown(async () => {
+    clearInterval(timer);
+    await mirror?.close();
+    await audit.close();
+    await locker.close();
+    redis.disconnect();
+  });
+
+  return async (req, res, ctx) => {
+    ctx.route = 'POST /uploads/finalize';
+    if (req.method !== 'POST') throw new MethodNotAllowedError(['POST']);
+    const { response } = await measureFinalize(async () => {
+      const request = parseFinalizeRequest(await readJsonBody(req, MAX_BODY_BYTES));
+      // Until auth lands the caller is who the body says; then: `const caller = await authenticate(req)`.
+      const caller: Caller = { userId: request.userId, role: null };
+      return finalizer.finalize(request, caller, { requestId: ctx.requestId, traceparent: ctx.traceparent, clientIp: clientIp(req) });
+    });
+    sendJson(res, 200, response);
+  };
 });

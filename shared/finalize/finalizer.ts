@@ -1,0 +1,301 @@
+/**
+ * Finalize: turn a complete tus upload into a video, exactly once.
+ *
+ *   lock upload → journal? (retry or crash: finish it) → complete? → probe →
+ *   journal intent (videoId chosen) → move into VIDEO_DIR/.staging/<videoId>/original.<ext>
+ *   → sha256 → meta.json → rename the staging dir to VIDEO_DIR/<videoId> (atomic publish)
+ *   → drop the tus info file → audit → enqueue transcode → status queued → journal done
+ *
+ * - One Redis lock per upload (the same lock tus PATCH/DELETE and the expiry sweep
+ *   take), so two finalize calls on two replicas serialise and the second one
+ *   finds the journal: same videoId, no second video.
+ * - Every step after the intent is redone safely from the journal and what is on
+ *   disk, so a crash anywhere is finished by the next call or by `recoverPending()`
+ *   (run at start-up and every minute). If the upload vanished before anything
+ *   was moved (terminated after a crash), the intent is rolled back.
+ * - Readers only ever see VIDEO_DIR/<uuid> directories that already hold the
+ *   original and a valid meta.json.
+ * - Audit and enqueue are at-least-once: a crash right after either repeats it.
+ */
+import { randomUUID } from 'node:crypto';
+import { access, chmod, mkdir, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { AuditLog } from '../audit.js';
+import { fsyncDir } from '../atomic-file.js';
+import type { Config, FinalizeFailPoint } from '../config.js';
+import { AppError, ConflictError, NotFoundError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { MediaStore, type VideoMeta } from '../media-store.js';
+import { probe } from '../probe.js';
+import type { Redis } from '../redis.js';
+import { enqueueTranscode } from '../transcode-queue.js';
+import type { RedisLocker } from '../uploads/locker.js';
+import type { UploadStore } from '../uploads/store.js';
+import { moveFile, sha256File } from './files.js';
+import { FinalizeJournal, type Caller, type JournalEntry } from './journal.js';
+import type { FinalizeRequest } from './request.js';
+
+export interface FinalizeResponse {
+  videoId: string;
+  status: 'uploaded';
+  size: number;
+  checksum: string;
+  transcoding: 'queued' | 'disabled';
+}
+
+export interface FinalizeContext {
+  requestId: string;
+  traceparent: string | null;
+  clientIp: string | null;
+}
+
+/** How long a finalize waits for the upload's lock (a last PATCH, another finalize) before 409. */
+const LOCK_WAIT_MS = 10_000;
+
+/** The upload is gone and nothing was moved: the intent can only be rolled back. */
+class UploadVanishedError extends Error {}
+
+class UploadBusyError extends ConflictError {
+  constructor() {
+    super('this upload is busy (being written or finalized); retry', 'upload_busy');
+  }
+}
+
+export interface FinalizerDeps {
+  config: Config;
+  redis: Redis;
+  uploads: UploadStore;
+  locker: RedisLocker;
+  videos: MediaStore;
+  audit: AuditLog;
+  log: Logger;
+}
+
+export class Finalizer {
+  readonly journal: FinalizeJournal;
+  private readonly staging: MediaStore;
+
+  constructor(private readonly d: FinalizerDeps) {
+    this.journal = new FinalizeJournal(path.join(d.config.videoDir, '.finalize'));
+    // Same filesystem as VIDEO_DIR, so publishing is one rename; not a UUID, so no reader lists it.
+    this.staging = new MediaStore(path.join(d.config.videoDir, '.staging'));
+  }
+
+  async finalize(request: FinalizeRequest, caller: Caller, ctx: FinalizeContext): Promise<{ response: FinalizeResponse; replayed: boolean }> {
+    try {
+      return await this.withUploadLock(request.uploadId, LOCK_WAIT_MS, async (signal) => {
+        const existing = await this.journal.read(request.uploadId);
+        if (existing) {
+          // Someone else's finished upload is, for this caller, no upload at all.
+          if (existing.owner.userId !== caller.userId) throw new NotFoundError('no such upload');
+          return { response: await this.complete(existing, signal, ctx.clientIp), replayed: true };
+        }
+        const entry = await this.begin(request, caller, ctx);
+        this.failPoint('after-intent');
+        return { response: await this.complete(entry, signal, ctx.clientIp), replayed: false };
+      });
+    } catch (err) {
+      await this.auditRefusal(err, request.uploadId, caller, ctx);
+      throw err;
+    }
+  }
+
+  /** Finish (or roll back) every journal entry left unfinished by a crash; prune old done entries. */
+  async recoverPending(): Promise<{ finished: number; rolledBack: number; busy: number }> {
+    const counts = { finished: 0, rolledBack: 0, busy: 0 };
+    const keepDoneMs = this.d.config.uploadExpiryHours * 3_600_000;
+    for (const uploadId of await this.journal.uploadIds()) {
+      const acquired = await this.withUploadLock(uploadId, 0, async (signal) => {
+        const entry = await this.journal.read(uploadId);
+        if (!entry) return;
+        if (entry.state === 'done') {
+          if (Date.now() - Date.parse(entry.updatedAt) > keepDoneMs) await this.journal.remove(uploadId);
+          return;
+        }
+        try {
+          await this.complete(entry, signal, null);
+          counts.finished++;
+          this.d.log.info({ uploadId, videoId: entry.videoId }, 'recovered an interrupted finalize');
+        } catch (err) {
+          if (!(err instanceof UploadVanishedError)) throw err;
+          await this.journal.remove(uploadId);
+          counts.rolledBack++;
+          this.d.log.warn({ uploadId, videoId: entry.videoId }, 'rolled back an interrupted finalize: the upload is gone');
+        }
+      }).then(
+        () => true,
+        (err: unknown) => {
+          if (err instanceof UploadBusyError) return false;
+          this.d.log.error({ err, uploadId }, 'recovery of a finalize failed; will retry');
+          return true;
+        },
+      );
+      if (!acquired) counts.busy++;
+    }
+    return counts;
+  }
+
+  private async withUploadLock<T>(uploadId: string, waitMs: number, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const lost = new AbortController();
+    const lock = this.d.locker.newLock(uploadId);
+    // Waits politely (no release request): an upload's last PATCH is allowed to finish.
+    const ok = await lock.acquire({ timeoutMs: waitMs, askRelease: false, onLost: () => lost.abort() });
+    if (!ok) throw new UploadBusyError();
+    try {
+      return await work(lost.signal);
+    } finally {
+      await lock.unlock();
+    }
+  }
+
+  /** Check the upload and probe it, then record the intent (the videoId is chosen here, once). */
+  private async begin(request: FinalizeRequest, caller: Caller, ctx: FinalizeContext): Promise<JournalEntry> {
+    const upload = await this.d.uploads.getUpload(request.uploadId).catch((err: unknown) => {
+      if (isTusStatus(err, 404) || isTusStatus(err, 410)) throw new NotFoundError('no such upload');
+      throw err;
+    });
+    if (upload.size === undefined || upload.offset < upload.size) {
+      throw new ConflictError(`upload is not complete (${upload.offset} of ${upload.size ?? 'unknown'} bytes)`, 'upload_incomplete');
+    }
+    const probed = await probe(this.d.uploads.dataPath(request.uploadId)); // 422: nothing moved, upload kept
+    const now = new Date().toISOString();
+    return this.journal.write({
+      uploadId: request.uploadId,
+      videoId: randomUUID(),
+      state: 'intent',
+      createdAt: now,
+      updatedAt: now,
+      owner: caller,
+      extension: probed.extension,
+      requestId: ctx.requestId,
+      traceparent: ctx.traceparent,
+      pending: { filename: request.filename, metadata: request.metadata, probe: probed },
+    });
+  }
+
+  /** Drive a journal entry to `done`; every step is safe to repeat. */
+  private async complete(entry: JournalEntry, signal: AbortSignal, clientIp: string | null): Promise<FinalizeResponse> {
+    const step = async (next: JournalEntry['state'], change: Partial<JournalEntry> = {}) => {
+      if (signal.aborted) throw new AppError(503, 'lock_lost', 'lost the upload lock; retry');
+      entry = await this.journal.write({ ...entry, ...change, state: next });
+    };
+    if (entry.state === 'intent') {
+      await this.publish(entry);
+      await this.d.uploads.configstore.delete(entry.uploadId).catch(() => undefined); // tus info: now 404
+      const { pending: _phi, ...rest } = entry;
+      entry = rest;
+      await step('published');
+    }
+    if (entry.state === 'published') {
+      await this.d.audit.record({
+        category: 'upload',
+        action: 'finalize',
+        outcome: 'success',
+        actor: entry.owner,
+        videoId: entry.videoId,
+        clientIp,
+        requestId: entry.requestId,
+      });
+      this.failPoint('after-audit');
+      await step('audited');
+    }
+    if (entry.state === 'audited') {
+      const queue = this.d.config.transcode.enabled;
+      if (queue) {
+        await enqueueTranscode(this.d.redis, entry.videoId, entry.traceparent);
+        this.failPoint('after-enqueue');
+      }
+      // Written through the real store (the staging one has no listeners): mirrors and caches hear of
+      // the new video here. Only from `uploaded`: the transcoder may already have moved it on.
+      await this.d.videos.update(entry.videoId, (m) => (queue && m.status === 'uploaded' ? { ...m, status: 'queued' } : m));
+      await step('done');
+    }
+    const meta = await this.d.videos.read(entry.videoId);
+    return {
+      videoId: meta.videoId,
+      status: 'uploaded',
+      size: meta.size,
+      checksum: meta.checksum,
+      transcoding: this.d.config.transcode.enabled ? 'queued' : 'disabled',
+    };
+  }
+
+  /** Move, hash, write meta.json in the staging dir, then publish it with one rename. */
+  private async publish(entry: JournalEntry): Promise<void> {
+    const { videoDir } = this.d.config;
+    const finalDir = path.join(videoDir, entry.videoId);
+    if (await exists(path.join(finalDir, 'meta.json'))) return; // published before a crash
+    const pending = entry.pending;
+    if (!pending) throw new Error(`journal of upload ${entry.uploadId} lacks what meta.json needs`);
+
+    const stagingDir = this.staging.dir(entry.videoId);
+    const originalName = `original.${entry.extension}`;
+    const original = path.join(stagingDir, originalName);
+    const source = this.d.uploads.dataPath(entry.uploadId);
+    if (!(await exists(original))) {
+      if (!(await exists(source))) throw new UploadVanishedError();
+      await mkdir(stagingDir, { recursive: true });
+      await moveFile(source, original);
+      await chmod(original, 0o640); // media is not world-readable (the volume is 750 for uid 1000)
+    } else {
+      await rm(source, { force: true }); // a cross-filesystem copy that completed just before a crash
+    }
+    this.failPoint('after-move');
+
+    const { hex, size } = await sha256File(original);
+    const p = pending.probe;
+    const meta: VideoMeta = {
+      videoId: entry.videoId,
+      filename: pending.filename,
+      owner: entry.owner.userId,
+      status: 'uploaded',
+      uploadedAt: entry.createdAt,
+      updatedAt: entry.createdAt,
+      original: originalName,
+      size,
+      checksum: `sha256:${hex}`,
+      duration: p.duration,
+      width: p.width,
+      height: p.height,
+      fps: p.fps,
+      videoCodec: p.videoCodec,
+      audioCodec: p.audioCodec,
+      bitrate: p.bitrate,
+      renditions: [],
+      metadata: pending.metadata,
+      uploadId: entry.uploadId,
+    };
+    await this.staging.write(meta); // meta.tmp → fsync → rename → fsync dir
+    this.failPoint('after-meta');
+
+    await rename(stagingDir, finalDir);
+    await fsyncDir(videoDir);
+    await fsyncDir(path.dirname(stagingDir));
+    this.failPoint('after-publish');
+  }
+
+  private async auditRefusal(err: unknown, uploadId: string, caller: Caller, ctx: FinalizeContext): Promise<void> {
+    const reason = err instanceof AppError ? err.code : 'internal';
+    await this.d.audit
+      .record({ category: 'upload', action: 'finalize', outcome: 'failure', reason, actor: caller, videoId: null, clientIp: ctx.clientIp, requestId: ctx.requestId })
+      .catch((auditErr: unknown) => this.d.log.warn({ err: auditErr, uploadId }, 'could not audit a refused finalize'));
+  }
+
+  /** Test-only crash injection (FINALIZE_FAIL_AT): die here as a `kill -9` would. */
+  private failPoint(point: FinalizeFailPoint): void {
+    if (this.d.config.finalizeFailAt !== point) return;
+    this.d.log.warn({ point }, 'FINALIZE_FAIL_AT reached: killing this process');
+    process.kill(process.pid, 'SIGKILL');
+  }
+}
+
+function isTusStatus(err: unknown, status: number): boolean {
+  return typeof err === 'object' && err !== null && (err as { status_code?: number }).status_code === status;
+}
+
+async function exists(file: string): Promise<boolean> {
+  return access(file).then(
+    () => true,
+    () => false,
+  );
+}

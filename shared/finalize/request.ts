@@ -1,0 +1,45 @@
+/**
+ * The finalize request body: `{uploadId, filename, userId, metadata}`.
+ *
+ * Unknown fields are REJECTED (400 naming them), not ignored: a misspelt
+ * `metdata` would otherwise silently store a video without its metadata.
+ * Messages name the field and the rule, never the value (it may be PHI).
+ */
+import { z } from 'zod';
+import { BadRequestError } from '../errors.js';
+import { isUploadId } from '../uploads/ids.js';
+
+export const MAX_FILENAME_BYTES = 255;
+export const MAX_METADATA_BYTES = 16 * 1024;
+/** Whole body: metadata plus the small fields, with room for JSON escaping. */
+export const MAX_BODY_BYTES = 64 * 1024;
+
+const CONTROL_OR_SEPARATOR = /[\u0000-\u001f\u007f/\\]/;
+
+const schema = z.strictObject({
+  uploadId: z.string().refine(isUploadId, 'must be the upload id (a UUID) from the upload URL'),
+  filename: z
+    .string()
+    .refine((v) => v.trim().length > 0, 'must not be empty')
+    .refine((v) => Buffer.byteLength(v) <= MAX_FILENAME_BYTES, `must be at most ${MAX_FILENAME_BYTES} bytes`)
+    .refine((v) => !CONTROL_OR_SEPARATOR.test(v), 'must not contain control characters, / or \\')
+    .refine((v) => v !== '.' && v !== '..', 'must be a file name'),
+  userId: z.string().regex(/^[A-Za-z0-9._@:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ @ : -'),
+  metadata: z
+    .record(z.string(), z.unknown())
+    .refine((v) => Buffer.byteLength(JSON.stringify(v)) <= MAX_METADATA_BYTES, `must be at most ${MAX_METADATA_BYTES} bytes as JSON`)
+    .default({}),
+});
+
+export type FinalizeRequest = z.output<typeof schema>;
+
+export function parseFinalizeRequest(body: unknown): FinalizeRequest {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequestError('request body must be a JSON object', 'invalid_body');
+  const result = schema.safeParse(body);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  if (issue.code === 'unrecognized_keys') throw new BadRequestError(`unknown field(s): ${issue.keys.join(', ')}`, 'unknown_field');
+  const field = issue.path.join('.') || 'body';
+  const message = issue.code === 'invalid_type' ? `must be ${issue.expected === 'record' ? 'an object' : `a ${issue.expected}`}` : issue.message;
+  throw new BadRequestError(`${field}: ${message}`, 'invalid_field');
+}

@@ -1,0 +1,31 @@
+/**
+ * The upload staging store: @tus/file-store in UPLOAD_DIR (`<id>` data file +
+ * `<id>.json` info), shared by tus-upload and finalize.
+ */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { FileStore } from '@tus/file-store';
+import type { Config } from '../config.js';
+import { uploadBytesTotal } from './metrics.js';
+
+export class UploadStore extends FileStore {
+  private readonly bytes = uploadBytesTotal();
+
+  /** Path of an upload's data file (ids are validated UUIDs before they get here). */
+  dataPath(id: string): string {
+    return path.join(this.directory, id);
+  }
+
+  override async write(readable: Readable, id: string, offset: number): Promise<number> {
+    const end = await super.write(readable, id, offset);
+    this.bytes.inc(end - offset);
+    return end;
+  }
+}
+
+export async function openUploadStore(config: Pick<Config, 'uploadDir' | 'uploadExpiryHours'>): Promise<UploadStore> {
+  // FileStore creates its directory without waiting and throws from a callback on failure: do it first.
+  await mkdir(config.uploadDir, { recursive: true });
+  return new UploadStore({ directory: config.uploadDir, expirationPeriodInMilliseconds: config.uploadExpiryHours * 3_600_000 });
+}

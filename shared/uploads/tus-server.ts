@@ -1,0 +1,113 @@
+/**
+ * The tus 1.0.0 endpoint (@tus/server + the FileStore in UPLOAD_DIR) as a
+ * PulseVault handler: `/uploads` (creation, creation-with-upload,
+ * creation-defer-length) and `/uploads/<id>` (HEAD, PATCH, DELETE), with
+ * expiration, a Redis lock per upload, and Locations that work through any
+ * route (shared/uploads/location.ts).
+ *
+ * GET is refused: the FileStore could read an upload back, but staged bytes are
+ * never served (they are only reachable as a finalized video, through signed URLs).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { EVENTS, Server, TUS_RESUMABLE } from '@tus/server';
+import type { Config } from '../config.js';
+import { AppError, MethodNotAllowedError, NotFoundError } from '../errors.js';
+import type { RequestContext } from '../function.js';
+import { requestPath } from '../http.js';
+import type { Logger } from '../log.js';
+import { isUploadId, newUploadId } from './ids.js';
+import { firstForwarded, uploadLocation } from './location.js';
+import { LockUnavailableError, type RedisLocker } from './locker.js';
+import { countUpload } from './metrics.js';
+import type { UploadStore } from './store.js';
+
+const COLLECTION_METHODS = ['POST', 'OPTIONS'] as const;
+const UPLOAD_METHODS = ['HEAD', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+const PATH_RE = /^\/uploads(?:\/([^/]*))?$/;
+
+export interface TusUploadsOptions {
+  config: Config;
+  store: UploadStore;
+  locker: RedisLocker;
+  log: Logger;
+}
+
+export type TusHandler = (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => Promise<void>;
+
+export function createTusHandler({ config, store, locker, log }: TusUploadsOptions): TusHandler {
+  const server = new Server({
+    path: '/uploads',
+    datastore: store,
+    locker,
+    maxSize: config.maxUploadBytes,
+    respectForwardedHeaders: config.trustProxy,
+    // An empty list means no cross-origin uploads (tus would otherwise answer `*`).
+    allowedOrigins: config.corsOrigins,
+    namingFunction: () => newUploadId(),
+    generateUrl: (req, { id }) => uploadLocation(config, { headers: req.headers, path: new URL(req.url).pathname }, id),
+    getFileIdFromRequest: (_req, lastPath) => (lastPath && isUploadId(lastPath) ? lastPath : undefined),
+    onResponseError: (_req, err) => {
+      if ('status_code' in err) return undefined; // a tus protocol answer (404, 409, 413, …)
+      if (err instanceof LockUnavailableError) return { status_code: 503, body: `${err.message}\n` };
+      // Never echo an unexpected error: it may name paths. The log has it.
+      log.error({ err }, 'tus request failed');
+      return { status_code: 500, body: 'internal server error\n' };
+    },
+  });
+  server.on(EVENTS.POST_CREATE, () => countUpload('created'));
+  server.on(EVENTS.POST_FINISH, () => countUpload('completed'));
+  server.on(EVENTS.POST_TERMINATE, () => countUpload('terminated'));
+
+  return async (req, res, ctx) => {
+    const match = PATH_RE.exec(requestPath(req));
+    if (!match) throw new NotFoundError('no such upload endpoint');
+    const id = match[1];
+    const method = req.method ?? 'GET';
+    ctx.route = id ? `${method} /uploads/:id` : `${method} /uploads`;
+    const allowed: readonly string[] = id ? UPLOAD_METHODS : COLLECTION_METHODS;
+    if (!allowed.includes(method)) throw new MethodNotAllowedError(allowed);
+    if (id && !isUploadId(id)) throw new NotFoundError('no such upload');
+    refuseWhatTusSpecRefuses(req);
+    keepFirstForwardedProto(req);
+    await server.handle(req, res);
+  };
+}
+
+/**
+ * Two answers of the tus 1.0.0 spec that @tus/server gives as a plain 400:
+ * an unsupported Tus-Resumable is 412 with Tus-Version, and a PATCH that is not
+ * `application/offset+octet-stream` is 415.
+ */
+function refuseWhatTusSpecRefuses(req: IncomingMessage): void {
+  const version = req.headers['tus-resumable'];
+  if (req.method !== 'OPTIONS' && version !== undefined && version !== TUS_RESUMABLE) {
+    throw new AppError(412, 'unsupported_tus_version', `Tus-Resumable ${TUS_RESUMABLE} is required`, { 'Tus-Version': TUS_RESUMABLE, 'Tus-Resumable': TUS_RESUMABLE });
+  }
+  const type = req.headers['content-type'];
+  if (req.method === 'PATCH' && type !== undefined && type !== 'application/offset+octet-stream') {
+    throw new AppError(415, 'unsupported_media_type', 'PATCH bodies must be application/offset+octet-stream', { 'Tus-Resumable': TUS_RESUMABLE });
+  }
+}
+
+/**
+ * tus validates X-Forwarded-Proto on every request, trusted or not, and answers
+ * 400 to a proxy chain's `https, http`. Keep the first hop's value (or none).
+ * srvx reads headers from `rawHeaders`, so both views are rewritten.
+ */
+function keepFirstForwardedProto(req: IncomingMessage): void {
+  const raw = req.headers['x-forwarded-proto'];
+  if (raw === undefined) return;
+  const first = firstForwarded(Array.isArray(raw) ? raw[0] : raw)?.toLowerCase();
+  const kept = first === 'http' || first === 'https' ? first : null;
+  const rawHeaders: string[] = [];
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    if (req.rawHeaders[i]!.toLowerCase() !== 'x-forwarded-proto') rawHeaders.push(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
+  }
+  if (kept) {
+    rawHeaders.push('X-Forwarded-Proto', kept);
+    req.headers['x-forwarded-proto'] = kept;
+  } else {
+    delete req.headers['x-forwarded-proto'];
+  }
+  req.rawHeaders = rawHeaders;
+}

@@ -1,0 +1,170 @@
+/**
+ * Crash safety of finalize: the process is killed (SIGKILL, via the test-only
+ * FINALIZE_FAIL_AT switch) at each step, then a fresh process starts and its
+ * start-up recovery must finish the job: one complete video, no lost upload,
+ * and nothing half-made visible to readers in between.
+ */
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AUDIT_STREAM } from '../shared/audit.js';
+import { FINALIZE_FAIL_POINTS, type FinalizeFailPoint } from '../shared/config.js';
+import { isVideoId, MediaStore } from '../shared/media-store.js';
+import { TRANSCODE_STREAM } from '../shared/transcode-queue.js';
+import { startFunctionProcess, type FunctionProcess } from './helpers/function-process.js';
+import { makeClip } from './helpers/media.js';
+import { startRedis, type TestRedis } from './helpers/redis.js';
+import { createUpload, finalize, patch, sha256, TUS, uploadIdOf } from './helpers/uploads.js';
+
+let redis: TestRedis;
+let clip: Buffer;
+const roots: string[] = [];
+const processes: FunctionProcess[] = [];
+
+async function start(name: string, env: Record<string, string>): Promise<FunctionProcess> {
+  const p = await startFunctionProcess(name, { REDIS_URL: redis.url, ...env });
+  processes.push(p);
+  return p;
+}
+
+function tempDir(base: string, prefix: string): string {
+  const dir = mkdtempSync(path.join(base, prefix));
+  roots.push(dir);
+  return dir;
+}
+
+beforeAll(async () => {
+  redis = await startRedis();
+  clip = readFileSync(await makeClip(path.join(tempDir(tmpdir(), 'pv-crash-clip-'), 'clip.mp4'), { seconds: 1 }));
+});
+
+afterAll(async () => {
+  await Promise.all(processes.map((p) => p.stop('SIGKILL')));
+  await redis?.close();
+  for (const r of roots) rmSync(r, { recursive: true, force: true });
+});
+
+interface Volume {
+  env: Record<string, string>;
+  uploadDir: string;
+  videoDir: string;
+  tus: FunctionProcess;
+}
+
+async function volume(uploadBase = tmpdir()): Promise<Volume> {
+  const mediaRoot = tempDir(tmpdir(), 'pv-crash-');
+  const uploadDir = tempDir(uploadBase, 'pv-crash-uploads-');
+  const env = { MEDIA_ROOT: mediaRoot, UPLOAD_DIR: uploadDir };
+  return { env, uploadDir, videoDir: path.join(mediaRoot, 'videos'), tus: await start('tus-upload', env) };
+}
+
+async function upload(v: Volume): Promise<string> {
+  const url = await createUpload(`${v.tus.url}/uploads`, clip.length);
+  expect((await patch(url, 0, clip)).status).toBe(204);
+  return uploadIdOf(url);
+}
+
+const body = (uploadId: string) => ({ uploadId, filename: 'scan.mp4', userId: 'u-crash', metadata: { title: 't' } });
+
+/** What a reader may see: every video dir is complete, and the upload's bytes exist exactly once. */
+async function assertConsistent(v: Volume, uploadId: string): Promise<void> {
+  const store = new MediaStore(v.videoDir);
+  const published = existsSync(v.videoDir) ? readdirSync(v.videoDir).filter(isVideoId) : [];
+  const ours: string[] = [];
+  for (const videoId of published) {
+    const meta = await store.read(videoId); // throws on a missing or corrupt meta.json
+    expect(readFileSync(path.join(v.videoDir, videoId, meta.original)).equals(clip)).toBe(true);
+    if (meta.uploadId === uploadId) ours.push(path.join(v.videoDir, videoId, meta.original));
+  }
+  const staged = existsSync(path.join(v.videoDir, '.staging'))
+    ? readdirSync(path.join(v.videoDir, '.staging')).map((d) => path.join(v.videoDir, '.staging', d, 'original.mp4'))
+    : [];
+  const copies = [path.join(v.uploadDir, uploadId), ...staged, ...ours].filter((f) => existsSync(f));
+  expect(copies).toHaveLength(1);
+}
+
+async function count(stream: string, videoId: string): Promise<number> {
+  const entries = await redis.client().xrange(stream, '-', '+');
+  return entries.filter(([, fields]) => fields[1]!.includes(videoId)).length;
+}
+
+/** The killed holder's upload lock would expire within its TTL; skip that wait. */
+const expireDeadLock = (uploadId: string) => redis.client().del(`pulsevault:lock:upload:${uploadId}`);
+
+async function crashAt(v: Volume, point: FinalizeFailPoint, uploadId: string): Promise<void> {
+  const doomed = await start('finalize', { ...v.env, FINALIZE_FAIL_AT: point });
+  await expect(finalize(doomed.url, body(uploadId))).rejects.toThrow();
+  expect(await doomed.exited).toBeNull(); // killed by a signal, not an orderly exit
+  expect(doomed.process.signalCode).toBe('SIGKILL');
+  await expireDeadLock(uploadId);
+}
+
+describe('finalize killed at each step', () => {
+  it.each(FINALIZE_FAIL_POINTS.map((p) => [p]))('after %s: consistent on disk, finished by the restart, same videoId on retry', async (point) => {
+    const v = await volume();
+    const uploadId = await upload(v);
+    await crashAt(v, point, uploadId);
+    await assertConsistent(v, uploadId);
+
+    const restarted = await start('finalize', v.env); // start-up recovery runs before it is ready
+    expect(restarted.output()).toContain('recovered an interrupted finalize');
+    const published = readdirSync(v.videoDir).filter(isVideoId);
+    expect(published).toHaveLength(1);
+    const videoId = published[0]!;
+    const meta = await new MediaStore(v.videoDir).read(videoId);
+    expect(meta).toMatchObject({ checksum: sha256(clip), size: clip.length, status: 'queued', uploadId, filename: 'scan.mp4' });
+    expect(existsSync(path.join(v.uploadDir, uploadId))).toBe(false);
+    expect(readdirSync(path.join(v.videoDir, '.staging'))).toEqual([]);
+
+    const retry = await finalize(restarted.url, body(uploadId));
+    expect(retry.status).toBe(200);
+    expect(retry.json).toMatchObject({ videoId, checksum: sha256(clip) });
+    // Audit and enqueue are at-least-once: only a crash right after one of them repeats it.
+    expect(await count(AUDIT_STREAM, videoId)).toBe(point === 'after-audit' ? 2 : 1);
+    expect(await count(TRANSCODE_STREAM, videoId)).toBe(point === 'after-enqueue' ? 2 : 1);
+    await restarted.stop();
+  });
+
+  it('rolls back an intent whose upload was terminated before recovery', async () => {
+    const v = await volume();
+    const uploadId = await upload(v);
+    await crashAt(v, 'after-intent', uploadId);
+    expect((await fetch(`${v.tus.url}/uploads/${uploadId}`, { method: 'DELETE', headers: TUS })).status).toBe(204);
+
+    const restarted = await start('finalize', v.env);
+    expect(restarted.output()).toContain('rolled back an interrupted finalize');
+    expect(existsSync(path.join(v.videoDir, '.finalize', `${uploadId}.json`))).toBe(false);
+    expect(readdirSync(v.videoDir).filter(isVideoId)).toEqual([]);
+    expect((await finalize(restarted.url, body(uploadId))).status).toBe(404);
+    await restarted.stop();
+  });
+});
+
+describe('UPLOAD_DIR on another filesystem than VIDEO_DIR (EXDEV)', () => {
+  it('copies, fsyncs and renames instead, also across a crash right after the move', async () => {
+    const v = await volume('/dev/shm');
+    // Precondition: the two directories really are on different filesystems here.
+    writeFileSync(path.join(v.uploadDir, 'probe'), 'x');
+    expect(() => renameSync(path.join(v.uploadDir, 'probe'), path.join(path.dirname(v.videoDir), 'probe'))).toThrow(/EXDEV/);
+    rmSync(path.join(v.uploadDir, 'probe'));
+    const first = await upload(v);
+    const second = await upload(v);
+    const fin = await start('finalize', v.env);
+    const res = await finalize(fin.url, body(first));
+    expect(res.json).toMatchObject({ checksum: sha256(clip), size: clip.length });
+    expect(readFileSync(path.join(v.videoDir, res.json.videoId as string, 'original.mp4')).equals(clip)).toBe(true);
+    expect(existsSync(path.join(v.uploadDir, first))).toBe(false);
+    expect(readdirSync(path.join(v.videoDir, res.json.videoId as string)).sort()).toEqual(['meta.json', 'original.mp4']); // no .part left
+    await fin.stop();
+
+    await crashAt(v, 'after-move', second);
+    await assertConsistent(v, second);
+    const restarted = await start('finalize', v.env);
+    const retry = await finalize(restarted.url, body(second));
+    expect(retry.json).toMatchObject({ checksum: sha256(clip) });
+    expect(readdirSync(v.videoDir).filter(isVideoId)).toHaveLength(2);
+    expect(readdirSync(v.uploadDir).filter((f) => f.startsWith(second))).toEqual([]);
+    await restarted.stop();
+  });
+});
