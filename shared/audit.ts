@@ -104,6 +104,9 @@ class AckListener {
   private readonly early = new Map<string, { refused: boolean; at: number }>();
   private inFlight = 0;
   private readonly subscriber: Redis;
+  /** Settles when the first SUBSCRIBE is confirmed (ioredis resubscribes by itself after reconnects). */
+  private readonly firstSubscribe: Promise<boolean>;
+  private subscribed = false;
   users = 0;
 
   constructor(
@@ -116,11 +119,27 @@ class AckListener {
     // Acknowledgements published while we are disconnected are lost: fail the waiting calls now rather than at their timeout.
     this.subscriber.on('close', () => this.failAll(new AuditUnavailableError('redis', 'connection to Redis lost')));
     this.subscriber.on('message', (_channel: string, message: string) => this.onMessage(message));
-    void this.subscriber.subscribe(AUDIT_ACK_CHANNEL).catch(() => undefined); // ioredis resubscribes after reconnects
+    this.firstSubscribe = this.subscriber.subscribe(AUDIT_ACK_CHANNEL).then(
+      () => (this.subscribed = true),
+      () => false,
+    );
   }
 
-  get ready(): boolean {
-    return this.subscriber.status === 'ready';
+  /**
+   * Throws unless acknowledgements can reach us: at once when Redis is known to
+   * be away (fail fast), after waiting at most `timeoutMs` while the process'
+   * first connection is still being set up.
+   */
+  async ensureReady(timeoutMs: number): Promise<void> {
+    const status = this.subscriber.status;
+    if (status === 'ready' && this.subscribed) return;
+    if (this.subscribed || status === 'reconnecting' || status === 'end' || status === 'close') {
+      throw new AuditUnavailableError('redis', 'Redis is not reachable');
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const ok = await Promise.race([this.firstSubscribe, new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)))]);
+    clearTimeout(timer);
+    if (!ok || this.subscriber.status !== 'ready') throw new AuditUnavailableError('redis', 'Redis is not reachable');
   }
 
   /** Call before an XADD; acknowledgements arriving until endAdd() are kept for wait(). */
@@ -236,7 +255,7 @@ export function createAuditLog(config: Config, redis: Redis, log: Logger): Audit
       const started = performance.now();
       try {
         if (closed) throw new AuditUnavailableError('closed', 'audit log closed');
-        if (!listener.ready) throw new AuditUnavailableError('redis', 'Redis is not reachable');
+        await listener.ensureReady(config.auditAckTimeoutMs);
         listener.beginAdd();
         let acked: Promise<void>;
         try {

@@ -22,6 +22,7 @@ export const GENESIS_HASH = '0'.repeat(64);
 
 const code = z.string().regex(/^[a-z][a-z0-9._-]{0,63}$/, 'must be a lowercase code like `token_expired`');
 const id = z.string().regex(/^[A-Za-z0-9._:|@/+=-]{1,128}$/, 'must be an id (no spaces, at most 128 characters)');
+const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a UUID');
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
 const isoTime = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
 
@@ -33,7 +34,7 @@ export const submittedEventSchema = z
     outcome: z.enum(AUDIT_OUTCOMES),
     reason: code.nullable(),
     actor: z.object({ userId: id.nullable(), role: id.nullable() }).strict().nullable(),
-    videoId: id.nullable(),
+    videoId: uuid.nullable(),
     clientIp: z.string().max(64).nullable(),
     requestId: id.nullable(),
     /** When it happened, by the submitting process' clock. */

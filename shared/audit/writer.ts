@@ -52,6 +52,8 @@ export interface WriterOptions {
   checkpointEveryMs?: number;
   /** Most entries per batch (one fsync per file per batch). */
   batchSize?: number;
+  /** Wall clock for entry timestamps (tests move it across midnight). */
+  now?: () => number;
 }
 
 /** Where a category's chain stands, as rebuilt from its files. */
@@ -102,6 +104,7 @@ export class AuditWriter {
   private readonly leaseMs: number;
   private readonly checkpointEveryMs: number;
   private readonly batchSize: number;
+  private readonly now: () => number;
   private heads = new Map<AuditCategory, Head>();
   private fds = new Map<string, FileHandle>();
   private lastReadId = '0-0';
@@ -112,6 +115,7 @@ export class AuditWriter {
     this.leaseMs = o.leaseMs ?? 10_000;
     this.checkpointEveryMs = o.checkpointEveryMs ?? 5_000;
     this.batchSize = o.batchSize ?? 2_000;
+    this.now = o.now ?? Date.now;
     this.lease = new WriterLease(o.redis, this.leaseMs, Math.min(2_000, this.leaseMs / 4));
   }
 
@@ -280,7 +284,7 @@ export class AuditWriter {
       const head = heads.get(event.category)!;
       durable.push(id);
       if (compareStreamIds(id, head.lastStreamId) <= 0) continue; // already in the file (replay after a restart)
-      const ts = new Date(Math.max(Date.now(), head.ts ? Date.parse(head.ts) : 0)).toISOString();
+      const ts = new Date(Math.max(this.now(), head.ts ? Date.parse(head.ts) : 0)).toISOString();
       const day = utcDay(ts);
       let closes: Head | null = null;
       if (head.day !== day) {
