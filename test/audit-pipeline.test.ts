@@ -164,6 +164,7 @@ describe('one chain per category from many writers', () => {
     const recording = runRecorders(dir, 2, 400, 4, { AUDIT_ACK_TIMEOUT_MS: '1500' });
     await waitFor(() => readEntries(dir).length >= 150, 30_000, 'entries from the first writer');
     await stopChild(first.proc, 'SIGKILL');
+    const byFirstWriter = readEntries(dir).length;
     // A crash mid-append leaves a partial line; the next writer must cut it off, not chain after it.
     const newest = readdirSync(dir).filter((f) => f.startsWith('access-')).sort().pop()!;
     appendFileSync(path.join(dir, newest), '{"seq":999999,"ts":"20');
@@ -171,7 +172,8 @@ describe('one chain per category from many writers', () => {
     const results = await recording;
     await waitFor(() => standby.output().includes('lease acquired'), 20_000, 'the standby to take over');
     const acknowledged = results.flatMap((r) => r.ok);
-    expect(acknowledged.length).toBeGreaterThan(150);
+    // More was acknowledged than the first writer ever wrote: the standby carried on mid-load.
+    expect(acknowledged.length).toBeGreaterThan(byFirstWriter);
     await waitFor(() => countByRequestId(readEntries(dir)).size >= acknowledged.length, 20_000, 'the standby to catch up');
 
     await stopChild(standby.proc);
