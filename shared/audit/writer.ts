@@ -90,7 +90,7 @@ const entriesWritten = counter({
 });
 const writeFailures = counter({
   name: 'pulsevault_audit_write_failures_total',
-  help: 'Audit batches the writer could not make durable (the entries stay queued and are retried).',
+  help: 'Write cycles (recovery or batch) the writer could not complete; the events stay queued and are retried.',
 });
 const refusedEvents = counter({
   name: 'pulsevault_audit_refused_events_total',
@@ -150,7 +150,7 @@ export class AuditWriter {
       } catch (err) {
         failures += 1;
         writeFailures.inc();
-        this.o.log.error({ err: errorSummary(err), failures }, 'audit batch not persisted; rebuilding state from the files and retrying');
+        this.o.log.error({ err: errorSummary(err), failures }, 'audit write cycle failed; rebuilding state from the files and retrying');
         await this.closeFiles();
         await sleep(Math.min(100 * 2 ** Math.min(failures, 5), 3_000));
         // Rebuild from the files: whatever part of the batch reached them is found there, the rest is written again.
