@@ -1,16 +1,29 @@
 /**
  * Audit logging API used by every function. Entries carry ids only (UUIDs,
- * user ids, roles), never titles, descriptions, filenames, tokens or raw IPs.
+ * user ids, roles), never titles, descriptions, filenames, tokens or raw IPs:
+ * the IP is anonymised here, before it leaves the process, and every id field
+ * must be a token without spaces.
  *
- * INTERIM: entries are appended to a Redis stream; the hash-chained writer,
- * checkpoints and verifier land with the audit issue behind this same API.
+ * `record()` resolves only once the entry is durable in the audit file (the
+ * audit writer, shared/audit/writer.ts, has appended and fsynced it), and
+ * rejects with AuditUnavailableError — HTTP 503 — when that cannot be confirmed
+ * within AUDIT_ACK_TIMEOUT_MS, when Redis is down, or when the writer cannot
+ * persist. An access whose audit entry cannot be recorded is refused, never
+ * served unaudited (fail closed). The converse can happen: an entry whose
+ * acknowledgement came too late is in the log for an access that was refused.
  */
+import { performance } from 'node:perf_hooks';
 import type { Config } from './config.js';
+import { ServiceUnavailableError } from './errors.js';
 import type { Logger } from './log.js';
-import type { Redis } from './redis.js';
+import { counter, gauge, histogram } from './metrics.js';
+import { createRedis, type Redis } from './redis.js';
+import { anonymizeIp } from './audit/ip.js';
+import { submittedEventSchema, type AuditCategory, type AuditOutcome, type SubmittedEvent } from './audit/entry.js';
+import { AUDIT_ACK_CHANNEL, AUDIT_DURABLE_KEY, AUDIT_STREAM, decodeAck, streamIdTime } from './audit/stream.js';
 
-export type AuditCategory = 'access' | 'upload' | 'transcode' | 'admin';
-export type AuditOutcome = 'granted' | 'denied' | 'success' | 'failure';
+export type { AuditCategory, AuditOutcome };
+export { AUDIT_STREAM };
 
 export interface AuditEvent {
   category: AuditCategory;
@@ -32,13 +45,256 @@ export interface AuditLog {
   close(): Promise<void>;
 }
 
-export const AUDIT_STREAM = 'pulsevault:audit:entries';
+/** The audit entry could not be recorded: the operation it covers must not proceed. */
+export class AuditUnavailableError extends ServiceUnavailableError {
+  constructor(
+    readonly reason: 'redis' | 'timeout' | 'refused' | 'closed',
+    detail: string,
+  ) {
+    super(`audit log unavailable: ${detail}`, 'audit_unavailable');
+  }
+}
 
-export function createAuditLog(_config: Config, redis: Redis, _log: Logger): AuditLog {
+/** A function built an event the audit log does not accept (a bug, not a client error). */
+export class AuditEventError extends Error {
+  constructor(detail: string) {
+    super(`invalid audit event: ${detail}`);
+    this.name = 'AuditEventError';
+  }
+}
+
+const recordFailures = counter({
+  name: 'pulsevault_audit_record_failures_total',
+  help: 'record() calls that failed, so the audited operation was refused (503): redis, timeout, refused or closed.',
+  labelNames: ['reason'] as const,
+});
+const recordDuration = histogram({
+  name: 'pulsevault_audit_record_duration_seconds',
+  help: 'Time from record() to the entry being durable in the audit file.',
+  buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+});
+
+/** The Redis the lag gauges read from (the process' audit connection). */
+let lagSource: Redis | null = null;
+gauge({
+  name: 'pulsevault_audit_sequencer_pending_entries',
+  help: 'Audit events queued in Redis and not yet durable in the audit files.',
+  async collect() {
+    if (lagSource?.status === 'ready') this.set(await lagSource.xlen(AUDIT_STREAM));
+  },
+});
+gauge({
+  name: 'pulsevault_audit_sequencer_lag_seconds',
+  help: 'Age of the oldest audit event not yet durable in the audit files (0 when none waits).',
+  async collect() {
+    if (lagSource?.status !== 'ready') return;
+    const [durable, oldest] = await Promise.all([lagSource.get(AUDIT_DURABLE_KEY), lagSource.xrange(AUDIT_STREAM, '-', '+', 'COUNT', 1)]);
+    const id = oldest[0]?.[0];
+    this.set(id && id !== durable ? Math.max(0, (Date.now() - streamIdTime(id)) / 1000) : 0);
+  },
+});
+
+/**
+ * One subscriber connection per process for the writer's acknowledgements,
+ * shared by every AuditLog of the process and every record() in flight.
+ */
+class AckListener {
+  private readonly waiters = new Map<string, (err: AuditUnavailableError | null) => void>();
+  /** Acknowledgements that arrived while an XADD was still on its way back to us (the writer can be that fast). */
+  private readonly early = new Map<string, { refused: boolean; at: number }>();
+  private inFlight = 0;
+  private readonly subscriber: Redis;
+  /** Settles when the first SUBSCRIBE is confirmed (ioredis resubscribes by itself after reconnects). */
+  private readonly firstSubscribe: Promise<boolean>;
+  private subscribed = false;
+  users = 0;
+
+  constructor(
+    config: Config,
+    log: Logger,
+    private readonly earlyTtlMs: number,
+  ) {
+    this.subscriber = createRedis(config, { name: `${config.functionName ?? 'process'}:audit-acks`, blocking: true });
+    this.subscriber.on('error', (err: Error) => log.debug({ err: err.message }, 'audit acknowledgement connection error'));
+    // Acknowledgements published while we are disconnected are lost: fail the waiting calls now rather than at their timeout.
+    this.subscriber.on('close', () => this.failAll(new AuditUnavailableError('redis', 'connection to Redis lost')));
+    this.subscriber.on('message', (_channel: string, message: string) => this.onMessage(message));
+    this.firstSubscribe = this.subscriber.subscribe(AUDIT_ACK_CHANNEL).then(
+      () => (this.subscribed = true),
+      () => false,
+    );
+  }
+
+  /**
+   * Throws unless acknowledgements can reach us: at once when Redis is known to
+   * be away (fail fast), after waiting at most `timeoutMs` while the process'
+   * first connection is still being set up.
+   */
+  async ensureReady(timeoutMs: number): Promise<void> {
+    const status = this.subscriber.status;
+    if (status === 'ready' && this.subscribed) return;
+    if (this.subscribed || status === 'reconnecting' || status === 'end' || status === 'close') {
+      throw new AuditUnavailableError('redis', 'Redis is not reachable');
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const ok = await Promise.race([this.firstSubscribe, new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)))]);
+    clearTimeout(timer);
+    if (!ok || this.subscriber.status !== 'ready') throw new AuditUnavailableError('redis', 'Redis is not reachable');
+  }
+
+  /** Call before an XADD; acknowledgements arriving until endAdd() are kept for wait(). */
+  beginAdd(): void {
+    this.inFlight += 1;
+  }
+
+  endAdd(): void {
+    this.inFlight -= 1;
+    if (this.inFlight === 0) this.early.clear();
+  }
+
+  /** Resolves when `id` is durable; rejects when refused, on disconnect, or after `timeoutMs`. */
+  wait(id: string, timeoutMs: number): Promise<void> {
+    const early = this.early.get(id);
+    if (early) {
+      this.early.delete(id);
+      return early.refused ? Promise.reject(new AuditUnavailableError('refused', 'the writer refused the entry')) : Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(id);
+        reject(new AuditUnavailableError('timeout', `not confirmed durable within the ack timeout`));
+      }, Math.max(0, timeoutMs));
+      this.waiters.set(id, (err) => {
+        clearTimeout(timer);
+        this.waiters.delete(id);
+        if (err) reject(err);
+        else resolve();
+      });
+    });
+  }
+
+  private onMessage(message: string): void {
+    const ack = decodeAck(message);
+    if (!ack) return;
+    const now = performance.now();
+    for (const [ids, refused] of [[ack.durable, false], [ack.rejected, true]] as const) {
+      for (const id of ids) {
+        const settle = this.waiters.get(id);
+        if (settle) settle(refused ? new AuditUnavailableError('refused', 'the writer refused the entry') : null);
+        else if (this.inFlight > 0) this.early.set(id, { refused, at: now });
+      }
+    }
+    // Under steady load inFlight may never drop to 0: forget acknowledgements nobody can still be waiting for.
+    for (const [id, { at }] of this.early) {
+      if (now - at < this.earlyTtlMs) break;
+      this.early.delete(id);
+    }
+  }
+
+  private failAll(err: AuditUnavailableError): void {
+    for (const settle of [...this.waiters.values()]) settle(err);
+  }
+
+  close(): void {
+    this.failAll(new AuditUnavailableError('closed', 'audit log closed'));
+    this.subscriber.disconnect();
+  }
+}
+
+const listeners = new Map<string, AckListener>();
+
+function listenerFor(config: Config, log: Logger): { listener: AckListener; release(): void } {
+  const key = config.redis.url ?? `${config.redis.host}:${config.redis.port}/${config.redis.db}`;
+  let listener = listeners.get(key);
+  if (!listener) {
+    listener = new AckListener(config, log, config.auditAckTimeoutMs);
+    listeners.set(key, listener);
+  }
+  listener.users += 1;
+  const l = listener;
+  return {
+    listener: l,
+    release() {
+      l.users -= 1;
+      if (l.users === 0) {
+        listeners.delete(key);
+        l.close();
+      }
+    },
+  };
+}
+
+/** Validate and anonymise: what is put on the stream. */
+export function toSubmittedEvent(event: AuditEvent, now = new Date()): SubmittedEvent {
+  const parsed = submittedEventSchema.safeParse({
+    category: event.category,
+    action: event.action,
+    outcome: event.outcome,
+    reason: event.reason ?? null,
+    actor: event.actor ?? null,
+    videoId: event.videoId ?? null,
+    clientIp: anonymizeIp(event.clientIp),
+    requestId: event.requestId ?? null,
+    occurredAt: now.toISOString(),
+  });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new AuditEventError(`${issue?.path.join('.') || 'event'} ${issue?.message ?? 'is invalid'}`);
+  }
+  return parsed.data;
+}
+
+export function createAuditLog(config: Config, redis: Redis, log: Logger): AuditLog {
+  const { listener, release } = listenerFor(config, log);
+  lagSource ??= redis;
+  let closed = false;
+
   return {
     async record(event) {
-      await redis.xadd(AUDIT_STREAM, '*', 'entry', JSON.stringify({ ...event, ts: new Date().toISOString() }));
+      const submitted = toSubmittedEvent(event);
+      const started = performance.now();
+      try {
+        if (closed) throw new AuditUnavailableError('closed', 'audit log closed');
+        await listener.ensureReady(config.auditAckTimeoutMs);
+        listener.beginAdd();
+        let acked: Promise<void>;
+        try {
+          const id = await withTimeout(redis.xadd(AUDIT_STREAM, '*', 'event', JSON.stringify(submitted)), config.auditAckTimeoutMs);
+          acked = listener.wait(id!, config.auditAckTimeoutMs - (performance.now() - started));
+        } finally {
+          listener.endAdd();
+        }
+        await acked;
+        recordDuration.observe((performance.now() - started) / 1000);
+      } catch (err) {
+        if (!(err instanceof AuditUnavailableError)) throw err;
+        recordFailures.inc({ reason: err.reason });
+        log.warn({ category: event.category, action: event.action, requestId: event.requestId ?? null, reason: err.reason }, 'audit entry not recorded; refusing the operation');
+        throw err;
+      }
     },
-    async close() {},
+    async close() {
+      if (closed) return;
+      closed = true;
+      if (lagSource === redis) lagSource = null;
+      release();
+    },
   };
+}
+
+/** The XADD itself, bounded: with Redis half-away a command can wait for reconnection attempts. */
+async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise.catch(() => {
+        throw new AuditUnavailableError('redis', 'Redis is not reachable');
+      }),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new AuditUnavailableError('timeout', 'Redis did not answer within the ack timeout')), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

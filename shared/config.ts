@@ -124,6 +124,8 @@ const VARIABLES = {
 
   AUDIT_SIGNING_KEY: { default: '', parse: optionalSecret(32) },
   AUDIT_ACK_TIMEOUT_MS: { default: '2000', parse: int(50, 60_000) },
+  AUDIT_WRITER_LEASE_SECONDS: { default: '10', parse: int(2, 300) },
+  AUDIT_METRICS_PORT: { default: '0', parse: int(0, 65535) },
 
   TRANSCODE_ENABLED: { default: 'true', parse: bool },
   FFMPEG_THREADS: { default: '0', parse: int(0, 256) },
@@ -201,6 +203,10 @@ export interface Config {
   };
   auditSigningKey: string | null;
   auditAckTimeoutMs: number;
+  /** The single audit writer's lease: how long a standby waits after the holder dies. */
+  auditWriterLeaseMs: number;
+  /** Port of the audit writer's /metrics (it serves no other HTTP); null = off. */
+  auditMetricsPort: number | null;
   transcode: {
     enabled: boolean;
     ffmpegThreads: number;
@@ -310,6 +316,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     },
     auditSigningKey: orNull(p.AUDIT_SIGNING_KEY),
     auditAckTimeoutMs: p.AUDIT_ACK_TIMEOUT_MS,
+    auditWriterLeaseMs: p.AUDIT_WRITER_LEASE_SECONDS * 1000,
+    auditMetricsPort: p.AUDIT_METRICS_PORT === 0 ? null : p.AUDIT_METRICS_PORT,
     transcode: {
       enabled: p.TRANSCODE_ENABLED,
       ffmpegThreads: p.FFMPEG_THREADS,

@@ -1,0 +1,55 @@
+/**
+ * The audit writer service: the one process that appends to the audit files
+ * (see shared/audit/writer.ts). Run one or more replicas; the lease lets one
+ * write while the others stand by. No HTTP port, except /metrics when
+ * AUDIT_METRICS_PORT is set.
+ */
+import { createServer } from 'node:http';
+import { AuditWriter } from '../../shared/audit/writer.js';
+import { loadConfigOrExit } from '../../shared/config.js';
+import { createLogger } from '../../shared/log.js';
+import { initMetrics, metricsContentType, registry } from '../../shared/metrics.js';
+import { createRedis } from '../../shared/redis.js';
+
+const config = loadConfigOrExit({ require: ['AUDIT_SIGNING_KEY'] });
+const log = createLogger('audit-writer', config.logLevel);
+initMetrics('audit-writer');
+
+const redis = createRedis(config, { name: 'audit-writer' });
+const reader = createRedis(config, { name: 'audit-writer:reader', blocking: true });
+for (const conn of [redis, reader]) conn.on('error', (err: Error) => log.debug({ err: err.message }, 'redis connection error'));
+
+const writer = new AuditWriter({
+  auditDir: config.auditDir,
+  signingKey: config.auditSigningKey!,
+  redis,
+  reader,
+  log,
+  leaseMs: config.auditWriterLeaseMs,
+});
+
+const metricsServer =
+  config.auditMetricsPort && config.metricsEnabled
+    ? createServer((req, res) => {
+        if (req.method !== 'GET' || req.url !== '/metrics') return void res.writeHead(404).end();
+        void registry.metrics().then((body) => res.writeHead(200, { 'Content-Type': metricsContentType }).end(body));
+      }).listen(config.auditMetricsPort, config.host)
+    : null;
+
+let stopping = false;
+function stop(signal: string): void {
+  if (stopping) return;
+  stopping = true;
+  log.info({ signal }, 'stopping: finishing the batch in hand and writing checkpoints');
+  void writer.stop().finally(() => {
+    metricsServer?.close();
+    redis.disconnect();
+    reader.disconnect();
+    process.exit(0);
+  });
+}
+process.once('SIGTERM', () => stop('SIGTERM'));
+process.once('SIGINT', () => stop('SIGINT'));
+
+log.info({ auditDir: config.auditDir }, 'audit writer starting');
+await writer.start();

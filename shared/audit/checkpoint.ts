@@ -1,0 +1,83 @@
+/**
+ * Signed checkpoints: a hash chain shows edits in the middle, but cutting off
+ * its tail (or deleting a whole day) leaves a shorter chain that still verifies.
+ * So the writer keeps, beside each log file, a small file holding that log's
+ * head — last seq, its hash, the entry count, and how the file links into the
+ * chain — with an HMAC-SHA256 under AUDIT_SIGNING_KEY (a key the functions never
+ * hold). It is rewritten atomically every few seconds while the file grows, and
+ * once more with `final: true` when the category moves on to a new day, which
+ * also proves that a later file exists.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import canonicalize from 'canonicalize';
+import { z } from 'zod';
+import { writeFileAtomic } from '../atomic-file.js';
+import { AUDIT_CATEGORIES } from './entry.js';
+
+export const CHECKPOINT_DIR = 'checkpoints';
+
+const checkpointSchema = z
+  .object({
+    v: z.literal(1),
+    category: z.enum(AUDIT_CATEGORIES),
+    file: z.string(),
+    /** seq and prevHash of the file's first entry: where it joins the chain. */
+    firstSeq: z.number().int().positive(),
+    chainIn: z.string().regex(/^[0-9a-f]{64}$/),
+    /** The head: last seq covered, its hash, and the number of entries up to it. */
+    seq: z.number().int().positive(),
+    hash: z.string().regex(/^[0-9a-f]{64}$/),
+    count: z.number().int().positive(),
+    /** The category has moved on to a later file: this one is closed. */
+    final: z.boolean(),
+    writtenAt: z.string(),
+    mac: z.string().regex(/^[0-9a-f]{64}$/),
+  })
+  .strict();
+export type Checkpoint = z.infer<typeof checkpointSchema>;
+export type UnsignedCheckpoint = Omit<Checkpoint, 'mac'>;
+
+function mac(key: string, body: UnsignedCheckpoint): string {
+  return createHmac('sha256', key).update(canonicalize(body)!).digest('hex');
+}
+
+export function signCheckpoint(key: string, body: UnsignedCheckpoint): Checkpoint {
+  return { ...body, mac: mac(key, body) };
+}
+
+export function checkpointPath(auditDir: string, logFile: string): string {
+  return path.join(auditDir, CHECKPOINT_DIR, logFile.replace(/\.log$/, '.checkpoint.json'));
+}
+
+export async function writeCheckpoint(auditDir: string, checkpoint: Checkpoint): Promise<void> {
+  await writeFileAtomic(checkpointPath(auditDir, checkpoint.file), `${JSON.stringify(checkpoint)}\n`);
+}
+
+export type CheckpointRead =
+  | { state: 'absent' }
+  | { state: 'invalid'; why: string }
+  | { state: 'valid'; checkpoint: Checkpoint };
+
+/** Read and authenticate the checkpoint of `logFile`. */
+export async function readCheckpoint(auditDir: string, logFile: string, key: string): Promise<CheckpointRead> {
+  let text: string;
+  try {
+    text = await readFile(checkpointPath(auditDir, logFile), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { state: 'absent' };
+    throw err;
+  }
+  let parsed: Checkpoint;
+  try {
+    parsed = checkpointSchema.parse(JSON.parse(text));
+  } catch {
+    return { state: 'invalid', why: 'not a checkpoint (unparseable or wrong fields)' };
+  }
+  const { mac: given, ...body } = parsed;
+  const expected = Buffer.from(mac(key, body), 'hex');
+  if (!timingSafeEqual(expected, Buffer.from(given, 'hex'))) return { state: 'invalid', why: 'signature does not match (forged, edited, or another key)' };
+  if (parsed.file !== logFile) return { state: 'invalid', why: `signed for ${parsed.file}, found beside ${logFile}` };
+  return { state: 'valid', checkpoint: parsed };
+}

@@ -1,0 +1,108 @@
+/**
+ * The audit entry: what a function submits (an event), what the writer stores
+ * (an entry: the event plus its place in the chain), how an entry is hashed and
+ * which file holds it.
+ *
+ * hash = SHA-256 (hex) of the RFC 8785 canonical JSON of the entry without
+ * `hash`, so any change to any field, or to `prevHash`, changes it. Entries
+ * carry ids only: every identifier field is restricted to a token alphabet with
+ * no spaces, which keeps free text (a title, a filename) out by construction.
+ */
+import { createHash } from 'node:crypto';
+import canonicalize from 'canonicalize';
+import { z } from 'zod';
+
+export const AUDIT_CATEGORIES = ['access', 'upload', 'transcode', 'admin'] as const;
+export type AuditCategory = (typeof AUDIT_CATEGORIES)[number];
+export const AUDIT_OUTCOMES = ['granted', 'denied', 'success', 'failure'] as const;
+export type AuditOutcome = (typeof AUDIT_OUTCOMES)[number];
+
+/** prevHash of the very first entry of a category. */
+export const GENESIS_HASH = '0'.repeat(64);
+
+const code = z.string().regex(/^[a-z][a-z0-9._-]{0,63}$/, 'must be a lowercase code like `token_expired`');
+const id = z.string().regex(/^[A-Za-z0-9._:|@/+=-]{1,128}$/, 'must be an id (no spaces, at most 128 characters)');
+const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a UUID');
+const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+const isoTime = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+
+/** What a function submits (after its IP is anonymised), as it travels through the Redis stream. */
+export const submittedEventSchema = z
+  .object({
+    category: z.enum(AUDIT_CATEGORIES),
+    action: code,
+    outcome: z.enum(AUDIT_OUTCOMES),
+    reason: code.nullable(),
+    actor: z.object({ userId: id.nullable(), role: id.nullable() }).strict().nullable(),
+    videoId: uuid.nullable(),
+    clientIp: z.string().max(64).nullable(),
+    requestId: id.nullable(),
+    /** When it happened, by the submitting process' clock. */
+    occurredAt: isoTime,
+  })
+  .strict();
+export type SubmittedEvent = z.infer<typeof submittedEventSchema>;
+
+/** One line of an audit file. Field order here is the order written; the hash does not depend on it. */
+export const auditEntrySchema = submittedEventSchema
+  .extend({
+    /** Position in the category's chain, 1-based, continuous across days. */
+    seq: z.number().int().positive(),
+    /** When the writer sequenced it (never earlier than the previous entry); decides the file's day. */
+    ts: isoTime,
+    /** The Redis stream id it came from: how the writer resumes exactly where it stopped. */
+    streamId: z.string().regex(/^\d+-\d+$/),
+    prevHash: hex64,
+    hash: hex64,
+  })
+  .strict();
+export type AuditEntry = z.infer<typeof auditEntrySchema>;
+
+export function hashEntry(entry: Omit<AuditEntry, 'hash'>): string {
+  const canonical = canonicalize(entry);
+  if (canonical === undefined) throw new Error('audit entry cannot be serialised');
+  return createHash('sha256').update(canonical).digest('hex');
+}
+
+/** Build the stored entry: chain fields added, hash computed last. */
+export function chainEntry(event: SubmittedEvent, link: { seq: number; ts: string; streamId: string; prevHash: string }): AuditEntry {
+  const unhashed: Omit<AuditEntry, 'hash'> = {
+    seq: link.seq,
+    ts: link.ts,
+    category: event.category,
+    action: event.action,
+    outcome: event.outcome,
+    reason: event.reason,
+    actor: event.actor,
+    videoId: event.videoId,
+    clientIp: event.clientIp,
+    requestId: event.requestId,
+    occurredAt: event.occurredAt,
+    streamId: link.streamId,
+    prevHash: link.prevHash,
+  };
+  return { ...unhashed, hash: hashEntry(unhashed) };
+}
+
+/** UTC day (YYYY-MM-DD) of an ISO timestamp. */
+export function utcDay(iso: string): string {
+  return iso.slice(0, 10);
+}
+
+const FILE_NAME = /^(access|upload|transcode|admin)-(\d{4}-\d{2}-\d{2})\.log$/;
+
+export function logFileName(category: AuditCategory, day: string): string {
+  return `${category}-${day}.log`;
+}
+
+export function parseLogFileName(name: string): { category: AuditCategory; day: string } | null {
+  const m = FILE_NAME.exec(name);
+  return m ? { category: m[1] as AuditCategory, day: m[2]! } : null;
+}
+
+/** Compare Redis stream ids (`ms-seq`) numerically. */
+export function compareStreamIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map(BigInt) as [bigint, bigint];
+  const [bm, bs] = b.split('-').map(BigInt) as [bigint, bigint];
+  return am === bm ? Number(as - bs) : am < bm ? -1 : 1;
+}

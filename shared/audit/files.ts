@@ -1,0 +1,103 @@
+/** The audit directory: which log files exist, and their first and last entries. */
+import { open, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { auditEntrySchema, hashEntry, parseLogFileName, type AuditCategory, type AuditEntry } from './entry.js';
+
+export interface LogFile {
+  name: string;
+  category: AuditCategory;
+  day: string;
+}
+
+/** Log files of the directory, per category, oldest day first. */
+export async function listLogFiles(auditDir: string): Promise<Map<AuditCategory, LogFile[]>> {
+  const byCategory = new Map<AuditCategory, LogFile[]>();
+  let names: string[];
+  try {
+    names = await readdir(auditDir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return byCategory;
+    throw err;
+  }
+  for (const name of names.sort()) {
+    const parsed = parseLogFileName(name);
+    if (!parsed) continue;
+    const list = byCategory.get(parsed.category) ?? [];
+    list.push({ name, ...parsed });
+    byCategory.set(parsed.category, list);
+  }
+  return byCategory;
+}
+
+export class AuditFileError extends Error {
+  constructor(readonly file: string, detail: string) {
+    super(`${file}: ${detail}`);
+    this.name = 'AuditFileError';
+  }
+}
+
+/** Parse one line as an entry whose hash is right, or explain why not. */
+export function parseEntryLine(line: string): { entry: AuditEntry } | { error: string } {
+  let json: unknown;
+  try {
+    json = JSON.parse(line);
+  } catch {
+    return { error: 'not JSON' };
+  }
+  const parsed = auditEntrySchema.safeParse(json);
+  if (!parsed.success) return { error: `not an audit entry (${parsed.error.issues[0]?.path.join('.') ?? '?'})` };
+  const { hash, ...rest } = parsed.data;
+  if (hashEntry(rest) !== hash) return { error: 'hash does not match its content' };
+  return { entry: parsed.data };
+}
+
+export interface FileEnds {
+  /** First and last entries; null when the file holds no complete line. */
+  first: AuditEntry | null;
+  last: AuditEntry | null;
+  /** Bytes of complete lines. */
+  size: number;
+  /** Bytes after the last newline: a torn write from a crash mid-append. */
+  tornBytes: number;
+}
+
+const CHUNK = 64 * 1024;
+
+/**
+ * First and last entries of a log file without reading all of it (a busy day's
+ * file is large). Throws AuditFileError when either end does not hold a valid
+ * entry: the writer must not extend a chain it cannot trust.
+ */
+export async function readFileEnds(file: string): Promise<FileEnds> {
+  const fd = await open(file, 'r');
+  try {
+    const { size: total } = await fd.stat();
+    // Read backwards in chunks until the text holds the last newline and the one before it (or the file start).
+    let text = '';
+    let from = total;
+    while (from > 0) {
+      const next = Math.max(0, from - CHUNK);
+      const buf = Buffer.alloc(from - next);
+      await fd.read(buf, 0, buf.length, next);
+      text = buf.toString('latin1') + text; // latin1 keeps one char per byte, so offsets stay byte offsets
+      from = next;
+      const lastNewline = text.lastIndexOf('\n');
+      if (lastNewline >= 0 && text.lastIndexOf('\n', lastNewline - 1) >= 0) break;
+    }
+    const lastNewline = text.lastIndexOf('\n');
+    if (lastNewline < 0) return { first: null, last: null, size: 0, tornBytes: total };
+    const size = from + lastNewline + 1;
+    const lastLine = text.slice(text.lastIndexOf('\n', lastNewline - 1) + 1, lastNewline);
+    const headBuf = Buffer.alloc(Math.min(CHUNK, size));
+    await fd.read(headBuf, 0, headBuf.length, 0);
+    const firstLine = headBuf.toString('latin1').split('\n', 1)[0]!;
+    const decode = (line: string) => parseEntryLine(Buffer.from(line, 'latin1').toString('utf8'));
+    const first = decode(firstLine);
+    const last = decode(lastLine);
+    if ('error' in first) throw new AuditFileError(path.basename(file), `line 1: ${first.error}`);
+    if ('error' in last) throw new AuditFileError(path.basename(file), `last line: ${last.error}`);
+    return { first: first.entry, last: last.entry, size, tornBytes: total - size };
+  } finally {
+    await fd.close();
+  }
+}

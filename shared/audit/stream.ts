@@ -1,0 +1,44 @@
+/**
+ * The Redis side of the audit pipeline, shared by the functions (producers) and
+ * the audit writer (the single sequencer).
+ *
+ * Functions XADD events to one stream. The writer appends them to the files,
+ * fsyncs, then PUBLISHes the ids it made durable (or refused) on one channel;
+ * each function process holds one subscriber connection and resolves the
+ * waiting `record()` calls. Explicit ids rather than a "durable up to" watermark:
+ * after a Redis crash that loses its last second (AOF everysec), new stream ids
+ * may fall below ids the writer already passed, and a watermark would then
+ * acknowledge entries that were never written.
+ */
+export const AUDIT_STREAM = 'pulsevault:audit:entries';
+export const AUDIT_ACK_CHANNEL = 'pulsevault:audit:acks';
+/** Last stream id the writer made durable (for operators and the lag gauge). */
+export const AUDIT_DURABLE_KEY = 'pulsevault:audit:durable-id';
+export const AUDIT_LEASE_KEY = 'pulsevault:audit:writer-lease';
+export const AUDIT_FENCE_KEY = 'pulsevault:audit:writer-fence';
+
+export interface AckMessage {
+  /** Stream ids now durable in the audit files. */
+  durable: string[];
+  /** Stream ids the writer refused (malformed; never written). */
+  rejected: string[];
+}
+
+export function encodeAck(ack: AckMessage): string {
+  return JSON.stringify(ack);
+}
+
+export function decodeAck(message: string): AckMessage | null {
+  try {
+    const v = JSON.parse(message) as Partial<AckMessage>;
+    if (!Array.isArray(v.durable) || !Array.isArray(v.rejected)) return null;
+    return { durable: v.durable.map(String), rejected: v.rejected.map(String) };
+  } catch {
+    return null;
+  }
+}
+
+/** Milliseconds part of a stream id: when Redis accepted the entry. */
+export function streamIdTime(id: string): number {
+  return Number(id.slice(0, id.indexOf('-')));
+}

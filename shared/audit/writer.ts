@@ -1,0 +1,399 @@
+/**
+ * The audit writer: the single sequencer of every category's hash chain.
+ *
+ * Functions XADD events to one Redis stream; this writer, holding the writer
+ * lease, reads them in stream order, gives each its seq/ts/prevHash/hash in
+ * its category, appends them to `<category>-YYYY-MM-DD.log`, fsyncs (one fsync
+ * per file per batch: whatever arrived while the last batch was written is the
+ * next batch), then publishes the ids it made durable and trims them from the
+ * stream. Only then does the function's `record()` resolve.
+ *
+ * Resuming exactly where it stopped: every entry stores its `streamId`. On start
+ * (and after any write failure) the state is rebuilt from the files alone — a
+ * torn last line is cut off, the last entry of each category gives seq, hash
+ * and the last stream id written — and the stream is read again from its start
+ * (it only holds what was not yet trimmed). An event whose id is not above its
+ * category's last written id is already in the file: it is acknowledged, not
+ * written again. Nothing is trimmed before it is durable, so nothing is skipped.
+ */
+import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fsyncDir } from '../atomic-file.js';
+import type { Logger } from '../log.js';
+import { counter } from '../metrics.js';
+import type { Redis } from '../redis.js';
+import { CHECKPOINT_DIR, readCheckpoint, signCheckpoint, writeCheckpoint } from './checkpoint.js';
+import {
+  AUDIT_CATEGORIES,
+  chainEntry,
+  compareStreamIds,
+  GENESIS_HASH,
+  logFileName,
+  submittedEventSchema,
+  utcDay,
+  type AuditCategory,
+  type AuditEntry,
+} from './entry.js';
+import { listLogFiles, readFileEnds, type LogFile } from './files.js';
+import { WriterLease } from './lease.js';
+import { AUDIT_ACK_CHANNEL, AUDIT_DURABLE_KEY, AUDIT_STREAM, encodeAck } from './stream.js';
+
+export interface WriterOptions {
+  auditDir: string;
+  signingKey: string;
+  /** Connection for XREAD BLOCK (waits for Redis to come back). */
+  reader: Redis;
+  /** Connection for everything else. */
+  redis: Redis;
+  log: Logger;
+  leaseMs?: number;
+  /** How often a growing file's checkpoint is refreshed. */
+  checkpointEveryMs?: number;
+  /** Most entries per batch (one fsync per file per batch). */
+  batchSize?: number;
+  /** Wall clock for entry timestamps (tests move it across midnight). */
+  now?: () => number;
+}
+
+/** Where a category's chain stands, as rebuilt from its files. */
+interface Head {
+  category: AuditCategory;
+  /** Latest file (null before the first entry ever). */
+  file: string | null;
+  day: string | null;
+  firstSeq: number;
+  chainIn: string;
+  seq: number;
+  hash: string;
+  ts: string | null;
+  lastStreamId: string;
+  /** Bytes of the file (appends go at this offset). */
+  size: number;
+  checkpointedSeq: number;
+  checkpointedAt: number;
+}
+
+/** A file being written in the current batch. */
+interface PendingFile {
+  head: Head;
+  file: string;
+  lines: string[];
+  /** The file this one follows (to mark final once this one is durable), if the batch rotated the day. */
+  closes: Head | null;
+}
+
+const entriesWritten = counter({
+  name: 'pulsevault_audit_entries_total',
+  help: 'Audit entries made durable in the audit files, per category.',
+  labelNames: ['category'] as const,
+});
+const writeFailures = counter({
+  name: 'pulsevault_audit_write_failures_total',
+  help: 'Write cycles (recovery or batch) the writer could not complete; the events stay queued and are retried.',
+});
+const refusedEvents = counter({
+  name: 'pulsevault_audit_refused_events_total',
+  help: 'Events on the audit stream the writer refused as malformed.',
+});
+
+type StreamReply = [string, [string, string[]][]][] | null;
+
+export class AuditWriter {
+  private readonly lease: WriterLease;
+  private readonly leaseMs: number;
+  private readonly checkpointEveryMs: number;
+  private readonly batchSize: number;
+  private readonly now: () => number;
+  private heads = new Map<AuditCategory, Head>();
+  private fds = new Map<string, FileHandle>();
+  private lastReadId = '0-0';
+  private stopping = false;
+  private stopped: Promise<void> | null = null;
+
+  constructor(private readonly o: WriterOptions) {
+    this.leaseMs = o.leaseMs ?? 10_000;
+    this.checkpointEveryMs = o.checkpointEveryMs ?? 5_000;
+    this.batchSize = o.batchSize ?? 2_000;
+    this.now = o.now ?? Date.now;
+    this.lease = new WriterLease(o.redis, this.leaseMs, Math.min(2_000, this.leaseMs / 4));
+  }
+
+  /** Run until stop(): take the lease, recover, then sequence batches. */
+  start(): Promise<void> {
+    this.stopped ??= this.run();
+    return this.stopped;
+  }
+
+  /** Finish the batch in hand, write every pending checkpoint, release the lease. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.stopped;
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    while (!this.stopping) {
+      try {
+        if (!this.lease.canAppend() || !(await this.lease.renew())) {
+          await this.closeFiles();
+          if (!(await this.acquire())) break;
+          await this.recover();
+        }
+        const batch = await this.read();
+        if (batch.length > 0 && this.lease.canAppend()) {
+          await this.persist(batch);
+          this.lastReadId = batch[batch.length - 1]![0];
+        }
+        await this.checkpointDue(false);
+        failures = 0;
+      } catch (err) {
+        failures += 1;
+        writeFailures.inc();
+        this.o.log.error({ err: errorSummary(err), failures }, 'audit write cycle failed; rebuilding state from the files and retrying');
+        await this.closeFiles();
+        await sleep(Math.min(100 * 2 ** Math.min(failures, 5), 3_000));
+        // Rebuild from the files: whatever part of the batch reached them is found there, the rest is written again.
+        try {
+          if (this.lease.canAppend()) await this.recover();
+        } catch (recoverErr) {
+          this.o.log.error({ err: errorSummary(recoverErr) }, 'audit state recovery failed');
+          await this.lease.release(); // force a full restart of the cycle (acquire → recover)
+        }
+      }
+    }
+    try {
+      if (this.lease.canAppend()) await this.checkpointDue(true);
+    } finally {
+      await this.closeFiles();
+      await this.lease.release();
+    }
+  }
+
+  private async acquire(): Promise<boolean> {
+    let waiting = false;
+    while (!this.stopping) {
+      try {
+        if (await this.lease.tryAcquire()) {
+          this.o.log.info({ generation: this.lease.fence }, 'audit writer lease acquired');
+          return true;
+        }
+      } catch (err) {
+        this.o.log.warn({ err: errorSummary(err) }, 'audit writer lease: Redis unavailable');
+      }
+      if (!waiting) this.o.log.info('another audit writer holds the lease; standing by');
+      waiting = true;
+      await sleep(Math.min(1_000, this.leaseMs / 4));
+    }
+    return false;
+  }
+
+  /** Rebuild every category's head from the files; re-read the stream from its start. */
+  async recover(): Promise<void> {
+    await mkdir(path.join(this.o.auditDir, CHECKPOINT_DIR), { recursive: true });
+    const files = await listLogFiles(this.o.auditDir);
+    const heads = new Map<AuditCategory, Head>();
+    for (const category of AUDIT_CATEGORIES) heads.set(category, await this.recoverCategory(category, files.get(category) ?? []));
+    this.heads = heads;
+    this.lastReadId = '0-0';
+  }
+
+  private async recoverCategory(category: AuditCategory, files: LogFile[]): Promise<Head> {
+    const empty: Head = { category, file: null, day: null, firstSeq: 1, chainIn: GENESIS_HASH, seq: 0, hash: GENESIS_HASH, ts: null, lastStreamId: '0-0', size: 0, checkpointedSeq: 0, checkpointedAt: 0 };
+    for (let i = files.length - 1; i >= 0; i--) {
+      const file = files[i]!.name;
+      const full = path.join(this.o.auditDir, file);
+      const ends = await readFileEnds(full);
+      if (ends.tornBytes > 0) {
+        // A crash mid-append: those bytes were never fsynced, so never acknowledged.
+        this.o.log.warn({ file, bytes: ends.tornBytes }, 'cutting off a torn last line left by a crash');
+        const fd = await open(full, 'r+');
+        try {
+          await fd.truncate(ends.size);
+          await fd.sync();
+        } finally {
+          await fd.close();
+        }
+      }
+      if (!ends.first || !ends.last) {
+        // Created, then a crash before its first line was durable: holds nothing.
+        await rm(full);
+        await fsyncDir(this.o.auditDir);
+        continue;
+      }
+      // What we read may still sit only in the page cache (e.g. after a failed fsync): make it durable before acknowledging it.
+      const fd = await open(full, 'r');
+      try {
+        await fd.sync();
+      } finally {
+        await fd.close();
+      }
+      const cp = await readCheckpoint(this.o.auditDir, file, this.o.signingKey);
+      const head: Head = {
+        category,
+        file,
+        day: files[i]!.day,
+        firstSeq: ends.first.seq,
+        chainIn: ends.first.prevHash,
+        seq: ends.last.seq,
+        hash: ends.last.hash,
+        ts: ends.last.ts,
+        lastStreamId: ends.last.streamId,
+        size: ends.size,
+        checkpointedSeq: cp.state === 'valid' ? cp.checkpoint.seq : 0,
+        checkpointedAt: 0,
+      };
+      if (i > 0) await this.ensureFinal(files[i - 1]!);
+      return head;
+    }
+    return empty;
+  }
+
+  /** A crash between a new day's first write and closing the previous file leaves the latter unfinalised. */
+  private async ensureFinal(previous: LogFile): Promise<void> {
+    const cp = await readCheckpoint(this.o.auditDir, previous.name, this.o.signingKey);
+    if (cp.state === 'valid' && cp.checkpoint.final) return;
+    const ends = await readFileEnds(path.join(this.o.auditDir, previous.name));
+    if (!ends.first || !ends.last) return;
+    await this.writeCheckpointOf(
+      { category: previous.category, file: previous.name, day: previous.day, firstSeq: ends.first.seq, chainIn: ends.first.prevHash, seq: ends.last.seq, hash: ends.last.hash, ts: ends.last.ts, lastStreamId: ends.last.streamId, size: ends.size, checkpointedSeq: 0, checkpointedAt: 0 },
+      true,
+    );
+  }
+
+  private async read(): Promise<[string, string[]][]> {
+    const reply = (await this.o.reader.xread('COUNT', this.batchSize, 'BLOCK', 1_000, 'STREAMS', AUDIT_STREAM, this.lastReadId)) as StreamReply;
+    return reply?.[0]?.[1] ?? [];
+  }
+
+  /** Sequence, append and fsync one batch, then acknowledge it. */
+  private async persist(batch: [string, string[]][]): Promise<void> {
+    const durable: string[] = [];
+    const rejected: string[] = [];
+    const pending = new Map<string, PendingFile>();
+    // Work on copies: the heads change only once the batch is durable.
+    const heads = new Map([...this.heads].map(([c, h]) => [c, { ...h }]));
+    const written = new Map<AuditCategory, number>();
+
+    for (const [id, fields] of batch) {
+      const event = parseEvent(fields);
+      if (!event) {
+        rejected.push(id);
+        continue;
+      }
+      const head = heads.get(event.category)!;
+      durable.push(id);
+      if (compareStreamIds(id, head.lastStreamId) <= 0) continue; // already in the file (replay after a restart)
+      const ts = new Date(Math.max(this.now(), head.ts ? Date.parse(head.ts) : 0)).toISOString();
+      const day = utcDay(ts);
+      let closes: Head | null = null;
+      if (head.day !== day) {
+        if (head.file) closes = { ...head };
+        Object.assign(head, { file: logFileName(event.category, day), day, firstSeq: head.seq + 1, chainIn: head.hash, size: 0, checkpointedSeq: 0, checkpointedAt: 0 });
+      }
+      const entry: AuditEntry = chainEntry(event, { seq: head.seq + 1, ts, streamId: id, prevHash: head.hash });
+      Object.assign(head, { seq: entry.seq, hash: entry.hash, ts, lastStreamId: id });
+      const target = pending.get(head.file!) ?? { head, file: head.file!, lines: [], closes };
+      target.lines.push(JSON.stringify(entry));
+      pending.set(head.file!, target);
+      written.set(event.category, (written.get(event.category) ?? 0) + 1);
+    }
+
+    for (const p of pending.values()) await this.append(p);
+    for (const p of pending.values()) {
+      if (!p.closes) continue;
+      // Order matters for the verifier: the new file and its checkpoint exist before the old one is marked final.
+      await this.writeCheckpointOf(p.head, false);
+      await this.writeCheckpointOf(p.closes, true);
+    }
+    this.heads = heads;
+    for (const [category, n] of written) entriesWritten.inc({ category }, n);
+    if (rejected.length > 0) {
+      refusedEvents.inc(rejected.length);
+      this.o.log.error({ count: rejected.length, first: rejected[0] }, 'refused malformed audit events');
+    }
+    await this.acknowledge(durable, rejected, batch[batch.length - 1]![0]);
+  }
+
+  private async append(p: PendingFile): Promise<void> {
+    const full = path.join(this.o.auditDir, p.file);
+    let fd = this.fds.get(p.file);
+    const created = !fd && p.head.size === 0;
+    if (!fd) {
+      for (const [name, other] of this.fds) if (name.startsWith(`${p.head.category}-`)) await other.close().finally(() => this.fds.delete(name));
+      fd = await open(full, 'a', 0o640);
+      this.fds.set(p.file, fd);
+    }
+    const data = Buffer.from(`${p.lines.join('\n')}\n`);
+    const { bytesWritten } = await fd.write(data, 0, data.length, null);
+    if (bytesWritten !== data.length) throw new Error(`short write to ${p.file}`);
+    await fd.sync();
+    if (created) await fsyncDir(this.o.auditDir);
+    p.head.size += data.length;
+  }
+
+  private async acknowledge(durable: string[], rejected: string[], lastId: string): Promise<void> {
+    try {
+      await this.o.redis.publish(AUDIT_ACK_CHANNEL, encodeAck({ durable, rejected }));
+      const [ms, seq] = lastId.split('-');
+      await this.o.redis.multi().set(AUDIT_DURABLE_KEY, lastId).xtrim(AUDIT_STREAM, 'MINID', `${ms}-${BigInt(seq!) + 1n}`).exec();
+    } catch (err) {
+      // Durable already; the waiting calls time out (fail closed) and the trim happens with the next batch.
+      this.o.log.warn({ err: errorSummary(err) }, 'could not publish audit acknowledgements');
+    }
+  }
+
+  private async checkpointDue(all: boolean): Promise<void> {
+    const now = performance.now();
+    for (const head of this.heads.values()) {
+      if (!head.file || head.seq === head.checkpointedSeq) continue;
+      if (!all && now - head.checkpointedAt < this.checkpointEveryMs) continue;
+      await this.writeCheckpointOf(head, false);
+    }
+  }
+
+  private async writeCheckpointOf(head: Head, final: boolean): Promise<void> {
+    await writeCheckpoint(
+      this.o.auditDir,
+      signCheckpoint(this.o.signingKey, {
+        v: 1,
+        category: head.category,
+        file: head.file!,
+        firstSeq: head.firstSeq,
+        chainIn: head.chainIn,
+        seq: head.seq,
+        hash: head.hash,
+        count: head.seq - head.firstSeq + 1,
+        final,
+        writtenAt: new Date().toISOString(),
+      }),
+    );
+    head.checkpointedSeq = head.seq;
+    head.checkpointedAt = performance.now();
+  }
+
+  private async closeFiles(): Promise<void> {
+    const fds = [...this.fds.values()];
+    this.fds.clear();
+    await Promise.all(fds.map((fd) => fd.close().catch(() => undefined)));
+  }
+}
+
+function parseEvent(fields: string[]) {
+  const i = fields.indexOf('event');
+  if (i < 0 || i % 2 !== 0) return null;
+  try {
+    const parsed = submittedEventSchema.safeParse(JSON.parse(fields[i + 1]!));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
+}
+
+function errorSummary(err: unknown): string {
+  return err instanceof Error ? `${(err as NodeJS.ErrnoException).code ?? err.name}: ${err.message}` : String(err);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,283 @@
+/**
+ * The audit chain and its verifier. A real writer (in this process, its clock
+ * moved across midnight) fed by real record() calls over a real redis-server
+ * writes three days of files; each test copies them and breaks them the way an
+ * attacker or a crash would, and the verifier must name file, line and kind.
+ */
+import { execFile } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AuditEventError, createAuditLog, toSubmittedEvent, type AuditLog } from '../shared/audit.js';
+import { checkpointPath } from '../shared/audit/checkpoint.js';
+import { hashEntry, type AuditEntry } from '../shared/audit/entry.js';
+import { anonymizeIp } from '../shared/audit/ip.js';
+import { verifyAuditLog, type BreakKind } from '../shared/audit/verify.js';
+import { AuditWriter } from '../shared/audit/writer.js';
+import { loadConfig } from '../shared/config.js';
+import { createLogger } from '../shared/log.js';
+import { startRedis, type TestRedis } from './helpers/redis.js';
+import { TEST_AUDIT_KEY, TEST_HMAC_SECRET } from './helpers/stack.js';
+
+const run = promisify(execFile);
+const VIDEO = '0b7c6a52-9d7e-4c1e-8f3a-5d2b9e1c4a10';
+const A1 = 'access-2026-03-01.log';
+const A2 = 'access-2026-03-02.log';
+const A4 = 'access-2026-03-04.log'; // 03-03 had no events: the chain links 02 to 04
+const U1 = 'upload-2026-03-01.log';
+
+let redis: TestRedis;
+let pristine: string;
+const scratch: string[] = [];
+
+beforeAll(async () => {
+  redis = await startRedis();
+  pristine = mkdtempSync(path.join(tmpdir(), 'pv-audit-chain-'));
+  const config = loadConfig({ HMAC_SECRET: TEST_HMAC_SECRET, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY, REDIS_URL: redis.url, AUDIT_DIR: pristine, MEDIA_ROOT: pristine }, { secretsDir: '/nonexistent' });
+  const log = createLogger('audit-chain-test', 'error');
+  let clock = Date.parse('2026-03-01T23:59:58.000Z');
+  const connections = [new Redis(redis.url), new Redis(redis.url)] as const;
+  const writer = new AuditWriter({ auditDir: pristine, signingKey: TEST_AUDIT_KEY, redis: connections[0], reader: connections[1], log, leaseMs: 5_000, now: () => clock });
+  void writer.start();
+  const producer = new Redis(redis.url);
+  const audit: AuditLog = createAuditLog(config, producer, log);
+  const record = (category: 'access' | 'upload', n: number) =>
+    audit.record({ category, action: 'stream', outcome: 'granted', videoId: VIDEO, clientIp: '198.51.100.23', requestId: `req-${category}-${n}`, actor: { userId: 'u-42', role: 'clinician' } });
+  let n = 0;
+  for (let i = 0; i < 5; i++) await record('access', ++n);
+  for (let i = 0; i < 3; i++) await record('upload', ++n);
+  clock = Date.parse('2026-03-02T08:00:00.000Z');
+  for (let i = 0; i < 5; i++) await record('access', ++n);
+  clock = Date.parse('2026-03-04T08:00:00.000Z');
+  for (let i = 0; i < 5; i++) await record('access', ++n);
+  await audit.close();
+  await writer.stop();
+  for (const c of [producer, ...connections]) c.disconnect();
+});
+
+afterAll(async () => {
+  await redis?.close();
+  for (const dir of [pristine, ...scratch]) if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A copy of the pristine log to break. */
+function copy(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'pv-audit-mut-'));
+  scratch.push(dir);
+  cpSync(pristine, dir, { recursive: true });
+  return dir;
+}
+
+const readLines = (dir: string, file: string) => readFileSync(path.join(dir, file), 'utf8').split('\n').slice(0, -1);
+const writeLines = (dir: string, file: string, lines: string[]) => writeFileSync(path.join(dir, file), `${lines.join('\n')}\n`);
+
+async function breaksOf(dir: string, key = TEST_AUDIT_KEY) {
+  return (await verifyAuditLog(dir, key)).breaks.map(({ file, line, kind }) => ({ file, line, kind }));
+}
+
+function expectBreak(breaks: { file: string; line: number | null; kind: BreakKind }[], file: string, line: number | null, kind: BreakKind) {
+  expect(breaks).toContainEqual({ file, line, kind });
+}
+
+describe('writer output', () => {
+  it('chains every category across days, a day without events included, with signed checkpoints', async () => {
+    const a1 = readLines(pristine, A1).map((l) => JSON.parse(l) as AuditEntry);
+    const a2 = readLines(pristine, A2).map((l) => JSON.parse(l) as AuditEntry);
+    const a4 = readLines(pristine, A4).map((l) => JSON.parse(l) as AuditEntry);
+    const u1 = readLines(pristine, U1).map((l) => JSON.parse(l) as AuditEntry);
+    expect(a1.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect(u1.map((e) => e.seq)).toEqual([1, 2, 3]);
+    expect(a2[0]!.prevHash).toBe(a1[4]!.hash);
+    expect(a4[0]!.prevHash).toBe(a2[4]!.hash);
+    expect(a4[0]!.seq).toBe(11);
+    for (const e of [...a1, ...a2, ...a4, ...u1]) {
+      const { hash, ...rest } = e;
+      expect(hashEntry(rest)).toBe(hash);
+      expect(e.clientIp).toBe('198.51.100.0');
+    }
+    const closed = JSON.parse(readFileSync(checkpointPath(pristine, A2), 'utf8'));
+    expect(closed).toMatchObject({ file: A2, seq: 10, count: 5, firstSeq: 6, final: true });
+    const open = JSON.parse(readFileSync(checkpointPath(pristine, A4), 'utf8'));
+    expect(open).toMatchObject({ seq: 15, final: false });
+
+    const report = await verifyAuditLog(pristine, TEST_AUDIT_KEY);
+    expect(report.breaks).toEqual([]);
+    expect(report.files.map((f) => [f.file, f.entries, f.ok])).toEqual([
+      [A1, 5, true],
+      [A2, 5, true],
+      [A4, 5, true],
+      [U1, 3, true],
+    ]);
+  });
+
+  it('verifies a date range and a category on their own, anchored by the checkpoint', async () => {
+    const report = await verifyAuditLog(pristine, TEST_AUDIT_KEY, { from: '2026-03-02', category: 'access' });
+    expect(report.breaks).toEqual([]);
+    expect(report.files.map((f) => f.file)).toEqual([A2, A4]);
+  });
+});
+
+describe('verifier names each kind of break', () => {
+  it('modified: a field edited in place', async () => {
+    const dir = copy();
+    const lines = readLines(dir, A2);
+    lines[1] = lines[1]!.replace('"outcome":"granted"', '"outcome":"denied"');
+    writeLines(dir, A2, lines);
+    expectBreak(await breaksOf(dir), A2, 2, 'modified');
+  });
+
+  it('modified: an entry rewritten with a recomputed hash', async () => {
+    const dir = copy();
+    const lines = readLines(dir, A2);
+    const { hash: _old, ...entry } = JSON.parse(lines[1]!) as AuditEntry;
+    const forged = { ...entry, actor: { userId: 'someone-else', role: 'admin' } };
+    lines[1] = JSON.stringify({ ...forged, hash: hashEntry(forged) });
+    writeLines(dir, A2, lines);
+    expectBreak(await breaksOf(dir), A2, 2, 'modified');
+  });
+
+  it('deleted: a line removed from the middle', async () => {
+    const dir = copy();
+    const lines = readLines(dir, A2);
+    lines.splice(2, 1);
+    writeLines(dir, A2, lines);
+    expectBreak(await breaksOf(dir), A2, 3, 'deleted');
+  });
+
+  it('inserted: a copied line', async () => {
+    const dir = copy();
+    const lines = readLines(dir, A2);
+    lines.splice(4, 0, lines[1]!);
+    writeLines(dir, A2, lines);
+    expectBreak(await breaksOf(dir), A2, 5, 'inserted');
+  });
+
+  it('inserted: lines appended to a closed day', async () => {
+    const dir = copy();
+    const lines = readLines(dir, A1);
+    const { hash: _h, ...last } = JSON.parse(lines[4]!) as AuditEntry;
+    const next = { ...last, seq: 6, prevHash: JSON.parse(lines[4]!).hash, requestId: 'forged' };
+    writeLines(dir, A1, [...lines, JSON.stringify({ ...next, hash: hashEntry(next) })]);
+    expectBreak(await breaksOf(dir), A1, 6, 'inserted');
+  });
+
+  it('reordered: two lines swapped', async () => {
+    const dir = copy();
+    const lines = readLines(dir, A2);
+    [lines[1], lines[2]] = [lines[2]!, lines[1]!];
+    writeLines(dir, A2, lines);
+    const breaks = await breaksOf(dir);
+    expectBreak(breaks, A2, 2, 'reordered');
+    expect(breaks.every((b) => b.kind === 'reordered')).toBe(true);
+  });
+
+  it('truncated: the tail of the newest file cut off', async () => {
+    const dir = copy();
+    writeLines(dir, A4, readLines(dir, A4).slice(0, 3));
+    expectBreak(await breaksOf(dir), A4, 4, 'truncated');
+  });
+
+  it('truncated: the tail of a closed day cut off (and not also blamed on the next day)', async () => {
+    const dir = copy();
+    writeLines(dir, A1, readLines(dir, A1).slice(0, 4));
+    const breaks = await breaksOf(dir);
+    expect(breaks).toEqual([{ file: A1, line: 5, kind: 'truncated' }]);
+  });
+
+  it('truncated: a torn last line', async () => {
+    const dir = copy();
+    const text = readFileSync(path.join(dir, A4), 'utf8');
+    writeFileSync(path.join(dir, A4), `${text}{"seq":16,"ts":"2026-03-`);
+    expectBreak(await breaksOf(dir), A4, 6, 'truncated');
+  });
+
+  it('missing day: a day in the middle deleted with its checkpoint', async () => {
+    const dir = copy();
+    unlinkSync(path.join(dir, A2));
+    unlinkSync(checkpointPath(dir, A2));
+    expectBreak(await breaksOf(dir), A4, 1, 'missing day');
+  });
+
+  it('missing day: the newest day deleted with its checkpoint', async () => {
+    const dir = copy();
+    unlinkSync(path.join(dir, A4));
+    unlinkSync(checkpointPath(dir, A4));
+    expectBreak(await breaksOf(dir), A2, null, 'missing day');
+  });
+
+  it('missing day: a log file deleted, its checkpoint left', async () => {
+    const dir = copy();
+    unlinkSync(path.join(dir, A4));
+    expectBreak(await breaksOf(dir), A4, null, 'missing day');
+  });
+
+  it('missing day: the first day deleted with its checkpoint', async () => {
+    const dir = copy();
+    unlinkSync(path.join(dir, A1));
+    unlinkSync(checkpointPath(dir, A1));
+    expectBreak(await breaksOf(dir), A2, 1, 'missing day');
+  });
+
+  it('bad checkpoint: edited, missing, or signed with another key', async () => {
+    const edited = copy();
+    const cp = JSON.parse(readFileSync(checkpointPath(edited, A2), 'utf8'));
+    writeFileSync(checkpointPath(edited, A2), JSON.stringify({ ...cp, seq: 9 }));
+    expectBreak(await breaksOf(edited), A2, null, 'bad checkpoint');
+
+    const missing = copy();
+    unlinkSync(checkpointPath(missing, A1));
+    expectBreak(await breaksOf(missing), A1, null, 'bad checkpoint');
+
+    const otherKey = await breaksOf(pristine, 'another-signing-key-0123456789abcdef0123');
+    expect(otherKey.filter((b) => b.kind === 'bad checkpoint').map((b) => b.file).sort()).toEqual([A1, A2, A4, U1]);
+  });
+
+  it('the CLI prints file, line and kind and exits non-zero on a break, zero when intact', async () => {
+    const dir = copy();
+    const lines = readLines(dir, A2);
+    lines.splice(2, 1);
+    writeLines(dir, A2, lines);
+    const env = { PATH: process.env.PATH, HMAC_SECRET: TEST_HMAC_SECRET, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY, SECRETS_DIR: '/nonexistent' };
+    const ok = await run(process.execPath, ['dist/scripts/pulsevault.js', 'audit', 'verify'], { env: { ...env, AUDIT_DIR: pristine } });
+    expect(ok.stdout).toContain(`ok   ${A2}  5 entries, seq 6..10, checkpoint seq 10 (closed)`);
+    const failed = await run(process.execPath, ['dist/scripts/pulsevault.js', 'audit', 'verify', '--category', 'access'], { env: { ...env, AUDIT_DIR: dir } }).catch((err: { code: number; stdout: string }) => err);
+    expect('code' in failed && failed.code).toBe(1);
+    expect(failed.stdout).toContain(`BREAK ${A2}:3 deleted: seq 8..8 missing before this line`);
+    expect(failed.stdout).toContain(`FAIL ${A2}`);
+    const usage = await run(process.execPath, ['dist/scripts/pulsevault.js', 'audit', 'verify', '--from', 'yesterday'], { env: { ...env, AUDIT_DIR: dir } }).catch((err: { code: number; stderr: string }) => err);
+    expect('code' in usage && usage.code).toBe(64);
+  });
+});
+
+describe('entries carry no PHI and no raw IP', () => {
+  it('anonymises IPv4 to /24, IPv6 to /48, IPv4-mapped IPv6 as IPv4', () => {
+    expect(anonymizeIp('203.0.113.77')).toBe('203.0.113.0');
+    expect(anonymizeIp('::ffff:203.0.113.77')).toBe('203.0.113.0');
+    expect(anonymizeIp('2001:db8:abcd:1234:5678::1')).toBe('2001:db8:abcd::');
+    expect(anonymizeIp('2001:0db8:00ab:ffff::')).toBe('2001:db8:ab::');
+    expect(anonymizeIp('fe80::1%eth0')).toBe('fe80::');
+    expect(anonymizeIp('10.1')).toBeNull();
+    expect(anonymizeIp('not-an-ip')).toBeNull();
+    expect(anonymizeIp('')).toBeNull();
+  });
+
+  it('refuses free text where an id belongs', () => {
+    const base = { category: 'access', action: 'stream', outcome: 'granted' } as const;
+    expect(() => toSubmittedEvent({ ...base, videoId: 'Knee MRI of Jane Doe' })).toThrow(AuditEventError);
+    expect(() => toSubmittedEvent({ ...base, videoId: 'jane-doe-knee.mp4' })).toThrow(AuditEventError);
+    expect(() => toSubmittedEvent({ ...base, action: 'watched Jane Doe' })).toThrow(AuditEventError);
+    expect(() => toSubmittedEvent({ ...base, actor: { userId: 'Jane Doe', role: 'patient' } })).toThrow(AuditEventError);
+    expect(toSubmittedEvent({ ...base, videoId: VIDEO, clientIp: '192.0.2.9' })).toMatchObject({ videoId: VIDEO, clientIp: '192.0.2.0', reason: null, actor: null });
+  });
+
+  it('hashes the canonical form: key order does not matter, content does', () => {
+    const entry = JSON.parse(readLines(pristine, A1)[0]!) as AuditEntry;
+    const { hash, ...rest } = entry;
+    const reordered = Object.fromEntries(Object.entries(rest).reverse()) as typeof rest;
+    expect(hashEntry(reordered)).toBe(hash);
+    expect(hashEntry({ ...rest, seq: rest.seq + 1 })).not.toBe(hash);
+  });
+});
