@@ -20,8 +20,8 @@ export interface FunctionContext {
 
 export interface RequestContext {
   requestId: string;
-  /** W3C trace context from the caller, if any, to hand on to queue jobs. */
-  traceparent: string | null;
+  /** W3C `traceparent` of this request (the caller's trace continued, or a new one), to hand on to queue jobs. */
+  traceparent: string;
   log: Logger;
   /** Route template for metrics (e.g. `PATCH /uploads/:id`); low cardinality, never a raw path. */
   route: string;

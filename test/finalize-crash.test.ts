@@ -8,10 +8,10 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync,
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AUDIT_STREAM } from '../shared/audit.js';
 import { FINALIZE_FAIL_POINTS, type FinalizeFailPoint } from '../shared/config.js';
 import { isVideoId, MediaStore } from '../shared/media-store.js';
 import { TRANSCODE_STREAM } from '../shared/transcode-queue.js';
+import { readAuditEntries, startAuditWriter } from './helpers/audit.js';
 import { startFunctionProcess, type FunctionProcess } from './helpers/function-process.js';
 import { makeClip } from './helpers/media.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
@@ -19,6 +19,8 @@ import { createUpload, finalize, patch, sha256, TUS, uploadIdOf } from './helper
 
 let redis: TestRedis;
 let clip: Buffer;
+let auditDir: string;
+let auditWriter: { stop(): Promise<void> };
 const roots: string[] = [];
 const processes: FunctionProcess[] = [];
 
@@ -36,11 +38,15 @@ function tempDir(base: string, prefix: string): string {
 
 beforeAll(async () => {
   redis = await startRedis();
+  // One sequencer for every volume of this file: record() waits for it to make entries durable.
+  auditDir = path.join(tempDir(tmpdir(), 'pv-crash-audit-'), 'audit');
+  auditWriter = startAuditWriter(redis.url, auditDir);
   clip = readFileSync(await makeClip(path.join(tempDir(tmpdir(), 'pv-crash-clip-'), 'clip.mp4'), { seconds: 1 }));
 });
 
 afterAll(async () => {
   await Promise.all(processes.map((p) => p.stop('SIGKILL')));
+  await auditWriter?.stop();
   await redis?.close();
   for (const r of roots) rmSync(r, { recursive: true, force: true });
 });
@@ -84,10 +90,12 @@ async function assertConsistent(v: Volume, uploadId: string): Promise<void> {
   expect(copies).toHaveLength(1);
 }
 
-async function count(stream: string, videoId: string): Promise<number> {
-  const entries = await redis.client().xrange(stream, '-', '+');
+async function queued(videoId: string): Promise<number> {
+  const entries = await redis.client().xrange(TRANSCODE_STREAM, '-', '+');
   return entries.filter(([, fields]) => fields[1]!.includes(videoId)).length;
 }
+
+const audited = (videoId: string) => readAuditEntries(auditDir).filter((e) => e.category === 'upload' && e.videoId === videoId).length;
 
 /** The killed holder's upload lock would expire within its TTL; skip that wait. */
 const expireDeadLock = (uploadId: string) => redis.client().del(`pulsevault:lock:upload:${uploadId}`);
@@ -121,8 +129,8 @@ describe('finalize killed at each step', () => {
     expect(retry.status).toBe(200);
     expect(retry.json).toMatchObject({ videoId, checksum: sha256(clip) });
     // Audit and enqueue are at-least-once: only a crash right after one of them repeats it.
-    expect(await count(AUDIT_STREAM, videoId)).toBe(point === 'after-audit' ? 2 : 1);
-    expect(await count(TRANSCODE_STREAM, videoId)).toBe(point === 'after-enqueue' ? 2 : 1);
+    expect(audited(videoId)).toBe(point === 'after-audit' ? 2 : 1);
+    expect(await queued(videoId)).toBe(point === 'after-enqueue' ? 2 : 1);
     await restarted.stop();
   });
 

@@ -6,9 +6,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AUDIT_STREAM } from '../shared/audit.js';
 import { isVideoId, MediaStore } from '../shared/media-store.js';
 import { TRANSCODE_STREAM } from '../shared/transcode-queue.js';
+import { readAuditEntries } from './helpers/audit.js';
 import { makeClip } from './helpers/media.js';
 import { startStack, type TestStack } from './helpers/stack.js';
 import { createUpload, finalize, offsetOf, patch, sha256, TUS, uploadIdOf } from './helpers/uploads.js';
@@ -92,7 +92,7 @@ describe('finalize', () => {
 
     const jobs = (await streamEntries(TRANSCODE_STREAM)).filter((j) => j.includes(videoId));
     expect(jobs).toHaveLength(1);
-    const audit = (await streamEntries(AUDIT_STREAM)).map((e) => JSON.parse(e) as Record<string, unknown>);
+    const audit = readAuditEntries(path.join(stack.mediaRoot, 'audit'));
     expect(audit).toContainEqual(
       expect.objectContaining({ category: 'upload', action: 'finalize', outcome: 'success', videoId, actor: { userId: 'clinician-7', role: null } }),
     );
@@ -179,7 +179,7 @@ describe('finalize', () => {
   });
 
   it('keeps titles, descriptions and filenames out of logs and audit entries', async () => {
-    const audit = (await streamEntries(AUDIT_STREAM)).join('\n');
+    const audit = JSON.stringify(readAuditEntries(path.join(stack.mediaRoot, 'audit')));
     expect(audit).toContain('"reason":"upload_incomplete"'); // refusals are audited too
     for (const phi of [FILENAME, TITLE, DESCRIPTION]) {
       expect(audit).not.toContain(phi);

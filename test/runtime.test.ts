@@ -65,6 +65,17 @@ describe('template runtime', () => {
     expect(typeof line.time).toBe('string');
   });
 
+  it('continues the caller’s W3C trace with a new span, or starts one, and logs its trace id', async () => {
+    const base = await startRuntime();
+    const parent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const continued = await (await fetch(`${base}/echo-trace`, { headers: { traceparent: parent } })).text();
+    expect(continued).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
+    expect(continued).not.toBe(parent);
+    const fresh = await (await fetch(`${base}/echo-trace`, { headers: { traceparent: 'garbage' } })).text();
+    expect(fresh).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    await waitFor(() => output.includes('"traceId":"4bf92f3577b34da6a3ce929d0e0e4736"'), 5_000, 'log line with the trace id');
+  });
+
   it('on SIGTERM finishes the in-flight request, refuses new ones, and exits 0', async () => {
     const base = await startRuntime();
     const url = new URL(`${base}/slow`);

@@ -3,9 +3,10 @@
  * (shared/finalize/finalizer.ts) and answers `{videoId, status, size, checksum, transcoding}`.
  */
 import { createAuditLog } from '../../shared/audit.js';
+import { createAuthenticator } from '../../shared/auth.js';
 import { MethodNotAllowedError } from '../../shared/errors.js';
 import { Finalizer } from '../../shared/finalize/finalizer.js';
-import type { Caller } from '../../shared/finalize/journal.js';
+import { finalizeCaller } from '../../shared/finalize/caller.js';
 import { measureFinalize } from '../../shared/finalize/metrics.js';
 import { MAX_BODY_BYTES, parseFinalizeRequest } from '../../shared/finalize/request.js';
 import { defineFunction } from '../../shared/function.js';
@@ -20,6 +21,7 @@ const RECOVERY_INTERVAL_MS = 60_000;
 
 export default defineFunction(async ({ config, log, onShutdown }) => {
   if (config.finalizeFailAt && config.nodeEnv === 'production') throw new Error('FINALIZE_FAIL_AT is a test switch; refusing it in production');
+  const auth = createAuthenticator(config, log);
   const redis = createRedis(config, { name: 'finalize', log });
   const locker = new RedisLocker(redis);
   const audit = createAuditLog(config, redis, log);
@@ -44,10 +46,11 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
     ctx.route = 'POST /uploads/finalize';
     if (req.method !== 'POST') throw new MethodNotAllowedError(['POST']);
     const { response } = await measureFinalize(async () => {
+      const principal = await auth.authenticate(req);
       const request = parseFinalizeRequest(await readJsonBody(req, MAX_BODY_BYTES));
-      // Until auth lands the caller is who the body says; then: `const caller = await authenticate(req)`.
-      const caller: Caller = { userId: request.userId, role: null };
-      return finalizer.finalize(request, caller, { requestId: ctx.requestId, traceparent: ctx.traceparent, clientIp: clientIp(req) });
+      const caller = finalizeCaller(principal, request.userId);
+      const context = { requestId: ctx.requestId, traceparent: ctx.traceparent, clientIp: clientIp(req), callerIsAdmin: principal.authenticated && principal.roles.includes('admin') };
+      return finalizer.finalize(request, caller, context);
     });
     sendJson(res, 200, response);
   };

@@ -2,6 +2,7 @@
  * tus-upload: resumable uploads (tus 1.0.0) into UPLOAD_DIR, safe with several
  * replicas (Redis upload locks), plus the periodic expiry sweep.
  */
+import { createAuthenticator } from '../../shared/auth.js';
 import { defineFunction } from '../../shared/function.js';
 import { createRedis } from '../../shared/redis.js';
 import { startExpirySweep } from '../../shared/uploads/expiry-sweep.js';
@@ -10,6 +11,7 @@ import { openUploadStore } from '../../shared/uploads/store.js';
 import { createTusHandler } from '../../shared/uploads/tus-server.js';
 
 export default defineFunction(async ({ config, log, onShutdown }) => {
+  const auth = createAuthenticator(config, log);
   const redis = createRedis(config, { name: 'tus-upload', log });
   const locker = new RedisLocker(redis);
   const store = await openUploadStore(config);
@@ -19,5 +21,5 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
     await locker.close();
     redis.disconnect();
   });
-  return createTusHandler({ config, store, locker, log });
+  return createTusHandler({ config, auth, store, locker, log });
 });

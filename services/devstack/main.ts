@@ -4,7 +4,8 @@
  * long-running services beside them, and the local gateway on PORT in front.
  * Redis comes from REDIS_URL / REDIS_HOST:REDIS_PORT, or is started as a child.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfigOrExit } from '../../shared/config.js';
@@ -32,6 +33,22 @@ initMetrics('gateway');
 
 for (const dir of [config.mediaRoot, config.uploadDir, config.videoDir, config.auditDir]) mkdirSync(dir, { recursive: true });
 
+/**
+ * The audit writer signs checkpoints with AUDIT_SIGNING_KEY. A local run without
+ * one gets a development key kept beside the data (so `pulsevault audit verify`
+ * still works on the next run); production always sets its own.
+ */
+function devAuditSigningKey(): string {
+  if (config.nodeEnv === 'production') {
+    process.stderr.write('invalid configuration: AUDIT_SIGNING_KEY is required in production\n');
+    process.exit(78);
+  }
+  const file = path.join(config.mediaRoot, '.dev-audit-signing-key');
+  if (!existsSync(file)) writeFileSync(file, randomBytes(32).toString('hex'), { mode: 0o600 });
+  log.warn({ file }, 'AUDIT_SIGNING_KEY is not set: using a development key stored under MEDIA_ROOT (set your own outside development)');
+  return readFileSync(file, 'utf8').trim();
+}
+
 const redis = await ensureRedis(config, log);
 const stack = readStack(config.stackFile ?? path.join(ROOT, 'stack.yml'));
 const gatewayUrl = `http://127.0.0.1:${config.port}`;
@@ -46,6 +63,7 @@ const baseEnv: NodeJS.ProcessEnv = {
   REDIS_URL: redis.url,
   GATEWAY_URL: gatewayUrl,
   STACK_FILE: config.stackFile ?? path.join(ROOT, 'stack.yml'),
+  AUDIT_SIGNING_KEY: config.auditSigningKey ?? devAuditSigningKey(),
 };
 
 for (const fn of stack.functions) {

@@ -30,6 +30,7 @@ import { probe } from '../probe.js';
 import type { Redis } from '../redis.js';
 import { enqueueTranscode } from '../transcode-queue.js';
 import type { RedisLocker } from '../uploads/locker.js';
+import { UPLOAD_OWNER_KEY } from '../uploads/owner.js';
 import type { UploadStore } from '../uploads/store.js';
 import { moveFile, sha256File } from './files.js';
 import { FinalizeJournal, type Caller, type JournalEntry } from './journal.js';
@@ -47,6 +48,8 @@ export interface FinalizeContext {
   requestId: string;
   traceparent: string | null;
   clientIp: string | null;
+  /** Admins may finalize any upload; others only uploads they created (UPLOAD_OWNER_KEY). */
+  callerIsAdmin: boolean;
 }
 
 /** How long a finalize waits for the upload's lock (a last PATCH, another finalize) before 409. */
@@ -154,6 +157,9 @@ export class Finalizer {
       if (isTusStatus(err, 404) || isTusStatus(err, 410)) throw new NotFoundError('no such upload');
       throw err;
     });
+    const uploader = upload.metadata?.[UPLOAD_OWNER_KEY];
+    // Someone else's upload is, for this caller, no upload at all.
+    if (uploader && uploader !== caller.userId && !ctx.callerIsAdmin) throw new NotFoundError('no such upload');
     if (upload.size === undefined || upload.offset < upload.size) {
       throw new ConflictError(`upload is not complete (${upload.offset} of ${upload.size ?? 'unknown'} bytes)`, 'upload_incomplete');
     }

@@ -1,5 +1,9 @@
 /**
- * The finalize request body: `{uploadId, filename, userId, metadata}`.
+ * The finalize request body: `{uploadId, filename, userId?, metadata}`.
+ *
+ * `userId` is the spec's field; with JWT auth the owner is the token's subject
+ * and a `userId` that differs from it is refused (403). Without auth (development
+ * only) it names the owner.
  *
  * Unknown fields are REJECTED (400 naming them), not ignored: a misspelt
  * `metdata` would otherwise silently store a video without its metadata.
@@ -24,7 +28,10 @@ const schema = z.strictObject({
     .refine((v) => Buffer.byteLength(v) <= MAX_FILENAME_BYTES, `must be at most ${MAX_FILENAME_BYTES} bytes`)
     .refine((v) => !CONTROL_OR_SEPARATOR.test(v), 'must not contain control characters, / or \\')
     .refine((v) => v !== '.' && v !== '..', 'must be a file name'),
-  userId: z.string().regex(/^[A-Za-z0-9._@:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ @ : -'),
+  userId: z
+    .string()
+    .regex(/^[A-Za-z0-9._@:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ @ : -')
+    .optional(),
   metadata: z
     .record(z.string(), z.unknown())
     .refine((v) => Buffer.byteLength(JSON.stringify(v)) <= MAX_METADATA_BYTES, `must be at most ${MAX_METADATA_BYTES} bytes as JSON`)

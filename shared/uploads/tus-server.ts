@@ -10,6 +10,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { EVENTS, Server, TUS_RESUMABLE } from '@tus/server';
+import { requireRole, type Authenticator } from '../auth.js';
 import type { Config } from '../config.js';
 import { AppError, MethodNotAllowedError, NotFoundError } from '../errors.js';
 import type { RequestContext } from '../function.js';
@@ -19,6 +20,7 @@ import { isUploadId, newUploadId } from './ids.js';
 import { firstForwarded, uploadLocation } from './location.js';
 import { LockUnavailableError, type RedisLocker } from './locker.js';
 import { countUpload } from './metrics.js';
+import { rememberCreator, withOwner } from './owner.js';
 import type { UploadStore } from './store.js';
 
 const COLLECTION_METHODS = ['POST', 'OPTIONS'] as const;
@@ -27,6 +29,8 @@ const PATH_RE = /^\/uploads(?:\/([^/]*))?$/;
 
 export interface TusUploadsOptions {
   config: Config;
+  /** Upload creation needs the uploader role; PATCH/HEAD/DELETE are authorised by the unguessable upload URL. */
+  auth: Authenticator;
   store: UploadStore;
   locker: RedisLocker;
   log: Logger;
@@ -34,7 +38,9 @@ export interface TusUploadsOptions {
 
 export type TusHandler = (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => Promise<void>;
 
-export function createTusHandler({ config, store, locker, log }: TusUploadsOptions): TusHandler {
+type NodeRuntime = { runtime?: { node?: { req?: IncomingMessage } } };
+
+export function createTusHandler({ config, auth, store, locker, log }: TusUploadsOptions): TusHandler {
   const server = new Server({
     path: '/uploads',
     datastore: store,
@@ -46,6 +52,8 @@ export function createTusHandler({ config, store, locker, log }: TusUploadsOptio
     namingFunction: () => newUploadId(),
     generateUrl: (req, { id }) => uploadLocation(config, { headers: req.headers, path: new URL(req.url).pathname }, id),
     getFileIdFromRequest: (_req, lastPath) => (lastPath && isUploadId(lastPath) ? lastPath : undefined),
+    // srvx hands hooks a web Request; the Node request behind it says who authenticated.
+    onUploadCreate: async (req, upload) => ({ metadata: withOwner((req as NodeRuntime).runtime?.node?.req, upload.metadata) }),
     onResponseError: (_req, err) => {
       if ('status_code' in err) return undefined; // a tus protocol answer (404, 409, 413, …)
       if (err instanceof LockUnavailableError) return { status_code: 503, body: `${err.message}\n` };
@@ -68,6 +76,11 @@ export function createTusHandler({ config, store, locker, log }: TusUploadsOptio
     if (!allowed.includes(method)) throw new MethodNotAllowedError(allowed);
     if (id && !isUploadId(id)) throw new NotFoundError('no such upload');
     refuseWhatTusSpecRefuses(req);
+    if (method === 'POST') {
+      const principal = await auth.authenticate(req);
+      requireRole(principal, 'uploader');
+      rememberCreator(req, principal);
+    }
     keepFirstForwardedProto(req);
     await server.handle(req, res);
   };

@@ -11,6 +11,7 @@ import { registerDiskUsageMetrics } from '../../../shared/disk-usage.js';
 import { toHttpError } from '../../../shared/errors.js';
 import type { FunctionSetup, RequestContext } from '../../../shared/function.js';
 import { sendJson, requestPath } from '../../../shared/http.js';
+import { continueTrace, formatTraceparent } from '../../../shared/tracing.js';
 import type { Logger } from '../../../shared/log.js';
 import { httpRequestDuration, initMetrics, metricsContentType, registry } from '../../../shared/metrics.js';
 
@@ -34,8 +35,9 @@ export async function startFunction(name: string, setup: FunctionSetup, config: 
     const started = process.hrtime.bigint();
     const callId = req.headers['x-call-id'];
     const requestId = typeof callId === 'string' && REQUEST_ID.test(callId) ? callId : randomUUID();
-    const traceparent = typeof req.headers.traceparent === 'string' ? req.headers.traceparent : null;
-    const ctx: RequestContext = { requestId, traceparent, log: log.child({ requestId }), route: 'unmatched' };
+    // Continue the caller's W3C trace (or start one) so logs, queue jobs and the transcoder join up in Tempo.
+    const trace = continueTrace(typeof req.headers.traceparent === 'string' ? req.headers.traceparent : null);
+    const ctx: RequestContext = { requestId, traceparent: formatTraceparent(trace), log: log.child({ requestId, traceId: trace.traceId }), route: 'unmatched' };
     res.setHeader('X-Call-Id', requestId);
     res.setHeader('X-PulseVault-Function', name);
     if (closing) res.setHeader('Connection', 'close');
