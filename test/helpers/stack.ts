@@ -2,16 +2,16 @@
  * Boots the real local stack (`node dist/services/devstack/main.js`, as `npm start`)
  * with a temporary MEDIA_ROOT and a private redis-server, for integration tests.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { freePort } from '../../services/devstack/supervisor.js';
+import { baseTestEnv, spawnNode } from './node-process.js';
 import { startRedis, type TestRedis } from './redis.js';
 import { waitFor } from './wait.js';
 
-export const TEST_HMAC_SECRET = 'test-hmac-secret-0123456789abcdef0123456789';
-export const TEST_AUDIT_KEY = 'test-audit-signing-key-0123456789abcdef01';
+export { TEST_AUDIT_KEY, TEST_HMAC_SECRET } from './secrets.js';
 
 export interface TestStack {
   url: string;
@@ -36,35 +36,22 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
   const redis = options.redis ?? (await startRedis());
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const child = spawn(process.execPath, ['dist/services/devstack/main.js'], {
-    env: {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-      NODE_ENV: 'test',
-      LOG_LEVEL: 'info',
-      HMAC_SECRET: TEST_HMAC_SECRET,
-      AUDIT_SIGNING_KEY: TEST_AUDIT_KEY,
-      SECRETS_DIR: path.join(mediaRoot, 'no-secrets'),
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      MEDIA_ROOT: mediaRoot,
-      REDIS_URL: redis.url,
-      SHUTDOWN_TIMEOUT_SECONDS: '5',
-      ...options.env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const { child, output, exited } = spawnNode(['dist/services/devstack/main.js'], {
+    ...baseTestEnv(),
+    SECRETS_DIR: path.join(mediaRoot, 'no-secrets'),
+    PORT: String(port),
+    MEDIA_ROOT: mediaRoot,
+    REDIS_URL: redis.url,
+    SHUTDOWN_TIMEOUT_SECONDS: '5',
+    ...options.env,
   });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
 
   const stack: TestStack = {
     url,
     mediaRoot,
     redis,
     process: child,
-    output: () => out,
+    output,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (child.exitCode === null) child.kill(signal);
       const code = await exited;
@@ -77,7 +64,7 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
   if (options.waitReady !== false) {
     try {
       await waitFor(async () => {
-        if (child.exitCode !== null) throw new Error(`stack exited with ${child.exitCode}:\n${out}`);
+        if (child.exitCode !== null) throw new Error(`stack exited with ${child.exitCode}:\n${output()}`);
         const res = await fetch(`${url}/`).catch(() => null);
         return res?.ok && ((await res.json()) as { status: string }).status === 'ok';
       }, 60_000, 'the local stack to be ready');
