@@ -129,6 +129,10 @@ const VARIABLES = {
 
   TRANSCODE_ENABLED: { default: 'true', parse: bool },
   FFMPEG_THREADS: { default: '0', parse: int(0, 256) },
+  FFMPEG_PRESET: {
+    default: 'veryfast',
+    parse: z.enum(['ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium', 'slow', 'slower', 'veryslow']),
+  },
   RENDITIONS: { default: '240p,360p,480p,720p,1080p', parse: renditions },
   ENABLE_HEVC: { default: 'false', parse: bool },
   ENABLE_AV1: { default: 'false', parse: bool },
@@ -136,6 +140,7 @@ const VARIABLES = {
   TRANSCODE_MAX_ATTEMPTS: { default: '3', parse: int(1, 20) },
   TRANSCODE_TIMEOUT_SECONDS: { default: '3600', parse: int(10, 6 * 3600) },
   TRANSCODE_LEASE_SECONDS: { default: '60', parse: int(5, 3600) },
+  TRANSCODE_RETRY_BASE_SECONDS: { default: '30', parse: int(1, 3600) },
 
   GATEWAY_URL: { default: 'http://127.0.0.1:8080', parse: url },
   OPENFAAS_GATEWAY_USER: { default: 'admin', parse: z.string() },
@@ -210,6 +215,8 @@ export interface Config {
   transcode: {
     enabled: boolean;
     ffmpegThreads: number;
+    /** x264/x265 speed preset: production quality vs. time (tests use ultrafast). */
+    ffmpegPreset: 'ultrafast' | 'superfast' | 'veryfast' | 'faster' | 'fast' | 'medium' | 'slow' | 'slower' | 'veryslow';
     renditions: RenditionName[];
     enableHevc: boolean;
     enableAv1: boolean;
@@ -217,6 +224,8 @@ export interface Config {
     maxAttempts: number;
     timeoutSeconds: number;
     leaseSeconds: number;
+    /** First retry delay; doubles per attempt (with jitter). */
+    retryBaseSeconds: number;
   };
   gateway: { url: string; user: string; password: string | null };
   stackFile: string | null;
@@ -321,6 +330,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     transcode: {
       enabled: p.TRANSCODE_ENABLED,
       ffmpegThreads: p.FFMPEG_THREADS,
+      ffmpegPreset: p.FFMPEG_PRESET,
       renditions: p.RENDITIONS,
       enableHevc: p.ENABLE_HEVC,
       enableAv1: p.ENABLE_AV1,
@@ -328,6 +338,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
       maxAttempts: p.TRANSCODE_MAX_ATTEMPTS,
       timeoutSeconds: p.TRANSCODE_TIMEOUT_SECONDS,
       leaseSeconds: p.TRANSCODE_LEASE_SECONDS,
+      retryBaseSeconds: p.TRANSCODE_RETRY_BASE_SECONDS,
     },
     gateway: {
       url: p.GATEWAY_URL.replace(/\/+$/, ''),

@@ -1,22 +1,291 @@
 /**
- * The transcode queue (Redis Streams). INTERIM: enqueue only; the consumer group,
- * retries, dead-lettering and the connector land with the transcoding issue.
+ * The transcode queue: a Redis Stream read through a consumer group, so a job
+ * survives any process dying (at-least-once).
+ *
+ * - `pulsevault:transcode:jobs`: waiting and in-flight jobs. XREADGROUP hands a
+ *   job to one connector; it stays in the group's pending list until XACK. A
+ *   connector heartbeats its pending jobs (XCLAIM to itself resets the idle
+ *   time); a job idle longer than the lease belongs to a dead connector and is
+ *   taken over with XAUTOCLAIM. Acked jobs are XDEL'd, so XLEN = waiting + in flight.
+ * - `pulsevault:transcode:delayed`: failed jobs waiting for their retry (sorted
+ *   set by due time, job bodies in a hash), moved back to the stream when due.
+ * - `pulsevault:transcode:dead`: the dead-letter stream (jobs out of attempts).
+ * - `pulsevault:transcode:active:<videoId>`: which entry (or `delayed`) holds
+ *   the video's job, so enqueueing a video that is already queued is a no-op.
+ *
+ * Multi-key scripts assume one Redis (not Cluster), as the rest of PulseVault does.
  */
 import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import type { AuditLog } from './audit.js';
+import type { MediaStore, VideoMeta } from './media-store.js';
+import { gauge } from './metrics.js';
 import type { Redis } from './redis.js';
 
 export const TRANSCODE_STREAM = 'pulsevault:transcode:jobs';
+export const TRANSCODE_GROUP = 'transcoders';
+export const DEAD_LETTER_STREAM = 'pulsevault:transcode:dead';
+export const DELAYED_SET = 'pulsevault:transcode:delayed';
+export const DELAYED_JOBS = 'pulsevault:transcode:delayed:jobs';
+const ACTIVE_PREFIX = 'pulsevault:transcode:active:';
+export const activeKey = (videoId: string) => `${ACTIVE_PREFIX}${videoId}`;
+/** The connector topic the transcoder subscribes to (stack.yml `topic` annotation). */
+export const TRANSCODE_TOPIC = 'transcode';
+/** Dead-letter entries kept (approximately): enough to investigate, bounded. */
+const DEAD_LETTER_MAXLEN = 10_000;
 
-export interface TranscodeJob {
-  videoId: string;
-  attempt: number;
-  enqueuedAt: string;
-  traceId: string;
-  traceparent?: string | null;
+export const transcodeJobSchema = z.object({
+  videoId: z.string().uuid(),
+  attempt: z.number().int().min(1),
+  enqueuedAt: z.string(),
+  traceId: z.string().min(1).max(64),
+  traceparent: z.string().max(256).nullable().optional(),
+});
+export type TranscodeJob = z.infer<typeof transcodeJobSchema>;
+
+/** A job as read from the stream: its entry id and body. */
+export interface QueueEntry {
+  id: string;
+  job: TranscodeJob | null;
+  /** The raw body when it did not parse (dead-lettered as malformed). */
+  raw: string;
 }
 
-export async function enqueueTranscode(redis: Redis, videoId: string, traceparent: string | null = null): Promise<TranscodeJob> {
-  const job: TranscodeJob = { videoId, attempt: 1, enqueuedAt: new Date().toISOString(), traceId: randomUUID(), traceparent };
-  await redis.xadd(TRANSCODE_STREAM, '*', 'job', JSON.stringify(job));
-  return job;
+// Enqueue unless the video already has a live job (an entry still in the stream, or a scheduled retry).
+const ENQUEUE = `
+local cur = redis.call('GET', KEYS[2])
+if cur then
+  if cur == 'delayed' then
+    if redis.call('ZSCORE', KEYS[3], ARGV[2]) then return {0, cur} end
+  elseif #redis.call('XRANGE', KEYS[1], cur, cur) > 0 then
+    return {0, cur}
+  end
+end
+local id = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])
+redis.call('SET', KEYS[2], id)
+return {1, id}`;
+
+const ACK = `
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+return 1`;
+
+const RETRY_LATER = `
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+redis.call('HSET', KEYS[4], ARGV[3], ARGV[5])
+redis.call('SET', KEYS[2], 'delayed')
+return 1`;
+
+const DEAD_LETTER = `
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'job', ARGV[3])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+return 1`;
+
+// Due retries back into the stream. Active keys are derived in the script (single Redis only).
+const PROMOTE = `
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, videoId in ipairs(due) do
+  local job = redis.call('HGET', KEYS[3], videoId)
+  redis.call('ZREM', KEYS[2], videoId)
+  redis.call('HDEL', KEYS[3], videoId)
+  if job then
+    local id = redis.call('XADD', KEYS[1], '*', 'job', job)
+    redis.call('SET', ARGV[3] .. videoId, id)
+  end
+end
+return #due`;
+
+// Reset the idle time of entries this consumer still owns (never steal one another consumer took over).
+const HEARTBEAT = `
+local n = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    n = n + 1
+  end
+end
+return n`;
+
+export interface EnqueueOptions {
+  /** When given, meta.json moves to `queued` (from uploaded, failed or transcoded) before the job is added. */
+  store?: MediaStore;
+  audit?: AuditLog;
+  requestId?: string | null;
+}
+
+export interface EnqueueResult {
+  job: TranscodeJob;
+  /** false when the video already had a job waiting, running or scheduled for retry. */
+  enqueued: boolean;
+  entryId: string;
+}
+
+/** Statuses a new job moves to `queued`; `queued`/`transcoding` are left alone (a job is already on it). */
+const REQUEUEABLE: ReadonlySet<VideoMeta['status']> = new Set(['uploaded', 'failed', 'transcoded']);
+
+/**
+ * Add a transcode job for `videoId` (finalize, requeue). Idempotent: a video
+ * that already has a live job is not queued twice.
+ */
+export async function enqueueTranscode(redis: Redis, videoId: string, traceparent: string | null = null, options: EnqueueOptions = {}): Promise<EnqueueResult> {
+  const job: TranscodeJob = { videoId, attempt: 1, enqueuedAt: new Date().toISOString(), traceId: traceIdOf(traceparent), traceparent };
+  if (options.store) {
+    let moved = false;
+    await options.store.update(videoId, (meta) => {
+      if (!REQUEUEABLE.has(meta.status)) return meta;
+      moved = true;
+      const { failureReason: _old, ...rest } = meta;
+      return { ...rest, status: 'queued', progress: 0 };
+    });
+    if (moved) await options.audit?.record({ category: 'transcode', action: 'transcode.queued', outcome: 'success', videoId, requestId: options.requestId ?? null });
+  }
+  const [added, entryId] = (await redis.eval(ENQUEUE, 3, TRANSCODE_STREAM, activeKey(videoId), DELAYED_SET, JSON.stringify(job), videoId)) as [number, string];
+  return { job, enqueued: added === 1, entryId };
+}
+
+/** The trace id of a W3C traceparent (`00-<trace id>-<span id>-<flags>`), or a fresh one. */
+function traceIdOf(traceparent: string | null): string {
+  const m = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/.exec(traceparent ?? '');
+  return m ? m[1]! : randomUUID().replace(/-/g, '');
+}
+
+function toEntry(id: string, fields: string[] | null): QueueEntry {
+  const raw = fields?.[fields.indexOf('job') + 1] ?? '';
+  let job: TranscodeJob | null = null;
+  try {
+    const parsed = transcodeJobSchema.safeParse(JSON.parse(raw));
+    job = parsed.success ? parsed.data : null;
+  } catch {
+    job = null;
+  }
+  return { id, job, raw };
+}
+
+export interface QueueStats {
+  /** Jobs not yet handed to a connector, including scheduled retries. */
+  waiting: number;
+  inFlight: number;
+  delayed: number;
+  deadLettered: number;
+  /** Age of the oldest job in the stream, seconds (0 when empty). */
+  oldestAgeSeconds: number;
+}
+
+/** The consumer side (queue connector) and the numbers (metrics, CLI). */
+export class TranscodeQueue {
+  private claimCursor = '0-0';
+
+  constructor(
+    private readonly redis: Redis,
+    /** A connection of its own for XREADGROUP BLOCK. */
+    private readonly blocking: Redis,
+    readonly consumer: string,
+  ) {}
+
+  /** Create the consumer group (from the start of the stream, so jobs added before it are read). */
+  async ensureGroup(): Promise<void> {
+    try {
+      await this.redis.xgroup('CREATE', TRANSCODE_STREAM, TRANSCODE_GROUP, '0', 'MKSTREAM');
+    } catch (err) {
+      if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
+    }
+  }
+
+  /** New jobs for this consumer, waiting up to `blockMs` for one. */
+  async read(count: number, blockMs: number): Promise<QueueEntry[]> {
+    const res = (await this.blocking.xreadgroup('GROUP', TRANSCODE_GROUP, this.consumer, 'COUNT', count, 'BLOCK', blockMs, 'STREAMS', TRANSCODE_STREAM, '>')) as
+      | [string, [string, string[]][]][]
+      | null;
+    return (res?.[0]?.[1] ?? []).map(([id, fields]) => toEntry(id, fields));
+  }
+
+  /** Take over jobs idle longer than `minIdleMs` (their connector died). */
+  async reclaim(minIdleMs: number, count: number): Promise<QueueEntry[]> {
+    const [next, entries] = (await this.redis.xautoclaim(TRANSCODE_STREAM, TRANSCODE_GROUP, this.consumer, minIdleMs, this.claimCursor, 'COUNT', count)) as [
+      string,
+      [string, string[] | null][],
+    ];
+    this.claimCursor = next;
+    return entries.filter(([, fields]) => fields !== null).map(([id, fields]) => toEntry(id, fields));
+  }
+
+  /** Tell other connectors these jobs are still being worked on. */
+  async heartbeat(ids: string[]): Promise<void> {
+    if (ids.length > 0) await this.redis.eval(HEARTBEAT, 1, TRANSCODE_STREAM, TRANSCODE_GROUP, this.consumer, ...ids);
+  }
+
+  async ack(entry: QueueEntry): Promise<void> {
+    await this.redis.eval(ACK, 2, TRANSCODE_STREAM, activeKey(entry.job?.videoId ?? ''), TRANSCODE_GROUP, entry.id);
+  }
+
+  /** Replace the entry by `next` (attempt + 1), due in `delayMs`. */
+  async retryLater(entry: QueueEntry, next: TranscodeJob, delayMs: number): Promise<void> {
+    await this.redis.eval(
+      RETRY_LATER,
+      4,
+      TRANSCODE_STREAM,
+      activeKey(next.videoId),
+      DELAYED_SET,
+      DELAYED_JOBS,
+      TRANSCODE_GROUP,
+      entry.id,
+      next.videoId,
+      String(Date.now() + delayMs),
+      JSON.stringify(next),
+    );
+  }
+
+  async deadLetter(entry: QueueEntry, reason: string): Promise<void> {
+    const body = JSON.stringify({ ...(entry.job ?? { raw: entry.raw }), reason, deadAt: new Date().toISOString() });
+    await this.redis.eval(DEAD_LETTER, 3, TRANSCODE_STREAM, activeKey(entry.job?.videoId ?? ''), DEAD_LETTER_STREAM, TRANSCODE_GROUP, entry.id, body, String(DEAD_LETTER_MAXLEN));
+  }
+
+  /** Move due retries back into the stream; returns how many. */
+  async promoteDue(limit = 100): Promise<number> {
+    return (await this.redis.eval(PROMOTE, 3, TRANSCODE_STREAM, DELAYED_SET, DELAYED_JOBS, String(Date.now()), String(limit), ACTIVE_PREFIX)) as number;
+  }
+}
+
+export async function queueStats(redis: Redis): Promise<QueueStats> {
+  const [len, groups, delayed, dead, oldest] = await Promise.all([
+    redis.xlen(TRANSCODE_STREAM),
+    (redis.xinfo('GROUPS', TRANSCODE_STREAM) as Promise<unknown[][]>).catch(() => [] as unknown[][]),
+    redis.zcard(DELAYED_SET),
+    redis.xlen(DEAD_LETTER_STREAM),
+    redis.xrange(TRANSCODE_STREAM, '-', '+', 'COUNT', 1),
+  ]);
+  const group = groups.find((g) => g[g.indexOf('name') + 1] === TRANSCODE_GROUP);
+  const inFlight = group ? Number(group[group.indexOf('pending') + 1]) : 0;
+  const oldestMs = oldest[0] ? Number(oldest[0][0].split('-')[0]) : null;
+  return {
+    waiting: Math.max(0, len - inFlight) + delayed,
+    inFlight,
+    delayed,
+    deadLettered: dead,
+    oldestAgeSeconds: oldestMs === null ? 0 : Math.max(0, (Date.now() - oldestMs) / 1000),
+  };
+}
+
+/** Queue gauges, read from Redis at scrape time (every replica reports the same numbers: use max()). */
+export function registerQueueMetrics(redis: Redis): void {
+  const read = async () => queueStats(redis).catch(() => null);
+  const define = (name: string, help: string, pick: (s: QueueStats) => number) =>
+    gauge({
+      name,
+      help,
+      async collect() {
+        const s = await read();
+        if (s) this.set(pick(s));
+      },
+    });
+  define('pulsevault_queue_length', 'Transcode jobs waiting (not yet handed to a transcoder), including scheduled retries.', (s) => s.waiting);
+  define('pulsevault_queue_in_flight', 'Transcode jobs handed to a connector and not yet acknowledged.', (s) => s.inFlight);
+  define('pulsevault_queue_oldest_job_age_seconds', 'Age of the oldest job in the transcode stream.', (s) => s.oldestAgeSeconds);
+  define('pulsevault_queue_dead_letter_size', 'Jobs in the transcode dead-letter stream.', (s) => s.deadLettered);
 }

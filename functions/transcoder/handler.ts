@@ -1,6 +1,36 @@
-import { NotImplementedError } from '../../shared/errors.js';
+/**
+ * POST / with a transcode job (JSON, from the queue connector) → transcodes the
+ * video and answers 200 when the ladder is published (or was already), 409 when
+ * another transcoder holds the video's lease, an error otherwise. The connector
+ * acks, waits or retries from the status.
+ */
+import { createAuditLog } from '../../shared/audit.js';
+import { BadRequestError, MethodNotAllowedError } from '../../shared/errors.js';
 import { defineFunction } from '../../shared/function.js';
+import { readJsonBody, sendJson } from '../../shared/http.js';
+import { MediaStore } from '../../shared/media-store.js';
+import { createRedis } from '../../shared/redis.js';
+import { checkEncoders, transcodeVideo } from '../../shared/transcode/transcoder.js';
+import { registerQueueMetrics, transcodeJobSchema } from '../../shared/transcode-queue.js';
 
-export default defineFunction(() => async () => {
-  throw new NotImplementedError('transcoder is not implemented yet');
+export default defineFunction(async ({ config, log, onShutdown }) => {
+  const codecs = await checkEncoders(config);
+  const redis = createRedis(config, { name: 'transcoder' });
+  const audit = createAuditLog(config, redis, log);
+  const store = new MediaStore(config.videoDir, redis);
+  registerQueueMetrics(redis);
+  onShutdown(async () => {
+    await audit.close();
+    redis.disconnect();
+  });
+  log.info({ codecs, renditions: config.transcode.renditions, preset: config.transcode.ffmpegPreset }, 'transcoder ready');
+
+  return async (req, res, ctx) => {
+    ctx.route = 'POST /';
+    if (req.method !== 'POST') throw new MethodNotAllowedError(['POST']);
+    const parsed = transcodeJobSchema.safeParse(await readJsonBody(req));
+    if (!parsed.success) throw new BadRequestError('body must be a transcode job {videoId, attempt, enqueuedAt, traceId}', 'invalid_job');
+    const result = await transcodeVideo({ config, redis, store, audit, log: ctx.log }, codecs, parsed.data, ctx.requestId);
+    sendJson(res, 200, { videoId: parsed.data.videoId, ...result });
+  };
 });

@@ -1,0 +1,124 @@
+/**
+ * The one ffmpeg command that transcodes a source into the whole ladder.
+ *
+ * One process decodes once, `split`s the picture per rung (and per codec), and
+ * the `dash` muxer with `-hls_playlist 1` writes fMP4 (CMAF) segments that both
+ * the DASH manifest and the HLS playlists point at. Trade-off (README
+ * "Transcoding"): half the storage and one mux instead of two, and audio encoded
+ * once as its own rendition; the price is HLS over fMP4 (HLS v7: iOS 10+,
+ * Safari, hls.js, ExoPlayer — not pre-2016 set-top boxes that want MPEG-TS).
+ *
+ * Keyframes: forced every SEGMENT_SECONDS by timestamp on every rung, scene-cut
+ * keyframes off and GOPs closed, so every segment of every rung starts with an
+ * IDR at the same instant (equal segment boundaries, clean rung switches).
+ */
+import type { Rung, VideoCodecFamily } from './ladder.js';
+import { AUDIO_KBPS, BUFSIZE_FACTOR, CODEC_BITRATE_FACTOR, MAXRATE_FACTOR } from './ladder.js';
+
+export const SEGMENT_SECONDS = 2;
+export const MANIFEST_NAME = 'manifest.mpd';
+/** What the dash muxer names its HLS media playlists (`media_<stream index>.m3u8`). */
+export const ffmpegMediaPlaylist = (streamIndex: number) => `media_${streamIndex}.m3u8`;
+export const FFMPEG_MASTER_NAME = 'ffmpeg-master.m3u8';
+
+export interface EncodeOptions {
+  source: string;
+  /** Directory the manifest, playlists and segments are written to (must exist). */
+  outDir: string;
+  rungs: Rung[];
+  codecs: VideoCodecFamily[];
+  hasAudio: boolean;
+  /** Frames per second of the source (for the GOP length); null when unknown. */
+  fps: number | null;
+  preset: string;
+  threads: number;
+}
+
+/** Which output stream is which: the DASH Representation id is the stream index. */
+export interface StreamPlan {
+  video: { index: number; rung: Rung; codec: VideoCodecFamily }[];
+  audio: { index: number } | null;
+}
+
+export interface EncodeCommand {
+  args: string[];
+  streams: StreamPlan;
+}
+
+/** Encoder (ffmpeg -encoders name) per codec family. */
+export const ENCODERS: Record<VideoCodecFamily, string> = { h264: 'libx264', hevc: 'libx265', av1: 'libsvtav1' };
+
+function codecArgs(codec: VideoCodecFamily, i: number, rung: Rung, o: EncodeOptions, gop: number): string[] {
+  const kbps = Math.round(rung.kbps * CODEC_BITRATE_FACTOR[codec]);
+  const rate = [`-b:v:${i}`, `${kbps}k`, `-maxrate:v:${i}`, `${Math.round(kbps * MAXRATE_FACTOR)}k`, `-bufsize:v:${i}`, `${kbps * BUFSIZE_FACTOR}k`];
+  switch (codec) {
+    case 'h264':
+      return [`-c:v:${i}`, 'libx264', `-preset:v:${i}`, o.preset, `-profile:v:${i}`, 'high', ...rate];
+    case 'hevc':
+      // hvc1 (parameter sets in the init segment) is what Apple players require.
+      return [`-c:v:${i}`, 'libx265', `-preset:v:${i}`, o.preset, `-tag:v:${i}`, 'hvc1', ...rate, `-x265-params:v:${i}`, `keyint=${gop}:min-keyint=${gop}:scenecut=0:open-gop=0:log-level=error`];
+    case 'av1':
+      return [`-c:v:${i}`, 'libsvtav1', `-preset:v:${i}`, '8', ...rate];
+  }
+}
+
+export function buildEncodeCommand(o: EncodeOptions): EncodeCommand {
+  const gop = Math.max(1, Math.round((o.fps ?? 30) * SEGMENT_SECONDS));
+  const filters: string[] = [`[0:v:0]split=${o.rungs.length}${o.rungs.map((_, r) => `[s${r}]`).join('')}`];
+  const streams: StreamPlan = { video: [], audio: null };
+  const maps: string[] = [];
+  const perStream: string[] = [];
+  o.rungs.forEach((rung, r) => {
+    const pads = o.codecs.map((c) => `[v${r}${c}]`);
+    const scaled = `[s${r}]scale=${rung.width}:${rung.height},setsar=${rung.sar},format=yuv420p`;
+    filters.push(o.codecs.length === 1 ? `${scaled}${pads[0]}` : `${scaled},split=${o.codecs.length}${pads.join('')}`);
+  });
+  // Stream order: codec by codec, rungs smallest first within each; audio last.
+  for (const codec of o.codecs) {
+    o.rungs.forEach((rung, r) => {
+      const index = streams.video.length;
+      streams.video.push({ index, rung, codec });
+      maps.push('-map', `[v${r}${codec}]`);
+      perStream.push(...codecArgs(codec, index, rung, o, gop));
+    });
+  }
+  if (o.hasAudio) {
+    streams.audio = { index: streams.video.length };
+    maps.push('-map', '0:a:0');
+  }
+  const adaptationSets = o.codecs.map((codec, c) => `id=${c},streams=${streams.video.filter((s) => s.codec === codec).map((s) => s.index).join(',')}`);
+  if (streams.audio) adaptationSets.push(`id=${o.codecs.length},streams=${streams.audio.index}`);
+
+  const args = [
+    '-hide_banner', '-nostdin', '-loglevel', 'error', '-nostats', '-y',
+    '-progress', 'pipe:1', '-stats_period', '1',
+    '-i', o.source,
+    '-filter_complex', filters.join(';'),
+    ...maps,
+    // Source metadata (title, comment, location, device) may be PHI: none of it is copied.
+    '-map_metadata', '-1', '-map_chapters', '-1',
+    ...perStream,
+    '-threads', String(o.threads),
+    '-g', String(gop), '-keyint_min', String(gop), '-sc_threshold', '0', '-flags', '+cgop',
+    '-force_key_frames', `expr:gte(t,n_forced*${SEGMENT_SECONDS})`,
+    ...(streams.audio ? ['-c:a', 'aac', '-b:a', `${AUDIO_KBPS}k`, '-ac', '2', '-ar', '48000'] : []),
+    '-f', 'dash', '-dash_segment_type', 'mp4', '-seg_duration', String(SEGMENT_SECONDS),
+    '-use_template', '1', '-use_timeline', '1',
+    '-hls_playlist', '1', '-hls_master_name', FFMPEG_MASTER_NAME,
+    '-adaptation_sets', adaptationSets.join(' '),
+    '-init_seg_name', 'init_$RepresentationID$.m4s',
+    '-media_seg_name', 'seg_$RepresentationID$_$Number%05d$.m4s',
+    `${o.outDir}/${MANIFEST_NAME}`,
+  ];
+  return { args, streams };
+}
+
+/** A poster frame at `at` seconds, scaled to the top rung's size. */
+export function buildPosterCommand(source: string, out: string, at: number, rung: Rung): string[] {
+  return [
+    '-hide_banner', '-nostdin', '-loglevel', 'error', '-y',
+    '-ss', at.toFixed(3), '-i', source,
+    '-frames:v', '1', '-vf', `scale=${rung.width}:${rung.height},setsar=${rung.sar}`,
+    '-map_metadata', '-1', '-q:v', '3', out,
+  ];
+}

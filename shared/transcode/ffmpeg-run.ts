@@ -1,0 +1,95 @@
+/**
+ * Runs ffmpeg (spawned directly: fluent-ffmpeg cannot express one `dash` output
+ * with per-stream options in a filter_complex graph without passing raw args
+ * anyway) and reads its `-progress pipe:1` key=value blocks.
+ *
+ * If our process dies, ffmpeg's next progress write hits a closed pipe and
+ * SIGPIPE ends it (spawned children get default signal dispositions), so a
+ * killed transcoder does not leave an encoder running for long.
+ */
+import { spawn } from 'node:child_process';
+import { AppError } from '../errors.js';
+
+export interface FfmpegProgress {
+  /** Seconds of output written so far. */
+  outTimeSeconds: number;
+  /** true on the last block (`progress=end`). */
+  done: boolean;
+}
+
+/** Splits ffmpeg's `-progress` output into blocks; one callback per `progress=` line. */
+export class ProgressParser {
+  private buffer = '';
+  private outTimeUs = 0;
+
+  constructor(private readonly onProgress: (p: FfmpegProgress) => void) {}
+
+  push(chunk: string): void {
+    this.buffer += chunk;
+    let nl: number;
+    while ((nl = this.buffer.indexOf('\n')) !== -1) {
+      const line = this.buffer.slice(0, nl).trim();
+      this.buffer = this.buffer.slice(nl + 1);
+      const eq = line.indexOf('=');
+      if (eq === -1) continue;
+      const key = line.slice(0, eq);
+      const value = line.slice(eq + 1);
+      if (key === 'out_time_us' || key === 'out_time_ms') {
+        // Both keys carry microseconds (out_time_ms is misnamed in ffmpeg); N/A before the first frame.
+        const us = Number(value);
+        if (Number.isFinite(us) && us >= 0) this.outTimeUs = us;
+      } else if (key === 'progress') {
+        this.onProgress({ outTimeSeconds: this.outTimeUs / 1e6, done: value === 'end' });
+      }
+    }
+  }
+}
+
+export class FfmpegError extends AppError {
+  constructor(readonly reason: string, message: string) {
+    super(500, reason, message);
+  }
+}
+
+export interface RunOptions {
+  onProgress?: (p: FfmpegProgress) => void;
+  signal?: AbortSignal;
+}
+
+/** Run ffmpeg to completion; rejects with FfmpegError (`ffmpeg_failed`, `aborted`). */
+export function runFfmpeg(args: string[], o: RunOptions = {}): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (o.signal?.aborted) return reject(new FfmpegError('aborted', String(o.signal.reason ?? 'aborted')));
+    const child = spawn('ffmpeg', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const parser = new ProgressParser((p) => o.onProgress?.(p));
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => parser.push(d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr = (stderr + d).slice(-2000);
+    });
+    const abort = () => child.kill('SIGKILL');
+    o.signal?.addEventListener('abort', abort, { once: true });
+    child.once('error', (err) => reject(new FfmpegError('ffmpeg_failed', `ffmpeg could not start: ${err.message}`)));
+    child.once('close', (code, signal) => {
+      o.signal?.removeEventListener('abort', abort);
+      if (o.signal?.aborted) return reject(new FfmpegError('aborted', String(o.signal.reason ?? 'aborted')));
+      if (code === 0) return resolve();
+      const last = stderr.trim().split('\n').slice(-3).join(' | ');
+      reject(new FfmpegError('ffmpeg_failed', `ffmpeg exited with ${code ?? signal}: ${last}`));
+    });
+  });
+}
+
+/** Encoders this ffmpeg has (`ffmpeg -encoders`), by name. */
+export function listEncoders(): Promise<Set<string>> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ffmpeg', ['-hide_banner', '-encoders'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.once('error', reject);
+    child.once('close', () => {
+      // Lines look like ` V....D libx264   libx264 H.264 / AVC ...`.
+      resolve(new Set([...out.matchAll(/^\s*[VAS][.A-Z]{5}\s+(\S+)/gm)].map((m) => m[1]!)));
+    });
+  });
+}

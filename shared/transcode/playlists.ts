@@ -1,0 +1,128 @@
+/**
+ * Turns what the dash muxer wrote into the published HLS layout:
+ * `master.m3u8` (BANDWIDTH, AVERAGE-BANDWIDTH, RESOLUTION, CODECS, FRAME-RATE),
+ * `<rung>.m3u8` per rendition (`<rung>_<codec>.m3u8` for HEVC/AV1) and
+ * `audio.m3u8`, over the same fMP4 segments as `manifest.mpd`.
+ *
+ * ffmpeg's own master lacks AVERAGE-BANDWIDTH and FRAME-RATE and declares the
+ * nominal bitrate; ours declares what the segments on disk measure (Apple: the
+ * declared peak must be within 10 % of the measured one). CODECS come from the
+ * DASH manifest, which ffmpeg derives from the encoded bitstream.
+ */
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { XMLParser } from 'fast-xml-parser';
+import HLS from 'hls-parser';
+import { FFMPEG_MASTER_NAME, MANIFEST_NAME, ffmpegMediaPlaylist, type StreamPlan } from './ffmpeg-command.js';
+
+export const MASTER_NAME = 'master.m3u8';
+export const AUDIO_PLAYLIST = 'audio.m3u8';
+
+export interface Representation {
+  id: string;
+  codecs: string;
+}
+
+/** Representation id → codecs string, from the DASH manifest. */
+export function readManifestCodecs(xml: string): Map<string, string> {
+  const doc = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '', isArray: (name) => ['Period', 'AdaptationSet', 'Representation'].includes(name) }).parse(xml) as {
+    MPD?: { Period?: { AdaptationSet?: { codecs?: string; Representation?: { id: string; codecs?: string }[] }[] }[] };
+  };
+  const codecs = new Map<string, string>();
+  for (const period of doc.MPD?.Period ?? []) {
+    for (const set of period.AdaptationSet ?? []) {
+      for (const rep of set.Representation ?? []) codecs.set(String(rep.id), rep.codecs ?? set.codecs ?? '');
+    }
+  }
+  return codecs;
+}
+
+interface Measured {
+  /** Mean bits/s over the whole stream. */
+  average: number;
+  /** Highest bits/s of any full-length segment. */
+  peak: number;
+}
+
+/** Rewrite ffmpeg's media playlist as a VOD playlist under its published name; measure its bitrate. */
+async function publishMediaPlaylist(dir: string, from: string, to: string): Promise<Measured> {
+  const playlist = HLS.parse(await readFile(path.join(dir, from), 'utf8'));
+  if (playlist.isMasterPlaylist) throw new Error(`${from} is not a media playlist`);
+  playlist.playlistType = 'VOD';
+  let bits = 0;
+  let seconds = 0;
+  let peak = 0;
+  const full = playlist.targetDuration * 0.5;
+  for (const segment of playlist.segments) {
+    // Wall-clock dates mean nothing for VOD and would only leak when the transcode ran.
+    segment.programDateTime = undefined;
+    const size = (await stat(path.join(dir, segment.uri))).size * 8;
+    bits += size;
+    seconds += segment.duration;
+    if (segment.duration >= full) peak = Math.max(peak, size / segment.duration);
+  }
+  await writeFile(path.join(dir, to), HLS.stringify(playlist));
+  await rm(path.join(dir, from));
+  const average = seconds > 0 ? bits / seconds : 0;
+  return { average, peak: Math.max(peak, average) };
+}
+
+export const mediaPlaylistName = (rung: string, codec: string) => (codec === 'h264' ? `${rung}.m3u8` : `${rung}_${codec}.m3u8`);
+
+export interface PublishedVariant {
+  rendition: string;
+  codec: string;
+  playlist: string;
+  width: number;
+  height: number;
+  bandwidth: number;
+  averageBandwidth: number;
+  codecs: string;
+}
+
+/** Write master.m3u8 and the per-rendition playlists in `dir`; returns what the master lists. */
+export async function writePlaylists(dir: string, streams: StreamPlan, fps: number | null): Promise<PublishedVariant[]> {
+  const codecs = readManifestCodecs(await readFile(path.join(dir, MANIFEST_NAME), 'utf8'));
+  const audio = streams.audio
+    ? { ...(await publishMediaPlaylist(dir, ffmpegMediaPlaylist(streams.audio.index), AUDIO_PLAYLIST)), codecs: codecs.get(String(streams.audio.index)) ?? 'mp4a.40.2' }
+    : null;
+  const variants: PublishedVariant[] = [];
+  for (const s of streams.video) {
+    const playlist = mediaPlaylistName(s.rung.name, s.codec);
+    const measured = await publishMediaPlaylist(dir, ffmpegMediaPlaylist(s.index), playlist);
+    const videoCodecs = codecs.get(String(s.index));
+    if (!videoCodecs) throw new Error(`manifest has no codecs for representation ${s.index}`);
+    variants.push({
+      rendition: s.rung.name,
+      codec: s.codec,
+      playlist,
+      width: s.rung.width,
+      height: s.rung.height,
+      bandwidth: Math.ceil(measured.peak + (audio?.peak ?? 0)),
+      averageBandwidth: Math.ceil(measured.average + (audio?.average ?? 0)),
+      codecs: audio ? `${videoCodecs},${audio.codecs}` : videoCodecs,
+    });
+  }
+  const audioGroup = audio
+    ? [new HLS.types.Rendition({ type: 'AUDIO', uri: AUDIO_PLAYLIST, groupId: 'audio', name: 'audio', isDefault: true, autoselect: true, forced: false, channels: '2' })]
+    : [];
+  const master = new HLS.types.MasterPlaylist({
+    version: 7,
+    independentSegments: true,
+    variants: variants.map(
+      (v) =>
+        new HLS.types.Variant({
+          uri: v.playlist,
+          bandwidth: v.bandwidth,
+          averageBandwidth: v.averageBandwidth,
+          codecs: v.codecs,
+          resolution: { width: v.width, height: v.height },
+          ...(fps ? { frameRate: fps } : {}),
+          audio: audioGroup,
+        }),
+    ),
+  });
+  await writeFile(path.join(dir, MASTER_NAME), HLS.stringify(master));
+  await rm(path.join(dir, FFMPEG_MASTER_NAME), { force: true });
+  return variants;
+}

@@ -1,0 +1,83 @@
+/** Checks a published ladder the way a player would read it (HLS and DASH), with real parsers. */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { XMLParser } from 'fast-xml-parser';
+import HLS from 'hls-parser';
+import { expect } from 'vitest';
+
+export interface LadderReport {
+  renditions: string[];
+  resolutions: string[];
+  durationSeconds: number;
+  segmentCount: number;
+}
+
+function mediaPlaylist(dir: string, uri: string) {
+  const p = HLS.parse(readFileSync(path.join(dir, uri), 'utf8'));
+  if (p.isMasterPlaylist) throw new Error(`${uri} is a master playlist`);
+  return p;
+}
+
+/** Asserts everything the issue lists; returns what was found for further checks. */
+export function expectValidLadder(videoDir: string, o: { sourceDuration: number; hasAudio: boolean }): LadderReport {
+  const dir = path.join(videoDir, 'hls');
+  const master = HLS.parse(readFileSync(path.join(dir, 'master.m3u8'), 'utf8'));
+  if (!master.isMasterPlaylist) throw new Error('master.m3u8 is not a master playlist');
+  expect(master.variants.length).toBeGreaterThan(0);
+
+  const boundaries: number[][] = [];
+  let segmentCount = 0;
+  for (const v of master.variants) {
+    expect(v.bandwidth).toBeGreaterThan(0);
+    expect(v.averageBandwidth).toBeGreaterThan(0);
+    expect(v.averageBandwidth!).toBeLessThanOrEqual(v.bandwidth);
+    expect(v.resolution!.width % 2).toBe(0);
+    expect(v.resolution!.height % 2).toBe(0);
+    expect(v.frameRate).toBeGreaterThan(0);
+    expect(v.codecs).toMatch(o.hasAudio ? /^avc1\.[0-9a-f]{6},mp4a\.40\.2$/ : /^avc1\.[0-9a-f]{6}$/);
+    expect(v.audio.length > 0).toBe(o.hasAudio);
+    const media = mediaPlaylist(dir, v.uri);
+    expect(media.playlistType).toBe('VOD');
+    expect(media.endlist).toBe(true);
+    let t = 0;
+    const cuts: number[] = [];
+    for (const s of media.segments) {
+      expect(existsSync(path.join(dir, s.uri)), s.uri).toBe(true);
+      expect(existsSync(path.join(dir, s.map!.uri)), s.map!.uri).toBe(true);
+      t += s.duration;
+      cuts.push(Math.round(t * 1000));
+      segmentCount++;
+    }
+    expect(Math.abs(t - o.sourceDuration)).toBeLessThanOrEqual(0.2);
+    boundaries.push(cuts);
+  }
+  // Same segment boundaries on every rung: a player can switch at any segment.
+  for (const cuts of boundaries) expect(cuts).toEqual(boundaries[0]);
+
+  if (o.hasAudio) {
+    const audio = master.variants[0]!.audio[0]!;
+    const media = mediaPlaylist(dir, audio.uri!);
+    for (const s of media.segments) expect(existsSync(path.join(dir, s.uri))).toBe(true);
+  }
+
+  const mpd = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '' }).parse(readFileSync(path.join(dir, 'manifest.mpd'), 'utf8')) as {
+    MPD: { mediaPresentationDuration: string; Period: { AdaptationSet: unknown } };
+  };
+  const mpdSeconds = Number(/^PT(?:(\d+)M)?([\d.]+)S$/.exec(mpd.MPD.mediaPresentationDuration)?.slice(1).reduce((acc, x, i) => acc + (i === 0 ? Number(x ?? 0) * 60 : Number(x)), 0));
+  expect(Math.abs(mpdSeconds - o.sourceDuration)).toBeLessThanOrEqual(0.2);
+  const sets = ([] as { contentType: string; Representation: unknown }[]).concat(mpd.MPD.Period.AdaptationSet as never);
+  const videoReps = ([] as unknown[]).concat(sets.find((s) => s.contentType === 'video')!.Representation);
+  expect(videoReps).toHaveLength(master.variants.length);
+  expect(sets.some((s) => s.contentType === 'audio')).toBe(o.hasAudio);
+
+  const poster = readFileSync(path.join(dir, 'poster.jpg'));
+  expect(poster.subarray(0, 3)).toEqual(Buffer.from([0xff, 0xd8, 0xff]));
+  expect(readdirSync(videoDir).filter((n) => n.startsWith('.'))).toEqual([]);
+
+  return {
+    renditions: master.variants.map((v) => v.uri.replace(/\.m3u8$/, '')),
+    resolutions: master.variants.map((v) => `${v.resolution!.width}x${v.resolution!.height}`),
+    durationSeconds: boundaries[0]!.at(-1)! / 1000,
+    segmentCount,
+  };
+}

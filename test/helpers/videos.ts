@@ -1,0 +1,36 @@
+/** A video directory as finalize leaves it: the original plus meta.json with status `uploaded`. */
+import { randomUUID } from 'node:crypto';
+import { copyFile, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { MediaStore, type VideoMeta } from '../../shared/media-store.js';
+import { probe } from '../../shared/probe.js';
+
+export async function addVideo(store: MediaStore, clip: string, overrides: Partial<VideoMeta> = {}): Promise<VideoMeta> {
+  const videoId = randomUUID();
+  await mkdir(store.dir(videoId), { recursive: true });
+  const original = 'original.mp4';
+  await copyFile(clip, path.join(store.dir(videoId), original));
+  const p = await probe(clip).catch(() => null);
+  const now = new Date().toISOString();
+  return store.write({
+    videoId,
+    filename: 'clinic-visit.mp4',
+    owner: null,
+    status: 'uploaded',
+    uploadedAt: now,
+    updatedAt: now,
+    original,
+    size: 0,
+    checksum: 'sha256:test',
+    duration: p?.duration ?? null,
+    width: p?.width ?? null,
+    height: p?.height ?? null,
+    fps: p?.fps ?? null,
+    videoCodec: p?.videoCodec ?? null,
+    audioCodec: p?.audioCodec ?? null,
+    bitrate: p?.bitrate ?? null,
+    renditions: [],
+    metadata: {},
+    ...overrides,
+  });
+}
