@@ -48,9 +48,12 @@ export function readStack(file: string): Stack {
   };
 }
 
-/** Functions subscribed to a connector topic (the `topic` annotation, comma-separated). */
-export function subscribers(stack: Stack, topic: string): string[] {
+/**
+ * Functions subscribed to a connector topic (the `topic` annotation, comma-separated),
+ * from stack.yml or from the gateway's `/system/functions` listing (same shape).
+ */
+export function subscribers(stack: { functions: { name: string; annotations?: Record<string, string> | null }[] }, topic: string): string[] {
   return stack.functions
-    .filter((f) => (f.annotations.topic ?? '').split(',').map((t) => t.trim()).includes(topic))
+    .filter((f) => (f.annotations?.topic ?? '').split(',').map((t) => t.trim()).includes(topic))
     .map((f) => f.name);
 }

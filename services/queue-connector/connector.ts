@@ -1,0 +1,209 @@
+/**
+ * The queue connector: reads transcode jobs from the Redis stream and invokes
+ * every function subscribed to the `transcode` topic through the gateway, as an
+ * OpenFaaS connector does — plus what OpenFaaS connectors lack: bounded
+ * concurrency, ack only after success, retries with exponential back-off and
+ * jitter, a dead-letter stream, and take-over of a dead connector's jobs.
+ *
+ * Per job: 2xx → ack. 409 `transcode_in_progress` / 429 → another transcoder is
+ * on it (a reclaimed job): wait and ask again, no attempt spent. Anything else →
+ * retry later (meta.json `queued`), or after TRANSCODE_MAX_ATTEMPTS dead-letter
+ * it (meta.json `failed` with the reason). Both are audited.
+ */
+import { request } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { AuditLog } from '../../shared/audit.js';
+import type { Config } from '../../shared/config.js';
+import type { Logger } from '../../shared/log.js';
+import type { MediaStore } from '../../shared/media-store.js';
+import { TRANSCODE_TOPIC, TranscodeQueue, type QueueEntry, type TranscodeJob } from '../../shared/transcode-queue.js';
+import type { SubscriberDirectory } from './subscribers.js';
+
+export const CONNECTOR_NAME = 'pulsevault-queue-connector';
+const MAX_RETRY_DELAY_MS = 15 * 60_000;
+const READ_BLOCK_MS = 1_000;
+const NO_SUBSCRIBER_WAIT_MS = 5_000;
+
+export interface ConnectorDeps {
+  config: Config;
+  queue: TranscodeQueue;
+  store: MediaStore;
+  audit: AuditLog;
+  log: Logger;
+  directory: SubscriberDirectory;
+}
+
+type Invocation = { kind: 'ok' } | { kind: 'busy' } | { kind: 'failed'; reason: string } | { kind: 'aborted' };
+
+/** Exponential back-off with jitter: base·2^(attempt−1), capped, times a random factor in [0.5, 1). */
+export function retryDelayMs(baseSeconds: number, attempt: number, random = Math.random()): number {
+  const ceiling = Math.min(baseSeconds * 1000 * 2 ** (attempt - 1), MAX_RETRY_DELAY_MS);
+  return Math.round(ceiling * (0.5 + random / 2));
+}
+
+/**
+ * The HTTP timeout towards the gateway: longer than the transcoder's exec_timeout
+ * (TRANSCODE_TIMEOUT_SECONDS), so the function's own deadline always answers first.
+ */
+export function invokeTimeoutMs(config: Config): number {
+  return (config.transcode.timeoutSeconds + 60) * 1000;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+  });
+}
+
+export class QueueConnector {
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private readonly stopping = new AbortController();
+  private wake: (() => void) | null = null;
+
+  constructor(private readonly d: ConnectorDeps) {}
+
+  /** Runs until stop(); resolves when the read loop has ended. */
+  async run(): Promise<void> {
+    const { config, queue, log } = this.d;
+    const leaseMs = config.transcode.leaseSeconds * 1000;
+    await queue.ensureGroup();
+    const beat = setInterval(() => {
+      queue.heartbeat([...this.inFlight.keys()]).catch((err: unknown) => log.warn({ err }, 'heartbeat failed'));
+    }, Math.max(500, Math.floor(leaseMs / 3)));
+    log.info({ consumer: queue.consumer, concurrency: config.transcode.concurrency, leaseSeconds: config.transcode.leaseSeconds }, 'queue connector started');
+    try {
+      while (!this.stopping.signal.aborted) {
+        const free = config.transcode.concurrency - this.inFlight.size;
+        if (free <= 0) {
+          await new Promise<void>((resolve) => (this.wake = resolve));
+          continue;
+        }
+        try {
+          await queue.promoteDue();
+          // Jobs of a connector that stopped heartbeating first, then new ones.
+          let entries = (await queue.reclaim(leaseMs, free)).filter((e) => !this.inFlight.has(e.id));
+          if (entries.length === 0) entries = await queue.read(free, READ_BLOCK_MS);
+          for (const entry of entries) this.start(entry);
+        } catch (err) {
+          if (this.stopping.signal.aborted) break;
+          log.error({ err }, 'queue read failed; retrying');
+          await sleep(1_000, this.stopping.signal);
+        }
+      }
+    } finally {
+      clearInterval(beat);
+    }
+  }
+
+  /** Stop reading; in-flight invocations are abandoned unacked (another connector takes them over). */
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    this.wake?.();
+    await Promise.allSettled([...this.inFlight.values()]);
+  }
+
+  private start(entry: QueueEntry): void {
+    const done = this.handle(entry)
+      .catch((err: unknown) => this.d.log.error({ err, entry: entry.id }, 'job handling failed; it stays pending and is retried'))
+      .finally(() => {
+        this.inFlight.delete(entry.id);
+        this.wake?.();
+        this.wake = null;
+      });
+    this.inFlight.set(entry.id, done);
+  }
+
+  private async handle(entry: QueueEntry): Promise<void> {
+    const { queue, log } = this.d;
+    if (!entry.job) {
+      log.error({ entry: entry.id }, 'malformed job; dead-lettered');
+      return queue.deadLetter(entry, 'malformed_job');
+    }
+    const job = entry.job;
+    const leaseMs = this.d.config.transcode.leaseSeconds * 1000;
+    for (;;) {
+      if (this.stopping.signal.aborted) return;
+      const functions = await this.d.directory.subscribers(TRANSCODE_TOPIC).catch((err: unknown) => {
+        log.warn({ err: (err as Error).message }, 'cannot list subscribers');
+        return [] as string[];
+      });
+      if (functions.length === 0) {
+        log.warn({ topic: TRANSCODE_TOPIC }, 'no function subscribes to the topic; waiting');
+        await sleep(NO_SUBSCRIBER_WAIT_MS, this.stopping.signal);
+        continue;
+      }
+      const results = await Promise.all(functions.map((fn) => this.invoke(fn, job)));
+      if (results.some((r) => r.kind === 'aborted')) return;
+      const failed = results.find((r): r is { kind: 'failed'; reason: string } => r.kind === 'failed');
+      if (failed) return this.fail(entry, job, failed.reason);
+      if (results.some((r) => r.kind === 'busy')) {
+        log.info({ videoId: job.videoId }, 'a transcoder is already on this video; waiting for it');
+        await sleep(leaseMs / 2, this.stopping.signal);
+        continue;
+      }
+      await queue.ack(entry);
+      log.info({ videoId: job.videoId, attempt: job.attempt, functions }, 'job done');
+      return;
+    }
+  }
+
+  private async fail(entry: QueueEntry, job: TranscodeJob, reason: string): Promise<void> {
+    const { config, queue, store, audit, log } = this.d;
+    const last = job.attempt >= config.transcode.maxAttempts;
+    const failureReason = `${reason} (attempt ${job.attempt} of ${config.transcode.maxAttempts})`;
+    if (last) {
+      await queue.deadLetter(entry, reason);
+    } else {
+      const delay = retryDelayMs(config.transcode.retryBaseSeconds, job.attempt);
+      await queue.retryLater(entry, { ...job, attempt: job.attempt + 1 }, delay);
+      log.warn({ videoId: job.videoId, attempt: job.attempt, reason, retryInMs: delay }, 'transcode failed; retry scheduled');
+    }
+    await store
+      .update(job.videoId, (m) => ({ ...m, status: last ? 'failed' : 'queued', failureReason, progress: 0 }))
+      .catch((err: unknown) => log.warn({ videoId: job.videoId, err: (err as Error).message }, 'could not record the failure in meta.json'));
+    await audit.record({ category: 'transcode', action: last ? 'transcode.failed' : 'transcode.retry', outcome: 'failure', reason, videoId: job.videoId });
+    if (last) log.error({ videoId: job.videoId, attempts: job.attempt, reason }, 'transcode failed for good; dead-lettered');
+  }
+
+  /** POST the job to /function/<name> through the gateway (no fetch: undici cuts headers after 300 s). */
+  private invoke(fn: string, job: TranscodeJob): Promise<Invocation> {
+    const { config } = this.d;
+    const url = new URL(`${config.gateway.url}/function/${fn}`);
+    const body = JSON.stringify(job);
+    const headers: Record<string, string | number> = {
+      'Content-Type': 'application/json',
+      'Content-Length': Buffer.byteLength(body),
+      'X-Topic': TRANSCODE_TOPIC,
+      'X-Connector': CONNECTOR_NAME,
+      ...(job.traceparent ? { traceparent: job.traceparent } : {}),
+    };
+    return new Promise((resolve) => {
+      const send = url.protocol === 'https:' ? httpsRequest : request;
+      const req = send(url, { method: 'POST', headers, signal: this.stopping.signal, timeout: invokeTimeoutMs(config) }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text = (text + d).slice(0, 4096)));
+        res.on('error', () => resolve({ kind: 'failed', reason: 'response_interrupted' }));
+        res.on('end', () => {
+          const status = res.statusCode ?? 0;
+          if (status >= 200 && status < 300) return resolve({ kind: 'ok' });
+          let code = '';
+          try {
+            code = String((JSON.parse(text) as { error?: unknown }).error ?? '');
+          } catch {
+            code = '';
+          }
+          if (status === 429 || (status === 409 && code === 'transcode_in_progress')) return resolve({ kind: 'busy' });
+          resolve({ kind: 'failed', reason: code ? `${code} (HTTP ${status})` : `HTTP ${status}` });
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', (err) => {
+        if (this.stopping.signal.aborted) return resolve({ kind: 'aborted' });
+        resolve({ kind: 'failed', reason: err.message === 'timeout' ? 'invoke_timeout' : 'unreachable' });
+      });
+      req.end(body);
+    });
+  }
+}

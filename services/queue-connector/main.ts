@@ -1,0 +1,55 @@
+/**
+ * The queue connector process (a Deployment in k8s/; started by `npm start` too).
+ * SIGTERM stops reading and leaves in-flight jobs unacked: the transcoders keep
+ * working under their leases and another connector takes the jobs over.
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { createAuditLog } from '../../shared/audit.js';
+import { loadConfigOrExit } from '../../shared/config.js';
+import { createLogger } from '../../shared/log.js';
+import { MediaStore } from '../../shared/media-store.js';
+import { createRedis } from '../../shared/redis.js';
+import { TranscodeQueue } from '../../shared/transcode-queue.js';
+import { QueueConnector } from './connector.js';
+import { SubscriberDirectory } from './subscribers.js';
+
+const config = loadConfigOrExit();
+const log = createLogger('queue-connector', config.logLevel);
+const redis = createRedis(config, { name: 'queue-connector' });
+const blocking = createRedis(config, { name: 'queue-connector:read', blocking: true });
+for (const r of [redis, blocking]) r.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
+
+const consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+const audit = createAuditLog(config, redis, log);
+const connector = new QueueConnector({
+  config,
+  queue: new TranscodeQueue(redis, blocking, consumer),
+  store: new MediaStore(config.videoDir, redis),
+  audit,
+  log,
+  directory: new SubscriberDirectory(config, log),
+});
+
+let stopping = false;
+async function stop(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  log.info({ signal }, 'stopping: in-flight jobs stay pending for another connector');
+  blocking.disconnect(); // ends a blocked XREADGROUP now
+  await connector.stop();
+  await audit.close();
+  redis.disconnect();
+  process.exit(0);
+}
+process.once('SIGTERM', () => void stop('SIGTERM'));
+process.once('SIGINT', () => void stop('SIGINT'));
+
+try {
+  await connector.run();
+} catch (err) {
+  if (!stopping) {
+    log.fatal({ err }, 'queue connector failed');
+    process.exit(1);
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * The queue connector and the transcoder in the real local stack (gateway,
+ * supervisor, Redis, ffmpeg), with processes killed mid-job.
+ */
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AUDIT_STREAM, createAuditLog } from '../shared/audit.js';
+import { loadConfig } from '../shared/config.js';
+import { createLogger } from '../shared/log.js';
+import { MediaStore, type VideoMeta } from '../shared/media-store.js';
+import type { Redis } from '../shared/redis.js';
+import { DEAD_LETTER_STREAM, DELAYED_SET, TRANSCODE_STREAM, activeKey, enqueueTranscode, queueStats } from '../shared/transcode-queue.js';
+import { retryDelayMs } from '../services/queue-connector/connector.js';
+import { expectValidLadder } from './helpers/ladder.js';
+import { makeClip } from './helpers/media.js';
+import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
+import { waitFor } from './helpers/wait.js';
+import { addVideo } from './helpers/videos.js';
+
+const MAX_ATTEMPTS = 4;
+let stack: TestStack;
+let redis: Redis;
+let store: MediaStore;
+let enqueue: (videoId: string) => Promise<unknown>;
+let clip: string;
+
+interface AuditEntry {
+  action: string;
+  videoId: string;
+  outcome: string;
+  reason?: string;
+  ts: string;
+}
+async function auditOf(videoId: string): Promise<AuditEntry[]> {
+  return (await redis.xrange(AUDIT_STREAM, '-', '+')).map(([, f]) => JSON.parse(f[1]!) as AuditEntry).filter((e) => e.videoId === videoId);
+}
+
+/** pids of the stack's direct children running `entry` (the supervisor's processes). */
+function childPids(entry: string): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((pid) => {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+        return ppid === stack.process.pid && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(entry);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+/** Any process (an orphaned ffmpeg) whose command line names this video. */
+function processesOf(videoId: string): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(videoId);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+const statusOf = async (videoId: string) => (await store.read(videoId)).status;
+const untilStatus = (videoId: string, status: VideoMeta['status'], ms = 90_000) =>
+  waitFor(async () => (await statusOf(videoId)) === status, ms, `video to be ${status}`, 200);
+const untilWorkDir = (videoId: string) =>
+  waitFor(() => readdirSync(store.dir(videoId)).some((n) => n.startsWith('.transcode-')), 60_000, 'the transcode to be running', 50);
+
+beforeAll(async () => {
+  stack = await startStack({
+    env: {
+      RENDITIONS: '240p,360p,720p',
+      // Slow enough (≈10 s for 6 s of 720p) to kill processes mid-job on a 2-core machine.
+      FFMPEG_PRESET: 'veryfast',
+      FFMPEG_THREADS: '1',
+      TRANSCODE_LEASE_SECONDS: '5',
+      TRANSCODE_RETRY_BASE_SECONDS: '1',
+      TRANSCODE_MAX_ATTEMPTS: String(MAX_ATTEMPTS),
+    },
+  });
+  redis = stack.redis.client();
+  const config = loadConfig({ HMAC_SECRET: TEST_HMAC_SECRET, MEDIA_ROOT: stack.mediaRoot, REDIS_URL: stack.redis.url }, { secretsDir: path.join(stack.mediaRoot, 'none') });
+  store = new MediaStore(config.videoDir, redis);
+  const audit = createAuditLog(config, redis, createLogger('test', 'error'));
+  enqueue = (videoId) => enqueueTranscode(redis, videoId, null, { store, audit });
+  clip = await makeClip(path.join(stack.mediaRoot, 'clip.mp4'), { seconds: 6, width: 1280, height: 720 });
+}, 120_000);
+
+afterAll(async () => {
+  await stack?.stop();
+});
+
+describe('queue connector + transcoder (local stack)', () => {
+  it('transcodes a queued video once, even when the connector is killed mid-dispatch', async () => {
+    const video = await addVideo(store, clip);
+    await enqueue(video.videoId);
+    expect(await statusOf(video.videoId)).toBe('queued');
+    await untilWorkDir(video.videoId);
+    const [connector] = childPids('queue-connector/main.js');
+    expect(connector).toBeTypeOf('number');
+    process.kill(connector!, 'SIGKILL');
+
+    await untilStatus(video.videoId, 'transcoded');
+    // The restarted connector takes the job over after the lease, finds it done (or waits), and acks it.
+    await waitFor(async () => (await queueStats(redis)).inFlight === 0 && (await redis.xlen(TRANSCODE_STREAM)) === 0, 60_000, 'the job to be acked');
+    expect(childPids('queue-connector/main.js')).not.toContain(connector);
+    const actions = (await auditOf(video.videoId)).map((e) => e.action);
+    expect(actions.filter((a) => a === 'transcode.start')).toHaveLength(1);
+    expect(actions.filter((a) => a === 'transcode.complete')).toHaveLength(1);
+    expect(actions).not.toContain('transcode.retry');
+    expectValidLadder(store.dir(video.videoId), { sourceDuration: video.duration!, hasAudio: true });
+    expect(await redis.exists(activeKey(video.videoId))).toBe(0);
+  });
+
+  it('finishes a job after its transcoder is killed mid-encode: valid ladder, no leftovers, no orphan ffmpeg', async () => {
+    const video = await addVideo(store, clip);
+    await enqueue(video.videoId);
+    await untilWorkDir(video.videoId);
+    const health = (await (await fetch(`${stack.url}/`)).json()) as { functions: { transcoder: { replicas: { pid: number | null }[] } } };
+    const pid = health.functions.transcoder.replicas[0]!.pid!;
+    process.kill(pid, 'SIGKILL');
+
+    await untilStatus(video.videoId, 'transcoded');
+    const meta = await store.read(video.videoId);
+    expect(meta.renditions).toEqual(['240p', '360p', '720p']);
+    expectValidLadder(store.dir(video.videoId), { sourceDuration: video.duration!, hasAudio: true });
+    const audit = await auditOf(video.videoId);
+    expect(audit.filter((e) => e.action === 'transcode.retry').length).toBeGreaterThanOrEqual(1);
+    expect(audit.filter((e) => e.action === 'transcode.complete')).toHaveLength(1);
+    await waitFor(() => processesOf(video.videoId).length === 0, 10_000, 'no process working on the video');
+  });
+
+  it('dead-letters a corrupt original after TRANSCODE_MAX_ATTEMPTS, marks it failed, and stops there', async () => {
+    const video = await addVideo(store, clip);
+    writeFileSync(path.join(store.dir(video.videoId), 'original.mp4'), 'this is not a video');
+    const deadBefore = await redis.xlen(DEAD_LETTER_STREAM);
+    await enqueue(video.videoId);
+
+    await untilStatus(video.videoId, 'failed');
+    const meta = await store.read(video.videoId);
+    expect(meta.failureReason).toMatch(/^unreadable_original \(HTTP 422\) \(attempt 4 of 4\)$/);
+    const dead = await redis.xrange(DEAD_LETTER_STREAM, '-', '+');
+    expect(dead).toHaveLength(deadBefore + 1);
+    expect(JSON.parse(dead.at(-1)![1][1]!)).toMatchObject({ videoId: video.videoId, attempt: MAX_ATTEMPTS, reason: 'unreadable_original (HTTP 422)' });
+
+    const audit = await auditOf(video.videoId);
+    const starts = audit.filter((e) => e.action === 'transcode.start');
+    expect(starts).toHaveLength(MAX_ATTEMPTS);
+    expect(audit.filter((e) => e.action === 'transcode.retry')).toHaveLength(MAX_ATTEMPTS - 1);
+    expect(audit.filter((e) => e.action === 'transcode.failed')).toEqual([expect.objectContaining({ outcome: 'failure', reason: 'unreadable_original (HTTP 422)' })]);
+    // Backed off, not hammered: each retry waited at least half its back-off ceiling.
+    for (let i = 1; i < starts.length; i++) {
+      const gap = Date.parse(starts[i]!.ts) - Date.parse(starts[i - 1]!.ts);
+      expect(gap).toBeGreaterThanOrEqual(retryDelayMs(1, i, 0));
+    }
+    // Nothing is left to retry it.
+    expect(await redis.zcard(DELAYED_SET)).toBe(0);
+    expect(await redis.exists(activeKey(video.videoId))).toBe(0);
+    const stats = await queueStats(redis);
+    expect(stats).toMatchObject({ waiting: 0, deadLettered: deadBefore + 1 });
+  });
+
+  it('reports the queue in /metrics', async () => {
+    const text = await (await fetch(`${stack.url}/metrics`)).text();
+    for (const name of ['pulsevault_queue_length', 'pulsevault_queue_in_flight', 'pulsevault_queue_oldest_job_age_seconds', 'pulsevault_queue_dead_letter_size']) {
+      expect(text).toMatch(new RegExp(`^${name}\\{[^}]*\\} \\d`, 'm'));
+    }
+    expect(text).toMatch(/^pulsevault_queue_dead_letter_size\{[^}]*\} [1-9]/m);
+    expect(text).toMatch(/^pulsevault_transcodes_total\{[^}]*status="success"[^}]*\} [1-9]/m);
+    expect(text).toMatch(/^pulsevault_transcode_duration_seconds_count\{[^}]*ladder="720p"/m);
+  });
+});
