@@ -1,16 +1,19 @@
-/** A video directory as finalize leaves it: the original plus meta.json with status `uploaded`. */
+/**
+ * A video directory as finalize leaves it: the original plus meta.json with status
+ * `uploaded`. Without a clip, only meta.json (for tests that never transcode).
+ */
 import { randomUUID } from 'node:crypto';
 import { copyFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { MediaStore, type VideoMeta } from '../../shared/media-store.js';
 import { probe } from '../../shared/probe.js';
 
-export async function addVideo(store: MediaStore, clip: string, overrides: Partial<VideoMeta> = {}): Promise<VideoMeta> {
+export async function addVideo(store: MediaStore, clip: string | null, overrides: Partial<VideoMeta> = {}): Promise<VideoMeta> {
   const videoId = randomUUID();
   await mkdir(store.dir(videoId), { recursive: true });
   const original = 'original.mp4';
-  await copyFile(clip, path.join(store.dir(videoId), original));
-  const p = await probe(clip).catch(() => null);
+  if (clip) await copyFile(clip, path.join(store.dir(videoId), original));
+  const p = clip ? await probe(clip).catch(() => null) : null;
   const now = new Date().toISOString();
   return store.write({
     videoId,
