@@ -6,6 +6,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditLog } from '../shared/audit.js';
+import { AuditWriter } from '../shared/audit/writer.js';
 import { loadConfig } from '../shared/config.js';
 import { createLogger } from '../shared/log.js';
 import { MediaStore, type VideoMeta } from '../shared/media-store.js';
@@ -13,7 +14,7 @@ import type { Redis } from '../shared/redis.js';
 import { TRANSCODE_STREAM, enqueueTranscode } from '../shared/transcode-queue.js';
 import { makeClip } from './helpers/media.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
-import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
+import { startStack, TEST_AUDIT_KEY, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
 import { addVideo } from './helpers/videos.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -30,14 +31,19 @@ describe('pulsevault requeue (no connector running)', () => {
   let server: TestRedis;
   let redis: Redis;
   let store: MediaStore;
+  let writer: AuditWriter;
   const mediaRoot = mkdtempSync(path.join(tmpdir(), 'pv-requeue-'));
 
   beforeAll(async () => {
     server = await startRedis();
     redis = server.client();
     store = new MediaStore(path.join(mediaRoot, 'videos'), redis);
+    // Requeue audits each video it queues; the real writer makes those entries durable.
+    writer = new AuditWriter({ auditDir: path.join(mediaRoot, 'audit'), signingKey: TEST_AUDIT_KEY, redis: server.client(), reader: server.client(), log: createLogger('writer', 'error') });
+    void writer.start();
   });
   afterAll(async () => {
+    await writer.stop();
     await server.close();
     rmSync(mediaRoot, { recursive: true, force: true });
   });
@@ -58,8 +64,10 @@ describe('pulsevault requeue (no connector running)', () => {
     // Already queued by finalize: counted, not queued twice.
     const queued = await make('uploaded', false);
     const log = createLogger('test', 'error');
-    const config = loadConfig({ HMAC_SECRET: TEST_HMAC_SECRET, MEDIA_ROOT: mediaRoot }, { secretsDir: path.join(mediaRoot, 'none') });
-    await enqueueTranscode(redis, queued.videoId, null, { store, audit: createAuditLog(config, redis, log) });
+    const config = loadConfig({ HMAC_SECRET: TEST_HMAC_SECRET, MEDIA_ROOT: mediaRoot, REDIS_URL: server.url }, { secretsDir: path.join(mediaRoot, 'none') });
+    const audit = createAuditLog(config, redis, log);
+    await enqueueTranscode(redis, queued.videoId, null, { store, audit });
+    await audit.close();
     // Not videos: an interrupted finalize (no meta.json) and a stray directory.
     mkdirSync(path.join(store.videoDir, '7d3c1f7e-5b0a-4c8e-9f00-000000000001'));
     mkdirSync(path.join(store.videoDir, 'lost+found'));

@@ -33,7 +33,15 @@ export interface ConnectorDeps {
   directory: SubscriberDirectory;
 }
 
-type Invocation = { kind: 'ok' } | { kind: 'busy' } | { kind: 'failed'; reason: string } | { kind: 'aborted' };
+/** A failed invocation: a lowercase code (the function's error code, or `http_<status>`, `unreachable`, …) and the HTTP status. */
+interface Failure {
+  code: string;
+  status: number | null;
+}
+type Invocation = { kind: 'ok' } | { kind: 'busy' } | ({ kind: 'failed' } & Failure) | { kind: 'aborted' };
+
+/** Audit reasons are lowercase codes; anything else a function answers becomes `http_<status>`. */
+const CODE = /^[a-z][a-z0-9._-]{0,63}$/;
 
 /** Exponential back-off with jitter: base·2^(attempt−1), capped, times a random factor in [0.5, 1). */
 export function retryDelayMs(baseSeconds: number, attempt: number, random = Math.random()): number {
@@ -135,8 +143,8 @@ export class QueueConnector {
       }
       const results = await Promise.all(functions.map((fn) => this.invoke(fn, job)));
       if (results.some((r) => r.kind === 'aborted')) return;
-      const failed = results.find((r): r is { kind: 'failed'; reason: string } => r.kind === 'failed');
-      if (failed) return this.fail(entry, job, failed.reason);
+      const failed = results.find((r): r is { kind: 'failed' } & Failure => r.kind === 'failed');
+      if (failed) return this.fail(entry, job, failed);
       if (results.some((r) => r.kind === 'busy')) {
         log.info({ videoId: job.videoId }, 'a transcoder is already on this video; waiting for it');
         await sleep(leaseMs / 2, this.stopping.signal);
@@ -148,12 +156,19 @@ export class QueueConnector {
     }
   }
 
-  private async fail(entry: QueueEntry, job: TranscodeJob, reason: string): Promise<void> {
+  /**
+   * Audit first: if that fails the entry stays pending, is taken over after the
+   * lease and tried again with the same attempt number — nothing is lost unaudited.
+   */
+  private async fail(entry: QueueEntry, job: TranscodeJob, failure: Failure): Promise<void> {
     const { config, queue, store, audit, log } = this.d;
     const last = job.attempt >= config.transcode.maxAttempts;
-    const failureReason = `${reason} (attempt ${job.attempt} of ${config.transcode.maxAttempts})`;
+    const reason = failure.code;
+    const failureReason = `${reason} (${failure.status ? `HTTP ${failure.status}, ` : ''}attempt ${job.attempt} of ${config.transcode.maxAttempts})`;
+    await audit.record({ category: 'transcode', action: last ? 'transcode.failed' : 'transcode.retry', outcome: 'failure', reason, videoId: job.videoId });
     if (last) {
       await queue.deadLetter(entry, reason);
+      log.error({ videoId: job.videoId, attempts: job.attempt, reason }, 'transcode failed for good; dead-lettered');
     } else {
       const delay = retryDelayMs(config.transcode.retryBaseSeconds, job.attempt);
       await queue.retryLater(entry, { ...job, attempt: job.attempt + 1 }, delay);
@@ -162,8 +177,6 @@ export class QueueConnector {
     await store
       .update(job.videoId, (m) => ({ ...m, status: last ? 'failed' : 'queued', failureReason, progress: 0 }))
       .catch((err: unknown) => log.warn({ videoId: job.videoId, err: (err as Error).message }, 'could not record the failure in meta.json'));
-    await audit.record({ category: 'transcode', action: last ? 'transcode.failed' : 'transcode.retry', outcome: 'failure', reason, videoId: job.videoId });
-    if (last) log.error({ videoId: job.videoId, attempts: job.attempt, reason }, 'transcode failed for good; dead-lettered');
   }
 
   /** POST the job to /function/<name> through the gateway (no fetch: undici cuts headers after 300 s). */
@@ -184,7 +197,7 @@ export class QueueConnector {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (d: string) => (text = (text + d).slice(0, 4096)));
-        res.on('error', () => resolve({ kind: 'failed', reason: 'response_interrupted' }));
+        res.on('error', () => resolve({ kind: 'failed', code: 'response_interrupted', status: res.statusCode ?? null }));
         res.on('end', () => {
           const status = res.statusCode ?? 0;
           if (status >= 200 && status < 300) return resolve({ kind: 'ok' });
@@ -195,13 +208,13 @@ export class QueueConnector {
             code = '';
           }
           if (status === 429 || (status === 409 && code === 'transcode_in_progress')) return resolve({ kind: 'busy' });
-          resolve({ kind: 'failed', reason: code ? `${code} (HTTP ${status})` : `HTTP ${status}` });
+          resolve({ kind: 'failed', code: CODE.test(code) ? code : `http_${status}`, status });
         });
       });
       req.on('timeout', () => req.destroy(new Error('timeout')));
       req.on('error', (err) => {
         if (this.stopping.signal.aborted) return resolve({ kind: 'aborted' });
-        resolve({ kind: 'failed', reason: err.message === 'timeout' ? 'invoke_timeout' : 'unreachable' });
+        resolve({ kind: 'failed', code: err.message === 'timeout' ? 'invoke_timeout' : 'unreachable', status: null });
       });
       req.end(body);
     });
