@@ -141,6 +141,7 @@ const VARIABLES = {
   TRANSCODE_TIMEOUT_SECONDS: { default: '3600', parse: int(10, 6 * 3600) },
   TRANSCODE_LEASE_SECONDS: { default: '60', parse: int(5, 3600) },
   TRANSCODE_RETRY_BASE_SECONDS: { default: '30', parse: int(1, 3600) },
+  QUEUE_CONNECTOR_METRICS_PORT: { default: '0', parse: int(0, 65535) },
 
   GATEWAY_URL: { default: 'http://127.0.0.1:8080', parse: url },
   OPENFAAS_GATEWAY_USER: { default: 'admin', parse: z.string() },
@@ -226,6 +227,8 @@ export interface Config {
     leaseSeconds: number;
     /** First retry delay; doubles per attempt (with jitter). */
     retryBaseSeconds: number;
+    /** Port of the queue connector's /metrics (null: none; the local stack reads queue gauges from the transcoder). */
+    connectorMetricsPort: number | null;
   };
   gateway: { url: string; user: string; password: string | null };
   stackFile: string | null;
@@ -339,6 +342,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
       timeoutSeconds: p.TRANSCODE_TIMEOUT_SECONDS,
       leaseSeconds: p.TRANSCODE_LEASE_SECONDS,
       retryBaseSeconds: p.TRANSCODE_RETRY_BASE_SECONDS,
+      connectorMetricsPort: p.QUEUE_CONNECTOR_METRICS_PORT === 0 ? null : p.QUEUE_CONNECTOR_METRICS_PORT,
     },
     gateway: {
       url: p.GATEWAY_URL.replace(/\/+$/, ''),

@@ -16,6 +16,7 @@ import type { AuditLog } from '../../shared/audit.js';
 import type { Config } from '../../shared/config.js';
 import type { Logger } from '../../shared/log.js';
 import type { MediaStore } from '../../shared/media-store.js';
+import { counter } from '../../shared/metrics.js';
 import { TRANSCODE_TOPIC, TranscodeQueue, type QueueEntry, type TranscodeJob } from '../../shared/transcode-queue.js';
 import type { SubscriberDirectory } from './subscribers.js';
 
@@ -23,6 +24,12 @@ export const CONNECTOR_NAME = 'pulsevault-queue-connector';
 const MAX_RETRY_DELAY_MS = 15 * 60_000;
 const READ_BLOCK_MS = 1_000;
 const NO_SUBSCRIBER_WAIT_MS = 5_000;
+
+const outcomes = counter({
+  name: 'pulsevault_queue_jobs_total',
+  help: 'Jobs the queue connector finished handling, by outcome (acked, retried, dead_lettered).',
+  labelNames: ['outcome'] as const,
+});
 
 export interface ConnectorDeps {
   config: Config;
@@ -126,6 +133,7 @@ export class QueueConnector {
     const { queue, log } = this.d;
     if (!entry.job) {
       log.error({ entry: entry.id }, 'malformed job; dead-lettered');
+      outcomes.inc({ outcome: 'dead_lettered' });
       return queue.deadLetter(entry, 'malformed_job');
     }
     const job = entry.job;
@@ -151,6 +159,7 @@ export class QueueConnector {
         continue;
       }
       await queue.ack(entry);
+      outcomes.inc({ outcome: 'acked' });
       log.info({ videoId: job.videoId, attempt: job.attempt, functions }, 'job done');
       return;
     }
@@ -168,10 +177,12 @@ export class QueueConnector {
     await audit.record({ category: 'transcode', action: last ? 'transcode.failed' : 'transcode.retry', outcome: 'failure', reason, videoId: job.videoId });
     if (last) {
       await queue.deadLetter(entry, reason);
+      outcomes.inc({ outcome: 'dead_lettered' });
       log.error({ videoId: job.videoId, attempts: job.attempt, reason }, 'transcode failed for good; dead-lettered');
     } else {
       const delay = retryDelayMs(config.transcode.retryBaseSeconds, job.attempt);
       await queue.retryLater(entry, { ...job, attempt: job.attempt + 1 }, delay);
+      outcomes.inc({ outcome: 'retried' });
       log.warn({ videoId: job.videoId, attempt: job.attempt, reason, retryInMs: delay }, 'transcode failed; retry scheduled');
     }
     await store

@@ -4,19 +4,23 @@
  * working under their leases and another connector takes the jobs over.
  */
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
 import { hostname } from 'node:os';
 import { createAuditLog } from '../../shared/audit.js';
 import { loadConfigOrExit } from '../../shared/config.js';
 import { createLogger } from '../../shared/log.js';
 import { MediaStore } from '../../shared/media-store.js';
+import { initMetrics, metricsContentType, registry } from '../../shared/metrics.js';
 import { createRedis } from '../../shared/redis.js';
-import { TranscodeQueue } from '../../shared/transcode-queue.js';
+import { registerQueueMetrics, TranscodeQueue } from '../../shared/transcode-queue.js';
 import { QueueConnector } from './connector.js';
 import { SubscriberDirectory } from './subscribers.js';
 
 const config = loadConfigOrExit();
 const log = createLogger('queue-connector', config.logLevel);
+initMetrics('queue-connector');
 const redis = createRedis(config, { name: 'queue-connector' });
+registerQueueMetrics(redis);
 const blocking = createRedis(config, { name: 'queue-connector:read', blocking: true });
 for (const r of [redis, blocking]) r.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
 
@@ -31,6 +35,15 @@ const connector = new QueueConnector({
   directory: new SubscriberDirectory(config, log),
 });
 
+const port = config.transcode.connectorMetricsPort;
+const metricsServer =
+  port && config.metricsEnabled
+    ? createServer((req, res) => {
+        if (req.method !== 'GET' || req.url !== '/metrics') return void res.writeHead(404).end();
+        void registry.metrics().then((body) => res.writeHead(200, { 'Content-Type': metricsContentType }).end(body));
+      }).listen(port, config.host)
+    : null;
+
 let stopping = false;
 async function stop(signal: string): Promise<void> {
   if (stopping) return;
@@ -38,6 +51,7 @@ async function stop(signal: string): Promise<void> {
   log.info({ signal }, 'stopping: in-flight jobs stay pending for another connector');
   blocking.disconnect(); // ends a blocked XREADGROUP now
   await connector.stop();
+  metricsServer?.close();
   await audit.close();
   redis.disconnect();
   process.exit(0);
