@@ -274,18 +274,44 @@ export async function queueStats(redis: Redis): Promise<QueueStats> {
 
 /** Queue gauges, read from Redis at scrape time (every replica reports the same numbers: use max()). */
 export function registerQueueMetrics(redis: Redis): void {
-  const read = async () => queueStats(redis).catch(() => null);
-  const define = (name: string, help: string, pick: (s: QueueStats) => number) =>
-    gauge({
-      name,
-      help,
-      async collect() {
-        const s = await read();
-        if (s) this.set(pick(s));
-      },
-    });
-  define('pulsevault_queue_length', 'Transcode jobs waiting (not yet handed to a transcoder), including scheduled retries.', (s) => s.waiting);
-  define('pulsevault_queue_in_flight', 'Transcode jobs handed to a connector and not yet acknowledged.', (s) => s.inFlight);
-  define('pulsevault_queue_oldest_job_age_seconds', 'Age of the oldest job in the transcode stream.', (s) => s.oldestAgeSeconds);
-  define('pulsevault_queue_dead_letter_size', 'Jobs in the transcode dead-letter stream.', (s) => s.deadLettered);
+  // One Redis round trip per scrape, shared by the four gauges collected together.
+  let pending: Promise<QueueStats | null> | null = null;
+  const stats = () => {
+    pending ??= queueStats(redis)
+      .catch(() => null)
+      .finally(() => setImmediate(() => (pending = null)));
+    return pending;
+  };
+  gauge({
+    name: 'pulsevault_queue_length',
+    help: 'Transcode jobs waiting (not yet handed to a transcoder), including scheduled retries.',
+    async collect() {
+      const s = await stats();
+      if (s) this.set(s.waiting);
+    },
+  });
+  gauge({
+    name: 'pulsevault_queue_in_flight',
+    help: 'Transcode jobs handed to a connector and not yet acknowledged.',
+    async collect() {
+      const s = await stats();
+      if (s) this.set(s.inFlight);
+    },
+  });
+  gauge({
+    name: 'pulsevault_queue_oldest_job_age_seconds',
+    help: 'Age of the oldest job in the transcode stream (waiting or in flight).',
+    async collect() {
+      const s = await stats();
+      if (s) this.set(s.oldestAgeSeconds);
+    },
+  });
+  gauge({
+    name: 'pulsevault_queue_dead_letter_length',
+    help: 'Jobs in the transcode dead-letter stream.',
+    async collect() {
+      const s = await stats();
+      if (s) this.set(s.deadLettered);
+    },
+  });
 }

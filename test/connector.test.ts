@@ -168,10 +168,10 @@ describe('queue connector + transcoder (local stack)', () => {
 
   it('reports the queue in /metrics', async () => {
     const text = await (await fetch(`${stack.url}/metrics`)).text();
-    for (const name of ['pulsevault_queue_length', 'pulsevault_queue_in_flight', 'pulsevault_queue_oldest_job_age_seconds', 'pulsevault_queue_dead_letter_size']) {
+    for (const name of ['pulsevault_queue_length', 'pulsevault_queue_in_flight', 'pulsevault_queue_oldest_job_age_seconds', 'pulsevault_queue_dead_letter_length']) {
       expect(text).toMatch(new RegExp(`^${name}\\{[^}]*\\} \\d`, 'm'));
     }
-    expect(text).toMatch(/^pulsevault_queue_dead_letter_size\{[^}]*\} [1-9]/m);
+    expect(text).toMatch(/^pulsevault_queue_dead_letter_length\{[^}]*\} [1-9]/m);
     expect(text).toMatch(/^pulsevault_transcodes_total\{[^}]*status="success"[^}]*\} [1-9]/m);
     expect(text).toMatch(/^pulsevault_transcode_duration_seconds_count\{[^}]*ladder="720p"/m);
 
@@ -179,6 +179,6 @@ describe('queue connector + transcoder (local stack)', () => {
     const own = await (await fetch(`http://127.0.0.1:${connectorMetricsPort}/metrics`)).text();
     expect(own).toMatch(/^pulsevault_queue_jobs_total\{[^}]*outcome="dead_lettered"[^}]*\} 1$/m);
     expect(own).toMatch(/^pulsevault_queue_jobs_total\{[^}]*outcome="acked"[^}]*\} [1-9]/m);
-    expect(own).toMatch(/^pulsevault_queue_dead_letter_size\{[^}]*\} 1$/m);
+    expect(own).toMatch(/^pulsevault_queue_dead_letter_length\{[^}]*\} 1$/m);
   });
 });
