@@ -13,7 +13,7 @@ import type { Redis } from '../shared/redis.js';
 import { DEAD_LETTER_STREAM, DELAYED_SET, TRANSCODE_STREAM, activeKey, enqueueTranscode, queueStats } from '../shared/transcode-queue.js';
 import { retryDelayMs } from '../services/queue-connector/connector.js';
 import { freePort } from '../services/devstack/supervisor.js';
-import { readAuditEntries } from './helpers/audit-entries.js';
+import { readAuditEntries } from './helpers/audit.js';
 import { expectValidLadder } from './helpers/ladder.js';
 import { makeClip } from './helpers/media.js';
 import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
@@ -29,8 +29,8 @@ let clip: string;
 let audit: AuditLog;
 let connectorMetricsPort: number;
 
-async function auditOf(videoId: string) {
-  return (await readAuditEntries(path.join(stack.mediaRoot, 'audit'), 'transcode')).filter((e) => e.videoId === videoId);
+function auditOf(videoId: string) {
+  return readAuditEntries(path.join(stack.mediaRoot, 'audit')).filter((e) => e.category === 'transcode' && e.videoId === videoId);
 }
 
 /** pids of the stack's direct children running `entry` (the supervisor's processes). */
@@ -156,7 +156,7 @@ describe('queue connector + transcoder (local stack)', () => {
     expect(entries.filter((e) => e.action === 'transcode.failed')).toEqual([expect.objectContaining({ outcome: 'failure', reason: 'unreadable_original' })]);
     // Backed off, not hammered: each retry waited at least half its back-off ceiling.
     for (let i = 1; i < starts.length; i++) {
-      const gap = Date.parse(starts[i]!.occurredAt) - Date.parse(starts[i - 1]!.occurredAt);
+      const gap = Date.parse(String(starts[i]!.occurredAt)) - Date.parse(String(starts[i - 1]!.occurredAt));
       expect(gap).toBeGreaterThanOrEqual(retryDelayMs(1, i, 0));
     }
     // Nothing is left to retry it.

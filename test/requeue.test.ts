@@ -6,7 +6,6 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditLog } from '../shared/audit.js';
-import { AuditWriter } from '../shared/audit/writer.js';
 import { loadConfig } from '../shared/config.js';
 import { createLogger } from '../shared/log.js';
 import { MediaStore, type VideoMeta } from '../shared/media-store.js';
@@ -14,7 +13,8 @@ import type { Redis } from '../shared/redis.js';
 import { TRANSCODE_STREAM, enqueueTranscode } from '../shared/transcode-queue.js';
 import { makeClip } from './helpers/media.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
-import { startStack, TEST_AUDIT_KEY, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
+import { startAuditWriter } from './helpers/audit.js';
+import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
 import { addVideo } from './helpers/videos.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -31,7 +31,7 @@ describe('pulsevault requeue (no connector running)', () => {
   let server: TestRedis;
   let redis: Redis;
   let store: MediaStore;
-  let writer: AuditWriter;
+  let writer: { stop(): Promise<void> };
   const mediaRoot = mkdtempSync(path.join(tmpdir(), 'pv-requeue-'));
 
   beforeAll(async () => {
@@ -39,8 +39,7 @@ describe('pulsevault requeue (no connector running)', () => {
     redis = server.client();
     store = new MediaStore(path.join(mediaRoot, 'videos'), redis);
     // Requeue audits each video it queues; the real writer makes those entries durable.
-    writer = new AuditWriter({ auditDir: path.join(mediaRoot, 'audit'), signingKey: TEST_AUDIT_KEY, redis: server.client(), reader: server.client(), log: createLogger('writer', 'error') });
-    void writer.start();
+    writer = startAuditWriter(server.url, path.join(mediaRoot, 'audit'));
   });
   afterAll(async () => {
     await writer.stop();

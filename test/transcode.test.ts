@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditLog, type AuditLog } from '../shared/audit.js';
-import { AuditWriter } from '../shared/audit/writer.js';
 import { loadConfig, type Config } from '../shared/config.js';
 import { createLogger } from '../shared/log.js';
 import { MediaStore } from '../shared/media-store.js';
@@ -14,11 +13,10 @@ import { acquireLease } from '../shared/transcode/lease.js';
 import { ProgressParser } from '../shared/transcode/ffmpeg-run.js';
 import { checkEncoders, transcodeVideo, type TranscoderDeps } from '../shared/transcode/transcoder.js';
 import type { TranscodeJob } from '../shared/transcode-queue.js';
-import { readAuditEntries } from './helpers/audit-entries.js';
+import { readAuditEntries, startAuditWriter } from './helpers/audit.js';
 import { expectValidLadder } from './helpers/ladder.js';
 import { makeClip } from './helpers/media.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
-import { TEST_AUDIT_KEY } from './helpers/stack.js';
 import { addVideo } from './helpers/videos.js';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'pv-transcode-'));
@@ -28,7 +26,7 @@ let config: Config;
 let deps: TranscoderDeps;
 let store: MediaStore;
 let audit: AuditLog;
-let writer: AuditWriter;
+let writer: { stop(): Promise<void> };
 
 const job = (videoId: string): TranscodeJob => ({ videoId, attempt: 1, enqueuedAt: new Date().toISOString(), traceId: 'test' });
 
@@ -42,8 +40,7 @@ beforeAll(async () => {
   store = new MediaStore(config.videoDir, redis);
   const log = createLogger('test', 'error');
   // record() resolves once the audit writer has the entry on disk: run the real one.
-  writer = new AuditWriter({ auditDir: config.auditDir, signingKey: TEST_AUDIT_KEY, redis: createRedis(config, { name: 'writer' }), reader: createRedis(config, { name: 'writer-read', blocking: true }), log });
-  void writer.start();
+  writer = startAuditWriter(server.url, config.auditDir);
   audit = createAuditLog(config, redis, log);
   deps = { config, redis, store, audit, log };
 });
@@ -116,7 +113,7 @@ describe('transcodeVideo', () => {
     expect(done).toMatchObject({ status: 'transcoded', progress: 100, renditions: ['240p', '360p', '480p', '720p'], outputs: { hlsMaster: 'hls/master.m3u8', dashManifest: 'hls/manifest.mpd', poster: 'hls/poster.jpg' } });
     expect(progress[0]).toBe(0);
 
-    const mine = (await readAuditEntries(config.auditDir, 'transcode')).filter((a) => a.videoId === meta.videoId);
+    const mine = readAuditEntries(config.auditDir).filter((a) => a.category === 'transcode' && a.videoId === meta.videoId);
     expect(mine.map((a) => a.action)).toEqual(['transcode.start', 'transcode.complete']);
     expect(JSON.stringify(mine)).not.toContain('clinic-visit');
 
