@@ -148,7 +148,7 @@ describe('alert rules and dashboard', () => {
     expect(text).toMatch(/max\(pulsevault_queue_length\) > 100/);
     expect(text).toMatch(/pulsevault_media_volume_available_bytes \/ pulsevault_media_volume_size_bytes\) > 0\.85/);
     expect(text).toMatch(/status=~"5\.\."[\s\S]*> 0\.05/);
-    expect(text).toMatch(/pulsevault_transcodes_total\{outcome="failed"\}/);
+    expect(text).toMatch(/pulsevault_transcodes_total\{status="failure"\}/);
     expect(text).toMatch(/redis_up/);
     expect(text).toMatch(/pulsevault_audit_write_failures_total/);
   });
