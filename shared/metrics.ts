@@ -3,6 +3,7 @@
  * declared through these helpers so a module imported twice (tests, CLIs) reuses
  * the metric instead of failing on a duplicate registration.
  */
+import { createServer, type Server } from 'node:http';
 import client from 'prom-client';
 
 export const registry = client.register;
@@ -64,3 +65,21 @@ export async function aggregateMetrics(snapshots: { replica: string; metrics: Me
 }
 
 export const metricsContentType = registry.contentType;
+
+/**
+ * `GET /metrics` on its own port, for the long-running services (queue connector,
+ * audit writer) that have no HTTP server of their own. Returns null without a port.
+ */
+export function serveMetrics(port: number | null, host: string): Server | null {
+  if (!port) return null;
+  return createServer((req, res) => {
+    if (req.method === 'GET' && req.url === '/metrics') {
+      return void registry.metrics().then((body) => res.writeHead(200, { 'Content-Type': metricsContentType }).end(body));
+    }
+    // The local stack's aggregate reads this form (see aggregateMetrics).
+    if (req.method === 'GET' && req.url === '/_/metrics.json') {
+      return void registry.getMetricsAsJSON().then((m) => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(m)));
+    }
+    res.writeHead(404).end();
+  }).listen(port, host);
+}

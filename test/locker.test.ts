@@ -87,7 +87,8 @@ describe('RedisLocker', () => {
   });
 
   it('times out with the tus lock error, and gives up when the request is aborted', async () => {
-    const [a, b] = [replica(), replica({ acquireTimeoutMs: 300 })];
+    // A long TTL: this test is about the waiter's timeout, not about refreshes keeping up on a loaded machine.
+    const [a, b] = [replica({ ttlMs: 10_000 }), replica({ acquireTimeoutMs: 300 })];
     const id = randomUUID();
     const holder = a.newLock(id);
     await holder.acquire({ timeoutMs: 0, askRelease: false }); // ignores release requests

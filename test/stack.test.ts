@@ -54,7 +54,7 @@ describe('local stack', () => {
     await fetch(`${stack.url}/media/sign`, { method: 'POST' });
     const text = await (await fetch(`${stack.url}/metrics`)).text();
     expect(text.match(/^# HELP http_request_duration_seconds /gm)).toHaveLength(1);
-    for (const replica of ['sign-0', 'stream-0', 'stream-1', 'tus-upload-0', 'gateway-0']) expect(text).toContain(`replica="${replica}"`);
+    for (const replica of ['sign-0', 'stream-0', 'stream-1', 'tus-upload-0', 'gateway-0', 'audit-writer-0', 'queue-connector-0']) expect(text).toContain(`replica="${replica}"`);
     expect(text).toMatch(/http_request_duration_seconds_count\{[^}]*function="sign"[^}]*\} \d+/);
   });
 

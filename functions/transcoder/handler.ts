@@ -9,17 +9,20 @@ import { BadRequestError, MethodNotAllowedError } from '../../shared/errors.js';
 import { defineFunction } from '../../shared/function.js';
 import { readJsonBody, sendJson } from '../../shared/http.js';
 import { MediaStore } from '../../shared/media-store.js';
+import { attachMirror } from '../../shared/mirror/mirror.js';
 import { createRedis } from '../../shared/redis.js';
 import { checkEncoders, transcodeVideo } from '../../shared/transcode/transcoder.js';
 import { registerQueueMetrics, transcodeJobSchema } from '../../shared/transcode-queue.js';
 
 export default defineFunction(async ({ config, log, onShutdown }) => {
   const codecs = await checkEncoders(config);
-  const redis = createRedis(config, { name: 'transcoder' });
+  const redis = createRedis(config, { name: 'transcoder', log });
   const audit = createAuditLog(config, redis, log);
   const store = new MediaStore(config.videoDir, redis);
+  const mirror = attachMirror(store, config, log);
   registerQueueMetrics(redis);
   onShutdown(async () => {
+    await mirror?.close();
     await audit.close();
     redis.disconnect();
   });

@@ -4,11 +4,10 @@
  * write while the others stand by. No HTTP port, except /metrics when
  * AUDIT_METRICS_PORT is set.
  */
-import { createServer } from 'node:http';
 import { AuditWriter } from '../../shared/audit/writer.js';
 import { loadConfigOrExit } from '../../shared/config.js';
 import { createLogger } from '../../shared/log.js';
-import { initMetrics, metricsContentType, registry } from '../../shared/metrics.js';
+import { initMetrics, serveMetrics } from '../../shared/metrics.js';
 import { createRedis } from '../../shared/redis.js';
 
 const config = loadConfigOrExit({ require: ['AUDIT_SIGNING_KEY'] });
@@ -28,13 +27,7 @@ const writer = new AuditWriter({
   leaseMs: config.auditWriterLeaseMs,
 });
 
-const metricsServer =
-  config.auditMetricsPort && config.metricsEnabled
-    ? createServer((req, res) => {
-        if (req.method !== 'GET' || req.url !== '/metrics') return void res.writeHead(404).end();
-        void registry.metrics().then((body) => res.writeHead(200, { 'Content-Type': metricsContentType }).end(body));
-      }).listen(config.auditMetricsPort, config.host)
-    : null;
+const metricsServer = config.metricsEnabled ? serveMetrics(config.auditMetricsPort, config.host) : null;
 
 let stopping = false;
 function stop(signal: string): void {

@@ -21,8 +21,8 @@ const RUNTIME = path.join(ROOT, 'dist/templates/pulsevault-node20/runtime/main.j
 
 /** Long-running processes beside the functions (Deployments in k8s/). Started when built. */
 const SERVICES = [
-  { name: 'audit-writer', entry: 'dist/services/audit-writer/main.js' },
-  { name: 'queue-connector', entry: 'dist/services/queue-connector/main.js' },
+  { name: 'audit-writer', entry: 'dist/services/audit-writer/main.js', metricsPortVariable: 'AUDIT_METRICS_PORT' },
+  { name: 'queue-connector', entry: 'dist/services/queue-connector/main.js', metricsPortVariable: 'QUEUE_CONNECTOR_METRICS_PORT' },
 ];
 
 // Local runs keep media in ./data unless told otherwise; the production default is /mnt/media.
@@ -82,9 +82,14 @@ for (const fn of stack.functions) {
     });
   }
 }
+/** Where each service serves its metrics (it has no health port), for the aggregate at GET /metrics. */
+const serviceMetrics = new Map<string, string>();
 for (const svc of SERVICES) {
   const entry = path.join(ROOT, svc.entry);
-  if (existsSync(entry)) supervisor.add({ name: svc.name, replica: 0, args: [entry], env: { ...baseEnv, FUNCTION_NAME: svc.name } });
+  if (!existsSync(entry)) continue;
+  const metricsPort = await freePort();
+  serviceMetrics.set(`${svc.name}-0`, `http://127.0.0.1:${metricsPort}`);
+  supervisor.add({ name: svc.name, replica: 0, args: [entry], env: { ...baseEnv, FUNCTION_NAME: svc.name, HOST: '127.0.0.1', [svc.metricsPortVariable]: String(metricsPort) } });
 }
 
 const rr = new Map<string, number>();
@@ -111,17 +116,19 @@ const backend: GatewayBackend = {
     return { status: ok ? 'ok' : 'degraded', functions, services };
   },
   async metrics() {
+    const sources = [
+      ...supervisor.processes.filter((p) => p.url && p.state === 'ready').map((p) => [`${p.spec.name}-${p.spec.replica}`, p.url!] as const),
+      ...serviceMetrics,
+    ];
     const snapshots = await Promise.all(
-      supervisor.processes
-        .filter((p) => p.url && p.state === 'ready')
-        .map(async (p) => {
-          try {
-            const res = await fetch(`${p.url}/_/metrics.json`, { signal: AbortSignal.timeout(2_000) });
-            return { replica: `${p.spec.name}-${p.spec.replica}`, metrics: (await res.json()) as MetricSnapshot };
-          } catch {
-            return { replica: `${p.spec.name}-${p.spec.replica}`, metrics: [] as MetricSnapshot };
-          }
-        }),
+      sources.map(async ([replica, url]) => {
+        try {
+          const res = await fetch(`${url}/_/metrics.json`, { signal: AbortSignal.timeout(2_000) });
+          return { replica, metrics: (await res.json()) as MetricSnapshot };
+        } catch {
+          return { replica, metrics: [] as MetricSnapshot };
+        }
+      }),
     );
     snapshots.push({ replica: 'gateway-0', metrics: await registry.getMetricsAsJSON() });
     return aggregateMetrics(snapshots);

@@ -4,45 +4,41 @@
  * working under their leases and another connector takes the jobs over.
  */
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:http';
 import { hostname } from 'node:os';
 import { createAuditLog } from '../../shared/audit.js';
 import { loadConfigOrExit } from '../../shared/config.js';
 import { createLogger } from '../../shared/log.js';
 import { MediaStore } from '../../shared/media-store.js';
-import { initMetrics, metricsContentType, registry } from '../../shared/metrics.js';
+import { initMetrics, serveMetrics } from '../../shared/metrics.js';
+import { attachMirror } from '../../shared/mirror/mirror.js';
 import { createRedis } from '../../shared/redis.js';
 import { registerQueueMetrics, TranscodeQueue } from '../../shared/transcode-queue.js';
 import { QueueConnector } from './connector.js';
 import { SubscriberDirectory } from './subscribers.js';
 
-const config = loadConfigOrExit();
+// The connector signs nothing: it needs Redis, the gateway and the media volume, not HMAC_SECRET.
+const config = loadConfigOrExit({ require: [] });
 const log = createLogger('queue-connector', config.logLevel);
 initMetrics('queue-connector');
-const redis = createRedis(config, { name: 'queue-connector' });
+const redis = createRedis(config, { name: 'queue-connector', log });
 registerQueueMetrics(redis);
-const blocking = createRedis(config, { name: 'queue-connector:read', blocking: true });
-for (const r of [redis, blocking]) r.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
+const blocking = createRedis(config, { name: 'queue-connector:read', blocking: true, log });
 
 const consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
 const audit = createAuditLog(config, redis, log);
+const store = new MediaStore(config.videoDir, redis);
+const mirror = attachMirror(store, config, log);
 const connector = new QueueConnector({
   config,
   queue: new TranscodeQueue(redis, blocking, consumer),
-  store: new MediaStore(config.videoDir, redis),
+  store,
   audit,
   log,
   directory: new SubscriberDirectory(config, log),
 });
 
 const port = config.transcode.connectorMetricsPort;
-const metricsServer =
-  port && config.metricsEnabled
-    ? createServer((req, res) => {
-        if (req.method !== 'GET' || req.url !== '/metrics') return void res.writeHead(404).end();
-        void registry.metrics().then((body) => res.writeHead(200, { 'Content-Type': metricsContentType }).end(body));
-      }).listen(port, config.host)
-    : null;
+const metricsServer = config.metricsEnabled ? serveMetrics(port, config.host) : null;
 
 let stopping = false;
 async function stop(signal: string): Promise<void> {
@@ -53,6 +49,7 @@ async function stop(signal: string): Promise<void> {
   await connector.stop();
   metricsServer?.close();
   await audit.close();
+  await mirror?.close();
   redis.disconnect();
   process.exit(0);
 }
