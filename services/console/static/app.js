@@ -243,7 +243,7 @@
       const answer = await api('/uploads/finalize', { method: 'POST', json: body });
       ui.uploadStatus.textContent = `Stored with checksum ${String(answer.checksum ?? '').slice(0, 16)}…`;
       ui.uploadForm.reset();
-      watch(answer.videoId);
+      watch(answer.videoId, answer.original);
     } catch (err) {
       ui.uploadStatus.textContent = '';
       showAlert(`Finalize failed: ${err.message}`);
@@ -261,7 +261,7 @@
     watching = null;
   }
 
-  function watch(videoId) {
+  function watch(videoId, original) {
     stopWatching();
     destroyPlayer();
     sessionStorage.setItem(VIDEO_KEY, videoId);
@@ -270,15 +270,45 @@
     ui.videoRenditions.textContent = '–';
     setMeter(ui.transcodeProgress, ui.transcodePercent, 0);
     ui.player.hidden = true;
-    watching = { videoId, timer: null, outputs: null };
+    watching = { videoId, original, timer: null, outputs: null };
     void poll(watching);
+  }
+
+  /**
+   * The metadata view opens with a token for any existing file of the video, and
+   * which files exist depends on its state: the original until the transcode is
+   * done (its extension follows the container; finalize may name it), then the
+   * playlists. The first path that signs is kept for the video.
+   */
+  const statusPaths = new Map();
+  async function statusUrl(w) {
+    const known = statusPaths.get(w.videoId);
+    if (known) return signedUrl(w.videoId, known);
+    const candidates = [...new Set([w.original, 'original.mp4', 'hls/master.m3u8'].filter(Boolean))];
+    for (const path of candidates) {
+      try {
+        const url = await signedUrl(w.videoId, path);
+        statusPaths.set(w.videoId, path);
+        return url;
+      } catch (err) {
+        if (err.status !== 404 && err.status !== 400) throw err;
+      }
+    }
+    throw new ApiError(404, 'not_found', 'no file of this video can be signed yet');
+  }
+
+  /** `/media/videos/<id>/metadata|renditions` with the token of a file of the video. */
+  async function viewUrl(w, view) {
+    const file = new URL(await statusUrl(w), location.href);
+    const url = new URL(`/media/videos/${encodeURIComponent(w.videoId)}/${view}`, file);
+    url.searchParams.set('token', file.searchParams.get('token') ?? '');
+    return url.href;
   }
 
   async function poll(w) {
     let meta;
     try {
-      const url = await signedUrl(w.videoId, 'metadata');
-      meta = await api(url, { auth: false });
+      meta = await api(await viewUrl(w, 'metadata'), { auth: false });
     } catch (err) {
       if (watching !== w) return;
       ui.videoStatus.textContent = 'unavailable';
@@ -306,8 +336,8 @@
     let outputs = meta.outputs ?? null;
     if (!outputs?.hlsMaster) {
       try {
-        const listing = await api(await signedUrl(w.videoId, 'renditions'), { auth: false });
-        outputs = { hlsMaster: listing.masterPlaylist, dashManifest: outputs?.dashManifest ?? null };
+        const listing = await api(await viewUrl(w, 'renditions'), { auth: false });
+        outputs = { hlsMaster: listing.masterPlaylist, dashManifest: listing.dashManifest ?? outputs?.dashManifest ?? null };
       } catch (err) {
         return showAlert(`Cannot find the playlists: ${err.message}`);
       }
