@@ -238,7 +238,8 @@
     ui.uploadStatus.textContent = 'Upload complete. Finalizing…';
     const uploadId = new URL(uploadUrl, location.href).pathname.split('/').pop();
     try {
-      const body = { uploadId, filename: file.name };
+      // The spec's body names the user; the server checks it against the JWT's `sub`.
+      const body = { uploadId, filename: file.name, userId: readClaims(currentToken())?.sub };
       if (title) body.metadata = { title };
       const answer = await api('/uploads/finalize', { method: 'POST', json: body });
       ui.uploadStatus.textContent = `Stored with checksum ${String(answer.checksum ?? '').slice(0, 16)}…`;
