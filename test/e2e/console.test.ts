@@ -299,8 +299,13 @@ describe('web console and real players, end to end', () => {
     const { url } = await sign(meta().outputs!.hlsMaster!);
     const { stdout } = await run('ffprobe', ['-v', 'error', '-show_entries', 'stream=codec_type,height:format=duration', '-of', 'json', url], { timeout: 120_000 });
     const probed = JSON.parse(stdout) as { streams: { codec_type: string; height?: number }[]; format: { duration: string } };
-    const heights = new Set(probed.streams.filter((s) => s.codec_type === 'video').map((s) => s.height));
-    expect([...heights].sort()).toEqual([240, 360]);
+    const heights = [...new Set(probed.streams.filter((s) => s.codec_type === 'video').map((s) => s.height!))].sort((a, b) => a - b);
+    // The same rungs the master declares (240p of a 16:9 source is 416x234).
+    const master = await (await fetch(url)).text();
+    const declared = [...master.matchAll(/RESOLUTION=\d+x(\d+)/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
+    expect(heights).toEqual(declared);
+    expect(heights).toHaveLength(2);
+    expect(heights.at(-1)).toBe(360);
     expect(probed.streams.some((s) => s.codec_type === 'audio')).toBe(true);
     expect(Number(probed.format.duration)).toBeGreaterThan(5);
     expect(Number(probed.format.duration)).toBeLessThan(7);
