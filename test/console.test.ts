@@ -1,13 +1,16 @@
 /** The console's file route (what the gateway serves at /console/) and the local stack's dev token. */
 import { createServer, type Server } from 'node:http';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../shared/config.js';
 import { toHttpError } from '../shared/errors.js';
-import { consoleFiles, createConsoleRoute } from '../services/console/route.js';
+import { exportConsole } from '../services/console/export.js';
+import { consoleFiles, createConsoleRoute, SECURITY_HEADERS } from '../services/console/route.js';
 import { createDevAuth, DEV_ROLES, wantsDevAuth } from '../services/devstack/dev-auth.js';
 import { TEST_HMAC_SECRET } from './helpers/stack.js';
 
@@ -105,6 +108,25 @@ describe('console route', () => {
 
   it('table points at files that exist', async () => {
     for (const file of consoleFiles(ROOT).values()) await expect(readFile(file)).resolves.toBeInstanceOf(Buffer);
+  });
+});
+
+describe('console export (static files behind the ingress)', () => {
+  it('writes every served file byte for byte, and an nginx block sending the same headers', async () => {
+    const out = await mkdtemp(path.join(tmpdir(), 'pv-console-'));
+    try {
+      const written = await exportConsole(ROOT, out);
+      for (const [rel, source] of consoleFiles(ROOT)) {
+        if (rel === '') continue;
+        expect(written).toContain(`console/${rel}`);
+        expect((await readFile(path.join(out, 'console', rel))).equals(await readFile(source))).toBe(true);
+      }
+      const conf = await readFile(path.join(out, 'nginx.conf'), 'utf8');
+      for (const [name, value] of Object.entries(SECURITY_HEADERS)) expect(conf).toContain(`add_header ${name} "${value}" always;`);
+      expect(conf).toContain('text/javascript js;');
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
   });
 });
 

@@ -44,7 +44,8 @@ const CSP = [
   "frame-ancestors 'none'",
 ].join('; ');
 
-const SECURITY_HEADERS = {
+/** Also what a web server in front of exported files must send (see `pulsevault console-export`). */
+export const SECURITY_HEADERS = {
   'Content-Security-Policy': CSP,
   'Referrer-Policy': 'no-referrer',
   'X-Content-Type-Options': 'nosniff',
