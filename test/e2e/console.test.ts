@@ -349,6 +349,8 @@ describe('web console and real players, end to end', () => {
     await page.getByRole('button', { name: 'Upload', exact: true }).click();
     expect(await text('#upload-status')).toBe('Resuming an unfinished upload of this file…');
     await waitFor(async () => (await text('#upload-percent')) === '100 %', UPLOAD_DEADLINE, 'the resumed upload to reach 100 %', 200);
+    // The bar fills as bytes leave; finalize is called only once the last PATCH was answered.
+    await waitFor(() => seen.find((s) => s.url.pathname === '/uploads/finalize'), UPLOAD_DEADLINE, 'finalize to be called', 200);
 
     expect(seen.filter((s) => s.request.method() === 'POST' && s.url.pathname === '/uploads')).toEqual([]);
     expect(seen.some((s) => s.request.method() === 'HEAD' && s.url.pathname === uploadPath)).toBe(true);
