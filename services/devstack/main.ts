@@ -12,7 +12,9 @@ import { loadConfigOrExit } from '../../shared/config.js';
 import { createLogger } from '../../shared/log.js';
 import { aggregateMetrics, initMetrics, registry, type MetricSnapshot } from '../../shared/metrics.js';
 import { readStack } from '../../shared/stack.js';
+import { createConsoleRoute } from '../console/route.js';
 import { createGateway, type GatewayBackend } from '../gateway/gateway.js';
+import { createDevAuth, devAuthBanner, wantsDevAuth } from './dev-auth.js';
 import { ensureRedis } from './local-redis.js';
 import { freePort, Supervisor } from './supervisor.js';
 
@@ -53,6 +55,7 @@ const redis = await ensureRedis(config, log);
 const stack = readStack(config.stackFile ?? path.join(ROOT, 'stack.yml'));
 const gatewayUrl = `http://127.0.0.1:${config.port}`;
 const supervisor = new Supervisor(log, config.shutdownTimeoutMs + 5_000);
+const devAuth = wantsDevAuth(config) ? await createDevAuth(config) : null;
 
 const baseEnv: NodeJS.ProcessEnv = {
   ...process.env,
@@ -64,6 +67,7 @@ const baseEnv: NodeJS.ProcessEnv = {
   GATEWAY_URL: gatewayUrl,
   STACK_FILE: config.stackFile ?? path.join(ROOT, 'stack.yml'),
   AUDIT_SIGNING_KEY: config.auditSigningKey ?? devAuditSigningKey(),
+  ...(devAuth ? { AUTH_JWT_SECRET: devAuth.secret } : {}),
 };
 
 for (const fn of stack.functions) {
@@ -145,13 +149,14 @@ const backend: GatewayBackend = {
   },
 };
 
-const gateway = createGateway(backend, log);
+const gateway = createGateway(backend, log, [createConsoleRoute({ root: ROOT })]);
 await new Promise<void>((resolve, reject) => {
   gateway.once('error', reject);
   gateway.listen(config.port, config.host, () => resolve());
 });
 await supervisor.startAll();
 log.info({ url: gatewayUrl, mediaRoot: config.mediaRoot, health: backend.health() }, `PulseVault local stack ready on ${gatewayUrl}`);
+if (devAuth) process.stdout.write(devAuthBanner(devAuth, gatewayUrl));
 
 let stopping = false;
 async function stop(signal: string): Promise<void> {

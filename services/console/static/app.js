@@ -1,0 +1,509 @@
+// PulseVault web console: sign in with a JWT, upload with tus (pause, resume,
+// resume after a reload), finalize, watch the transcode, play with hls.js or
+// dash.js from signed URLs. Plain browser JavaScript, no build step.
+'use strict';
+
+(() => {
+  const TOKEN_KEY = 'pulsevault.token';
+  const VIDEO_KEY = 'pulsevault.videoId';
+  // Several chunks per large file (each PATCH must arrive within tus-upload's read_timeout).
+  const CHUNK_SIZE = 16 * 1024 * 1024;
+  const POLL_MS = 1500;
+  // Re-sign a URL when it has less than this left (a metadata poll, a player restart).
+  const RESIGN_MARGIN_MS = 15000;
+  const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    alert: $('alert'),
+    identity: $('identity'),
+    signOut: $('sign-out'),
+    signIn: $('sign-in'),
+    signInForm: $('sign-in-form'),
+    token: $('token'),
+    upload: $('upload'),
+    uploadForm: $('upload-form'),
+    file: $('file'),
+    title: $('title'),
+    uploadStart: $('upload-start'),
+    uploadPause: $('upload-pause'),
+    uploadResume: $('upload-resume'),
+    uploadProgress: $('upload-progress'),
+    uploadPercent: $('upload-percent'),
+    uploadStatus: $('upload-status'),
+    video: $('video'),
+    openForm: $('open-form'),
+    videoId: $('video-id'),
+    videoStatus: $('video-status'),
+    videoRenditions: $('video-renditions'),
+    transcodeProgress: $('transcode-progress'),
+    transcodePercent: $('transcode-percent'),
+    player: $('player'),
+    playHls: $('play-hls'),
+    playDash: $('play-dash'),
+    rendition: $('rendition'),
+    videoElement: $('video-element'),
+    playerStatus: $('player-status'),
+  };
+
+  // ---------- messages ----------
+
+  function showAlert(message) {
+    ui.alert.textContent = message;
+    ui.alert.hidden = false;
+  }
+  function clearAlert() {
+    ui.alert.hidden = true;
+    ui.alert.textContent = '';
+  }
+  function setMeter(progress, output, fraction) {
+    const percent = Math.max(0, Math.min(100, Math.floor(fraction * 100)));
+    progress.value = percent;
+    output.value = `${percent} %`;
+  }
+
+  // ---------- sign-in (the JWT lives in sessionStorage: this tab only) ----------
+
+  function readClaims(jwt) {
+    const parts = jwt.split('.');
+    if (parts.length !== 3) return null;
+    try {
+      return JSON.parse(atob(parts[1].replace(/-/g, '+').replace(/_/g, '/')));
+    } catch {
+      return null;
+    }
+  }
+  const currentToken = () => sessionStorage.getItem(TOKEN_KEY);
+
+  function showSignedIn() {
+    const jwt = currentToken();
+    const claims = jwt && readClaims(jwt);
+    const signedIn = Boolean(claims);
+    ui.signIn.hidden = signedIn;
+    ui.upload.hidden = !signedIn;
+    ui.video.hidden = !signedIn;
+    ui.identity.hidden = !signedIn;
+    ui.signOut.hidden = !signedIn;
+    if (!signedIn) return;
+    const roles = Object.values(claims).find((v) => Array.isArray(v) && v.every((r) => typeof r === 'string'));
+    const until = claims.exp ? new Date(claims.exp * 1000).toLocaleTimeString() : 'no expiry';
+    ui.identity.textContent = `Signed in${roles ? ` · ${roles.join(', ')}` : ''} · until ${until}`;
+  }
+
+  function signIn(jwt) {
+    const claims = readClaims(jwt);
+    if (!claims) return showAlert('That is not a JWT (three base64url parts).');
+    if (claims.exp && claims.exp * 1000 <= Date.now()) return showAlert('That token has expired.');
+    sessionStorage.setItem(TOKEN_KEY, jwt);
+    ui.token.value = '';
+    clearAlert();
+    showSignedIn();
+  }
+
+  function signOut(message) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    stopWatching();
+    destroyPlayer();
+    showSignedIn();
+    if (message) showAlert(message);
+  }
+
+  // ---------- API ----------
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  async function api(path, options = {}) {
+    const headers = { Accept: 'application/json', ...(options.headers || {}) };
+    if (options.auth !== false) headers.Authorization = `Bearer ${currentToken()}`;
+    let body;
+    if (options.json !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      body = JSON.stringify(options.json);
+    }
+    const res = await fetch(path, { method: options.method || 'GET', headers, body, cache: 'no-store' });
+    const data = await res.json().catch(() => null);
+    if (!res.ok) {
+      if (res.status === 401 && options.auth !== false) signOut('Your sign-in is no longer valid. Sign in again.');
+      throw new ApiError(res.status, data?.error ?? 'http_error', data?.message ?? `${res.status} ${res.statusText}`);
+    }
+    return data;
+  }
+
+  /** Signed URLs, reused until shortly before they expire. */
+  const signed = new Map();
+  async function signedUrl(videoId, path) {
+    const key = `${videoId}/${path}`;
+    const cached = signed.get(key);
+    if (cached && cached.expiresAt - Date.now() > RESIGN_MARGIN_MS) return cached.url;
+    const answer = await api('/media/sign', { method: 'POST', json: { videoId, path } });
+    const expiresAt = answer.expiresAt ? Date.parse(answer.expiresAt) : Date.now() + (answer.expiresIn ?? 60) * 1000;
+    signed.set(key, { url: answer.url, expiresAt, signedAt: Date.now() });
+    return answer.url;
+  }
+
+  // ---------- upload (tus) ----------
+
+  let upload = null;
+
+  /**
+   * tus remembers unfinished uploads in localStorage under a fingerprint. Its
+   * default fingerprint contains the file name (possibly PHI) in clear: ours is
+   * a SHA-256 of the same facts.
+   */
+  async function fingerprint(file) {
+    const facts = `${file.name}\n${file.type}\n${file.size}\n${file.lastModified}\n${location.origin}`;
+    if (!crypto.subtle) return `pulsevault-${file.size}-${file.lastModified}`;
+    const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(facts));
+    return `pulsevault-${Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('')}`;
+  }
+
+  function setUploadButtons(state) {
+    ui.uploadStart.disabled = state === 'running' || state === 'paused' || state === 'finalizing';
+    ui.uploadPause.disabled = state !== 'running';
+    ui.uploadResume.disabled = state !== 'paused';
+    ui.file.disabled = state === 'running' || state === 'paused' || state === 'finalizing';
+  }
+
+  async function startUpload() {
+    const file = ui.file.files[0];
+    if (!file) return showAlert('Choose a file first.');
+    clearAlert();
+    setMeter(ui.uploadProgress, ui.uploadPercent, 0);
+    const title = ui.title.value.trim();
+    upload = new tus.Upload(file, {
+      endpoint: new URL('/uploads', location.href).href,
+      chunkSize: CHUNK_SIZE,
+      retryDelays: [0, 1000, 3000, 5000, 10000],
+      headers: { Authorization: `Bearer ${currentToken()}` },
+      metadata: { filetype: file.type || 'application/octet-stream' },
+      fingerprint,
+      removeFingerprintOnSuccess: true,
+      onProgress(sent, total) {
+        setMeter(ui.uploadProgress, ui.uploadPercent, total ? sent / total : 0);
+      },
+      onError(err) {
+        setUploadButtons('idle');
+        const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
+        if (status === 401) return signOut('Your sign-in is no longer valid. Sign in again, then upload the file again to resume.');
+        ui.uploadStatus.textContent = '';
+        showAlert(`Upload failed${status ? ` (${status})` : ''}: ${uploadErrorMessage(err)}`);
+      },
+      onSuccess() {
+        setMeter(ui.uploadProgress, ui.uploadPercent, 1);
+        void finalize(upload.url, file, title);
+      },
+    });
+    const previous = await upload.findPreviousUploads();
+    if (previous.length > 0) {
+      upload.resumeFromPreviousUpload(previous[0]);
+      ui.uploadStatus.textContent = 'Resuming an unfinished upload of this file…';
+    } else {
+      ui.uploadStatus.textContent = 'Uploading…';
+    }
+    setUploadButtons('running');
+    upload.start();
+  }
+
+  function uploadErrorMessage(err) {
+    const body = err.originalResponse ? err.originalResponse.getBody() : '';
+    try {
+      return JSON.parse(body).message;
+    } catch {
+      return body ? body.trim().slice(0, 200) : err.message;
+    }
+  }
+
+  function pauseUpload() {
+    if (!upload) return;
+    void upload.abort(); // keeps the upload on the server: Resume continues from its offset
+    setUploadButtons('paused');
+    ui.uploadStatus.textContent = 'Paused.';
+  }
+
+  function resumeUpload() {
+    if (!upload) return;
+    setUploadButtons('running');
+    ui.uploadStatus.textContent = 'Uploading…';
+    upload.start();
+  }
+
+  async function finalize(uploadUrl, file, title) {
+    setUploadButtons('finalizing');
+    ui.uploadStatus.textContent = 'Upload complete. Finalizing…';
+    const uploadId = new URL(uploadUrl, location.href).pathname.split('/').pop();
+    try {
+      // The spec's body names the user; the server checks it against the JWT's `sub`.
+      const body = { uploadId, filename: file.name, userId: readClaims(currentToken())?.sub };
+      if (title) body.metadata = { title };
+      const answer = await api('/uploads/finalize', { method: 'POST', json: body });
+      ui.uploadStatus.textContent = `Stored with checksum ${String(answer.checksum ?? '').slice(0, 16)}…`;
+      ui.uploadForm.reset();
+      watch(answer.videoId, answer.original);
+    } catch (err) {
+      ui.uploadStatus.textContent = '';
+      showAlert(`Finalize failed: ${err.message}`);
+    } finally {
+      setUploadButtons('idle');
+    }
+  }
+
+  // ---------- status (metadata polled through a signed URL) ----------
+
+  let watching = null; // { videoId, timer, outputs }
+
+  function stopWatching() {
+    if (watching?.timer) clearTimeout(watching.timer);
+    watching = null;
+  }
+
+  function watch(videoId, original) {
+    stopWatching();
+    destroyPlayer();
+    sessionStorage.setItem(VIDEO_KEY, videoId);
+    ui.videoId.value = videoId;
+    ui.videoStatus.textContent = 'loading…';
+    ui.videoRenditions.textContent = '–';
+    setMeter(ui.transcodeProgress, ui.transcodePercent, 0);
+    ui.player.hidden = true;
+    watching = { videoId, original, timer: null, outputs: null };
+    void poll(watching);
+  }
+
+  /**
+   * The metadata view opens with a token for any existing file of the video, and
+   * which files exist depends on its state: the original until the transcode is
+   * done (its extension follows the container; finalize may name it), then the
+   * playlists. The first path that signs is kept for the video.
+   */
+  const statusPaths = new Map();
+  async function statusUrl(w) {
+    const known = statusPaths.get(w.videoId);
+    if (known) return signedUrl(w.videoId, known);
+    const candidates = [...new Set([w.original, 'original.mp4', 'hls/master.m3u8'].filter(Boolean))];
+    for (const path of candidates) {
+      try {
+        const url = await signedUrl(w.videoId, path);
+        statusPaths.set(w.videoId, path);
+        return url;
+      } catch (err) {
+        if (err.status !== 404 && err.status !== 400) throw err;
+      }
+    }
+    throw new ApiError(404, 'not_found', 'no file of this video can be signed yet');
+  }
+
+  /** `/media/videos/<id>/metadata|renditions` with the token of a file of the video. */
+  async function viewUrl(w, view) {
+    const file = new URL(await statusUrl(w), location.href);
+    const url = new URL(`/media/videos/${encodeURIComponent(w.videoId)}/${view}`, file);
+    url.searchParams.set('token', file.searchParams.get('token') ?? '');
+    return url.href;
+  }
+
+  async function poll(w) {
+    let meta;
+    try {
+      meta = await api(await viewUrl(w, 'metadata'), { auth: false });
+    } catch (err) {
+      if (watching !== w) return;
+      ui.videoStatus.textContent = 'unavailable';
+      if (err.status === 404) return showAlert('No video with that ID.');
+      if (err.status === 401 || err.status === 403) return showAlert(`Not allowed to view this video: ${err.message}`);
+      w.timer = setTimeout(() => void poll(w), POLL_MS * 2);
+      return;
+    }
+    if (watching !== w) return;
+    render(meta);
+    if (meta.status === 'transcoded') return void showPlayer(w, meta);
+    if (meta.status === 'failed') return showAlert('Transcoding failed. An operator can requeue it (pulsevault requeue).');
+    w.timer = setTimeout(() => void poll(w), POLL_MS);
+  }
+
+  function render(meta) {
+    const progress = meta.status === 'transcoded' ? 100 : Number(meta.progress ?? 0);
+    ui.videoStatus.textContent = meta.status === 'transcoding' ? `transcoding (${progress} %)` : meta.status;
+    setMeter(ui.transcodeProgress, ui.transcodePercent, progress / 100);
+    if (Array.isArray(meta.renditions) && meta.renditions.length > 0) ui.videoRenditions.textContent = meta.renditions.join(', ');
+  }
+
+  /** Where the player manifests are: meta.outputs when the metadata says, else the renditions listing. */
+  async function showPlayer(w, meta) {
+    let outputs = meta.outputs ?? null;
+    if (!outputs?.hlsMaster) {
+      try {
+        const listing = await api(await viewUrl(w, 'renditions'), { auth: false });
+        outputs = { hlsMaster: listing.masterPlaylist, dashManifest: listing.dashManifest ?? outputs?.dashManifest ?? null };
+      } catch (err) {
+        return showAlert(`Cannot find the playlists: ${err.message}`);
+      }
+    }
+    if (watching !== w) return;
+    w.outputs = outputs;
+    ui.player.hidden = false;
+    ui.playHls.disabled = !outputs.hlsMaster;
+    ui.playDash.disabled = !outputs.dashManifest;
+    ui.playerStatus.textContent = outputs.dashManifest ? 'Ready to play.' : 'Ready to play (HLS only: no DASH manifest).';
+  }
+
+  // ---------- players ----------
+
+  const loaded = new Map();
+  function loadScript(src) {
+    if (!loaded.has(src)) {
+      loaded.set(src, new Promise((resolve, reject) => {
+        const s = document.createElement('script');
+        s.src = src;
+        s.onload = () => resolve();
+        s.onerror = () => reject(new Error(`could not load ${src}`));
+        document.head.append(s);
+      }));
+    }
+    return loaded.get(src);
+  }
+
+  let player = null; // { kind: 'hls' | 'dash', instance, videoId, path, resigned }
+
+  function destroyPlayer() {
+    if (!player) return;
+    player.instance.destroy(); // hls.js and dash.js both release MediaSource, buffers and timers
+    player = null;
+    ui.videoElement.removeAttribute('src');
+    ui.videoElement.load();
+    ui.rendition.disabled = true;
+    ui.rendition.replaceChildren(new Option('Auto', '-1'));
+  }
+
+  function fillRenditions(heights, selected) {
+    ui.rendition.replaceChildren(new Option('Auto', '-1'), ...heights.map((h, i) => new Option(`${h}p`, String(i))));
+    ui.rendition.value = String(selected);
+    ui.rendition.disabled = heights.length < 2;
+  }
+
+  function playing(height) {
+    ui.playerStatus.textContent = `Playing ${player.kind.toUpperCase()}${height ? ` at ${height}p` : ''}.`;
+  }
+
+  /**
+   * A signed URL lives at most TOKEN_EXPIRY_SECONDS: a long video outlives it.
+   * On a 403 from a URL signed a while ago, sign again and carry on from the same
+   * place; a 403 on a fresh URL is a real refusal.
+   */
+  async function onForbidden(p, message) {
+    const fresh = Date.now() - (signed.get(`${p.videoId}/${p.path}`)?.signedAt ?? 0) < RESIGN_MARGIN_MS;
+    if (fresh || p !== player) {
+      ui.playerStatus.textContent = '';
+      return showAlert(`Playback refused (403): ${message}`);
+    }
+    signed.delete(`${p.videoId}/${p.path}`);
+    const at = ui.videoElement.currentTime;
+    await (p.kind === 'hls' ? playHls : playDash)(at);
+  }
+
+  async function playHls(startAt = 0) {
+    const w = watching;
+    if (!w?.outputs?.hlsMaster) return;
+    clearAlert();
+    destroyPlayer();
+    await loadScript('vendor/hls.min.js');
+    const url = await signedUrl(w.videoId, w.outputs.hlsMaster);
+    const video = ui.videoElement;
+    if (!window.Hls.isSupported()) {
+      // Safari plays HLS natively; the signed playlists carry the token to every child URI.
+      video.src = url;
+      return void video.play().catch(() => {});
+    }
+    const hls = new window.Hls({ startPosition: startAt > 0 ? startAt : -1 });
+    const p = { kind: 'hls', instance: hls, videoId: w.videoId, path: w.outputs.hlsMaster };
+    player = p;
+    hls.on(window.Hls.Events.MANIFEST_PARSED, (_event, data) => {
+      fillRenditions(data.levels.map((l) => l.height), -1);
+      video.play().catch(() => {});
+    });
+    hls.on(window.Hls.Events.LEVEL_SWITCHED, (_event, data) => playing(hls.levels[data.level]?.height));
+    hls.on(window.Hls.Events.ERROR, (_event, data) => {
+      if (!data.fatal) return;
+      const status = data.response?.code;
+      if (status === 403) return void onForbidden(p, data.details);
+      showAlert(`HLS playback failed${status ? ` (${status})` : ''}: ${data.details}`);
+    });
+    hls.loadSource(url);
+    hls.attachMedia(video);
+  }
+
+  async function playDash(startAt = 0) {
+    const w = watching;
+    if (!w?.outputs?.dashManifest) return;
+    clearAlert();
+    destroyPlayer();
+    await loadScript('vendor/dash.mediaplayer.min.js');
+    const url = await signedUrl(w.videoId, w.outputs.dashManifest);
+    const dash = window.dashjs.MediaPlayer().create();
+    const events = window.dashjs.MediaPlayer.events;
+    const p = { kind: 'dash', instance: dash, videoId: w.videoId, path: w.outputs.dashManifest };
+    player = p;
+    dash.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: true } } } });
+    dash.on(events.STREAM_INITIALIZED, () => {
+      fillRenditions(dash.getRepresentationsByType('video').map((r) => r.height), -1);
+    });
+    dash.on(events.QUALITY_CHANGE_RENDERED, (e) => {
+      if (e.mediaType === 'video') playing(e.newRepresentation?.height);
+    });
+    dash.on(events.ERROR, (e) => {
+      const status = e.error?.data?.response?.status ?? e.error?.data?.request?.status;
+      const message = e.error?.message ?? 'unknown error';
+      if (status === 403 || /\b403\b/.test(message)) return void onForbidden(p, message);
+      showAlert(`DASH playback failed: ${message}`);
+    });
+    dash.initialize(ui.videoElement, url, true, startAt);
+  }
+
+  function chooseRendition() {
+    if (!player) return;
+    const index = Number(ui.rendition.value);
+    if (player.kind === 'hls') {
+      player.instance.currentLevel = index; // -1: automatic; else switch now (flushes the buffer)
+      return;
+    }
+    const dash = player.instance;
+    dash.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: index < 0 } } } });
+    if (index >= 0) dash.setRepresentationForTypeByIndex('video', index, true);
+  }
+
+  // ---------- wiring ----------
+
+  ui.signInForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    signIn(ui.token.value.trim());
+  });
+  ui.signOut.addEventListener('click', () => signOut());
+  ui.uploadForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    void startUpload().catch((err) => {
+      setUploadButtons('idle');
+      showAlert(`Upload failed: ${err.message}`);
+    });
+  });
+  ui.uploadPause.addEventListener('click', pauseUpload);
+  ui.uploadResume.addEventListener('click', resumeUpload);
+  ui.openForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const id = ui.videoId.value.trim();
+    if (!UUID_RE.test(id)) return showAlert('A video ID is a UUID.');
+    clearAlert();
+    watch(id.toLowerCase());
+  });
+  const guarded = (fn) => () => void fn().catch((err) => showAlert(`Playback failed: ${err.message}`));
+  ui.playHls.addEventListener('click', guarded(() => playHls()));
+  ui.playDash.addEventListener('click', guarded(() => playDash()));
+  ui.rendition.addEventListener('change', chooseRendition);
+
+  showSignedIn();
+  const lastVideo = sessionStorage.getItem(VIDEO_KEY);
+  if (currentToken() && lastVideo) watch(lastVideo);
+})();
