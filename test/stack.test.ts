@@ -87,6 +87,14 @@ describe('local stack lifecycle', () => {
     expect(redisGone).toBe(true);
   });
 
+  it('a supervisor killed outright leaves no orphan processes behind', async () => {
+    const stack = await startStack();
+    const pids = Object.values((await health(stack)).functions).flatMap((f) => f.replicas.map((r) => r.pid!));
+    stack.process.kill('SIGKILL');
+    await waitFor(() => pids.every((pid) => !alive(pid)), 30_000, 'every function process to stop itself');
+    await stack.stop();
+  });
+
   it('refuses to start on a bad variable with one line naming it', async () => {
     const run = promisify(execFile);
     const err = await run(process.execPath, ['dist/services/devstack/main.js'], {

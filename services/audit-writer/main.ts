@@ -6,6 +6,7 @@
  */
 import { AuditWriter } from '../../shared/audit/writer.js';
 import { loadConfigOrExit } from '../../shared/config.js';
+import { stopWithParent } from '../../shared/lifecycle.js';
 import { createLogger } from '../../shared/log.js';
 import { initMetrics, serveMetrics } from '../../shared/metrics.js';
 import { createRedis } from '../../shared/redis.js';
@@ -43,6 +44,7 @@ function stop(signal: string): void {
 }
 process.once('SIGTERM', () => stop('SIGTERM'));
 process.once('SIGINT', () => stop('SIGINT'));
+stopWithParent(stop);
 
 log.info({ auditDir: config.auditDir }, 'audit writer starting');
 await writer.start();

@@ -71,7 +71,8 @@ export class Supervisor {
 
   private launch(p: ManagedProcess): void {
     p.state = 'starting';
-    const child = spawn(process.execPath, p.spec.args, { env: p.spec.env, stdio: ['ignore', 'inherit', 'inherit'] });
+    // The IPC channel is the child's lifeline: it stops itself when we are gone (shared/lifecycle.ts).
+    const child = spawn(process.execPath, p.spec.args, { env: p.spec.env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     p.child = child;
     child.once('exit', (code, signal) => {
       p.child = null;

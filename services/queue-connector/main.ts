@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { createAuditLog } from '../../shared/audit.js';
 import { loadConfigOrExit } from '../../shared/config.js';
+import { stopWithParent } from '../../shared/lifecycle.js';
 import { createLogger } from '../../shared/log.js';
 import { MediaStore } from '../../shared/media-store.js';
 import { initMetrics, serveMetrics } from '../../shared/metrics.js';
@@ -55,6 +56,7 @@ async function stop(signal: string): Promise<void> {
 }
 process.once('SIGTERM', () => void stop('SIGTERM'));
 process.once('SIGINT', () => void stop('SIGINT'));
+stopWithParent((reason) => void stop(reason));
 
 try {
   await connector.run();

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { loadConfigOrExit } from '../../../shared/config.js';
 import type { FunctionSetup } from '../../../shared/function.js';
+import { stopWithParent } from '../../../shared/lifecycle.js';
 import { createLogger } from '../../../shared/log.js';
 import { startFunction } from './server.js';
 
@@ -33,6 +34,7 @@ try {
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
+  stopWithParent(stop);
 } catch (err) {
   log.fatal({ err }, 'function failed to start');
   process.exit(1);

@@ -1,0 +1,11 @@
+/**
+ * Process lifecycle. Under the local stack each function and service is a child
+ * of the supervisor with an IPC channel; if the supervisor dies without stopping
+ * them (SIGKILL, a crash), the channel closes and the child stops itself instead
+ * of living on as an orphan holding ports and files. In a container there is no
+ * channel and this does nothing.
+ */
+export function stopWithParent(stop: (reason: string) => void): void {
+  if (!process.send) return;
+  process.once('disconnect', () => stop('supervisor gone'));
+}
