@@ -1,0 +1,52 @@
+/**
+ * 7. Audit: entries/s with 4 concurrent writers, each awaiting every record()
+ *    until durable (as a request handler does), through the stack's Redis and
+ *    audit writer; the chain is verified afterwards (`pulsevault audit verify`,
+ *    once the stack has stopped). Reference: the naive durable log, 4 writers
+ *    appending the same event JSON to one file with an fdatasync per entry.
+ */
+import path from 'node:path';
+import type { BenchContext } from '../context.js';
+import { runTogether, workerCommand } from '../processes.js';
+import type { Row } from '../table.js';
+import { commandLine, ROOT, run } from '../tools.js';
+
+export async function benchAudit(ctx: BenchContext): Promise<Row> {
+  const { stack, sizes } = ctx;
+  const perWriter = String(sizes.auditEntriesPerWriter);
+  const writers = Array.from({ length: sizes.auditWriters }, () => [perWriter]);
+  const env = { REDIS_URL: stack.redisUrl, MEDIA_ROOT: stack.mediaRoot, NODE_ENV: 'development', LOG_LEVEL: 'warn' };
+
+  ctx.progress(`7. audit: ${sizes.auditWriters} writers × ${perWriter} record() calls`);
+  const pv = await runTogether('audit-recorder', writers, env);
+  ctx.progress('7. reference: fdatasync per appended line');
+  const file = path.join(ctx.scratch, 'naive-audit.log');
+  const ref = await runTogether('fsync-appender', writers.map((w) => [file, ...w]));
+
+  return {
+    scenario: `7. Audit entries/s, ${sizes.auditWriters} concurrent writers × ${perWriter} entries, each awaited until durable`,
+    pulsevault: { value: pv.perSecond, unit: 'entries/s' },
+    reference: { value: ref.perSecond, unit: 'entries/s' },
+    referenceName: 'one O_APPEND file, write + fdatasync per entry, no chain',
+    better: 'higher',
+    commands: [
+      `${sizes.auditWriters} × REDIS_URL=<stack redis> MEDIA_ROOT=<stack media> ${workerCommand('audit-recorder', [perWriter])}`,
+      `${sizes.auditWriters} × ${workerCommand('fsync-appender', ['<scratch>/naive-audit.log', perWriter])}`,
+    ],
+    note: `${pv.count} entries in ${pv.seconds.toFixed(2)} s vs ${ref.count} in ${ref.seconds.toFixed(2)} s`,
+  };
+}
+
+/** `pulsevault audit verify` over the stack's audit directory (run after the stack stopped). */
+export async function verifyAuditChain(ctx: BenchContext): Promise<{ ok: boolean; summary: string; command: string }> {
+  const args = [path.join(ROOT, 'dist/scripts/pulsevault.js'), 'audit', 'verify'];
+  const env = { MEDIA_ROOT: ctx.stack.mediaRoot, AUDIT_SIGNING_KEY: ctx.stack.auditSigningKey, SECRETS_DIR: path.join(ctx.scratch, 'no-secrets') };
+  const command = commandLine('node', ['dist/scripts/pulsevault.js', 'audit', 'verify'], { MEDIA_ROOT: '<stack media>', AUDIT_SIGNING_KEY: '<key>' });
+  try {
+    const { stdout } = await run(process.execPath, args, { env });
+    return { ok: true, summary: stdout.trim().split('\n').pop() ?? '', command };
+  } catch (err) {
+    const out = (err as { stdout?: string }).stdout ?? String(err);
+    return { ok: false, summary: out.trim().split('\n').filter((l) => l.startsWith('BREAK')).slice(0, 3).join('; ') || out.slice(-500), command };
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * 3. Delivery: req/s for a 1 MiB segment with a valid token (50 connections)
+ *    and MB/s for random ranges of the large original, through the gateway and
+ *    the stream function, against nginx serving the same files from the same
+ *    directory. Then the stream process's peak RSS against an nginx worker's.
+ */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { MIB_BYTES, type BenchContext } from '../context.js';
+import { writeRandomFile } from '../media.js';
+import { startNginx, type Nginx } from '../nginx.js';
+import { peakRssKiB } from '../proc.js';
+import type { Row } from '../table.js';
+import { ToolMissing, wrk, type WrkResult } from '../tools.js';
+
+const SEGMENT = 'bench/segment-1mib.m4s';
+const SEGMENT_CONNECTIONS = 50;
+const RANGE_CONNECTIONS = 8;
+const RANGE_BYTES = 4 * MIB_BYTES;
+const THREADS = 2;
+
+/** More than 1 % failed requests makes a figure meaningless: report it as not measured. */
+function figureOf(result: WrkResult | null, pick: (r: WrkResult) => number, unit: string) {
+  if (!result || result.errors > result.requests * 0.01) return null;
+  return { value: pick(result), unit };
+}
+
+function describe(result: WrkResult | null, who: string): string {
+  if (!result) return '';
+  return `${who}: ${result.requests} requests, p50 ${result.p50Ms.toFixed(1)} ms, p99 ${result.p99Ms.toFixed(1)} ms${result.errors ? `, ${result.errors} errors` : ''}`;
+}
+
+export async function benchStream(ctx: BenchContext, videoId: string): Promise<Row[]> {
+  const { stack, sizes } = ctx;
+  const fileSize = sizes.uploadBytes;
+  await mkdir(path.join(stack.videoDir, videoId, 'bench'), { recursive: true });
+  await writeRandomFile(path.join(stack.videoDir, videoId, SEGMENT), MIB_BYTES);
+
+  const segmentUrl = await stack.sign(videoId, SEGMENT);
+  const originalUrl = await stack.sign(videoId, 'original.mp4');
+  const shown = (u: string) => `${u.replace(/token=[^&]+/, 'token=$TOKEN')}`;
+  const rangeEnv = { BENCH_FILE_SIZE: String(fileSize), BENCH_RANGE_BYTES: String(RANGE_BYTES) };
+  const run = { threads: THREADS, seconds: sizes.wrkSeconds };
+
+  ctx.progress('3. stream: 1 MiB segment, 50 connections');
+  const pvSegment = await wrk({ ...run, connections: SEGMENT_CONNECTIONS, script: 'report.lua', url: `${stack.url}${segmentUrl}`, shownUrl: `<gateway>${shown(segmentUrl)}` });
+  ctx.progress('3. stream: ranges of the original');
+  const pvRanges = await wrk({ ...run, connections: RANGE_CONNECTIONS, script: 'ranges.lua', env: rangeEnv, url: `${stack.url}${originalUrl}`, shownUrl: `<gateway>${shown(originalUrl)}` });
+  const streamRss = await peakRssKiB(await stack.functionPid('stream'));
+
+  let nginx: Nginx | null = null;
+  let ngSegment: WrkResult | null = null;
+  let ngRanges: WrkResult | null = null;
+  let ngRss: number | null = null;
+  let skipped = '';
+  try {
+    nginx = await startNginx(ctx.scratch, stack.videoDir);
+    ctx.progress('3. nginx: 1 MiB segment, 50 connections');
+    ngSegment = await wrk({ ...run, connections: SEGMENT_CONNECTIONS, script: 'report.lua', url: `${nginx.url}/${videoId}/${SEGMENT}`, shownUrl: `<nginx>/${videoId}/${SEGMENT}` });
+    ctx.progress('3. nginx: ranges of the original');
+    ngRanges = await wrk({ ...run, connections: RANGE_CONNECTIONS, script: 'ranges.lua', env: rangeEnv, url: `${nginx.url}/${videoId}/original.mp4`, shownUrl: `<nginx>/${videoId}/original.mp4` });
+    ngRss = await nginx.workerPeakRssKiB();
+  } catch (err) {
+    if (!(err instanceof ToolMissing)) throw err;
+    skipped = `reference skipped: ${err.message}`;
+  } finally {
+    await nginx?.stop();
+  }
+
+  const nginxCommand = nginx ? [nginx.command] : [];
+  const notes = (a: WrkResult | null, b: WrkResult | null) => [describe(a, 'PulseVault'), describe(b, 'nginx'), skipped].filter(Boolean).join('; ');
+  const referenceName = 'nginx, same files, same directory';
+  return [
+    {
+      scenario: `3a. Stream a 1 MiB segment with a valid token, ${SEGMENT_CONNECTIONS} connections, ${sizes.wrkSeconds} s`,
+      pulsevault: figureOf(pvSegment, (r) => r.requestsPerSecond, 'req/s'),
+      reference: figureOf(ngSegment, (r) => r.requestsPerSecond, 'req/s'),
+      referenceName,
+      better: 'higher',
+      commands: [pvSegment.command, ...(ngSegment ? [ngSegment.command] : []), ...nginxCommand],
+      note: notes(pvSegment, ngSegment),
+    },
+    {
+      scenario: `3b. Random ${RANGE_BYTES / MIB_BYTES} MiB ranges of the ${fileSize / MIB_BYTES} MiB original, ${RANGE_CONNECTIONS} connections, ${sizes.wrkSeconds} s`,
+      pulsevault: figureOf(pvRanges, (r) => r.megabytesPerSecond, 'MB/s'),
+      reference: figureOf(ngRanges, (r) => r.megabytesPerSecond, 'MB/s'),
+      referenceName,
+      better: 'higher',
+      commands: [pvRanges.command, ...(ngRanges ? [ngRanges.command] : []), ...nginxCommand],
+      note: notes(pvRanges, ngRanges),
+    },
+    {
+      scenario: '3c. Peak RSS (VmHWM) after 3a and 3b',
+      pulsevault: { value: streamRss / 1024, unit: 'MiB' },
+      reference: ngRss === null ? null : { value: ngRss / 1024, unit: 'MiB' },
+      referenceName: 'largest nginx worker',
+      better: 'lower',
+      commands: ['grep VmHWM /proc/<pid>/status (stream: GET / → functions.stream.replicas[0].pid; nginx: ps -o pid= --ppid <master>)'],
+      note: 'the stream function is one Node process; nginx runs a master and one worker per core',
+    },
+  ];
+}

@@ -1,0 +1,106 @@
+/**
+ * 1. Upload: tus-js-client through the local gateway in 64 MiB chunks, against
+ *    a minimal Node server piping the same chunks to a file on the same disk.
+ * 2. Finalize of that upload, against `openssl dgst -sha256` of the stored file
+ *    (the hashing floor: finalize must read every byte once).
+ */
+import { createReadStream, mkdirSync } from 'node:fs';
+import { request } from 'node:http';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { megabytesPerSecond, MIB_BYTES, type BenchContext } from '../context.js';
+import { makeLargeVideo } from '../media.js';
+import { startServerWorker, workerCommand } from '../processes.js';
+import type { Row } from '../table.js';
+import { hyperfine, requireTool, run, ToolMissing } from '../tools.js';
+
+/** PATCH the file to the reference server in the same chunks tus-js-client sends. */
+async function plainChunkedUpload(port: number, file: string, size: number, chunk: number): Promise<void> {
+  for (let offset = 0; offset < size; offset += chunk) {
+    const end = Math.min(size, offset + chunk);
+    await new Promise<void>((resolve, reject) => {
+      const req = request(
+        { host: '127.0.0.1', port, method: 'PATCH', path: '/upload.bin', headers: { 'Upload-Offset': String(offset), 'Content-Length': String(end - offset), 'Content-Type': 'application/offset+octet-stream' } },
+        (res) => {
+          res.resume();
+          res.once('end', () => (res.statusCode === 204 ? resolve() : reject(new Error(`reference upload server answered ${res.statusCode}`))));
+        },
+      );
+      req.once('error', reject);
+      pipeline(createReadStream(file, { start: offset, end: end - 1 }), req).catch(reject);
+    });
+  }
+}
+
+/** Flush dirty pages first, so one run's writeback does not land in the next run's time. */
+const sync = () => run('sync', []);
+
+export async function benchUpload(ctx: BenchContext): Promise<{ rows: Row[]; videoId: string }> {
+  const { uploadBytes: size, chunkBytes: chunk } = ctx.sizes;
+  const label = `${size / MIB_BYTES} MiB`;
+  ctx.progress(`generating a ${label} upload`);
+  const file = path.join(ctx.scratch, 'upload.mp4');
+  const made = await makeLargeVideo(file, size, path.join(ctx.scratch, 'upload-clip.mp4'));
+
+  ctx.progress('1. upload through the gateway (tus-js-client)');
+  await sync();
+  let started = performance.now();
+  const uploadId = await ctx.stack.upload(file, chunk);
+  const pvSeconds = (performance.now() - started) / 1000;
+
+  ctx.progress('1. upload to the reference server');
+  const refDir = path.join(ctx.scratch, 'reference-upload');
+  mkdirSync(refDir);
+  const server = await startServerWorker('upload-server', [refDir]);
+  await sync();
+  started = performance.now();
+  try {
+    await plainChunkedUpload(server.port, file, size, chunk);
+  } finally {
+    await server.stop();
+  }
+  const refSeconds = (performance.now() - started) / 1000;
+
+  ctx.progress('2. finalize');
+  await sync();
+  started = performance.now();
+  const videoId = await ctx.stack.finalize(uploadId, 'bench.mp4');
+  const finalizeSeconds = (performance.now() - started) / 1000;
+  const original = path.join(ctx.stack.videoDir, videoId, 'original.mp4');
+
+  let openssl: { meanSeconds: number; command: string } | null = null;
+  let opensslNote = '';
+  try {
+    requireTool('openssl');
+    ctx.progress('2. openssl dgst -sha256 (hyperfine)');
+    openssl = await hyperfine(`openssl dgst -sha256 ${original}`, ctx.sizes.hyperfineRuns, ctx.scratch);
+  } catch (err) {
+    if (!(err instanceof ToolMissing)) throw err;
+    opensslNote = `skipped: ${err.message}`;
+  }
+
+  const input = `input: ${made}`;
+  return {
+    videoId,
+    rows: [
+      {
+        scenario: `1. Upload ${label}, tus-js-client via the gateway, ${chunk / MIB_BYTES} MiB chunks`,
+        pulsevault: { value: megabytesPerSecond(size, pvSeconds), unit: 'MB/s' },
+        reference: { value: megabytesPerSecond(size, refSeconds), unit: 'MB/s' },
+        referenceName: 'minimal Node server piping each chunk to a file on the same disk',
+        better: 'higher',
+        commands: [input, `tus-js-client Upload(fs.createReadStream(file), {endpoint: <gateway>/uploads, chunkSize: ${chunk}}) (scripts/bench/stack.ts)`, `${workerCommand('upload-server', ['<scratch>/reference-upload'])}; ${size / chunk} × PATCH /upload.bin with Upload-Offset (scripts/bench/scenarios/upload.ts)`],
+        note: `one run each, \`sync\` before each; ${pvSeconds.toFixed(2)} s vs ${refSeconds.toFixed(2)} s`,
+      },
+      {
+        scenario: `2. Finalize of that ${label} upload (probe, move, sha256, meta, publish, audit, enqueue)`,
+        pulsevault: { value: finalizeSeconds, unit: 's' },
+        reference: openssl ? { value: openssl.meanSeconds, unit: 's' } : null,
+        referenceName: 'openssl dgst -sha256 of the stored original',
+        better: 'lower',
+        commands: [`POST /uploads/finalize {uploadId, filename} (one request, timed by the harness)`, ...(openssl ? [openssl.command] : [])],
+        note: [`finalize: one run; openssl: mean of ${ctx.sizes.hyperfineRuns} runs after a warm-up (file in page cache for both)`, opensslNote].filter(Boolean).join('; '),
+      },
+    ],
+  };
+}

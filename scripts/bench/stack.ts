@@ -1,0 +1,130 @@
+/**
+ * The system under test: the real local stack (`node dist/services/devstack/main.js`,
+ * what `npm start` runs) with a scratch MEDIA_ROOT and its own redis-server
+ * (REDIS_URL names a free port, so the devstack starts a private Redis there,
+ * as `npm start` does on a machine without one). Logs go to a file at the
+ * production level (info), so the harness does not pay for reading them.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createReadStream, mkdirSync, openSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import * as tus from 'tus-js-client';
+import { freePort } from '../../services/devstack/supervisor.js';
+import { ROOT } from './tools.js';
+
+/** The uploading user (no AUTH_* configured: development mode names the user in a header). */
+export const BENCH_USER = 'bench-user';
+const USER_HEADER = { 'X-PulseVault-User': BENCH_USER };
+
+export interface BenchStack {
+  url: string;
+  mediaRoot: string;
+  videoDir: string;
+  auditDir: string;
+  redisUrl: string;
+  auditSigningKey: string;
+  logFile: string;
+  /** pid of a function's first replica, from the gateway's health document. */
+  functionPid(name: string): Promise<number>;
+  /** tus-js-client upload of a file in `chunkSize` chunks; resolves with the upload id. */
+  upload(file: string, chunkSize: number): Promise<string>;
+  /** POST /uploads/finalize; resolves with the new video id. */
+  finalize(uploadId: string, filename: string): Promise<string>;
+  /** POST /media/sign; resolves with the signed path (`/media/videos/<id>/<path>?token=…`). */
+  sign(videoId: string, mediaPath: string): Promise<string>;
+  stop(): Promise<void>;
+}
+
+interface Health {
+  status: string;
+  functions: Record<string, { replicas: { pid: number | null }[] }>;
+}
+
+export async function startBenchStack(scratch: string): Promise<BenchStack> {
+  const mediaRoot = path.join(scratch, 'media');
+  mkdirSync(mediaRoot, { recursive: true });
+  const port = await freePort();
+  const redisUrl = `redis://127.0.0.1:${await freePort()}`;
+  const url = `http://127.0.0.1:${port}`;
+  const auditSigningKey = randomBytes(32).toString('hex');
+  const logFile = path.join(scratch, 'stack.log');
+  const log = openSync(logFile, 'a');
+  const child = spawn(process.execPath, [path.join(ROOT, 'dist/services/devstack/main.js')], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      NODE_ENV: 'development',
+      LOG_LEVEL: 'info',
+      HMAC_SECRET: randomBytes(32).toString('hex'),
+      AUDIT_SIGNING_KEY: auditSigningKey,
+      SECRETS_DIR: path.join(scratch, 'no-secrets'),
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      MEDIA_ROOT: mediaRoot,
+      REDIS_URL: redisUrl,
+    },
+    stdio: ['ignore', log, log],
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+
+  const health = async (): Promise<Health> => (await (await fetch(`${url}/`)).json()) as Health;
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the local stack exited with ${child.exitCode}; see ${logFile}:\n${readFileSync(logFile, 'utf8').slice(-3000)}`);
+    if ((await health().catch(() => null))?.status === 'ok') break;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`the local stack was not ready within 120 s; see ${logFile}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+
+  async function postJson(route: string, body: unknown): Promise<Record<string, unknown>> {
+    const res = await fetch(`${url}${route}`, { method: 'POST', headers: { 'Content-Type': 'application/json', ...USER_HEADER }, body: JSON.stringify(body) });
+    const json = (await res.json()) as Record<string, unknown>;
+    if (!res.ok) throw new Error(`${route} answered ${res.status}: ${JSON.stringify(json)}`);
+    return json;
+  }
+
+  return {
+    url,
+    mediaRoot,
+    videoDir: path.join(mediaRoot, 'videos'),
+    auditDir: path.join(mediaRoot, 'audit'),
+    redisUrl,
+    auditSigningKey,
+    logFile,
+    async functionPid(name) {
+      const pid = (await health()).functions[name]?.replicas[0]?.pid;
+      if (!pid) throw new Error(`the health document names no pid for ${name}`);
+      return pid;
+    },
+    upload(file, chunkSize) {
+      return new Promise((resolve, reject) => {
+        const upload = new tus.Upload(createReadStream(file), {
+          endpoint: `${url}/uploads`,
+          chunkSize,
+          retryDelays: null,
+          storeFingerprintForResuming: false,
+          headers: USER_HEADER,
+          metadata: { filetype: 'video/mp4' },
+          onError: reject,
+          onSuccess: () => resolve(new URL(upload.url!).pathname.split('/').pop()!),
+        });
+        upload.start();
+      });
+    },
+    async finalize(uploadId, filename) {
+      return (await postJson('/uploads/finalize', { uploadId, filename })).videoId as string;
+    },
+    async sign(videoId, mediaPath) {
+      return (await postJson('/media/sign', { videoId, path: mediaPath })).url as string;
+    },
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}

@@ -1,0 +1,31 @@
+/**
+ * One audit writer client for the audit benchmark: `count` record() calls one
+ * after another (each awaited until durable, as a request handler awaits it),
+ * through the real AuditLog against the stack's Redis and audit writer.
+ * Configured from the environment like a function. Starts on a line on stdin
+ * (so all writers start together); prints `{"count","startMs","endMs"}`.
+ */
+import { randomUUID } from 'node:crypto';
+import { createAuditLog, type AuditEvent } from '../../../shared/audit.js';
+import { loadConfigOrExit } from '../../../shared/config.js';
+import { createLogger } from '../../../shared/log.js';
+import { createRedis } from '../../../shared/redis.js';
+import { awaitGo, benchEvent, report } from './barrier.js';
+
+const count = Number(process.argv[2]);
+// A client of the audit log needs no secret (the writer signs checkpoints, functions sign URLs).
+const config = loadConfigOrExit({ require: [] });
+const log = createLogger('bench-audit-recorder', 'warn');
+const redis = createRedis(config, { name: 'bench-audit-recorder', log });
+const audit = createAuditLog(config, redis, log);
+const events: AuditEvent[] = Array.from({ length: count }, () => benchEvent(randomUUID()));
+// One entry before the clock starts: connections and the acknowledgement subscription are set up.
+await audit.record(benchEvent(randomUUID()));
+
+await awaitGo();
+const startMs = performance.timeOrigin + performance.now();
+for (const event of events) await audit.record(event);
+const endMs = performance.timeOrigin + performance.now();
+report({ count, startMs, endMs });
+await audit.close();
+redis.disconnect();
