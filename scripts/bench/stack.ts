@@ -25,6 +25,8 @@ export interface BenchStack {
   redisUrl: string;
   auditSigningKey: string;
   logFile: string;
+  /** Whether this build runs the transcoding pipeline (the queue connector service). */
+  hasTranscoder(): Promise<boolean>;
   /** pid of a function's first replica, from the gateway's health document. */
   functionPid(name: string): Promise<number>;
   /** tus-js-client upload of a file in `chunkSize` chunks; resolves with the upload id. */
@@ -39,6 +41,7 @@ export interface BenchStack {
 interface Health {
   status: string;
   functions: Record<string, { replicas: { pid: number | null }[] }>;
+  services: Record<string, unknown>;
 }
 
 export async function startBenchStack(scratch: string): Promise<BenchStack> {
@@ -96,6 +99,9 @@ export async function startBenchStack(scratch: string): Promise<BenchStack> {
     redisUrl,
     auditSigningKey,
     logFile,
+    async hasTranscoder() {
+      return 'queue-connector' in (await health()).services;
+    },
     async functionPid(name) {
       const pid = (await health()).functions[name]?.replicas[0]?.pid;
       if (!pid) throw new Error(`the health document names no pid for ${name}`);

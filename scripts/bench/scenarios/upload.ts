@@ -13,6 +13,7 @@ import { makeLargeVideo } from '../media.js';
 import { startServerWorker, workerCommand } from '../processes.js';
 import type { Row } from '../table.js';
 import { hyperfine, requireTool, run, ToolMissing } from '../tools.js';
+import { waitForStatus } from '../videos.js';
 
 /** PATCH the file to the reference server in the same chunks tus-js-client sends. */
 async function plainChunkedUpload(port: number, file: string, size: number, chunk: number): Promise<void> {
@@ -67,6 +68,10 @@ export async function benchUpload(ctx: BenchContext): Promise<{ rows: Row[]; vid
   const videoId = await ctx.stack.finalize(uploadId, 'bench.mp4');
   const finalizeSeconds = (performance.now() - started) / 1000;
   const original = path.join(ctx.stack.videoDir, videoId, 'original.mp4');
+  if (await ctx.stack.hasTranscoder()) {
+    ctx.progress('waiting for the upload to be transcoded (so it does not run during the next scenarios)');
+    await waitForStatus(ctx.stack.videoDir, videoId, ['transcoded'], 10 * 60_000);
+  }
 
   let openssl: { meanSeconds: number; command: string } | null = null;
   let opensslNote = '';
