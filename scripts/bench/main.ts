@@ -40,7 +40,10 @@ const scratch = mkdtempSync(path.join(scratchParent, 'pv-bench-'));
 const startedAt = new Date();
 const loadBefore = loadavg()[0]!;
 progress(`${mode} mode, scratch ${scratch}; starting the local stack`);
-const stack = await startBenchStack(scratch);
+const stack = await startBenchStack(scratch).catch((err: unknown) => {
+  rmSync(scratch, { recursive: true, force: true });
+  throw err;
+});
 const ctx: BenchContext = { mode, sizes, scratch, stack, progress };
 
 let interrupted = false;
