@@ -12,8 +12,10 @@
  * keyframes off and GOPs closed, so every segment of every rung starts with an
  * IDR at the same instant (equal segment boundaries, clean rung switches).
  */
+import type { Config } from '../config.js';
+import type { ProbeResult } from '../probe.js';
 import type { Rung, VideoCodecFamily } from './ladder.js';
-import { AUDIO_KBPS, BUFSIZE_FACTOR, CODEC_BITRATE_FACTOR, MAXRATE_FACTOR } from './ladder.js';
+import { AUDIO_KBPS, BUFSIZE_FACTOR, CODEC_BITRATE_FACTOR, MAXRATE_FACTOR, planLadder } from './ladder.js';
 
 export const SEGMENT_SECONDS = 2;
 export const MANIFEST_NAME = 'manifest.mpd';
@@ -60,6 +62,20 @@ function codecArgs(codec: VideoCodecFamily, i: number, rung: Rung, o: EncodeOpti
     case 'av1':
       return [`-c:v:${i}`, 'libsvtav1', `-preset:v:${i}`, '8', ...rate];
   }
+}
+
+/** The encode options the transcoder uses for a probed source under `config` (the benchmark runs the same command by hand). */
+export function encodeOptionsFor(config: Config, probed: ProbeResult, codecs: VideoCodecFamily[], source: string, outDir: string): EncodeOptions {
+  return {
+    source,
+    outDir,
+    rungs: planLadder(probed, config.transcode.renditions),
+    codecs,
+    hasAudio: probed.hasAudio,
+    fps: probed.fps,
+    preset: config.transcode.ffmpegPreset,
+    threads: config.transcode.ffmpegThreads,
+  };
 }
 
 export function buildEncodeCommand(o: EncodeOptions): EncodeCommand {

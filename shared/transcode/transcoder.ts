@@ -20,9 +20,9 @@ import { counter, histogram } from '../metrics.js';
 import { probe } from '../probe.js';
 import type { Redis } from '../redis.js';
 import type { TranscodeJob } from '../transcode-queue.js';
-import { buildEncodeCommand, buildPosterCommand, ENCODERS, MANIFEST_NAME } from './ffmpeg-command.js';
+import { buildEncodeCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME } from './ffmpeg-command.js';
 import { FfmpegError, listEncoders, runFfmpeg } from './ffmpeg-run.js';
-import { planLadder, type VideoCodecFamily } from './ladder.js';
+import type { VideoCodecFamily } from './ladder.js';
 import { acquireLease } from './lease.js';
 import { MASTER_NAME, writePlaylists } from './playlists.js';
 import { createWorkDir, publishDir, removeLeftovers } from './publish.js';
@@ -104,18 +104,10 @@ export async function transcodeVideo(deps: TranscoderDeps, codecs: VideoCodecFam
     const probed = await probe(source).catch((err: unknown) => {
       throw err instanceof AppError ? new UnprocessableError(err.message, 'unreadable_original') : err;
     });
-    const rungs = planLadder(probed, config.transcode.renditions);
     workDir = await createWorkDir(videoDir);
-    const { args, streams } = buildEncodeCommand({
-      source,
-      outDir: workDir,
-      rungs,
-      codecs,
-      hasAudio: probed.hasAudio,
-      fps: probed.fps,
-      preset: config.transcode.ffmpegPreset,
-      threads: config.transcode.ffmpegThreads,
-    });
+    const encode = encodeOptionsFor(config, probed, codecs, source, workDir);
+    const { rungs } = encode;
+    const { args, streams } = buildEncodeCommand(encode);
 
     let lastWrite = Date.now();
     let writing: Promise<unknown> = Promise.resolve();
