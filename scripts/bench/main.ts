@@ -12,8 +12,10 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { SIZES, type BenchContext, type Mode } from './context.js';
 import { benchAudit, verifyAuditChain } from './scenarios/audit.js';
+import { benchQueue } from './scenarios/queue.js';
 import { benchSign } from './scenarios/sign.js';
 import { benchStream } from './scenarios/stream.js';
+import { benchTranscode } from './scenarios/transcode.js';
 import { benchUpload } from './scenarios/upload.js';
 import { startBenchStack } from './stack.js';
 import { renderTable, type Row } from './table.js';
@@ -81,6 +83,18 @@ await scenario([3], '3. Stream', async () => {
 await scenario([4], '4. Sign', async () => {
   if (!videoId) throw new Error('needs the video from scenario 1');
   return benchSign(ctx, videoId);
+});
+/** Scenarios 5 and 6 need the transcoding pipeline (finalize enqueues, the connector hands the job to the transcoder). */
+async function requireTranscoder(): Promise<void> {
+  if (!(await stack.hasTranscoder())) throw new Error('this build has no transcoding pipeline (no queue connector service)');
+}
+await scenario([5], '5. Transcode', async () => {
+  await requireTranscoder();
+  return benchTranscode(ctx);
+});
+await scenario([6], '6. Queue latency', async () => {
+  await requireTranscoder();
+  return benchQueue(ctx);
 });
 let auditRow: Row | null = null;
 await scenario([7], '7. Audit', async () => {

@@ -1,0 +1,91 @@
+/**
+ * 5. Transcode: wall time from finalize to `transcoded` for a generated 1080p30
+ *    clip with the default ladder, against (a) the transcoder's own ffmpeg
+ *    command run by hand (the pipeline's overhead: queue, connector, lease,
+ *    meta updates, poster, playlists, publish) and (b) one ffmpeg per rung,
+ *    one after another (what the single-pass split design saves). Plus the
+ *    realtime factor (clip seconds per wall second).
+ */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { loadConfig } from '../../../shared/config.js';
+import { probe } from '../../../shared/probe.js';
+import { buildEncodeCommand, encodeOptionsFor } from '../../../shared/transcode/ffmpeg-command.js';
+import type { BenchContext } from '../context.js';
+import { makeClip } from '../media.js';
+import type { Row } from '../table.js';
+import { commandLine, requireTool, timeOnce } from '../tools.js';
+import { waitForStatus } from '../videos.js';
+
+const CLIP = { width: 1920, height: 1080, fps: 30 };
+
+export async function benchTranscode(ctx: BenchContext): Promise<Row[]> {
+  const { stack, sizes } = ctx;
+  const ffmpeg = requireTool('ffmpeg');
+  const seconds = sizes.clipSeconds;
+  const clip = path.join(ctx.scratch, 'clip-1080p30.mp4');
+  ctx.progress(`5. generating a ${seconds} s 1080p30 clip`);
+  const clipCommand = await makeClip(clip, { seconds, ...CLIP });
+
+  ctx.progress('5. upload, finalize and wait for transcoded');
+  const uploadId = await stack.upload(clip, sizes.chunkBytes);
+  const started = performance.now();
+  const videoId = await stack.finalize(uploadId, 'clip.mp4');
+  const meta = await waitForStatus(stack.videoDir, videoId, ['transcoded'], 30 * 60_000, 100);
+  const pvSeconds = (performance.now() - started) / 1000;
+
+  // The command the transcoder ran: the same planning from the same defaults (the stack sets no transcode variables).
+  const config = loadConfig({ MEDIA_ROOT: stack.mediaRoot }, { require: [] });
+  const probed = await probe(clip);
+  const outDir = path.join(ctx.scratch, 'by-hand');
+  await mkdir(outDir);
+  const options = encodeOptionsFor(config, probed, ['h264'], clip, outDir);
+  const single = buildEncodeCommand(options).args;
+  ctx.progress('5. the same ffmpeg command by hand');
+  const handSeconds = await timeOnce(ffmpeg, single);
+
+  ctx.progress(`5. one ffmpeg per rung (${options.rungs.length} rungs)`);
+  const perRung: string[][] = [];
+  for (const [i, rung] of options.rungs.entries()) {
+    const dir = path.join(ctx.scratch, `rung-${rung.name}`);
+    await mkdir(dir);
+    // Audio is encoded once, with the first rung, as the single pass does.
+    perRung.push(buildEncodeCommand({ ...options, outDir: dir, rungs: [rung], hasAudio: probed.hasAudio && i === 0 }).args);
+  }
+  let rungSeconds = 0;
+  for (const args of perRung) rungSeconds += await timeOnce(ffmpeg, args);
+
+  const ladder = options.rungs.map((r) => `${r.name} ${r.width}x${r.height}`).join(', ');
+  const input = `input: ${clipCommand}`;
+  const pipeline = `tus upload, then POST /uploads/finalize; timed until meta.json status = transcoded (polled every 100 ms through MediaStore.read)`;
+  const rungCommands = perRung.map((args) => commandLine(ffmpeg, args));
+  const common = `${seconds} s 1080p30 clip${ctx.mode === 'quick' ? ' (quick mode; --full uses the 20 s clip the issue names)' : ''}, ladder ${ladder}, preset ${config.transcode.ffmpegPreset}, renditions published: ${meta.renditions.join(',')}`;
+  return [
+    {
+      scenario: `5a. Transcode wall time, finalize → transcoded, default ladder`,
+      pulsevault: { value: pvSeconds, unit: 's' },
+      reference: { value: handSeconds, unit: 's' },
+      referenceName: "the transcoder's ffmpeg command run by hand",
+      better: 'lower',
+      commands: [input, pipeline, commandLine(ffmpeg, single)],
+      note: `${common}; one run each`,
+    },
+    {
+      scenario: '5b. Single-pass ladder vs one ffmpeg per rung',
+      pulsevault: { value: pvSeconds, unit: 's' },
+      reference: { value: rungSeconds, unit: 's' },
+      referenceName: `one ffmpeg per rung, ${perRung.length} runs in sequence (sum)`,
+      better: 'lower',
+      commands: [pipeline, ...rungCommands],
+      note: `by-hand single pass vs per-rung: ${(handSeconds / rungSeconds).toFixed(2)}×`,
+    },
+    {
+      scenario: '5c. Realtime factor (clip seconds per wall-clock second)',
+      pulsevault: { value: seconds / pvSeconds, unit: '× realtime' },
+      reference: { value: seconds / handSeconds, unit: '× realtime' },
+      referenceName: 'the same ffmpeg command by hand',
+      better: 'higher',
+      commands: [pipeline, commandLine(ffmpeg, single)],
+    },
+  ];
+}
