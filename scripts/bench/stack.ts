@@ -11,7 +11,7 @@ import { createReadStream, mkdirSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tus from 'tus-js-client';
 import { freePort } from '../../services/devstack/supervisor.js';
-import { ROOT } from './tools.js';
+import { ROOT, run } from './tools.js';
 
 /** The uploading user (no AUTH_* configured: development mode names the user in a header). */
 export const BENCH_USER = 'bench-user';
@@ -29,6 +29,11 @@ export interface BenchStack {
   hasTranscoder(): Promise<boolean>;
   /** pid of a function's first replica, from the gateway's health document. */
   functionPid(name: string): Promise<number>;
+  /**
+   * Base URL of a function's first replica, bypassing the local gateway (which
+   * OpenFaaS replaces in production): the port it listens on, from `ss`.
+   */
+  functionUrl(name: string): Promise<string>;
   /** tus-js-client upload of a file in `chunkSize` chunks; resolves with the upload id. */
   upload(file: string, chunkSize: number): Promise<string>;
   /** POST /uploads/finalize; resolves with the new video id. */
@@ -84,6 +89,12 @@ export async function startBenchStack(scratch: string): Promise<BenchStack> {
     await new Promise((r) => setTimeout(r, 200));
   }
 
+  async function functionPid(name: string): Promise<number> {
+    const pid = (await health()).functions[name]?.replicas[0]?.pid;
+    if (!pid) throw new Error(`the health document names no pid for ${name}`);
+    return pid;
+  }
+
   async function postJson(route: string, body: unknown): Promise<Record<string, unknown>> {
     const res = await fetch(`${url}${route}`, { method: 'POST', headers: { 'Content-Type': 'application/json', ...USER_HEADER }, body: JSON.stringify(body) });
     const json = (await res.json()) as Record<string, unknown>;
@@ -102,10 +113,14 @@ export async function startBenchStack(scratch: string): Promise<BenchStack> {
     async hasTranscoder() {
       return 'queue-connector' in (await health()).services;
     },
-    async functionPid(name) {
-      const pid = (await health()).functions[name]?.replicas[0]?.pid;
-      if (!pid) throw new Error(`the health document names no pid for ${name}`);
-      return pid;
+    functionPid,
+    async functionUrl(name) {
+      const pid = await functionPid(name);
+      const { stdout } = await run('ss', ['-Hltnp']);
+      const line = stdout.split('\n').find((l) => l.includes(`pid=${pid},`));
+      const port = line && /127\.0\.0\.1:(\d+)/.exec(line)?.[1];
+      if (!port) throw new Error(`no listening port found for ${name} (pid ${pid})`);
+      return `http://127.0.0.1:${port}`;
     },
     upload(file, chunkSize) {
       return new Promise((resolve, reject) => {

@@ -69,7 +69,7 @@ export async function benchQueue(ctx: BenchContext): Promise<Row[]> {
   }
   ctx.progress('6. reference: XADD → XREADGROUP');
   const ref = await streamsLatencies(stack.redisUrl, jobs);
-  const sample = `${pv.latencies.length} jobs${jobs < 200 ? ` (quick mode: ${jobs}; --full runs 200)` : ''}${pv.lost ? `, ${pv.lost} without a readable entry id or start time` : ''}; 1 s 320x180 clip per job, each transcoded before the next is finalized`;
+  const sample = `${pv.latencies.length} jobs${jobs < 200 ? ` (quick mode: ${jobs}; --full runs 200)` : ''}${pv.lost ? `, ${pv.lost} without a readable entry id or start time` : ''}; 1 s 320x180 clip per job, each transcoded before the next is finalized${pv.latencies.length < 100 ? '; with under 100 samples p99 is the maximum' : ''}`;
   const commands = [
     'per job: tus upload + POST /uploads/finalize; GET pulsevault:transcode:active:<videoId> (the stream entry id) right after; wait for transcoded; latency = meta.transcodeStartedAt − entry id time',
     `reference: XGROUP CREATE bench:queue-reference bench $ MKSTREAM; per job XADD on one connection while another waits in XREADGROUP GROUP bench c1 COUNT 1 BLOCK 0 (scripts/bench/scenarios/queue.ts)`,

@@ -23,6 +23,8 @@ export async function benchSign(ctx: BenchContext, videoId: string): Promise<Row
 
   ctx.progress('4. sign');
   const pv = await wrk({ ...run, url: `${stack.url}/media/sign`, shownUrl: '<gateway>/media/sign' });
+  ctx.progress('4. sign, straight to the sign function');
+  const direct = await wrk({ ...run, url: `${await stack.functionUrl('sign')}/media/sign`, shownUrl: '<sign function>/media/sign' });
   ctx.progress('4. bare Node JSON server');
   const server = await startServerWorker('json-server', [answerBody]);
   let ref;
@@ -32,6 +34,7 @@ export async function benchSign(ctx: BenchContext, videoId: string): Promise<Row
     await server.stop();
   }
   const ok = (r: typeof pv) => r.errors <= r.requests * 0.01;
+  const latency = (r: typeof pv) => `p50 ${r.p50Ms.toFixed(1)} ms, p99 ${r.p99Ms.toFixed(1)} ms${r.errors ? `, ${r.errors} errors` : ''}`;
   return [
     {
       scenario: `4. Sign: POST /media/sign, ${CONNECTIONS} connections, ${sizes.wrkSeconds} s`,
@@ -40,7 +43,16 @@ export async function benchSign(ctx: BenchContext, videoId: string): Promise<Row
       referenceName: 'bare Node HTTP server answering the same JSON',
       better: 'higher',
       commands: [pv.command, ref.command, workerCommand('json-server', ['<the JSON sign answered>'])],
-      note: `no AUTH_* (development mode, user named by X-PulseVault-User); every sign writes a durable audit entry; PulseVault p50 ${pv.p50Ms.toFixed(1)} ms, p99 ${pv.p99Ms.toFixed(1)} ms${pv.errors ? `, ${pv.errors} errors` : ''}; reference p50 ${ref.p50Ms.toFixed(1)} ms${ref.errors ? `, ${ref.errors} errors` : ''}`,
+      note: `no AUTH_* (development mode, user named by X-PulseVault-User); every sign writes a durable audit entry; PulseVault ${latency(pv)}; reference ${latency(ref)}`,
+    },
+    {
+      scenario: "4′. The same, straight to the sign function's port (no local gateway)",
+      pulsevault: ok(direct) ? { value: direct.requestsPerSecond, unit: 'req/s' } : null,
+      reference: ok(ref) ? { value: ref.requestsPerSecond, unit: 'req/s' } : null,
+      referenceName: 'bare Node HTTP server answering the same JSON',
+      better: 'higher',
+      commands: [direct.command, ref.command],
+      note: `PulseVault ${latency(direct)}`,
     },
   ];
 }

@@ -44,6 +44,8 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
 
   ctx.progress('3. stream: 1 MiB segment, 50 connections');
   const pvSegment = await wrk({ ...run, connections: SEGMENT_CONNECTIONS, script: 'report.lua', url: `${stack.url}${segmentUrl}`, shownUrl: `<gateway>${shown(segmentUrl)}` });
+  ctx.progress('3. stream: the same, straight to the stream function');
+  const pvDirect = await wrk({ ...run, connections: SEGMENT_CONNECTIONS, script: 'report.lua', url: `${await stack.functionUrl('stream')}${segmentUrl}`, shownUrl: `<stream function>${shown(segmentUrl)}` });
   ctx.progress('3. stream: ranges of the original');
   const pvRanges = await wrk({ ...run, connections: RANGE_CONNECTIONS, script: 'ranges.lua', env: rangeEnv, url: `${stack.url}${originalUrl}`, shownUrl: `<gateway>${shown(originalUrl)}` });
   const streamRss = await peakRssKiB(await stack.functionPid('stream'));
@@ -81,6 +83,15 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
       note: notes(pvSegment, ngSegment),
     },
     {
+      scenario: `3a′. The same, straight to the stream function's port (no local gateway; OpenFaaS's gateway takes its place in production)`,
+      pulsevault: figureOf(pvDirect, (r) => r.requestsPerSecond, 'req/s'),
+      reference: figureOf(ngSegment, (r) => r.requestsPerSecond, 'req/s'),
+      referenceName,
+      better: 'higher',
+      commands: [pvDirect.command, ...(ngSegment ? [ngSegment.command] : [])],
+      note: notes(pvDirect, null),
+    },
+    {
       scenario: `3b. Random ${RANGE_BYTES / MIB_BYTES} MiB ranges of the ${fileSize / MIB_BYTES} MiB original, ${RANGE_CONNECTIONS} connections, ${sizes.wrkSeconds} s`,
       pulsevault: figureOf(pvRanges, (r) => r.megabytesPerSecond, 'MB/s'),
       reference: figureOf(ngRanges, (r) => r.megabytesPerSecond, 'MB/s'),
@@ -90,7 +101,7 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
       note: notes(pvRanges, ngRanges),
     },
     {
-      scenario: '3c. Peak RSS (VmHWM) after 3a and 3b',
+      scenario: '3c. Peak RSS (VmHWM) of the stream process after 3a, 3a′ and 3b',
       pulsevault: { value: streamRss / 1024, unit: 'MiB' },
       reference: ngRss === null ? null : { value: ngRss / 1024, unit: 'MiB' },
       referenceName: 'largest nginx worker',
