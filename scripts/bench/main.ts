@@ -112,8 +112,9 @@ if (auditRow) {
   if (!verified.ok) row.pulsevault = null;
 }
 
-// Scratch paths differ per run: print a placeholder.
-for (const row of rows) row.commands = row.commands.map((c) => c.replaceAll(scratch, '<scratch>'));
+// Scratch paths differ per run and the JWT is a credential: print placeholders.
+const jwt = stack.authorization.slice('Bearer '.length);
+for (const row of rows) row.commands = row.commands.map((c) => c.replaceAll(scratch, '<scratch>').replaceAll(jwt, '$JWT'));
 const tools = ['wrk', 'hyperfine', 'nginx', 'openssl', 'ffmpeg'].map((t) => `${t} ${which(t) ? 'found' : 'MISSING (its references are skipped)'}`);
 const markdown = renderTable(
   {

@@ -9,13 +9,13 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, mkdirSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { SignJWT } from 'jose';
 import * as tus from 'tus-js-client';
 import { freePort } from '../../services/devstack/supervisor.js';
 import { ROOT, run } from './tools.js';
 
-/** The uploading user (no AUTH_* configured: development mode names the user in a header). */
-export const BENCH_USER = 'bench-user';
-const USER_HEADER = { 'X-PulseVault-User': BENCH_USER };
+/** The uploading user: the subject of the JWT every request carries, as in production. */
+const BENCH_USER = 'bench-user';
 
 export interface BenchStack {
   url: string;
@@ -24,6 +24,8 @@ export interface BenchStack {
   auditDir: string;
   redisUrl: string;
   auditSigningKey: string;
+  /** `Bearer <JWT>` for BENCH_USER with the uploader role (HS256, AUTH_JWT_SECRET of this run). */
+  authorization: string;
   logFile: string;
   /** Whether this build runs the transcoding pipeline (the queue connector service). */
   hasTranscoder(): Promise<boolean>;
@@ -56,6 +58,14 @@ export async function startBenchStack(scratch: string): Promise<BenchStack> {
   const redisUrl = `redis://127.0.0.1:${await freePort()}`;
   const url = `http://127.0.0.1:${port}`;
   const auditSigningKey = randomBytes(32).toString('hex');
+  const jwtSecret = randomBytes(32).toString('base64url');
+  const jwt = await new SignJWT({ roles: ['uploader'] })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(BENCH_USER)
+    .setIssuedAt()
+    .setExpirationTime('6h')
+    .sign(new TextEncoder().encode(jwtSecret));
+  const authHeader = { Authorization: `Bearer ${jwt}` };
   const logFile = path.join(scratch, 'stack.log');
   const log = openSync(logFile, 'a');
   const child = spawn(process.execPath, [path.join(ROOT, 'dist/services/devstack/main.js')], {
@@ -67,6 +77,7 @@ export async function startBenchStack(scratch: string): Promise<BenchStack> {
       LOG_LEVEL: 'info',
       HMAC_SECRET: randomBytes(32).toString('hex'),
       AUDIT_SIGNING_KEY: auditSigningKey,
+      AUTH_JWT_SECRET: jwtSecret,
       SECRETS_DIR: path.join(scratch, 'no-secrets'),
       PORT: String(port),
       HOST: '127.0.0.1',
@@ -96,7 +107,7 @@ export async function startBenchStack(scratch: string): Promise<BenchStack> {
   }
 
   async function postJson(route: string, body: unknown): Promise<Record<string, unknown>> {
-    const res = await fetch(`${url}${route}`, { method: 'POST', headers: { 'Content-Type': 'application/json', ...USER_HEADER }, body: JSON.stringify(body) });
+    const res = await fetch(`${url}${route}`, { method: 'POST', headers: { 'Content-Type': 'application/json', ...authHeader }, body: JSON.stringify(body) });
     const json = (await res.json()) as Record<string, unknown>;
     if (!res.ok) throw new Error(`${route} answered ${res.status}: ${JSON.stringify(json)}`);
     return json;
@@ -109,6 +120,7 @@ export async function startBenchStack(scratch: string): Promise<BenchStack> {
     auditDir: path.join(mediaRoot, 'audit'),
     redisUrl,
     auditSigningKey,
+    authorization: authHeader.Authorization,
     logFile,
     async hasTranscoder() {
       return 'queue-connector' in (await health()).services;
@@ -129,7 +141,7 @@ export async function startBenchStack(scratch: string): Promise<BenchStack> {
           chunkSize,
           retryDelays: null,
           storeFingerprintForResuming: false,
-          headers: USER_HEADER,
+          headers: authHeader,
           metadata: { filetype: 'video/mp4' },
           onError: reject,
           onSuccess: () => resolve(new URL(upload.url!).pathname.split('/').pop()!),

@@ -5,7 +5,6 @@
  */
 import type { BenchContext } from '../context.js';
 import { startServerWorker, workerCommand } from '../processes.js';
-import { BENCH_USER } from '../stack.js';
 import type { Row } from '../table.js';
 import { wrk } from '../tools.js';
 
@@ -15,10 +14,10 @@ export async function benchSign(ctx: BenchContext, videoId: string): Promise<Row
   const { stack, sizes } = ctx;
   const body = JSON.stringify({ videoId, path: 'original.mp4' });
   // The reference answers what sign answers (same shape and length).
-  const answer = await fetch(`${stack.url}/media/sign`, { method: 'POST', headers: { 'Content-Type': 'application/json', 'X-PulseVault-User': BENCH_USER }, body });
+  const answer = await fetch(`${stack.url}/media/sign`, { method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: stack.authorization }, body });
   const answerBody = await answer.text();
   if (!answer.ok) throw new Error(`sign answered ${answer.status}: ${answerBody}`);
-  const env = { BENCH_BODY: body, BENCH_USER };
+  const env = { BENCH_BODY: body, BENCH_AUTHORIZATION: stack.authorization };
   const run = { threads: 2, connections: CONNECTIONS, seconds: sizes.wrkSeconds, script: 'post-json.lua' as const, env };
 
   ctx.progress('4. sign');
@@ -43,7 +42,7 @@ export async function benchSign(ctx: BenchContext, videoId: string): Promise<Row
       referenceName: 'bare Node HTTP server answering the same JSON',
       better: 'higher',
       commands: [pv.command, ref.command, workerCommand('json-server', ['<the JSON sign answered>'])],
-      note: `no AUTH_* (development mode, user named by X-PulseVault-User); every sign writes a durable audit entry; PulseVault ${latency(pv)}; reference ${latency(ref)}`,
+      note: `HS256 JWT of the video's owner (AUTH_JWT_SECRET); every sign writes a durable audit entry; PulseVault ${latency(pv)}; reference ${latency(ref)}`,
     },
     {
       scenario: "4′. The same, straight to the sign function's port (no local gateway)",
