@@ -6,7 +6,7 @@
  * test/bench/results-<date>-<mode>.md. A scenario that fails or whose tool is
  * missing is reported as not measured, never estimated.
  */
-import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -58,6 +58,8 @@ process.once('SIGINT', () => {
   });
 });
 
+/** Where the stack's log is kept when something failed (the scratch directory is removed). */
+const keptLog = path.join(scratchParent, `${path.basename(scratch)}-stack.log`);
 const rows: Row[] = [];
 /** A scenario that throws leaves a row saying so (never a figure). */
 async function scenario(numbers: number[], name: string, body: () => Promise<Row[]>): Promise<void> {
@@ -66,7 +68,9 @@ async function scenario(numbers: number[], name: string, body: () => Promise<Row
     rows.push(...(await body()));
   } catch (err) {
     progress(`${name} failed: ${(err as Error).stack ?? String(err)}`);
-    rows.push({ scenario: name, pulsevault: null, reference: null, referenceName: 'reference', better: 'higher', commands: [], note: `failed: ${(err as Error).message.split('\n')[0]}` });
+    const stackGone = stack.unexpectedExit();
+    const why = stackGone ? `the local stack ${stackGone} (its log is kept in ${keptLog})` : (err as Error).message.split('\n')[0];
+    rows.push({ scenario: name, pulsevault: null, reference: null, referenceName: 'reference', better: 'higher', commands: [], note: `failed: ${why}` });
   }
 }
 
@@ -135,4 +139,8 @@ const out = values.out ?? path.join(ROOT, 'test/bench', `results-${startedAt.toI
 mkdirSync(path.dirname(out), { recursive: true });
 writeFileSync(out, markdown);
 progress(`table written to ${path.relative(ROOT, out)}`);
+if (rows.some((r) => r.note?.startsWith('failed'))) {
+  copyFileSync(stack.logFile, keptLog);
+  progress(`some scenarios failed; the stack's log is kept in ${keptLog}`);
+}
 rmSync(scratch, { recursive: true, force: true });

@@ -42,6 +42,8 @@ export interface BenchStack {
   finalize(uploadId: string, filename: string): Promise<string>;
   /** POST /media/sign; resolves with the signed path (`/media/videos/<id>/<path>?token=…`). */
   sign(videoId: string, mediaPath: string): Promise<string>;
+  /** How the stack process ended, if it ended before stop() (a crash, or a signal from outside). */
+  unexpectedExit(): string | null;
   stop(): Promise<void>;
 }
 
@@ -86,7 +88,14 @@ export async function startBenchStack(scratch: string): Promise<BenchStack> {
     },
     stdio: ['ignore', log, log],
   });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let stopping = false;
+  let unexpected: string | null = null;
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', (code, signal) => {
+      if (!stopping) unexpected = signal ? `killed by ${signal}` : `exited with ${code}`;
+      resolve();
+    }),
+  );
 
   const health = async (): Promise<Health> => (await (await fetch(`${url}/`)).json()) as Health;
   const deadline = Date.now() + 120_000;
@@ -155,7 +164,9 @@ export async function startBenchStack(scratch: string): Promise<BenchStack> {
     async sign(videoId, mediaPath) {
       return (await postJson('/media/sign', { videoId, path: mediaPath })).url as string;
     },
+    unexpectedExit: () => unexpected,
     async stop() {
+      stopping = true;
       if (child.exitCode === null) child.kill('SIGTERM');
       await exited;
     },
