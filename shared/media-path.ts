@@ -33,6 +33,16 @@ export const MEDIA_TYPES: Readonly<Record<string, string>> = {
   png: 'image/png',
   webp: 'image/webp',
   json: 'application/json',
+  // Originals keep their probed container (shared/probe.ts STORED_EXTENSIONS).
+  mov: 'video/quicktime',
+  mkv: 'video/x-matroska',
+  webm: 'video/webm',
+  avi: 'video/x-msvideo',
+  mpg: 'video/mpeg',
+  flv: 'video/x-flv',
+  wmv: 'video/x-ms-wmv',
+  ogv: 'video/ogg',
+  '3gp': 'video/3gpp',
 };
 
 const SEGMENT_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/;

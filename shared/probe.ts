@@ -25,12 +25,16 @@ export interface ProbeResult {
 // fluent-ffmpeg flattens the display-matrix side data onto the stream as `rotation`.
 type Stream = ffmpeg.FfprobeStream & { rotation?: number | string };
 
+const BY_FORMAT_NAME: Record<string, string> = { avi: 'avi', mpegts: 'ts', mpeg: 'mpg', flv: 'flv', asf: 'wmv', ogg: 'ogv', '3gp': '3gp' };
+
+/** Every extension an original can be stored with (the stream function must serve each). */
+export const STORED_EXTENSIONS: readonly string[] = ['mp4', 'mov', 'mkv', 'webm', ...Object.values(BY_FORMAT_NAME)];
+
 /** Containers we keep, by ffprobe `format_name`. Image formats and audio-only files are refused. */
 function extensionFor(formatName: string, majorBrand: string | undefined, videoCodec: string): string | null {
   if (formatName.startsWith('mov,mp4')) return majorBrand?.trim() === 'qt' ? 'mov' : 'mp4';
   if (formatName === 'matroska,webm') return ['vp8', 'vp9', 'av1'].includes(videoCodec) ? 'webm' : 'mkv';
-  const simple: Record<string, string> = { avi: 'avi', mpegts: 'ts', mpeg: 'mpg', flv: 'flv', asf: 'wmv', ogg: 'ogv', '3gp': '3gp' };
-  return simple[formatName] ?? null;
+  return BY_FORMAT_NAME[formatName] ?? null;
 }
 
 function rate(r: string | undefined): number | null {

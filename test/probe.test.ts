@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { UnprocessableError } from '../shared/errors.js';
-import { probe } from '../shared/probe.js';
+import { MEDIA_TYPES } from '../shared/media-path.js';
+import { probe, STORED_EXTENSIONS } from '../shared/probe.js';
 import { makeClip } from './helpers/media.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'pv-probe-'));
@@ -30,6 +31,10 @@ describe('probe', () => {
     const p = await probe(file);
     expect(p.rotation % 180).toBe(90);
     expect([p.width, p.height]).toEqual([240, 320]);
+  });
+
+  it('stores originals only with extensions the stream function serves, each with a video type', () => {
+    for (const ext of STORED_EXTENSIONS) expect(MEDIA_TYPES[ext], ext).toMatch(/^video\//);
   });
 
   it.each([
