@@ -11,8 +11,10 @@
 import { randomBytes } from 'node:crypto';
 import { SignJWT } from 'jose';
 import type { Config } from '../../shared/config.js';
+import { ROLES } from '../../shared/auth.js';
 
-export const DEV_ROLES = ['uploader', 'viewer', 'admin'] as const;
+/** Every role there is: the developer may do anything locally. */
+export const DEV_ROLES = ROLES;
 /** A fixed user id, so videos uploaded in earlier runs still belong to the dev user. */
 export const DEV_USER_ID = '00000000-0000-4000-8000-000000000001';
 const DEV_TOKEN_HOURS = 12;
