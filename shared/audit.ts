@@ -127,15 +127,15 @@ class AckListener {
 
   /**
    * Throws unless acknowledgements can reach us: at once when Redis is known to
-   * be away (fail fast), after waiting at most `timeoutMs` while the process'
-   * first connection is still being set up.
+   * be away (we were subscribed and lost the connection: fail fast), after
+   * waiting at most `timeoutMs` while the process' first connection is still
+   * being set up — including when its first attempts failed (a replica started
+   * during a Redis restart, or so CPU-starved that its connect timed out).
    */
   async ensureReady(timeoutMs: number): Promise<void> {
     const status = this.subscriber.status;
     if (status === 'ready' && this.subscribed) return;
-    if (this.subscribed || status === 'reconnecting' || status === 'end' || status === 'close') {
-      throw new AuditUnavailableError('redis', 'Redis is not reachable');
-    }
+    if (this.subscribed || status === 'end') throw new AuditUnavailableError('redis', 'Redis is not reachable');
     let timer: NodeJS.Timeout | undefined;
     const ok = await Promise.race([this.firstSubscribe, new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)))]);
     clearTimeout(timer);

@@ -47,7 +47,7 @@ describe('no PHI in audit entries or logs', () => {
     const { videoId } = (await finalized.json()) as { videoId: string };
 
     const signed = await fetch(`${stack.url}/media/sign`, { method: 'POST', headers: { ...json, 'X-PulseVault-User': 'user-123' }, body: JSON.stringify({ videoId, path: 'original.mp4', expiresIn: 300 }) });
-    expect(signed.status).toBe(200);
+    expect(signed.status, await signed.clone().text()).toBe(200);
     const url = new URL(((await signed.json()) as { url: string }).url, stack.url);
     const streamed = await fetch(url);
     expect(streamed.status).toBe(200);

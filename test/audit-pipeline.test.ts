@@ -227,6 +227,31 @@ describe('fail closed', () => {
     expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
   });
 
+  it('Redis not reachable yet when a process starts: the first record() waits for the first connection (bounded) instead of failing at once', async () => {
+    // A replica that starts while its first Redis connection is still failing
+    // (Redis restarting, or a CPU-starved process whose connect timed out) must
+    // not refuse its first requests: nothing is "known to be away" yet.
+    const dir = auditDir();
+    const writer = startWriter(dir);
+    const config = loadConfig(baseEnv(dir, { AUDIT_ACK_TIMEOUT_MS: '8000' }) as NodeJS.ProcessEnv);
+    await redis.stop();
+    const conn = createRedis(config, { name: 'test' });
+    conn.on('error', () => {});
+    const audit = createAuditLog(config, conn, createLogger('startup-test', 'error'));
+    try {
+      // Both connections are now failing and retrying (status `reconnecting`).
+      await waitFor(() => conn.status === 'reconnecting', 5_000, 'the first connection attempt to fail');
+      const recorded = audit.record({ category: 'access', action: 'stream', outcome: 'granted', videoId: VIDEO, requestId: 'at-startup' });
+      await redis.start();
+      await recorded;
+      expect(readEntries(dir).map((e) => e.requestId)).toContain('at-startup');
+    } finally {
+      await audit.close();
+      conn.disconnect();
+      await stopChild(writer.proc);
+    }
+  });
+
   it('audit dir not writable: record() rejects with a 503; the entry is written once the dir is writable again', async () => {
     const dir = auditDir();
     chmodSync(path.dirname(dir), 0o755); // mkdtemp makes it 0700: the unprivileged writer must reach the audit dir

@@ -31,6 +31,9 @@ export interface StackOptions {
   waitReady?: boolean;
 }
 
+/** Stacks of this test file still running: test/setup/stack-diagnostics.ts prints their warnings when a test fails. */
+export const liveStacks = new Set<TestStack>();
+
 export async function startStack(options: StackOptions = {}): Promise<TestStack> {
   const mediaRoot = mkdtempSync(path.join(tmpdir(), 'pv-media-'));
   const redis = options.redis ?? (await startRedis());
@@ -53,6 +56,7 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
     process: child,
     output,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      liveStacks.delete(stack);
       if (child.exitCode === null) child.kill(signal);
       const code = await exited;
       if (!options.redis) await redis.close();
@@ -61,6 +65,7 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
     },
   };
 
+  liveStacks.add(stack);
   if (options.waitReady !== false) {
     try {
       await waitFor(async () => {
