@@ -60,8 +60,9 @@ describe('finalize', () => {
     const { url, id } = await uploaded(clip);
     const res = await finalize(stack.url, body(id));
     expect(res.status).toBe(200);
-    expect(Object.keys(res.json).sort()).toEqual(['checksum', 'size', 'status', 'transcoding', 'videoId']);
-    expect(res.json).toMatchObject({ status: 'uploaded', size: clip.length, checksum: sha256(clip), transcoding: 'queued' });
+    // The spec's fields, plus `original`: the path a client signs to read the original back.
+    expect(Object.keys(res.json).sort()).toEqual(['checksum', 'original', 'size', 'status', 'transcoding', 'videoId']);
+    expect(res.json).toMatchObject({ status: 'uploaded', size: clip.length, checksum: sha256(clip), transcoding: 'queued', original: 'original.mp4' });
     const videoId = res.json.videoId as string;
     expect(isVideoId(videoId)).toBe(true);
 
@@ -96,6 +97,16 @@ describe('finalize', () => {
     expect(audit).toContainEqual(
       expect.objectContaining({ category: 'upload', action: 'finalize', outcome: 'success', videoId, actor: { userId: 'clinician-7', role: null } }),
     );
+  });
+
+  it('names the original by its container, not by the client’s file name: a Matroska upload is original.mkv', async () => {
+    const mkv = readFileSync(await makeClip(path.join(mkdtempSync(path.join(tmpdir(), 'pv-finalize-mkv-')), 'clip.mkv'), { seconds: 1 }));
+    const { id } = await uploaded(mkv);
+    const res = await finalize(stack.url, body(id)); // the client calls it .mp4
+    expect(res.status).toBe(200);
+    expect(res.json.original).toBe('original.mkv');
+    const stored = path.join(videoDir(), res.json.videoId as string, res.json.original as string);
+    expect(readFileSync(stored).equals(mkv)).toBe(true);
   });
 
   it('is idempotent: a retry returns the same video; another user gets 404', async () => {

@@ -1,6 +1,6 @@
 /**
  * finalize: `POST /uploads/finalize` turns a complete upload into a video
- * (shared/finalize/finalizer.ts) and answers `{videoId, status, size, checksum, transcoding}`.
+ * (shared/finalize/finalizer.ts) and answers `{videoId, status, size, checksum, transcoding, original}`.
  */
 import { createAuditLog } from '../../shared/audit.js';
 import { createAuthenticator } from '../../shared/auth.js';

@@ -42,6 +42,8 @@ export interface FinalizeResponse {
   size: number;
   checksum: string;
   transcoding: 'queued' | 'disabled';
+  /** The stored original's path in the video dir (`original.mov`, …), to sign; beyond the spec's fields. */
+  original: string;
 }
 
 export interface FinalizeContext {
@@ -223,6 +225,7 @@ export class Finalizer {
       size: meta.size,
       checksum: meta.checksum,
       transcoding: this.d.config.transcode.enabled ? 'queued' : 'disabled',
+      original: meta.original,
     };
   }
 
