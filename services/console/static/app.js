@@ -6,6 +6,7 @@
 (() => {
   const TOKEN_KEY = 'pulsevault.token';
   const VIDEO_KEY = 'pulsevault.videoId';
+  const ORIGINAL_KEY = 'pulsevault.original';
   // Several chunks per large file (each PATCH must arrive within tus-upload's read_timeout).
   const CHUNK_SIZE = 16 * 1024 * 1024;
   const POLL_MS = 1500;
@@ -266,6 +267,9 @@
     stopWatching();
     destroyPlayer();
     sessionStorage.setItem(VIDEO_KEY, videoId);
+    // Finalize names the original (`original.mov`, …); remember it across a reload of the page.
+    if (original) sessionStorage.setItem(`${ORIGINAL_KEY}.${videoId}`, original);
+    else original = sessionStorage.getItem(`${ORIGINAL_KEY}.${videoId}`);
     ui.videoId.value = videoId;
     ui.videoStatus.textContent = 'loading…';
     ui.videoRenditions.textContent = '–';
@@ -278,7 +282,7 @@
   /**
    * The metadata view opens with a token for any existing file of the video, and
    * which files exist depends on its state: the original until the transcode is
-   * done (its extension follows the container; finalize may name it), then the
+   * done (its extension follows the container; finalize names it), then the
    * playlists. The first path that signs is kept for the video.
    */
   const statusPaths = new Map();
