@@ -3,7 +3,7 @@
  * replicas behind a gateway that may send any request to either.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -93,7 +93,7 @@ describe('two tus-upload replicas', () => {
     expect(readFileSync(file).equals(source)).toBe(true);
   });
 
-  it('sweeps expired incomplete uploads once, never a complete one, a fresh one or one being written', async () => {
+  it('sweeps expired incomplete uploads and abandoned complete ones once, never a fresh one, one awaiting finalize or one being written', async () => {
     const twoHoursAgo = new Date(Date.now() - 2 * 3_600_000).toISOString();
     const age = (url: string) => {
       const info = path.join(uploadDir(), `${uploadIdOf(url)}.json`);
@@ -104,22 +104,28 @@ describe('two tus-upload replicas', () => {
     const fresh = await createUpload(`${a.url}/uploads`, 10);
     const complete = await createUpload(`${b.url}/uploads`, 3);
     await patch(complete, 0, Buffer.from('abc'));
+    // Complete, but its last byte arrived two hours ago and nobody finalized it.
+    const abandoned = await createUpload(`${b.url}/uploads`, 3);
+    await patch(abandoned, 0, Buffer.from('xyz'));
+    const abandonedFile = path.join(uploadDir(), uploadIdOf(abandoned));
+    utimesSync(abandonedFile, new Date(twoHoursAgo), new Date(twoHoursAgo));
     const writing = await createUpload(`${b.url}/uploads`, 10);
     const slow = streamingPatch(writing, 0);
     slow.send(Buffer.from('ab'));
     const writingFile = path.join(uploadDir(), uploadIdOf(writing));
     await waitFor(() => statSync(writingFile).size === 2, 10_000, 'the slow PATCH to start writing');
-    for (const u of [stale, complete, writing]) age(u);
+    for (const u of [stale, complete, abandoned, writing]) age(u);
 
     const sweeps = () =>
       [a, b]
         .flatMap((p) => p.output().split('\n'))
         .filter((l) => l.includes('expiry sweep done'))
-        .map((l) => JSON.parse(l) as { removed: number; busy: number });
-    await waitFor(() => sweeps().some((s) => s.busy >= 1) && !existsSync(path.join(uploadDir(), uploadIdOf(stale))), 20_000, 'a sweep');
-    expect(existsSync(path.join(uploadDir(), `${uploadIdOf(stale)}.json`))).toBe(false);
+        .map((l) => JSON.parse(l) as { removed: number; abandoned: number; busy: number });
+    await waitFor(() => sweeps().some((s) => s.busy >= 1) && !existsSync(path.join(uploadDir(), uploadIdOf(stale))) && !existsSync(abandonedFile), 20_000, 'a sweep');
+    for (const gone of [stale, abandoned]) expect(existsSync(path.join(uploadDir(), `${uploadIdOf(gone)}.json`))).toBe(false);
     for (const kept of [fresh, complete, writing]) expect(existsSync(path.join(uploadDir(), uploadIdOf(kept)))).toBe(true);
-    // (tus itself answers 410 to HEAD/PATCH of an upload past expiry; a complete one stays finalizable.)
+    // (tus itself answers 410 to HEAD/PATCH of an upload past expiry; a complete one stays finalizable
+    // for UPLOAD_EXPIRY_HOURS after its last byte, whenever it was created.)
     expect(readFileSync(path.join(uploadDir(), uploadIdOf(complete)), 'utf8')).toBe('abc');
 
     // Once the writer is gone, the stalled (expired, incomplete) upload goes too.
@@ -128,8 +134,9 @@ describe('two tus-upload replicas', () => {
     await waitFor(() => !existsSync(writingFile), 20_000, 'the abandoned upload to be swept');
     // Two replicas sweeping: each removal happened exactly once.
     const removed = () => sweeps().reduce((n, s) => n + s.removed, 0);
-    await waitFor(() => removed() >= 2, 10_000, 'the sweep log lines');
-    expect(removed()).toBe(2);
+    await waitFor(() => removed() >= 3, 10_000, 'the sweep log lines');
+    expect(removed()).toBe(3);
+    expect(sweeps().reduce((n, s) => n + s.abandoned, 0)).toBe(1);
   });
 });
 

@@ -1,12 +1,12 @@
-/** Upload metrics, shared by tus-upload (created … expired) and finalize (finalized, rejected, failed). */
+/** Upload metrics, shared by tus-upload (created … abandoned) and finalize (finalized, rejected, failed). */
 import { counter } from '../metrics.js';
 
-export type UploadOutcome = 'created' | 'completed' | 'terminated' | 'expired' | 'finalized' | 'replayed' | 'rejected' | 'failed';
+export type UploadOutcome = 'created' | 'completed' | 'terminated' | 'expired' | 'abandoned' | 'finalized' | 'replayed' | 'rejected' | 'failed';
 
 export function uploadsTotal() {
   return counter({
     name: 'pulsevault_uploads_total',
-    help: 'Uploads by outcome: tus created/completed/terminated/expired, then finalized/replayed/rejected/failed.',
+    help: 'Uploads by outcome: tus created/completed/terminated/expired, abandoned (complete, never finalized), then finalized/replayed/rejected/failed.',
     labelNames: ['outcome'] as const,
   });
 }
