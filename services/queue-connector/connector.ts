@@ -6,9 +6,13 @@
  * jitter, a dead-letter stream, and take-over of a dead connector's jobs.
  *
  * Per job: 2xx → ack. 409 `transcode_in_progress` / 429 → another transcoder is
- * on it (a reclaimed job): wait and ask again, no attempt spent. Anything else →
- * retry later (meta.json `queued`), or after TRANSCODE_MAX_ATTEMPTS dead-letter
- * it (meta.json `failed` with the reason). Both are audited.
+ * on it (a reclaimed job): wait and ask again, no attempt spent. 503, or no
+ * connection to the gateway at all → nobody could try (no ready replica, a
+ * rollout, the gateway restarting): back off and ask again, no attempt spent.
+ * Anything else — 502 included, which is what a transcoder the job crashed
+ * looks like — → retry later (meta.json `queued`), or after
+ * TRANSCODE_MAX_ATTEMPTS dead-letter it (meta.json `failed` with the reason).
+ * Both are audited.
  */
 import { request } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -24,6 +28,9 @@ export const CONNECTOR_NAME = 'pulsevault-queue-connector';
 const MAX_RETRY_DELAY_MS = 15 * 60_000;
 const READ_BLOCK_MS = 1_000;
 const NO_SUBSCRIBER_WAIT_MS = 5_000;
+const UNAVAILABLE_MAX_WAIT_MS = 30_000;
+/** Errors of a request that never reached the gateway. */
+const NOT_CONNECTED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 
 const outcomes = counter({
   name: 'pulsevault_queue_jobs_total',
@@ -45,7 +52,7 @@ interface Failure {
   code: string;
   status: number | null;
 }
-type Invocation = { kind: 'ok' } | { kind: 'busy' } | ({ kind: 'failed' } & Failure) | { kind: 'aborted' };
+type Invocation = { kind: 'ok' } | { kind: 'busy' } | { kind: 'unavailable'; code: string } | ({ kind: 'failed' } & Failure) | { kind: 'aborted' };
 
 /** Audit reasons are lowercase codes; anything else a function answers becomes `http_<status>`. */
 const CODE = /^[a-z][a-z0-9._-]{0,63}$/;
@@ -138,6 +145,7 @@ export class QueueConnector {
     }
     const job = entry.job;
     const leaseMs = this.d.config.transcode.leaseSeconds * 1000;
+    let unavailableWaits = 0;
     for (;;) {
       if (this.stopping.signal.aborted) return;
       const functions = await this.d.directory.subscribers(TRANSCODE_TOPIC).catch((err: unknown) => {
@@ -153,6 +161,14 @@ export class QueueConnector {
       if (results.some((r) => r.kind === 'aborted')) return;
       const failed = results.find((r): r is { kind: 'failed' } & Failure => r.kind === 'failed');
       if (failed) return this.fail(entry, job, failed);
+      const unavailable = results.find((r) => r.kind === 'unavailable');
+      if (unavailable) {
+        unavailableWaits += 1;
+        const delay = Math.min(retryDelayMs(this.d.config.transcode.retryBaseSeconds, unavailableWaits), UNAVAILABLE_MAX_WAIT_MS);
+        log.warn({ videoId: job.videoId, code: unavailable.code, waits: unavailableWaits, retryInMs: delay }, 'no transcoder could take the job; asking again, no attempt spent');
+        await sleep(delay, this.stopping.signal);
+        continue;
+      }
       if (results.some((r) => r.kind === 'busy')) {
         log.info({ videoId: job.videoId }, 'a transcoder is already on this video; waiting for it');
         await sleep(leaseMs / 2, this.stopping.signal);
@@ -219,12 +235,15 @@ export class QueueConnector {
             code = '';
           }
           if (status === 429 || (status === 409 && code === 'transcode_in_progress')) return resolve({ kind: 'busy' });
+          if (status === 503) return resolve({ kind: 'unavailable', code: CODE.test(code) ? code : 'http_503' });
           resolve({ kind: 'failed', code: CODE.test(code) ? code : `http_${status}`, status });
         });
       });
       req.on('timeout', () => req.destroy(new Error('timeout')));
       req.on('error', (err) => {
         if (this.stopping.signal.aborted) return resolve({ kind: 'aborted' });
+        const errno = (err as NodeJS.ErrnoException).code ?? '';
+        if (NOT_CONNECTED.has(errno)) return resolve({ kind: 'unavailable', code: 'gateway_unreachable' });
         resolve({ kind: 'failed', code: err.message === 'timeout' ? 'invoke_timeout' : 'unreachable', status: null });
       });
       req.end(body);
