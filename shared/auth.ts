@@ -70,7 +70,10 @@ export function createAuthenticator(config: Config, log: Logger): Authenticator 
     };
   }
 
-  const secretKey = jwtSecret ? new TextEncoder().encode(jwtSecret) : null;
+  // Imported once: handed raw bytes, jose would import a WebCrypto key on every verify (2× the cost).
+  const secretKey = jwtSecret
+    ? crypto.subtle.importKey('raw', new TextEncoder().encode(jwtSecret), { name: 'HMAC', hash: 'SHA-256' }, false, ['verify'])
+    : null;
   const jwks = jwksUrl ? createRemoteJWKSet(new URL(jwksUrl), { cacheMaxAge: 10 * 60_000, cooldownDuration: 30_000, timeoutDuration: 5_000 }) : null;
   const algorithms = [...(secretKey ? ['HS256'] : []), ...(jwks ? ASYMMETRIC_ALGS : [])];
   const getKey: JWTVerifyGetKey = (header, token) => {

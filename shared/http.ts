@@ -19,18 +19,37 @@ export async function readJsonBody(req: IncomingMessage, limit = 64 * 1024): Pro
   if (type !== 'application/json') throw new BadRequestError('Content-Type must be application/json', 'unsupported_content_type');
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > limit) throw new PayloadTooLargeError(`request body exceeds ${limit} bytes`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw new PayloadTooLargeError(`request body exceeds ${limit} bytes`);
-    chunks.push(chunk);
-  }
+  const body = await readBody(req, limit);
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    return JSON.parse(body.toString('utf8'));
   } catch {
     throw new BadRequestError('request body is not valid JSON', 'invalid_json');
   }
+}
+
+/**
+ * The whole (small) body. Plain 'data'/'end' listeners: `for await` over the
+ * request costs ~10 % of a sign request in promise and end-of-stream machinery.
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const settle = (err: Error | null) => {
+      req.off('data', onData).off('end', onEnd).off('error', onClose).off('close', onClose);
+      if (err) reject(err);
+      else resolve(Buffer.concat(chunks, size));
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) settle(new PayloadTooLargeError(`request body exceeds ${limit} bytes`));
+      else chunks.push(chunk);
+    };
+    const onEnd = () => settle(null);
+    // The client went away before the end of its body (an 'error' here is the connection reset).
+    const onClose = () => settle(new BadRequestError('the request body ended early', 'incomplete_body'));
+    req.on('data', onData).on('end', onEnd).on('error', onClose).on('close', onClose);
+  });
 }
 
 /**
