@@ -271,9 +271,35 @@ describe('workloads', () => {
     const scrub = named('CronJob', 'pulsevault-scrub').spec.jobTemplate.spec.template.spec.containers[0] as Obj;
     expect(scrub.command.slice(0, 3)).toEqual(['node', 'dist/scripts/pulsevault.js', 'scrub']);
     expect(existsSync('scripts/commands/scrub.ts')).toBe(true);
+    const reindex = named('CronJob', 'pulsevault-reindex').spec.jobTemplate.spec.template.spec.containers[0] as Obj;
+    expect(reindex.command).toEqual(['node', 'dist/scripts/pulsevault.js', 'reindex']);
+    expect(existsSync('scripts/commands/reindex.ts')).toBe(true);
   });
 
-  it('processes that mount the media volume mount the one PVC at MEDIA_ROOT; the scrub job read-only', () => {
+  it('the reindex CronJob runs hourly, one at a time, as the scrub job does, with only the metadata-dsn secret', () => {
+    const scrub = named('CronJob', 'pulsevault-scrub');
+    const reindex = named('CronJob', 'pulsevault-reindex');
+    expect(reindex.spec.schedule).toMatch(/^\d{1,2} \* \* \* \*$/);
+    expect(reindex.spec.concurrencyPolicy).toBe('Forbid');
+    expect(reindex.spec.jobTemplate.spec.backoffLimit).toBe(scrub.spec.jobTemplate.spec.backoffLimit);
+    // Ends before the next hourly run is due, so Forbid never skips runs because one hung.
+    expect(reindex.spec.jobTemplate.spec.activeDeadlineSeconds).toBeLessThan(3600);
+    const s = podTemplate(scrub).spec as Obj;
+    const r = podTemplate(reindex).spec as Obj;
+    expect(r.securityContext).toEqual(s.securityContext);
+    expect(r.automountServiceAccountToken).toBe(s.automountServiceAccountToken);
+    expect(r.restartPolicy).toBe(s.restartPolicy);
+    const sc = s.containers[0] as Obj;
+    const rc = r.containers[0] as Obj;
+    for (const key of ['image', 'envFrom', 'securityContext', 'resources']) expect(rc[key], key).toEqual(sc[key]);
+    const media = (p: Obj) => (p.volumes as Obj[]).find((v) => v.persistentVolumeClaim)!;
+    expect(media(r)).toEqual(media(s));
+    expect(rc.volumeMounts).toContainEqual(sc.volumeMounts.find((m: Obj) => m.name === media(s).name));
+    const secrets = (r.volumes as Obj[]).flatMap((v) => (v.projected?.sources ?? []).map((x: Obj) => x.secret.name));
+    expect(secrets).toEqual([variables.find((v) => v.name === 'METADATA_DSN')!.secretFile]);
+  });
+
+  it('processes that mount the media volume mount the one PVC at MEDIA_ROOT; the CronJobs read-only', () => {
     for (const w of workloads) {
       const pod = podTemplate(w).spec as Obj;
       const media = (pod.volumes ?? []).find((v: Obj) => v.persistentVolumeClaim?.claimName === pvc.metadata.name);
@@ -353,6 +379,7 @@ describe('network policies', () => {
     expect(reaches(podLabels('Deployment', 'queue-connector'))).toBe(true);
     expect(reaches(podLabels('Deployment', 'audit-writer'))).toBe(true);
     expect(reaches(podLabels('CronJob', 'pulsevault-scrub'))).toBe(false);
+    expect(reaches(podLabels('CronJob', 'pulsevault-reindex'))).toBe(false);
     expect(reaches({ app: 'anything-else' })).toBe(false);
     const own = policies.find((p) => selects(p.spec.podSelector, redisLabels) && p.spec.policyTypes.includes('Egress'));
     expect(own?.spec.egress).toEqual([]);

@@ -4,7 +4,7 @@ import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../shared/config.js';
 import { MediaStore } from '../shared/media-store.js';
-import { attachMirror, type MetadataMirror } from '../shared/mirror/mirror.js';
+import { attachMirror, type AttachedMirror } from '../shared/mirror/attach.js';
 import { createTestDatabase, memoryLogger, videoMeta, type TestDatabase } from './helpers/postgres.js';
 import { startStack, type TestStack } from './helpers/stack.js';
 
@@ -14,15 +14,15 @@ const jwt = (sub: string, roles: string[]) =>
 
 let db: TestDatabase;
 let stack: TestStack;
-let mirror: MetadataMirror | null;
+let mirror: AttachedMirror | null;
 
 beforeAll(async () => {
   db = await createTestDatabase();
   stack = await startStack({ env: { AUTH_JWT_SECRET: JWT_SECRET, METADATA_DSN: db.dsn } });
   const config = loadConfig({ METADATA_DSN: db.dsn, VIDEO_DIR: path.join(stack.mediaRoot, 'videos') }, { require: [] });
   const store = new MediaStore(config.videoDir);
-  mirror = attachMirror(store, config, memoryLogger().log);
-  await mirror!.ready();
+  mirror = attachMirror(store, stack.redis.client(), config, memoryLogger().log);
+  await mirror!.mirror.ready();
   for (const owner of ['alice', 'alice', 'bob']) await store.write(videoMeta({ owner }));
 }, 120_000);
 

@@ -125,8 +125,8 @@ describe('services image (services/Dockerfile)', () => {
     expect(all.find((s) => s.alias === 'build')!.instructions.some((i) => i.op === 'RUN' && i.args.includes('tsc -p tsconfig.build.json'))).toBe(true);
   });
 
-  it('is the image the k8s Deployments and CronJob run', () => {
-    for (const file of ['k8s/queue-connector.yaml', 'k8s/audit-writer.yaml', 'k8s/scrub-cronjob.yaml']) {
+  it('is the image the k8s Deployments and CronJobs run', () => {
+    for (const file of ['k8s/queue-connector.yaml', 'k8s/audit-writer.yaml', 'k8s/scrub-cronjob.yaml', 'k8s/reindex-cronjob.yaml']) {
       expect(readFileSync(file, 'utf8'), file).toMatch(/image: registry\.local:5000\/pulsevault-services:latest/);
     }
   });

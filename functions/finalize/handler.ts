@@ -12,7 +12,7 @@ import { MAX_BODY_BYTES, parseFinalizeRequest } from '../../shared/finalize/requ
 import { defineFunction } from '../../shared/function.js';
 import { clientIp, readJsonBody, sendJson } from '../../shared/http.js';
 import { MediaStore } from '../../shared/media-store.js';
-import { attachMirror } from '../../shared/mirror/mirror.js';
+import { attachMirror } from '../../shared/mirror/attach.js';
 import { createRedis } from '../../shared/redis.js';
 import { RedisLocker } from '../../shared/uploads/locker.js';
 import { openUploadStore } from '../../shared/uploads/store.js';
@@ -26,7 +26,7 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
   const locker = new RedisLocker(redis);
   const audit = createAuditLog(config, redis, log);
   const videos = new MediaStore(config.videoDir, redis);
-  const mirror = attachMirror(videos, config, log);
+  const mirror = attachMirror(videos, redis, config, log);
   const finalizer = new Finalizer({ config, redis, locker, audit, log, uploads: await openUploadStore(config), videos });
 
   // Finish whatever a crashed finalize (here or on another replica) left half-done.

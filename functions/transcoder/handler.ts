@@ -9,7 +9,7 @@ import { BadRequestError, MethodNotAllowedError } from '../../shared/errors.js';
 import { defineFunction } from '../../shared/function.js';
 import { readJsonBody, sendJson } from '../../shared/http.js';
 import { MediaStore } from '../../shared/media-store.js';
-import { attachMirror } from '../../shared/mirror/mirror.js';
+import { attachMirror } from '../../shared/mirror/attach.js';
 import { createRedis } from '../../shared/redis.js';
 import { checkEncoders, transcodeVideo } from '../../shared/transcode/transcoder.js';
 import { registerQueueMetrics, transcodeJobSchema } from '../../shared/transcode-queue.js';
@@ -19,7 +19,7 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
   const redis = createRedis(config, { name: 'transcoder', log });
   const audit = createAuditLog(config, redis, log);
   const store = new MediaStore(config.videoDir, redis);
-  const mirror = attachMirror(store, config, log);
+  const mirror = attachMirror(store, redis, config, log);
   registerQueueMetrics(redis);
   onShutdown(async () => {
     await mirror?.close();

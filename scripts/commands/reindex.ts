@@ -1,8 +1,8 @@
 /**
  * `pulsevault reindex [--json]`: rebuild or reconcile the PostgreSQL metadata
  * mirror (METADATA_DSN) from VIDEO_DIR, the source of truth. Safe to run beside
- * production and as often as wanted (e.g. a nightly CronJob, or after a mirror
- * outage counted in pulsevault_metadata_mirror_failures_total).
+ * production and as often as wanted (k8s/reindex-cronjob.yaml runs it hourly,
+ * behind the automatic catch-up of shared/mirror/catch-up.ts).
  *
  * Prints one line with the rows added, updated and removed (JSON with --json);
  * logs go to stderr. Exit 0 when done, 1 when the run failed, 64 on bad usage.

@@ -11,7 +11,7 @@ import { stopWithParent } from '../../shared/lifecycle.js';
 import { createLogger } from '../../shared/log.js';
 import { MediaStore } from '../../shared/media-store.js';
 import { initMetrics, serveMetrics } from '../../shared/metrics.js';
-import { attachMirror } from '../../shared/mirror/mirror.js';
+import { attachMirror } from '../../shared/mirror/attach.js';
 import { createRedis } from '../../shared/redis.js';
 import { registerQueueMetrics, TranscodeQueue } from '../../shared/transcode-queue.js';
 import { QueueConnector } from './connector.js';
@@ -28,7 +28,7 @@ const blocking = createRedis(config, { name: 'queue-connector:read', blocking: t
 const consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
 const audit = createAuditLog(config, redis, log);
 const store = new MediaStore(config.videoDir, redis);
-const mirror = attachMirror(store, config, log);
+const mirror = attachMirror(store, redis, config, log);
 const connector = new QueueConnector({
   config,
   queue: new TranscodeQueue(redis, blocking, consumer),

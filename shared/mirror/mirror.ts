@@ -4,7 +4,8 @@
  * The disk stays the source of truth: the mirror is written after each
  * meta.json write, and a mirror failure never fails the write. It is logged
  * (ids only), counted in `pulsevault_metadata_mirror_failures_total` and
- * repaired later by `pulsevault reindex`. Writes are bounded: a short connect
+ * re-mirrored later from the disk (catch-up.ts; attach.ts wires both to a
+ * MediaStore). Writes are bounded: a short connect
  * and query timeout, no retry inline, and after a failure the mirror pauses for
  * a few seconds, so an unreachable database costs each write (almost) nothing
  * rather than a timeout each.
@@ -12,7 +13,7 @@
 import pg from 'pg';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
-import type { MediaStore, VideoMeta } from '../media-store.js';
+import type { VideoMeta } from '../media-store.js';
 import { counter, histogram } from '../metrics.js';
 import { migrate } from '../migrations/index.js';
 import { toRow, upsertSql, type VideoRow } from './rows.js';
@@ -28,7 +29,7 @@ const PAUSE_AFTER_FAILURE_MS = 5_000;
 
 const failures = counter({
   name: 'pulsevault_metadata_mirror_failures_total',
-  help: 'meta.json writes not mirrored to PostgreSQL (repaired by `pulsevault reindex`), by reason: error (attempted and failed) or paused (skipped after a recent failure).',
+  help: 'meta.json writes not mirrored to PostgreSQL when made (re-mirrored by the catch-up), by reason: error (attempted and failed) or paused (skipped after a recent failure).',
   labelNames: ['reason'] as const,
 });
 
@@ -125,6 +126,14 @@ export class MetadataMirror {
     return { added, updated: changed.length - added };
   }
 
+  /** Delete the rows of videos gone from disk; returns how many there were. */
+  async remove(ids: string[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    await this.ready();
+    const { rowCount } = await this.pool.query('DELETE FROM videos WHERE id = ANY($1::uuid[])', [ids]);
+    return rowCount ?? 0;
+  }
+
   /** Mirror one meta.json write; throws on failure (see `record` for the write path). */
   async mirror(meta: VideoMeta): Promise<void> {
     await this.upsert([toRow(meta, this.withPhi)], 'newer');
@@ -151,7 +160,7 @@ export class MetadataMirror {
     } catch (err) {
       this.pausedUntil = Date.now() + PAUSE_AFTER_FAILURE_MS;
       failures.inc({ reason: 'error' });
-      this.log.warn({ videoId: meta.videoId, code: errorCode(err) }, 'metadata mirror write failed; run `pulsevault reindex` to repair');
+      this.log.warn({ videoId: meta.videoId, code: errorCode(err) }, 'metadata mirror write failed');
       return false;
     } finally {
       clearTimeout(timer);
@@ -169,17 +178,3 @@ export function openMirror(config: Config, log: Logger): MetadataMirror | null {
   return config.metadataDsn ? new MetadataMirror(config.metadataDsn, config.metadataMirrorPhi, log) : null;
 }
 
-/**
- * Mirror every meta.json write of `store` (no-op without METADATA_DSN). Call it
- * once at function setup; it starts the schema migration in the background and
- * returns the mirror so the caller can `close()` it on shutdown.
- */
-export function attachMirror(store: MediaStore, config: Config, log: Logger): MetadataMirror | null {
-  const mirror = openMirror(config, log);
-  if (!mirror) return null;
-  mirror.ready().catch((err: unknown) => log.warn({ code: errorCode(err) }, 'metadata mirror schema not ready; will retry on the next write'));
-  store.onWrite(async (meta) => {
-    await mirror.record(meta);
-  });
-  return mirror;
-}

@@ -42,12 +42,13 @@ async function readMeta(store: MediaStore, id: string, log: Logger): Promise<Rea
   } catch (err) {
     // A directory without meta.json is not a video (yet): its row, if any, goes.
     if (err instanceof NotFoundError) return { id, missing: true };
-    log.warn({ videoId: id, code: err instanceof MetaCorruptError ? err.code : (err as NodeJS.ErrnoException).code ?? 'unknown' }, 'reindex: meta.json unreadable; mirror row kept as is');
+    log.warn({ videoId: id, code: err instanceof MetaCorruptError ? err.code : (err as NodeJS.ErrnoException).code ?? 'unknown' }, 'metadata mirror: meta.json unreadable; row kept as is');
     return { id, invalid: true };
   }
 }
 
-async function readAll(store: MediaStore, ids: string[], concurrency: number, log: Logger): Promise<Read[]> {
+/** meta.json of each id, `concurrency` reads at a time (reindex and the catch-up). */
+export async function readAll(store: MediaStore, ids: string[], concurrency: number, log: Logger): Promise<Read[]> {
   const out: Read[] = new Array(ids.length);
   let next = 0;
   const worker = async () => {

@@ -15,35 +15,48 @@ export interface TestDatabase {
   dsn: string;
   /** A client on the test database for assertions (closed by drop). */
   client: pg.Client;
+  /** An outage: refuse new connections to the database and end those open (except `client`'s). */
+  refuseConnections(): Promise<void>;
+  /** The end of the outage. */
+  acceptConnections(): Promise<void>;
   drop(): Promise<void>;
+}
+
+async function asAdmin<T>(work: (admin: pg.Client) => Promise<T>): Promise<T> {
+  const admin = new pg.Client({ connectionString: ADMIN_DSN });
+  await admin.connect();
+  try {
+    return await work(admin);
+  } finally {
+    await admin.end();
+  }
 }
 
 export async function createTestDatabase(): Promise<TestDatabase> {
   const name = `pv_test_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: ADMIN_DSN });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
+  await asAdmin((admin) => admin.query(`CREATE DATABASE ${name}`));
   const url = new URL(ADMIN_DSN);
   url.pathname = `/${name}`;
   const dsn = url.toString();
   const client = new pg.Client({ connectionString: dsn });
   await client.connect();
+  const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+  const clientPid = rows[0]!.pid;
   return {
     dsn,
     client,
+    async refuseConnections() {
+      await asAdmin(async (admin) => {
+        await admin.query(`ALTER DATABASE ${name} WITH ALLOW_CONNECTIONS false`);
+        await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> $2', [name, clientPid]);
+      });
+    },
+    async acceptConnections() {
+      await asAdmin((admin) => admin.query(`ALTER DATABASE ${name} WITH ALLOW_CONNECTIONS true`));
+    },
     async drop() {
       await client.end();
-      const a = new pg.Client({ connectionString: ADMIN_DSN });
-      await a.connect();
-      try {
-        await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      } finally {
-        await a.end();
-      }
+      await asAdmin((admin) => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
     },
   };
 }
