@@ -126,7 +126,7 @@ describe('services image (services/Dockerfile)', () => {
   });
 
   it('is the image the k8s Deployments and CronJobs run', () => {
-    for (const file of ['k8s/queue-connector.yaml', 'k8s/audit-writer.yaml', 'k8s/scrub-cronjob.yaml', 'k8s/reindex-cronjob.yaml']) {
+    for (const file of ['k8s/queue-connector.yaml', 'k8s/audit-writer.yaml', 'k8s/scrub-cronjob.yaml', 'k8s/mirror/reindex-cronjob.yaml']) {
       expect(readFileSync(file, 'utf8'), file).toMatch(/image: registry\.local:5000\/pulsevault-services:latest/);
     }
   });
