@@ -14,7 +14,7 @@
  * failed pass (database or Redis down) backs off exponentially, with jitter.
  *
  * With Redis down as well, a miss is only logged; the periodic reindex
- * (k8s/reindex-cronjob.yaml) repairs it.
+ * (k8s/mirror/reindex-cronjob.yaml) repairs it.
  */
 import type { Logger } from '../log.js';
 import type { MediaStore } from '../media-store.js';
