@@ -1,7 +1,7 @@
 /**
  * `pulsevault reindex [--json]`: rebuild or reconcile the PostgreSQL metadata
  * mirror (METADATA_DSN) from VIDEO_DIR, the source of truth. Safe to run beside
- * production and as often as wanted (k8s/reindex-cronjob.yaml runs it hourly,
+ * production and as often as wanted (k8s/mirror/reindex-cronjob.yaml runs it hourly,
  * behind the automatic catch-up of shared/mirror/catch-up.ts).
  *
  * Prints one line with the rows added, updated and removed (JSON with --json);
