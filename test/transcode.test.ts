@@ -3,53 +3,34 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAuditLog, type AuditLog } from '../shared/audit.js';
-import { loadConfig, type Config } from '../shared/config.js';
-import { createLogger } from '../shared/log.js';
-import { MediaStore } from '../shared/media-store.js';
-import { createRedis, type Redis } from '../shared/redis.js';
+import type { Config } from '../shared/config.js';
+import type { MediaStore } from '../shared/media-store.js';
+import type { Redis } from '../shared/redis.js';
 import { aspectGrid, planLadder } from '../shared/transcode/ladder.js';
 import { acquireLease } from '../shared/transcode/lease.js';
 import { ProgressParser } from '../shared/transcode/ffmpeg-run.js';
 import { checkEncoders, transcodeVideo, type TranscoderDeps } from '../shared/transcode/transcoder.js';
-import type { TranscodeJob } from '../shared/transcode-queue.js';
-import { readAuditEntries, startAuditWriter } from './helpers/audit.js';
+import { readAuditEntries } from './helpers/audit.js';
 import { expectValidLadder } from './helpers/ladder.js';
 import { makeClip } from './helpers/media.js';
-import { startRedis, type TestRedis } from './helpers/redis.js';
+import { startTranscoder, transcodeJob as job, type TranscoderHarness } from './helpers/transcoder.js';
 import { addVideo } from './helpers/videos.js';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'pv-transcode-'));
-let server: TestRedis;
+let harness: TranscoderHarness;
 let redis: Redis;
 let config: Config;
 let deps: TranscoderDeps;
 let store: MediaStore;
-let audit: AuditLog;
-let writer: { stop(): Promise<void> };
 
-const job = (videoId: string): TranscodeJob => ({ videoId, attempt: 1, enqueuedAt: new Date().toISOString(), traceId: 'test' });
 
 beforeAll(async () => {
-  server = await startRedis();
-  config = loadConfig(
-    { HMAC_SECRET: 'x'.repeat(32), MEDIA_ROOT: tmp, REDIS_URL: server.url, FFMPEG_PRESET: 'ultrafast', FFMPEG_THREADS: '2', TRANSCODE_LEASE_SECONDS: '5' },
-    { secretsDir: path.join(tmp, 'none') },
-  );
-  redis = createRedis(config, { name: 'test' });
-  store = new MediaStore(config.videoDir, redis);
-  const log = createLogger('test', 'error');
-  // record() resolves once the audit writer has the entry on disk: run the real one.
-  writer = startAuditWriter(server.url, config.auditDir);
-  audit = createAuditLog(config, redis, log);
-  deps = { config, redis, store, audit, log };
+  harness = await startTranscoder(tmp);
+  ({ redis, config, deps, store } = harness);
 });
 
 afterAll(async () => {
-  await audit.close();
-  await writer.stop();
-  redis.disconnect();
-  await server.close();
+  await harness.close();
   rmSync(tmp, { recursive: true, force: true });
 });
 

@@ -22,6 +22,8 @@ export const MANIFEST_NAME = 'manifest.mpd';
 /** What the dash muxer names its HLS media playlists (`media_<stream index>.m3u8`). */
 export const ffmpegMediaPlaylist = (streamIndex: number) => `media_${streamIndex}.m3u8`;
 export const FFMPEG_MASTER_NAME = 'ffmpeg-master.m3u8';
+/** The init segment of a stream (the DASH Representation id is the stream index; the template is what ffmpeg is given). */
+export const initSegmentName = (streamIndex: number | '$RepresentationID$') => `init_${streamIndex}.m4s`;
 
 export interface EncodeOptions {
   source: string;
@@ -122,7 +124,7 @@ export function buildEncodeCommand(o: EncodeOptions): EncodeCommand {
     '-use_template', '1', '-use_timeline', '1',
     '-hls_playlist', '1', '-hls_master_name', FFMPEG_MASTER_NAME,
     '-adaptation_sets', adaptationSets.join(' '),
-    '-init_seg_name', 'init_$RepresentationID$.m4s',
+    '-init_seg_name', initSegmentName('$RepresentationID$'),
     '-media_seg_name', 'seg_$RepresentationID$_$Number%05d$.m4s',
     `${o.outDir}/${MANIFEST_NAME}`,
   ];

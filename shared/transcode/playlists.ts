@@ -6,14 +6,17 @@
  *
  * ffmpeg's own master lacks AVERAGE-BANDWIDTH and FRAME-RATE and declares the
  * nominal bitrate; ours declares what the segments on disk measure (Apple: the
- * declared peak must be within 10 % of the measured one). CODECS come from the
- * DASH manifest, which ffmpeg derives from the encoded bitstream.
+ * declared peak must be within 10 % of the measured one). The video CODECS are
+ * read from each rendition's init segment (`codec-string.ts`) and written into
+ * the DASH manifest too, where ffmpeg put a bare `hvc1` for HEVC; the audio
+ * codecs come from the manifest (ffmpeg's mp4a string is complete).
  */
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { XMLParser } from 'fast-xml-parser';
 import HLS from 'hls-parser';
-import { FFMPEG_MASTER_NAME, MANIFEST_NAME, ffmpegMediaPlaylist, type StreamPlan } from './ffmpeg-command.js';
+import { codecString, readVideoConfig } from './codec-string.js';
+import { FFMPEG_MASTER_NAME, MANIFEST_NAME, ffmpegMediaPlaylist, initSegmentName, type StreamPlan } from './ffmpeg-command.js';
 
 export const MASTER_NAME = 'master.m3u8';
 export const AUDIO_PLAYLIST = 'audio.m3u8';
@@ -35,6 +38,14 @@ export function readManifestCodecs(xml: string): Map<string, string> {
     }
   }
   return codecs;
+}
+
+/** `xml` with the codecs attribute of the Representations named in `codecs` (by id) replaced; the rest of ffmpeg's text unchanged. */
+export function setManifestCodecs(xml: string, codecs: ReadonlyMap<string, string>): string {
+  return xml.replace(/<Representation\b[^>]*>/g, (tag) => {
+    const value = codecs.get(/\bid="([^"]*)"/.exec(tag)?.[1] ?? '');
+    return value === undefined ? tag : tag.replace(/\bcodecs="[^"]*"/, `codecs="${value}"`);
+  });
 }
 
 interface Measured {
@@ -82,16 +93,19 @@ export interface PublishedVariant {
 
 /** Write master.m3u8 and the per-rendition playlists in `dir`; returns what the master lists. */
 export async function writePlaylists(dir: string, streams: StreamPlan, fps: number | null): Promise<PublishedVariant[]> {
-  const codecs = readManifestCodecs(await readFile(path.join(dir, MANIFEST_NAME), 'utf8'));
+  const manifestPath = path.join(dir, MANIFEST_NAME);
+  const manifest = await readFile(manifestPath, 'utf8');
+  const manifestCodecs = readManifestCodecs(manifest);
   const audio = streams.audio
-    ? { ...(await publishMediaPlaylist(dir, ffmpegMediaPlaylist(streams.audio.index), AUDIO_PLAYLIST)), codecs: codecs.get(String(streams.audio.index)) ?? 'mp4a.40.2' }
+    ? { ...(await publishMediaPlaylist(dir, ffmpegMediaPlaylist(streams.audio.index), AUDIO_PLAYLIST)), codecs: manifestCodecs.get(String(streams.audio.index)) ?? 'mp4a.40.2' }
     : null;
+  const videoCodecsById = new Map<string, string>();
   const variants: PublishedVariant[] = [];
   for (const s of streams.video) {
     const playlist = mediaPlaylistName(s.rung.name, s.codec);
     const measured = await publishMediaPlaylist(dir, ffmpegMediaPlaylist(s.index), playlist);
-    const videoCodecs = codecs.get(String(s.index));
-    if (!videoCodecs) throw new Error(`manifest has no codecs for representation ${s.index}`);
+    const videoCodecs = codecString(readVideoConfig(await readFile(path.join(dir, initSegmentName(s.index)))));
+    videoCodecsById.set(String(s.index), videoCodecs);
     variants.push({
       rendition: s.rung.name,
       codec: s.codec,
@@ -122,6 +136,7 @@ export async function writePlaylists(dir: string, streams: StreamPlan, fps: numb
         }),
     ),
   });
+  await writeFile(manifestPath, setManifestCodecs(manifest, videoCodecsById));
   await writeFile(path.join(dir, MASTER_NAME), HLS.stringify(master));
   await rm(path.join(dir, FFMPEG_MASTER_NAME), { force: true });
   return variants;

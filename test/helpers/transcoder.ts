@@ -1,0 +1,52 @@
+/** The transcoder module over a real Redis and the real audit writer, without the rest of the stack. */
+import path from 'node:path';
+import { createAuditLog } from '../../shared/audit.js';
+import { loadConfig, type Config } from '../../shared/config.js';
+import { createLogger } from '../../shared/log.js';
+import { MediaStore } from '../../shared/media-store.js';
+import { createRedis, type Redis } from '../../shared/redis.js';
+import type { TranscoderDeps } from '../../shared/transcode/transcoder.js';
+import type { TranscodeJob } from '../../shared/transcode-queue.js';
+import { startAuditWriter } from './audit.js';
+import { startRedis } from './redis.js';
+
+/** A first delivery of the transcode job for `videoId`. */
+export const transcodeJob = (videoId: string): TranscodeJob => ({ videoId, attempt: 1, enqueuedAt: new Date().toISOString(), traceId: 'test' });
+
+export interface TranscoderHarness {
+  config: Config;
+  deps: TranscoderDeps;
+  redis: Redis;
+  store: MediaStore;
+  /** The same deps under a config with `env` on top (ENABLE_HEVC, RENDITIONS, …). */
+  depsWith(env: Record<string, string>): TranscoderDeps;
+  close(): Promise<void>;
+}
+
+/** Fast settings (ultrafast, 2 threads, 5 s leases) unless `env` says otherwise; media under `mediaRoot`. */
+export async function startTranscoder(mediaRoot: string, env: Record<string, string> = {}): Promise<TranscoderHarness> {
+  const server = await startRedis();
+  const baseEnv = { HMAC_SECRET: 'x'.repeat(32), MEDIA_ROOT: mediaRoot, REDIS_URL: server.url, FFMPEG_PRESET: 'ultrafast', FFMPEG_THREADS: '2', TRANSCODE_LEASE_SECONDS: '5', ...env };
+  const load = (extra: Record<string, string>) => loadConfig({ ...baseEnv, ...extra }, { secretsDir: path.join(mediaRoot, 'none') });
+  const config = load({});
+  const redis = createRedis(config, { name: 'test' });
+  const store = new MediaStore(config.videoDir, redis);
+  const log = createLogger('test', 'error');
+  // record() resolves once the audit writer has the entry on disk: run the real one.
+  const writer = startAuditWriter(server.url, config.auditDir);
+  const audit = createAuditLog(config, redis, log);
+  const deps: TranscoderDeps = { config, redis, store, audit, log };
+  return {
+    config,
+    deps,
+    redis,
+    store,
+    depsWith: (extra) => ({ ...deps, config: load(extra) }),
+    async close() {
+      await audit.close();
+      await writer.stop();
+      redis.disconnect();
+      await server.close();
+    },
+  };
+}
