@@ -24,7 +24,8 @@ let clip: Buffer;
 beforeAll(async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'pv-finalize-'));
   [stack, clip] = await Promise.all([
-    startStack({ env: { LOCAL_REPLICAS: 'finalize=2' } }),
+    // No transcoder replica (scaled to zero): queued jobs stay queued, so what finalize left is what we read.
+    startStack({ env: { LOCAL_REPLICAS: 'finalize=2,transcoder=0' } }),
     makeClip(path.join(dir, 'clip.mp4'), { seconds: 2 }).then((f) => readFileSync(f)),
   ]);
 });
