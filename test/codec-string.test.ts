@@ -1,7 +1,8 @@
 /** RFC 6381 codecs strings from init segments' decoder configuration records, and the DASH manifest rewrite. */
 import { describe, expect, it } from 'vitest';
+import { XMLParser } from 'fast-xml-parser';
 import { codecString, readVideoConfig, type VideoConfig } from '../shared/transcode/codec-string.js';
-import { setManifestCodecs } from '../shared/transcode/playlists.js';
+import { finishManifest } from '../shared/transcode/playlists.js';
 
 const avc = (profileIdc: number, constraintFlags: number, levelIdc: number, sampleEntry: 'avc1' | 'avc3' = 'avc1'): VideoConfig => ({ sampleEntry, profileIdc, constraintFlags, levelIdc });
 const hevc = (o: Partial<Extract<VideoConfig, { sampleEntry: 'hvc1' | 'hev1' }>>): VideoConfig => ({
@@ -107,16 +108,39 @@ describe('readVideoConfig', () => {
   });
 });
 
-describe('setManifestCodecs', () => {
+describe('finishManifest', () => {
   const mpd = [
-    '<AdaptationSet id="1" contentType="video">',
-    '\t<Representation id="2" mimeType="video/mp4" codecs="hvc1" bandwidth="60000" width="192" height="144" sar="1:1">',
-    '\t<Representation id="12" mimeType="video/mp4" codecs="hvc1" bandwidth="87000">',
-    '\t<Representation id="6" mimeType="audio/mp4" codecs="mp4a.40.2" bandwidth="128000" audioSamplingRate="48000">',
+    '<?xml version="1.0" encoding="utf-8"?>',
+    '<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static">',
+    '\t<Period id="0" start="PT0.0S">',
+    '\t\t<AdaptationSet id="1" contentType="video" segmentAlignment="true" bitstreamSwitching="true">',
+    '\t\t\t<Representation id="2" mimeType="video/mp4" codecs="hvc1" bandwidth="60000" width="192" height="144" sar="1:1"/>',
+    '\t\t\t<Representation id="12" mimeType="video/mp4" codecs="hvc1" bandwidth="87000"/>',
+    '\t\t</AdaptationSet>',
+    '\t\t<AdaptationSet id="2" contentType="audio" bitstreamSwitching="true">',
+    '\t\t\t<Representation id="6" mimeType="audio/mp4" codecs="mp4a.40.2" bandwidth="128000" audioSamplingRate="48000"/>',
+    '\t\t</AdaptationSet>',
+    '\t</Period>',
+    '</MPD>',
   ].join('\n');
+  const parse = (xml: string) => new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '', isArray: (n: string) => ['AdaptationSet', 'Representation'].includes(n) }).parse(xml) as {
+    MPD: { Period: { AdaptationSet: { id: string; bitstreamSwitching: string; segmentAlignment?: string; Representation: Record<string, string>[] }[] } };
+  };
 
-  it('replaces the codecs of the named Representations only, leaving every other byte as ffmpeg wrote it', () => {
-    const out = setManifestCodecs(mpd, new Map([['2', 'hvc1.1.6.L60.90'], ['12', 'hvc1.1.6.L63.90']]));
-    expect(out).toBe(mpd.replace('codecs="hvc1" bandwidth="60000"', 'codecs="hvc1.1.6.L60.90" bandwidth="60000"').replace('codecs="hvc1" bandwidth="87000"', 'codecs="hvc1.1.6.L63.90" bandwidth="87000"'));
+  it('replaces the codecs of the named Representations only and keeps every other attribute', () => {
+    const out = parse(finishManifest(mpd, new Map([['2', 'hvc1.1.6.L60.90'], ['12', 'hvc1.1.6.L63.90']])));
+    const reps = out.MPD.Period.AdaptationSet.flatMap((a) => a.Representation);
+    expect(reps.map((r) => [r.id, r.codecs])).toEqual([['2', 'hvc1.1.6.L60.90'], ['12', 'hvc1.1.6.L63.90'], ['6', 'mp4a.40.2']]);
+    expect(reps[0]).toMatchObject({ mimeType: 'video/mp4', bandwidth: '60000', width: '192', height: '144', sar: '1:1' });
+    expect(out.MPD.Period.AdaptationSet[0]!.segmentAlignment).toBe('true');
+  });
+
+  it('says bitstreamSwitching="false": every rendition has its own init segment', () => {
+    const out = parse(finishManifest(mpd, new Map()));
+    expect(out.MPD.Period.AdaptationSet.map((a) => a.bitstreamSwitching)).toEqual(['false', 'false']);
+  });
+
+  it('refuses a manifest that is not XML', () => {
+    expect(() => finishManifest('<MPD><Period>', new Map())).toThrow(/not well-formed/);
   });
 });

@@ -9,10 +9,12 @@
  * declared peak must be within 10 % of the measured one). The video CODECS are
  * read from each rendition's init segment (`codec-string.ts`) and written into
  * the DASH manifest too, where ffmpeg put a bare `hvc1` for HEVC; the audio
- * codecs come from the manifest (ffmpeg's mp4a string is complete).
+ * codecs come from the manifest (ffmpeg's mp4a string is complete). The
+ * manifest's false `bitstreamSwitching="true"` is corrected (finishManifest).
  */
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { DOMParser, XMLSerializer, type Element } from '@xmldom/xmldom';
 import { XMLParser } from 'fast-xml-parser';
 import HLS from 'hls-parser';
 import { codecString, readVideoConfig } from './codec-string.js';
@@ -40,12 +42,28 @@ export function readManifestCodecs(xml: string): Map<string, string> {
   return codecs;
 }
 
-/** `xml` with the codecs attribute of the Representations named in `codecs` (by id) replaced; the rest of ffmpeg's text unchanged. */
-export function setManifestCodecs(xml: string, codecs: ReadonlyMap<string, string>): string {
-  return xml.replace(/<Representation\b[^>]*>/g, (tag) => {
-    const value = codecs.get(/\bid="([^"]*)"/.exec(tag)?.[1] ?? '');
-    return value === undefined ? tag : tag.replace(/\bcodecs="[^"]*"/, `codecs="${value}"`);
-  });
+/**
+ * ffmpeg's manifest, corrected: the codecs of the Representations named in
+ * `codecs` (by id), and `bitstreamSwitching="false"` wherever ffmpeg claimed
+ * true. Each rendition has an init segment of its own (its SPS, its size), so
+ * segments of two renditions cannot be spliced without re-initialising the
+ * decoder (ISO/IEC 23009-1 §5.3.3.2); a player that believed the flag could
+ * skip the new init segment on a switch. Edited as XML; whitespace is kept.
+ */
+export function finishManifest(xml: string, codecs: ReadonlyMap<string, string>): string {
+  const doc = new DOMParser({
+    onError: (level, message) => {
+      if (level !== 'warning') throw new Error(`ffmpeg wrote a manifest that is not well-formed XML: ${message}`);
+    },
+  }).parseFromString(xml, 'application/xml');
+  for (const rep of Array.from(doc.getElementsByTagNameNS('*', 'Representation')) as Element[]) {
+    const value = codecs.get(rep.getAttribute('id') ?? '');
+    if (value !== undefined) rep.setAttribute('codecs', value);
+  }
+  for (const set of Array.from(doc.getElementsByTagNameNS('*', 'AdaptationSet')) as Element[]) {
+    if (set.getAttribute('bitstreamSwitching') === 'true') set.setAttribute('bitstreamSwitching', 'false');
+  }
+  return new XMLSerializer().serializeToString(doc);
 }
 
 interface Measured {
@@ -136,7 +154,7 @@ export async function writePlaylists(dir: string, streams: StreamPlan, fps: numb
         }),
     ),
   });
-  await writeFile(manifestPath, setManifestCodecs(manifest, videoCodecsById));
+  await writeFile(manifestPath, finishManifest(manifest, videoCodecsById));
   await writeFile(path.join(dir, MASTER_NAME), HLS.stringify(master));
   await rm(path.join(dir, FFMPEG_MASTER_NAME), { force: true });
   return variants;

@@ -86,7 +86,9 @@ export function expectValidLadder(videoDir: string, o: { sourceDuration: number;
   };
   const mpdSeconds = Number(/^PT(?:(\d+)M)?([\d.]+)S$/.exec(mpd.MPD.mediaPresentationDuration)?.slice(1).reduce((acc, x, i) => acc + (i === 0 ? Number(x ?? 0) * 60 : Number(x)), 0));
   expect(Math.abs(mpdSeconds - o.sourceDuration)).toBeLessThanOrEqual(0.2);
-  const sets = ([] as { contentType: string; Representation: unknown }[]).concat(mpd.MPD.Period.AdaptationSet as never);
+  const sets = ([] as { contentType: string; bitstreamSwitching?: string; Representation: unknown }[]).concat(mpd.MPD.Period.AdaptationSet as never);
+  // Each rendition has its own init segment: no set may claim segments can be spliced across renditions.
+  expect(sets.map((s) => s.bitstreamSwitching ?? 'false')).not.toContain('true');
   const videoSets = sets.filter((s) => s.contentType === 'video');
   expect(videoSets).toHaveLength(codecs.length);
   expect(videoSets.flatMap((s) => ([] as unknown[]).concat(s.Representation))).toHaveLength(master.variants.length);
