@@ -13,6 +13,8 @@ import { promisify } from 'node:util';
 import { XMLParser } from 'fast-xml-parser';
 import HLS from 'hls-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildEncodeCommand, SVT_AV1_PRESETS } from '../shared/transcode/ffmpeg-command.js';
+import { planLadder } from '../shared/transcode/ladder.js';
 import { checkEncoders, transcodeVideo } from '../shared/transcode/transcoder.js';
 import { codecFamily, expectValidLadder } from './helpers/ladder.js';
 import { makeClip } from './helpers/media.js';
@@ -160,5 +162,23 @@ describe.each([
       listed.push(id);
     }
     expect(listed.sort()).toEqual([...representations.keys()].sort());
+  });
+});
+
+describe('FFMPEG_PRESET for SVT-AV1', () => {
+  const presets = ['ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium', 'slow', 'slower', 'veryslow'] as const;
+
+  it('maps every x264 preset name to an SVT-AV1 preset, faster names to faster (higher) numbers', () => {
+    const numbers = presets.map((p) => SVT_AV1_PRESETS[p]);
+    expect(numbers.every((n) => Number.isInteger(n) && n >= 0 && n <= 13)).toBe(true);
+    expect([...numbers].sort((a, b) => b - a)).toEqual(numbers);
+    expect(new Set(numbers).size).toBe(numbers.length);
+  });
+
+  it('gives AV1 streams the mapped number and H.264/HEVC the name itself', () => {
+    const rung = planLadder({ width: 320, height: 240 }, ['240p'])[0]!;
+    const { args } = buildEncodeCommand({ source: 'in.mp4', outDir: 'out', rungs: [rung], codecs: ['h264', 'hevc', 'av1'], hasAudio: false, fps: 25, preset: 'slow', threads: 1 });
+    const presetOf = (stream: number) => args[args.indexOf(`-preset:v:${stream}`) + 1];
+    expect([presetOf(0), presetOf(1), presetOf(2)]).toEqual(['slow', 'slow', String(SVT_AV1_PRESETS.slow)]);
   });
 });

@@ -34,7 +34,8 @@ export interface EncodeOptions {
   hasAudio: boolean;
   /** Frames per second of the source (for the GOP length); null when unknown. */
   fps: number | null;
-  preset: string;
+  /** FFMPEG_PRESET: x264/x265 names; mapped to SVT-AV1's numbers. */
+  preset: Config['transcode']['ffmpegPreset'];
   threads: number;
 }
 
@@ -52,6 +53,24 @@ export interface EncodeCommand {
 /** Encoder (ffmpeg -encoders name) per codec family. */
 export const ENCODERS: Record<VideoCodecFamily, string> = { h264: 'libx264', hevc: 'libx265', av1: 'libsvtav1' };
 
+/**
+ * FFMPEG_PRESET is an x264/x265 preset name; SVT-AV1 numbers its presets from
+ * 0 (slowest) to 13. Each name maps to the SVT preset of about the same place
+ * in its speed range (veryfast → 10), so one setting trades speed for quality
+ * across the whole ladder.
+ */
+export const SVT_AV1_PRESETS: Record<EncodeOptions['preset'], number> = {
+  ultrafast: 12,
+  superfast: 11,
+  veryfast: 10,
+  faster: 9,
+  fast: 8,
+  medium: 7,
+  slow: 6,
+  slower: 5,
+  veryslow: 4,
+};
+
 function codecArgs(codec: VideoCodecFamily, i: number, rung: Rung, o: EncodeOptions, gop: number): string[] {
   const kbps = Math.round(rung.kbps * CODEC_BITRATE_FACTOR[codec]);
   const rate = [`-b:v:${i}`, `${kbps}k`, `-maxrate:v:${i}`, `${Math.round(kbps * MAXRATE_FACTOR)}k`, `-bufsize:v:${i}`, `${kbps * BUFSIZE_FACTOR}k`];
@@ -62,7 +81,7 @@ function codecArgs(codec: VideoCodecFamily, i: number, rung: Rung, o: EncodeOpti
       // hvc1 (parameter sets in the init segment) is what Apple players require.
       return [`-c:v:${i}`, 'libx265', `-preset:v:${i}`, o.preset, `-tag:v:${i}`, 'hvc1', ...rate, `-x265-params:v:${i}`, `keyint=${gop}:min-keyint=${gop}:scenecut=0:open-gop=0:log-level=error`];
     case 'av1':
-      return [`-c:v:${i}`, 'libsvtav1', `-preset:v:${i}`, '8', ...rate];
+      return [`-c:v:${i}`, 'libsvtav1', `-preset:v:${i}`, String(SVT_AV1_PRESETS[o.preset]), ...rate];
   }
 }
 
