@@ -7,5 +7,7 @@
  */
 export function stopWithParent(stop: (reason: string) => void): void {
   if (!process.send) return;
+  // Gone already (killed while this process was still loading): the 'disconnect' event has passed.
+  if (!process.connected) return stop('supervisor gone');
   process.once('disconnect', () => stop('supervisor gone'));
 }

@@ -1,5 +1,6 @@
 /** `npm start`'s local stack as real processes: health, metrics, routing, restarts, shutdown, Redis. */
 import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FUNCTIONS } from '../shared/routes.js';
@@ -17,6 +18,16 @@ const alive = (pid: number) => {
     return false;
   }
 };
+
+/** The parent pid of a process, from /proc (null once it is gone). */
+function parentOf(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return null;
+  }
+}
 
 describe('local stack', () => {
   let stack: TestStack;
@@ -92,6 +103,16 @@ describe('local stack lifecycle', () => {
     const pids = Object.values((await health(stack)).functions).flatMap((f) => f.replicas.map((r) => r.pid!));
     stack.process.kill('SIGKILL');
     await waitFor(() => pids.every((pid) => !alive(pid)), 30_000, 'every function process to stop itself');
+    await stack.stop();
+  });
+
+  it.each(['SIGINT', 'SIGKILL'] as const)('%s while the functions are still starting leaves no orphan processes behind', async (signal) => {
+    const stack = await startStack({ waitReady: false });
+    // The supervisor launches every process at once: as soon as one child exists, all do, none ready yet.
+    const children = () => readdirSync('/proc').filter((d) => /^\d+$/.test(d) && parentOf(Number(d)) === stack.process.pid).map(Number);
+    const pids = await waitFor(() => (children().length > 0 ? children() : null), 30_000, 'the first child processes');
+    stack.process.kill(signal);
+    await waitFor(() => pids.every((pid) => !alive(pid)), 30_000, 'every child process to stop');
     await stack.stop();
   });
 

@@ -150,14 +150,8 @@ const backend: GatewayBackend = {
 };
 
 const gateway = createGateway(backend, log, [createConsoleRoute({ root: ROOT })]);
-await new Promise<void>((resolve, reject) => {
-  gateway.once('error', reject);
-  gateway.listen(config.port, config.host, () => resolve());
-});
-await supervisor.startAll();
-log.info({ url: gatewayUrl, mediaRoot: config.mediaRoot, health: backend.health() }, `PulseVault local stack ready on ${gatewayUrl}`);
-if (devAuth) process.stdout.write(devAuthBanner(devAuth, gatewayUrl));
 
+// Handlers first: Ctrl-C while the functions are still starting must stop them too, not orphan them.
 let stopping = false;
 async function stop(signal: string): Promise<void> {
   if (stopping) return;
@@ -174,3 +168,14 @@ async function stop(signal: string): Promise<void> {
 }
 process.once('SIGINT', () => void stop('SIGINT'));
 process.once('SIGTERM', () => void stop('SIGTERM'));
+
+await new Promise<void>((resolve, reject) => {
+  gateway.once('error', reject);
+  gateway.listen(config.port, config.host, () => resolve());
+});
+await supervisor.startAll();
+if (!stopping) {
+  log.info({ url: gatewayUrl, mediaRoot: config.mediaRoot, health: backend.health() }, `PulseVault local stack ready on ${gatewayUrl}`);
+  if (devAuth) process.stdout.write(devAuthBanner(devAuth, gatewayUrl));
+}
+

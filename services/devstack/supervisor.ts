@@ -64,7 +64,7 @@ export class Supervisor {
 
   /** Start every process and wait until each function answers its health check (or the deadline). */
   async startAll(deadlineMs = 30_000): Promise<void> {
-    for (const p of this.processes) this.launch(p);
+    for (const p of this.processes) if (!this.stopping) this.launch(p);
     const until = Date.now() + deadlineMs;
     await Promise.all(this.processes.map((p) => this.waitReady(p, until)));
   }

@@ -8,7 +8,7 @@ import { loadConfigOrExit } from '../../../shared/config.js';
 import type { FunctionSetup } from '../../../shared/function.js';
 import { stopWithParent } from '../../../shared/lifecycle.js';
 import { createLogger } from '../../../shared/log.js';
-import { startFunction } from './server.js';
+import { startFunction, type RunningFunction } from './server.js';
 
 const handlerPath = process.argv[2];
 if (!handlerPath) {
@@ -25,16 +25,23 @@ if (typeof mod.default !== 'function') {
   process.exit(70);
 }
 
+// Registered before start-up: a stop that arrives while the function is still starting has nothing to drain.
+let running: RunningFunction | null = null;
+let stopping = false;
+const stop = (reason: string) => {
+  if (stopping) return;
+  stopping = true;
+  log.info({ reason }, 'stopping');
+  if (!running) process.exit(0);
+  void running.shutdown().then(() => process.exit(0));
+};
+process.once('SIGTERM', () => stop('SIGTERM'));
+process.once('SIGINT', () => stop('SIGINT'));
+stopWithParent(stop);
+
 try {
-  const running = await startFunction(name, mod.default, config, log);
+  running = await startFunction(name, mod.default, config, log);
   log.info({ port: config.port }, 'function ready');
-  const stop = (signal: string) => {
-    log.info({ signal }, 'signal received');
-    void running.shutdown().then(() => process.exit(0));
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
-  stopWithParent(stop);
 } catch (err) {
   log.fatal({ err }, 'function failed to start');
   process.exit(1);
