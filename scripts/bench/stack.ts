@@ -36,8 +36,8 @@ export interface BenchStack {
    * OpenFaaS replaces in production): the port it listens on, from `ss`.
    */
   functionUrl(name: string): Promise<string>;
-  /** tus-js-client upload of a file in `chunkSize` chunks; resolves with the upload id. */
-  upload(file: string, chunkSize: number): Promise<string>;
+  /** tus-js-client upload of a file in `chunkSize` chunks, through the gateway or to `base` (a function's own URL); resolves with the upload id. */
+  upload(file: string, chunkSize: number, base?: string): Promise<string>;
   /** POST /uploads/finalize; resolves with the new video id. */
   finalize(uploadId: string, filename: string): Promise<string>;
   /** POST /media/sign; resolves with the signed path (`/media/videos/<id>/<path>?token=…`). */
@@ -143,10 +143,10 @@ export async function startBenchStack(scratch: string): Promise<BenchStack> {
       if (!port) throw new Error(`no listening port found for ${name} (pid ${pid})`);
       return `http://127.0.0.1:${port}`;
     },
-    upload(file, chunkSize) {
+    upload(file, chunkSize, base = url) {
       return new Promise((resolve, reject) => {
         const upload = new tus.Upload(createReadStream(file), {
-          endpoint: `${url}/uploads`,
+          endpoint: `${base}/uploads`,
           chunkSize,
           retryDelays: null,
           storeFingerprintForResuming: false,

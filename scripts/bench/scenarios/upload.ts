@@ -1,6 +1,7 @@
 /**
- * 1. Upload: tus-js-client through the local gateway in 64 MiB chunks, against
- *    a minimal Node server piping the same chunks to a file on the same disk.
+ * 1. Upload: tus-js-client through the local gateway in 64 MiB chunks (and
+ *    straight to the tus-upload function: what the local gateway costs),
+ *    against a minimal Node server piping the same chunks to a file on the same disk.
  * 2. Finalize of that upload, against `openssl dgst -sha256` of the stored file
  *    (the hashing floor: finalize must read every byte once).
  */
@@ -49,6 +50,13 @@ export async function benchUpload(ctx: BenchContext): Promise<{ rows: Row[]; vid
   const uploadId = await ctx.stack.upload(file, chunk);
   const pvSeconds = (performance.now() - started) / 1000;
 
+  ctx.progress('1. the same upload straight to the tus-upload function');
+  const direct = await ctx.stack.functionUrl('tus-upload');
+  await sync();
+  started = performance.now();
+  await ctx.stack.upload(file, chunk, direct);
+  const directSeconds = (performance.now() - started) / 1000;
+
   ctx.progress('1. upload to the reference server');
   const refDir = path.join(ctx.scratch, 'reference-upload');
   mkdirSync(refDir);
@@ -96,6 +104,15 @@ export async function benchUpload(ctx: BenchContext): Promise<{ rows: Row[]; vid
         better: 'higher',
         commands: [input, `tus-js-client Upload(fs.createReadStream(file), {endpoint: <gateway>/uploads, chunkSize: ${chunk}}) (scripts/bench/stack.ts)`, `${workerCommand('upload-server', ['<scratch>/reference-upload'])}; ${size / chunk} × PATCH /upload.bin with Upload-Offset (scripts/bench/scenarios/upload.ts)`],
         note: `one run each, \`sync\` before each; ${pvSeconds.toFixed(2)} s vs ${refSeconds.toFixed(2)} s`,
+      },
+      {
+        scenario: `1′. The same, straight to the tus-upload function's port (no local gateway; OpenFaaS's gateway takes its place in production)`,
+        pulsevault: { value: megabytesPerSecond(size, directSeconds), unit: 'MB/s' },
+        reference: { value: megabytesPerSecond(size, refSeconds), unit: 'MB/s' },
+        referenceName: 'minimal Node server piping each chunk to a file on the same disk',
+        better: 'higher',
+        commands: [`tus-js-client Upload(fs.createReadStream(file), {endpoint: <tus-upload function>/uploads, chunkSize: ${chunk}}) (scripts/bench/stack.ts)`],
+        note: `one run, \`sync\` before; ${directSeconds.toFixed(2)} s`,
       },
       {
         scenario: `2. Finalize of that ${label} upload (probe, move, sha256, meta, publish, audit, enqueue)`,
