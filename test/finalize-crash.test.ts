@@ -40,7 +40,7 @@ beforeAll(async () => {
   redis = await startRedis();
   // One sequencer for every volume of this file: record() waits for it to make entries durable.
   auditDir = path.join(tempDir(tmpdir(), 'pv-crash-audit-'), 'audit');
-  auditWriter = startAuditWriter(redis.url, auditDir);
+  auditWriter = await startAuditWriter(redis.url, auditDir);
   clip = readFileSync(await makeClip(path.join(tempDir(tmpdir(), 'pv-crash-clip-'), 'clip.mp4'), { seconds: 1 }));
 });
 

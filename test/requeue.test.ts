@@ -39,7 +39,7 @@ describe('pulsevault requeue (no connector running)', () => {
     redis = server.client();
     store = new MediaStore(path.join(mediaRoot, 'videos'), redis);
     // Requeue audits each video it queues; the real writer makes those entries durable.
-    writer = startAuditWriter(server.url, path.join(mediaRoot, 'audit'));
+    writer = await startAuditWriter(server.url, path.join(mediaRoot, 'audit'));
   });
   afterAll(async () => {
     await writer.stop();

@@ -1,7 +1,10 @@
 /** Reading the audit log the way an auditor would: the hash-chained files on disk. */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { Redis } from 'ioredis';
+import { AUDIT_LEASE_KEY } from '../../shared/audit/stream.js';
 import { baseTestEnv, spawnNode } from './node-process.js';
+import { waitFor } from './wait.js';
 
 export type AuditLine = Record<string, unknown> & { category: string; action: string; outcome: string; videoId: string | null };
 
@@ -15,19 +18,41 @@ export function readAuditEntries(auditDir: string): AuditLine[] {
     .map((line) => JSON.parse(line) as AuditLine);
 }
 
-/** A real audit writer (the sequencer) for tests that run functions without the whole stack. */
-export function startAuditWriter(redisUrl: string, auditDir: string): { stop(): Promise<void> } {
-  const { child, exited } = spawnNode(['dist/services/audit-writer/main.js'], {
+/**
+ * A real audit writer (the sequencer) for tests that run functions without the
+ * whole stack. Resolves once it holds its lease: record() calls made before
+ * that would wait for it and, on a slow machine, hit their ack timeout.
+ */
+export async function startAuditWriter(redisUrl: string, auditDir: string): Promise<{ stop(): Promise<void> }> {
+  const { child, output, exited } = spawnNode(['dist/services/audit-writer/main.js'], {
     ...baseTestEnv(),
     REDIS_URL: redisUrl,
     AUDIT_DIR: auditDir,
     MEDIA_ROOT: path.dirname(auditDir),
     LOG_LEVEL: 'warn',
   });
-  return {
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      await exited;
-    },
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await exited;
   };
+  await untilAuditWriterReady(redisUrl, () => (child.exitCode !== null ? `audit writer exited with ${child.exitCode}:\n${output()}` : null)).catch(async (err: unknown) => {
+    await stop();
+    throw err;
+  });
+  return { stop };
+}
+
+/** Wait until an audit writer holds its lease in this Redis (it then sequences what record() submits). */
+export async function untilAuditWriterReady(redisUrl: string, failure: () => string | null = () => null): Promise<void> {
+  const redis = new Redis(redisUrl);
+  redis.on('error', () => {});
+  try {
+    await waitFor(async () => {
+      const why = failure();
+      if (why) throw new Error(why);
+      return (await redis.exists(AUDIT_LEASE_KEY)) === 1;
+    }, 30_000, 'the audit writer to take its lease');
+  } finally {
+    redis.disconnect();
+  }
 }

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { freePort } from '../../services/devstack/supervisor.js';
 import { baseTestEnv, spawnNode } from './node-process.js';
 import { startRedis, type TestRedis } from './redis.js';
+import { untilAuditWriterReady } from './audit.js';
 import { waitFor } from './wait.js';
 
 export { TEST_AUDIT_KEY, TEST_HMAC_SECRET } from './secrets.js';
@@ -73,6 +74,8 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
         const res = await fetch(`${url}/`).catch(() => null);
         return res?.ok && ((await res.json()) as { status: string }).status === 'ok';
       }, 60_000, 'the local stack to be ready');
+      // The audit writer is a service without a health port: ready once it holds its lease.
+      await untilAuditWriterReady(options.env?.REDIS_URL ?? redis.url);
     } catch (err) {
       await stack.stop('SIGKILL');
       throw err;

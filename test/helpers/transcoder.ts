@@ -33,7 +33,7 @@ export async function startTranscoder(mediaRoot: string, env: Record<string, str
   const store = new MediaStore(config.videoDir, redis);
   const log = createLogger('test', 'error');
   // record() resolves once the audit writer has the entry on disk: run the real one.
-  const writer = startAuditWriter(server.url, config.auditDir);
+  const writer = await startAuditWriter(server.url, config.auditDir);
   const audit = createAuditLog(config, redis, log);
   const deps: TranscoderDeps = { config, redis, store, audit, log };
   return {
