@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MediaStore, type VideoMeta } from '../shared/media-store.js';
 import { Pacer, type Clock } from '../scripts/commands/scrub.js';
+import { addVideo } from './helpers/videos.js';
 
 interface Result {
   code: number;
@@ -29,32 +30,16 @@ const problems = (r: Result) =>
     .map((l) => JSON.parse(l) as { videoId: string; problem: string; detail: string });
 
 /** A finalized video as finalize leaves it: random original + checksummed meta.json. */
-async function addVideo(store: MediaStore, bytes = 256 * 1024): Promise<VideoMeta> {
-  const videoId = randomUUID();
+async function addRandomVideo(store: MediaStore, bytes = 256 * 1024): Promise<VideoMeta> {
   const data = randomBytes(bytes);
-  mkdirSync(store.dir(videoId), { recursive: true });
-  writeFileSync(path.join(store.dir(videoId), 'original.mp4'), data);
-  const now = new Date().toISOString();
-  return store.write({
-    videoId,
+  const meta = await addVideo(store, null, {
     filename: 'Patient Jane Doe consult.mp4',
-    owner: null,
-    status: 'uploaded',
-    uploadedAt: now,
-    updatedAt: now,
-    original: 'original.mp4',
     size: data.length,
     checksum: `sha256:${createHash('sha256').update(data).digest('hex')}`,
-    duration: null,
-    width: null,
-    height: null,
-    fps: null,
-    videoCodec: null,
-    audioCodec: null,
-    bitrate: null,
-    renditions: [],
     metadata: { title: 'Follow-up for Jane Doe' },
   });
+  writeFileSync(path.join(store.dir(meta.videoId), meta.original), data);
+  return meta;
 }
 
 describe('pulsevault scrub', () => {
@@ -69,8 +54,8 @@ describe('pulsevault scrub', () => {
 
   it('passes an intact vault with exit 0 and a summary, ignoring entries that are not videos', async () => {
     const { videoDir, store } = vault();
-    await addVideo(store, 3 * 1024 * 1024);
-    await addVideo(store);
+    await addRandomVideo(store, 3 * 1024 * 1024);
+    await addRandomVideo(store);
     mkdirSync(path.join(videoDir, '.publish-tmp-123'));
     writeFileSync(path.join(videoDir, 'stray.txt'), 'x');
 
@@ -82,11 +67,11 @@ describe('pulsevault scrub', () => {
 
   it('reports every kind of damage once, with ids only, and exits 1', async () => {
     const { videoDir, store } = vault();
-    const intact = await addVideo(store);
-    const flipped = await addVideo(store);
-    const truncated = await addVideo(store);
-    const gone = await addVideo(store);
-    const tampered = await addVideo(store);
+    const intact = await addRandomVideo(store);
+    const flipped = await addRandomVideo(store);
+    const truncated = await addRandomVideo(store);
+    const gone = await addRandomVideo(store);
+    const tampered = await addRandomVideo(store);
     const noMeta = randomUUID();
 
     const flippedFile = path.join(store.dir(flipped.videoId), 'original.mp4');
@@ -118,7 +103,7 @@ describe('pulsevault scrub', () => {
   it('reads VIDEO_DIR from the configuration when no directory is given, without any secret', async () => {
     const mediaRoot = vault().videoDir;
     const own = new MediaStore(path.join(mediaRoot, 'videos'));
-    await addVideo(own);
+    await addRandomVideo(own);
     // No HMAC_SECRET: scrub needs no secret.
     const r = await scrubCli([], { MEDIA_ROOT: mediaRoot, SECRETS_DIR: mediaRoot });
     expect(r.stderr).toMatch(/1 videos checked/);
