@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { XMLParser } from 'fast-xml-parser';
 import { codecString, readVideoConfig, type VideoConfig } from '../shared/transcode/codec-string.js';
-import { finishManifest } from '../shared/transcode/playlists.js';
+import { finishManifest, parseManifest } from '../shared/transcode/playlists.js';
 
 const avc = (profileIdc: number, constraintFlags: number, levelIdc: number, sampleEntry: 'avc1' | 'avc3' = 'avc1'): VideoConfig => ({ sampleEntry, profileIdc, constraintFlags, levelIdc });
 const hevc = (o: Partial<Extract<VideoConfig, { sampleEntry: 'hvc1' | 'hev1' }>>): VideoConfig => ({
@@ -128,7 +128,7 @@ describe('finishManifest', () => {
   };
 
   it('replaces the codecs of the named Representations only and keeps every other attribute', () => {
-    const out = parse(finishManifest(mpd, new Map([['2', 'hvc1.1.6.L60.90'], ['12', 'hvc1.1.6.L63.90']])));
+    const out = parse(finishManifest(parseManifest(mpd), new Map([['2', 'hvc1.1.6.L60.90'], ['12', 'hvc1.1.6.L63.90']])));
     const reps = out.MPD.Period.AdaptationSet.flatMap((a) => a.Representation);
     expect(reps.map((r) => [r.id, r.codecs])).toEqual([['2', 'hvc1.1.6.L60.90'], ['12', 'hvc1.1.6.L63.90'], ['6', 'mp4a.40.2']]);
     expect(reps[0]).toMatchObject({ mimeType: 'video/mp4', bandwidth: '60000', width: '192', height: '144', sar: '1:1' });
@@ -136,11 +136,11 @@ describe('finishManifest', () => {
   });
 
   it('says bitstreamSwitching="false": every rendition has its own init segment', () => {
-    const out = parse(finishManifest(mpd, new Map()));
+    const out = parse(finishManifest(parseManifest(mpd), new Map()));
     expect(out.MPD.Period.AdaptationSet.map((a) => a.bitstreamSwitching)).toEqual(['false', 'false']);
   });
 
   it('refuses a manifest that is not XML', () => {
-    expect(() => finishManifest('<MPD><Period>', new Map())).toThrow(/not well-formed/);
+    expect(() => parseManifest('<MPD><Period>')).toThrow(/not well-formed/);
   });
 });

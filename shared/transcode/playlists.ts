@@ -14,8 +14,7 @@
  */
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { DOMParser, XMLSerializer, type Element } from '@xmldom/xmldom';
-import { XMLParser } from 'fast-xml-parser';
+import { DOMParser, XMLSerializer, type Document, type Element } from '@xmldom/xmldom';
 import HLS from 'hls-parser';
 import { codecString, readVideoConfig } from './codec-string.js';
 import { FFMPEG_MASTER_NAME, MANIFEST_NAME, ffmpegMediaPlaylist, initSegmentName, type StreamPlan } from './ffmpeg-command.js';
@@ -23,21 +22,23 @@ import { FFMPEG_MASTER_NAME, MANIFEST_NAME, ffmpegMediaPlaylist, initSegmentName
 export const MASTER_NAME = 'master.m3u8';
 export const AUDIO_PLAYLIST = 'audio.m3u8';
 
-export interface Representation {
-  id: string;
-  codecs: string;
+/** ffmpeg's DASH manifest, parsed once: writePlaylists reads its audio codecs, then corrects and rewrites it. */
+export function parseManifest(xml: string): Document {
+  return new DOMParser({
+    onError: (level, message) => {
+      if (level !== 'warning') throw new Error(`ffmpeg wrote a manifest that is not well-formed XML: ${message}`);
+    },
+  }).parseFromString(xml, 'application/xml');
 }
 
-/** Representation id → codecs string, from the DASH manifest. */
-export function readManifestCodecs(xml: string): Map<string, string> {
-  const doc = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '', isArray: (name) => ['Period', 'AdaptationSet', 'Representation'].includes(name) }).parse(xml) as {
-    MPD?: { Period?: { AdaptationSet?: { codecs?: string; Representation?: { id: string; codecs?: string }[] }[] }[] };
-  };
+const elements = (doc: Document, name: string) => Array.from(doc.getElementsByTagNameNS('*', name)) as Element[];
+
+/** Representation id → codecs, its own or its AdaptationSet's. */
+function declaredCodecs(doc: Document): Map<string, string> {
   const codecs = new Map<string, string>();
-  for (const period of doc.MPD?.Period ?? []) {
-    for (const set of period.AdaptationSet ?? []) {
-      for (const rep of set.Representation ?? []) codecs.set(String(rep.id), rep.codecs ?? set.codecs ?? '');
-    }
+  for (const rep of elements(doc, 'Representation')) {
+    const set = rep.parentNode as Element | null;
+    codecs.set(rep.getAttribute('id') ?? '', rep.getAttribute('codecs') ?? set?.getAttribute('codecs') ?? '');
   }
   return codecs;
 }
@@ -50,17 +51,12 @@ export function readManifestCodecs(xml: string): Map<string, string> {
  * decoder (ISO/IEC 23009-1 §5.3.3.2); a player that believed the flag could
  * skip the new init segment on a switch. Edited as XML; whitespace is kept.
  */
-export function finishManifest(xml: string, codecs: ReadonlyMap<string, string>): string {
-  const doc = new DOMParser({
-    onError: (level, message) => {
-      if (level !== 'warning') throw new Error(`ffmpeg wrote a manifest that is not well-formed XML: ${message}`);
-    },
-  }).parseFromString(xml, 'application/xml');
-  for (const rep of Array.from(doc.getElementsByTagNameNS('*', 'Representation')) as Element[]) {
+export function finishManifest(doc: Document, codecs: ReadonlyMap<string, string>): string {
+  for (const rep of elements(doc, 'Representation')) {
     const value = codecs.get(rep.getAttribute('id') ?? '');
     if (value !== undefined) rep.setAttribute('codecs', value);
   }
-  for (const set of Array.from(doc.getElementsByTagNameNS('*', 'AdaptationSet')) as Element[]) {
+  for (const set of elements(doc, 'AdaptationSet')) {
     if (set.getAttribute('bitstreamSwitching') === 'true') set.setAttribute('bitstreamSwitching', 'false');
   }
   return new XMLSerializer().serializeToString(doc);
@@ -112,8 +108,8 @@ export interface PublishedVariant {
 /** Write master.m3u8 and the per-rendition playlists in `dir`; returns what the master lists. */
 export async function writePlaylists(dir: string, streams: StreamPlan, fps: number | null): Promise<PublishedVariant[]> {
   const manifestPath = path.join(dir, MANIFEST_NAME);
-  const manifest = await readFile(manifestPath, 'utf8');
-  const manifestCodecs = readManifestCodecs(manifest);
+  const manifest = parseManifest(await readFile(manifestPath, 'utf8'));
+  const manifestCodecs = declaredCodecs(manifest);
   const audio = streams.audio
     ? { ...(await publishMediaPlaylist(dir, ffmpegMediaPlaylist(streams.audio.index), AUDIO_PLAYLIST)), codecs: manifestCodecs.get(String(streams.audio.index)) ?? 'mp4a.40.2' }
     : null;
