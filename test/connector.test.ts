@@ -17,6 +17,7 @@ import { expectValidLadder } from './helpers/ladder.js';
 import { makeClip } from './helpers/media.js';
 import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
 import { waitFor } from './helpers/wait.js';
+import { childPids } from './helpers/processes.js';
 import { addVideo } from './helpers/videos.js';
 
 const MAX_ATTEMPTS = 4;
@@ -29,22 +30,6 @@ let audit: AuditLog;
 
 function auditOf(videoId: string) {
   return readAuditEntries(path.join(stack.mediaRoot, 'audit')).filter((e) => e.category === 'transcode' && e.videoId === videoId);
-}
-
-/** pids of the stack's direct children running `entry` (the supervisor's processes). */
-function childPids(entry: string): number[] {
-  return readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .filter((pid) => {
-      try {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-        return ppid === stack.process.pid && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(entry);
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
 }
 
 /** Any process (an orphaned ffmpeg) whose command line names this video. */
@@ -99,14 +84,14 @@ describe('queue connector + transcoder (local stack)', () => {
     // The connector may already have handed it to the transcoder.
     expect(['queued', 'transcoding']).toContain(await statusOf(video.videoId));
     await untilWorkDir(video.videoId);
-    const [connector] = childPids('queue-connector/main.js');
+    const [connector] = childPids(stack.process.pid!, 'queue-connector/main.js');
     expect(connector).toBeTypeOf('number');
     process.kill(connector!, 'SIGKILL');
 
     await untilStatus(video.videoId, 'transcoded');
     // The restarted connector takes the job over after the lease, finds it done (or waits), and acks it.
     await waitFor(async () => (await queueStats(redis)).inFlight === 0 && (await redis.xlen(TRANSCODE_STREAM)) === 0, 60_000, 'the job to be acked');
-    expect(childPids('queue-connector/main.js')).not.toContain(connector);
+    expect(childPids(stack.process.pid!, 'queue-connector/main.js')).not.toContain(connector);
     const actions = (await auditOf(video.videoId)).map((e) => e.action);
     expect(actions.filter((a) => a === 'transcode.start')).toHaveLength(1);
     expect(actions.filter((a) => a === 'transcode.complete')).toHaveLength(1);

@@ -1,10 +1,10 @@
 /** `npm start`'s local stack as real processes: health, metrics, routing, restarts, shutdown, Redis. */
 import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FUNCTIONS } from '../shared/routes.js';
 import { freePort } from '../services/devstack/supervisor.js';
+import { childPids } from './helpers/processes.js';
 import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -18,16 +18,6 @@ const alive = (pid: number) => {
     return false;
   }
 };
-
-/** The parent pid of a process, from /proc (null once it is gone). */
-function parentOf(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    return null;
-  }
-}
 
 describe('local stack', () => {
   let stack: TestStack;
@@ -109,8 +99,10 @@ describe('local stack lifecycle', () => {
   it.each(['SIGINT', 'SIGKILL'] as const)('%s while the functions are still starting leaves no orphan processes behind', async (signal) => {
     const stack = await startStack({ waitReady: false });
     // The supervisor launches every process at once: as soon as one child exists, all do, none ready yet.
-    const children = () => readdirSync('/proc').filter((d) => /^\d+$/.test(d) && parentOf(Number(d)) === stack.process.pid).map(Number);
-    const pids = await waitFor(() => (children().length > 0 ? children() : null), 30_000, 'the first child processes');
+    const pids = await waitFor(() => {
+      const children = childPids(stack.process.pid!);
+      return children.length > 0 ? children : null;
+    }, 30_000, 'the first child processes');
     stack.process.kill(signal);
     await waitFor(() => pids.every((pid) => !alive(pid)), 30_000, 'every child process to stop');
     await stack.stop();
