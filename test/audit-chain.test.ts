@@ -11,14 +11,14 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AuditEventError, createAuditLog, toSubmittedEvent, type AuditLog } from '../shared/audit.js';
+import { AuditEventError, createAuditLog, toSubmittedEvent, type AuditLog } from '../shared/audit/client.js';
 import { checkpointPath } from '../shared/audit/checkpoint.js';
 import { hashEntry, type AuditEntry } from '../shared/audit/entry.js';
 import { anonymizeIp } from '../shared/audit/ip.js';
 import { verifyAuditLog, type BreakKind } from '../shared/audit/verify.js';
 import { AuditWriter } from '../shared/audit/writer.js';
-import { loadConfig } from '../shared/config.js';
-import { createLogger } from '../shared/log.js';
+import { loadConfig } from '../shared/platform/config.js';
+import { createLogger } from '../shared/platform/log.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 import { TEST_AUDIT_KEY, TEST_HMAC_SECRET } from './helpers/stack.js';
 

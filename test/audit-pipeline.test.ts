@@ -9,13 +9,13 @@ import { appendFileSync, chmodSync, mkdirSync, mkdtempSync, readdirSync, readFil
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { AuditUnavailableError, createAuditLog } from '../shared/audit.js';
+import { AuditUnavailableError, createAuditLog } from '../shared/audit/client.js';
 import type { AuditEntry } from '../shared/audit/entry.js';
 import { verifyAuditLog } from '../shared/audit/verify.js';
-import { loadConfig } from '../shared/config.js';
-import { toHttpError } from '../shared/errors.js';
-import { createLogger } from '../shared/log.js';
-import { createRedis } from '../shared/redis.js';
+import { loadConfig } from '../shared/platform/config.js';
+import { toHttpError } from '../shared/platform/errors.js';
+import { createLogger } from '../shared/platform/log.js';
+import { createRedis } from '../shared/platform/redis.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 import { TEST_AUDIT_KEY, TEST_HMAC_SECRET } from './helpers/stack.js';
 import { waitFor } from './helpers/wait.js';
@@ -79,7 +79,7 @@ function startWriter(dir: string, extra: Record<string, string> = {}, ids: { uid
 /** A recorder process: `count` record() calls, `parallel` at a time, as a function replica under load makes them. */
 const RECORDER = `
 const [{ loadConfig }, { createAuditLog }, { createLogger }, { createRedis }] = await Promise.all(
-  ['shared/config.js', 'shared/audit.js', 'shared/log.js', 'shared/redis.js'].map((m) => import(process.env.DIST + '/' + m)));
+  ['shared/platform/config.js', 'shared/audit/client.js', 'shared/platform/log.js', 'shared/platform/redis.js'].map((m) => import(process.env.DIST + '/' + m)));
 const config = loadConfig();
 const redis = createRedis(config, { name: 'recorder' });
 const audit = createAuditLog(config, redis, createLogger('recorder', 'error'));

@@ -5,10 +5,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createAuthenticator, mayManageVideo, requireRole, type Authenticator } from '../shared/auth.js';
-import { ConfigError, loadConfig } from '../shared/config.js';
-import { AppError } from '../shared/errors.js';
-import type { Logger } from '../shared/log.js';
+import { createAuthenticator, mayManageVideo, requireRole, type Authenticator } from '../shared/auth/jwt.js';
+import { ConfigError, loadConfig } from '../shared/platform/config.js';
+import { AppError } from '../shared/platform/errors.js';
+import type { Logger } from '../shared/platform/log.js';
 
 const HS_SECRET = 'auth-test-secret-0123456789abcdef0123456789';
 const noSecrets = mkdtempSync(path.join(tmpdir(), 'pv-auth-nosecrets-'));

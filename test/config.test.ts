@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, describeVariables, loadConfig } from '../shared/config.js';
+import { ConfigError, describeVariables, loadConfig } from '../shared/platform/config.js';
 
 const SECRET = 'x'.repeat(32);
 const noSecrets = mkdtempSync(path.join(tmpdir(), 'pv-nosecrets-'));

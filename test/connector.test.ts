@@ -5,12 +5,12 @@
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAuditLog, type AuditLog } from '../shared/audit.js';
-import { loadConfig } from '../shared/config.js';
-import { createLogger } from '../shared/log.js';
-import { MediaStore, type VideoMeta } from '../shared/media-store.js';
-import type { Redis } from '../shared/redis.js';
-import { DEAD_LETTER_STREAM, DELAYED_SET, TRANSCODE_STREAM, activeKey, enqueueTranscode, queueStats } from '../shared/transcode-queue.js';
+import { createAuditLog, type AuditLog } from '../shared/audit/client.js';
+import { loadConfig } from '../shared/platform/config.js';
+import { createLogger } from '../shared/platform/log.js';
+import { MediaStore, type VideoMeta } from '../shared/video/store.js';
+import type { Redis } from '../shared/platform/redis.js';
+import { DEAD_LETTER_STREAM, DELAYED_SET, TRANSCODE_STREAM, activeKey, enqueueTranscode, queueStats } from '../shared/transcode/queue.js';
 import { retryDelayMs } from '../services/queue-connector/connector.js';
 import { readAuditEntries } from './helpers/audit.js';
 import { expectValidLadder } from './helpers/ladder.js';

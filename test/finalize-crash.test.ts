@@ -8,9 +8,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync,
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FINALIZE_FAIL_POINTS, type FinalizeFailPoint } from '../shared/config.js';
-import { isVideoId, MediaStore } from '../shared/media-store.js';
-import { TRANSCODE_STREAM } from '../shared/transcode-queue.js';
+import { FINALIZE_FAIL_POINTS, type FinalizeFailPoint } from '../shared/platform/config.js';
+import { isVideoId, MediaStore } from '../shared/video/store.js';
+import { TRANSCODE_STREAM } from '../shared/transcode/queue.js';
 import { readAuditEntries, startAuditWriter } from './helpers/audit.js';
 import { startFunctionProcess, type FunctionProcess } from './helpers/function-process.js';
 import { makeClip } from './helpers/media.js';

@@ -5,8 +5,8 @@
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger } from '../shared/log.js';
-import { FUNCTIONS, matchPublicRoute, parseFunctionPath } from '../shared/routes.js';
+import { createLogger } from '../shared/platform/log.js';
+import { FUNCTIONS, matchPublicRoute, parseFunctionPath } from '../services/gateway/routes.js';
 import { createGateway, type GatewayBackend } from '../services/gateway/gateway.js';
 
 const listen = (s: Server) => new Promise<number>((r) => s.listen(0, '127.0.0.1', () => r((s.address() as AddressInfo).port)));

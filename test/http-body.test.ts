@@ -2,8 +2,8 @@
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { toHttpError } from '../shared/errors.js';
-import { readJsonBody } from '../shared/http.js';
+import { toHttpError } from '../shared/platform/errors.js';
+import { readJsonBody } from '../shared/platform/http.js';
 import { waitFor } from './helpers/wait.js';
 
 const LIMIT = 1024;

@@ -4,7 +4,7 @@
  * and, for unknown fields, against its TypeScript types (tsc's excess-property
  * check), the Kyverno policy really mounts the volume into a Deployment shaped
  * like faas-netes makes them, pod security and NetworkPolicies hold, the Ingress
- * routes exactly like shared/routes.ts, and the timeouts follow README "Timeouts".
+ * routes exactly like services/gateway/routes.ts, and the timeouts follow README "Timeouts".
  */
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -13,10 +13,10 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { describeVariables } from '../shared/config.js';
-import { FUNCTIONS, matchPublicRoute, parseFunctionPath, PUBLIC_ROUTES } from '../shared/routes.js';
-import { readStack, subscribers } from '../shared/stack.js';
-import { TRANSCODE_STREAM } from '../shared/transcode-queue.js';
+import { describeVariables } from '../shared/platform/config.js';
+import { FUNCTIONS, matchPublicRoute, parseFunctionPath, PUBLIC_ROUTES } from '../services/gateway/routes.js';
+import { readStack, subscribers } from '../shared/platform/openfaas-stack.js';
+import { TRANSCODE_STREAM } from '../shared/transcode/queue.js';
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 

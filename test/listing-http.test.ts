@@ -2,8 +2,8 @@
 import path from 'node:path';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../shared/config.js';
-import { MediaStore } from '../shared/media-store.js';
+import { loadConfig } from '../shared/platform/config.js';
+import { MediaStore } from '../shared/video/store.js';
 import { attachMirror, type AttachedMirror } from '../shared/mirror/attach.js';
 import { createTestDatabase, memoryLogger, videoMeta, type TestDatabase } from './helpers/postgres.js';
 import { startStack, type TestStack } from './helpers/stack.js';

@@ -1,9 +1,9 @@
 /** `GET /media/videos` listing logic: validation, access, keyset pagination, against a real PostgreSQL. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AppError } from '../shared/errors.js';
-import type { VideoMeta } from '../shared/media-store.js';
+import { AppError } from '../shared/platform/errors.js';
+import type { VideoMeta } from '../shared/video/store.js';
 import { MetadataMirror } from '../shared/mirror/mirror.js';
-import { DEFAULT_LIMIT, listVideos, MAX_LIMIT, parseListingQuery, type ListingBody, type ListingCaller } from '../shared/video-listing.js';
+import { DEFAULT_LIMIT, listVideos, MAX_LIMIT, parseListingQuery, type ListingBody, type ListingCaller } from '../shared/delivery/video-listing.js';
 import { freePort } from '../services/devstack/supervisor.js';
 import { createTestDatabase, memoryLogger, videoMeta, type TestDatabase } from './helpers/postgres.js';
 

@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { streamFile, WHOLE_READ_BUDGET_BYTES, WHOLE_READ_MAX_BYTES, wholeReadBytes } from '../shared/media-response.js';
+import { streamFile, WHOLE_READ_BUDGET_BYTES, WHOLE_READ_MAX_BYTES, wholeReadBytes } from '../shared/delivery/media-response.js';
 import { waitFor } from './helpers/wait.js';
 
 const MiB = 1024 * 1024;

@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { readStack } from '../shared/stack.js';
+import { readStack } from '../shared/platform/openfaas-stack.js';
 
 interface Stage {
   from: string;

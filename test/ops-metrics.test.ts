@@ -11,9 +11,9 @@ import { parser } from '@prometheus-io/lezer-promql';
 import client from 'prom-client';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { registerDiskUsageMetrics } from '../shared/disk-usage.js';
-import { httpRequestDuration, registry } from '../shared/metrics.js';
-import { readStack } from '../shared/stack.js';
+import { registerDiskUsageMetrics } from '../shared/platform/disk-usage.js';
+import { httpRequestDuration, registry } from '../shared/platform/metrics.js';
+import { readStack } from '../shared/platform/openfaas-stack.js';
 import { startStack, type TestStack } from './helpers/stack.js';
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -35,7 +35,7 @@ function sources(dir: string): string[] {
 }
 
 /**
- * Every metric the code declares: `counter({ name: '...', help: '...' })` (shared/metrics.ts
+ * Every metric the code declares: `counter({ name: '...', help: '...' })` (shared/platform/metrics.ts
  * helpers) or `new client.Counter({ ... })`, in all code that runs in production.
  */
 function declaredMetrics(): Declared[] {

@@ -2,9 +2,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { UnprocessableError } from '../shared/errors.js';
-import { MEDIA_TYPES } from '../shared/media-path.js';
-import { probe, STORED_EXTENSIONS } from '../shared/probe.js';
+import { UnprocessableError } from '../shared/platform/errors.js';
+import { MEDIA_TYPES } from '../shared/delivery/media-path.js';
+import { probe, STORED_EXTENSIONS } from '../shared/video/probe.js';
 import { makeClip } from './helpers/media.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'pv-probe-'));

@@ -1,7 +1,7 @@
 /** The transcode queue on a real Redis: dedupe, take-over of idle jobs, heartbeats, retries, dead letters. */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { Redis } from '../shared/redis.js';
+import type { Redis } from '../shared/platform/redis.js';
 import {
   DEAD_LETTER_STREAM,
   TRANSCODE_GROUP,
@@ -9,7 +9,7 @@ import {
   TranscodeQueue,
   enqueueTranscode,
   queueStats,
-} from '../shared/transcode-queue.js';
+} from '../shared/transcode/queue.js';
 import { retryDelayMs } from '../services/queue-connector/connector.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 import { waitFor } from './helpers/wait.js';

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MediaStore, type VideoMeta } from '../shared/media-store.js';
+import { MediaStore, type VideoMeta } from '../shared/video/store.js';
 import { MetadataMirror } from '../shared/mirror/mirror.js';
 import { reindex, type ReindexReport } from '../shared/mirror/reconcile.js';
 import { createTestDatabase, memoryLogger, videoMeta, type TestDatabase } from './helpers/postgres.js';

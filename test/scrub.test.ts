@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MediaStore, type VideoMeta } from '../shared/media-store.js';
+import { MediaStore, type VideoMeta } from '../shared/video/store.js';
 import { Pacer, type Clock } from '../scripts/commands/scrub.js';
 import { addVideo } from './helpers/videos.js';
 

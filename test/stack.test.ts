@@ -2,7 +2,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FUNCTIONS } from '../shared/routes.js';
+import { FUNCTIONS } from '../services/gateway/routes.js';
 import { freePort } from '../services/devstack/supervisor.js';
 import { childPids } from './helpers/processes.js';
 import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';

@@ -8,7 +8,7 @@ import { mkdirSync, openSync, closeSync, ftruncateSync, readdirSync, readFileSyn
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTokenCodec } from '../shared/tokens.js';
+import { createTokenCodec } from '../shared/delivery/tokens.js';
 import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
 import { waitFor } from './helpers/wait.js';
 

@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { AppError } from '../shared/errors.js';
-import { MediaFiles, parseMediaPath, parseUrlMediaPath, scopeForPath } from '../shared/media-path.js';
-import { planResponse, type Validators } from '../shared/media-response.js';
-import { PlaylistCache } from '../shared/playlist-rewrite.js';
+import { AppError } from '../shared/platform/errors.js';
+import { MediaFiles, parseMediaPath, parseUrlMediaPath, scopeForPath } from '../shared/delivery/media-path.js';
+import { planResponse, type Validators } from '../shared/delivery/media-response.js';
+import { PlaylistCache } from '../shared/delivery/playlist-rewrite.js';
 
 const SAFE = /^[A-Za-z0-9_-][A-Za-z0-9._-]*(\/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$/;
 

@@ -4,7 +4,7 @@ import { readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DOMParser } from '@xmldom/xmldom';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTokenCodec } from '../shared/tokens.js';
+import { createTokenCodec } from '../shared/delivery/tokens.js';
 import { readAuditEntries } from './helpers/audit.js';
 import { makeVideo } from './helpers/delivery-video.js';
 import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { createTokenCodec, MAX_TOKEN_LENGTH, TokenError, type TokenClaims } from '../shared/tokens.js';
+import { createTokenCodec, MAX_TOKEN_LENGTH, TokenError, type TokenClaims } from '../shared/delivery/tokens.js';
 
 const SECRET = 'current-secret-0123456789abcdef0123456789';
 const OLD = 'previous-secret-0123456789abcdef012345678';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MediaStore } from '../shared/media-store.js';
+import { MediaStore } from '../shared/video/store.js';
 import { UPLOAD_OWNER_KEY } from '../shared/uploads/owner.js';
 import { makeClip } from './helpers/media.js';
 import { startStack, type TestStack } from './helpers/stack.js';

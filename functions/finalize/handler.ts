@@ -2,18 +2,18 @@
  * finalize: `POST /uploads/finalize` turns a complete upload into a video
  * (shared/finalize/finalizer.ts) and answers `{videoId, status, size, checksum, transcoding, original}`.
  */
-import { createAuditLog } from '../../shared/audit.js';
-import { createAuthenticator } from '../../shared/auth.js';
-import { MethodNotAllowedError } from '../../shared/errors.js';
+import { createAuditLog } from '../../shared/audit/client.js';
+import { createAuthenticator } from '../../shared/auth/jwt.js';
+import { MethodNotAllowedError } from '../../shared/platform/errors.js';
 import { Finalizer } from '../../shared/finalize/finalizer.js';
 import { finalizeCaller } from '../../shared/finalize/caller.js';
 import { measureFinalize } from '../../shared/finalize/metrics.js';
 import { MAX_BODY_BYTES, parseFinalizeRequest } from '../../shared/finalize/request.js';
-import { defineFunction } from '../../shared/function.js';
-import { clientIp, readJsonBody, sendJson } from '../../shared/http.js';
-import { MediaStore } from '../../shared/media-store.js';
+import { defineFunction } from '../../shared/platform/handler-contract.js';
+import { clientIp, readJsonBody, sendJson } from '../../shared/platform/http.js';
+import { MediaStore } from '../../shared/video/store.js';
 import { attachMirror } from '../../shared/mirror/attach.js';
-import { createRedis } from '../../shared/redis.js';
+import { createRedis } from '../../shared/platform/redis.js';
 import { RedisLocker } from '../../shared/uploads/locker.js';
 import { openUploadStore } from '../../shared/uploads/store.js';
 

@@ -9,20 +9,20 @@
  * Bearer JWT of the video's owner or an admin. Served from the Redis cache of
  * meta.json when present, from disk otherwise.
  */
-import { createAccessAudit, type AccessAttempt } from '../../shared/access-audit.js';
-import { createAuditLog } from '../../shared/audit.js';
-import { createAuthenticator, mayManageVideo } from '../../shared/auth.js';
-import { createCors } from '../../shared/cors.js';
-import { MethodNotAllowedError, NotFoundError, UnauthorizedError } from '../../shared/errors.js';
-import { defineFunction } from '../../shared/function.js';
-import { sendJson } from '../../shared/http.js';
-import { parseMediaUrl } from '../../shared/media-path.js';
-import { isVideoId, MediaStore } from '../../shared/media-store.js';
-import { MetadataReader, metadataView, renditionsView } from '../../shared/metadata-view.js';
+import { createAccessAudit, type AccessAttempt } from '../../shared/delivery/access-audit.js';
+import { createAuditLog } from '../../shared/audit/client.js';
+import { createAuthenticator, mayManageVideo } from '../../shared/auth/jwt.js';
+import { createCors } from '../../shared/delivery/cors.js';
+import { MethodNotAllowedError, NotFoundError, UnauthorizedError } from '../../shared/platform/errors.js';
+import { defineFunction } from '../../shared/platform/handler-contract.js';
+import { sendJson } from '../../shared/platform/http.js';
+import { parseMediaUrl } from '../../shared/delivery/media-path.js';
+import { isVideoId, MediaStore } from '../../shared/video/store.js';
+import { MetadataReader, metadataView, renditionsView } from '../../shared/delivery/metadata-view.js';
 import { openMirror } from '../../shared/mirror/mirror.js';
-import { createRedis } from '../../shared/redis.js';
-import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/tokens.js';
-import { listVideos, parseListingQuery } from '../../shared/video-listing.js';
+import { createRedis } from '../../shared/platform/redis.js';
+import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/delivery/tokens.js';
+import { listVideos, parseListingQuery } from '../../shared/delivery/video-listing.js';
 
 export default defineFunction(({ config, log, onShutdown }) => {
   const auth = createAuthenticator(config, log);

@@ -6,18 +6,18 @@
  * response says what was granted). A playlist or manifest path grants its
  * directory; any other path grants that one file.
  */
-import { createAccessAudit, type AccessAttempt } from '../../shared/access-audit.js';
-import { createAuditLog } from '../../shared/audit.js';
-import { createAuthenticator, mayManageVideo } from '../../shared/auth.js';
-import { createCors } from '../../shared/cors.js';
-import { BadRequestError, ForbiddenError, MethodNotAllowedError } from '../../shared/errors.js';
-import { defineFunction } from '../../shared/function.js';
-import { readJsonBody, sendJson } from '../../shared/http.js';
-import { MediaFiles, parseMediaPath, scopeForPath } from '../../shared/media-path.js';
-import { isVideoId, MediaStore } from '../../shared/media-store.js';
-import { MetadataReader } from '../../shared/metadata-view.js';
-import { createRedis } from '../../shared/redis.js';
-import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/tokens.js';
+import { createAccessAudit, type AccessAttempt } from '../../shared/delivery/access-audit.js';
+import { createAuditLog } from '../../shared/audit/client.js';
+import { createAuthenticator, mayManageVideo } from '../../shared/auth/jwt.js';
+import { createCors } from '../../shared/delivery/cors.js';
+import { BadRequestError, ForbiddenError, MethodNotAllowedError } from '../../shared/platform/errors.js';
+import { defineFunction } from '../../shared/platform/handler-contract.js';
+import { readJsonBody, sendJson } from '../../shared/platform/http.js';
+import { MediaFiles, parseMediaPath, scopeForPath } from '../../shared/delivery/media-path.js';
+import { isVideoId, MediaStore } from '../../shared/video/store.js';
+import { MetadataReader } from '../../shared/delivery/metadata-view.js';
+import { createRedis } from '../../shared/platform/redis.js';
+import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/delivery/tokens.js';
 import { z } from 'zod';
 
 const SignRequest = z.object({

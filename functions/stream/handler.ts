@@ -7,18 +7,18 @@
  * bytes straight from the file descriptor. meta.json is never read: the token
  * alone says which video and which paths, and the file system says what exists.
  */
-import { createAccessAudit } from '../../shared/access-audit.js';
-import { createAuditLog } from '../../shared/audit.js';
-import { createCors } from '../../shared/cors.js';
-import { AppError, MethodNotAllowedError, NotFoundError, RangeNotSatisfiableError } from '../../shared/errors.js';
-import { defineFunction } from '../../shared/function.js';
-import { MediaFiles, mediaTypeOf, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../../shared/media-path.js';
-import { planResponse, streamFile, validatorsOf } from '../../shared/media-response.js';
-import { isVideoId } from '../../shared/media-store.js';
-import { counter } from '../../shared/metrics.js';
-import { PlaylistCache } from '../../shared/playlist-rewrite.js';
-import { createRedis } from '../../shared/redis.js';
-import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/tokens.js';
+import { createAccessAudit } from '../../shared/delivery/access-audit.js';
+import { createAuditLog } from '../../shared/audit/client.js';
+import { createCors } from '../../shared/delivery/cors.js';
+import { AppError, MethodNotAllowedError, NotFoundError, RangeNotSatisfiableError } from '../../shared/platform/errors.js';
+import { defineFunction } from '../../shared/platform/handler-contract.js';
+import { MediaFiles, mediaTypeOf, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../../shared/delivery/media-path.js';
+import { planResponse, streamFile, validatorsOf } from '../../shared/delivery/media-response.js';
+import { isVideoId } from '../../shared/video/store.js';
+import { counter } from '../../shared/platform/metrics.js';
+import { PlaylistCache } from '../../shared/delivery/playlist-rewrite.js';
+import { createRedis } from '../../shared/platform/redis.js';
+import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/delivery/tokens.js';
 
 /** Larger "playlists" are refused rather than read into memory. */
 const MAX_PLAYLIST_BYTES = 16 * 1024 * 1024;

@@ -4,15 +4,15 @@
  * another transcoder holds the video's lease, an error otherwise. The connector
  * acks, waits or retries from the status.
  */
-import { createAuditLog } from '../../shared/audit.js';
-import { BadRequestError, MethodNotAllowedError } from '../../shared/errors.js';
-import { defineFunction } from '../../shared/function.js';
-import { readJsonBody, sendJson } from '../../shared/http.js';
-import { MediaStore } from '../../shared/media-store.js';
+import { createAuditLog } from '../../shared/audit/client.js';
+import { BadRequestError, MethodNotAllowedError } from '../../shared/platform/errors.js';
+import { defineFunction } from '../../shared/platform/handler-contract.js';
+import { readJsonBody, sendJson } from '../../shared/platform/http.js';
+import { MediaStore } from '../../shared/video/store.js';
 import { attachMirror } from '../../shared/mirror/attach.js';
-import { createRedis } from '../../shared/redis.js';
+import { createRedis } from '../../shared/platform/redis.js';
 import { checkEncoders, transcodeVideo } from '../../shared/transcode/transcoder.js';
-import { registerQueueMetrics, transcodeJobSchema } from '../../shared/transcode-queue.js';
+import { registerQueueMetrics, transcodeJobSchema } from '../../shared/transcode/queue.js';
 
 export default defineFunction(async ({ config, log, onShutdown }) => {
   const codecs = await checkEncoders(config);

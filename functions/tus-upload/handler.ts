@@ -2,9 +2,9 @@
  * tus-upload: resumable uploads (tus 1.0.0) into UPLOAD_DIR, safe with several
  * replicas (Redis upload locks), plus the periodic expiry sweep.
  */
-import { createAuthenticator } from '../../shared/auth.js';
-import { defineFunction } from '../../shared/function.js';
-import { createRedis } from '../../shared/redis.js';
+import { createAuthenticator } from '../../shared/auth/jwt.js';
+import { defineFunction } from '../../shared/platform/handler-contract.js';
+import { createRedis } from '../../shared/platform/redis.js';
 import { startExpirySweep } from '../../shared/uploads/expiry-sweep.js';
 import { RedisLocker } from '../../shared/uploads/locker.js';
 import { openUploadStore } from '../../shared/uploads/store.js';

@@ -8,7 +8,7 @@
 import { parseArgs } from 'node:util';
 import { AUDIT_CATEGORIES, type AuditCategory } from '../../shared/audit/entry.js';
 import { verifyAuditLog } from '../../shared/audit/verify.js';
-import { loadConfigOrExit } from '../../shared/config.js';
+import { loadConfigOrExit } from '../../shared/platform/config.js';
 
 export const summary = 'verify the audit log: audit verify [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--category access|upload|transcode|admin]';
 

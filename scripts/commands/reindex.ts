@@ -7,9 +7,9 @@
  * Prints one line with the rows added, updated and removed (JSON with --json);
  * logs go to stderr. Exit 0 when done, 1 when the run failed, 64 on bad usage.
  */
-import { loadConfigOrExit } from '../../shared/config.js';
-import { createLogger } from '../../shared/log.js';
-import { MediaStore } from '../../shared/media-store.js';
+import { loadConfigOrExit } from '../../shared/platform/config.js';
+import { createLogger } from '../../shared/platform/log.js';
+import { MediaStore } from '../../shared/video/store.js';
 import { errorCode, MetadataMirror } from '../../shared/mirror/mirror.js';
 import { reindex } from '../../shared/mirror/reconcile.js';
 

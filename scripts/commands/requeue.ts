@@ -10,15 +10,15 @@
  */
 import { access, opendir } from 'node:fs/promises';
 import path from 'node:path';
-import { createAuditLog } from '../../shared/audit.js';
-import { loadConfigOrExit } from '../../shared/config.js';
-import { NotFoundError } from '../../shared/errors.js';
-import { createLogger } from '../../shared/log.js';
-import { isVideoId, MediaStore } from '../../shared/media-store.js';
-import { createRedis } from '../../shared/redis.js';
+import { createAuditLog } from '../../shared/audit/client.js';
+import { loadConfigOrExit } from '../../shared/platform/config.js';
+import { NotFoundError } from '../../shared/platform/errors.js';
+import { createLogger } from '../../shared/platform/log.js';
+import { isVideoId, MediaStore } from '../../shared/video/store.js';
+import { createRedis } from '../../shared/platform/redis.js';
 import { OUTPUT_DIR } from '../../shared/transcode/transcoder.js';
 import { MASTER_NAME } from '../../shared/transcode/playlists.js';
-import { enqueueTranscode } from '../../shared/transcode-queue.js';
+import { enqueueTranscode } from '../../shared/transcode/queue.js';
 
 export const summary = 're-enqueue transcodes of every video not transcoded (or missing hls/); --dry-run only counts';
 

@@ -1,7 +1,7 @@
 /**
  * `pulsevault scrub [--rate MB/s] [--video-dir DIR]`: integrity check of the
  * whole vault. For every video directory it verifies meta.json's own checksum
- * (shared/media-store.ts parseMeta), then re-hashes the original and compares it
+ * (shared/video/store.ts parseMeta), then re-hashes the original and compares it
  * with the checksum meta.json recorded at finalize. Problems are printed as JSON
  * lines on stdout (ids only, no PHI); a progress line goes to stderr.
  * Exit 0 when everything checks out, 1 when anything is wrong.
@@ -15,8 +15,8 @@ import { createReadStream } from 'node:fs';
 import { opendir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadConfigOrExit } from '../../shared/config.js';
-import { isVideoId, MetaCorruptError, parseMeta } from '../../shared/media-store.js';
+import { loadConfigOrExit } from '../../shared/platform/config.js';
+import { isVideoId, MetaCorruptError, parseMeta } from '../../shared/video/store.js';
 
 export const summary = 're-hash every original against meta.json (and meta.json itself); exit 1 on any mismatch';
 

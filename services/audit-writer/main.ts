@@ -5,11 +5,11 @@
  * AUDIT_METRICS_PORT is set.
  */
 import { AuditWriter } from '../../shared/audit/writer.js';
-import { loadConfigOrExit } from '../../shared/config.js';
-import { stopWithParent } from '../../shared/lifecycle.js';
-import { createLogger } from '../../shared/log.js';
-import { initMetrics, serveMetrics } from '../../shared/metrics.js';
-import { createRedis } from '../../shared/redis.js';
+import { loadConfigOrExit } from '../../shared/platform/config.js';
+import { stopWithParent } from '../../shared/platform/lifecycle.js';
+import { createLogger } from '../../shared/platform/log.js';
+import { initMetrics, serveMetrics } from '../../shared/platform/metrics.js';
+import { createRedis } from '../../shared/platform/redis.js';
 
 const config = loadConfigOrExit({ require: ['AUDIT_SIGNING_KEY'] });
 const log = createLogger('audit-writer', config.logLevel);

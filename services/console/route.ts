@@ -15,8 +15,8 @@ import { createRequire } from 'node:module';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { MethodNotAllowedError } from '../../shared/errors.js';
-import { requestPath } from '../../shared/http.js';
+import { MethodNotAllowedError } from '../../shared/platform/errors.js';
+import { requestPath } from '../../shared/platform/http.js';
 import type { ExtraRoute } from '../gateway/gateway.js';
 
 export const CONSOLE_PREFIX = '/console/';

@@ -10,8 +10,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { SignJWT } from 'jose';
-import type { Config } from '../../shared/config.js';
-import { ROLES } from '../../shared/auth.js';
+import type { Config } from '../../shared/platform/config.js';
+import { ROLES } from '../../shared/auth/jwt.js';
 
 /** Every role there is: the developer may do anything locally. */
 export const DEV_ROLES = ROLES;

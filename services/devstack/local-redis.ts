@@ -6,8 +6,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import type { Config } from '../../shared/config.js';
-import type { Logger } from '../../shared/log.js';
+import type { Config } from '../../shared/platform/config.js';
+import type { Logger } from '../../shared/platform/log.js';
 
 export interface LocalRedis {
   /** URL the children get as REDIS_URL. */

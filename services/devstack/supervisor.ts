@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
-import type { Logger } from '../../shared/log.js';
+import type { Logger } from '../../shared/platform/log.js';
 
 export type ProcessState = 'starting' | 'ready' | 'crashed' | 'stopped';
 
@@ -71,7 +71,7 @@ export class Supervisor {
 
   private launch(p: ManagedProcess): void {
     p.state = 'starting';
-    // The IPC channel is the child's lifeline: it stops itself when we are gone (shared/lifecycle.ts).
+    // The IPC channel is the child's lifeline: it stops itself when we are gone (shared/platform/lifecycle.ts).
     const child = spawn(process.execPath, p.spec.args, { env: p.spec.env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     p.child = child;
     child.once('exit', (code, signal) => {

@@ -3,7 +3,7 @@
  * as one Node server for `npm start` and the tests.
  *
  * - `/function/<name>/rest` → the function, prefix stripped (as the OpenFaaS gateway);
- * - the spec's public API (shared/routes.ts) → the function, path unchanged (as the ingress);
+ * - the spec's public API (services/gateway/routes.ts) → the function, path unchanged (as the ingress);
  * - `GET /` health of every function, `GET /metrics` all functions' metrics,
  *   `GET /system/functions` the deployed functions (as the OpenFaaS API, for connectors).
  *
@@ -11,10 +11,10 @@
  */
 import { createServer, request as httpRequest, Agent, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import { toHttpError, MethodNotAllowedError, NotFoundError, ServiceUnavailableError } from '../../shared/errors.js';
-import { sendJson, requestPath } from '../../shared/http.js';
-import type { Logger } from '../../shared/log.js';
-import { matchPublicRoute, parseFunctionPath } from '../../shared/routes.js';
+import { toHttpError, MethodNotAllowedError, NotFoundError, ServiceUnavailableError } from '../../shared/platform/errors.js';
+import { sendJson, requestPath } from '../../shared/platform/http.js';
+import type { Logger } from '../../shared/platform/log.js';
+import { matchPublicRoute, parseFunctionPath } from './routes.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization']);

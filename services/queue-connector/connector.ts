@@ -16,12 +16,12 @@
  */
 import { request } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import type { AuditLog } from '../../shared/audit.js';
-import type { Config } from '../../shared/config.js';
-import type { Logger } from '../../shared/log.js';
-import type { MediaStore } from '../../shared/media-store.js';
-import { counter } from '../../shared/metrics.js';
-import { TRANSCODE_TOPIC, TranscodeQueue, type QueueEntry, type TranscodeJob } from '../../shared/transcode-queue.js';
+import type { AuditLog } from '../../shared/audit/client.js';
+import type { Config } from '../../shared/platform/config.js';
+import type { Logger } from '../../shared/platform/log.js';
+import type { MediaStore } from '../../shared/video/store.js';
+import { counter } from '../../shared/platform/metrics.js';
+import { TRANSCODE_TOPIC, TranscodeQueue, type QueueEntry, type TranscodeJob } from '../../shared/transcode/queue.js';
 import type { SubscriberDirectory } from './subscribers.js';
 
 export const CONNECTOR_NAME = 'pulsevault-queue-connector';

@@ -5,15 +5,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { createAuditLog } from '../../shared/audit.js';
-import { loadConfigOrExit } from '../../shared/config.js';
-import { stopWithParent } from '../../shared/lifecycle.js';
-import { createLogger } from '../../shared/log.js';
-import { MediaStore } from '../../shared/media-store.js';
-import { initMetrics, serveMetrics } from '../../shared/metrics.js';
+import { createAuditLog } from '../../shared/audit/client.js';
+import { loadConfigOrExit } from '../../shared/platform/config.js';
+import { stopWithParent } from '../../shared/platform/lifecycle.js';
+import { createLogger } from '../../shared/platform/log.js';
+import { MediaStore } from '../../shared/video/store.js';
+import { initMetrics, serveMetrics } from '../../shared/platform/metrics.js';
 import { attachMirror } from '../../shared/mirror/attach.js';
-import { createRedis } from '../../shared/redis.js';
-import { registerQueueMetrics, TranscodeQueue } from '../../shared/transcode-queue.js';
+import { createRedis } from '../../shared/platform/redis.js';
+import { registerQueueMetrics, TranscodeQueue } from '../../shared/transcode/queue.js';
 import { QueueConnector } from './connector.js';
 import { SubscriberDirectory } from './subscribers.js';
 

@@ -13,7 +13,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import canonicalize from 'canonicalize';
 import { z } from 'zod';
-import { writeFileAtomic } from '../atomic-file.js';
+import { writeFileAtomic } from '../platform/atomic-file.js';
 import { AUDIT_CATEGORIES } from './entry.js';
 
 export const CHECKPOINT_DIR = 'checkpoints';

@@ -13,7 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import type { Redis } from '../redis.js';
+import type { Redis } from '../platform/redis.js';
 import { AUDIT_FENCE_KEY, AUDIT_LEASE_KEY } from './stream.js';
 
 const EXTEND = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;

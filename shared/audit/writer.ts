@@ -19,10 +19,10 @@
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fsyncDir } from '../atomic-file.js';
-import type { Logger } from '../log.js';
-import { counter } from '../metrics.js';
-import type { Redis } from '../redis.js';
+import { fsyncDir } from '../platform/atomic-file.js';
+import type { Logger } from '../platform/log.js';
+import { counter } from '../platform/metrics.js';
+import type { Redis } from '../platform/redis.js';
 import { CHECKPOINT_DIR, readCheckpoint, signCheckpoint, writeCheckpoint } from './checkpoint.js';
 import {
   AUDIT_CATEGORIES,

@@ -4,8 +4,8 @@
  * admin finalizing on a user's behalf. In development without auth the body (or
  * the dev header) names the owner.
  */
-import { auditRole, requireRole, type Principal } from '../auth.js';
-import { BadRequestError, ForbiddenError } from '../errors.js';
+import { auditRole, requireRole, type Principal } from '../auth/jwt.js';
+import { BadRequestError, ForbiddenError } from '../platform/errors.js';
 import type { Caller } from './journal.js';
 
 export function finalizeCaller(principal: Principal, bodyUserId: string | undefined): Caller {

@@ -12,7 +12,7 @@ import { createReadStream } from 'node:fs';
 import { copyFile, open, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { fsyncDir } from '../atomic-file.js';
+import { fsyncDir } from '../platform/atomic-file.js';
 
 export async function moveFile(src: string, dst: string): Promise<void> {
   try {

@@ -12,8 +12,8 @@
  */
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { writeFileAtomic } from '../atomic-file.js';
-import type { ProbeResult } from '../probe.js';
+import { writeFileAtomic } from '../platform/atomic-file.js';
+import type { ProbeResult } from '../video/probe.js';
 import { isUploadId } from '../uploads/ids.js';
 
 /** intent → (move, hash, meta.json, publish) → published → audit → audited → enqueue → done */

@@ -1,6 +1,6 @@
 /** Finalize duration and outcome (pulsevault_uploads_total{outcome=finalized|replayed|rejected|failed}). */
-import { AppError } from '../errors.js';
-import { histogram } from '../metrics.js';
+import { AppError } from '../platform/errors.js';
+import { histogram } from '../platform/metrics.js';
 import { countUpload } from '../uploads/metrics.js';
 
 const duration = () =>

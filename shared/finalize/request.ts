@@ -10,7 +10,7 @@
  * Messages name the field and the rule, never the value (it may be PHI).
  */
 import { z } from 'zod';
-import { BadRequestError } from '../errors.js';
+import { BadRequestError } from '../platform/errors.js';
 import { isUploadId } from '../uploads/ids.js';
 
 export const MAX_FILENAME_BYTES = 255;

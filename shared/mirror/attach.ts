@@ -1,8 +1,8 @@
 /** Wiring of the optional PostgreSQL mirror to a MediaStore: every meta.json write, and the catch-up of those it missed. */
-import type { Config } from '../config.js';
-import type { Logger } from '../log.js';
-import type { MediaStore } from '../media-store.js';
-import type { Redis } from '../redis.js';
+import type { Config } from '../platform/config.js';
+import type { Logger } from '../platform/log.js';
+import type { MediaStore } from '../video/store.js';
+import type { Redis } from '../platform/redis.js';
 import { MirrorCatchUp, type CatchUpOptions } from './catch-up.js';
 import { errorCode, openMirror, type MetadataMirror } from './mirror.js';
 

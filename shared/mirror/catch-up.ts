@@ -16,10 +16,10 @@
  * With Redis down as well, a miss is only logged; the periodic reindex
  * (k8s/mirror/reindex-cronjob.yaml) repairs it.
  */
-import type { Logger } from '../log.js';
-import type { MediaStore } from '../media-store.js';
-import { gauge } from '../metrics.js';
-import type { Redis } from '../redis.js';
+import type { Logger } from '../platform/log.js';
+import type { MediaStore } from '../video/store.js';
+import { gauge } from '../platform/metrics.js';
+import type { Redis } from '../platform/redis.js';
 import { errorCode, type MetadataMirror } from './mirror.js';
 import { readAll } from './reconcile.js';
 import { toRow } from './rows.js';

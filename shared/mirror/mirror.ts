@@ -11,11 +11,11 @@
  * rather than a timeout each.
  */
 import pg from 'pg';
-import type { Config } from '../config.js';
-import type { Logger } from '../log.js';
-import type { VideoMeta } from '../media-store.js';
-import { counter, histogram } from '../metrics.js';
-import { migrate } from '../migrations/index.js';
+import type { Config } from '../platform/config.js';
+import type { Logger } from '../platform/log.js';
+import type { VideoMeta } from '../video/store.js';
+import { counter, histogram } from '../platform/metrics.js';
+import { migrate } from './migrations/index.js';
 import { toRow, upsertSql, type VideoRow } from './rows.js';
 
 /** Connecting must be quick; a database that does not answer in this time is treated as down. */

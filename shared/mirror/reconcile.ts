@@ -10,9 +10,9 @@
  * a second run over an unchanged disk reports no change.
  */
 import { opendir } from 'node:fs/promises';
-import type { Logger } from '../log.js';
-import { isVideoId, MetaCorruptError, type MediaStore, type VideoMeta } from '../media-store.js';
-import { NotFoundError } from '../errors.js';
+import type { Logger } from '../platform/log.js';
+import { isVideoId, MetaCorruptError, type MediaStore, type VideoMeta } from '../video/store.js';
+import { NotFoundError } from '../platform/errors.js';
 import type { MetadataMirror } from './mirror.js';
 import { toRow } from './rows.js';
 

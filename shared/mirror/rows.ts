@@ -7,7 +7,7 @@
  * row only when a column differs (`IS DISTINCT FROM`), which makes it idempotent
  * and lets `RETURNING` tell inserted, updated and unchanged apart.
  */
-import type { VideoMeta } from '../media-store.js';
+import type { VideoMeta } from '../video/store.js';
 
 export interface VideoRow {
   id: string;

@@ -12,8 +12,8 @@
  * keyframes off and GOPs closed, so every segment of every rung starts with an
  * IDR at the same instant (equal segment boundaries, clean rung switches).
  */
-import type { Config } from '../config.js';
-import type { ProbeResult } from '../probe.js';
+import type { Config } from '../platform/config.js';
+import type { ProbeResult } from '../video/probe.js';
 import type { Rung, VideoCodecFamily } from './ladder.js';
 import { AUDIO_KBPS, BUFSIZE_FACTOR, CODEC_BITRATE_FACTOR, MAXRATE_FACTOR, planLadder } from './ladder.js';
 

@@ -8,7 +8,7 @@
  * killed transcoder does not leave an encoder running for long.
  */
 import { spawn } from 'node:child_process';
-import { AppError } from '../errors.js';
+import { AppError } from '../platform/errors.js';
 
 export interface FfmpegProgress {
   /** Seconds of output written so far. */

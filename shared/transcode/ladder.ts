@@ -17,7 +17,7 @@
  * 416x234, 640x360, 864x486, 1280x720, 1920x1080 — Apple's own 234-line rung);
  * the sample aspect ratio makes up the rounding so nothing is stretched.
  */
-import type { RenditionName } from '../config.js';
+import type { RenditionName } from '../platform/config.js';
 
 export type VideoCodecFamily = 'h264' | 'hevc' | 'av1';
 

@@ -6,7 +6,7 @@
  * attempt takes over.
  */
 import { randomBytes } from 'node:crypto';
-import type { Redis } from '../redis.js';
+import type { Redis } from '../platform/redis.js';
 
 export const leaseKey = (videoId: string) => `pulsevault:transcode:lease:${videoId}`;
 

@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { fsyncDir } from '../atomic-file.js';
+import { fsyncDir } from '../platform/atomic-file.js';
 
 const WORK_PREFIX = '.transcode-';
 const RETIRED_PREFIX = '.retired-';

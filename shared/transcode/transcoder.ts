@@ -11,15 +11,15 @@
  */
 import { access } from 'node:fs/promises';
 import path from 'node:path';
-import type { AuditLog } from '../audit.js';
-import type { Config } from '../config.js';
-import { AppError, ConflictError, UnprocessableError } from '../errors.js';
-import type { Logger } from '../log.js';
-import type { MediaStore } from '../media-store.js';
-import { counter, histogram } from '../metrics.js';
-import { probe } from '../probe.js';
-import type { Redis } from '../redis.js';
-import type { TranscodeJob } from '../transcode-queue.js';
+import type { AuditLog } from '../audit/client.js';
+import type { Config } from '../platform/config.js';
+import { AppError, ConflictError, UnprocessableError } from '../platform/errors.js';
+import type { Logger } from '../platform/log.js';
+import type { MediaStore } from '../video/store.js';
+import { counter, histogram } from '../platform/metrics.js';
+import { probe } from '../video/probe.js';
+import type { Redis } from '../platform/redis.js';
+import type { TranscodeJob } from './queue.js';
 import { buildEncodeCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME } from './ffmpeg-command.js';
 import { FfmpegError, listEncoders, runFfmpeg } from './ffmpeg-run.js';
 import type { VideoCodecFamily } from './ladder.js';

@@ -16,8 +16,8 @@
 import { randomBytes } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import type { Upload } from '@tus/server';
-import type { Logger } from '../log.js';
-import type { Redis } from '../redis.js';
+import type { Logger } from '../platform/log.js';
+import type { Redis } from '../platform/redis.js';
 import { isUploadId } from './ids.js';
 import type { RedisLocker } from './locker.js';
 import { countUpload } from './metrics.js';

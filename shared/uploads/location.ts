@@ -12,7 +12,7 @@
  *    under any prefix (`/function/tus-upload/uploads` included). A POST to
  *    `…/uploads/` (trailing slash) gets `<id>`.
  */
-import type { Config } from '../config.js';
+import type { Config } from '../platform/config.js';
 
 /** host or host:port (names, IPv4, bracketed IPv6); anything else is not trusted. */
 const HOST_RE = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;

@@ -15,8 +15,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ERRORS, type Lock, type Locker, type RequestRelease } from '@tus/server';
-import { ServiceUnavailableError } from '../errors.js';
-import type { Redis } from '../redis.js';
+import { ServiceUnavailableError } from '../platform/errors.js';
+import type { Redis } from '../platform/redis.js';
 
 export interface RedisLockerOptions {
   /** Lifetime of a lock its holder no longer refreshes. */

@@ -1,5 +1,5 @@
 /** Upload metrics, shared by tus-upload (created … abandoned) and finalize (finalized, rejected, failed). */
-import { counter } from '../metrics.js';
+import { counter } from '../platform/metrics.js';
 
 export type UploadOutcome = 'created' | 'completed' | 'terminated' | 'expired' | 'abandoned' | 'finalized' | 'replayed' | 'rejected' | 'failed';
 

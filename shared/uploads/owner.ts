@@ -4,7 +4,7 @@
  * overwritten), so finalize can refuse someone else's upload.
  */
 import type { IncomingMessage } from 'node:http';
-import type { Principal } from '../auth.js';
+import type { Principal } from '../auth/jwt.js';
 
 export const UPLOAD_OWNER_KEY = 'pulsevaultOwner';
 

@@ -6,7 +6,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { FileStore } from '@tus/file-store';
-import type { Config } from '../config.js';
+import type { Config } from '../platform/config.js';
 import { uploadBytesTotal } from './metrics.js';
 
 export class UploadStore extends FileStore {

@@ -10,12 +10,12 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { EVENTS, Server, TUS_RESUMABLE } from '@tus/server';
-import { requireRole, type Authenticator } from '../auth.js';
-import type { Config } from '../config.js';
-import { AppError, MethodNotAllowedError, NotFoundError } from '../errors.js';
-import type { RequestContext } from '../function.js';
-import { requestPath } from '../http.js';
-import type { Logger } from '../log.js';
+import { requireRole, type Authenticator } from '../auth/jwt.js';
+import type { Config } from '../platform/config.js';
+import { AppError, MethodNotAllowedError, NotFoundError } from '../platform/errors.js';
+import type { RequestContext } from '../platform/handler-contract.js';
+import { requestPath } from '../platform/http.js';
+import type { Logger } from '../platform/log.js';
 import { isUploadId, newUploadId } from './ids.js';
 import { firstForwarded, uploadLocation } from './location.js';
 import { LockUnavailableError, type RedisLocker } from './locker.js';

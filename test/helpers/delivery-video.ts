@@ -4,7 +4,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
-import { MediaStore, type VideoMeta } from '../../shared/media-store.js';
+import { MediaStore, type VideoMeta } from '../../shared/video/store.js';
 import { makeClip } from './media.js';
 
 const run = promisify(execFile);

@@ -7,7 +7,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import { pino, type Logger } from 'pino';
-import type { VideoMeta } from '../../shared/media-store.js';
+import type { VideoMeta } from '../../shared/video/store.js';
 
 const ADMIN_DSN = process.env.PV_TEST_POSTGRES_DSN ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 

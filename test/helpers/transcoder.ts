@@ -1,12 +1,12 @@
 /** The transcoder module over a real Redis and the real audit writer, without the rest of the stack. */
 import path from 'node:path';
-import { createAuditLog } from '../../shared/audit.js';
-import { loadConfig, type Config } from '../../shared/config.js';
-import { createLogger } from '../../shared/log.js';
-import { MediaStore } from '../../shared/media-store.js';
-import { createRedis, type Redis } from '../../shared/redis.js';
+import { createAuditLog } from '../../shared/audit/client.js';
+import { loadConfig, type Config } from '../../shared/platform/config.js';
+import { createLogger } from '../../shared/platform/log.js';
+import { MediaStore } from '../../shared/video/store.js';
+import { createRedis, type Redis } from '../../shared/platform/redis.js';
 import type { TranscoderDeps } from '../../shared/transcode/transcoder.js';
-import type { TranscodeJob } from '../../shared/transcode-queue.js';
+import type { TranscodeJob } from '../../shared/transcode/queue.js';
 import { startAuditWriter } from './audit.js';
 import { startRedis } from './redis.js';
 

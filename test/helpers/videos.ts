@@ -5,8 +5,8 @@
 import { randomUUID } from 'node:crypto';
 import { copyFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { MediaStore, type VideoMeta } from '../../shared/media-store.js';
-import { probe } from '../../shared/probe.js';
+import { MediaStore, type VideoMeta } from '../../shared/video/store.js';
+import { probe } from '../../shared/video/probe.js';
 
 export async function addVideo(store: MediaStore, clip: string | null, overrides: Partial<VideoMeta> = {}): Promise<VideoMeta> {
   const videoId = randomUUID();

@@ -8,7 +8,7 @@
  */
 import { Redis } from 'ioredis';
 import path from 'node:path';
-import { activeKey } from '../../../shared/transcode-queue.js';
+import { activeKey } from '../../../shared/transcode/queue.js';
 import type { BenchContext } from '../context.js';
 import { makeClip } from '../media.js';
 import { percentile, type Row } from '../table.js';

@@ -8,8 +8,8 @@
  */
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { loadConfig } from '../../../shared/config.js';
-import { probe } from '../../../shared/probe.js';
+import { loadConfig } from '../../../shared/platform/config.js';
+import { probe } from '../../../shared/video/probe.js';
 import { buildEncodeCommand, encodeOptionsFor } from '../../../shared/transcode/ffmpeg-command.js';
 import type { BenchContext } from '../context.js';
 import { makeClip } from '../media.js';

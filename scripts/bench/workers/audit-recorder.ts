@@ -6,10 +6,10 @@
  * (so all writers start together); prints `{"count","startMs","endMs"}`.
  */
 import { randomUUID } from 'node:crypto';
-import { createAuditLog, type AuditEvent } from '../../../shared/audit.js';
-import { loadConfigOrExit } from '../../../shared/config.js';
-import { createLogger } from '../../../shared/log.js';
-import { createRedis } from '../../../shared/redis.js';
+import { createAuditLog, type AuditEvent } from '../../../shared/audit/client.js';
+import { loadConfigOrExit } from '../../../shared/platform/config.js';
+import { createLogger } from '../../../shared/platform/log.js';
+import { createRedis } from '../../../shared/platform/redis.js';
 import { awaitGo, benchEvent, report } from './barrier.js';
 
 const count = Number(process.argv[2]);

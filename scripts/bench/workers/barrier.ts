@@ -1,6 +1,6 @@
 /** What the audit benchmark's worker processes share: the start barrier, the event, the result line. */
 import { once } from 'node:events';
-import type { AuditEvent } from '../../../shared/audit.js';
+import type { AuditEvent } from '../../../shared/audit/client.js';
 
 /** Resolves on the first line on stdin (the harness writes one to every worker at once). */
 export async function awaitGo(): Promise<void> {

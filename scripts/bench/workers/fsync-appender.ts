@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { toSubmittedEvent } from '../../../shared/audit.js';
+import { toSubmittedEvent } from '../../../shared/audit/client.js';
 import { awaitGo, benchEvent, report } from './barrier.js';
 
 const [file, countArg] = process.argv.slice(2);

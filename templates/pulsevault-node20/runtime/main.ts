@@ -4,10 +4,10 @@
  */
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { loadConfigOrExit } from '../../../shared/config.js';
-import type { FunctionSetup } from '../../../shared/function.js';
-import { stopWithParent } from '../../../shared/lifecycle.js';
-import { createLogger } from '../../../shared/log.js';
+import { loadConfigOrExit } from '../../../shared/platform/config.js';
+import type { FunctionSetup } from '../../../shared/platform/handler-contract.js';
+import { stopWithParent } from '../../../shared/platform/lifecycle.js';
+import { createLogger } from '../../../shared/platform/log.js';
 import { startFunction, type RunningFunction } from './server.js';
 
 const handlerPath = process.argv[2];

@@ -6,14 +6,14 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import type { Config } from '../../../shared/config.js';
-import { registerDiskUsageMetrics } from '../../../shared/disk-usage.js';
-import { toHttpError } from '../../../shared/errors.js';
-import type { FunctionSetup, RequestContext } from '../../../shared/function.js';
-import { sendJson, requestPath } from '../../../shared/http.js';
-import { continueTrace, formatTraceparent } from '../../../shared/tracing.js';
-import type { Logger } from '../../../shared/log.js';
-import { httpRequestDuration, initMetrics, metricsContentType, registry } from '../../../shared/metrics.js';
+import type { Config } from '../../../shared/platform/config.js';
+import { registerDiskUsageMetrics } from '../../../shared/platform/disk-usage.js';
+import { toHttpError } from '../../../shared/platform/errors.js';
+import type { FunctionSetup, RequestContext } from '../../../shared/platform/handler-contract.js';
+import { sendJson, requestPath } from '../../../shared/platform/http.js';
+import { continueTrace, formatTraceparent } from '../../../shared/platform/tracing.js';
+import type { Logger } from '../../../shared/platform/log.js';
+import { httpRequestDuration, initMetrics, metricsContentType, registry } from '../../../shared/platform/metrics.js';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 

@@ -14,8 +14,8 @@
 import { constants, type BigIntStats } from 'node:fs';
 import { open, realpath, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { AppError, BadRequestError, ForbiddenError, NotFoundError } from './errors.js';
-import { isVideoId } from './media-store.js';
+import { AppError, BadRequestError, ForbiddenError, NotFoundError } from '../platform/errors.js';
+import { isVideoId } from '../video/store.js';
 
 /** Served extensions and their Content-Type. */
 export const MEDIA_TYPES: Readonly<Record<string, string>> = {
@@ -33,7 +33,7 @@ export const MEDIA_TYPES: Readonly<Record<string, string>> = {
   png: 'image/png',
   webp: 'image/webp',
   json: 'application/json',
-  // Originals keep their probed container (shared/probe.ts STORED_EXTENSIONS).
+  // Originals keep their probed container (shared/video/probe.ts STORED_EXTENSIONS).
   mov: 'video/quicktime',
   mkv: 'video/x-matroska',
   webm: 'video/webm',

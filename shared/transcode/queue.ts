@@ -17,10 +17,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import type { AuditLog } from './audit.js';
-import type { MediaStore, VideoMeta } from './media-store.js';
-import { gauge } from './metrics.js';
-import type { Redis } from './redis.js';
+import type { AuditLog } from '../audit/client.js';
+import type { MediaStore, VideoMeta } from '../video/store.js';
+import { gauge } from '../platform/metrics.js';
+import type { Redis } from '../platform/redis.js';
 
 export const TRANSCODE_STREAM = 'pulsevault:transcode:jobs';
 export const TRANSCODE_GROUP = 'transcoders';

@@ -18,7 +18,7 @@
  * verification is one HMAC (a few microseconds) on the hot path of every segment.
  */
 import { createHash, createHmac, hkdfSync, timingSafeEqual, type KeyObject, createSecretKey } from 'node:crypto';
-import type { Config } from './config.js';
+import type { Config } from '../platform/config.js';
 
 const VERSION = 'v1';
 /** Longer strings are refused before any work is done. */
@@ -27,7 +27,7 @@ const MAC_LENGTH = 32;
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const EXP_RE = /^[1-9][0-9]{0,11}$/;
 const B64URL_RE = /^[A-Za-z0-9_-]+$/;
-/** A scope is a media path (see shared/media-path.ts), optionally ending in `/`. */
+/** A scope is a media path (see shared/delivery/media-path.ts), optionally ending in `/`. */
 const SCOPE_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]*(\/[A-Za-z0-9_-][A-Za-z0-9._-]*)*\/?$/;
 
 export interface TokenClaims {

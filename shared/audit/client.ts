@@ -13,14 +13,14 @@
  * acknowledgement came too late is in the log for an access that was refused.
  */
 import { performance } from 'node:perf_hooks';
-import type { Config } from './config.js';
-import { ServiceUnavailableError } from './errors.js';
-import type { Logger } from './log.js';
-import { counter, gauge, histogram } from './metrics.js';
-import { createRedis, type Redis } from './redis.js';
-import { anonymizeIp } from './audit/ip.js';
-import { submittedEventSchema, type AuditCategory, type AuditOutcome, type SubmittedEvent } from './audit/entry.js';
-import { AUDIT_ACK_CHANNEL, AUDIT_DURABLE_KEY, AUDIT_STREAM, decodeAck, streamIdTime } from './audit/stream.js';
+import type { Config } from '../platform/config.js';
+import { ServiceUnavailableError } from '../platform/errors.js';
+import type { Logger } from '../platform/log.js';
+import { counter, gauge, histogram } from '../platform/metrics.js';
+import { createRedis, type Redis } from '../platform/redis.js';
+import { anonymizeIp } from './ip.js';
+import { submittedEventSchema, type AuditCategory, type AuditOutcome, type SubmittedEvent } from './entry.js';
+import { AUDIT_ACK_CHANNEL, AUDIT_DURABLE_KEY, AUDIT_STREAM, decodeAck, streamIdTime } from './stream.js';
 
 export type { AuditCategory, AuditOutcome };
 export { AUDIT_STREAM };

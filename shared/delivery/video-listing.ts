@@ -8,9 +8,9 @@
  * index range scan however deep the caller pages. Admins see every video and may
  * filter by owner; anyone else sees only their own.
  */
-import { BadRequestError, ForbiddenError, NotImplementedError, ServiceUnavailableError } from './errors.js';
-import { isVideoId, type VideoStatus } from './media-store.js';
-import { isUnavailable, type MetadataMirror } from './mirror/mirror.js';
+import { BadRequestError, ForbiddenError, NotImplementedError, ServiceUnavailableError } from '../platform/errors.js';
+import { isVideoId, type VideoStatus } from '../video/store.js';
+import { isUnavailable, type MetadataMirror } from '../mirror/mirror.js';
 
 export const DEFAULT_LIMIT = 50;
 export const MAX_LIMIT = 100;
@@ -18,7 +18,7 @@ const ADMIN_ROLE = 'admin';
 const STATUSES = ['uploaded', 'queued', 'transcoding', 'transcoded', 'failed'] as const satisfies readonly VideoStatus[];
 const PARAMS = ['status', 'owner', 'limit', 'cursor'] as const;
 
-/** The authenticated caller, as the JWT check (shared/auth.ts) gives it. */
+/** The authenticated caller, as the JWT check (shared/auth/jwt.ts) gives it. */
 export interface ListingCaller {
   userId: string;
   roles: readonly string[];

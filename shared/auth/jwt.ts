@@ -19,9 +19,9 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
-import { ConfigError, type Config } from './config.js';
-import { ForbiddenError, ServiceUnavailableError, UnauthorizedError } from './errors.js';
-import type { Logger } from './log.js';
+import { ConfigError, type Config } from '../platform/config.js';
+import { ForbiddenError, ServiceUnavailableError, UnauthorizedError } from '../platform/errors.js';
+import type { Logger } from '../platform/log.js';
 
 export const ROLES = ['uploader', 'viewer', 'admin'] as const;
 export type Role = (typeof ROLES)[number];

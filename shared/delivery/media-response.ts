@@ -6,7 +6,7 @@
  *
  * Why not `send`: its ETag is weak (so If-Range could never match, RFC 9110
  * §13.1.5), it resolves paths itself from a root, and it opens by path after a
- * stat. Here the file is opened once by shared/media-path.ts and everything
+ * stat. Here the file is opened once by shared/delivery/media-path.ts and everything
  * (validators, ranges, bytes) comes from that one descriptor.
  */
 import type { BigIntStats } from 'node:fs';

@@ -11,10 +11,10 @@
  * connected the cache is skipped and the disk answers.
  */
 import { open, stat } from 'node:fs/promises';
-import type { Logger } from './log.js';
-import { metaCacheKey, parseMeta, type MediaStore, type VideoMeta } from './media-store.js';
-import { NotFoundError } from './errors.js';
-import type { Redis } from './redis.js';
+import type { Logger } from '../platform/log.js';
+import { metaCacheKey, parseMeta, type MediaStore, type VideoMeta } from '../video/store.js';
+import { NotFoundError } from '../platform/errors.js';
+import type { Redis } from '../platform/redis.js';
 
 const CACHE_TTL_SECONDS = 3600;
 

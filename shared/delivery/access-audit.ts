@@ -1,18 +1,18 @@
 /**
  * `access` audit entries for media delivery (sign, stream, metadata): one per
  * granted and per denied request, with ids only (video UUID, user id, role,
- * reason) — never the token, the path's PHI or a raw IP (shared/audit.ts
+ * reason) — never the token, the path's PHI or a raw IP (shared/audit/client.ts
  * anonymises it). Fail closed: when the entry cannot be recorded the request
  * is refused with 503 instead of being served unaudited.
  */
 import type { IncomingMessage } from 'node:http';
-import type { AuditLog } from './audit.js';
-import { auditRole, type Principal } from './auth.js';
-import { AppError, ForbiddenError, ServiceUnavailableError } from './errors.js';
-import { clientIp } from './http.js';
-import type { Logger } from './log.js';
-import { counter } from './metrics.js';
-import { isVideoId } from './media-store.js';
+import type { AuditLog } from '../audit/client.js';
+import { auditRole, type Principal } from '../auth/jwt.js';
+import { AppError, ForbiddenError, ServiceUnavailableError } from '../platform/errors.js';
+import { clientIp } from '../platform/http.js';
+import type { Logger } from '../platform/log.js';
+import { counter } from '../platform/metrics.js';
+import { isVideoId } from '../video/store.js';
 import { TokenError } from './tokens.js';
 
 export interface AccessAttempt {

@@ -3,7 +3,7 @@
  * client said it is. The container decides the stored extension.
  */
 import ffmpeg from 'fluent-ffmpeg';
-import { UnprocessableError } from './errors.js';
+import { UnprocessableError } from '../platform/errors.js';
 
 export interface ProbeResult {
   /** Extension for the stored original, from the probed container (mp4, mov, mkv, webm, …). */

@@ -18,7 +18,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { DOMParser, XMLSerializer, type Element } from '@xmldom/xmldom';
-import { AppError } from './errors.js';
+import { AppError } from '../platform/errors.js';
 import type { PlaylistKind } from './media-path.js';
 
 type AddToken = (uri: string) => string;

@@ -4,7 +4,7 @@
  * A function's handler.ts default-exports `defineFunction(setup)`. The runtime
  * calls `setup` once at start-up with the parsed configuration, then calls the
  * returned handler with the raw Node request and response: bodies stream in and
- * out untouched. Throw an AppError (shared/errors.ts) to answer an error.
+ * out untouched. Throw an AppError (shared/platform/errors.ts) to answer an error.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config } from './config.js';

@@ -10,9 +10,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import canonicalize from 'canonicalize';
-import { writeFileAtomic } from './atomic-file.js';
-import { AppError, NotFoundError } from './errors.js';
-import type { Redis } from './redis.js';
+import { writeFileAtomic } from '../platform/atomic-file.js';
+import { AppError, NotFoundError } from '../platform/errors.js';
+import type { Redis } from '../platform/redis.js';
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
