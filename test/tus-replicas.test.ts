@@ -108,13 +108,14 @@ describe('two tus-upload replicas', () => {
     const abandoned = await createUpload(`${b.url}/uploads`, 3);
     await patch(abandoned, 0, Buffer.from('xyz'));
     const abandonedFile = path.join(uploadDir(), uploadIdOf(abandoned));
-    utimesSync(abandonedFile, new Date(twoHoursAgo), new Date(twoHoursAgo));
     const writing = await createUpload(`${b.url}/uploads`, 10);
     const slow = streamingPatch(writing, 0);
     slow.send(Buffer.from('ab'));
     const writingFile = path.join(uploadDir(), uploadIdOf(writing));
     await waitFor(() => statSync(writingFile).size === 2, 10_000, 'the slow PATCH to start writing');
     for (const u of [stale, complete, abandoned, writing]) age(u);
+    // Last: from this moment a sweep may remove the abandoned upload (and its info file, which age() reads).
+    utimesSync(abandonedFile, new Date(twoHoursAgo), new Date(twoHoursAgo));
 
     const sweeps = () =>
       [a, b]
