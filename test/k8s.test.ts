@@ -4,7 +4,7 @@
  * and, for unknown fields, against its TypeScript types (tsc's excess-property
  * check), the Kyverno policy really mounts the volume into a Deployment shaped
  * like faas-netes makes them, pod security and NetworkPolicies hold, the Ingress
- * routes exactly like services/gateway/routes.ts, and the timeouts follow README "Timeouts".
+ * routes exactly like services/gateway/routes.ts, and the timeouts follow docs/deploy.md "Timeouts".
  */
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -323,9 +323,9 @@ describe('workloads', () => {
       for (const c of pod.containers as Obj[]) for (const e of c.env ?? []) if (e.valueFrom?.secretKeyRef) used.add(e.valueFrom.secretKeyRef.name);
     }
     for (const s of used) expect(secretFiles, s).toContain(s);
-    // The README's deploy steps create every secret a function or a service mounts.
-    const readme = readFileSync('README.md', 'utf8');
-    for (const s of new Set([...used, ...stack.functions.flatMap((f) => f.secrets)])) expect(readme, s).toContain(`faas-cli secret create ${s} `);
+    // docs/deploy.md's steps create every secret a function or a service mounts.
+    const deployDoc = readFileSync('docs/deploy.md', 'utf8');
+    for (const s of new Set([...used, ...stack.functions.flatMap((f) => f.secrets)])) expect(deployDoc, s).toContain(`faas-cli secret create ${s} `);
   });
 
   it('Redis persists with AOF, takes its password from the secret, and exports redis_up', () => {
@@ -509,7 +509,7 @@ describe('OpenFaaS', () => {
   };
   const values = parseYaml(readFileSync(path.join(K8S, 'openfaas-values.yaml'), 'utf8')) as Obj;
 
-  it('gateway timeouts: every exec_timeout <= upstream 61m < read/write 62m, as README "Timeouts" says', () => {
+  it('gateway timeouts: every exec_timeout <= upstream 61m < read/write 62m, as docs/deploy.md "Timeouts" says', () => {
     const upstream = seconds(values.gateway.upstreamTimeout);
     expect(upstream).toBe(61 * 60);
     expect(seconds(values.gateway.readTimeout)).toBe(62 * 60);
@@ -517,9 +517,9 @@ describe('OpenFaaS', () => {
     expect(seconds(values.faasnetes.readTimeout)).toBeGreaterThan(upstream);
     expect(seconds(values.faasnetes.writeTimeout)).toBeGreaterThan(upstream);
     for (const fn of stack.functions) expect(seconds(fn.environment.exec_timeout!), fn.name).toBeLessThanOrEqual(upstream);
-    const readme = readFileSync('README.md', 'utf8');
-    expect(readme).toContain('upstream_timeout=61m');
-    expect(readme).toContain('read_timeout=write_timeout=62m');
+    const deployDoc = readFileSync('docs/deploy.md', 'utf8');
+    expect(deployDoc).toContain('upstream_timeout=61m');
+    expect(deployDoc).toContain('read_timeout=write_timeout=62m');
     expect(values.functionNamespace).toBe('openfaas-fn');
     expect(values.faasnetes.setNonRootUser).toBe(false); // uid 1000 comes from the image and the policy
   });

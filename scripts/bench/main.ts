@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --full] [-- --only 3,4]`: every PulseVault figure beside a
- * reference measured on the same machine in the same run (see README
+ * reference measured on the same machine in the same run (see docs/benchmarks.md
  * "Benchmarks"). Boots the real local stack on a scratch MEDIA_ROOT, runs the
  * scenarios one after another, prints a markdown table and writes it to
  * test/bench/results-<date>-<mode>.md. A scenario that fails or whose tool is

@@ -3,8 +3,8 @@
  *
  * One process decodes once, `split`s the picture per rung (and per codec), and
  * the `dash` muxer with `-hls_playlist 1` writes fMP4 (CMAF) segments that both
- * the DASH manifest and the HLS playlists point at. Trade-off (README
- * "Transcoding"): half the storage and one mux instead of two, and audio encoded
+ * the DASH manifest and the HLS playlists point at. Trade-off (docs/transcoding.md
+ * "One set of segments"): half the storage and one mux instead of two, and audio encoded
  * once as its own rendition; the price is HLS over fMP4 (HLS v7: iOS 10+,
  * Safari, hls.js, ExoPlayer — not pre-2016 set-top boxes that want MPEG-TS).
  *
