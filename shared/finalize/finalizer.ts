@@ -27,6 +27,7 @@ import { AppError, ConflictError, NotFoundError } from '../platform/errors.js';
 import type { Logger } from '../platform/log.js';
 import { MediaStore, type VideoMeta } from '../video/store.js';
 import { probe } from '../video/probe.js';
+import { markQueued } from '../video/state.js';
 import type { Redis } from '../platform/redis.js';
 import { enqueueTranscode } from '../transcode/queue.js';
 import type { RedisLocker } from '../uploads/locker.js';
@@ -214,8 +215,9 @@ export class Finalizer {
         this.failPoint('after-enqueue');
       }
       // Written through the real store (the staging one has no listeners): mirrors and caches hear of
-      // the new video here. Only from `uploaded`: the transcoder may already have moved it on.
-      await this.d.videos.update(entry.videoId, (m) => (queue && m.status === 'uploaded' ? { ...m, status: 'queued' } : m));
+      // the new video here, whether or not it moves to `queued`.
+      if (queue) await markQueued(this.d.videos, entry.videoId);
+      else await this.d.videos.update(entry.videoId, (m) => m);
       await step('done');
     }
     const meta = await this.d.videos.read(entry.videoId);
