@@ -17,13 +17,13 @@
  *   original and a valid meta.json.
  * - Audit and enqueue are at-least-once: a crash right after either repeats it.
  */
-import { randomUUID } from 'node:crypto';
 import { access, chmod, mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { AuditLog } from '../audit/client.js';
 import { fsyncDir } from '../platform/atomic-file.js';
 import type { Config, FinalizeFailPoint } from '../platform/config.js';
 import { AppError, ConflictError, NotFoundError } from '../platform/errors.js';
+import { newId } from '../platform/ids.js';
 import type { Logger } from '../platform/log.js';
 import { MediaStore, type VideoMeta } from '../video/store.js';
 import { probe } from '../video/probe.js';
@@ -170,7 +170,7 @@ export class Finalizer {
     const now = new Date().toISOString();
     return this.journal.write({
       uploadId: request.uploadId,
-      videoId: randomUUID(),
+      videoId: newId(),
       state: 'intent',
       createdAt: now,
       updatedAt: now,

@@ -17,6 +17,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import { UUID_PATTERN } from '../platform/ids.js';
 import type { AuditLog } from '../audit/client.js';
 import type { MediaStore } from '../video/store.js';
 import { markRequeued } from '../video/state.js';
@@ -36,7 +37,7 @@ export const TRANSCODE_TOPIC = 'transcode';
 const DEAD_LETTER_MAXLEN = 10_000;
 
 export const transcodeJobSchema = z.object({
-  videoId: z.string().uuid(),
+  videoId: z.string().regex(UUID_PATTERN, 'must be a lowercase UUID'),
   attempt: z.number().int().min(1),
   enqueuedAt: z.string(),
   traceId: z.string().min(1).max(64),

@@ -12,15 +12,14 @@ import path from 'node:path';
 import canonicalize from 'canonicalize';
 import { writeFileAtomic } from '../platform/atomic-file.js';
 import { AppError, NotFoundError } from '../platform/errors.js';
+import { isUuid } from '../platform/ids.js';
 import type { RenditionName } from '../platform/config.js';
 import type { Redis } from '../platform/redis.js';
 import type { VideoCodecFamily } from '../transcode/ladder.js';
 import type { VideoStatus } from './state.js';
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
-
 export function isVideoId(id: string): boolean {
-  return UUID_RE.test(id);
+  return isUuid(id);
 }
 
 /** One published rendition, as the transcoder encoded it. */
