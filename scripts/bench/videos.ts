@@ -1,5 +1,6 @@
 /** Watching a video's status the way the issue documents it: meta.json through MediaStore.read. */
-import { MediaStore, type VideoMeta, type VideoStatus } from '../../shared/video/store.js';
+import { MediaStore, type VideoMeta } from '../../shared/video/store.js';
+import type { VideoStatus } from '../../shared/video/state.js';
 
 /** Poll meta.json every `intervalMs` until its status is one of `statuses`; rejects on `failed` or at the deadline. */
 export async function waitForStatus(videoDir: string, videoId: string, statuses: VideoStatus[], timeoutMs: number, intervalMs = 50): Promise<VideoMeta> {

@@ -20,6 +20,7 @@ import type { AuditLog } from '../../shared/audit/client.js';
 import type { Config } from '../../shared/platform/config.js';
 import type { Logger } from '../../shared/platform/log.js';
 import type { MediaStore } from '../../shared/video/store.js';
+import { markFailed, markRetrying } from '../../shared/video/state.js';
 import { counter } from '../../shared/platform/metrics.js';
 import { TRANSCODE_TOPIC, TranscodeQueue, type QueueEntry, type TranscodeJob } from '../../shared/transcode/queue.js';
 import type { SubscriberDirectory } from './subscribers.js';
@@ -201,9 +202,7 @@ export class QueueConnector {
       outcomes.inc({ outcome: 'retried' });
       log.warn({ videoId: job.videoId, attempt: job.attempt, reason, retryInMs: delay }, 'transcode failed; retry scheduled');
     }
-    await store
-      .update(job.videoId, (m) => ({ ...m, status: last ? 'failed' : 'queued', failureReason, progress: 0 }))
-      .catch((err: unknown) => log.warn({ videoId: job.videoId, err: (err as Error).message }, 'could not record the failure in meta.json'));
+    await (last ? markFailed : markRetrying)(store, job.videoId, failureReason).catch((err: unknown) => log.warn({ videoId: job.videoId, err: (err as Error).message }, 'could not record the failure in meta.json'));
   }
 
   /** POST the job to /function/<name> through the gateway (no fetch: undici cuts headers after 300 s). */

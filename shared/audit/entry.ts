@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import canonicalize from 'canonicalize';
 import { z } from 'zod';
+import { UUID_PATTERN } from '../platform/ids.js';
 
 export const AUDIT_CATEGORIES = ['access', 'upload', 'transcode', 'admin'] as const;
 export type AuditCategory = (typeof AUDIT_CATEGORIES)[number];
@@ -22,7 +23,7 @@ export const GENESIS_HASH = '0'.repeat(64);
 
 const code = z.string().regex(/^[a-z][a-z0-9._-]{0,63}$/, 'must be a lowercase code like `token_expired`');
 const id = z.string().regex(/^[A-Za-z0-9._:|@/+=-]{1,128}$/, 'must be an id (no spaces, at most 128 characters)');
-const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a UUID');
+const uuid = z.string().regex(UUID_PATTERN, 'must be a lowercase UUID');
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
 const isoTime = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
 

@@ -19,12 +19,12 @@
  */
 import { createHash, createHmac, hkdfSync, timingSafeEqual, type KeyObject, createSecretKey } from 'node:crypto';
 import type { Config } from '../platform/config.js';
+import { isUuid } from '../platform/ids.js';
 
 const VERSION = 'v1';
 /** Longer strings are refused before any work is done. */
 export const MAX_TOKEN_LENGTH = 512;
 const MAC_LENGTH = 32;
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const EXP_RE = /^[1-9][0-9]{0,11}$/;
 const B64URL_RE = /^[A-Za-z0-9_-]+$/;
 /** A scope is a media path (see shared/delivery/media-path.ts), optionally ending in `/`. */
@@ -133,7 +133,7 @@ export function createTokenCodec(options: TokenCodecOptions): TokenCodec {
     const fields = bytes.toString('utf8').split('\n');
     if (fields.length !== 3) throw new TokenError('token_malformed');
     const [videoId, expText, scope] = fields as [string, string, string];
-    if (!UUID_RE.test(videoId) || !EXP_RE.test(expText) || !isScope(scope)) throw new TokenError('token_malformed');
+    if (!isUuid(videoId) || !EXP_RE.test(expText) || !isScope(scope)) throw new TokenError('token_malformed');
     const exp = Number(expText);
     if (nowSeconds > exp + options.clockSkewSeconds) throw new TokenError('token_expired');
     // Tokens never outlive TOKEN_EXPIRY_SECONDS, even ones minted before it was lowered.
@@ -144,7 +144,7 @@ export function createTokenCodec(options: TokenCodecOptions): TokenCodec {
   return {
     kid: current.kid,
     sign({ videoId, exp, scope }) {
-      if (!UUID_RE.test(videoId)) throw new TypeError('videoId must be a lowercase UUID');
+      if (!isUuid(videoId)) throw new TypeError('videoId must be a lowercase UUID');
       if (!Number.isInteger(exp) || !EXP_RE.test(String(exp))) throw new TypeError('exp must be positive unix seconds');
       if (!isScope(scope)) throw new TypeError('invalid scope');
       const payload = Buffer.from(`${videoId}\n${exp}\n${scope}`, 'utf8').toString('base64url');

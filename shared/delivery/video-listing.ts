@@ -9,13 +9,13 @@
  * filter by owner; anyone else sees only their own.
  */
 import { BadRequestError, ForbiddenError, NotImplementedError, ServiceUnavailableError } from '../platform/errors.js';
-import { isVideoId, type VideoStatus } from '../video/store.js';
+import { isVideoId } from '../video/store.js';
+import { isVideoStatus, VIDEO_STATUSES, type VideoStatus } from '../video/state.js';
 import { isUnavailable, type MetadataMirror } from '../mirror/mirror.js';
 
 export const DEFAULT_LIMIT = 50;
 export const MAX_LIMIT = 100;
 const ADMIN_ROLE = 'admin';
-const STATUSES = ['uploaded', 'queued', 'transcoding', 'transcoded', 'failed'] as const satisfies readonly VideoStatus[];
 const PARAMS = ['status', 'owner', 'limit', 'cursor'] as const;
 
 /** The authenticated caller, as the JWT check (shared/auth/jwt.ts) gives it. */
@@ -83,8 +83,8 @@ export function parseListingQuery(params: URLSearchParams): ListingQuery {
     if (params.getAll(key).length > 1) throw new BadRequestError(`query parameter ${key} given more than once`);
   }
   const status = params.get('status') || null;
-  if (status !== null && !(STATUSES as readonly string[]).includes(status)) {
-    throw new BadRequestError(`status must be one of ${STATUSES.join(', ')}`);
+  if (status !== null && !isVideoStatus(status)) {
+    throw new BadRequestError(`status must be one of ${VIDEO_STATUSES.join(', ')}`);
   }
   const owner = params.get('owner') || null;
   if (owner !== null && owner.length > 256) throw new BadRequestError('owner must be at most 256 characters');
@@ -95,7 +95,7 @@ export function parseListingQuery(params: URLSearchParams): ListingQuery {
     if (!(limit >= 1 && limit <= MAX_LIMIT)) throw new BadRequestError(`limit must be an integer from 1 to ${MAX_LIMIT}`);
   }
   const cursor = params.get('cursor') || null;
-  return { status: status as VideoStatus | null, owner, limit, after: cursor === null ? null : decodeCursor(cursor) };
+  return { status, owner, limit, after: cursor === null ? null : decodeCursor(cursor) };
 }
 
 interface ListedRow {

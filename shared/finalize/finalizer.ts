@@ -17,16 +17,17 @@
  *   original and a valid meta.json.
  * - Audit and enqueue are at-least-once: a crash right after either repeats it.
  */
-import { randomUUID } from 'node:crypto';
 import { access, chmod, mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { AuditLog } from '../audit/client.js';
 import { fsyncDir } from '../platform/atomic-file.js';
 import type { Config, FinalizeFailPoint } from '../platform/config.js';
 import { AppError, ConflictError, NotFoundError } from '../platform/errors.js';
+import { newId } from '../platform/ids.js';
 import type { Logger } from '../platform/log.js';
 import { MediaStore, type VideoMeta } from '../video/store.js';
 import { probe } from '../video/probe.js';
+import { markQueued } from '../video/state.js';
 import type { Redis } from '../platform/redis.js';
 import { enqueueTranscode } from '../transcode/queue.js';
 import type { RedisLocker } from '../uploads/locker.js';
@@ -169,7 +170,7 @@ export class Finalizer {
     const now = new Date().toISOString();
     return this.journal.write({
       uploadId: request.uploadId,
-      videoId: randomUUID(),
+      videoId: newId(),
       state: 'intent',
       createdAt: now,
       updatedAt: now,
@@ -214,8 +215,9 @@ export class Finalizer {
         this.failPoint('after-enqueue');
       }
       // Written through the real store (the staging one has no listeners): mirrors and caches hear of
-      // the new video here. Only from `uploaded`: the transcoder may already have moved it on.
-      await this.d.videos.update(entry.videoId, (m) => (queue && m.status === 'uploaded' ? { ...m, status: 'queued' } : m));
+      // the new video here, whether or not it moves to `queued`.
+      if (queue) await markQueued(this.d.videos, entry.videoId);
+      else await this.d.videos.update(entry.videoId, (m) => m);
       await step('done');
     }
     const meta = await this.d.videos.read(entry.videoId);

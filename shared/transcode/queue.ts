@@ -17,8 +17,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import { UUID_PATTERN } from '../platform/ids.js';
 import type { AuditLog } from '../audit/client.js';
-import type { MediaStore, VideoMeta } from '../video/store.js';
+import type { MediaStore } from '../video/store.js';
+import { markRequeued } from '../video/state.js';
 import { gauge } from '../platform/metrics.js';
 import type { Redis } from '../platform/redis.js';
 
@@ -35,7 +37,7 @@ export const TRANSCODE_TOPIC = 'transcode';
 const DEAD_LETTER_MAXLEN = 10_000;
 
 export const transcodeJobSchema = z.object({
-  videoId: z.string().uuid(),
+  videoId: z.string().regex(UUID_PATTERN, 'must be a lowercase UUID'),
   attempt: z.number().int().min(1),
   enqueuedAt: z.string(),
   traceId: z.string().min(1).max(64),
@@ -126,9 +128,6 @@ export interface EnqueueResult {
   entryId: string;
 }
 
-/** Statuses a new job moves to `queued`; `queued`/`transcoding` are left alone (a job is already on it). */
-const REQUEUEABLE: ReadonlySet<VideoMeta['status']> = new Set(['uploaded', 'failed', 'transcoded']);
-
 /**
  * Add a transcode job for `videoId` (finalize, requeue). Idempotent: a video
  * that already has a live job is not queued twice.
@@ -136,13 +135,7 @@ const REQUEUEABLE: ReadonlySet<VideoMeta['status']> = new Set(['uploaded', 'fail
 export async function enqueueTranscode(redis: Redis, videoId: string, traceparent: string | null = null, options: EnqueueOptions = {}): Promise<EnqueueResult> {
   const job: TranscodeJob = { videoId, attempt: 1, enqueuedAt: new Date().toISOString(), traceId: traceIdOf(traceparent), traceparent };
   if (options.store) {
-    let moved = false;
-    await options.store.update(videoId, (meta) => {
-      if (!REQUEUEABLE.has(meta.status)) return meta;
-      moved = true;
-      const { failureReason: _old, ...rest } = meta;
-      return { ...rest, status: 'queued', progress: 0 };
-    });
+    const { moved } = await markRequeued(options.store, videoId);
     if (moved) await options.audit?.record({ category: 'transcode', action: 'transcode.queued', outcome: 'success', videoId, requestId: options.requestId ?? null });
   }
   const [added, entryId] = (await redis.eval(ENQUEUE, 3, TRANSCODE_STREAM, activeKey(videoId), DELAYED_SET, JSON.stringify(job), videoId)) as [number, string];

@@ -18,6 +18,7 @@ import type { Logger } from '../platform/log.js';
 import type { MediaStore } from '../video/store.js';
 import { counter, histogram } from '../platform/metrics.js';
 import { probe } from '../video/probe.js';
+import { markProgress, markTranscoded, markTranscoding } from '../video/state.js';
 import type { Redis } from '../platform/redis.js';
 import type { TranscodeJob } from './queue.js';
 import { buildEncodeCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME } from './ffmpeg-command.js';
@@ -97,7 +98,7 @@ export async function transcodeVideo(deps: TranscoderDeps, codecs: VideoCodecFam
   try {
     const cleaned = await removeLeftovers(videoDir);
     if (cleaned > 0) log.info({ videoId, cleaned }, 'removed leftovers of an interrupted transcode');
-    await store.update(videoId, (m) => ({ ...m, status: 'transcoding', progress: 0, transcodeAttempt: job.attempt, transcodeStartedAt: new Date().toISOString() }));
+    await markTranscoding(store, videoId, job.attempt);
     await record('transcode.start', 'success');
 
     const source = path.join(videoDir, meta.original);
@@ -119,7 +120,7 @@ export async function transcodeVideo(deps: TranscoderDeps, codecs: VideoCodecFam
         lastWrite = Date.now();
         // Encoding is ~all of the work; 99 % until the outputs are published.
         const progress = Math.min(99, Math.floor((outTimeSeconds / probed.duration) * 100));
-        writing = writing.then(() => store.update(videoId, (m) => ({ ...m, progress }))).catch((err: unknown) => log.warn({ videoId, err }, 'progress update failed'));
+        writing = writing.then(() => markProgress(store, videoId, progress)).catch((err: unknown) => log.warn({ videoId, err }, 'progress update failed'));
       },
     }).catch((err: unknown) => {
       if (err instanceof FfmpegError && err.reason === 'aborted') {
@@ -135,20 +136,12 @@ export async function transcodeVideo(deps: TranscoderDeps, codecs: VideoCodecFam
     await publishDir(workDir, videoDir, OUTPUT_DIR);
     workDir = null;
 
-    const renditions = rungs.map((r) => r.name);
-    await store.update(videoId, (m) => {
-      const { failureReason: _old, ...rest } = m;
-      return {
-        ...rest,
-        status: 'transcoded',
-        progress: 100,
-        renditions,
-        ladder: rungs.map((r) => ({ name: r.name, width: r.width, height: r.height, kbps: r.kbps })),
-        codecs,
-        transcodedAt: new Date().toISOString(),
-        outputs: { hlsMaster: `${OUTPUT_DIR}/${MASTER_NAME}`, dashManifest: `${OUTPUT_DIR}/${MANIFEST_NAME}`, poster: `${OUTPUT_DIR}/${POSTER_NAME}` },
-      };
+    const { meta: done } = await markTranscoded(store, videoId, {
+      ladder: rungs.map((r) => ({ name: r.name, width: r.width, height: r.height, kbps: r.kbps })),
+      codecs,
+      outputs: { hlsMaster: `${OUTPUT_DIR}/${MASTER_NAME}`, dashManifest: `${OUTPUT_DIR}/${MANIFEST_NAME}`, poster: `${OUTPUT_DIR}/${POSTER_NAME}` },
     });
+    const { renditions } = done;
     await record('transcode.complete', 'success');
     const seconds = (Date.now() - started) / 1000;
     transcodes().inc({ status: 'success' });

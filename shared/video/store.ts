@@ -12,21 +12,37 @@ import path from 'node:path';
 import canonicalize from 'canonicalize';
 import { writeFileAtomic } from '../platform/atomic-file.js';
 import { AppError, NotFoundError } from '../platform/errors.js';
+import { isUuid } from '../platform/ids.js';
+import type { RenditionName } from '../platform/config.js';
 import type { Redis } from '../platform/redis.js';
-
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+import type { VideoCodecFamily } from '../transcode/ladder.js';
+import type { VideoStatus } from './state.js';
 
 export function isVideoId(id: string): boolean {
-  return UUID_RE.test(id);
+  return isUuid(id);
 }
 
-export type VideoStatus = 'uploaded' | 'queued' | 'transcoding' | 'transcoded' | 'failed';
+/** One published rendition, as the transcoder encoded it. */
+export interface RenditionRung {
+  name: RenditionName;
+  width: number;
+  height: number;
+  kbps: number;
+}
+
+/** Transcode outputs, relative to the video dir. */
+export interface VideoOutputs {
+  hlsMaster?: string;
+  dashManifest?: string;
+  poster?: string;
+}
 
 export interface VideoMeta {
   videoId: string;
   /** User-supplied, may be PHI: stored here only, never logged or audited. */
   filename: string;
   owner: string | null;
+  /** Written only through shared/video/state.ts. */
   status: VideoStatus;
   /** 0–100 while transcoding. */
   progress?: number;
@@ -45,15 +61,24 @@ export interface VideoMeta {
   videoCodec: string | null;
   audioCodec: string | null;
   bitrate: number | null;
+  /** Names of the published renditions (`240p`, …), lowest first. */
   renditions: string[];
   /** User's metadata object (title, description, …): may be PHI. */
   metadata: Record<string, unknown>;
-  /** Transcode outputs, relative to the video dir, once published. */
-  outputs?: { hlsMaster?: string; dashManifest?: string; poster?: string };
+  /** Transcode outputs, once published. */
+  outputs?: VideoOutputs;
   /** Upload this video was finalized from (idempotent finalize). */
   uploadId?: string;
-  /** Extra fields other modules add (transcode attempt, ladder, …). */
-  [key: string]: unknown;
+  /** Attempt number of the transcode job that last started (1 = first). */
+  transcodeAttempt?: number;
+  transcodeStartedAt?: string;
+  transcodedAt?: string;
+  /** The published ladder's exact sizes and bitrates. */
+  ladder?: RenditionRung[];
+  /** Video codec families the ladder was encoded in. */
+  codecs?: VideoCodecFamily[];
+  /** SHA-256 of the canonical document without this field (stamped by MediaStore.write). */
+  metaChecksum?: string;
 }
 
 export class MetaCorruptError extends AppError {
@@ -62,8 +87,8 @@ export class MetaCorruptError extends AppError {
   }
 }
 
-export function metaChecksum(meta: Omit<VideoMeta, 'metaChecksum'>): string {
-  const { metaChecksum: _ignored, ...rest } = meta as VideoMeta & { metaChecksum?: string };
+export function metaChecksum(meta: VideoMeta): string {
+  const { metaChecksum: _ignored, ...rest } = meta;
   return `sha256:${createHash('sha256').update(canonicalize(rest) ?? '').digest('hex')}`;
 }
 
@@ -108,9 +133,8 @@ export class MediaStore {
 
   /** Write meta.json crash-safely (stamps updatedAt and metaChecksum), then invalidate caches. */
   async write(meta: VideoMeta): Promise<VideoMeta> {
-    const doc: VideoMeta = { ...meta, updatedAt: new Date().toISOString() };
-    delete (doc as { metaChecksum?: string }).metaChecksum;
-    const stamped = { ...doc, metaChecksum: metaChecksum(doc) };
+    const { metaChecksum: _old, ...doc } = { ...meta, updatedAt: new Date().toISOString() };
+    const stamped: VideoMeta = { ...doc, metaChecksum: metaChecksum(doc) };
     await mkdir(this.dir(meta.videoId), { recursive: true });
     await writeFileAtomic(this.metaPath(meta.videoId), `${JSON.stringify(stamped, null, 2)}\n`, `meta.tmp.${randomBytes(4).toString('hex')}.json`);
     await this.redis?.del(metaCacheKey(meta.videoId)).catch(() => undefined);
@@ -156,9 +180,9 @@ export class MediaStore {
 }
 
 export function parseMeta(videoId: string, raw: string): VideoMeta {
-  let meta: VideoMeta & { metaChecksum?: string };
+  let meta: VideoMeta;
   try {
-    meta = JSON.parse(raw) as VideoMeta & { metaChecksum?: string };
+    meta = JSON.parse(raw) as VideoMeta;
   } catch {
     throw new MetaCorruptError(videoId, 'not valid JSON');
   }

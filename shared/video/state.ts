@@ -1,0 +1,145 @@
+/**
+ * A video's status and every move between statuses. A video is created
+ * `uploaded` (finalize); after that nothing else writes `meta.status`: finalize,
+ * the queue, the transcoder and the queue connector call the `mark*` functions
+ * here, each one read-modify-write under the media store's per-video lock.
+ *
+ *   uploaded → queued → transcoding → transcoded
+ *                ↑  ↖______/  |           |
+ *                |    retry   ↓           |
+ *                └──────── failed ←───────┘ (requeue: failed/transcoded → queued)
+ *
+ * Each move lists the statuses it moves FROM and the statuses it KEEPS (leaves
+ * as they are, because a known race already moved the video on). Any other
+ * starting status is a bug or a hand-edited meta.json: the move is refused with
+ * IllegalTransitionError and meta.json is left untouched.
+ */
+import { ConflictError } from '../platform/errors.js';
+import type { MediaStore, RenditionRung, VideoMeta, VideoOutputs } from './store.js';
+
+export const VIDEO_STATUSES = ['uploaded', 'queued', 'transcoding', 'transcoded', 'failed'] as const;
+export type VideoStatus = (typeof VIDEO_STATUSES)[number];
+
+export function isVideoStatus(value: unknown): value is VideoStatus {
+  return (VIDEO_STATUSES as readonly unknown[]).includes(value);
+}
+
+interface Move {
+  to: VideoStatus;
+  from: readonly VideoStatus[];
+  keep: readonly VideoStatus[];
+}
+
+/** Every legal transition, in one place. */
+export const MOVES = {
+  /** Finalize queued the first job. The job may already have reached a transcoder (and even finished or failed). */
+  queue: { to: 'queued', from: ['uploaded'], keep: ['queued', 'transcoding', 'transcoded', 'failed'] },
+  /** A new job for an existing video (requeue). A video that already has a job on it is left alone. */
+  requeue: { to: 'queued', from: ['uploaded', 'failed', 'transcoded'], keep: ['queued', 'transcoding'] },
+  /**
+   * A transcoder took the job. From `uploaded`: the job beat finalize's `queued`; `transcoding`: a
+   * redelivery after a crash or a lost lease; `transcoded`: the published outputs are missing;
+   * `failed`: the connector gave up on an invocation that was still starting.
+   */
+  start: { to: 'transcoding', from: ['uploaded', 'queued', 'transcoding', 'transcoded', 'failed'], keep: [] },
+  /** Progress is only news while transcoding; a late write after another status is dropped. */
+  progress: { to: 'transcoding', from: ['transcoding'], keep: ['uploaded', 'queued', 'transcoded', 'failed'] },
+  /**
+   * The outputs are published, so the video is transcoded whatever the connector concluded meanwhile
+   * (`queued`/`failed` after it timed out the invocation); `transcoded` again after a lease takeover.
+   */
+  complete: { to: 'transcoded', from: ['transcoding', 'queued', 'failed', 'transcoded'], keep: [] },
+  /** An attempt failed and another is scheduled. A video that is transcoded stays transcoded. */
+  retry: { to: 'queued', from: ['uploaded', 'queued', 'transcoding', 'failed'], keep: ['transcoded'] },
+  /** The last attempt failed (the job is dead-lettered). A video that is transcoded stays transcoded. */
+  fail: { to: 'failed', from: ['uploaded', 'queued', 'transcoding', 'failed'], keep: ['transcoded'] },
+} as const satisfies Record<string, Move>;
+
+export type MoveName = keyof typeof MOVES;
+
+export class IllegalTransitionError extends ConflictError {
+  constructor(videoId: string, move: MoveName, from: VideoStatus) {
+    super(`video ${videoId} cannot ${move} from status ${from}`, 'illegal_transition');
+  }
+}
+
+/** What a move does to a video in `from`: move it, keep it as it is, or refuse. */
+export function outcomeOf(move: MoveName, from: VideoStatus): 'move' | 'keep' | 'illegal' {
+  const m: Move = MOVES[move];
+  if (m.from.includes(from)) return 'move';
+  return m.keep.includes(from) ? 'keep' : 'illegal';
+}
+
+export interface Transition {
+  meta: VideoMeta;
+  /** false when the video was kept in its status (see MOVES[move].keep). */
+  moved: boolean;
+}
+
+/**
+ * Apply `move` under the store's lock. A kept video is still written back unchanged, so the
+ * store's listeners (the PostgreSQL mirror, caches) hear of it as they did before this module.
+ */
+async function transition(store: MediaStore, videoId: string, move: MoveName, change: (meta: VideoMeta) => VideoMeta): Promise<Transition> {
+  let moved = false;
+  const meta = await store.update(videoId, (current) => {
+    const outcome = outcomeOf(move, current.status);
+    if (outcome === 'illegal') throw new IllegalTransitionError(videoId, move, current.status);
+    if (outcome === 'keep') return current;
+    moved = true;
+    return { ...change(current), status: MOVES[move].to };
+  });
+  return { meta, moved };
+}
+
+function withoutFailure(meta: VideoMeta): VideoMeta {
+  const { failureReason: _old, ...rest } = meta;
+  return rest;
+}
+
+/** Finalize: the first transcode job is queued. */
+export function markQueued(store: MediaStore, videoId: string): Promise<Transition> {
+  return transition(store, videoId, 'queue', (m) => m);
+}
+
+/** A new transcode job for a video that has none (requeue); clears a previous failure. */
+export function markRequeued(store: MediaStore, videoId: string): Promise<Transition> {
+  return transition(store, videoId, 'requeue', (m) => ({ ...withoutFailure(m), progress: 0 }));
+}
+
+export function markTranscoding(store: MediaStore, videoId: string, attempt: number): Promise<Transition> {
+  return transition(store, videoId, 'start', (m) => ({ ...m, progress: 0, transcodeAttempt: attempt, transcodeStartedAt: new Date().toISOString() }));
+}
+
+/** 0–100 while transcoding. */
+export function markProgress(store: MediaStore, videoId: string, progress: number): Promise<Transition> {
+  return transition(store, videoId, 'progress', (m) => ({ ...m, progress }));
+}
+
+export interface TranscodedOutputs {
+  ladder: RenditionRung[];
+  codecs: VideoMeta['codecs'] & {};
+  outputs: VideoOutputs;
+}
+
+export function markTranscoded(store: MediaStore, videoId: string, done: TranscodedOutputs): Promise<Transition> {
+  return transition(store, videoId, 'complete', (m) => ({
+    ...withoutFailure(m),
+    progress: 100,
+    renditions: done.ladder.map((r) => r.name),
+    ladder: done.ladder,
+    codecs: done.codecs,
+    transcodedAt: new Date().toISOString(),
+    outputs: done.outputs,
+  }));
+}
+
+/** An attempt failed and the connector scheduled another. */
+export function markRetrying(store: MediaStore, videoId: string, failureReason: string): Promise<Transition> {
+  return transition(store, videoId, 'retry', (m) => ({ ...m, failureReason, progress: 0 }));
+}
+
+/** The last attempt failed. */
+export function markFailed(store: MediaStore, videoId: string, failureReason: string): Promise<Transition> {
+  return transition(store, videoId, 'fail', (m) => ({ ...m, failureReason, progress: 0 }));
+}
