@@ -3,7 +3,6 @@
  * in development mode with its dev token and dev audit key), so a stale step fails here:
  * docs/walkthrough.sh, which docs/api.md must show line for line, and the README's taste.
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,21 +10,12 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bashBlocks } from './helpers/markdown.js';
 import { makeClip } from './helpers/media.js';
+import { runToExit } from './helpers/node-process.js';
 import { startStack, type TestStack } from './helpers/stack.js';
 import { waitFor } from './helpers/wait.js';
 
 const SCRIPT = 'docs/walkthrough.sh';
 const nonEmptyLines = (lines: string[]) => lines.filter((l) => l.trim() !== '');
-
-/** Runs bash with a clean environment: what a developer's shell would hold, nothing from the tests. */
-function runBash(args: string[], env: Record<string, string>, cwd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn('bash', args, { cwd, env: { PATH: process.env.PATH!, HOME: process.env.HOME!, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout, stderr })));
-}
 
 describe('docs/api.md and docs/walkthrough.sh', () => {
   it('the page shows the script line for line, in order', () => {
@@ -59,7 +49,7 @@ describe('the walkthrough against the local stack', () => {
   });
 
   it('runs every step of docs/walkthrough.sh to the end', async () => {
-    const run = await runBash([SCRIPT], { B: stack.url, JWT: jwt, MEDIA_ROOT: stack.mediaRoot, REDIS_URL: stack.redis.url }, process.cwd());
+    const run = await runToExit('bash', [SCRIPT], { B: stack.url, JWT: jwt, MEDIA_ROOT: stack.mediaRoot, REDIS_URL: stack.redis.url }, process.cwd());
     expect(run.stderr + run.stdout).not.toContain(jwt);
     expect(run.code, run.stderr).toBe(0);
     const out = run.stdout;
@@ -97,7 +87,7 @@ describe('the walkthrough against the local stack', () => {
 
   it("runs the README's taste of the API", async () => {
     const [taste] = bashBlocks('README.md').filter((b) => b.marker === 'run by test/walkthrough.test.ts');
-    const run = await runBash(['-c', ['set -euo pipefail', ...taste!.lines].join('\n')], { B: stack.url, JWT: jwt }, workDir);
+    const run = await runToExit('bash', ['-c', ['set -euo pipefail', ...taste!.lines].join('\n')], { B: stack.url, JWT: jwt }, workDir);
     expect(run.code, run.stderr).toBe(0);
     const { url } = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { url: string };
     const original = await fetch(new URL(url, stack.url));

@@ -8,8 +8,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** The repository root (this file is dist/services/devstack/local-defaults.js once built). */
-export const REPO_ROOT = path.resolve(fileURLToPath(import.meta.url), '../../../..');
+/** The repository root, whether this file runs compiled (dist/services/devstack/) or from source (tests). */
+const ABOVE_SERVICES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const REPO_ROOT = path.basename(ABOVE_SERVICES) === 'dist' ? path.dirname(ABOVE_SERVICES) : ABOVE_SERVICES;
 
 /** Where a local run keeps its media unless MEDIA_ROOT says otherwise. */
 export const LOCAL_MEDIA_ROOT = path.join(REPO_ROOT, 'data');
