@@ -24,5 +24,16 @@ if (!name || name === '--help' || name === 'help' || !available.includes(name)) 
   process.stderr.write(`${name && !available.includes(name) && name !== '--help' && name !== 'help' ? `unknown command: ${name}\n` : ''}usage: pulsevault <command> [args]\n${lines.join('\n')}\n`);
   process.exit(name && name !== '--help' && name !== 'help' ? 64 : 0);
 }
+/** Exit statuses for what the operator must fix (sysexits.h), answered with one line instead of a stack. */
+const OPERATOR_ERRORS: Record<string, number> = { ENOENT: 66, ENOTDIR: 66, EACCES: 77, EPERM: 77 };
+
 const command = (await import(`./commands/${name}.js`)) as Command;
-process.exit(await command.run(args));
+try {
+  process.exit(await command.run(args));
+} catch (err) {
+  const { code, path: where } = err as NodeJS.ErrnoException;
+  const status = code === undefined ? undefined : OPERATOR_ERRORS[code];
+  if (status === undefined || where === undefined) throw err;
+  process.stderr.write(`pulsevault ${name}: cannot read ${where} (${code}); is MEDIA_ROOT (or VIDEO_DIR/AUDIT_DIR) right?\n`);
+  process.exit(status);
+}

@@ -5,6 +5,7 @@
  * 1 on any break, 64 on bad usage. Needs AUDIT_SIGNING_KEY (and AUDIT_DIR or
  * MEDIA_ROOT) like the writer.
  */
+import { access } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { AUDIT_CATEGORIES, type AuditCategory } from '../../shared/audit/entry.js';
 import { verifyAuditLog } from '../../shared/audit/verify.js';
@@ -35,6 +36,8 @@ export async function run(args: string[]): Promise<number> {
   }
 
   const config = loadConfigOrExit({ require: ['AUDIT_SIGNING_KEY'] });
+  // A missing audit directory is a finding (or a wrong MEDIA_ROOT), never "0 files, chain intact".
+  await access(config.auditDir);
   const report = await verifyAuditLog(config.auditDir, config.auditSigningKey!, {
     ...(values.from ? { from: values.from } : {}),
     ...(values.to ? { to: values.to } : {}),

@@ -31,9 +31,17 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(`usage: pulsevault requeue [--dry-run]\n`);
     return 64;
   }
-  const config = loadConfigOrExit();
+  // Requeue signs nothing: it needs Redis and the media volume, not HMAC_SECRET.
+  const config = loadConfigOrExit({ require: [] });
   const log = createLogger('requeue', config.logLevel);
   const redis = createRedis(config, { name: 'requeue' });
+  // Without Redis every video would fail one by one; say it once (host and port only: a URL may hold a password).
+  if (!(await redis.ping().then(() => true, () => false))) {
+    const where = config.redis.url ? new URL(config.redis.url).host : `${config.redis.host}:${config.redis.port}`;
+    process.stderr.write(`pulsevault requeue: Redis at ${where} does not answer; is the stack running (npm start), is REDIS_URL right?\n`);
+    redis.disconnect();
+    return 69; // EX_UNAVAILABLE
+  }
   const audit = createAuditLog(config, redis, log);
   const store = new MediaStore(config.videoDir, redis);
   const counts = { scanned: 0, enqueued: 0, alreadyQueued: 0, upToDate: 0, noMeta: 0, errors: 0 };

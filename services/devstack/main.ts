@@ -7,7 +7,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadConfigOrExit } from '../../shared/platform/config.js';
 import { createLogger } from '../../shared/platform/log.js';
 import { aggregateMetrics, initMetrics, registry, type MetricSnapshot } from '../../shared/platform/metrics.js';
@@ -15,11 +14,11 @@ import { readStack } from '../../shared/platform/openfaas-stack.js';
 import { createConsoleRoute } from '../console/route.js';
 import { createGateway, type GatewayBackend } from '../gateway/gateway.js';
 import { createDevAuth, devAuthBanner, wantsDevAuth } from './dev-auth.js';
+import { devAuditSigningKeyFile, LOCAL_MEDIA_ROOT, REPO_ROOT } from './local-defaults.js';
 import { ensureRedis } from './local-redis.js';
 import { freePort, Supervisor } from './supervisor.js';
 
-const ROOT = path.resolve(fileURLToPath(import.meta.url), '../../../..');
-const RUNTIME = path.join(ROOT, 'dist/templates/pulsevault-node20/runtime/main.js');
+const RUNTIME = path.join(REPO_ROOT, 'dist/templates/pulsevault-node20/runtime/main.js');
 
 /** Long-running processes beside the functions (Deployments in k8s/). Started when built. */
 const SERVICES = [
@@ -28,7 +27,7 @@ const SERVICES = [
 ];
 
 // Local runs keep media in ./data unless told otherwise; the production default is /mnt/media.
-process.env.MEDIA_ROOT ||= path.join(process.cwd(), 'data');
+process.env.MEDIA_ROOT ||= LOCAL_MEDIA_ROOT;
 const config = loadConfigOrExit();
 const log = createLogger('devstack', config.logLevel);
 initMetrics('gateway');
@@ -45,14 +44,14 @@ function devAuditSigningKey(): string {
     process.stderr.write('invalid configuration: AUDIT_SIGNING_KEY is required in production\n');
     process.exit(78);
   }
-  const file = path.join(config.mediaRoot, '.dev-audit-signing-key');
+  const file = devAuditSigningKeyFile(config.mediaRoot);
   if (!existsSync(file)) writeFileSync(file, randomBytes(32).toString('hex'), { mode: 0o600 });
   log.warn({ file }, 'AUDIT_SIGNING_KEY is not set: using a development key stored under MEDIA_ROOT (set your own outside development)');
   return readFileSync(file, 'utf8').trim();
 }
 
 const redis = await ensureRedis(config, log);
-const stack = readStack(config.stackFile ?? path.join(ROOT, 'stack.yml'));
+const stack = readStack(config.stackFile ?? path.join(REPO_ROOT, 'stack.yml'));
 const gatewayUrl = `http://127.0.0.1:${config.port}`;
 const supervisor = new Supervisor(log, config.shutdownTimeoutMs + 5_000);
 const devAuth = wantsDevAuth(config) ? await createDevAuth(config) : null;
@@ -65,7 +64,7 @@ const baseEnv: NodeJS.ProcessEnv = {
   AUDIT_DIR: config.auditDir,
   REDIS_URL: redis.url,
   GATEWAY_URL: gatewayUrl,
-  STACK_FILE: config.stackFile ?? path.join(ROOT, 'stack.yml'),
+  STACK_FILE: config.stackFile ?? path.join(REPO_ROOT, 'stack.yml'),
   AUDIT_SIGNING_KEY: config.auditSigningKey ?? devAuditSigningKey(),
   ...(devAuth ? { AUTH_JWT_SECRET: devAuth.secret } : {}),
 };
@@ -81,7 +80,7 @@ for (const fn of stack.functions) {
       name: fn.name,
       replica,
       port,
-      args: [RUNTIME, path.join(ROOT, 'dist/functions', fn.name, 'handler.js')],
+      args: [RUNTIME, path.join(REPO_ROOT, 'dist/functions', fn.name, 'handler.js')],
       env: { ...stackEnv, ...baseEnv, FUNCTION_NAME: fn.name, PORT: String(port), HOST: '127.0.0.1' },
     });
   }
@@ -89,7 +88,7 @@ for (const fn of stack.functions) {
 /** Where each service serves its metrics (it has no health port), for the aggregate at GET /metrics. */
 const serviceMetrics = new Map<string, string>();
 for (const svc of SERVICES) {
-  const entry = path.join(ROOT, svc.entry);
+  const entry = path.join(REPO_ROOT, svc.entry);
   if (!existsSync(entry)) continue;
   const metricsPort = await freePort();
   serviceMetrics.set(`${svc.name}-0`, `http://127.0.0.1:${metricsPort}`);
@@ -149,7 +148,7 @@ const backend: GatewayBackend = {
   },
 };
 
-const gateway = createGateway(backend, log, [createConsoleRoute({ root: ROOT })]);
+const gateway = createGateway(backend, log, [createConsoleRoute({ root: REPO_ROOT })]);
 
 // Handlers first: Ctrl-C while the functions are still starting must stop them too, not orphan them.
 let stopping = false;
