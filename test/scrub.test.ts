@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MediaStore, type VideoMeta } from '../shared/video/store.js';
-import { Pacer, type Clock } from '../scripts/commands/scrub.js';
+import { Pacer, type Clock } from '../shared/video/scrub.js';
 import { addVideo } from './helpers/videos.js';
 
 interface Result {

@@ -26,6 +26,7 @@ import { AppError, ConflictError, NotFoundError } from '../platform/errors.js';
 import { newId } from '../platform/ids.js';
 import type { Logger } from '../platform/log.js';
 import { MediaStore, type VideoMeta } from '../video/store.js';
+import { fileChecksum } from '../video/checksum.js';
 import { probe } from '../video/probe.js';
 import { markQueued } from '../video/state.js';
 import type { Redis } from '../platform/redis.js';
@@ -33,7 +34,7 @@ import { enqueueTranscode } from '../transcode/queue.js';
 import type { RedisLocker } from '../uploads/locker.js';
 import { UPLOAD_OWNER_KEY } from '../uploads/owner.js';
 import type { UploadStore } from '../uploads/store.js';
-import { moveFile, sha256File } from './files.js';
+import { moveFile } from './files.js';
 import { FinalizeJournal, type Caller, type JournalEntry } from './journal.js';
 import type { FinalizeRequest } from './request.js';
 
@@ -253,7 +254,7 @@ export class Finalizer {
     }
     this.failPoint('after-move');
 
-    const { hex, size } = await sha256File(original);
+    const { checksum, size } = await fileChecksum(original);
     const p = pending.probe;
     const meta: VideoMeta = {
       videoId: entry.videoId,
@@ -264,7 +265,7 @@ export class Finalizer {
       updatedAt: entry.createdAt,
       original: originalName,
       size,
-      checksum: `sha256:${hex}`,
+      checksum,
       duration: p.duration,
       width: p.width,
       height: p.height,

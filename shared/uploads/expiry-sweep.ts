@@ -13,11 +13,11 @@
  * file, where it is always 0, so it would delete complete uploads too, and it
  * takes no locks.)
  */
-import { randomBytes } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import type { Upload } from '@tus/server';
 import type { Logger } from '../platform/log.js';
 import type { Redis } from '../platform/redis.js';
+import { RedisLease } from '../platform/redis-lease.js';
 import { isUploadId } from './ids.js';
 import type { RedisLocker } from './locker.js';
 import { countUpload } from './metrics.js';
@@ -81,8 +81,8 @@ export function startExpirySweep(o: { store: UploadStore; locker: RedisLocker; r
   let stopped = false;
   const tick = async () => {
     try {
-      const lease = await o.redis.set(SWEEP_LEASE_KEY, randomBytes(8).toString('hex'), 'PX', o.intervalMs, 'NX');
-      if (lease !== 'OK') return; // another replica swept in this interval
+      // Never released: holding it for the whole interval is what keeps other replicas from sweeping again.
+      if (!(await new RedisLease(o.redis, SWEEP_LEASE_KEY, { ttlMs: o.intervalMs }).tryAcquire())) return; // another replica swept in this interval
       const result = await sweepExpiredUploads(o.store, o.locker);
       o.log[result.removed || result.busy ? 'info' : 'debug'](result, 'expiry sweep done');
     } catch (err) {

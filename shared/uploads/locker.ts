@@ -2,8 +2,8 @@
  * A Redis-backed implementation of @tus/server's `Locker`, so several tus-upload
  * (and finalize) replicas on one volume never write one upload at the same time.
  *
- * - A lock is `SET key token PX ttl NX`; the holder refreshes it every ttl/3, so a
- *   crashed holder blocks an upload for at most `ttl`.
+ * - A lock is a lease of shared/platform/redis-lease.ts; the holder extends it
+ *   every ttl/3, so a crashed holder blocks an upload for at most `ttl`.
  * - A waiter publishes a release request on the upload's channel; the holder hands
  *   it to tus (`cancelReq`), which ends the old request after `lockDrainTimeout`.
  *   This is how a client that reconnects takes over its own half-open PATCH.
@@ -11,12 +11,14 @@
  *   publishes `released`, waking waiters at once; waiters also poll, in case the
  *   holder died without a word.
  * - A holder that finds its key gone or taken (expired while Redis or the process
- *   stalled) is told through `onLost`, and stops.
+ *   stalled), or cannot get it confirmed for a whole ttl, is told through
+ *   `onLost`, and stops.
  */
 import { randomBytes } from 'node:crypto';
 import { ERRORS, type Lock, type Locker, type RequestRelease } from '@tus/server';
 import { ServiceUnavailableError } from '../platform/errors.js';
 import type { Redis } from '../platform/redis.js';
+import { RedisLease } from '../platform/redis-lease.js';
 
 export interface RedisLockerOptions {
   /** Lifetime of a lock its holder no longer refreshes. */
@@ -45,9 +47,6 @@ export class LockUnavailableError extends ServiceUnavailableError {
     super('the upload lock service (Redis) is unavailable; retry', 'lock_unavailable');
   }
 }
-
-const REFRESH = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0";
-const RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0";
 
 type Listener = (message: string) => void;
 
@@ -111,8 +110,9 @@ export class RedisLocker implements Locker {
 }
 
 export class RedisLock implements Lock {
-  private token: string | null = null;
-  private refreshTimer: NodeJS.Timeout | null = null;
+  private lease: RedisLease | null = null;
+  /** Names this holder's release requests (so it ignores its own) and its release notice. */
+  private requester = '';
   private stopListening: (() => void) | null = null;
   private readonly key: string;
   private readonly channel: string;
@@ -144,27 +144,28 @@ export class RedisLock implements Lock {
 
   /** Wait up to `timeoutMs` for the lock; false on timeout or abort. */
   async acquire(o: AcquireOptions): Promise<boolean> {
-    if (this.token) throw new Error(`lock ${this.id} is already held by this object`);
+    if (this.lease) throw new Error(`lock ${this.id} is already held by this object`);
     const redis = this.locker.redis;
-    const token = randomBytes(16).toString('hex');
+    const lease = new RedisLease(redis, this.key, { ttlMs: this.locker.ttlMs });
+    const requester = randomBytes(16).toString('hex');
     let wake: (() => void) | null = null;
     // Listen before trying, so a release notice sent between our SET and our wait is not missed.
     const stopListening = await this.locker.listen(this.channel, (message) => {
       const [kind, from] = message.split(':');
       if (kind === 'released') wake?.();
-      else if (kind === 'release' && this.token === token && from !== token) o.onReleaseRequested?.();
+      else if (kind === 'release' && this.lease === lease && from !== requester) o.onReleaseRequested?.();
     });
     const deadline = Date.now() + o.timeoutMs;
     let askedAt = 0;
     try {
       for (;;) {
         if (o.signal?.aborted) return this.giveUp(stopListening);
-        if ((await redis.set(this.key, token, 'PX', this.locker.ttlMs, 'NX')) === 'OK') break;
+        if (await lease.tryAcquire()) break;
         const now = Date.now();
         if (now >= deadline) return this.giveUp(stopListening);
         if (o.askRelease && now - askedAt >= 1_000) {
           askedAt = now;
-          await redis.publish(this.channel, `release:${token}`);
+          await redis.publish(this.channel, `release:${requester}`);
         }
         await new Promise<void>((resolve) => {
           const timer = setTimeout(done, Math.min(this.locker.retryMs, deadline - now));
@@ -182,55 +183,25 @@ export class RedisLock implements Lock {
       stopListening();
       throw new LockUnavailableError();
     }
-    this.token = token;
+    this.lease = lease;
+    this.requester = requester;
     this.stopListening = stopListening;
-    this.startRefreshing(token, o.onLost);
+    lease.keepAlive(() => o.onLost?.(), Math.max(10, Math.floor(this.locker.ttlMs / 3)));
     return true;
   }
 
   async unlock(): Promise<void> {
-    const token = this.token;
-    if (!token) return; // lost or never taken: nothing of ours to give back
-    this.token = null;
-    if (this.refreshTimer) clearInterval(this.refreshTimer);
-    this.refreshTimer = null;
+    const lease = this.lease;
+    if (!lease) return; // never taken: nothing of ours to give back
+    this.lease = null;
     this.stopListening?.();
     this.stopListening = null;
-    const redis = this.locker.redis;
-    try {
-      await redis.eval(RELEASE, 1, this.key, token);
-      await redis.publish(this.channel, `released:${token}`);
-    } catch {
-      // Redis is away: the key expires on its own within ttl.
-    }
+    await lease.release();
+    await this.locker.redis.publish(this.channel, `released:${this.requester}`).catch(() => undefined);
   }
 
   private giveUp(stopListening: () => void): false {
     stopListening();
     return false;
-  }
-
-  private startRefreshing(token: string, onLost: (() => void) | undefined): void {
-    const { ttlMs } = this.locker;
-    let confirmedAt = Date.now();
-    const lost = () => {
-      if (this.token !== token) return;
-      if (this.refreshTimer) clearInterval(this.refreshTimer);
-      this.refreshTimer = null;
-      onLost?.();
-    };
-    this.refreshTimer = setInterval(() => {
-      this.locker.redis.eval(REFRESH, 1, this.key, token, String(ttlMs)).then(
-        (result) => {
-          if (result === 1) confirmedAt = Date.now();
-          else lost();
-        },
-        // Unreachable Redis: the key may still be ours until ttl has passed since the last refresh.
-        () => {
-          if (Date.now() - confirmedAt >= ttlMs) lost();
-        },
-      );
-    }, Math.max(10, Math.floor(ttlMs / 3)));
-    this.refreshTimer.unref();
   }
 }

@@ -15,6 +15,7 @@ import { AppError, NotFoundError } from '../platform/errors.js';
 import { isUuid } from '../platform/ids.js';
 import type { RenditionName } from '../platform/config.js';
 import type { Redis } from '../platform/redis.js';
+import { RedisLease } from '../platform/redis-lease.js';
 import type { VideoCodecFamily } from '../transcode/ladder.js';
 import type { VideoStatus } from './state.js';
 
@@ -94,6 +95,9 @@ export function metaChecksum(meta: VideoMeta): string {
 
 /** Redis key of the cached meta.json (shared/metadata readers use it). */
 export const metaCacheKey = (videoId: string) => `pulsevault:meta:${videoId}`;
+export const metaLockKey = (videoId: string) => `pulsevault:lock:meta:${videoId}`;
+/** How long an update holds the lock at most (a crashed holder blocks the video this long), and waits for it. */
+const META_LOCK_MS = 10_000;
 
 export type MetaListener = (meta: VideoMeta) => void | Promise<void>;
 
@@ -161,20 +165,20 @@ export class MediaStore {
     }
   }
 
-  private async lock(videoId: string): Promise<() => Promise<void>> {
+  /**
+   * The video's meta.json lock (what `update` holds): waits up to `waitMs`, then 503 `busy`.
+   * Returns the release. Without Redis (single-process tools) there is nothing to lock.
+   */
+  async lock(videoId: string, waitMs = META_LOCK_MS): Promise<() => Promise<void>> {
     if (!this.redis) return async () => {};
-    const key = `pulsevault:lock:meta:${videoId}`;
-    const token = randomBytes(8).toString('hex');
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const ok = await this.redis.set(key, token, 'PX', 10_000, 'NX');
-      if (ok === 'OK') break;
-      if (Date.now() > deadline) throw new AppError(503, 'busy', 'metadata is being updated; retry');
+    const lease = new RedisLease(this.redis, metaLockKey(videoId), { ttlMs: META_LOCK_MS });
+    const deadline = Date.now() + waitMs;
+    while (!(await lease.tryAcquire())) {
+      if (Date.now() >= deadline) throw new AppError(503, 'busy', 'metadata is being updated; retry');
       await new Promise((r) => setTimeout(r, 20));
     }
     return async () => {
-      // Delete only our own lock (it may have expired and been taken by someone else).
-      await this.redis!.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0", 1, key, token).catch(() => undefined);
+      await lease.release();
     };
   }
 }

@@ -1,0 +1,105 @@
+/**
+ * The one Redis lease (lock) engine: every Redis lock and lease in PulseVault
+ * (the upload locker, the transcode lease, the audit writer lease, the media
+ * store's meta.json lock, the upload expiry sweep) is one of these.
+ *
+ * - A lease is a key holding its holder's random token, taken with
+ *   `SET key token PX ttl NX`; it lapses on its own `ttl` after its holder
+ *   stops extending it (crash, stall), and then another holder may take it.
+ * - Only the holder extends it (compare-and-PEXPIRE) or gives it back
+ *   (compare-and-DEL): a holder whose lease lapsed and was taken by another can
+ *   never prolong or delete the new holder's.
+ * - With a fence key, each acquisition INCRs a counter whose value leads the
+ *   token: a larger fence is a later holder.
+ * - `keepAlive` extends it every third of the TTL and reports loss: the key gone
+ *   or someone else's, or no confirmation from Redis for a whole TTL (unreachable
+ *   or frozen: the lease may have lapsed meanwhile, so it must be presumed lost).
+ */
+import { randomBytes } from 'node:crypto';
+import type { Redis } from './redis.js';
+
+const EXTEND = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0";
+const RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0";
+
+export interface LeaseOptions {
+  ttlMs: number;
+  /** Counter INCRed at each acquisition attempt; its value is the holder's fence. */
+  fenceKey?: string;
+}
+
+export class RedisLease {
+  private token: string | null = null;
+  private heartbeat: NodeJS.Timeout | null = null;
+  /** Fence of the current (or last) holding; 0 without a fence key. */
+  fence = 0;
+
+  constructor(
+    private readonly redis: Redis,
+    readonly key: string,
+    readonly options: LeaseOptions,
+  ) {}
+
+  get held(): boolean {
+    return this.token !== null;
+  }
+
+  /** Try once; true when this holder now has the lease. Redis errors are thrown. */
+  async tryAcquire(): Promise<boolean> {
+    if (this.token) throw new Error(`lease ${this.key} is already held by this holder`);
+    const fence = this.options.fenceKey ? await this.redis.incr(this.options.fenceKey) : 0;
+    const token = `${fence}:${randomBytes(12).toString('hex')}`;
+    if ((await this.redis.set(this.key, token, 'PX', this.options.ttlMs, 'NX')) !== 'OK') return false;
+    this.token = token;
+    this.fence = fence;
+    return true;
+  }
+
+  /**
+   * Push the expiry a whole TTL ahead if the lease is still ours. false: it is gone or
+   * someone else's (and no longer held here). Redis errors are thrown: how long the lease
+   * can still be trusted is the caller's call (keepAlive: one TTL since the last confirmation).
+   */
+  async extend(): Promise<boolean> {
+    const token = this.token;
+    if (!token) return false;
+    const extended = await this.redis.eval(EXTEND, 1, this.key, token, String(this.options.ttlMs));
+    if (extended === 1) return true;
+    if (this.token === token) this.token = null;
+    return false;
+  }
+
+  /** Extend every `everyMs` until released; `onLost` (once) when the lease is lost (see the header). */
+  keepAlive(onLost: () => void, everyMs = Math.floor(this.options.ttlMs / 3)): void {
+    if (!this.token || this.heartbeat) return;
+    let confirmedAt = Date.now();
+    const timer = setInterval(() => {
+      const lose = () => {
+        if (this.heartbeat !== timer) return; // released (or lost) meanwhile
+        this.drop();
+        onLost();
+      };
+      if (Date.now() - confirmedAt >= this.options.ttlMs) return lose();
+      const sentAt = Date.now();
+      this.extend().then(
+        (ok) => (ok ? (confirmedAt = sentAt) : lose()),
+        () => undefined, // unreachable: the next beat decides by confirmedAt
+      );
+    }, everyMs);
+    timer.unref();
+    this.heartbeat = timer;
+  }
+
+  /** Give the lease back if it is still ours; true when it was. Never throws: an unreachable Redis lets it lapse on its own. */
+  async release(): Promise<boolean> {
+    const token = this.token;
+    this.drop();
+    if (!token) return false;
+    return (await this.redis.eval(RELEASE, 1, this.key, token).catch(() => 0)) === 1;
+  }
+
+  private drop(): void {
+    this.token = null;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
+  }
+}
