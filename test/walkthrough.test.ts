@@ -8,9 +8,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bashBlocks } from './helpers/markdown.js';
+import { bashBlocks, documentationFiles } from './helpers/markdown.js';
 import { makeClip } from './helpers/media.js';
-import { runToExit } from './helpers/node-process.js';
+import { runToExit, type Finished } from './helpers/node-process.js';
 import { startStack, type TestStack } from './helpers/stack.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -32,6 +32,11 @@ describe('the walkthrough against the local stack', () => {
   let stack: TestStack;
   let jwt: string;
   let workDir: string;
+  /** The run of docs/walkthrough.sh every test below reads. */
+  let walk: Finished;
+  /** What it printed; the first printed line that starts with `prefix` and contains `part`. */
+  const printed = () => walk.stdout;
+  const lineOf = (prefix: string, part = '') => printed().split('\n').find((l) => l.startsWith(prefix) && l.includes(part));
 
   beforeAll(async () => {
     workDir = mkdtempSync(path.join(tmpdir(), 'pv-walkthrough-'));
@@ -41,49 +46,68 @@ describe('the walkthrough against the local stack', () => {
       makeClip(path.join(workDir, 'clip.mp4'), { seconds: 2, width: 320, height: 180 }),
     ]);
     jwt = await waitFor(() => /^PULSEVAULT_DEV_TOKEN=(\S+)$/m.exec(stack.output())?.[1], 15_000, 'the dev token on the stack output');
-  }, 180_000);
+    walk = await runToExit('bash', [SCRIPT], { B: stack.url, JWT: jwt, MEDIA_ROOT: stack.mediaRoot, REDIS_URL: stack.redis.url }, process.cwd());
+  }, 480_000);
 
   afterAll(async () => {
     await stack?.stop();
     rmSync(workDir, { recursive: true, force: true });
   });
 
-  it('runs every step of docs/walkthrough.sh to the end', async () => {
-    const run = await runToExit('bash', [SCRIPT], { B: stack.url, JWT: jwt, MEDIA_ROOT: stack.mediaRoot, REDIS_URL: stack.redis.url }, process.cwd());
-    expect(run.stderr + run.stdout).not.toContain(jwt);
-    expect(run.code, run.stderr).toBe(0);
-    const out = run.stdout;
+  it('runs every step of docs/walkthrough.sh to the end, printing no credential', () => {
+    expect(walk.stderr + walk.stdout).not.toContain(jwt);
+    expect(walk.code, walk.stderr).toBe(0);
+  });
 
-    expect(out.match(/^PATCH 204$/gm)).toHaveLength(2);
-    const [, stored, size] = /^server has (\d+) of (\d+) bytes$/m.exec(out)!;
+  it('uploads in two PATCHes, resuming at the offset HEAD reports, and finalize hashes what was sent', () => {
+    expect(printed().match(/^PATCH 204$/gm)).toHaveLength(2);
+    const [, stored, size] = /^server has (\d+) of (\d+) bytes$/m.exec(printed())!;
     expect(Number(stored)).toBe(100_000);
-    // Finalize's checksum is the hash of the bytes sent in two PATCHes (sha256sum prints the same hex).
-    const checksum = /^sha256:([0-9a-f]{64})$/m.exec(out)![1];
-    expect(out).toMatch(new RegExp(`^${checksum}  \\S+\\.mp4$`, 'm'));
-    expect(JSON.parse(out.split('\n').find((l) => l.startsWith('{"videoId"') && l.includes('"uploaded"'))!)).toMatchObject({ size: Number(size), transcoding: 'queued', original: 'original.mp4' });
+    // sha256sum of the local file prints the hex finalize answered.
+    const checksum = /^sha256:([0-9a-f]{64})$/m.exec(printed())![1];
+    expect(printed()).toMatch(new RegExp(`^${checksum}  \\S+\\.mp4$`, 'm'));
+    expect(JSON.parse(lineOf('{"videoId"', '"uploaded"')!)).toMatchObject({ size: Number(size), transcoding: 'queued', original: 'original.mp4' });
+  });
 
-    expect(out).toContain('original.mp4 bytes 0-1023: 206');
-    expect(out).toMatch(/^status: transcoded$/m);
-    // docs/transcoding.md: `progress` is shown only while transcoding.
-    const metadata = JSON.parse(out.split('\n').find((l) => l.startsWith('{"videoId"') && l.includes('"transcoded"'))!) as Record<string, unknown>;
+  it('reads the original and watches the status to transcoded; progress only while transcoding (docs/transcoding.md)', () => {
+    expect(printed()).toContain('original.mp4 bytes 0-1023: 206');
+    expect(printed()).toMatch(/^status: transcoded$/m);
+    const metadata = JSON.parse(lineOf('{"videoId"', '"transcoded"')!) as Record<string, unknown>;
     expect(metadata).toMatchObject({ status: 'transcoded', renditions: ['240p', '360p'] });
     expect(metadata).not.toHaveProperty('progress');
+  });
 
-    expect(out).toMatch(/^#EXT.*\.m3u8\?token=v1\./m);
-    expect(out).toMatch(/^media="[^"]+\.m4s\?token=$/m);
-    expect(out).toMatch(/^240p\.m3u8\n360p\.m3u8\naudio\.m3u8\n(init_\d+\.m4s\n)+manifest\.mpd\nmaster\.m3u8\nposter\.jpg\n/m);
-    expect(JSON.parse(out.split('\n').find((l) => l.startsWith('{"renditions"'))!)).toEqual({
-      renditions: ['240p', '360p'],
-      status: 'ready',
-      masterPlaylist: 'hls/master.m3u8',
-      dashManifest: 'hls/manifest.mpd',
-    });
-    expect(out).toMatch(/^\{"error":"out_of_scope".*\} 403$/m);
+  it('plays HLS and DASH from hls/ with one token per scope; the hls/ token does not open the original', () => {
+    expect(printed()).toMatch(/^#EXT.*\.m3u8\?token=v1\./m);
+    expect(printed()).toMatch(/^media="[^"]+\.m4s\?token=$/m);
+    expect(printed()).toMatch(/^240p\.m3u8\n360p\.m3u8\naudio\.m3u8\n(init_\d+\.m4s\n)+manifest\.mpd\nmaster\.m3u8\nposter\.jpg\n/m);
+    expect(JSON.parse(lineOf('{"renditions"')!)).toEqual({ renditions: ['240p', '360p'], status: 'ready', masterPlaylist: 'hls/master.m3u8', dashManifest: 'hls/manifest.mpd' });
+    expect(printed()).toMatch(/^\{"error":"out_of_scope".*\} 403$/m);
+  });
 
-    // The CLI found the stack's MEDIA_ROOT and its development audit key by itself.
-    expect(out).toContain(`in ${path.join(stack.mediaRoot, 'audit')}: chain intact`);
-    expect(JSON.parse(out.trim().split('\n').at(-1)!)).toMatchObject({ scanned: 1, upToDate: 1, enqueued: 0, errors: 0, dryRun: true });
-  }, 300_000);
+  it("finds the stack's MEDIA_ROOT and development audit key from the CLI, and the chain holds", () => {
+    expect(printed()).toContain(`in ${path.join(stack.mediaRoot, 'audit')}: chain intact`);
+    expect(JSON.parse(printed().trim().split('\n').at(-1)!)).toMatchObject({ scanned: 1, upToDate: 1, enqueued: 0, errors: 0, dryRun: true });
+  });
+
+  it('names each metric with the labels /metrics exports (every metric the walkthrough made)', async () => {
+    const exported = new Map<string, Set<string>>();
+    for (const [, name, labels] of (await (await fetch(`${stack.url}/metrics`)).text()).matchAll(/^([a-z_:][a-z0-9_:]*)\{([^}]*)\} /gm)) {
+      const metric = name!.replace(/_(bucket|sum|count)$/, '');
+      const set = exported.get(metric) ?? new Set<string>();
+      for (const [, label] of labels!.matchAll(/([a-z_]+)="/g)) set.add(label!);
+      exported.set(metric, set);
+    }
+    const checked = new Set<string>();
+    for (const file of documentationFiles()) {
+      for (const [, metric, labels] of readFileSync(file, 'utf8').matchAll(/`((?:pulsevault|http)_[a-z0-9_]+)\{([^}`]*)\}/g)) {
+        if (!exported.has(metric!)) continue; // not observed in this run: nothing to compare with
+        for (const label of labels!.split(',').map((l) => l.split('=')[0]!.trim())) expect(exported.get(metric!), `${file}: ${metric}{${label}}`).toContain(label);
+        checked.add(metric!);
+      }
+    }
+    expect([...checked]).toEqual(expect.arrayContaining(['pulsevault_transcodes_total', 'pulsevault_uploads_total', 'http_request_duration_seconds']));
+  });
 
   it("runs the README's taste of the API", async () => {
     const [taste] = bashBlocks('README.md').filter((b) => b.marker === 'run by test/walkthrough.test.ts');
