@@ -20,7 +20,8 @@ const available = readdirSync(dir)
 
 const [name, ...args] = process.argv.slice(2);
 if (!name || name === '--help' || name === 'help' || !available.includes(name)) {
-  const lines = await Promise.all(available.map(async (c) => `  ${c.padEnd(10)} ${((await import(`./commands/${c}.js`)) as Command).summary}`));
+  const width = Math.max(...available.map((c) => c.length)) + 1;
+  const lines = await Promise.all(available.map(async (c) => `  ${c.padEnd(width)} ${((await import(`./commands/${c}.js`)) as Command).summary}`));
   process.stderr.write(`${name && !available.includes(name) && name !== '--help' && name !== 'help' ? `unknown command: ${name}\n` : ''}usage: pulsevault <command> [args]\n${lines.join('\n')}\n`);
   process.exit(name && name !== '--help' && name !== 'help' ? 64 : 0);
 }
