@@ -1,6 +1,6 @@
 /**
- * Crash safety of finalize: the process is killed (SIGKILL, via the test-only
- * FINALIZE_FAIL_AT switch) at each step, then a fresh process starts and its
+ * Crash safety of finalize: the process is killed (SIGKILL, by the test's own
+ * handler wrapper, helpers/crashing-finalize.mjs) right after each step, then a fresh process starts and its
  * start-up recovery must finish the job: one complete video, no lost upload,
  * and nothing half-made visible to readers in between.
  */
@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync,
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FINALIZE_FAIL_POINTS, type FinalizeFailPoint } from '../shared/platform/config.js';
+import { FINALIZE_STEPS, type FinalizeStep } from '../shared/finalize/finalizer.js';
 import { isVideoId, MediaStore } from '../shared/video/store.js';
 import { TRANSCODE_STREAM } from '../shared/transcode/queue.js';
 import { readAuditEntries, startAuditWriter } from './helpers/audit.js';
@@ -24,8 +24,8 @@ let auditWriter: { stop(): Promise<void> };
 const roots: string[] = [];
 const processes: FunctionProcess[] = [];
 
-async function start(name: string, env: Record<string, string>): Promise<FunctionProcess> {
-  const p = await startFunctionProcess(name, { REDIS_URL: redis.url, ...env });
+async function start(name: string, env: Record<string, string>, handler?: string): Promise<FunctionProcess> {
+  const p = await startFunctionProcess(name, { REDIS_URL: redis.url, ...env }, { handler });
   processes.push(p);
   return p;
 }
@@ -100,8 +100,8 @@ const audited = (videoId: string) => readAuditEntries(auditDir).filter((e) => e.
 /** The killed holder's upload lock would expire within its TTL; skip that wait. */
 const expireDeadLock = (uploadId: string) => redis.client().del(`pulsevault:lock:upload:${uploadId}`);
 
-async function crashAt(v: Volume, point: FinalizeFailPoint, uploadId: string): Promise<void> {
-  const doomed = await start('finalize', { ...v.env, FINALIZE_FAIL_AT: point });
+async function crashAt(v: Volume, point: FinalizeStep, uploadId: string): Promise<void> {
+  const doomed = await start('finalize', { ...v.env, FINALIZE_CRASH_AT: point }, 'test/helpers/crashing-finalize.mjs');
   await expect(finalize(doomed.url, body(uploadId))).rejects.toThrow();
   expect(await doomed.exited).toBeNull(); // killed by a signal, not an orderly exit
   expect(doomed.process.signalCode).toBe('SIGKILL');
@@ -109,7 +109,7 @@ async function crashAt(v: Volume, point: FinalizeFailPoint, uploadId: string): P
 }
 
 describe('finalize killed at each step', () => {
-  it.each(FINALIZE_FAIL_POINTS.map((p) => [p]))('after %s: consistent on disk, finished by the restart, same videoId on retry', async (point) => {
+  it.each(FINALIZE_STEPS.map((p) => [p]))('after %s: consistent on disk, finished by the restart, same videoId on retry', async (point) => {
     const v = await volume();
     const uploadId = await upload(v);
     await crashAt(v, point, uploadId);

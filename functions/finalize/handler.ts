@@ -5,7 +5,7 @@
 import { createAuditLog } from '../../shared/audit/client.js';
 import { createAuthenticator } from '../../shared/auth/jwt.js';
 import { MethodNotAllowedError } from '../../shared/platform/errors.js';
-import { Finalizer } from '../../shared/finalize/finalizer.js';
+import { Finalizer, type FinalizerDeps } from '../../shared/finalize/finalizer.js';
 import { finalizeCaller } from '../../shared/finalize/caller.js';
 import { measureFinalize } from '../../shared/finalize/metrics.js';
 import { MAX_BODY_BYTES, parseFinalizeRequest } from '../../shared/finalize/request.js';
@@ -19,15 +19,20 @@ import { openUploadStore } from '../../shared/uploads/store.js';
 
 const RECOVERY_INTERVAL_MS = 60_000;
 
+/**
+ * The crash tests' seam (test/helpers/crashing-finalize.mjs sets `onStep` before start-up and kills
+ * the process at a step). Production sets nothing: no test switch exists in the function.
+ */
+export const stepObserver: Pick<FinalizerDeps, 'onStep'> = {};
+
 export default defineFunction(async ({ config, log, onShutdown }) => {
-  if (config.finalizeFailAt && config.nodeEnv === 'production') throw new Error('FINALIZE_FAIL_AT is a test switch; refusing it in production');
   const auth = createAuthenticator(config, log);
   const redis = createRedis(config, { name: 'finalize', log });
   const locker = new RedisLocker(redis);
   const audit = createAuditLog(config, redis, log);
   const videos = new MediaStore(config.videoDir, redis);
   const mirror = attachMirror(videos, redis, config, log);
-  const finalizer = new Finalizer({ config, redis, locker, audit, log, uploads: await openUploadStore(config), videos });
+  const finalizer = new Finalizer({ config, redis, locker, audit, log, uploads: await openUploadStore(config), videos, onStep: stepObserver.onStep });
 
   // Finish whatever a crashed finalize (here or on another replica) left half-done.
   const recover = () => finalizer.recoverPending().catch((err: unknown) => log.error({ err }, 'finalize recovery pass failed'));

@@ -8,11 +8,12 @@
  * memory stays flat for 100k videos. Safe to run twice: a video that already has
  * a job waiting, running or scheduled for retry is not enqueued again.
  */
-import { access, opendir } from 'node:fs/promises';
+import { opendir } from 'node:fs/promises';
 import path from 'node:path';
 import { createAuditLog } from '../../shared/audit/client.js';
 import { loadConfigOrExit } from '../../shared/platform/config.js';
 import { NotFoundError } from '../../shared/platform/errors.js';
+import { exists } from '../../shared/platform/exists.js';
 import { createLogger } from '../../shared/platform/log.js';
 import { isVideoId, MediaStore } from '../../shared/video/store.js';
 import { createRedis } from '../../shared/platform/redis.js';
@@ -50,10 +51,7 @@ export async function run(args: string[]): Promise<number> {
     counts.scanned++;
     try {
       const meta = await store.read(videoId);
-      const published = await access(path.join(store.dir(videoId), OUTPUT_DIR, MASTER_NAME)).then(
-        () => true,
-        () => false,
-      );
+      const published = await exists(path.join(store.dir(videoId), OUTPUT_DIR, MASTER_NAME));
       if (meta.status === 'transcoded' && published) return void counts.upToDate++;
       if (dryRun) return void counts.enqueued++;
       const { enqueued } = await enqueueTranscode(redis, videoId, null, { store, audit });

@@ -19,7 +19,7 @@
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fsyncDir } from '../platform/atomic-file.js';
+import { fsyncDir, fsyncFile } from '../platform/atomic-file.js';
 import type { Logger } from '../platform/log.js';
 import { counter } from '../platform/metrics.js';
 import type { Redis } from '../platform/redis.js';
@@ -222,12 +222,7 @@ export class AuditWriter {
         continue;
       }
       // What we read may still sit only in the page cache (e.g. after a failed fsync): make it durable before acknowledging it.
-      const fd = await open(full, 'r');
-      try {
-        await fd.sync();
-      } finally {
-        await fd.close();
-      }
+      await fsyncFile(full);
       const cp = await readCheckpoint(this.o.auditDir, file, this.o.signingKey);
       const head: Head = {
         category,

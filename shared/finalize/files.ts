@@ -7,9 +7,9 @@
  * removes the source. At every instant one complete copy exists under its
  * final or source name; `original.<ext>` never names a partial file.
  */
-import { copyFile, open, rename, unlink } from 'node:fs/promises';
+import { copyFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { fsyncDir } from '../platform/atomic-file.js';
+import { fsyncDir, fsyncFile } from '../platform/atomic-file.js';
 
 export async function moveFile(src: string, dst: string): Promise<void> {
   try {
@@ -25,12 +25,7 @@ export async function moveFile(src: string, dst: string): Promise<void> {
 async function copyAcrossFilesystems(src: string, dst: string): Promise<void> {
   const part = `${dst}.part`;
   await copyFile(src, part);
-  const fd = await open(part, 'r+');
-  try {
-    await fd.sync();
-  } finally {
-    await fd.close();
-  }
+  await fsyncFile(part);
   await rename(part, dst);
   await fsyncDir(path.dirname(dst));
   await unlink(src);

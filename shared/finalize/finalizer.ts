@@ -17,12 +17,13 @@
  *   original and a valid meta.json.
  * - Audit and enqueue are at-least-once: a crash right after either repeats it.
  */
-import { access, chmod, mkdir, rename, rm } from 'node:fs/promises';
+import { chmod, mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { AuditLog } from '../audit/client.js';
 import { fsyncDir } from '../platform/atomic-file.js';
-import type { Config, FinalizeFailPoint } from '../platform/config.js';
+import type { Config } from '../platform/config.js';
 import { AppError, ConflictError, NotFoundError } from '../platform/errors.js';
+import { exists } from '../platform/exists.js';
 import { newId } from '../platform/ids.js';
 import type { Logger } from '../platform/log.js';
 import { MediaStore, type VideoMeta } from '../video/store.js';
@@ -68,6 +69,10 @@ class UploadBusyError extends ConflictError {
   }
 }
 
+/** Points right after each durable step, in order: where a crash leaves something for recovery to finish. */
+export const FINALIZE_STEPS = ['after-intent', 'after-move', 'after-meta', 'after-publish', 'after-audit', 'after-enqueue'] as const;
+export type FinalizeStep = (typeof FINALIZE_STEPS)[number];
+
 export interface FinalizerDeps {
   config: Config;
   redis: Redis;
@@ -76,6 +81,8 @@ export interface FinalizerDeps {
   videos: MediaStore;
   audit: AuditLog;
   log: Logger;
+  /** Told as each step becomes durable; the crash tests kill the process here. Production observes nothing. */
+  onStep?: (step: FinalizeStep) => void;
 }
 
 export class Finalizer {
@@ -98,7 +105,7 @@ export class Finalizer {
           return { response: await this.complete(existing, signal, ctx.clientIp), replayed: true };
         }
         const entry = await this.begin(request, caller, ctx);
-        this.failPoint('after-intent');
+        this.d.onStep?.('after-intent');
         return { response: await this.complete(entry, signal, ctx.clientIp), replayed: false };
       });
     } catch (err) {
@@ -206,14 +213,14 @@ export class Finalizer {
         clientIp,
         requestId: entry.requestId,
       });
-      this.failPoint('after-audit');
+      this.d.onStep?.('after-audit');
       await step('audited');
     }
     if (entry.state === 'audited') {
       const queue = this.d.config.transcode.enabled;
       if (queue) {
         await enqueueTranscode(this.d.redis, entry.videoId, entry.traceparent);
-        this.failPoint('after-enqueue');
+        this.d.onStep?.('after-enqueue');
       }
       // Written through the real store (the staging one has no listeners): mirrors and caches hear of
       // the new video here, whether or not it moves to `queued`.
@@ -252,7 +259,7 @@ export class Finalizer {
     } else {
       await rm(source, { force: true }); // a cross-filesystem copy that completed just before a crash
     }
-    this.failPoint('after-move');
+    this.d.onStep?.('after-move');
 
     const { checksum, size } = await fileChecksum(original);
     const p = pending.probe;
@@ -278,12 +285,12 @@ export class Finalizer {
       uploadId: entry.uploadId,
     };
     await this.staging.write(meta); // meta.tmp → fsync → rename → fsync dir
-    this.failPoint('after-meta');
+    this.d.onStep?.('after-meta');
 
     await rename(stagingDir, finalDir);
     await fsyncDir(videoDir);
     await fsyncDir(path.dirname(stagingDir));
-    this.failPoint('after-publish');
+    this.d.onStep?.('after-publish');
   }
 
   private async auditRefusal(err: unknown, uploadId: string, caller: Caller, ctx: FinalizeContext): Promise<void> {
@@ -292,22 +299,8 @@ export class Finalizer {
       .record({ category: 'upload', action: 'finalize', outcome: 'failure', reason, actor: caller, videoId: null, clientIp: ctx.clientIp, requestId: ctx.requestId })
       .catch((auditErr: unknown) => this.d.log.warn({ err: auditErr, uploadId }, 'could not audit a refused finalize'));
   }
-
-  /** Test-only crash injection (FINALIZE_FAIL_AT): die here as a `kill -9` would. */
-  private failPoint(point: FinalizeFailPoint): void {
-    if (this.d.config.finalizeFailAt !== point) return;
-    this.d.log.warn({ point }, 'FINALIZE_FAIL_AT reached: killing this process');
-    process.kill(process.pid, 'SIGKILL');
-  }
 }
 
 function isTusStatus(err: unknown, status: number): boolean {
   return typeof err === 'object' && err !== null && (err as { status_code?: number }).status_code === status;
-}
-
-async function exists(file: string): Promise<boolean> {
-  return access(file).then(
-    () => true,
-    () => false,
-  );
 }

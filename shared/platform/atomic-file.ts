@@ -6,13 +6,19 @@
 import { open, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 
-export async function fsyncDir(dir: string): Promise<void> {
-  const fd = await open(dir, 'r');
+/** Make what `file` holds durable (opened read-only: fsync flushes the file whatever the open mode). */
+export async function fsyncFile(file: string): Promise<void> {
+  const fd = await open(file, 'r');
   try {
     await fd.sync();
   } finally {
     await fd.close();
   }
+}
+
+/** Make the entries of `dir` durable: a rename into it, a file created or removed in it. */
+export async function fsyncDir(dir: string): Promise<void> {
+  await fsyncFile(dir);
 }
 
 /** Write `data` to `file` atomically, through `tmpName` (default `<file>.tmp`) in the same directory. */

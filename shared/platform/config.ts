@@ -21,9 +21,6 @@ export class ConfigError extends Error {
 export const KNOWN_RENDITIONS = ['144p', '240p', '360p', '480p', '720p', '1080p', '1440p', '2160p'] as const;
 export type RenditionName = (typeof KNOWN_RENDITIONS)[number];
 
-/** Test-only crash points of finalize (FINALIZE_FAIL_AT): the process kills itself there. */
-export const FINALIZE_FAIL_POINTS = ['after-intent', 'after-move', 'after-meta', 'after-publish', 'after-audit', 'after-enqueue'] as const;
-export type FinalizeFailPoint = (typeof FINALIZE_FAIL_POINTS)[number];
 
 /** Secret variables and the OpenFaaS secret file each may come from. */
 const SECRET_FILES: Record<string, string> = {
@@ -109,7 +106,6 @@ const VARIABLES = {
   MAX_UPLOAD_BYTES: { default: String(20 * 1024 ** 3), parse: int(1, Number.MAX_SAFE_INTEGER) },
   UPLOAD_EXPIRY_HOURS: { default: '24', parse: int(1, 24 * 365) },
   UPLOAD_SWEEP_INTERVAL_SECONDS: { default: '600', parse: int(1, 24 * 3600) },
-  FINALIZE_FAIL_AT: { default: '', parse: z.enum(['', ...FINALIZE_FAIL_POINTS]) },
   PUBLIC_URL: { default: '', parse: url },
   TRUST_PROXY: { default: 'false', parse: bool },
 
@@ -194,8 +190,6 @@ export interface Config {
   maxUploadBytes: number;
   uploadExpiryHours: number;
   uploadSweepIntervalMs: number;
-  /** Test-only: finalize kills its own process at this point (crash-safety tests). */
-  finalizeFailAt: FinalizeFailPoint | null;
   publicUrl: string | null;
   trustProxy: boolean;
   corsOrigins: string[];
@@ -314,7 +308,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     maxUploadBytes: p.MAX_UPLOAD_BYTES,
     uploadExpiryHours: p.UPLOAD_EXPIRY_HOURS,
     uploadSweepIntervalMs: p.UPLOAD_SWEEP_INTERVAL_SECONDS * 1000,
-    finalizeFailAt: p.FINALIZE_FAIL_AT === '' ? null : p.FINALIZE_FAIL_AT,
     publicUrl: orNull(p.PUBLIC_URL.replace(/\/+$/, '')),
     trustProxy: p.TRUST_PROXY,
     corsOrigins: p.CORS_ORIGINS,

@@ -9,11 +9,11 @@
  * 409 `transcode_in_progress` (the connector waits and asks again).
  * Failures are left to the connector to turn into `queued` (retry) or `failed`.
  */
-import { access } from 'node:fs/promises';
 import path from 'node:path';
 import type { AuditLog } from '../audit/client.js';
 import type { Config } from '../platform/config.js';
 import { AppError, ConflictError, UnprocessableError } from '../platform/errors.js';
+import { exists } from '../platform/exists.js';
 import type { Logger } from '../platform/log.js';
 import type { MediaStore } from '../video/store.js';
 import { counter, histogram } from '../platform/metrics.js';
@@ -64,13 +64,6 @@ export async function checkEncoders(config: Config): Promise<VideoCodecFamily[]>
     throw new Error(`this ffmpeg lacks the encoder(s) ${missing.join(', ')} (needed by ${families.join(', ')}); install an ffmpeg built with them or unset ENABLE_HEVC/ENABLE_AV1`);
   }
   return families;
-}
-
-async function exists(file: string): Promise<boolean> {
-  return access(file).then(
-    () => true,
-    () => false,
-  );
 }
 
 /** The transcode budget: TRANSCODE_TIMEOUT_SECONDS less a margin to fail cleanly before the watchdog's exec_timeout. */

@@ -18,10 +18,11 @@ export interface FunctionProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startFunctionProcess(name: string, env: Record<string, string>, options: { waitReady?: boolean } = {}): Promise<FunctionProcess> {
+/** `options.handler`: a handler module to run instead of the compiled dist/functions/<name>/handler.js. */
+export async function startFunctionProcess(name: string, env: Record<string, string>, options: { waitReady?: boolean; handler?: string } = {}): Promise<FunctionProcess> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const { child, output, exited } = spawnNode(['dist/templates/pulsevault-node20/runtime/main.js', path.join('dist/functions', name, 'handler.js')], {
+  const { child, output, exited } = spawnNode(['dist/templates/pulsevault-node20/runtime/main.js', options.handler ?? path.join('dist/functions', name, 'handler.js')], {
     ...baseTestEnv(),
     FUNCTION_NAME: name,
     PORT: String(port),
