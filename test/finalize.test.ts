@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isVideoId, MediaStore } from '../shared/video/store.js';
+import { markTranscoded, markTranscoding } from '../shared/video/state.js';
 import { TRANSCODE_STREAM } from '../shared/transcode/queue.js';
 import { readAuditEntries } from './helpers/audit.js';
 import { makeClip } from './helpers/media.js';
@@ -120,6 +121,22 @@ describe('finalize', () => {
     expect(videos()).toEqual(before);
     expect((await streamEntries(TRANSCODE_STREAM)).filter((j) => j.includes(first.json.videoId as string))).toHaveLength(1);
     expect((await finalize(stack.url, body(id, { userId: 'someone-else' }))).status).toBe(404);
+  });
+
+  it('answers a replay with the video as it is now, e.g. transcoded, not the queued of the first answer', async () => {
+    const { id } = await uploaded(clip);
+    const first = await finalize(stack.url, body(id));
+    expect(first.json.transcoding).toBe('queued');
+    const videoId = first.json.videoId as string;
+    // No transcoder runs in this stack: move the video on as one would.
+    const store = new MediaStore(videoDir(), stack.redis.client());
+    await markTranscoding(store, videoId, 1);
+    const replayWhileTranscoding = await finalize(stack.url, body(id));
+    expect(replayWhileTranscoding.json).toEqual({ ...first.json, transcoding: 'transcoding' });
+    await markTranscoded(store, videoId, { ladder: [{ name: '240p', width: 320, height: 240, kbps: 145 }], codecs: ['h264'], outputs: { hlsMaster: 'hls/master.m3u8' } });
+    const replay = await finalize(stack.url, body(id));
+    expect(replay.status).toBe(200);
+    expect(replay.json).toEqual({ ...first.json, transcoding: 'transcoded' });
   });
 
   it('creates one video when two finalize calls for one upload race on two replicas', async () => {

@@ -14,6 +14,7 @@ import { open, stat } from 'node:fs/promises';
 import type { Logger } from '../platform/log.js';
 import { metaCacheKey, parseMeta, type MediaStore, type VideoMeta } from '../video/store.js';
 import { NotFoundError } from '../platform/errors.js';
+import { renditionsStatus } from '../video/state.js';
 import type { Redis } from '../platform/redis.js';
 
 const CACHE_TTL_SECONDS = 3600;
@@ -68,11 +69,6 @@ export class MetadataReader {
   }
 }
 
-/** Public status of the renditions: `ready` once transcoded. */
-function renditionStatus(meta: VideoMeta): string {
-  return meta.status === 'transcoded' ? 'ready' : meta.status;
-}
-
 /**
  * `GET .../metadata`. `filename` and the user's `metadata` (title, description)
  * may be PHI: they are included only for callers allowed to manage the video.
@@ -96,7 +92,7 @@ export function metadataView(meta: VideoMeta, includePrivate: boolean): Record<s
 export function renditionsView(meta: VideoMeta): Record<string, unknown> {
   return {
     renditions: meta.renditions,
-    status: renditionStatus(meta),
+    status: renditionsStatus(meta.status),
     masterPlaylist: meta.outputs?.hlsMaster ?? null,
     dashManifest: meta.outputs?.dashManifest ?? null,
   };

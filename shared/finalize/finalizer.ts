@@ -29,7 +29,7 @@ import type { Logger } from '../platform/log.js';
 import { MediaStore, type VideoMeta } from '../video/store.js';
 import { fileChecksum } from '../video/checksum.js';
 import { probe } from '../video/probe.js';
-import { markQueued } from '../video/state.js';
+import { markQueued, type VideoStatus } from '../video/state.js';
 import type { Redis } from '../platform/redis.js';
 import { enqueueTranscode } from '../transcode/queue.js';
 import type { RedisLocker } from '../uploads/locker.js';
@@ -41,10 +41,15 @@ import type { FinalizeRequest } from './request.js';
 
 export interface FinalizeResponse {
   videoId: string;
+  /** The upload's: finalized into a video. */
   status: 'uploaded';
   size: number;
   checksum: string;
-  transcoding: 'queued' | 'disabled';
+  /**
+   * The video's transcode state now, in the video status words (shared/video/state.ts): `queued` on a first
+   * finalize, what it has become on a replay (`transcoded`, …); `disabled` when no transcode was queued.
+   */
+  transcoding: Exclude<VideoStatus, 'uploaded'> | 'disabled';
   /** The stored original's path in the video dir (`original.mov`, …), to sign; beyond the spec's fields. */
   original: string;
 }
@@ -234,7 +239,8 @@ export class Finalizer {
       status: 'uploaded',
       size: meta.size,
       checksum: meta.checksum,
-      transcoding: this.d.config.transcode.enabled ? 'queued' : 'disabled',
+      // Still `uploaded` after the steps above only when transcoding is off.
+      transcoding: meta.status === 'uploaded' ? 'disabled' : meta.status,
       original: meta.original,
     };
   }

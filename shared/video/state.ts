@@ -24,6 +24,14 @@ export function isVideoStatus(value: unknown): value is VideoStatus {
   return (VIDEO_STATUSES as readonly unknown[]).includes(value);
 }
 
+/**
+ * `GET …/renditions` status: the video's status, except that the spec names a transcoded video's
+ * renditions `ready` (deployment guide, GET /media/videos/:videoId/renditions).
+ */
+export function renditionsStatus(status: VideoStatus): Exclude<VideoStatus, 'transcoded'> | 'ready' {
+  return status === 'transcoded' ? 'ready' : status;
+}
+
 interface Move {
   to: VideoStatus;
   from: readonly VideoStatus[];
