@@ -17,6 +17,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Page, Request, Route } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { VideoMeta } from '../../shared/video/store.js';
 import { launchChromium, type TestBrowser } from '../helpers/browser.js';
 import { makeClip } from '../helpers/media.js';
 import { startStack, type TestStack } from '../helpers/stack.js';
@@ -64,7 +65,7 @@ describe('web console and real players, end to end', () => {
   let videoId: string;
   let seen: Seen[] = [];
 
-  const meta = () => JSON.parse(readFileSync(path.join(stack.mediaRoot, 'videos', videoId, 'meta.json'), 'utf8')) as { status: string; outputs?: { hlsMaster?: string; dashManifest?: string } };
+  const meta = () => JSON.parse(readFileSync(path.join(stack.mediaRoot, 'videos', videoId, 'meta.json'), 'utf8')) as VideoMeta;
   const videoUrl = (rel: string) => `/media/videos/${videoId}/${rel}`;
   const text = (selector: string) => page.locator(selector).textContent();
   const currentTime = () => page.locator('#video-element').evaluate((v) => (v as unknown as PageVideo).currentTime);
@@ -209,7 +210,10 @@ describe('web console and real players, end to end', () => {
     const first = await waitFor(async () => [...(await fetchedRungs())][0], PLAY_DEADLINE, 'a first media segment', 200);
     await waitFor(() => page.getByLabel('Rendition').isEnabled(), PLAY_DEADLINE, 'the rendition list', 200);
     const options = await page.getByLabel('Rendition').locator('option').allTextContents();
-    const other = options.find((o) => o !== 'Auto' && o !== `${first}p`);
+    // Labelled by the rendition names the metadata lists (240p), not by picture height (234).
+    expect(options).toEqual(['Auto', ...meta().renditions]);
+    const firstLabel = meta().ladder!.find((r) => r.height === first)!.name;
+    const other = options.find((o) => o !== 'Auto' && o !== firstLabel);
     expect(other, `renditions offered: ${options.join(', ')}`).toBeDefined();
     await page.getByLabel('Rendition').selectOption({ label: other! });
 

@@ -349,6 +349,7 @@
     }
     if (watching !== w) return;
     w.outputs = outputs;
+    w.renditions = Array.isArray(meta.renditions) ? meta.renditions : [];
     ui.player.hidden = false;
     ui.playHls.disabled = !outputs.hlsMaster;
     ui.playDash.disabled = !outputs.dashManifest;
@@ -383,14 +384,26 @@
     ui.rendition.replaceChildren(new Option('Auto', '-1'));
   }
 
+  /**
+   * A player level's label is its rendition's name as the metadata lists it (`240p`). Players only know
+   * the picture height, which is not the name (a 16:9 `240p` is 416x234): the metadata lists the
+   * renditions lowest first, one per distinct height whatever the codecs, so the n-th height is the n-th name.
+   */
+  function renditionLabel(heights, height) {
+    const distinct = [...new Set(heights)].sort((a, b) => a - b);
+    const names = watching?.renditions ?? [];
+    return distinct.length === names.length ? names[distinct.indexOf(height)] : `${height}p`;
+  }
+
   function fillRenditions(heights, selected) {
-    ui.rendition.replaceChildren(new Option('Auto', '-1'), ...heights.map((h, i) => new Option(`${h}p`, String(i))));
+    player.heights = heights;
+    ui.rendition.replaceChildren(new Option('Auto', '-1'), ...heights.map((h, i) => new Option(renditionLabel(heights, h), String(i))));
     ui.rendition.value = String(selected);
     ui.rendition.disabled = heights.length < 2;
   }
 
   function playing(height) {
-    ui.playerStatus.textContent = `Playing ${player.kind.toUpperCase()}${height ? ` at ${height}p` : ''}.`;
+    ui.playerStatus.textContent = `Playing ${player.kind.toUpperCase()}${height ? ` at ${renditionLabel(player.heights ?? [], height)}` : ''}.`;
   }
 
   /**
