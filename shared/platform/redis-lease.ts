@@ -36,7 +36,7 @@ export class RedisLease {
   constructor(
     private readonly redis: Redis,
     readonly key: string,
-    readonly options: LeaseOptions,
+    private readonly options: LeaseOptions,
   ) {}
 
   get held(): boolean {

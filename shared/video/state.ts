@@ -15,6 +15,7 @@
  * IllegalTransitionError and meta.json is left untouched.
  */
 import { ConflictError } from '../platform/errors.js';
+import type { VideoCodecFamily } from '../transcode/ladder.js';
 import type { MediaStore, RenditionRung, VideoMeta, VideoOutputs } from './store.js';
 
 export const VIDEO_STATUSES = ['uploaded', 'queued', 'transcoding', 'transcoded', 'failed'] as const;
@@ -126,7 +127,7 @@ export function markProgress(store: MediaStore, videoId: string, progress: numbe
 
 export interface TranscodedOutputs {
   ladder: RenditionRung[];
-  codecs: VideoMeta['codecs'] & {};
+  codecs: VideoCodecFamily[];
   outputs: VideoOutputs;
 }
 
