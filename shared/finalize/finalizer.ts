@@ -46,8 +46,8 @@ export interface FinalizeResponse {
   size: number;
   checksum: string;
   /**
-   * The video's transcode state now, in the video status words (shared/video/state.ts): `queued` on a first
-   * finalize, what it has become on a replay (`transcoded`, …); `disabled` when no transcode was queued.
+   * The video's transcode state, in the video status words (shared/video/state.ts): `queued` on the call that
+   * queued it, what it has become on a replay (`transcoded`, …); `disabled` when no transcode was queued.
    */
   transcoding: Exclude<VideoStatus, 'uploaded'> | 'disabled';
   /** The stored original's path in the video dir (`original.mov`, …), to sign; beyond the spec's fields. */
@@ -107,11 +107,11 @@ export class Finalizer {
         if (existing) {
           // Someone else's finished upload is, for this caller, no upload at all.
           if (existing.owner.userId !== caller.userId) throw new NotFoundError('no such upload');
-          return { response: await this.complete(existing, signal, ctx.clientIp), replayed: true };
+          return { response: responseOf(await this.complete(existing, signal, ctx.clientIp), true), replayed: true };
         }
         const entry = await this.begin(request, caller, ctx);
         this.d.onStep?.('after-intent');
-        return { response: await this.complete(entry, signal, ctx.clientIp), replayed: false };
+        return { response: responseOf(await this.complete(entry, signal, ctx.clientIp), false), replayed: false };
       });
     } catch (err) {
       await this.auditRefusal(err, request.uploadId, caller, ctx);
@@ -196,7 +196,7 @@ export class Finalizer {
   }
 
   /** Drive a journal entry to `done`; every step is safe to repeat. */
-  private async complete(entry: JournalEntry, signal: AbortSignal, clientIp: string | null): Promise<FinalizeResponse> {
+  private async complete(entry: JournalEntry, signal: AbortSignal, clientIp: string | null): Promise<VideoMeta> {
     const step = async (next: JournalEntry['state'], change: Partial<JournalEntry> = {}) => {
       if (signal.aborted) throw new AppError(503, 'lock_lost', 'lost the upload lock; retry');
       entry = await this.journal.write({ ...entry, ...change, state: next });
@@ -233,16 +233,7 @@ export class Finalizer {
       else await this.d.videos.update(entry.videoId, (m) => m);
       await step('done');
     }
-    const meta = await this.d.videos.read(entry.videoId);
-    return {
-      videoId: meta.videoId,
-      status: 'uploaded',
-      size: meta.size,
-      checksum: meta.checksum,
-      // Still `uploaded` after the steps above only when transcoding is off.
-      transcoding: meta.status === 'uploaded' ? 'disabled' : meta.status,
-      original: meta.original,
-    };
+    return this.d.videos.read(entry.videoId);
   }
 
   /** Move, hash, write meta.json in the staging dir, then publish it with one rename. */
@@ -305,6 +296,16 @@ export class Finalizer {
       .record({ category: 'upload', action: 'finalize', outcome: 'failure', reason, actor: caller, videoId: null, clientIp: ctx.clientIp, requestId: ctx.requestId })
       .catch((auditErr: unknown) => this.d.log.warn({ err: auditErr, uploadId }, 'could not audit a refused finalize'));
   }
+}
+
+/**
+ * The answer: the spec's `transcoding: queued` for the call that queued the job (the transcoder may
+ * already have taken it); a replay says what the video has become since.
+ */
+function responseOf(meta: VideoMeta, replay: boolean): FinalizeResponse {
+  // Still `uploaded` after complete() only when no transcode was queued (transcoding is off).
+  const transcoding = meta.status === 'uploaded' ? 'disabled' : replay ? meta.status : 'queued';
+  return { videoId: meta.videoId, status: 'uploaded', size: meta.size, checksum: meta.checksum, transcoding, original: meta.original };
 }
 
 function isTusStatus(err: unknown, status: number): boolean {
