@@ -12,6 +12,7 @@ import { MediaStore } from '../../shared/video/store.js';
 import { attachMirror } from '../../shared/mirror/attach.js';
 import { createRedis } from '../../shared/platform/redis.js';
 import { checkEncoders, transcodeVideo } from '../../shared/transcode/transcoder.js';
+import { ffmpegDiesWithParent } from '../../shared/transcode/ffmpeg-run.js';
 import { registerQueueMetrics, transcodeJobSchema } from '../../shared/transcode/queue.js';
 
 export default defineFunction(async ({ config, log, onShutdown }) => {
@@ -26,6 +27,7 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
     await audit.close();
     redis.disconnect();
   });
+  if (!ffmpegDiesWithParent()) log.warn('setpriv (util-linux) not found: an ffmpeg orphaned by a killed transcoder runs on until it ends');
   log.info({ codecs, renditions: config.transcode.renditions, preset: config.transcode.ffmpegPreset }, 'transcoder ready');
 
   return async (req, res, ctx) => {

@@ -3,11 +3,13 @@
  * with per-stream options in a filter_complex graph without passing raw args
  * anyway) and reads its `-progress pipe:1` key=value blocks.
  *
- * If our process dies, ffmpeg's next progress write hits a closed pipe and
- * SIGPIPE ends it (spawned children get default signal dispositions), so a
- * killed transcoder does not leave an encoder running for long.
+ * A closed pipe does not stop an orphaned ffmpeg: Node ignores SIGPIPE and its
+ * children inherit that, so ffmpeg would encode on beside the retry after its
+ * transcoder is killed. ffmpeg is therefore started through `setpriv
+ * --pdeathsig KILL` (util-linux, in the function image), which sets
+ * PR_SET_PDEATHSIG before exec: the kernel kills ffmpeg when our process dies.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { AppError } from '../platform/errors.js';
 
 export interface FfmpegProgress {
@@ -56,11 +58,20 @@ export interface RunOptions {
   signal?: AbortSignal;
 }
 
+let pdeathsigAvailable: boolean | null = null;
+
+/** Whether ffmpeg dies with this process (setpriv present); without it (not Linux) an orphan runs to its end. */
+export function ffmpegDiesWithParent(): boolean {
+  pdeathsigAvailable ??= spawnSync('setpriv', ['--version'], { stdio: 'ignore' }).status === 0;
+  return pdeathsigAvailable;
+}
+
 /** Run ffmpeg to completion; rejects with FfmpegError (`ffmpeg_failed`, `aborted`). */
 export function runFfmpeg(args: string[], o: RunOptions = {}): Promise<void> {
   return new Promise((resolve, reject) => {
     if (o.signal?.aborted) return reject(new FfmpegError('aborted', String(o.signal.reason ?? 'aborted')));
-    const child = spawn('ffmpeg', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const [command, ...argv] = ffmpegDiesWithParent() ? ['setpriv', '--pdeathsig', 'KILL', '--', 'ffmpeg', ...args] : ['ffmpeg', ...args];
+    const child = spawn(command!, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     const parser = new ProgressParser((p) => o.onProgress?.(p));
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => parser.push(d));
