@@ -96,6 +96,7 @@ const VARIABLES = {
   REDIS_PORT: { default: '6379', parse: int(1, 65535) },
   REDIS_PASSWORD: { default: '', parse: z.string() },
   REDIS_DB: { default: '0', parse: int(0, 15) },
+  REDIS_COMMAND_TIMEOUT_MS: { default: '2000', parse: int(50, 60_000) },
 
   METADATA_DSN: {
     default: '',
@@ -184,7 +185,8 @@ export interface Config {
   hmacSecretPrevious: string | null;
   tokenExpirySeconds: number;
   tokenClockSkewSeconds: number;
-  redis: { url: string | null; host: string; port: number; password: string | null; db: number };
+  /** commandTimeoutMs: the deadline of every Redis command on a request path (a frozen Redis answers 503, never hangs). */
+  redis: { url: string | null; host: string; port: number; password: string | null; db: number; commandTimeoutMs: number };
   metadataDsn: string | null;
   metadataMirrorPhi: boolean;
   maxUploadBytes: number;
@@ -302,6 +304,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
       port: p.REDIS_PORT,
       password: orNull(p.REDIS_PASSWORD),
       db: p.REDIS_DB,
+      commandTimeoutMs: p.REDIS_COMMAND_TIMEOUT_MS,
     },
     metadataDsn: orNull(p.METADATA_DSN),
     metadataMirrorPhi: p.METADATA_MIRROR_PHI,

@@ -4,6 +4,7 @@
  * `{error, message, requestId}` through `toHttpError`, so no handler writes an
  * error response by hand.
  */
+import { isRedisUnavailable } from './redis.js';
 
 export class AppError extends Error {
   constructor(
@@ -96,6 +97,10 @@ export interface HttpError {
 export function toHttpError(err: unknown): HttpError {
   if (err instanceof AppError) {
     return { status: err.status, code: err.code, message: err.message, headers: err.headers, expected: true };
+  }
+  // Any Redis call on a request path may meet an outage or a freeze: a clear 503, whichever call it was.
+  if (isRedisUnavailable(err)) {
+    return { status: 503, code: 'redis_unavailable', message: 'Redis is unavailable; retry later', headers: { 'Retry-After': '1' }, expected: true };
   }
   // Never echo an unexpected error's message: it may carry paths or PHI.
   return { status: 500, code: 'internal', message: 'internal server error', headers: {}, expected: false };

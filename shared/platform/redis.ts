@@ -18,17 +18,33 @@ export interface ConnectOptions {
 }
 
 export function redisOptions(config: Config, { name, blocking = false }: ConnectOptions): RedisOptions {
+  const deadline = config.redis.commandTimeoutMs;
   return {
     connectionName: `pulsevault:${name}`,
     ...(config.redis.password ? { password: config.redis.password } : {}),
     ...(config.redis.url ? {} : { db: config.redis.db }),
     connectTimeout: 2_000,
-    // Request paths fail fast when Redis is away (the caller answers 503); blocking readers wait.
-    maxRetriesPerRequest: blocking ? null : 1,
+    // Request paths fail fast when Redis is away (one retry) or frozen (the deadline): the caller answers 503.
+    // Blocking readers wait for Redis to come back, and get no command deadline (it would cut their BLOCK
+    // short); a BLOCK unanswered for `deadline` past its own timeout ends empty and is simply issued again.
+    ...(blocking
+      ? { maxRetriesPerRequest: null, blockingTimeout: deadline, blockingTimeoutGrace: deadline }
+      : { maxRetriesPerRequest: 1, commandTimeout: deadline }),
+    // Commands issued while connecting wait in the queue, still bounded by the deadline above.
     enableOfflineQueue: true,
     retryStrategy: (times) => Math.min(100 * 2 ** times, 2_000),
     lazyConnect: false,
   };
+}
+
+/** The messages ioredis rejects with when Redis is away, frozen or not serving yet (no error classes for most). */
+const UNAVAILABLE_MESSAGES = ['Command timed out', 'Connection is closed.', "Stream isn't writeable", 'Reached the max retries per request limit'];
+const UNAVAILABLE_REPLIES = /^(LOADING|MASTERDOWN|BUSY|TRYAGAIN|CLUSTERDOWN) /;
+
+/** Whether `err` says Redis could not answer (as opposed to a bug or a refused command): a 503, retry later. */
+export function isRedisUnavailable(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  return err.name === 'MaxRetriesPerRequestError' || UNAVAILABLE_MESSAGES.some((m) => err.message.startsWith(m)) || UNAVAILABLE_REPLIES.test(err.message);
 }
 
 export function createRedis(config: Config, options: ConnectOptions): Redis {

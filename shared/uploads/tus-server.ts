@@ -16,6 +16,7 @@ import { AppError, MethodNotAllowedError, NotFoundError } from '../platform/erro
 import type { RequestContext } from '../platform/handler-contract.js';
 import { requestPath } from '../platform/http.js';
 import type { Logger } from '../platform/log.js';
+import { isRedisUnavailable } from '../platform/redis.js';
 import { isUploadId, newUploadId } from './ids.js';
 import { firstForwarded, uploadLocation } from './location.js';
 import { LockUnavailableError, type RedisLocker } from './locker.js';
@@ -57,6 +58,7 @@ export function createTusHandler({ config, auth, store, locker, log }: TusUpload
     onResponseError: (_req, err) => {
       if ('status_code' in err) return undefined; // a tus protocol answer (404, 409, 413, …)
       if (err instanceof LockUnavailableError) return { status_code: 503, body: `${err.message}\n` };
+      if (isRedisUnavailable(err)) return { status_code: 503, body: 'Redis is unavailable; retry later\n' };
       // Never echo an unexpected error: it may name paths. The log has it.
       log.error({ err }, 'tus request failed');
       return { status_code: 500, body: 'internal server error\n' };

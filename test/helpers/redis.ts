@@ -18,6 +18,10 @@ export interface TestRedis {
   start(): Promise<void>;
   /** Stop it and remove its data. */
   close(): Promise<void>;
+  /** Send the server a signal: SIGSTOP freezes it (connections stay open, nothing answers), SIGCONT thaws it. */
+  signal(signal: NodeJS.Signals): void;
+  /** Kill it outright (SIGKILL): without persistence its data is gone; start() brings it back empty. */
+  kill(): Promise<void>;
 }
 
 export async function startRedis(options: { appendonly?: boolean } = {}): Promise<TestRedis> {
@@ -33,13 +37,14 @@ export async function startRedis(options: { appendonly?: boolean } = {}): Promis
     await waitFor(() => redisAnswers(url), 10_000, 'redis-server to start');
   }
 
-  async function stop(): Promise<void> {
+  async function stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     const c = child;
     child = null;
     if (!c || c.exitCode !== null) return;
     await new Promise<void>((resolve) => {
       c.once('exit', () => resolve());
-      c.kill('SIGTERM');
+      if (signal === 'SIGTERM') c.kill('SIGCONT'); // a frozen server must wake to hear SIGTERM
+      c.kill(signal);
     });
   }
 
@@ -54,7 +59,11 @@ export async function startRedis(options: { appendonly?: boolean } = {}): Promis
       return c;
     },
     start,
-    stop,
+    stop: () => stop(),
+    kill: () => stop('SIGKILL'),
+    signal(signal) {
+      child?.kill(signal);
+    },
     async close() {
       for (const c of clients.splice(0)) c.disconnect();
       await stop();

@@ -42,9 +42,10 @@ export async function createUpload(endpoint: string, length: number, headers: Re
   return new URL(res.headers.get('location')!, endpoint).toString();
 }
 
-export function patch(url: string, offset: number, body: Buffer | ReadableStream, headers: Record<string, string> = {}): Promise<Response> {
+export function patch(url: string, offset: number, body: Buffer | ReadableStream, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<Response> {
   return fetch(url, {
     method: 'PATCH',
+    ...(signal ? { signal } : {}),
     headers: { ...TUS, 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream', ...headers },
     body,
     ...(body instanceof ReadableStream ? { duplex: 'half' } : {}),
