@@ -8,6 +8,7 @@ import { AuditWriter } from '../../shared/audit/writer.js';
 import { loadConfigOrExit } from '../../shared/platform/config.js';
 import { stopWithParent } from '../../shared/platform/lifecycle.js';
 import { createLogger } from '../../shared/platform/log.js';
+import { healthReport } from '../../shared/platform/health.js';
 import { initMetrics, serveMetrics } from '../../shared/platform/metrics.js';
 import { createRedis } from '../../shared/platform/redis.js';
 
@@ -28,7 +29,7 @@ const writer = new AuditWriter({
   leaseMs: config.auditWriterLeaseMs,
 });
 
-const metricsServer = config.metricsEnabled ? serveMetrics(config.auditMetricsPort, config.host) : null;
+const metricsServer = config.metricsEnabled ? serveMetrics(config.auditMetricsPort, config.host, () => healthReport('audit-writer')) : null;
 
 let stopping = false;
 function stop(signal: string): void {

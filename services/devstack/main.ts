@@ -11,6 +11,7 @@ import { loadConfigOrExit } from '../../shared/platform/config.js';
 import { createLogger } from '../../shared/platform/log.js';
 import { aggregateMetrics, initMetrics, registry, type MetricSnapshot } from '../../shared/platform/metrics.js';
 import { readStack } from '../../shared/platform/openfaas-stack.js';
+import { createRedis, redisHealth } from '../../shared/platform/redis.js';
 import { createConsoleRoute } from '../console/route.js';
 import { createGateway, type GatewayBackend } from '../gateway/gateway.js';
 import { createDevAuth, devAuthBanner, wantsDevAuth } from './dev-auth.js';
@@ -51,6 +52,8 @@ function devAuditSigningKey(): string {
 }
 
 const redis = await ensureRedis(config, log);
+// Only watched, so GET / shows a Redis outage while it lasts (the functions' own connections say the same in /_/health).
+const redisWatch = createRedis({ ...config, redis: { ...config.redis, url: redis.url } }, { name: 'devstack', log });
 const stack = readStack(config.stackFile ?? path.join(REPO_ROOT, 'stack.yml'));
 const gatewayUrl = `http://127.0.0.1:${config.port}`;
 const supervisor = new Supervisor(log, config.shutdownTimeoutMs + 5_000);
@@ -115,8 +118,9 @@ const backend: GatewayBackend = {
     const services = Object.fromEntries(
       supervisor.processes.filter((p) => !p.spec.port).map((p) => [p.spec.name, { state: p.state, restarts: p.restarts }]),
     );
-    const ok = supervisor.processes.every((p) => p.state === 'ready');
-    return { status: ok ? 'ok' : 'degraded', functions, services };
+    const redisUp = redisHealth().up;
+    const ok = redisUp && supervisor.processes.every((p) => p.state === 'ready');
+    return { status: ok ? 'ok' : 'degraded', redis: redisUp ? 'up' : 'down', functions, services };
   },
   async metrics() {
     const sources = [
@@ -161,6 +165,7 @@ async function stop(signal: string): Promise<void> {
   await supervisor.stopAll();
   gateway.closeAllConnections();
   await closed;
+  redisWatch.disconnect();
   await redis.stop();
   log.info('local stack stopped');
   process.exit(0);

@@ -13,6 +13,10 @@
  * looks like — → retry later (meta.json `queued`), or after
  * TRANSCODE_MAX_ATTEMPTS dead-letter it (meta.json `failed` with the reason).
  * Both are audited.
+ *
+ * Redis losing its data (NOGROUP, an emptied instance) is healed here too: the
+ * group is recreated at once and the jobs meta.json says are waiting come back
+ * through the recovery pass (shared/transcode/recovery.ts), checked every few seconds.
  */
 import { request } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -22,7 +26,8 @@ import type { Logger } from '../../shared/platform/log.js';
 import type { MediaStore } from '../../shared/video/store.js';
 import { markFailed, markRetrying } from '../../shared/video/state.js';
 import { counter } from '../../shared/platform/metrics.js';
-import { TRANSCODE_TOPIC, TranscodeQueue, type QueueEntry, type TranscodeJob } from '../../shared/transcode/queue.js';
+import { isMissingGroup, TRANSCODE_TOPIC, TranscodeQueue, type QueueEntry, type TranscodeJob } from '../../shared/transcode/queue.js';
+import type { QueueRecovery } from '../../shared/transcode/recovery.js';
 import type { SubscriberDirectory } from './subscribers.js';
 
 export const CONNECTOR_NAME = 'pulsevault-queue-connector';
@@ -30,6 +35,8 @@ const MAX_RETRY_DELAY_MS = 15 * 60_000;
 const READ_BLOCK_MS = 1_000;
 const NO_SUBSCRIBER_WAIT_MS = 5_000;
 const UNAVAILABLE_MAX_WAIT_MS = 30_000;
+/** How soon an emptied Redis is noticed (two GETs per check). */
+const RECOVERY_CHECK_MS = 2_000;
 /** Errors of a request that never reached the gateway. */
 const NOT_CONNECTED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 
@@ -42,6 +49,7 @@ const outcomes = counter({
 export interface ConnectorDeps {
   config: Config;
   queue: TranscodeQueue;
+  recovery: QueueRecovery;
   store: MediaStore;
   audit: AuditLog;
   log: Logger;
@@ -88,12 +96,16 @@ export class QueueConnector {
 
   /** Runs until stop(); resolves when the read loop has ended. */
   async run(): Promise<void> {
-    const { config, queue, log } = this.d;
+    const { config, queue, recovery, log } = this.d;
     const leaseMs = config.transcode.leaseSeconds * 1000;
     await queue.ensureGroup();
     const beat = setInterval(() => {
       queue.heartbeat([...this.inFlight.keys()]).catch((err: unknown) => log.warn({ err }, 'heartbeat failed'));
     }, Math.max(500, Math.floor(leaseMs / 3)));
+    // A timer of its own: the read loop may sit waiting for a free slot for as long as a transcode lasts.
+    const checkRecovery = () => void recovery.check().catch((err: unknown) => log.debug({ err: (err as Error).message }, 'queue recovery check failed'));
+    checkRecovery();
+    const recoveryTimer = setInterval(checkRecovery, RECOVERY_CHECK_MS);
     log.info({ consumer: queue.consumer, concurrency: config.transcode.concurrency, leaseSeconds: config.transcode.leaseSeconds }, 'queue connector started');
     try {
       while (!this.stopping.signal.aborted) {
@@ -110,12 +122,19 @@ export class QueueConnector {
           for (const entry of entries) this.start(entry);
         } catch (err) {
           if (this.stopping.signal.aborted) break;
+          if (isMissingGroup(err)) {
+            log.warn('the transcode stream or its consumer group is gone (Redis lost its data?): recreating it');
+            await queue.ensureGroup().catch(() => undefined);
+            continue;
+          }
           log.error({ err }, 'queue read failed; retrying');
           await sleep(1_000, this.stopping.signal);
         }
       }
     } finally {
       clearInterval(beat);
+      clearInterval(recoveryTimer);
+      await recovery.idle();
     }
   }
 

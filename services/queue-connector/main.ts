@@ -10,10 +10,12 @@ import { loadConfigOrExit } from '../../shared/platform/config.js';
 import { stopWithParent } from '../../shared/platform/lifecycle.js';
 import { createLogger } from '../../shared/platform/log.js';
 import { MediaStore } from '../../shared/video/store.js';
+import { healthReport } from '../../shared/platform/health.js';
 import { initMetrics, serveMetrics } from '../../shared/platform/metrics.js';
 import { attachMirror } from '../../shared/mirror/attach.js';
 import { createRedis } from '../../shared/platform/redis.js';
 import { registerQueueMetrics, TranscodeQueue } from '../../shared/transcode/queue.js';
+import { QueueRecovery } from '../../shared/transcode/recovery.js';
 import { QueueConnector } from './connector.js';
 import { SubscriberDirectory } from './subscribers.js';
 
@@ -29,9 +31,11 @@ const consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}
 const audit = createAuditLog(config, redis, log);
 const store = new MediaStore(config.videoDir, redis);
 const mirror = attachMirror(store, redis, config, log);
+const queue = new TranscodeQueue(redis, blocking, consumer);
 const connector = new QueueConnector({
   config,
-  queue: new TranscodeQueue(redis, blocking, consumer),
+  queue,
+  recovery: new QueueRecovery({ redis, queue, store, audit, log, leaseMs: config.transcode.leaseSeconds * 1000 }),
   store,
   audit,
   log,
@@ -39,7 +43,7 @@ const connector = new QueueConnector({
 });
 
 const port = config.transcode.connectorMetricsPort;
-const metricsServer = config.metricsEnabled ? serveMetrics(port, config.host) : null;
+const metricsServer = config.metricsEnabled ? serveMetrics(port, config.host, () => healthReport('queue-connector')) : null;
 
 let stopping = false;
 async function stop(signal: string): Promise<void> {

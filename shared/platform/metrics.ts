@@ -67,12 +67,16 @@ export async function aggregateMetrics(snapshots: { replica: string; metrics: Me
 export const metricsContentType = registry.contentType;
 
 /**
- * `GET /metrics` on its own port, for the long-running services (queue connector,
- * audit writer) that have no HTTP server of their own. Returns null without a port.
+ * `GET /metrics` (and `GET /_/health` when `health` is given) on its own port, for
+ * the long-running services (queue connector, audit writer) that have no HTTP
+ * server of their own. Returns null without a port.
  */
-export function serveMetrics(port: number | null, host: string): Server | null {
+export function serveMetrics(port: number | null, host: string, health?: () => unknown): Server | null {
   if (!port) return null;
   return createServer((req, res) => {
+    if (req.method === 'GET' && req.url === '/_/health' && health) {
+      return void res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(health()));
+    }
     if (req.method === 'GET' && req.url === '/metrics') {
       return void registry.metrics().then((body) => res.writeHead(200, { 'Content-Type': metricsContentType }).end(body));
     }

@@ -2,6 +2,7 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
+import { gauge } from './metrics.js';
 
 export type { Redis };
 
@@ -47,9 +48,39 @@ export function isRedisUnavailable(err: unknown): boolean {
   return err.name === 'MaxRetriesPerRequestError' || UNAVAILABLE_MESSAGES.some((m) => err.message.startsWith(m)) || UNAVAILABLE_REPLIES.test(err.message);
 }
 
+/** This process' connections by name, so health and metrics show a Redis outage while it lasts. */
+const connections = new Map<string, Redis>();
+
+export interface RedisHealth {
+  /** true when every connection of this process is up (and when it has none). */
+  up: boolean;
+  /** Connections not ready now (connecting, reconnecting after a loss). */
+  down: string[];
+}
+
+/** Passive (no command sent): a liveness probe must stay instant even while Redis is frozen. */
+export function redisHealth(): RedisHealth {
+  const down = [...connections].filter(([, c]) => c.status !== 'ready' && c.status !== 'end').map(([name]) => name);
+  return { up: down.length === 0, down };
+}
+
+function registerConnectionMetric(): void {
+  gauge({
+    name: 'pulsevault_redis_connected',
+    help: 'Whether this process is connected to Redis (1) or has lost it and is reconnecting (0), by connection.',
+    labelNames: ['connection'] as const,
+    collect() {
+      this.reset();
+      for (const [name, c] of connections) if (c.status !== 'end') this.set({ connection: name }, c.status === 'ready' ? 1 : 0);
+    },
+  });
+}
+
 export function createRedis(config: Config, options: ConnectOptions): Redis {
   const opts = redisOptions(config, options);
   const client = config.redis.url ? new Redis(config.redis.url, opts) : new Redis({ ...opts, host: config.redis.host, port: config.redis.port });
+  connections.set(options.name, client);
+  registerConnectionMetric();
   // Without a listener ioredis prints every reconnect failure; commands already reject, so say it once per outage.
   let down = false;
   client.on('error', (err: Error) => {

@@ -53,16 +53,26 @@ export interface QueueEntry {
   raw: string;
 }
 
-// Enqueue unless the video already has a live job (an entry still in the stream, or a scheduled retry).
-const ENQUEUE = `
-local cur = redis.call('GET', KEYS[2])
-if cur then
+// The video's live job (an entry still in the stream, or a scheduled retry), or false. KEYS: stream, active key, delayed set.
+const LIVE_JOB = `
+local function live_job(video_id)
+  local cur = redis.call('GET', KEYS[2])
+  if not cur then return false end
   if cur == 'delayed' then
-    if redis.call('ZSCORE', KEYS[3], ARGV[2]) then return {0, cur} end
+    if redis.call('ZSCORE', KEYS[3], video_id) then return cur end
   elseif #redis.call('XRANGE', KEYS[1], cur, cur) > 0 then
-    return {0, cur}
+    return cur
   end
-end
+  return false
+end`;
+
+const HAS_LIVE_JOB = `${LIVE_JOB}
+return live_job(ARGV[1]) and 1 or 0`;
+
+// Enqueue unless the video already has a live job.
+const ENQUEUE = `${LIVE_JOB}
+local cur = live_job(ARGV[2])
+if cur then return {0, cur} end
 local id = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])
 redis.call('SET', KEYS[2], id)
 return {1, id}`;
@@ -142,6 +152,11 @@ export async function enqueueTranscode(redis: Redis, videoId: string, traceparen
   return { job, enqueued: added === 1, entryId };
 }
 
+/** Whether the video has a job waiting, running or scheduled for retry. */
+export async function hasLiveJob(redis: Redis, videoId: string): Promise<boolean> {
+  return (await redis.eval(HAS_LIVE_JOB, 3, TRANSCODE_STREAM, activeKey(videoId), DELAYED_SET, videoId)) === 1;
+}
+
 /** The trace id of a W3C traceparent (`00-<trace id>-<span id>-<flags>`), or a fresh one. */
 function traceIdOf(traceparent: string | null): string {
   const m = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/.exec(traceparent ?? '');
@@ -181,7 +196,10 @@ export class TranscodeQueue {
     readonly consumer: string,
   ) {}
 
-  /** Create the consumer group (from the start of the stream, so jobs added before it are read). */
+  /**
+   * Create the consumer group (from the start of the stream, so jobs added before it are read).
+   * Called at start and whenever Redis answers NOGROUP (it lost its data, or someone deleted the stream).
+   */
   async ensureGroup(): Promise<void> {
     try {
       await this.redis.xgroup('CREATE', TRANSCODE_STREAM, TRANSCODE_GROUP, '0', 'MKSTREAM');
@@ -243,6 +261,11 @@ export class TranscodeQueue {
   async promoteDue(limit = 100): Promise<number> {
     return (await this.redis.eval(PROMOTE, 3, TRANSCODE_STREAM, DELAYED_SET, DELAYED_JOBS, String(Date.now()), String(limit), ACTIVE_PREFIX)) as number;
   }
+}
+
+/** Redis no longer has the stream or its group: a read or ack answered NOGROUP. */
+export function isMissingGroup(err: unknown): boolean {
+  return err instanceof Error && err.message.startsWith('NOGROUP');
 }
 
 export async function queueStats(redis: Redis): Promise<QueueStats> {

@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { Config } from '../../../shared/platform/config.js';
 import { registerDiskUsageMetrics } from '../../../shared/platform/disk-usage.js';
 import { toHttpError } from '../../../shared/platform/errors.js';
+import { healthReport } from '../../../shared/platform/health.js';
 import type { FunctionSetup, RequestContext } from '../../../shared/platform/handler-contract.js';
 import { sendJson, requestPath } from '../../../shared/platform/http.js';
 import { continueTrace, formatTraceparent } from '../../../shared/platform/tracing.js';
@@ -55,7 +56,7 @@ export async function startFunction(name: string, setup: FunctionSetup, config: 
     const path = requestPath(req);
     if (req.method === 'GET' && (path === '/_/health' || path === '/_/ready')) {
       ctx.route = path;
-      return sendJson(res, 200, { status: 'ok', function: name });
+      return sendJson(res, 200, healthReport(name));
     }
     if (req.method === 'GET' && path === '/metrics' && config.metricsEnabled) {
       ctx.route = '/metrics';
