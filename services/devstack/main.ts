@@ -118,7 +118,7 @@ const backend: GatewayBackend = {
     const services = Object.fromEntries(
       supervisor.processes.filter((p) => !p.spec.port).map((p) => [p.spec.name, { state: p.state, restarts: p.restarts }]),
     );
-    const redisUp = redisHealth().up;
+    const redisUp = redisHealth()?.up ?? false;
     const ok = redisUp && supervisor.processes.every((p) => p.state === 'ready');
     return { status: ok ? 'ok' : 'degraded', redis: redisUp ? 'up' : 'down', functions, services };
   },

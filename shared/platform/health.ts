@@ -9,12 +9,14 @@ import { redisHealth } from './redis.js';
 export interface HealthReport {
   status: 'ok' | 'degraded';
   function: string;
-  redis: 'up' | 'down';
+  /** Absent in a process without Redis. */
+  redis?: 'up' | 'down';
   /** The connections not ready, while Redis is away. */
   redisDown?: string[];
 }
 
 export function healthReport(name: string): HealthReport {
   const redis = redisHealth();
+  if (!redis) return { status: 'ok', function: name };
   return redis.up ? { status: 'ok', function: name, redis: 'up' } : { status: 'degraded', function: name, redis: 'down', redisDown: redis.down };
 }

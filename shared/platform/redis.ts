@@ -52,14 +52,15 @@ export function isRedisUnavailable(err: unknown): boolean {
 const connections = new Map<string, Redis>();
 
 export interface RedisHealth {
-  /** true when every connection of this process is up (and when it has none). */
+  /** true when every connection of this process is up. */
   up: boolean;
   /** Connections not ready now (connecting, reconnecting after a loss). */
   down: string[];
 }
 
-/** Passive (no command sent): a liveness probe must stay instant even while Redis is frozen. */
-export function redisHealth(): RedisHealth {
+/** Null when this process has no Redis connection. Passive (no command sent): a probe must stay instant even while Redis is frozen. */
+export function redisHealth(): RedisHealth | null {
+  if (connections.size === 0) return null;
   const down = [...connections].filter(([, c]) => c.status !== 'ready' && c.status !== 'end').map(([name]) => name);
   return { up: down.length === 0, down };
 }
