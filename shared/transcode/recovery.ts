@@ -63,7 +63,8 @@ export class QueueRecovery {
       .catch((err: unknown) => this.d.log.error({ err }, 'queue recovery pass failed; it runs again'))
       .finally(() => {
         this.pass = null;
-        return lease.release();
+        // Redis away: the lease lapses by itself.
+        return lease.release().catch(() => undefined);
       });
   }
 

@@ -15,7 +15,8 @@ import { NotFoundError } from '../platform/errors.js';
 import { exists } from '../platform/exists.js';
 import type { Logger } from '../platform/log.js';
 import type { Redis } from '../platform/redis.js';
-import { isVideoId, type MediaStore, type VideoMeta } from '../video/store.js';
+import { isVideoId, type MediaStore } from '../video/store.js';
+import type { VideoStatus } from '../video/state.js';
 import { MASTER_NAME } from './playlists.js';
 import { enqueueTranscode, hasLiveJob } from './queue.js';
 import { OUTPUT_DIR } from './transcoder.js';
@@ -54,7 +55,7 @@ export interface RequeueDeps {
   log: Logger;
 }
 
-const WAITING: ReadonlySet<VideoMeta['status']> = new Set(['queued', 'transcoding']);
+const WAITING: ReadonlySet<VideoStatus> = new Set(['queued', 'transcoding']);
 
 export async function requeueVideos({ redis, store, audit, log }: RequeueDeps, o: RequeueOptions): Promise<RequeueCounts> {
   const counts: RequeueCounts = { scanned: 0, enqueued: 0, alreadyQueued: 0, upToDate: 0, noMeta: 0, errors: 0 };
