@@ -1,0 +1,79 @@
+/**
+ * The Redis connections of shared/platform/redis.ts against a real redis-server:
+ * request-path commands have a deadline and fail as a 503, blocking readers keep
+ * their long BLOCK yet never hang on a frozen server.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { loadConfig } from '../shared/platform/config.js';
+import { toHttpError } from '../shared/platform/errors.js';
+import { createRedis, type Redis } from '../shared/platform/redis.js';
+import { startRedis, type TestRedis } from './helpers/redis.js';
+
+const DEADLINE_MS = 300;
+const tmp = mkdtempSync(path.join(tmpdir(), 'pv-redis-deadlines-'));
+let server: TestRedis;
+let commands: Redis;
+let blocking: Redis;
+
+beforeAll(async () => {
+  server = await startRedis();
+  const config = loadConfig({ HMAC_SECRET: 'x'.repeat(32), MEDIA_ROOT: tmp, REDIS_URL: server.url, REDIS_COMMAND_TIMEOUT_MS: String(DEADLINE_MS) }, { secretsDir: path.join(tmp, 'none') });
+  commands = createRedis(config, { name: 'test' });
+  blocking = createRedis(config, { name: 'test:read', blocking: true });
+  await Promise.all([commands.ping(), blocking.ping()]);
+});
+
+afterAll(async () => {
+  server?.signal('SIGCONT');
+  commands?.disconnect();
+  blocking?.disconnect();
+  await server?.close();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+it('a blocking read still waits its whole BLOCK, far beyond the command deadline', async () => {
+  const started = Date.now();
+  const read = blocking.xread('BLOCK', 1_500, 'STREAMS', 'deadline-test', '$');
+  setTimeout(() => void commands.xadd('deadline-test', '*', 'n', '1'), 1_000);
+  const reply = (await read) as [string, [string, string[]][]][] | null;
+  expect(reply?.[0]?.[1]).toHaveLength(1);
+  expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+});
+
+it('while Redis is frozen, a command fails after its deadline as 503 redis_unavailable, and a blocking read ends empty', async () => {
+  server.signal('SIGSTOP');
+  try {
+    const started = Date.now();
+    const err = await commands.get('anything').then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(Date.now() - started).toBeLessThan(DEADLINE_MS + 1_000);
+    expect(toHttpError(err)).toMatchObject({ status: 503, code: 'redis_unavailable', headers: { 'Retry-After': '1' } });
+
+    const readStarted = Date.now();
+    expect(await blocking.xread('BLOCK', 200, 'STREAMS', 'deadline-test', '$')).toBeNull();
+    expect(Date.now() - readStarted).toBeLessThan(200 + DEADLINE_MS + 1_000);
+  } finally {
+    server.signal('SIGCONT');
+  }
+  expect(await commands.ping()).toBe('PONG');
+});
+
+it('while Redis is down, a command fails at once as 503 redis_unavailable', async () => {
+  await server.kill();
+  try {
+    const started = Date.now();
+    const err = await commands.get('anything').then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(Date.now() - started).toBeLessThan(DEADLINE_MS + 1_000);
+    expect(toHttpError(err)).toMatchObject({ status: 503, code: 'redis_unavailable' });
+  } finally {
+    await server.start();
+  }
+});
