@@ -7,39 +7,33 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createAuditLog, type AuditLog } from '../shared/audit/client.js';
-import { loadConfig } from '../shared/platform/config.js';
+import type { AuditLog } from '../shared/audit/client.js';
 import { createLogger } from '../shared/platform/log.js';
-import { createRedis, type Redis } from '../shared/platform/redis.js';
+import type { Redis } from '../shared/platform/redis.js';
 import { TRANSCODE_GROUP, TRANSCODE_STREAM, TranscodeQueue } from '../shared/transcode/queue.js';
 import { QueueRecovery, RECOVERED_EPOCH_KEY, RECOVERY_AUDIT_REASON } from '../shared/transcode/recovery.js';
-import { MediaStore, type VideoMeta } from '../shared/video/store.js';
-import { readAuditEntries, startAuditWriter } from './helpers/audit.js';
-import { startRedis, type TestRedis } from './helpers/redis.js';
+import type { MediaStore, VideoMeta } from '../shared/video/store.js';
+import { readAuditEntries } from './helpers/audit.js';
+import type { TestRedis } from './helpers/redis.js';
+import { startTranscoder, type TranscoderHarness } from './helpers/transcoder.js';
 import { addVideo } from './helpers/videos.js';
 import { waitFor } from './helpers/wait.js';
 
 const mediaRoot = mkdtempSync(path.join(tmpdir(), 'pv-recovery-'));
+let harness: TranscoderHarness;
 let server: TestRedis;
 let redis: Redis;
 let store: MediaStore;
 let audit: AuditLog;
-let writer: { stop(): Promise<void> };
 
 beforeAll(async () => {
-  server = await startRedis();
-  const config = loadConfig({ HMAC_SECRET: 'x'.repeat(32), MEDIA_ROOT: mediaRoot, REDIS_URL: server.url }, { secretsDir: path.join(mediaRoot, 'none') });
-  redis = createRedis(config, { name: 'test' });
-  store = new MediaStore(config.videoDir, redis);
-  writer = await startAuditWriter(server.url, config.auditDir);
-  audit = createAuditLog(config, redis, createLogger('test', 'error'));
+  harness = await startTranscoder(mediaRoot);
+  ({ server, redis, store } = harness);
+  audit = harness.deps.audit;
 });
 
 afterAll(async () => {
-  await audit?.close();
-  await writer?.stop();
-  redis?.disconnect();
-  await server?.close();
+  await harness?.close();
   rmSync(mediaRoot, { recursive: true, force: true });
 });
 

@@ -6,23 +6,15 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { MediaStore } from '../shared/video/store.js';
-import { createRedis, type Redis } from '../shared/platform/redis.js';
-import { loadConfig } from '../shared/platform/config.js';
-import { startAuditWriter } from './helpers/audit.js';
 import { startFunctionProcess, type FunctionProcess } from './helpers/function-process.js';
 import { makeClip } from './helpers/media.js';
 import { childPids } from './helpers/processes.js';
-import { startRedis, type TestRedis } from './helpers/redis.js';
-import { transcodeJob } from './helpers/transcoder.js';
+import { startTranscoder, transcodeJob, type TranscoderHarness } from './helpers/transcoder.js';
 import { addVideo } from './helpers/videos.js';
 import { waitFor } from './helpers/wait.js';
 
 const mediaRoot = mkdtempSync(path.join(tmpdir(), 'pv-orphan-'));
-let server: TestRedis;
-let writer: { stop(): Promise<void> };
-let redis: Redis;
-let store: MediaStore;
+let harness: TranscoderHarness;
 
 /** Running, as opposed to gone or a zombie nobody has reaped yet (this sandbox's init reaps lazily). */
 function running(pid: number): boolean {
@@ -35,17 +27,12 @@ function running(pid: number): boolean {
 }
 
 beforeAll(async () => {
-  server = await startRedis();
-  const config = loadConfig({ HMAC_SECRET: 'x'.repeat(32), MEDIA_ROOT: mediaRoot, REDIS_URL: server.url }, { secretsDir: path.join(mediaRoot, 'none') });
-  redis = createRedis(config, { name: 'test' });
-  store = new MediaStore(config.videoDir, redis);
-  writer = await startAuditWriter(server.url, config.auditDir);
+  // Its Redis and audit writer serve the transcoder process below.
+  harness = await startTranscoder(mediaRoot);
 });
 
 afterAll(async () => {
-  redis?.disconnect();
-  await writer?.stop();
-  await server?.close();
+  await harness?.close();
   rmSync(mediaRoot, { recursive: true, force: true });
 });
 
@@ -54,7 +41,7 @@ it('kills ffmpeg within 2 s when its transcoder is killed with SIGKILL mid-encod
   let ffmpeg: number | undefined;
   try {
     transcoder = await startFunctionProcess('transcoder', {
-      REDIS_URL: server.url,
+      REDIS_URL: harness.server.url,
       MEDIA_ROOT: mediaRoot,
       // One slow rung: the encode lasts well beyond the 2 s deadline below.
       RENDITIONS: '720p',
@@ -63,7 +50,7 @@ it('kills ffmpeg within 2 s when its transcoder is killed with SIGKILL mid-encod
       TRANSCODE_LEASE_SECONDS: '5',
     });
     const clip = await makeClip(path.join(mediaRoot, 'clip.mp4'), { seconds: 6, width: 1280, height: 720 });
-    const video = await addVideo(store, clip);
+    const video = await addVideo(harness.store, clip);
     const answered = fetch(transcoder.url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(transcodeJob(video.videoId)) }).catch(() => null);
 
     const parent = transcoder.process.pid!;

@@ -8,7 +8,7 @@ import { createRedis, type Redis } from '../../shared/platform/redis.js';
 import type { TranscoderDeps } from '../../shared/transcode/transcoder.js';
 import type { TranscodeJob } from '../../shared/transcode/queue.js';
 import { startAuditWriter } from './audit.js';
-import { startRedis } from './redis.js';
+import { startRedis, type TestRedis } from './redis.js';
 
 /** A first delivery of the transcode job for `videoId`. */
 export const transcodeJob = (videoId: string): TranscodeJob => ({ videoId, attempt: 1, enqueuedAt: new Date().toISOString(), traceId: 'test' });
@@ -18,6 +18,8 @@ export interface TranscoderHarness {
   deps: TranscoderDeps;
   redis: Redis;
   store: MediaStore;
+  /** Its private redis-server (to kill, freeze or restart). */
+  server: TestRedis;
   /** The same deps under a config with `env` on top (ENABLE_HEVC, RENDITIONS, …). */
   depsWith(env: Record<string, string>): TranscoderDeps;
   close(): Promise<void>;
@@ -41,6 +43,7 @@ export async function startTranscoder(mediaRoot: string, env: Record<string, str
     deps,
     redis,
     store,
+    server,
     depsWith: (extra) => ({ ...deps, config: load(extra) }),
     async close() {
       await audit.close();
