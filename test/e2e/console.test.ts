@@ -351,8 +351,15 @@ describe('web console and real players, end to end', () => {
     await page.getByRole('heading', { name: 'Upload a video' }).waitFor(); // still signed in (sessionStorage survives a reload)
     seen = [];
     await page.getByLabel('Video file').setInputFiles(file);
+    // Every status the console shows, recorded in the page: the resume can pass through "Resuming…"
+    // faster than a read from here, so reading the element once would race it.
+    await page.evaluate(`{
+      const status = document.querySelector('#upload-status');
+      window.statusLog = [status.textContent];
+      new MutationObserver(() => window.statusLog.push(status.textContent)).observe(status, { childList: true, characterData: true, subtree: true });
+    }`);
     await page.getByRole('button', { name: 'Upload', exact: true }).click();
-    expect(await text('#upload-status')).toBe('Resuming an unfinished upload of this file…');
+    await waitFor(async () => ((await page.evaluate('window.statusLog')) as string[]).includes('Resuming an unfinished upload of this file…'), UPLOAD_DEADLINE, 'the console to say it resumes', 100);
     await waitFor(async () => (await text('#upload-percent')) === '100 %', UPLOAD_DEADLINE, 'the resumed upload to reach 100 %', 200);
     // The bar fills as bytes leave; finalize is called only once the last PATCH was answered.
     await waitFor(() => seen.find((s) => s.url.pathname === '/uploads/finalize'), UPLOAD_DEADLINE, 'finalize to be called', 200);
