@@ -12,7 +12,8 @@
  * Anything else — 502 included, which is what a transcoder the job crashed
  * looks like — → retry later (meta.json `queued`), or after
  * TRANSCODE_MAX_ATTEMPTS dead-letter it (meta.json `failed` with the reason).
- * Both are audited.
+ * Both are audited. A part of a fanned-out video (a chunk, the join) is retried
+ * alone and leaves the video `transcoding`; out of attempts it fails the video.
  *
  * Redis losing its data (NOGROUP, an emptied instance) is healed here too: the
  * group is recreated at once and the jobs meta.json says are waiting come back
@@ -209,18 +210,21 @@ export class QueueConnector {
     const { config, queue, store, audit, log } = this.d;
     const last = job.attempt >= config.transcode.maxAttempts;
     const reason = failure.code;
-    const failureReason = `${reason} (${failure.status ? `HTTP ${failure.status}, ` : ''}attempt ${job.attempt} of ${config.transcode.maxAttempts})`;
+    const part = job.part?.kind === 'chunk' ? `chunk ${job.part.index}: ` : job.part?.kind === 'join' ? 'join: ' : '';
+    const failureReason = `${part}${reason} (${failure.status ? `HTTP ${failure.status}, ` : ''}attempt ${job.attempt} of ${config.transcode.maxAttempts})`;
     await audit.record({ category: 'transcode', action: last ? 'transcode.failed' : 'transcode.retry', outcome: 'failure', reason, videoId: job.videoId });
     if (last) {
       await queue.deadLetter(entry, reason);
       outcomes.inc({ outcome: 'dead_lettered' });
-      log.error({ videoId: job.videoId, attempts: job.attempt, reason }, 'transcode failed for good; dead-lettered');
+      log.error({ videoId: job.videoId, part: job.part ?? null, attempts: job.attempt, reason }, 'transcode failed for good; dead-lettered');
     } else {
       const delay = retryDelayMs(config.transcode.retryBaseSeconds, job.attempt);
       await queue.retryLater(entry, { ...job, attempt: job.attempt + 1 }, delay);
       outcomes.inc({ outcome: 'retried' });
-      log.warn({ videoId: job.videoId, attempt: job.attempt, reason, retryInMs: delay }, 'transcode failed; retry scheduled');
+      log.warn({ videoId: job.videoId, part: job.part ?? null, attempt: job.attempt, reason, retryInMs: delay }, 'transcode failed; retry scheduled');
     }
+    // A part retried alone leaves the video `transcoding` (its other chunks go on); out of attempts, the whole video has failed.
+    if (job.part && !last) return;
     await (last ? markFailed : markRetrying)(store, job.videoId, failureReason).catch((err: unknown) => log.warn({ videoId: job.videoId, err: (err as Error).message }, 'could not record the failure in meta.json'));
   }
 

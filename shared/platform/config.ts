@@ -138,6 +138,7 @@ const VARIABLES = {
   TRANSCODE_TIMEOUT_SECONDS: { default: '3600', parse: int(10, 6 * 3600) },
   TRANSCODE_LEASE_SECONDS: { default: '60', parse: int(5, 3600) },
   TRANSCODE_RETRY_BASE_SECONDS: { default: '30', parse: int(1, 3600) },
+  TRANSCODE_CHUNK_SEGMENTS: { default: '15', parse: int(0, 1800) },
   QUEUE_CONNECTOR_METRICS_PORT: { default: '0', parse: int(0, 65535) },
 
   GATEWAY_URL: { default: 'http://127.0.0.1:8080', parse: url },
@@ -223,6 +224,8 @@ export interface Config {
     leaseSeconds: number;
     /** First retry delay; doubles per attempt (with jitter). */
     retryBaseSeconds: number;
+    /** Fan-out chunk length in HLS segments (a video longer than one chunk is split across replicas); 0 = never split. */
+    chunkSegments: number;
     /** Port of the queue connector's /metrics (null: none; the local stack reads queue gauges from the transcoder). */
     connectorMetricsPort: number | null;
   };
@@ -338,6 +341,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
       timeoutSeconds: p.TRANSCODE_TIMEOUT_SECONDS,
       leaseSeconds: p.TRANSCODE_LEASE_SECONDS,
       retryBaseSeconds: p.TRANSCODE_RETRY_BASE_SECONDS,
+      chunkSegments: p.TRANSCODE_CHUNK_SEGMENTS,
       connectorMetricsPort: p.QUEUE_CONNECTOR_METRICS_PORT === 0 ? null : p.QUEUE_CONNECTOR_METRICS_PORT,
     },
     gateway: {

@@ -99,10 +99,11 @@ export function encodeOptionsFor(config: Config, probed: ProbeResult, codecs: Vi
   };
 }
 
-export function buildEncodeCommand(o: EncodeOptions): EncodeCommand {
+/** The video half of an encode: the split/scale graph, the maps and the per-stream encoder settings, identical for a whole video and for a chunk of it. */
+function videoEncodeArgs(o: EncodeOptions): { args: string[]; video: StreamPlan['video'] } {
   const gop = Math.max(1, Math.round((o.fps ?? 30) * SEGMENT_SECONDS));
   const filters: string[] = [`[0:v:0]split=${o.rungs.length}${o.rungs.map((_, r) => `[s${r}]`).join('')}`];
-  const streams: StreamPlan = { video: [], audio: null };
+  const video: StreamPlan['video'] = [];
   const maps: string[] = [];
   const perStream: string[] = [];
   o.rungs.forEach((rung, r) => {
@@ -113,41 +114,93 @@ export function buildEncodeCommand(o: EncodeOptions): EncodeCommand {
   // Stream order: codec by codec, rungs smallest first within each; audio last.
   for (const codec of o.codecs) {
     o.rungs.forEach((rung, r) => {
-      const index = streams.video.length;
-      streams.video.push({ index, rung, codec });
+      const index = video.length;
+      video.push({ index, rung, codec });
       maps.push('-map', `[v${r}${codec}]`);
       perStream.push(...codecArgs(codec, index, rung, o, gop));
     });
   }
-  if (o.hasAudio) {
-    streams.audio = { index: streams.video.length };
-    maps.push('-map', '0:a:0');
-  }
-  const adaptationSets = o.codecs.map((codec, c) => `id=${c},streams=${streams.video.filter((s) => s.codec === codec).map((s) => s.index).join(',')}`);
-  if (streams.audio) adaptationSets.push(`id=${o.codecs.length},streams=${streams.audio.index}`);
-
   const args = [
-    '-hide_banner', '-nostdin', '-loglevel', 'error', '-nostats', '-y',
-    '-progress', 'pipe:1', '-stats_period', '1',
-    '-i', o.source,
     '-filter_complex', filters.join(';'),
     ...maps,
     // Source metadata (title, comment, location, device) may be PHI: none of it is copied.
     '-map_metadata', '-1', '-map_chapters', '-1',
     ...perStream,
     '-threads', String(o.threads),
+    // Keyframes by timestamp: a chunk starts at a multiple of SEGMENT_SECONDS, so its forced keyframes fall where the whole video's would.
     '-g', String(gop), '-keyint_min', String(gop), '-sc_threshold', '0', '-flags', '+cgop',
     '-force_key_frames', `expr:gte(t,n_forced*${SEGMENT_SECONDS})`,
-    ...(streams.audio ? ['-c:a', 'aac', '-b:a', `${AUDIO_KBPS}k`, '-ac', '2', '-ar', '48000'] : []),
+  ];
+  return { args, video };
+}
+
+const AUDIO_ARGS = ['-c:a', 'aac', '-b:a', `${AUDIO_KBPS}k`, '-ac', '2', '-ar', '48000'];
+
+/** The dash muxer writing CMAF segments, the DASH manifest and HLS playlists into `outDir`. */
+function dashOutputArgs(outDir: string, streams: StreamPlan, codecs: VideoCodecFamily[]): string[] {
+  const adaptationSets = codecs.map((codec, c) => `id=${c},streams=${streams.video.filter((s) => s.codec === codec).map((s) => s.index).join(',')}`);
+  if (streams.audio) adaptationSets.push(`id=${codecs.length},streams=${streams.audio.index}`);
+  return [
     '-f', 'dash', '-dash_segment_type', 'mp4', '-seg_duration', String(SEGMENT_SECONDS),
     '-use_template', '1', '-use_timeline', '1',
     '-hls_playlist', '1', '-hls_master_name', FFMPEG_MASTER_NAME,
     '-adaptation_sets', adaptationSets.join(' '),
     '-init_seg_name', initSegmentName('$RepresentationID$'),
     '-media_seg_name', 'seg_$RepresentationID$_$Number%05d$.m4s',
-    `${o.outDir}/${MANIFEST_NAME}`,
+    `${outDir}/${MANIFEST_NAME}`,
+  ];
+}
+
+const COMMON_ARGS = ['-hide_banner', '-nostdin', '-loglevel', 'error', '-nostats', '-y', '-progress', 'pipe:1', '-stats_period', '1'];
+
+export function buildEncodeCommand(o: EncodeOptions): EncodeCommand {
+  const { args: videoArgs, video } = videoEncodeArgs(o);
+  const streams: StreamPlan = { video, audio: o.hasAudio ? { index: video.length } : null };
+  const args = [
+    ...COMMON_ARGS,
+    '-i', o.source,
+    ...videoArgs,
+    ...(streams.audio ? ['-map', '0:a:0', ...AUDIO_ARGS] : []),
+    ...dashOutputArgs(o.outDir, streams, o.codecs),
   ];
   return { args, streams };
+}
+
+/**
+ * One time chunk of a fanned-out transcode: every rung of [start, start + seconds)
+ * (to the end when `seconds` is null) into one MP4 with a video track per stream,
+ * no audio. Input seeking is frame-exact (ffmpeg decodes from the keyframe before
+ * `start` and drops what precedes it), so every source frame lands in exactly one chunk.
+ */
+export function buildChunkCommand(o: EncodeOptions, start: number, seconds: number | null, out: string): string[] {
+  const { args: videoArgs } = videoEncodeArgs(o);
+  return [
+    ...COMMON_ARGS,
+    '-ss', start.toFixed(3), ...(seconds === null ? [] : ['-t', seconds.toFixed(3)]),
+    '-i', o.source,
+    ...videoArgs,
+    '-an', '-f', 'mp4', out,
+  ];
+}
+
+/**
+ * The join: the chunks, concatenated by ffmpeg's concat demuxer (`concatList`:
+ * each chunk's exact duration, so chunk n starts at n × chunk length) and copied,
+ * not re-encoded, into the dash muxer, which writes one init segment per stream
+ * and continuous fragment timestamps — the layout of a whole-video encode. Audio
+ * is encoded here, once for the whole video, from the original.
+ */
+export function buildJoinCommand(o: EncodeOptions, concatList: string, streams: StreamPlan): string[] {
+  return [
+    ...COMMON_ARGS,
+    '-f', 'concat', '-safe', '0', '-i', concatList,
+    ...(streams.audio ? ['-i', o.source] : []),
+    ...streams.video.flatMap((s) => ['-map', `0:v:${s.index}`]),
+    ...(streams.audio ? ['-map', '1:a:0', ...AUDIO_ARGS] : []),
+    '-map_metadata', '-1', '-map_chapters', '-1',
+    '-c:v', 'copy',
+    ...dashOutputArgs(o.outDir, streams, o.codecs),
+  ];
 }
 
 /** A poster frame at `at` seconds, scaled to the top rung's size. */

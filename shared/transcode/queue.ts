@@ -10,8 +10,10 @@
  * - `pulsevault:transcode:delayed`: failed jobs waiting for their retry (sorted
  *   set by due time, job bodies in a hash), moved back to the stream when due.
  * - `pulsevault:transcode:dead`: the dead-letter stream (jobs out of attempts).
- * - `pulsevault:transcode:active:<videoId>`: which entry (or `delayed`) holds
- *   the video's job, so enqueueing a video that is already queued is a no-op.
+ * - `pulsevault:transcode:active:<job key>`: which entry (or `delayed`) holds
+ *   the job, so enqueueing a job that is already queued is a no-op. The job key
+ *   is the video id for a whole-video job, `<videoId>:chunk:<n>` / `<videoId>:join`
+ *   for the parts of a fanned-out one (each part retried and dead-lettered alone).
  *
  * Multi-key scripts assume one Redis (not Cluster), as the rest of PulseVault does.
  */
@@ -30,20 +32,34 @@ export const DEAD_LETTER_STREAM = 'pulsevault:transcode:dead';
 export const DELAYED_SET = 'pulsevault:transcode:delayed';
 export const DELAYED_JOBS = 'pulsevault:transcode:delayed:jobs';
 const ACTIVE_PREFIX = 'pulsevault:transcode:active:';
-export const activeKey = (videoId: string) => `${ACTIVE_PREFIX}${videoId}`;
+export const activeKey = (key: string) => `${ACTIVE_PREFIX}${key}`;
 /** The connector topic the transcoder subscribes to (stack.yml `topic` annotation). */
 export const TRANSCODE_TOPIC = 'transcode';
 /** Dead-letter entries kept (approximately): enough to investigate, bounded. */
 const DEAD_LETTER_MAXLEN = 10_000;
 
+/** A part of a fanned-out transcode (shared/transcode/fanout.ts): one time chunk, or the join. Absent: the whole video. */
+export const transcodePartSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('chunk'), index: z.number().int().min(0) }),
+  z.object({ kind: z.literal('join') }),
+]);
+export type TranscodePart = z.infer<typeof transcodePartSchema>;
+
 export const transcodeJobSchema = z.object({
   videoId: z.string().regex(UUID_PATTERN, 'must be a lowercase UUID'),
+  part: transcodePartSchema.optional(),
   attempt: z.number().int().min(1),
   enqueuedAt: z.string(),
   traceId: z.string().min(1).max(64),
   traceparent: z.string().max(256).nullable().optional(),
 });
 export type TranscodeJob = z.infer<typeof transcodeJobSchema>;
+
+/** What a job is deduplicated, retried and reclaimed by: the video, or the video's part. */
+export function jobKey(job: Pick<TranscodeJob, 'videoId' | 'part'>): string {
+  if (!job.part) return job.videoId;
+  return job.part.kind === 'chunk' ? `${job.videoId}:chunk:${job.part.index}` : `${job.videoId}:join`;
+}
 
 /** A job as read from the stream: its entry id and body. */
 export interface QueueEntry {
@@ -101,13 +117,13 @@ return 1`;
 // Due retries back into the stream. Active keys are derived in the script (single Redis only).
 const PROMOTE = `
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, videoId in ipairs(due) do
-  local job = redis.call('HGET', KEYS[3], videoId)
-  redis.call('ZREM', KEYS[2], videoId)
-  redis.call('HDEL', KEYS[3], videoId)
+for _, key in ipairs(due) do
+  local job = redis.call('HGET', KEYS[3], key)
+  redis.call('ZREM', KEYS[2], key)
+  redis.call('HDEL', KEYS[3], key)
   if job then
     local id = redis.call('XADD', KEYS[1], '*', 'job', job)
-    redis.call('SET', ARGV[3] .. videoId, id)
+    redis.call('SET', ARGV[3] .. key, id)
   end
 end
 return #due`;
@@ -148,13 +164,27 @@ export async function enqueueTranscode(redis: Redis, videoId: string, traceparen
     const { moved } = await markRequeued(options.store, videoId);
     if (moved) await options.audit?.record({ category: 'transcode', action: 'transcode.queued', outcome: 'success', videoId, requestId: options.requestId ?? null });
   }
-  const [added, entryId] = (await redis.eval(ENQUEUE, 3, TRANSCODE_STREAM, activeKey(videoId), DELAYED_SET, JSON.stringify(job), videoId)) as [number, string];
+  return addJob(redis, job);
+}
+
+async function addJob(redis: Redis, job: TranscodeJob): Promise<EnqueueResult> {
+  const key = jobKey(job);
+  const [added, entryId] = (await redis.eval(ENQUEUE, 3, TRANSCODE_STREAM, activeKey(key), DELAYED_SET, JSON.stringify(job), key)) as [number, string];
   return { job, enqueued: added === 1, entryId };
 }
 
 /** Whether the video has a job waiting, running or scheduled for retry. */
 export async function hasLiveJob(redis: Redis, videoId: string): Promise<boolean> {
   return (await redis.eval(HAS_LIVE_JOB, 3, TRANSCODE_STREAM, activeKey(videoId), DELAYED_SET, videoId)) === 1;
+}
+
+/** Add the jobs of a fanned-out video's parts (chunks, join); parts already queued are left alone. meta.json is not touched. */
+export async function enqueueParts(redis: Redis, parent: TranscodeJob, parts: TranscodePart[]): Promise<EnqueueResult[]> {
+  const results: EnqueueResult[] = [];
+  for (const part of parts) {
+    results.push(await addJob(redis, { videoId: parent.videoId, part, attempt: 1, enqueuedAt: new Date().toISOString(), traceId: parent.traceId, traceparent: parent.traceparent ?? null }));
+  }
+  return results;
 }
 
 /** The trace id of a W3C traceparent (`00-<trace id>-<span id>-<flags>`), or a fresh one. */
@@ -232,7 +262,7 @@ export class TranscodeQueue {
   }
 
   async ack(entry: QueueEntry): Promise<void> {
-    await this.redis.eval(ACK, 2, TRANSCODE_STREAM, activeKey(entry.job?.videoId ?? ''), TRANSCODE_GROUP, entry.id);
+    await this.redis.eval(ACK, 2, TRANSCODE_STREAM, activeKey(entry.job ? jobKey(entry.job) : ''), TRANSCODE_GROUP, entry.id);
   }
 
   /** Replace the entry by `next` (attempt + 1), due in `delayMs`. */
@@ -241,12 +271,12 @@ export class TranscodeQueue {
       RETRY_LATER,
       4,
       TRANSCODE_STREAM,
-      activeKey(next.videoId),
+      activeKey(jobKey(next)),
       DELAYED_SET,
       DELAYED_JOBS,
       TRANSCODE_GROUP,
       entry.id,
-      next.videoId,
+      jobKey(next),
       String(Date.now() + delayMs),
       JSON.stringify(next),
     );
@@ -254,7 +284,7 @@ export class TranscodeQueue {
 
   async deadLetter(entry: QueueEntry, reason: string): Promise<void> {
     const body = JSON.stringify({ ...(entry.job ?? { raw: entry.raw }), reason, deadAt: new Date().toISOString() });
-    await this.redis.eval(DEAD_LETTER, 3, TRANSCODE_STREAM, activeKey(entry.job?.videoId ?? ''), DEAD_LETTER_STREAM, TRANSCODE_GROUP, entry.id, body, String(DEAD_LETTER_MAXLEN));
+    await this.redis.eval(DEAD_LETTER, 3, TRANSCODE_STREAM, activeKey(entry.job ? jobKey(entry.job) : ''), DEAD_LETTER_STREAM, TRANSCODE_GROUP, entry.id, body, String(DEAD_LETTER_MAXLEN));
   }
 
   /** Move due retries back into the stream; returns how many. */

@@ -9,22 +9,39 @@
  * 409 `transcode_in_progress` (the connector waits and asks again).
  * Failures are left to the connector to turn into `queued` (retry) or `failed`.
  */
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { AuditLog } from '../audit/client.js';
 import type { Config } from '../platform/config.js';
 import { AppError, ConflictError, UnprocessableError } from '../platform/errors.js';
 import { exists } from '../platform/exists.js';
 import type { Logger } from '../platform/log.js';
-import type { MediaStore } from '../video/store.js';
+import type { MediaStore, VideoMeta } from '../video/store.js';
 import { counter, histogram } from '../platform/metrics.js';
-import { probe } from '../video/probe.js';
+import { probe, type ProbeResult } from '../video/probe.js';
 import { markProgress, markTranscoded, markTranscoding } from '../video/state.js';
 import type { Redis } from '../platform/redis.js';
-import type { TranscodeJob } from './queue.js';
-import { buildEncodeCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME } from './ffmpeg-command.js';
+import { enqueueParts, type TranscodeJob } from './queue.js';
+import { buildChunkCommand, buildEncodeCommand, buildJoinCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME, SEGMENT_SECONDS } from './ffmpeg-command.js';
+import {
+  chunkDone,
+  chunkRange,
+  chunksDir,
+  chunkWorkFile,
+  clearChunkProgress,
+  commitChunk,
+  missingChunks,
+  planChunks,
+  readPlan,
+  recordChunkProgress,
+  removeChunks,
+  writeConcatList,
+  writePlan,
+  type ChunkPlan,
+} from './fanout.js';
 import { FfmpegError, listEncoders, runFfmpeg } from './ffmpeg-run.js';
 import type { VideoCodecFamily } from './ladder.js';
-import { acquireLease } from './lease.js';
+import { acquireLease, type Lease } from './lease.js';
 import { MASTER_NAME, writePlaylists } from './playlists.js';
 import { createWorkDir, publishDir, removeLeftovers } from './publish.js';
 
@@ -42,7 +59,12 @@ export interface TranscoderDeps {
   log: Logger;
 }
 
-export type TranscodeResult = { outcome: 'transcoded'; renditions: string[]; seconds: number } | { outcome: 'already_transcoded' };
+export type TranscodeResult =
+  | { outcome: 'transcoded'; renditions: string[]; seconds: number }
+  | { outcome: 'already_transcoded' }
+  | { outcome: 'fanned_out'; chunks: number }
+  | { outcome: 'chunk_transcoded'; chunk: number }
+  | { outcome: 'skipped'; reason: 'video_failed' };
 
 const transcodes = () =>
   counter({ name: 'pulsevault_transcodes_total', help: 'Transcode attempts by outcome (success, failure, skipped = already transcoded).', labelNames: ['status'] as const });
@@ -72,15 +94,55 @@ export function encodeBudgetMs(config: Config): number {
   return (total - Math.min(60, Math.ceil(total / 10))) * 1000;
 }
 
+/** Run an encode under the lease and the time budget, reporting the fraction of `seconds` written (throttled). */
+async function runEncode(config: Config, args: string[], lease: Lease, seconds: number, onFraction: (fraction: number) => Promise<unknown>, log: Logger): Promise<void> {
+  let lastWrite = Date.now();
+  let writing: Promise<unknown> = Promise.resolve();
+  const signal = AbortSignal.any([lease.lost, AbortSignal.timeout(encodeBudgetMs(config))]);
+  await runFfmpeg(args, {
+    signal,
+    onProgress: ({ outTimeSeconds }) => {
+      if (Date.now() - lastWrite < PROGRESS_WRITE_MS) return;
+      lastWrite = Date.now();
+      const fraction = seconds > 0 ? Math.min(1, outTimeSeconds / seconds) : 0;
+      writing = writing.then(() => onFraction(fraction)).catch((err: unknown) => log.warn({ err }, 'progress update failed'));
+    },
+  }).catch((err: unknown) => {
+    if (err instanceof FfmpegError && err.reason === 'aborted') {
+      throw new FfmpegError(lease.lost.aborted ? 'lease_lost' : 'timeout', lease.lost.aborted ? 'the lease was lost' : `transcode exceeded ${encodeBudgetMs(config) / 1000} s`);
+    }
+    throw err;
+  });
+  await writing;
+}
+
+async function probeOriginal(source: string): Promise<ProbeResult> {
+  return probe(source).catch((err: unknown) => {
+    throw err instanceof AppError ? new UnprocessableError(err.message, 'unreadable_original') : err;
+  });
+}
+
+const isTranscoded = async (store: MediaStore, videoId: string, meta: VideoMeta) =>
+  meta.status === 'transcoded' && (await exists(path.join(store.dir(videoId), OUTPUT_DIR, MASTER_NAME)));
+
+/** A job for a whole video, one of its chunks, or its join (shared/transcode/fanout.ts). */
 export async function transcodeVideo(deps: TranscoderDeps, codecs: VideoCodecFamily[], job: TranscodeJob, requestId: string | null = null): Promise<TranscodeResult> {
+  if (job.part?.kind === 'chunk') return transcodeChunk(deps, job, job.part.index, requestId);
+  return transcodeWhole(deps, codecs, job, requestId);
+}
+
+async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], job: TranscodeJob, requestId: string | null): Promise<TranscodeResult> {
   const { config, redis, store, audit, log } = deps;
   const { videoId } = job;
+  const joining = job.part?.kind === 'join';
   const videoDir = store.dir(videoId);
   const meta = await store.read(videoId);
-  if (meta.status === 'transcoded' && (await exists(path.join(videoDir, OUTPUT_DIR, MASTER_NAME)))) {
+  if (await isTranscoded(store, videoId, meta)) {
     transcodes().inc({ status: 'skipped' });
     return { outcome: 'already_transcoded' };
   }
+  // A chunk was dead-lettered (the video failed) after this join was queued: nothing may be published.
+  if (joining && meta.status === 'failed') return { outcome: 'skipped', reason: 'video_failed' };
   const lease = await acquireLease(redis, videoId, config.transcode.leaseSeconds * 1000);
   if (!lease) throw new ConflictError('another transcoder is working on this video', 'transcode_in_progress');
 
@@ -91,37 +153,47 @@ export async function transcodeVideo(deps: TranscoderDeps, codecs: VideoCodecFam
   try {
     const cleaned = await removeLeftovers(videoDir);
     if (cleaned > 0) log.info({ videoId, cleaned }, 'removed leftovers of an interrupted transcode');
-    await markTranscoding(store, videoId, job.attempt);
-    await record('transcode.start', 'success');
-
     const source = path.join(videoDir, meta.original);
-    const probed = await probe(source).catch((err: unknown) => {
-      throw err instanceof AppError ? new UnprocessableError(err.message, 'unreadable_original') : err;
-    });
+    const probed = await probeOriginal(source);
+
+    let plan: ChunkPlan | null = null;
+    if (joining) {
+      plan = await readPlan(videoDir);
+      if (!plan) throw new UnprocessableError('the video has no chunk plan to join', 'no_chunk_plan');
+      const missing = await missingChunks(videoDir, plan);
+      if (missing.length > 0) throw new UnprocessableError(`chunks ${missing.join(', ')} are missing`, 'chunks_missing');
+      await record('transcode.join', 'success');
+    } else {
+      await markTranscoding(store, videoId, job.attempt);
+      await record('transcode.start', 'success');
+      const starts = planChunks(probed.duration, config.transcode.chunkSegments);
+      if (starts) {
+        const { source: _s, outDir: _o, ...settings } = encodeOptionsFor(config, probed, codecs, source, videoDir);
+        const fanned: ChunkPlan = { chunkSeconds: config.transcode.chunkSegments * SEGMENT_SECONDS, starts, settings };
+        await writePlan(videoDir, fanned);
+        await clearChunkProgress(redis, videoId);
+        // Chunks kept from an earlier plan with the same settings are not redone.
+        const missing = await missingChunks(videoDir, fanned);
+        await enqueueParts(redis, job, missing.length > 0 ? missing.map((index) => ({ kind: 'chunk' as const, index })) : [{ kind: 'join' }]);
+        await record('transcode.fanout', 'success');
+        log.info({ videoId, chunks: starts.length, toEncode: missing.length, chunkSeconds: fanned.chunkSeconds }, 'transcode fanned out');
+        return { outcome: 'fanned_out', chunks: starts.length };
+      }
+    }
+
     workDir = await createWorkDir(videoDir);
-    const encode = encodeOptionsFor(config, probed, codecs, source, workDir);
+    const encode = plan ? { ...plan.settings, source, outDir: workDir } : encodeOptionsFor(config, probed, codecs, source, workDir);
     const { rungs } = encode;
     const { args, streams } = buildEncodeCommand(encode);
-
-    let lastWrite = Date.now();
-    let writing: Promise<unknown> = Promise.resolve();
-    const signal = AbortSignal.any([lease.lost, AbortSignal.timeout(encodeBudgetMs(config))]);
-    await runFfmpeg(args, {
-      signal,
-      onProgress: ({ outTimeSeconds }) => {
-        if (Date.now() - lastWrite < PROGRESS_WRITE_MS) return;
-        lastWrite = Date.now();
-        // Encoding is ~all of the work; 99 % until the outputs are published.
-        const progress = Math.min(99, Math.floor((outTimeSeconds / probed.duration) * 100));
-        writing = writing.then(() => markProgress(store, videoId, progress)).catch((err: unknown) => log.warn({ videoId, err }, 'progress update failed'));
-      },
-    }).catch((err: unknown) => {
-      if (err instanceof FfmpegError && err.reason === 'aborted') {
-        throw new FfmpegError(lease.lost.aborted ? 'lease_lost' : 'timeout', lease.lost.aborted ? 'the lease was lost' : `transcode exceeded ${encodeBudgetMs(config) / 1000} s`);
-      }
-      throw err;
-    });
-    await writing;
+    if (plan) {
+      const list = path.join(workDir, 'chunks.ffconcat');
+      await writeConcatList(videoDir, plan, list);
+      await runEncode(config, buildJoinCommand(encode, list, streams), lease, probed.duration, async () => undefined, log);
+      await rm(list);
+    } else {
+      // Encoding is ~all of the work; 99 % until the outputs are published.
+      await runEncode(config, args, lease, probed.duration, (f) => markProgress(store, videoId, Math.min(99, Math.floor(f * 100))), log);
+    }
 
     const top = rungs[rungs.length - 1]!;
     await runFfmpeg(buildPosterCommand(source, path.join(workDir, POSTER_NAME), Math.min(probed.duration / 2, 2), top));
@@ -131,15 +203,20 @@ export async function transcodeVideo(deps: TranscoderDeps, codecs: VideoCodecFam
 
     const { meta: done } = await markTranscoded(store, videoId, {
       ladder: rungs.map((r) => ({ name: r.name, width: r.width, height: r.height, kbps: r.kbps })),
-      codecs,
+      codecs: encode.codecs,
       outputs: { hlsMaster: `${OUTPUT_DIR}/${MASTER_NAME}`, dashManifest: `${OUTPUT_DIR}/${MANIFEST_NAME}`, poster: `${OUTPUT_DIR}/${POSTER_NAME}` },
     });
     const { renditions } = done;
+    // Only once published and recorded: a crash before this leaves the chunks for the join's retry.
+    if (plan) {
+      await removeChunks(videoDir);
+      await clearChunkProgress(redis, videoId);
+    }
     await record('transcode.complete', 'success');
     const seconds = (Date.now() - started) / 1000;
     transcodes().inc({ status: 'success' });
     duration().observe({ ladder: top.name }, seconds);
-    log.info({ videoId, renditions, seconds, attempt: job.attempt }, 'transcoded');
+    log.info({ videoId, renditions, seconds, attempt: job.attempt, joined: plan?.starts.length ?? 0 }, 'transcoded');
     return { outcome: 'transcoded', renditions, seconds };
   } catch (err) {
     transcodes().inc({ status: 'failure' });
@@ -149,6 +226,58 @@ export async function transcodeVideo(deps: TranscoderDeps, codecs: VideoCodecFam
     throw err;
   } finally {
     if (workDir) await removeLeftovers(videoDir).catch(() => undefined);
+    await lease.release();
+  }
+}
+
+/**
+ * One chunk of a fanned-out video, under the chunk's own lease (chunks of one
+ * video run side by side on different replicas). A chunk already on disk is not
+ * redone. Whoever finds the last chunk present enqueues the join (idempotent:
+ * the join job is keyed by the video, and a redelivered chunk job asks again).
+ */
+async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: number, requestId: string | null): Promise<TranscodeResult> {
+  const { config, redis, store, audit, log } = deps;
+  const { videoId } = job;
+  const videoDir = store.dir(videoId);
+  const meta = await store.read(videoId);
+  if (await isTranscoded(store, videoId, meta)) return { outcome: 'already_transcoded' };
+  if (meta.status === 'failed') return { outcome: 'skipped', reason: 'video_failed' };
+  const plan = await readPlan(videoDir);
+  if (!plan) throw new UnprocessableError('the video has no chunk plan', 'no_chunk_plan');
+  const range = chunkRange(plan, index);
+  const lease = await acquireLease(redis, `${videoId}:chunk:${index}`, config.transcode.leaseSeconds * 1000);
+  if (!lease) throw new ConflictError('another transcoder is working on this chunk', 'transcode_in_progress');
+  const record = (action: string, outcome: 'success' | 'failure', reason: string | null = null) =>
+    audit.record({ category: 'transcode', action, outcome, reason, videoId, requestId });
+  try {
+    if (!(await chunkDone(videoDir, index))) {
+      const started = Date.now();
+      await record('transcode.chunk.start', 'success');
+      const source = path.join(videoDir, meta.original);
+      const probed = await probeOriginal(source);
+      const work = await chunkWorkFile(videoDir, index);
+      const args = buildChunkCommand({ ...plan.settings, source, outDir: chunksDir(videoDir) }, range.start, range.seconds, work);
+      const chunkSeconds = range.seconds ?? probed.duration - range.start;
+      const report = async (fraction: number) => {
+        const overall = await recordChunkProgress(redis, videoId, plan, index, fraction, probed);
+        // The join and publish are the last percent.
+        await markProgress(store, videoId, Math.min(99, Math.floor(overall * 99)));
+      };
+      await runEncode(config, args, lease, chunkSeconds, report, log);
+      await commitChunk(work, videoDir, index);
+      await report(1);
+      await record('transcode.chunk.complete', 'success');
+      log.info({ videoId, chunk: index, of: plan.starts.length, seconds: (Date.now() - started) / 1000, attempt: job.attempt }, 'chunk transcoded');
+    }
+    if ((await missingChunks(videoDir, plan)).length === 0) await enqueueParts(redis, job, [{ kind: 'join' }]);
+    return { outcome: 'chunk_transcoded', chunk: index };
+  } catch (err) {
+    const reason = err instanceof AppError ? err.code : 'internal';
+    log.warn({ videoId, chunk: index, attempt: job.attempt, reason, err: err instanceof AppError ? err.message : err }, 'chunk transcode failed');
+    await record('transcode.error', 'failure', reason).catch(() => undefined);
+    throw err;
+  } finally {
     await lease.release();
   }
 }

@@ -120,9 +120,9 @@ export function markTranscoding(store: MediaStore, videoId: string, attempt: num
   return transition(store, videoId, 'start', (m) => ({ ...m, progress: 0, transcodeAttempt: attempt, transcodeStartedAt: new Date().toISOString() }));
 }
 
-/** 0–100 while transcoding. */
+/** 0–100 while transcoding; never lowered (the chunks of a fanned-out video report out of order). markTranscoding starts it at 0. */
 export function markProgress(store: MediaStore, videoId: string, progress: number): Promise<Transition> {
-  return transition(store, videoId, 'progress', (m) => ({ ...m, progress }));
+  return transition(store, videoId, 'progress', (m) => ({ ...m, progress: Math.max(m.progress ?? 0, progress) }));
 }
 
 export interface TranscodedOutputs {

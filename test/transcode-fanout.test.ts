@@ -1,0 +1,143 @@
+/**
+ * Transcode fan-out with real ffmpeg and a real Redis: a 10 s clip in 4 s chunks
+ * (2 segments of 2 s), each chunk its own job, joined into the published layout.
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import HLS from 'hls-parser';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MediaStore, VideoMeta } from '../shared/video/store.js';
+import { SEGMENT_SECONDS } from '../shared/transcode/ffmpeg-command.js';
+import { CHUNKS_DIR, planChunks } from '../shared/transcode/fanout.js';
+import { checkEncoders, transcodeVideo, type TranscoderDeps } from '../shared/transcode/transcoder.js';
+import { readAuditEntries } from './helpers/audit.js';
+import { joinRung, packets, rungSegments, runFannedOut, ssim, tfdt, timescale } from './helpers/fanout.js';
+import { expectValidLadder } from './helpers/ladder.js';
+import { makeClip } from './helpers/media.js';
+import { startTranscoder, transcodeJob as job, type TranscoderHarness } from './helpers/transcoder.js';
+import { addVideo } from './helpers/videos.js';
+
+const tmp = mkdtempSync(path.join(tmpdir(), 'pv-fanout-'));
+const FPS = 25;
+const CHUNK_SEGMENTS = 2;
+const CHUNK_SECONDS = CHUNK_SEGMENTS * SEGMENT_SECONDS;
+let harness: TranscoderHarness;
+let store: MediaStore;
+let chunked: TranscoderDeps;
+let clip: string;
+/** The same source, fanned out and in one job. */
+let fanned: VideoMeta;
+let single: VideoMeta;
+
+beforeAll(async () => {
+  harness = await startTranscoder(tmp, { RENDITIONS: '240p,360p', TRANSCODE_CHUNK_SEGMENTS: String(CHUNK_SEGMENTS) });
+  store = harness.store;
+  chunked = harness.deps;
+  clip = await makeClip(path.join(tmp, 'clip.mp4'), { seconds: 10, width: 640, height: 360, fps: FPS });
+  const codecs = await checkEncoders(harness.config);
+  fanned = await addVideo(store, clip);
+  single = await addVideo(store, clip);
+  const results = await runFannedOut(chunked, codecs, job(fanned.videoId));
+  expect(results.get(fanned.videoId)).toEqual({ outcome: 'fanned_out', chunks: 3 });
+  expect(await transcodeVideo(harness.depsWith({ TRANSCODE_CHUNK_SEGMENTS: '0' }), codecs, job(single.videoId))).toMatchObject({ outcome: 'transcoded' });
+}, 120_000);
+
+afterAll(async () => {
+  await harness.close();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+const hlsDir = (v: VideoMeta) => path.join(store.dir(v.videoId), 'hls');
+const master = (v: VideoMeta) => {
+  const m = HLS.parse(readFileSync(path.join(hlsDir(v), 'master.m3u8'), 'utf8'));
+  if (!m.isMasterPlaylist) throw new Error('not a master playlist');
+  return m;
+};
+/** Every media playlist of a published ladder: the video rungs and the audio rendition. */
+const playlists = (v: VideoMeta) => [...master(v).variants.map((x) => x.uri), master(v).variants[0]!.audio[0]!.uri!];
+
+describe('planning', () => {
+  it('splits on segment boundaries, keeps short videos one job and folds a sub-segment tail into the last chunk', () => {
+    expect(planChunks(10, 2)).toEqual([0, 4, 8]);
+    expect(planChunks(4, 2)).toBeNull();
+    expect(planChunks(9, 2)).toEqual([0, 4]);
+    expect(planChunks(3600, 0)).toBeNull();
+    expect(planChunks(3600, 30)).toHaveLength(60);
+  });
+});
+
+describe('a fanned-out transcode', () => {
+  it('publishes a complete ladder (HLS + DASH, measured BANDWIDTH/CODECS) and leaves no chunks behind', async () => {
+    const ladder = expectValidLadder(store.dir(fanned.videoId), { sourceDuration: fanned.duration!, hasAudio: true });
+    expect(ladder.resolutions).toEqual(['416x234', '640x360']);
+    expect(readdirSync(store.dir(fanned.videoId))).not.toContain(CHUNKS_DIR);
+    const done = await store.read(fanned.videoId);
+    expect(done).toMatchObject({ status: 'transcoded', progress: 100, renditions: ['240p', '360p'] });
+    const actions = readAuditEntries(harness.config.auditDir)
+      .filter((a) => a.category === 'transcode' && a.videoId === fanned.videoId)
+      .map((a) => a.action);
+    expect(actions.filter((a) => a === 'transcode.chunk.complete')).toHaveLength(3);
+    expect(actions.at(-1)).toBe('transcode.complete');
+    // The master declares what was measured, as a single-pass encode does: within 10 % of it.
+    master(fanned).variants.forEach((v, i) => {
+      const reference = master(single).variants[i]!;
+      expect(v.codecs).toBe(reference.codecs);
+      expect(Math.abs(v.bandwidth / reference.bandwidth - 1)).toBeLessThan(0.1);
+    });
+  });
+
+  it('has continuous timestamps across every chunk boundary in every rung and the audio: tfdt, PTS and DTS', async () => {
+    for (const playlist of playlists(fanned)) {
+      const rung = rungSegments(hlsDir(fanned), playlist);
+      const scale = timescale(readFileSync(path.join(hlsDir(fanned), rung.init)));
+      const starts = rung.segments.map((s) => Number(tfdt(readFileSync(path.join(hlsDir(fanned), s.uri)))) / scale);
+      if (playlist.startsWith('audio')) {
+        // Audio is encoded once for the whole video (no chunk boundary); its EXTINFs are rounded to AAC frames.
+        for (let i = 1; i < starts.length; i++) expect(starts[i]!).toBeGreaterThan(starts[i - 1]!);
+      } else {
+        // Each fragment starts where the ones before it end.
+        let expected = 0;
+        rung.segments.forEach((s, i) => {
+          expect(starts[i], `${playlist} ${s.uri}`).toBeCloseTo(expected, 3);
+          expected += s.duration;
+        });
+      }
+      const all = await packets(joinRung(hlsDir(fanned), rung, path.join(tmp, `${fanned.videoId}-${playlist}.mp4`)));
+      const step = (all[1]!.dts - all[0]!.dts);
+      for (let i = 1; i < all.length; i++) expect(all[i]!.dts - all[i - 1]!.dts, `${playlist} packet ${i}`).toBeCloseTo(step, 4);
+      if (playlist.startsWith('audio')) continue;
+      expect(step).toBeCloseTo(1 / FPS, 4);
+      const pts = all.map((p) => p.pts).sort((a, b) => a - b);
+      expect(pts).toHaveLength(fanned.duration! * FPS);
+      pts.forEach((t, i) => expect(t, `${playlist} frame ${i}`).toBeCloseTo(pts[0]! + i / FPS, 4));
+      // A keyframe opens every chunk (and every segment) at its planned second.
+      const keyframes = all.filter((p) => p.keyframe).map((p) => Math.round((p.pts - pts[0]!) * 1000) / 1000);
+      for (const start of [0, CHUNK_SECONDS, 2 * CHUNK_SECONDS]) expect(keyframes).toContain(start);
+    }
+  });
+
+  it('cuts every segment at the target duration (the last may be shorter), one init segment per rendition', () => {
+    for (const playlist of playlists(fanned)) {
+      const rung = rungSegments(hlsDir(fanned), playlist);
+      const media = HLS.parse(readFileSync(path.join(hlsDir(fanned), playlist), 'utf8'));
+      expect(media.isMasterPlaylist ? 0 : media.targetDuration).toBe(SEGMENT_SECONDS);
+      const durations = rung.segments.map((s) => s.duration);
+      for (const d of durations.slice(0, -1)) expect(d, playlist).toBeCloseTo(SEGMENT_SECONDS, 1);
+      expect(durations.at(-1)!).toBeLessThanOrEqual(SEGMENT_SECONDS + 0.05);
+      expect(new Set(rung.segments.map(() => rung.init)).size).toBe(1);
+    }
+  });
+
+  it('looks like a single-pass encode of the same source: SSIM within 0.005 per rung', async () => {
+    const rungs = master(fanned).variants;
+    for (const [i, v] of rungs.entries()) {
+      const { width, height } = v.resolution!;
+      const measure = (meta: VideoMeta, uri: string) =>
+        ssim(joinRung(hlsDir(meta), rungSegments(hlsDir(meta), uri), path.join(tmp, `${meta.videoId}-ssim-${uri}.mp4`)), clip, width, height);
+      const chunkedSsim = await measure(fanned, v.uri);
+      const singleSsim = await measure(single, master(single).variants[i]!.uri);
+      expect(Math.abs(chunkedSsim - singleSsim), `${v.uri}: chunked ${chunkedSsim}, single pass ${singleSsim}`).toBeLessThanOrEqual(0.005);
+    }
+  });
+});
