@@ -22,7 +22,8 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'nod
 import path from 'node:path';
 import { fsyncDir, writeFileAtomic } from '../platform/atomic-file.js';
 import type { Redis } from '../platform/redis.js';
-import type { ProbeResult } from '../video/probe.js';
+import { UnprocessableError } from '../platform/errors.js';
+import { probe, type ProbeResult } from '../video/probe.js';
 import { SEGMENT_SECONDS, type EncodeOptions } from './ffmpeg-command.js';
 
 export const CHUNKS_DIR = '.chunks';
@@ -100,6 +101,21 @@ export async function commitChunk(workFile: string, videoDir: string, index: num
   }
   await rename(workFile, chunkFile(videoDir, index));
   await fsyncDir(chunksDir(videoDir));
+}
+
+/**
+ * A chunk must cover its range before it is committed: ffmpeg ends without an
+ * error at a truncated or unreadable stretch of the original, and a short chunk
+ * would shift every chunk after it. The last chunk (to the end) need only hold video.
+ */
+export async function checkChunkCovers(file: string, range: ChunkRange, fps: number | null): Promise<void> {
+  const covered = await probe(file).then(
+    (p) => p.duration,
+    () => 0,
+  );
+  const tolerance = 2 / (fps ?? 25);
+  const short = range.seconds === null ? covered <= 0 : covered < range.seconds - tolerance;
+  if (short) throw new UnprocessableError(`the chunk at ${range.start} s came out ${covered} s long instead of ${range.seconds ?? 'to the end'}`, 'chunk_incomplete');
 }
 
 export async function chunkDone(videoDir: string, index: number): Promise<boolean> {

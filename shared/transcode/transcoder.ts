@@ -24,6 +24,7 @@ import type { Redis } from '../platform/redis.js';
 import { enqueueParts, type TranscodeJob } from './queue.js';
 import { buildChunkCommand, buildEncodeCommand, buildJoinCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME, SEGMENT_SECONDS } from './ffmpeg-command.js';
 import {
+  checkChunkCovers,
   chunkDone,
   chunkRange,
   chunksDir,
@@ -250,13 +251,14 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
   if (!lease) throw new ConflictError('another transcoder is working on this chunk', 'transcode_in_progress');
   const record = (action: string, outcome: 'success' | 'failure', reason: string | null = null) =>
     audit.record({ category: 'transcode', action, outcome, reason, videoId, requestId });
+  let work: string | null = null;
   try {
     if (!(await chunkDone(videoDir, index))) {
       const started = Date.now();
       await record('transcode.chunk.start', 'success');
       const source = path.join(videoDir, meta.original);
       const probed = await probeOriginal(source);
-      const work = await chunkWorkFile(videoDir, index);
+      work = await chunkWorkFile(videoDir, index);
       const args = buildChunkCommand({ ...plan.settings, source, outDir: chunksDir(videoDir) }, range.start, range.seconds, work);
       const chunkSeconds = range.seconds ?? probed.duration - range.start;
       const report = async (fraction: number) => {
@@ -265,7 +267,9 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
         await markProgress(store, videoId, Math.min(99, Math.floor(overall * 99)));
       };
       await runEncode(config, args, lease, chunkSeconds, report, log);
+      await checkChunkCovers(work, range, plan.settings.fps);
       await commitChunk(work, videoDir, index);
+      work = null;
       await report(1);
       await record('transcode.chunk.complete', 'success');
       log.info({ videoId, chunk: index, of: plan.starts.length, seconds: (Date.now() - started) / 1000, attempt: job.attempt }, 'chunk transcoded');
@@ -275,6 +279,7 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
   } catch (err) {
     const reason = err instanceof AppError ? err.code : 'internal';
     log.warn({ videoId, chunk: index, attempt: job.attempt, reason, err: err instanceof AppError ? err.message : err }, 'chunk transcode failed');
+    if (work) await rm(work, { force: true }).catch(() => undefined);
     await record('transcode.error', 'failure', reason).catch(() => undefined);
     throw err;
   } finally {
