@@ -2,11 +2,12 @@
  * Transcode fan-out with real ffmpeg and a real Redis: a 10 s clip in 4 s chunks
  * (2 segments of 2 s), each chunk its own job, joined into the published layout.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import HLS from 'hls-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { metadataView } from '../shared/delivery/metadata-view.js';
 import type { MediaStore, VideoMeta } from '../shared/video/store.js';
 import { SEGMENT_SECONDS } from '../shared/transcode/ffmpeg-command.js';
 import { CHUNKS_DIR, planChunks } from '../shared/transcode/fanout.js';
@@ -29,6 +30,10 @@ let clip: string;
 /** The same source, fanned out and in one job. */
 let fanned: VideoMeta;
 let single: VideoMeta;
+/** meta.json's progress as the fanned-out video's parts wrote it. */
+const progress: number[] = [];
+/** What /metadata said once the preview was published, and whether the ladder was published yet. */
+let atPreview: { view: Record<string, unknown>; ladderPublished: boolean } | null = null;
 
 beforeAll(async () => {
   harness = await startTranscoder(tmp, { RENDITIONS: '240p,360p', TRANSCODE_CHUNK_SEGMENTS: String(CHUNK_SEGMENTS) });
@@ -38,8 +43,16 @@ beforeAll(async () => {
   const codecs = await checkEncoders(harness.config);
   fanned = await addVideo(store, clip);
   single = await addVideo(store, clip);
-  const results = await runFannedOut(chunked, codecs, job(fanned.videoId));
+  store.onWrite((m) => {
+    if (m.videoId === fanned.videoId && m.status === 'transcoding') progress.push(m.progress ?? -1);
+  });
+  const results = await runFannedOut(chunked, codecs, job(fanned.videoId), 2, async (part) => {
+    if (part.part?.kind !== 'preview') return;
+    const meta = await store.read(fanned.videoId);
+    atPreview = { view: metadataView(meta, false), ladderPublished: existsSync(path.join(store.dir(fanned.videoId), 'hls')) };
+  });
   expect(results.get(fanned.videoId)).toEqual({ outcome: 'fanned_out', chunks: 3 });
+  expect(results.get(`${fanned.videoId}:preview`)).toEqual({ outcome: 'preview_published', rendition: '240p' });
   expect(await transcodeVideo(harness.depsWith({ TRANSCODE_CHUNK_SEGMENTS: '0' }), codecs, job(single.videoId))).toMatchObject({ outcome: 'transcoded' });
 }, 120_000);
 
@@ -85,6 +98,34 @@ describe('a fanned-out transcode', () => {
       expect(v.codecs).toBe(reference.codecs);
       expect(Math.abs(v.bandwidth / reference.bandwidth - 1)).toBeLessThan(0.1);
     });
+  });
+
+  it('plays early: the preview rung (with audio) is published and listed by /metadata before the ladder, and kept after it', async () => {
+    expect(atPreview).not.toBeNull();
+    expect(atPreview!.ladderPublished).toBe(false);
+    expect(atPreview!.view).toMatchObject({
+      status: 'transcoding',
+      renditionsReady: ['240p'],
+      preview: { hlsMaster: 'preview/master.m3u8', dashManifest: 'preview/manifest.mpd' },
+    });
+    const preview = HLS.parse(readFileSync(path.join(store.dir(fanned.videoId), 'preview', 'master.m3u8'), 'utf8'));
+    if (!preview.isMasterPlaylist) throw new Error('not a master playlist');
+    expect(preview.variants.map((v) => `${v.resolution!.width}x${v.resolution!.height}`)).toEqual(['416x234']);
+    expect(preview.variants[0]!.audio).toHaveLength(1);
+    const seconds = rungSegments(path.join(store.dir(fanned.videoId), 'preview'), preview.variants[0]!.uri).segments.reduce((t, s) => t + s.duration, 0);
+    expect(Math.abs(seconds - fanned.duration!)).toBeLessThanOrEqual(0.2);
+    // Once transcoded, /metadata lists the whole ladder and no longer the preview.
+    const view = metadataView(await store.read(fanned.videoId), false);
+    expect(view).toMatchObject({ status: 'transcoded', renditions: ['240p', '360p'] });
+    expect(view).not.toHaveProperty('preview');
+    expect(view).not.toHaveProperty('renditionsReady');
+  });
+
+  it('reports one monotonic progress across the chunks, 100 when published', async () => {
+    expect(progress.length).toBeGreaterThan(3);
+    for (let i = 1; i < progress.length; i++) expect(progress[i]!, `write ${i} of ${progress.join(',')}`).toBeGreaterThanOrEqual(progress[i - 1]!);
+    expect(progress.at(-1)!).toBeGreaterThanOrEqual(90);
+    expect((await store.read(fanned.videoId)).progress).toBe(100);
   });
 
   it('has continuous timestamps across every chunk boundary in every rung and the audio: tfdt, PTS and DTS', async () => {

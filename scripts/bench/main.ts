@@ -12,6 +12,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { SIZES, type BenchContext, type Mode } from './context.js';
 import { benchAudit, verifyAuditChain } from './scenarios/audit.js';
+import { benchFanout } from './scenarios/fanout.js';
 import { benchQueue } from './scenarios/queue.js';
 import { benchSign } from './scenarios/sign.js';
 import { benchStream } from './scenarios/stream.js';
@@ -100,6 +101,10 @@ await scenario([5], '5. Transcode', async () => {
 await scenario([6], '6. Queue latency', async () => {
   await requireTranscoder();
   return benchQueue(ctx);
+});
+await scenario([8], '8. Transcode fan-out', async () => {
+  await requireTranscoder();
+  return benchFanout(ctx);
 });
 let auditRow: Row | null = null;
 await scenario([7], '7. Audit', async () => {

@@ -31,6 +31,8 @@ export interface BenchStack {
   hasTranscoder(): Promise<boolean>;
   /** pid of a function's first replica, from the gateway's health document. */
   functionPid(name: string): Promise<number>;
+  /** pids of every replica of a function. */
+  functionPids(name: string): Promise<number[]>;
   /**
    * Base URL of a function's first replica, bypassing the local gateway (which
    * OpenFaaS replaces in production): the port it listens on, from `ss`.
@@ -53,7 +55,8 @@ interface Health {
   services: Record<string, unknown>;
 }
 
-export async function startBenchStack(scratch: string): Promise<BenchStack> {
+/** `env`: settings on top of the defaults (LOCAL_REPLICAS, …) for a scenario that needs a stack of its own. */
+export async function startBenchStack(scratch: string, env: Record<string, string> = {}): Promise<BenchStack> {
   const mediaRoot = path.join(scratch, 'media');
   mkdirSync(mediaRoot, { recursive: true });
   const port = await freePort();
@@ -85,6 +88,7 @@ export async function startBenchStack(scratch: string): Promise<BenchStack> {
       HOST: '127.0.0.1',
       MEDIA_ROOT: mediaRoot,
       REDIS_URL: redisUrl,
+      ...env,
     },
     stdio: ['ignore', log, log],
   });
@@ -109,10 +113,14 @@ export async function startBenchStack(scratch: string): Promise<BenchStack> {
     await new Promise((r) => setTimeout(r, 200));
   }
 
+  async function functionPids(name: string): Promise<number[]> {
+    const pids = ((await health()).functions[name]?.replicas ?? []).map((r) => r.pid);
+    if (pids.length === 0 || pids.some((pid) => !pid)) throw new Error(`the health document names no pid for some replica of ${name}`);
+    return pids as number[];
+  }
+
   async function functionPid(name: string): Promise<number> {
-    const pid = (await health()).functions[name]?.replicas[0]?.pid;
-    if (!pid) throw new Error(`the health document names no pid for ${name}`);
-    return pid;
+    return (await functionPids(name))[0]!;
   }
 
   async function postJson(route: string, body: unknown): Promise<Record<string, unknown>> {
@@ -135,6 +143,7 @@ export async function startBenchStack(scratch: string): Promise<BenchStack> {
       return 'queue-connector' in (await health()).services;
     },
     functionPid,
+    functionPids,
     async functionUrl(name) {
       const pid = await functionPid(name);
       const { stdout } = await run('ss', ['-Hltnp']);

@@ -12,8 +12,9 @@
  * Anything else — 502 included, which is what a transcoder the job crashed
  * looks like — → retry later (meta.json `queued`), or after
  * TRANSCODE_MAX_ATTEMPTS dead-letter it (meta.json `failed` with the reason).
- * Both are audited. A part of a fanned-out video (a chunk, the join) is retried
- * alone and leaves the video `transcoding`; out of attempts it fails the video.
+ * Both are audited. A part of a fanned-out video (preview, chunk, join) is retried
+ * alone and leaves the video `transcoding`; out of attempts a chunk or the join
+ * fails the video (a preview does not: it only plays early).
  *
  * Redis losing its data (NOGROUP, an emptied instance) is healed here too: the
  * group is recreated at once and the jobs meta.json says are waiting come back
@@ -210,7 +211,7 @@ export class QueueConnector {
     const { config, queue, store, audit, log } = this.d;
     const last = job.attempt >= config.transcode.maxAttempts;
     const reason = failure.code;
-    const part = job.part?.kind === 'chunk' ? `chunk ${job.part.index}: ` : job.part?.kind === 'join' ? 'join: ' : '';
+    const part = job.part ? `${job.part.kind === 'chunk' ? `chunk ${job.part.index}` : job.part.kind}: ` : '';
     const failureReason = `${part}${reason} (${failure.status ? `HTTP ${failure.status}, ` : ''}attempt ${job.attempt} of ${config.transcode.maxAttempts})`;
     await audit.record({ category: 'transcode', action: last ? 'transcode.failed' : 'transcode.retry', outcome: 'failure', reason, videoId: job.videoId });
     if (last) {
@@ -223,8 +224,9 @@ export class QueueConnector {
       outcomes.inc({ outcome: 'retried' });
       log.warn({ videoId: job.videoId, part: job.part ?? null, attempt: job.attempt, reason, retryInMs: delay }, 'transcode failed; retry scheduled');
     }
-    // A part retried alone leaves the video `transcoding` (its other chunks go on); out of attempts, the whole video has failed.
-    if (job.part && !last) return;
+    // A part retried alone leaves the video `transcoding` (its other chunks go on); out of attempts, the whole
+    // video has failed — unless the part was the preview, which only plays early: the chunks go on without it.
+    if (job.part && (!last || job.part.kind === 'preview')) return;
     await (last ? markFailed : markRetrying)(store, job.videoId, failureReason).catch((err: unknown) => log.warn({ videoId: job.videoId, err: (err as Error).message }, 'could not record the failure in meta.json'));
   }
 

@@ -79,6 +79,10 @@ export function metadataView(meta: VideoMeta, includePrivate: boolean): Record<s
     ...(includePrivate ? { filename: meta.filename } : {}),
     status: meta.status,
     ...(meta.status === 'transcoding' && meta.progress !== undefined ? { progress: meta.progress } : {}),
+    // A fanned-out video plays early: its preview rung is ready before the ladder (docs/transcoding.md).
+    ...(meta.status === 'transcoding' && meta.preview
+      ? { renditionsReady: [meta.preview.rendition], preview: { hlsMaster: meta.preview.hlsMaster, dashManifest: meta.preview.dashManifest } }
+      : {}),
     uploadedAt: meta.uploadedAt,
     duration: meta.duration,
     width: meta.width,

@@ -12,7 +12,7 @@
  * - `pulsevault:transcode:dead`: the dead-letter stream (jobs out of attempts).
  * - `pulsevault:transcode:active:<job key>`: which entry (or `delayed`) holds
  *   the job, so enqueueing a job that is already queued is a no-op. The job key
- *   is the video id for a whole-video job, `<videoId>:chunk:<n>` / `<videoId>:join`
+ *   is the video id for a whole-video job, `<videoId>:preview|chunk:<n>|join`
  *   for the parts of a fanned-out one (each part retried and dead-lettered alone).
  *
  * Multi-key scripts assume one Redis (not Cluster), as the rest of PulseVault does.
@@ -38,8 +38,9 @@ export const TRANSCODE_TOPIC = 'transcode';
 /** Dead-letter entries kept (approximately): enough to investigate, bounded. */
 const DEAD_LETTER_MAXLEN = 10_000;
 
-/** A part of a fanned-out transcode (shared/transcode/fanout.ts): one time chunk, or the join. Absent: the whole video. */
+/** A part of a fanned-out transcode (shared/transcode/fanout.ts): the early preview, one time chunk, or the join. Absent: the whole video. */
 export const transcodePartSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('preview') }),
   z.object({ kind: z.literal('chunk'), index: z.number().int().min(0) }),
   z.object({ kind: z.literal('join') }),
 ]);
@@ -58,7 +59,7 @@ export type TranscodeJob = z.infer<typeof transcodeJobSchema>;
 /** What a job is deduplicated, retried and reclaimed by: the video, or the video's part. */
 export function jobKey(job: Pick<TranscodeJob, 'videoId' | 'part'>): string {
   if (!job.part) return job.videoId;
-  return job.part.kind === 'chunk' ? `${job.videoId}:chunk:${job.part.index}` : `${job.videoId}:join`;
+  return job.part.kind === 'chunk' ? `${job.videoId}:chunk:${job.part.index}` : `${job.videoId}:${job.part.kind}`;
 }
 
 /** A job as read from the stream: its entry id and body. */

@@ -19,7 +19,7 @@ import type { Logger } from '../platform/log.js';
 import type { MediaStore, VideoMeta } from '../video/store.js';
 import { counter, histogram } from '../platform/metrics.js';
 import { probe, type ProbeResult } from '../video/probe.js';
-import { markProgress, markTranscoded, markTranscoding } from '../video/state.js';
+import { markPreviewReady, markProgress, markTranscoded, markTranscoding } from '../video/state.js';
 import type { Redis } from '../platform/redis.js';
 import { enqueueParts, type TranscodeJob } from './queue.js';
 import { buildChunkCommand, buildEncodeCommand, buildJoinCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME, SEGMENT_SECONDS } from './ffmpeg-command.js';
@@ -48,6 +48,8 @@ import { createWorkDir, publishDir, removeLeftovers } from './publish.js';
 
 /** Published directory (the spec's layout: hls/master.m3u8 …; the DASH manifest sits beside it over the same segments). */
 export const OUTPUT_DIR = 'hls';
+/** A fanned-out video's early rendition, the same layout with the lowest rung only; kept after the join for players still on it. */
+export const PREVIEW_DIR = 'preview';
 export const POSTER_NAME = 'poster.jpg';
 /** How often meta.json's progress is refreshed at most (the issue asks for at least every 5 s). */
 const PROGRESS_WRITE_MS = 2_000;
@@ -65,6 +67,7 @@ export type TranscodeResult =
   | { outcome: 'already_transcoded' }
   | { outcome: 'fanned_out'; chunks: number }
   | { outcome: 'chunk_transcoded'; chunk: number }
+  | { outcome: 'preview_published'; rendition: string }
   | { outcome: 'skipped'; reason: 'video_failed' };
 
 const transcodes = () =>
@@ -129,6 +132,7 @@ const isTranscoded = async (store: MediaStore, videoId: string, meta: VideoMeta)
 /** A job for a whole video, one of its chunks, or its join (shared/transcode/fanout.ts). */
 export async function transcodeVideo(deps: TranscoderDeps, codecs: VideoCodecFamily[], job: TranscodeJob, requestId: string | null = null): Promise<TranscodeResult> {
   if (job.part?.kind === 'chunk') return transcodeChunk(deps, job, job.part.index, requestId);
+  if (job.part?.kind === 'preview') return transcodePreview(deps, job, requestId);
   return transcodeWhole(deps, codecs, job, requestId);
 }
 
@@ -173,9 +177,11 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
         const fanned: ChunkPlan = { chunkSeconds: config.transcode.chunkSegments * SEGMENT_SECONDS, starts, settings };
         await writePlan(videoDir, fanned);
         await clearChunkProgress(redis, videoId);
-        // Chunks kept from an earlier plan with the same settings are not redone.
+        await rm(path.join(videoDir, PREVIEW_DIR), { recursive: true, force: true });
+        // Chunks kept from an earlier plan with the same settings are not redone. The preview goes first:
+        // the first free replica makes the video playable early while the others take the chunks.
         const missing = await missingChunks(videoDir, fanned);
-        await enqueueParts(redis, job, missing.length > 0 ? missing.map((index) => ({ kind: 'chunk' as const, index })) : [{ kind: 'join' }]);
+        await enqueueParts(redis, job, missing.length > 0 ? [{ kind: 'preview' }, ...missing.map((index) => ({ kind: 'chunk' as const, index }))] : [{ kind: 'join' }]);
         await record('transcode.fanout', 'success');
         log.info({ videoId, chunks: starts.length, toEncode: missing.length, chunkSeconds: fanned.chunkSeconds }, 'transcode fanned out');
         return { outcome: 'fanned_out', chunks: starts.length };
@@ -283,6 +289,50 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
     await record('transcode.error', 'failure', reason).catch(() => undefined);
     throw err;
   } finally {
+    await lease.release();
+  }
+}
+
+/**
+ * The early rendition of a fanned-out video: its lowest rung and the audio, one
+ * encode of the whole source with the ladder's own settings for that rung,
+ * published atomically as `preview/` and announced in meta.json (/metadata).
+ * Under the video's lease: the join waits for it rather than racing its publish.
+ */
+async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, requestId: string | null): Promise<TranscodeResult> {
+  const { config, redis, store, audit, log } = deps;
+  const { videoId } = job;
+  const videoDir = store.dir(videoId);
+  const meta = await store.read(videoId);
+  if (await isTranscoded(store, videoId, meta)) return { outcome: 'already_transcoded' };
+  if (meta.status === 'failed') return { outcome: 'skipped', reason: 'video_failed' };
+  const plan = await readPlan(videoDir);
+  if (!plan) throw new UnprocessableError('the video has no chunk plan', 'no_chunk_plan');
+  const lowest = plan.settings.rungs[0]!;
+  const lease = await acquireLease(redis, videoId, config.transcode.leaseSeconds * 1000);
+  if (!lease) throw new ConflictError('another transcoder is working on this video', 'transcode_in_progress');
+  const preview = { rendition: lowest.name, hlsMaster: `${PREVIEW_DIR}/${MASTER_NAME}`, dashManifest: `${PREVIEW_DIR}/${MANIFEST_NAME}` };
+  let workDir: string | null = null;
+  try {
+    // A redelivery after the publish only announces it again.
+    if (!(await exists(path.join(videoDir, preview.hlsMaster)))) {
+      const started = Date.now();
+      await removeLeftovers(videoDir);
+      const source = path.join(videoDir, meta.original);
+      const probed = await probeOriginal(source);
+      workDir = await createWorkDir(videoDir);
+      const { args, streams } = buildEncodeCommand({ ...plan.settings, rungs: [lowest], codecs: [plan.settings.codecs[0]!], source, outDir: workDir });
+      await runEncode(config, args, lease, probed.duration, async () => undefined, log);
+      await writePlaylists(workDir, streams, probed.fps);
+      await publishDir(workDir, videoDir, PREVIEW_DIR);
+      workDir = null;
+      log.info({ videoId, rendition: lowest.name, seconds: (Date.now() - started) / 1000 }, 'preview published');
+    }
+    await markPreviewReady(store, videoId, preview);
+    await audit.record({ category: 'transcode', action: 'transcode.preview', outcome: 'success', reason: null, videoId, requestId });
+    return { outcome: 'preview_published', rendition: lowest.name };
+  } finally {
+    if (workDir) await removeLeftovers(videoDir).catch(() => undefined);
     await lease.release();
   }
 }

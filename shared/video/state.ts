@@ -117,12 +117,18 @@ export function markRequeued(store: MediaStore, videoId: string): Promise<Transi
 }
 
 export function markTranscoding(store: MediaStore, videoId: string, attempt: number): Promise<Transition> {
-  return transition(store, videoId, 'start', (m) => ({ ...m, progress: 0, transcodeAttempt: attempt, transcodeStartedAt: new Date().toISOString() }));
+  // A preview of an earlier transcode is not this one's.
+  return transition(store, videoId, 'start', ({ preview: _old, ...m }) => ({ ...m, progress: 0, transcodeAttempt: attempt, transcodeStartedAt: new Date().toISOString() }));
 }
 
 /** 0–100 while transcoding; never lowered (the chunks of a fanned-out video report out of order). markTranscoding starts it at 0. */
 export function markProgress(store: MediaStore, videoId: string, progress: number): Promise<Transition> {
   return transition(store, videoId, 'progress', (m) => ({ ...m, progress: Math.max(m.progress ?? 0, progress) }));
+}
+
+/** A fanned-out video's preview is published (only news while transcoding, as progress). */
+export function markPreviewReady(store: MediaStore, videoId: string, preview: NonNullable<VideoMeta['preview']>): Promise<Transition> {
+  return transition(store, videoId, 'progress', (m) => ({ ...m, preview }));
 }
 
 export interface TranscodedOutputs {

@@ -68,6 +68,11 @@ export interface VideoMeta {
   metadata: Record<string, unknown>;
   /** Transcode outputs, once published. */
   outputs?: VideoOutputs;
+  /**
+   * A fanned-out video's early rendition (shared/transcode/fanout.ts): its lowest rung and the
+   * audio, playable while the chunks are encoded; listed by /metadata only while transcoding.
+   */
+  preview?: { rendition: RenditionName; hlsMaster: string; dashManifest: string };
   /** Upload this video was finalized from (idempotent finalize). */
   uploadId?: string;
   /** Attempt number of the transcode job that last started (1 = first). */

@@ -23,14 +23,28 @@ async function queuedParts(redis: Redis, videoId: string, ran: Set<string>): Pro
     .filter((job) => job.videoId === videoId && job.part && !ran.has(jobKey(job)));
 }
 
-/** Run the whole-video job, then every part it (and its chunks) enqueue, `replicas` jobs at a time; returns each job's result by key. */
-export async function runFannedOut(deps: TranscoderDeps, codecs: VideoCodecFamily[], job: TranscodeJob, replicas = 2): Promise<Map<string, TranscodeResult>> {
+/**
+ * Run the whole-video job, then every part it (and its chunks) enqueue, `replicas` jobs at a time
+ * (in queue order); `onPart` sees each part as it finishes. Returns each job's result by key.
+ */
+export async function runFannedOut(
+  deps: TranscoderDeps,
+  codecs: VideoCodecFamily[],
+  job: TranscodeJob,
+  replicas = 2,
+  onPart: (part: TranscodeJob, result: TranscodeResult) => Promise<void> = async () => undefined,
+): Promise<Map<string, TranscodeResult>> {
   const results = new Map<string, TranscodeResult>([[jobKey(job), await transcodeVideo(deps, codecs, job)]]);
   for (;;) {
     const batch = (await queuedParts(deps.redis, job.videoId, new Set(results.keys()))).slice(0, replicas);
     if (batch.length === 0) return results;
-    const done = await Promise.all(batch.map((j) => transcodeVideo(deps, codecs, j)));
-    batch.forEach((j, i) => results.set(jobKey(j), done[i]!));
+    await Promise.all(
+      batch.map(async (part) => {
+        const result = await transcodeVideo(deps, codecs, part);
+        results.set(jobKey(part), result);
+        await onPart(part, result);
+      }),
+    );
   }
 }
 

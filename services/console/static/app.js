@@ -256,7 +256,7 @@
 
   // ---------- status (metadata polled through a signed URL) ----------
 
-  let watching = null; // { videoId, timer, outputs }
+  let watching = null; // { videoId, timer, outputs, preview }
 
   function stopWatching() {
     if (watching?.timer) clearTimeout(watching.timer);
@@ -275,7 +275,7 @@
     ui.videoRenditions.textContent = '–';
     setMeter(ui.transcodeProgress, ui.transcodePercent, 0);
     ui.player.hidden = true;
-    watching = { videoId, original, timer: null, outputs: null };
+    watching = { videoId, original, timer: null, outputs: null, preview: false };
     void poll(watching);
   }
 
@@ -326,6 +326,8 @@
     render(meta);
     if (meta.status === 'transcoded') return void showPlayer(w, meta);
     if (meta.status === 'failed') return showAlert('Transcoding failed. An operator can requeue it (pulsevault requeue).');
+    // A long video plays early: its preview rung is published before the full ladder (which takes over, see showPlayer).
+    if (meta.preview && !w.outputs) void showPlayer(w, { outputs: meta.preview, preview: true, renditions: meta.renditionsReady });
     w.timer = setTimeout(() => void poll(w), POLL_MS);
   }
 
@@ -348,11 +350,21 @@
       }
     }
     if (watching !== w) return;
+    const fromPreview = w.preview && !meta.preview;
     w.outputs = outputs;
     w.renditions = Array.isArray(meta.renditions) ? meta.renditions : [];
+    w.preview = Boolean(meta.preview);
     ui.player.hidden = false;
     ui.playHls.disabled = !outputs.hlsMaster;
     ui.playDash.disabled = !outputs.dashManifest;
+    if (w.preview) {
+      ui.playerStatus.textContent = 'Preview ready (lowest rendition); the full ladder follows.';
+      return;
+    }
+    // The full ladder is published: a player still on the preview reloads onto it from where it is.
+    if (fromPreview && player?.videoId === w.videoId) {
+      return void (player.kind === 'hls' ? playHls : playDash)(ui.videoElement.currentTime).catch((err) => showAlert(`Playback failed: ${err.message}`));
+    }
     ui.playerStatus.textContent = outputs.dashManifest ? 'Ready to play.' : 'Ready to play (HLS only: no DASH manifest).';
   }
 
