@@ -2,7 +2,9 @@
  * One transcode job, end to end: lease the video, probe the original, encode
  * the ladder in one ffmpeg run into a work directory, write the playlists and
  * a poster, publish atomically, and move meta.json through
- * `transcoding (progress) → transcoded`, auditing each step.
+ * `transcoding (progress) → transcoded`, auditing each step. A video longer than
+ * one chunk is fanned out instead (fanout.ts): this job plans it and queues its
+ * parts — the preview, the chunks, the join — which come back here one by one.
  *
  * Idempotent: a video already transcoded (status and outputs on disk) is not
  * redone; a delivery while another transcoder holds the lease is refused with
@@ -237,6 +239,17 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
   }
 }
 
+/** What a part of a fanned-out video starts from, or its answer when nothing is left to do (published, or failed). */
+async function loadPart(store: MediaStore, videoId: string): Promise<{ done: TranscodeResult } | { meta: VideoMeta; videoDir: string; plan: ChunkPlan }> {
+  const videoDir = store.dir(videoId);
+  const meta = await store.read(videoId);
+  if (await isTranscoded(store, videoId, meta)) return { done: { outcome: 'already_transcoded' } };
+  if (meta.status === 'failed') return { done: { outcome: 'skipped', reason: 'video_failed' } };
+  const plan = await readPlan(videoDir);
+  if (!plan) throw new UnprocessableError('the video has no chunk plan', 'no_chunk_plan');
+  return { meta, videoDir, plan };
+}
+
 /**
  * One chunk of a fanned-out video, under the chunk's own lease (chunks of one
  * video run side by side on different replicas). A chunk already on disk is not
@@ -246,12 +259,9 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
 async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: number, requestId: string | null): Promise<TranscodeResult> {
   const { config, redis, store, audit, log } = deps;
   const { videoId } = job;
-  const videoDir = store.dir(videoId);
-  const meta = await store.read(videoId);
-  if (await isTranscoded(store, videoId, meta)) return { outcome: 'already_transcoded' };
-  if (meta.status === 'failed') return { outcome: 'skipped', reason: 'video_failed' };
-  const plan = await readPlan(videoDir);
-  if (!plan) throw new UnprocessableError('the video has no chunk plan', 'no_chunk_plan');
+  const part = await loadPart(store, videoId);
+  if ('done' in part) return part.done;
+  const { meta, videoDir, plan } = part;
   const range = chunkRange(plan, index);
   const lease = await acquireLease(redis, `${videoId}:chunk:${index}`, config.transcode.leaseSeconds * 1000);
   if (!lease) throw new ConflictError('another transcoder is working on this chunk', 'transcode_in_progress');
@@ -302,12 +312,9 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
 async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, requestId: string | null): Promise<TranscodeResult> {
   const { config, redis, store, audit, log } = deps;
   const { videoId } = job;
-  const videoDir = store.dir(videoId);
-  const meta = await store.read(videoId);
-  if (await isTranscoded(store, videoId, meta)) return { outcome: 'already_transcoded' };
-  if (meta.status === 'failed') return { outcome: 'skipped', reason: 'video_failed' };
-  const plan = await readPlan(videoDir);
-  if (!plan) throw new UnprocessableError('the video has no chunk plan', 'no_chunk_plan');
+  const part = await loadPart(store, videoId);
+  if ('done' in part) return part.done;
+  const { meta, videoDir, plan } = part;
   const lowest = plan.settings.rungs[0]!;
   const lease = await acquireLease(redis, videoId, config.transcode.leaseSeconds * 1000);
   if (!lease) throw new ConflictError('another transcoder is working on this video', 'transcode_in_progress');
