@@ -2,9 +2,11 @@
  * Transcode fan-out with real ffmpeg and a real Redis: a 10 s clip in 4 s chunks
  * (2 segments of 2 s), each chunk its own job, joined into the published layout.
  */
+import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import HLS from 'hls-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { metadataView } from '../shared/delivery/metadata-view.js';
@@ -19,6 +21,7 @@ import { makeClip } from './helpers/media.js';
 import { startTranscoder, transcodeJob as job, type TranscoderHarness } from './helpers/transcoder.js';
 import { addVideo } from './helpers/videos.js';
 
+const run = promisify(execFile);
 const tmp = mkdtempSync(path.join(tmpdir(), 'pv-fanout-'));
 const FPS = 25;
 const CHUNK_SEGMENTS = 2;
@@ -79,6 +82,19 @@ describe('planning', () => {
     expect(planChunks(3600, 30)).toHaveLength(60);
   });
 });
+
+/** The cues of a thumbnails.vtt: time range, sheet and tile rectangle. */
+function thumbnailCues(v: VideoMeta) {
+  const text = readFileSync(path.join(hlsDir(v), 'thumbnails.vtt'), 'utf8');
+  expect(text.startsWith('WEBVTT')).toBe(true);
+  const seconds = (t: string) => t.split(':').reduce((acc, x) => acc * 60 + Number(x), 0);
+  return [...text.matchAll(/^([\d:.]+) --> ([\d:.]+)\n(\S+\.jpg)#xywh=(\d+),(\d+),(\d+),(\d+)$/gm)].map((m) => ({
+    start: seconds(m[1]!),
+    end: seconds(m[2]!),
+    sheet: m[3]!,
+    rect: m.slice(4, 8).map(Number) as [number, number, number, number],
+  }));
+}
 
 describe('a fanned-out transcode', () => {
   it('publishes a complete ladder (HLS + DASH, measured BANDWIDTH/CODECS) and leaves no chunks behind', async () => {
@@ -180,5 +196,34 @@ describe('a fanned-out transcode', () => {
       const singleSsim = await measure(single, master(single).variants[i]!.uri);
       expect(Math.abs(chunkedSsim - singleSsim), `${v.uri}: chunked ${chunkedSsim}, single pass ${singleSsim}`).toBeLessThanOrEqual(0.005);
     }
+  });
+
+  it('builds seek thumbnails per chunk into one WebVTT index over the whole video, listed with the poster in /metadata', async () => {
+    const cues = thumbnailCues(fanned);
+    expect(cues).toHaveLength(Math.ceil(fanned.duration! / SEGMENT_SECONDS));
+    cues.forEach((c, i) => {
+      expect(c.start).toBeCloseTo(i * SEGMENT_SECONDS, 3);
+      expect(c.end).toBeCloseTo(Math.min((i + 1) * SEGMENT_SECONDS, fanned.duration!), 3);
+    });
+    // One sprite sheet per chunk, every tile inside its sheet.
+    expect([...new Set(cues.map((c) => c.sheet))]).toEqual(['thumbs_0_000.jpg', 'thumbs_1_000.jpg', 'thumbs_2_000.jpg']);
+    for (const c of cues) {
+      const { stdout } = await run('ffprobe', ['-v', 'error', '-show_entries', 'stream=width,height', '-of', 'csv=p=0', path.join(hlsDir(fanned), c.sheet)]);
+      const [w, h] = stdout.trim().split(',').map(Number) as [number, number];
+      expect(c.rect[0] + c.rect[2]).toBeLessThanOrEqual(w);
+      expect(c.rect[1] + c.rect[3]).toBeLessThanOrEqual(h);
+      expect(c.rect.slice(2)).toEqual([160, 90]);
+    }
+    // The tile for 6 s comes from chunk 1 yet shows what a single pass shows there.
+    const tile = async (v: VideoMeta, at: number) => {
+      const c = thumbnailCues(v).find((x) => x.start <= at && at < x.end)!;
+      const out = path.join(tmp, `${v.videoId}-tile-${at}.png`);
+      await run('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-y', '-i', path.join(hlsDir(v), c.sheet), '-vf', `crop=${c.rect[2]}:${c.rect[3]}:${c.rect[0]}:${c.rect[1]}`, out]);
+      return out;
+    };
+    const { stderr } = await run('ffmpeg', ['-hide_banner', '-i', await tile(fanned, 6), '-i', await tile(single, 6), '-lavfi', 'ssim', '-f', 'null', '-']);
+    expect(Number(/All:([\d.]+)/.exec(stderr)?.[1])).toBeGreaterThan(0.9);
+    expect(metadataView(await store.read(fanned.videoId), false)).toMatchObject({ poster: 'hls/poster.jpg', thumbnails: 'hls/thumbnails.vtt' });
+    expect(thumbnailCues(single).map((c) => c.sheet)).toContain('thumbs_0_000.jpg');
   });
 });

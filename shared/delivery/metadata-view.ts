@@ -88,6 +88,9 @@ export function metadataView(meta: VideoMeta, includePrivate: boolean): Record<s
     width: meta.width,
     height: meta.height,
     renditions: meta.renditions,
+    // Relative to the video; a token for the master (scope hls/) opens them.
+    ...(meta.status === 'transcoded' && meta.outputs?.poster ? { poster: meta.outputs.poster } : {}),
+    ...(meta.status === 'transcoded' && meta.outputs?.thumbnails ? { thumbnails: meta.outputs.thumbnails } : {}),
     ...(includePrivate ? { metadata: meta.metadata } : {}),
   };
 }

@@ -18,7 +18,7 @@
  * would click or drift at every boundary; and it is cheap (docs/transcoding.md).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fsyncDir, writeFileAtomic } from '../platform/atomic-file.js';
 import type { Redis } from '../platform/redis.js';
@@ -140,6 +140,12 @@ export async function writeConcatList(videoDir: string, plan: ChunkPlan, file: s
     if (seconds !== null) lines.push(`duration ${seconds.toFixed(6)}`);
   });
   await writeFile(file, `${lines.join('\n')}\n`);
+}
+
+/** The chunks' thumbnail sheets into the join's work directory (copies: the chunks stay until the publish is recorded). */
+export async function copyChunkThumbnails(videoDir: string, workDir: string): Promise<void> {
+  const sheets = (await readdir(chunksDir(videoDir))).filter((n) => n.startsWith('thumbs_') && n.endsWith('.jpg'));
+  await Promise.all(sheets.map((n) => copyFile(path.join(chunksDir(videoDir), n), path.join(workDir, n))));
 }
 
 export async function removeChunks(videoDir: string): Promise<void> {

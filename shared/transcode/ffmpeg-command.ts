@@ -15,6 +15,7 @@
 import type { Config } from '../platform/config.js';
 import type { ProbeResult } from '../video/probe.js';
 import type { Rung, VideoCodecFamily } from './ladder.js';
+import type { ThumbnailOutput } from './thumbnails.js';
 import { AUDIO_KBPS, BUFSIZE_FACTOR, CODEC_BITRATE_FACTOR, MAXRATE_FACTOR, planLadder } from './ladder.js';
 
 export const SEGMENT_SECONDS = 2;
@@ -37,6 +38,8 @@ export interface EncodeOptions {
   /** FFMPEG_PRESET: x264/x265 names; mapped to SVT-AV1's numbers. */
   preset: Config['transcode']['ffmpegPreset'];
   threads: number;
+  /** Seek-thumbnail sprites as a second output of the same run (thumbnails.ts); none when absent. */
+  thumbnails?: ThumbnailOutput;
 }
 
 /** Which output stream is which: the DASH Representation id is the stream index. */
@@ -99,10 +102,16 @@ export function encodeOptionsFor(config: Config, probed: ProbeResult, codecs: Vi
   };
 }
 
-/** The video half of an encode: the split/scale graph, the maps and the per-stream encoder settings, identical for a whole video and for a chunk of it. */
-function videoEncodeArgs(o: EncodeOptions): { args: string[]; video: StreamPlan['video'] } {
+/**
+ * The video half of an encode: the split/scale graph, the maps and the per-stream
+ * encoder settings, identical for a whole video and for a chunk of it; and the
+ * thumbnail output (to go after the main one), fed by one more branch of the split.
+ */
+function videoEncodeArgs(o: EncodeOptions): { args: string[]; video: StreamPlan['video']; thumbnailArgs: string[] } {
   const gop = Math.max(1, Math.round((o.fps ?? 30) * SEGMENT_SECONDS));
-  const filters: string[] = [`[0:v:0]split=${o.rungs.length}${o.rungs.map((_, r) => `[s${r}]`).join('')}`];
+  const branches = o.rungs.map((_, r) => `[s${r}]`).join('') + (o.thumbnails ? '[sthumbs]' : '');
+  const filters: string[] = [`[0:v:0]split=${o.rungs.length + (o.thumbnails ? 1 : 0)}${branches}`];
+  if (o.thumbnails) filters.push(`[sthumbs]${o.thumbnails.filter}[thumbs]`);
   const video: StreamPlan['video'] = [];
   const maps: string[] = [];
   const perStream: string[] = [];
@@ -131,7 +140,7 @@ function videoEncodeArgs(o: EncodeOptions): { args: string[]; video: StreamPlan[
     '-g', String(gop), '-keyint_min', String(gop), '-sc_threshold', '0', '-flags', '+cgop',
     '-force_key_frames', `expr:gte(t,n_forced*${SEGMENT_SECONDS})`,
   ];
-  return { args, video };
+  return { args, video, thumbnailArgs: o.thumbnails ? ['-map', '[thumbs]', ...o.thumbnails.outputArgs] : [] };
 }
 
 const AUDIO_ARGS = ['-c:a', 'aac', '-b:a', `${AUDIO_KBPS}k`, '-ac', '2', '-ar', '48000'];
@@ -154,7 +163,7 @@ function dashOutputArgs(outDir: string, streams: StreamPlan, codecs: VideoCodecF
 const COMMON_ARGS = ['-hide_banner', '-nostdin', '-loglevel', 'error', '-nostats', '-y', '-progress', 'pipe:1', '-stats_period', '1'];
 
 export function buildEncodeCommand(o: EncodeOptions): EncodeCommand {
-  const { args: videoArgs, video } = videoEncodeArgs(o);
+  const { args: videoArgs, video, thumbnailArgs } = videoEncodeArgs(o);
   const streams: StreamPlan = { video, audio: o.hasAudio ? { index: video.length } : null };
   const args = [
     ...COMMON_ARGS,
@@ -162,6 +171,7 @@ export function buildEncodeCommand(o: EncodeOptions): EncodeCommand {
     ...videoArgs,
     ...(streams.audio ? ['-map', '0:a:0', ...AUDIO_ARGS] : []),
     ...dashOutputArgs(o.outDir, streams, o.codecs),
+    ...thumbnailArgs,
   ];
   return { args, streams };
 }
@@ -173,13 +183,14 @@ export function buildEncodeCommand(o: EncodeOptions): EncodeCommand {
  * `start` and drops what precedes it), so every source frame lands in exactly one chunk.
  */
 export function buildChunkCommand(o: EncodeOptions, start: number, seconds: number | null, out: string): string[] {
-  const { args: videoArgs } = videoEncodeArgs(o);
+  const { args: videoArgs, thumbnailArgs } = videoEncodeArgs(o);
   return [
     ...COMMON_ARGS,
     '-ss', start.toFixed(3), ...(seconds === null ? [] : ['-t', seconds.toFixed(3)]),
     '-i', o.source,
     ...videoArgs,
     '-an', '-f', 'mp4', out,
+    ...thumbnailArgs,
   ];
 }
 

@@ -25,8 +25,10 @@ import { markPreviewReady, markProgress, markTranscoded, markTranscoding } from 
 import type { Redis } from '../platform/redis.js';
 import { enqueueParts, type TranscodeJob } from './queue.js';
 import { buildChunkCommand, buildEncodeCommand, buildJoinCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME, SEGMENT_SECONDS } from './ffmpeg-command.js';
+import { thumbnailOutput, THUMBNAIL_INDEX, writeThumbnailIndex, type ThumbnailRange } from './thumbnails.js';
 import {
   checkChunkCovers,
+  copyChunkThumbnails,
   chunkDone,
   chunkRange,
   chunksDir,
@@ -191,20 +193,25 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
     }
 
     workDir = await createWorkDir(videoDir);
-    const encode = plan ? { ...plan.settings, source, outDir: workDir } : encodeOptionsFor(config, probed, codecs, source, workDir);
-    const { rungs } = encode;
+    const settings = plan ? plan.settings : encodeOptionsFor(config, probed, codecs, source, workDir);
+    const { rungs } = settings;
+    const top = rungs[rungs.length - 1]!;
+    const whole: ThumbnailRange = { index: 0, start: 0, seconds: probed.duration };
+    const encode = { ...settings, source, outDir: workDir, ...(plan ? {} : { thumbnails: thumbnailOutput(top, whole, workDir) }) };
     const { args, streams } = buildEncodeCommand(encode);
     if (plan) {
       const list = path.join(workDir, 'chunks.ffconcat');
       await writeConcatList(videoDir, plan, list);
       await runEncode(config, buildJoinCommand(encode, list, streams), lease, probed.duration, async () => undefined, log);
       await rm(list);
+      await copyChunkThumbnails(videoDir, workDir);
+      await writeThumbnailIndex(workDir, top, plan.starts.map((start, index) => ({ index, start, seconds: chunkRange(plan, index).seconds ?? probed.duration - start })));
     } else {
       // Encoding is ~all of the work; 99 % until the outputs are published.
       await runEncode(config, args, lease, probed.duration, (f) => markProgress(store, videoId, Math.min(99, Math.floor(f * 100))), log);
+      await writeThumbnailIndex(workDir, top, [whole]);
     }
 
-    const top = rungs[rungs.length - 1]!;
     await runFfmpeg(buildPosterCommand(source, path.join(workDir, POSTER_NAME), Math.min(probed.duration / 2, 2), top));
     await writePlaylists(workDir, streams, probed.fps);
     await publishDir(workDir, videoDir, OUTPUT_DIR);
@@ -213,7 +220,12 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
     const { meta: done } = await markTranscoded(store, videoId, {
       ladder: rungs.map((r) => ({ name: r.name, width: r.width, height: r.height, kbps: r.kbps })),
       codecs: encode.codecs,
-      outputs: { hlsMaster: `${OUTPUT_DIR}/${MASTER_NAME}`, dashManifest: `${OUTPUT_DIR}/${MANIFEST_NAME}`, poster: `${OUTPUT_DIR}/${POSTER_NAME}` },
+      outputs: {
+        hlsMaster: `${OUTPUT_DIR}/${MASTER_NAME}`,
+        dashManifest: `${OUTPUT_DIR}/${MANIFEST_NAME}`,
+        poster: `${OUTPUT_DIR}/${POSTER_NAME}`,
+        thumbnails: `${OUTPUT_DIR}/${THUMBNAIL_INDEX}`,
+      },
     });
     const { renditions } = done;
     // Only once published and recorded: a crash before this leaves the chunks for the join's retry.
@@ -275,8 +287,9 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
       const source = path.join(videoDir, meta.original);
       const probed = await probeOriginal(source);
       work = await chunkWorkFile(videoDir, index);
-      const args = buildChunkCommand({ ...plan.settings, source, outDir: chunksDir(videoDir) }, range.start, range.seconds, work);
       const chunkSeconds = range.seconds ?? probed.duration - range.start;
+      const thumbnails = thumbnailOutput(plan.settings.rungs.at(-1)!, { index, start: range.start, seconds: chunkSeconds }, chunksDir(videoDir));
+      const args = buildChunkCommand({ ...plan.settings, source, outDir: chunksDir(videoDir), thumbnails }, range.start, range.seconds, work);
       const report = async (fraction: number) => {
         const overall = await recordChunkProgress(redis, videoId, plan, index, fraction, probed);
         // The join and publish are the last percent.
@@ -307,7 +320,8 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
  * The early rendition of a fanned-out video: its lowest rung and the audio, one
  * encode of the whole source with the ladder's own settings for that rung,
  * published atomically as `preview/` and announced in meta.json (/metadata).
- * Under the video's lease: the join waits for it rather than racing its publish.
+ * It never holds up the ladder: its own lease, its work inside `.chunks/`; if the
+ * join publishes first (and removes `.chunks/`), the preview has nothing left to do.
  */
 async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, requestId: string | null): Promise<TranscodeResult> {
   const { config, redis, store, audit, log } = deps;
@@ -316,30 +330,32 @@ async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, request
   if ('done' in part) return part.done;
   const { meta, videoDir, plan } = part;
   const lowest = plan.settings.rungs[0]!;
-  const lease = await acquireLease(redis, videoId, config.transcode.leaseSeconds * 1000);
-  if (!lease) throw new ConflictError('another transcoder is working on this video', 'transcode_in_progress');
+  const lease = await acquireLease(redis, `${videoId}:preview`, config.transcode.leaseSeconds * 1000);
+  if (!lease) throw new ConflictError('another transcoder is working on this preview', 'transcode_in_progress');
   const preview = { rendition: lowest.name, hlsMaster: `${PREVIEW_DIR}/${MASTER_NAME}`, dashManifest: `${PREVIEW_DIR}/${MANIFEST_NAME}` };
-  let workDir: string | null = null;
+  const workParent = chunksDir(videoDir);
   try {
     // A redelivery after the publish only announces it again.
     if (!(await exists(path.join(videoDir, preview.hlsMaster)))) {
       const started = Date.now();
-      await removeLeftovers(videoDir);
+      await removeLeftovers(workParent);
       const source = path.join(videoDir, meta.original);
       const probed = await probeOriginal(source);
-      workDir = await createWorkDir(videoDir);
+      const workDir = await createWorkDir(workParent);
       const { args, streams } = buildEncodeCommand({ ...plan.settings, rungs: [lowest], codecs: [plan.settings.codecs[0]!], source, outDir: workDir });
       await runEncode(config, args, lease, probed.duration, async () => undefined, log);
       await writePlaylists(workDir, streams, probed.fps);
       await publishDir(workDir, videoDir, PREVIEW_DIR);
-      workDir = null;
       log.info({ videoId, rendition: lowest.name, seconds: (Date.now() - started) / 1000 }, 'preview published');
     }
     await markPreviewReady(store, videoId, preview);
     await audit.record({ category: 'transcode', action: 'transcode.preview', outcome: 'success', reason: null, videoId, requestId });
     return { outcome: 'preview_published', rendition: lowest.name };
+  } catch (err) {
+    if (await isTranscoded(store, videoId, await store.read(videoId))) return { outcome: 'already_transcoded' };
+    throw err;
   } finally {
-    if (workDir) await removeLeftovers(videoDir).catch(() => undefined);
+    await removeLeftovers(workParent).catch(() => undefined);
     await lease.release();
   }
 }

@@ -36,6 +36,8 @@ export interface VideoOutputs {
   hlsMaster?: string;
   dashManifest?: string;
   poster?: string;
+  /** Seek-thumbnail index (WebVTT over JPEG sprite sheets beside it). */
+  thumbnails?: string;
 }
 
 export interface VideoMeta {

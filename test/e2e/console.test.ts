@@ -244,6 +244,21 @@ describe('web console and real players, end to end', () => {
     expect(statSync(shot).size).toBeGreaterThan(10_000);
   }, 3 * PLAY_DEADLINE);
 
+  it('shows seek thumbnails: a tile of a sprite sheet from thumbnails.vtt, fetched through the master token', async () => {
+    seen = [];
+    await waitFor(() => page.locator('#scrub').isEnabled(), PLAY_DEADLINE, 'the seek bar', 200);
+    await page.evaluate(`(() => { const s = document.getElementById('scrub'); s.value = '3'; s.dispatchEvent(new Event('input')); })()`);
+    await page.locator('#scrub-thumb').waitFor({ state: 'visible' });
+    const style = (await page.locator('#scrub-thumb').getAttribute('style')) ?? '';
+    // The tile for 3 s: the second of one row of 160x90 tiles (6 s → 3 thumbnails, one per 2 s segment).
+    expect(style).toMatch(/thumbs_0_000\.jpg\?token=/);
+    expect(style).toContain('background-position: -160px 0px');
+    const sheet = await waitFor(() => seen.find((x) => x.url.pathname === videoUrl('hls/thumbs_0_000.jpg')), PLAY_DEADLINE, 'the sprite sheet', 200);
+    expect(sheet.status).toBe(200);
+    expect(sheet.headers['content-type']).toBe('image/jpeg');
+    expect(seen.find((x) => x.url.pathname === videoUrl('hls/thumbnails.vtt'))?.status).toBe(200);
+  }, 2 * PLAY_DEADLINE);
+
   it('an expired token: hls.js and dash.js fail with 403 and nothing is served', async () => {
     const { hlsMaster, dashManifest } = meta().outputs!;
     const [hlsShort, dashShort, hlsLong] = await Promise.all([sign(hlsMaster!, 1), sign(dashManifest!, 1), sign(hlsMaster!)]);

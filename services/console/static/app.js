@@ -45,6 +45,8 @@
     rendition: $('rendition'),
     videoElement: $('video-element'),
     playerStatus: $('player-status'),
+    scrub: $('scrub'),
+    scrubThumb: $('scrub-thumb'),
   };
 
   // ---------- messages ----------
@@ -275,7 +277,9 @@
     ui.videoRenditions.textContent = '–';
     setMeter(ui.transcodeProgress, ui.transcodePercent, 0);
     ui.player.hidden = true;
-    watching = { videoId, original, timer: null, outputs: null, preview: false };
+    ui.scrub.disabled = true;
+    ui.scrubThumb.hidden = true;
+    watching = { videoId, original, timer: null, outputs: null, preview: false, thumbnails: null };
     void poll(watching);
   }
 
@@ -361,11 +365,49 @@
       ui.playerStatus.textContent = 'Preview ready (lowest rendition); the full ladder follows.';
       return;
     }
+    if (meta.thumbnails) void loadThumbnails(w, outputs.hlsMaster, meta.thumbnails, meta.duration).catch(() => (ui.scrub.disabled = true));
     // The full ladder is published: a player still on the preview reloads onto it from where it is.
     if (fromPreview && player?.videoId === w.videoId) {
       return void (player.kind === 'hls' ? playHls : playDash)(ui.videoElement.currentTime).catch((err) => showAlert(`Playback failed: ${err.message}`));
     }
     ui.playerStatus.textContent = outputs.dashManifest ? 'Ready to play.' : 'Ready to play (HLS only: no DASH manifest).';
+  }
+
+  // ---------- seek thumbnails ----------
+
+  /**
+   * `thumbnails.vtt` (cues `<sheet>.jpg#xywh=x,y,w,h`) sits beside the master, so the
+   * master's token (scope: its directory) opens the index and every sprite sheet.
+   */
+  async function loadThumbnails(w, master, index, duration) {
+    const token = new URL(await signedUrl(w.videoId, master), location.href).searchParams.get('token') ?? '';
+    const vttUrl = new URL(`/media/videos/${encodeURIComponent(w.videoId)}/${index}`, location.href);
+    vttUrl.searchParams.set('token', token);
+    const res = await fetch(vttUrl);
+    if (!res.ok) throw new Error(`thumbnails: HTTP ${res.status}`);
+    const seconds = (t) => t.split(':').reduce((acc, x) => acc * 60 + Number(x), 0);
+    const cues = [...(await res.text()).matchAll(/^([\d:.]+) --> ([\d:.]+)\r?\n(\S+)#xywh=(\d+),(\d+),(\d+),(\d+)$/gm)].map((m) => {
+      const sheet = new URL(m[3], vttUrl);
+      sheet.searchParams.set('token', token);
+      return { start: seconds(m[1]), end: seconds(m[2]), url: sheet.href, x: Number(m[4]), y: Number(m[5]), width: Number(m[6]), height: Number(m[7]) };
+    });
+    if (watching !== w || cues.length === 0) return;
+    w.thumbnails = cues;
+    ui.scrub.max = String(duration ?? cues.at(-1).end);
+    ui.scrub.disabled = false;
+  }
+
+  function showThumbnail() {
+    const at = Number(ui.scrub.value);
+    const cue = watching?.thumbnails?.find((c) => c.start <= at && at < c.end) ?? watching?.thumbnails?.at(-1);
+    if (!cue) return;
+    Object.assign(ui.scrubThumb.style, {
+      width: `${cue.width}px`,
+      height: `${cue.height}px`,
+      backgroundImage: `url("${cue.url}")`,
+      backgroundPosition: `${-cue.x}px ${-cue.y}px`,
+    });
+    ui.scrubThumb.hidden = false;
   }
 
   // ---------- players ----------
@@ -531,6 +573,11 @@
   ui.playHls.addEventListener('click', guarded(() => playHls()));
   ui.playDash.addEventListener('click', guarded(() => playDash()));
   ui.rendition.addEventListener('change', chooseRendition);
+  ui.scrub.addEventListener('input', showThumbnail);
+  ui.scrub.addEventListener('change', () => {
+    ui.scrubThumb.hidden = true;
+    if (player) ui.videoElement.currentTime = Number(ui.scrub.value);
+  });
 
   showSignedIn();
   const lastVideo = sessionStorage.getItem(VIDEO_KEY);
