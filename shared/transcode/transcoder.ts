@@ -163,6 +163,10 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
     const cleaned = await removeLeftovers(videoDir);
     if (cleaned > 0) log.info({ videoId, cleaned }, 'removed leftovers of an interrupted transcode');
     const source = path.join(videoDir, meta.original);
+    if (!joining) {
+      await markTranscoding(store, videoId, job.attempt);
+      await record('transcode.start', 'success');
+    }
     const probed = await probeOriginal(source);
 
     let plan: ChunkPlan | null = null;
@@ -173,8 +177,6 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
       if (missing.length > 0) throw new UnprocessableError(`chunks ${missing.join(', ')} are missing`, 'chunks_missing');
       await record('transcode.join', 'success');
     } else {
-      await markTranscoding(store, videoId, job.attempt);
-      await record('transcode.start', 'success');
       const starts = planChunks(probed.duration, config.transcode.chunkSegments);
       if (starts) {
         const { source: _s, outDir: _o, ...settings } = encodeOptionsFor(config, probed, codecs, source, videoDir);
