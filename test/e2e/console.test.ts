@@ -256,7 +256,10 @@ describe('web console and real players, end to end', () => {
     const sheet = await waitFor(() => seen.find((x) => x.url.pathname === videoUrl('hls/thumbs_0_000.jpg')), PLAY_DEADLINE, 'the sprite sheet', 200);
     expect(sheet.status).toBe(200);
     expect(sheet.headers['content-type']).toBe('image/jpeg');
-    expect(seen.find((x) => x.url.pathname === videoUrl('hls/thumbnails.vtt'))?.status).toBe(200);
+    // The index opens with the same token (scope hls/), and names that sheet.
+    const vtt = await fetch(`${stack.url}${videoUrl('hls/thumbnails.vtt')}?token=${sheet.url.searchParams.get('token')}`);
+    expect(vtt.status).toBe(200);
+    expect(await vtt.text()).toContain('thumbs_0_000.jpg#xywh=160,0,160,90');
   }, 2 * PLAY_DEADLINE);
 
   it('an expired token: hls.js and dash.js fail with 403 and nothing is served', async () => {
