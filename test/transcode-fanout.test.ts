@@ -3,7 +3,7 @@
  * (2 segments of 2 s), each chunk its own job, joined into the published layout.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { metadataView } from '../shared/delivery/metadata-view.js';
 import type { MediaStore, VideoMeta } from '../shared/video/store.js';
 import { SEGMENT_SECONDS } from '../shared/transcode/ffmpeg-command.js';
-import { CHUNKS_DIR, planChunks } from '../shared/transcode/fanout.js';
+import { chunkFile, CHUNKS_DIR, planChunks } from '../shared/transcode/fanout.js';
 import { checkEncoders, transcodeVideo, type TranscoderDeps } from '../shared/transcode/transcoder.js';
 import { readAuditEntries } from './helpers/audit.js';
 import { joinRung, packets, rungSegments, runFannedOut, ssim, tfdt, timescale } from './helpers/fanout.js';
@@ -95,6 +95,21 @@ function thumbnailCues(v: VideoMeta) {
     rect: m.slice(4, 8).map(Number) as [number, number, number, number],
   }));
 }
+
+describe('re-planning (a requeue, a recovery after Redis lost its jobs)', () => {
+  it('keeps the chunks already done and counts them in the progress', async () => {
+    const codecs = await checkEncoders(harness.config);
+    const v = await addVideo(store, clip);
+    expect(await transcodeVideo(chunked, codecs, job(v.videoId))).toEqual({ outcome: 'fanned_out', chunks: 3 });
+    expect(await transcodeVideo(chunked, codecs, { ...job(v.videoId), part: { kind: 'chunk', index: 0 } })).toEqual({ outcome: 'chunk_transcoded', chunk: 0 });
+    const first = statSync(chunkFile(store.dir(v.videoId), 0)).ino;
+    expect(await transcodeVideo(chunked, codecs, job(v.videoId))).toEqual({ outcome: 'fanned_out', chunks: 3 });
+    expect(statSync(chunkFile(store.dir(v.videoId), 0)).ino).toBe(first);
+    // Chunk 1 reports: chunk 0 (4 of the 10 s) is in the number already.
+    await transcodeVideo(chunked, codecs, { ...job(v.videoId), part: { kind: 'chunk', index: 1 } });
+    expect((await store.read(v.videoId)).progress).toBeGreaterThanOrEqual(Math.floor(0.8 * 99));
+  });
+});
 
 describe('a fanned-out transcode', () => {
   it('publishes a complete ladder (HLS + DASH, measured BANDWIDTH/CODECS) and leaves no chunks behind', async () => {

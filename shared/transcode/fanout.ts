@@ -75,12 +75,17 @@ export async function readPlan(videoDir: string): Promise<ChunkPlan | null> {
   }
 }
 
-/** Record `plan`; chunks of an earlier plan with other settings or boundaries are removed first. */
-export async function writePlan(videoDir: string, plan: ChunkPlan): Promise<void> {
+/**
+ * Record `plan`; chunks of an earlier plan with other settings or boundaries are removed first.
+ * Returns whether an identical plan was already there (its chunks, and its preview, still hold).
+ */
+export async function writePlan(videoDir: string, plan: ChunkPlan): Promise<boolean> {
   const previous = await readPlan(videoDir).catch(() => null);
-  if (!previous || JSON.stringify(previous) !== JSON.stringify(plan)) await rm(chunksDir(videoDir), { recursive: true, force: true });
+  const same = previous !== null && JSON.stringify(previous) === JSON.stringify(plan);
+  if (!same) await rm(chunksDir(videoDir), { recursive: true, force: true });
   await mkdir(chunksDir(videoDir), { recursive: true, mode: 0o750 });
   await writeFileAtomic(path.join(chunksDir(videoDir), PLAN_FILE), `${JSON.stringify(plan)}\n`, `${PLAN_FILE}.tmp.${randomBytes(4).toString('hex')}`);
+  return same;
 }
 
 /** A temporary name for chunk n's encode, removed by the next attempt at that chunk if this one dies. */

@@ -181,12 +181,13 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
       if (starts) {
         const { source: _s, outDir: _o, ...settings } = encodeOptionsFor(config, probed, codecs, source, videoDir);
         const fanned: ChunkPlan = { chunkSeconds: config.transcode.chunkSegments * SEGMENT_SECONDS, starts, settings };
-        await writePlan(videoDir, fanned);
+        // A re-plan of the same plan (a requeue, a recovery) keeps the chunks done and the preview a player may be on.
+        if (!(await writePlan(videoDir, fanned))) await rm(path.join(videoDir, PREVIEW_DIR), { recursive: true, force: true });
         await clearChunkProgress(redis, videoId);
-        await rm(path.join(videoDir, PREVIEW_DIR), { recursive: true, force: true });
         // Chunks kept from an earlier plan with the same settings are not redone. The preview goes first:
         // the first free replica makes the video playable early while the others take the chunks.
         const missing = await missingChunks(videoDir, fanned);
+        for (const index of starts.keys()) if (!missing.includes(index)) await recordChunkProgress(redis, videoId, fanned, index, 1, probed);
         await enqueueParts(redis, job, missing.length > 0 ? [{ kind: 'preview' }, ...missing.map((index) => ({ kind: 'chunk' as const, index }))] : [{ kind: 'join' }]);
         await record('transcode.fanout', 'success');
         log.info({ videoId, chunks: starts.length, toEncode: missing.length, chunkSeconds: fanned.chunkSeconds }, 'transcode fanned out');
