@@ -9,9 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isVideoId, MediaStore } from '../shared/video/store.js';
 import { markTranscoded, markTranscoding } from '../shared/video/state.js';
 import { TRANSCODE_STREAM } from '../shared/transcode/queue.js';
+import { subjectPseudonym } from '../shared/audit/subject.js';
 import { readAuditEntries } from './helpers/audit.js';
 import { makeClip } from './helpers/media.js';
-import { startStack, type TestStack } from './helpers/stack.js';
+import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
 import { createUpload, finalize, offsetOf, patch, sha256, TUS, uploadIdOf } from './helpers/uploads.js';
 
 // Stand-ins for PHI: they must reach meta.json and nothing else.
@@ -97,7 +98,7 @@ describe('finalize', () => {
     expect(jobs).toHaveLength(1);
     const audit = readAuditEntries(path.join(stack.mediaRoot, 'audit'));
     expect(audit).toContainEqual(
-      expect.objectContaining({ category: 'upload', action: 'finalize', outcome: 'success', videoId, actor: { userId: 'clinician-7', role: null } }),
+      expect.objectContaining({ category: 'upload', action: 'finalize', outcome: 'success', videoId, actor: { userId: subjectPseudonym(TEST_HMAC_SECRET, 'clinician-7'), role: null } }),
     );
   });
 

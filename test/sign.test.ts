@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../services/devstack/supervisor.js';
+import { subjectPseudonym } from '../shared/audit/subject.js';
 import { readAuditEntries } from './helpers/audit.js';
 import { makeVideo } from './helpers/delivery-video.js';
 import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
@@ -91,8 +92,8 @@ describe('POST /media/sign', () => {
 
   it('audits grants and denials with the actor, never the token or PHI', async () => {
     const entries = readAuditEntries(path.join(stack.mediaRoot, 'audit')).filter((e) => e.action === 'sign');
-    expect(entries.some((e) => e.outcome === 'granted' && (e.actor as { userId: string }).userId === 'owner-1' && e.videoId === video.videoId)).toBe(true);
-    expect(entries.some((e) => e.outcome === 'denied' && e.reason === 'not_owner' && (e.actor as { userId: string }).userId === 'someone-else')).toBe(true);
+    expect(entries.some((e) => e.outcome === 'granted' && (e.actor as { userId: string }).userId === subjectPseudonym(TEST_HMAC_SECRET, 'owner-1') && e.videoId === video.videoId)).toBe(true);
+    expect(entries.some((e) => e.outcome === 'denied' && e.reason === 'not_owner' && (e.actor as { userId: string }).userId === subjectPseudonym(TEST_HMAC_SECRET, 'someone-else'))).toBe(true);
     expect(entries.some((e) => e.outcome === 'denied' && e.reason === 'unauthorized')).toBe(true);
     const text = JSON.stringify(entries);
     expect(text).not.toMatch(/v1\.[A-Za-z0-9_-]{8}\./);

@@ -1,7 +1,8 @@
 /**
  * Audit logging API used by every function. Entries carry ids only (UUIDs,
  * user ids, roles), never titles, descriptions, filenames, tokens or raw IPs:
- * the IP is anonymised here, before it leaves the process, and every id field
+ * the IP is anonymised here, before it leaves the process, the user id (any JWT
+ * `sub`) becomes a keyed pseudonym (./subject.ts), and every id field
  * must be a token without spaces.
  *
  * `record()` resolves only once the entry is durable in the audit file (the
@@ -19,6 +20,7 @@ import type { Logger } from '../platform/log.js';
 import { counter, gauge, histogram } from '../platform/metrics.js';
 import { createRedis, type Redis } from '../platform/redis.js';
 import { anonymizeIp } from './ip.js';
+import { subjectPseudonym } from './subject.js';
 import { submittedEventSchema, type AuditCategory, type AuditOutcome, type SubmittedEvent } from './entry.js';
 import { AUDIT_ACK_CHANNEL, AUDIT_DURABLE_KEY, AUDIT_STREAM, decodeAck, streamIdTime } from './stream.js';
 
@@ -32,6 +34,7 @@ export interface AuditEvent {
   outcome: AuditOutcome;
   /** Machine-readable reason for a denial or failure, e.g. `token_expired`. */
   reason?: string | null;
+  /** userId: the caller's JWT `sub` as issued; the entry stores its keyed pseudonym (shared/audit/subject.ts). */
   actor?: { userId: string | null; role: string | null } | null;
   videoId?: string | null;
   /** The caller's raw IP; the audit module anonymises it before it is stored. */
@@ -251,7 +254,9 @@ export function createAuditLog(config: Config, redis: Redis, log: Logger): Audit
 
   return {
     async record(event) {
-      const submitted = toSubmittedEvent(event);
+      const { actor } = event;
+      const pseudonymous = actor?.userId ? { ...event, actor: { ...actor, userId: subjectPseudonym(config.hmacSecret, actor.userId) } } : event;
+      const submitted = toSubmittedEvent(pseudonymous);
       const started = performance.now();
       try {
         if (closed) throw new AuditUnavailableError('closed', 'audit log closed');

@@ -27,7 +27,7 @@ export const ROLES = ['uploader', 'viewer', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
 
 export interface Principal {
-  /** The JWT `sub`; in unauthenticated development, the X-PulseVault-User header or null. */
+  /** The JWT `sub`, any string up to MAX_SUBJECT_LENGTH; in unauthenticated development, the X-PulseVault-User header or null. */
   userId: string | null;
   roles: Role[];
   /** false only in development without auth configuration. */
@@ -43,6 +43,8 @@ export interface Authenticator {
 const ASYMMETRIC_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512'];
 const DEV_USER_HEADER = 'x-pulsevault-user';
 const USER_ID_RE = /^[A-Za-z0-9._:@|-]{1,128}$/;
+/** Far above what IdPs issue (OIDC: 255 ASCII); bounds what meta.json and listings carry. */
+export const MAX_SUBJECT_LENGTH = 1024;
 const CHALLENGE = 'Bearer realm="pulsevault"';
 
 let warnedInsecure = false;
@@ -104,7 +106,9 @@ export function createAuthenticator(config: Config, log: Logger): Authenticator 
         }
         throw new UnauthorizedError('the Bearer token is not valid', `${CHALLENGE}, error="invalid_token"`);
       }
-      if (typeof payload.sub !== 'string' || payload.sub === '') {
+      // Any subject an IdP issues (`CONTOSO\jdoe`, `josé@example.org`, 200 characters …) is an owner id as it is;
+      // audit entries carry only its keyed pseudonym (shared/audit/subject.ts).
+      if (typeof payload.sub !== 'string' || payload.sub === '' || payload.sub.length > MAX_SUBJECT_LENGTH) {
         throw new UnauthorizedError('the Bearer token has no subject', `${CHALLENGE}, error="invalid_token"`);
       }
       return { userId: payload.sub, roles: rolesFrom(payload, rolesClaim), authenticated: true };

@@ -9,6 +9,7 @@
  * filter by owner; anyone else sees only their own.
  */
 import { BadRequestError, ForbiddenError, NotImplementedError, ServiceUnavailableError } from '../platform/errors.js';
+import { MAX_SUBJECT_LENGTH } from '../auth/jwt.js';
 import { isVideoId } from '../video/store.js';
 import { isVideoStatus, VIDEO_STATUSES, type VideoStatus } from '../video/state.js';
 import { isUnavailable, type MetadataMirror } from '../mirror/mirror.js';
@@ -87,7 +88,7 @@ export function parseListingQuery(params: URLSearchParams): ListingQuery {
     throw new BadRequestError(`status must be one of ${VIDEO_STATUSES.join(', ')}`);
   }
   const owner = params.get('owner') || null;
-  if (owner !== null && owner.length > 256) throw new BadRequestError('owner must be at most 256 characters');
+  if (owner !== null && owner.length > MAX_SUBJECT_LENGTH) throw new BadRequestError(`owner must be at most ${MAX_SUBJECT_LENGTH} characters`);
   const rawLimit = params.get('limit') || null;
   let limit = DEFAULT_LIMIT;
   if (rawLimit !== null) {

@@ -3,8 +3,9 @@
  *
  *   lock upload → journal? (retry or crash: finish it) → complete? → probe →
  *   journal intent (videoId chosen) → move into VIDEO_DIR/.staging/<videoId>/original.<ext>
- *   → sha256 → meta.json → rename the staging dir to VIDEO_DIR/<videoId> (atomic publish)
- *   → drop the tus info file → audit → enqueue transcode → status queued → journal done
+ *   → sha256 → meta.json → audit (durable) → rename the staging dir to VIDEO_DIR/<videoId>
+ *   (atomic publish) → drop the tus info file → journal audited → enqueue transcode → status
+ *   queued → journal done
  *
  * - One Redis lock per upload (the same lock tus PATCH/DELETE and the expiry sweep
  *   take), so two finalize calls on two replicas serialise and the second one
@@ -15,7 +16,8 @@
  *   was moved (terminated after a crash), the intent is rolled back.
  * - Readers only ever see VIDEO_DIR/<uuid> directories that already hold the
  *   original and a valid meta.json.
- * - Audit and enqueue are at-least-once: a crash right after either repeats it.
+ * - A video is never visible without its upload audit entry: the entry is recorded before the
+ *   publishing rename. Audit and enqueue are at-least-once: a crash right after either repeats it.
  */
 import { chmod, mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -75,7 +77,7 @@ class UploadBusyError extends ConflictError {
 }
 
 /** Points right after each durable step, in order: where a crash leaves something for recovery to finish. */
-export const FINALIZE_STEPS = ['after-intent', 'after-move', 'after-meta', 'after-publish', 'after-audit', 'after-enqueue'] as const;
+export const FINALIZE_STEPS = ['after-intent', 'after-move', 'after-meta', 'after-audit', 'after-publish', 'after-enqueue'] as const;
 export type FinalizeStep = (typeof FINALIZE_STEPS)[number];
 
 export interface FinalizerDeps {
@@ -202,23 +204,15 @@ export class Finalizer {
       entry = await this.journal.write({ ...entry, ...change, state: next });
     };
     if (entry.state === 'intent') {
-      await this.publish(entry);
+      await this.publish(entry, () => this.auditSuccess(entry, clientIp));
       await this.d.uploads.configstore.delete(entry.uploadId).catch(() => undefined); // tus info: now 404
       const { pending: _phi, ...rest } = entry;
       entry = rest;
-      await step('published');
+      await step('audited');
     }
     if (entry.state === 'published') {
-      await this.d.audit.record({
-        category: 'upload',
-        action: 'finalize',
-        outcome: 'success',
-        actor: entry.owner,
-        videoId: entry.videoId,
-        clientIp,
-        requestId: entry.requestId,
-      });
-      this.d.onStep?.('after-audit');
+      // Journals written before the audit entry became part of the publish step.
+      await this.auditSuccess(entry, clientIp);
       await step('audited');
     }
     if (entry.state === 'audited') {
@@ -236,8 +230,25 @@ export class Finalizer {
     return this.d.videos.read(entry.videoId);
   }
 
-  /** Move, hash, write meta.json in the staging dir, then publish it with one rename. */
-  private async publish(entry: JournalEntry): Promise<void> {
+  /** The upload entry is durable before the video is visible: a published video always has its upload entry. */
+  private async auditSuccess(entry: JournalEntry, clientIp: string | null): Promise<void> {
+    await this.d.audit.record({
+      category: 'upload',
+      action: 'finalize',
+      outcome: 'success',
+      actor: entry.owner,
+      videoId: entry.videoId,
+      clientIp,
+      requestId: entry.requestId,
+    });
+    this.d.onStep?.('after-audit');
+  }
+
+  /**
+   * Move, hash, write meta.json in the staging dir, record the upload's audit entry, then publish with
+   * one rename. When the entry cannot be recorded (503) nothing is visible and a retry resumes here.
+   */
+  private async publish(entry: JournalEntry, audit: () => Promise<void>): Promise<void> {
     const { videoDir } = this.d.config;
     const finalDir = path.join(videoDir, entry.videoId);
     if (await exists(path.join(finalDir, 'meta.json'))) return; // published before a crash
@@ -283,6 +294,7 @@ export class Finalizer {
     };
     await this.staging.write(meta); // meta.tmp → fsync → rename → fsync dir
     this.d.onStep?.('after-meta');
+    await audit();
 
     await rename(stagingDir, finalDir);
     await fsyncDir(videoDir);

@@ -16,7 +16,10 @@ import { writeFileAtomic } from '../platform/atomic-file.js';
 import type { ProbeResult } from '../video/probe.js';
 import { isUploadId } from '../uploads/ids.js';
 
-/** intent → (move, hash, meta.json, publish) → published → audit → audited → enqueue → done */
+/**
+ * intent → (move, hash, meta.json, audit, publish) → audited → enqueue → done.
+ * `published` (published, not yet audited) is only found in journals of older versions.
+ */
 export type JournalState = 'intent' | 'published' | 'audited' | 'done';
 
 export interface Caller {

@@ -10,6 +10,7 @@
  * Messages name the field and the rule, never the value (it may be PHI).
  */
 import { z } from 'zod';
+import { MAX_SUBJECT_LENGTH } from '../auth/jwt.js';
 import { BadRequestError } from '../platform/errors.js';
 import { isUploadId } from '../uploads/ids.js';
 
@@ -28,9 +29,12 @@ const schema = z.strictObject({
     .refine((v) => Buffer.byteLength(v) <= MAX_FILENAME_BYTES, `must be at most ${MAX_FILENAME_BYTES} bytes`)
     .refine((v) => !CONTROL_OR_SEPARATOR.test(v), 'must not contain control characters, / or \\')
     .refine((v) => v !== '.' && v !== '..', 'must be a file name'),
+  // A JWT subject as the IdP issued it (an admin finalizing on that user's behalf).
   userId: z
     .string()
-    .regex(/^[A-Za-z0-9._@:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ @ : -')
+    .min(1, 'must not be empty')
+    .max(MAX_SUBJECT_LENGTH, `must be at most ${MAX_SUBJECT_LENGTH} characters`)
+    .refine((v) => !/[\u0000-\u001f\u007f]/.test(v), 'must not contain control characters')
     .optional(),
   metadata: z
     .record(z.string(), z.unknown())

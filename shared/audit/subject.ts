@@ -1,0 +1,21 @@
+/**
+ * How a user appears in audit entries: a keyed pseudonym of the JWT `sub`, never
+ * the subject itself. Identity providers issue subjects such as `josé@example.org`
+ * or `CONTOSO\jdoe` — an email or a name is PHI-adjacent, and audit files are kept
+ * for years and copied to places meta.json never goes. A plain hash would be
+ * reversible by guessing emails; keyed with HMAC_SECRET it is not, yet an operator
+ * holding the secret can map a known subject to its pseudonym:
+ *
+ *   printf 'pulsevault-subject:%s' "$SUB" | openssl dgst -sha256 -hmac "$HMAC_SECRET" | awk '{print "sub-" substr($2, 1, 32)}'
+ *
+ * The raw subject stays where ownership is decided (meta.json `owner`, the upload's
+ * server-side owner, the finalize journal): stores that already hold PHI.
+ */
+import { createHmac } from 'node:crypto';
+
+const PREFIX = 'sub-';
+
+export function subjectPseudonym(hmacSecret: string, subject: string): string {
+  if (!hmacSecret) throw new Error('HMAC_SECRET is required to pseudonymise user ids in audit entries');
+  return PREFIX + createHmac('sha256', hmacSecret).update(`pulsevault-subject:${subject}`).digest('hex').slice(0, 32);
+}
