@@ -28,6 +28,7 @@ import { AppError, ConflictError, NotFoundError } from '../platform/errors.js';
 import { exists } from '../platform/exists.js';
 import { newId } from '../platform/ids.js';
 import type { Logger } from '../platform/log.js';
+import { gauge } from '../platform/metrics.js';
 import { MediaStore, type VideoMeta } from '../video/store.js';
 import { fileChecksum } from '../video/checksum.js';
 import { probe } from '../video/probe.js';
@@ -70,6 +71,18 @@ const LOCK_WAIT_MS = 10_000;
 /** The upload is gone and nothing was moved: the intent can only be rolled back. */
 class UploadVanishedError extends Error {}
 
+/** The journal entry is parked as `failed`: only an operator can move it on (docs/operations.md). */
+class FinalizeFailedError extends AppError {
+  constructor() {
+    super(500, 'finalize_failed', 'finalizing this upload failed repeatedly; an operator must resolve it (pulsevault finalize)');
+  }
+}
+
+const failedFinalizes = gauge({
+  name: 'pulsevault_finalize_failed_journals',
+  help: 'Finalize journal entries parked as failed after repeated errors: each needs an operator (pulsevault finalize).',
+});
+
 class UploadBusyError extends ConflictError {
   constructor() {
     super('this upload is busy (being written or finalized); retry', 'upload_busy');
@@ -109,11 +122,11 @@ export class Finalizer {
         if (existing) {
           // Someone else's finished upload is, for this caller, no upload at all.
           if (existing.owner.userId !== caller.userId) throw new NotFoundError('no such upload');
-          return { response: responseOf(await this.complete(existing, signal, ctx.clientIp), true), replayed: true };
+          return { response: responseOf(await this.resumeJournaled(existing, signal, ctx.clientIp), true), replayed: true };
         }
         const entry = await this.begin(request, caller, ctx);
         this.d.onStep?.('after-intent');
-        return { response: responseOf(await this.complete(entry, signal, ctx.clientIp), false), replayed: false };
+        return { response: responseOf(await this.resumeJournaled(entry, signal, ctx.clientIp), false), replayed: false };
       });
     } catch (err) {
       await this.auditRefusal(err, request.uploadId, caller, ctx);
@@ -121,9 +134,12 @@ export class Finalizer {
     }
   }
 
-  /** Finish (or roll back) every journal entry left unfinished by a crash; prune old done entries. */
-  async recoverPending(): Promise<{ finished: number; rolledBack: number; busy: number }> {
-    const counts = { finished: 0, rolledBack: 0, busy: 0 };
+  /**
+   * Finish (or roll back) every journal entry left unfinished by a crash; prune old done entries.
+   * `failed` entries wait for an operator (counted, not retried).
+   */
+  async recoverPending(): Promise<{ finished: number; rolledBack: number; busy: number; failed: number }> {
+    const counts = { finished: 0, rolledBack: 0, busy: 0, failed: 0 };
     const keepDoneMs = this.d.config.uploadExpiryHours * 3_600_000;
     for (const uploadId of await this.journal.uploadIds()) {
       const acquired = await this.withUploadLock(uploadId, 0, async (signal) => {
@@ -133,8 +149,9 @@ export class Finalizer {
           if (Date.now() - Date.parse(entry.updatedAt) > keepDoneMs) await this.journal.remove(uploadId);
           return;
         }
+        if (entry.state === 'failed') return void counts.failed++;
         try {
-          await this.complete(entry, signal, null);
+          await this.resumeJournaled(entry, signal, null);
           counts.finished++;
           this.d.log.info({ uploadId, videoId: entry.videoId }, 'recovered an interrupted finalize');
         } catch (err) {
@@ -147,13 +164,35 @@ export class Finalizer {
         () => true,
         (err: unknown) => {
           if (err instanceof UploadBusyError) return false;
+          if (err instanceof FinalizeFailedError) {
+            counts.failed++; // parked just now, after its last allowed attempt (logged by resumeJournaled)
+            return true;
+          }
           this.d.log.error({ err, uploadId }, 'recovery of a finalize failed; will retry');
           return true;
         },
       );
       if (!acquired) counts.busy++;
     }
+    failedFinalizes.set(counts.failed);
     return counts;
+  }
+
+  /**
+   * Drive a journaled entry on, counting persistent failures: a step that keeps failing (a bug, a
+   * poison value from an older version's journal) ends `failed` instead of failing every minute for ever.
+   */
+  private async resumeJournaled(entry: JournalEntry, signal: AbortSignal, clientIp: string | null): Promise<VideoMeta> {
+    if (entry.state === 'failed') throw new FinalizeFailedError();
+    try {
+      return await this.complete(entry, signal, clientIp);
+    } catch (err) {
+      if (err instanceof UploadVanishedError || (err instanceof AppError && (err.status === 503 || err.status === 507))) throw err;
+      const code = errorCode(err);
+      const recorded = await this.journal.recordFailure(entry.uploadId, code);
+      this.d.log.error({ uploadId: entry.uploadId, videoId: entry.videoId, step: recorded?.failedStep ?? recorded?.state, failures: recorded?.failures, error: code }, 'a finalize step failed');
+      throw recorded?.state === 'failed' ? new FinalizeFailedError() : err;
+    }
   }
 
   private async withUploadLock<T>(uploadId: string, waitMs: number, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
@@ -201,7 +240,8 @@ export class Finalizer {
   private async complete(entry: JournalEntry, signal: AbortSignal, clientIp: string | null): Promise<VideoMeta> {
     const step = async (next: JournalEntry['state'], change: Partial<JournalEntry> = {}) => {
       if (signal.aborted) throw new AppError(503, 'lock_lost', 'lost the upload lock; retry');
-      entry = await this.journal.write({ ...entry, ...change, state: next });
+      const { failures: _f, lastError: _e, ...progressed } = entry; // a step that succeeds clears the failure count
+      entry = await this.journal.write({ ...progressed, ...change, state: next });
     };
     if (entry.state === 'intent') {
       await this.publish(entry, () => this.auditSuccess(entry, clientIp));
@@ -318,6 +358,12 @@ function responseOf(meta: VideoMeta, replay: boolean): FinalizeResponse {
   // Still `uploaded` after complete() only when no transcode was queued (transcoding is off).
   const transcoding = meta.status === 'uploaded' ? 'disabled' : replay ? meta.status : 'queued';
   return { videoId: meta.videoId, status: 'uploaded', size: meta.size, checksum: meta.checksum, transcoding, original: meta.original };
+}
+
+/** What the journal and log keep of an error: its code or class name, never the message (it may name paths). */
+function errorCode(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return typeof code === 'string' ? code : err instanceof Error ? err.name : 'unknown';
 }
 
 function isTusStatus(err: unknown, status: number): boolean {

@@ -20,7 +20,10 @@ import { isUploadId } from '../uploads/ids.js';
  * intent → (move, hash, meta.json, audit, publish) → audited → enqueue → done.
  * `published` (published, not yet audited) is only found in journals of older versions.
  */
-export type JournalState = 'intent' | 'published' | 'audited' | 'done';
+export type JournalState = 'intent' | 'published' | 'audited' | 'done' | 'failed';
+
+/** A step that fails this many times in a row (transient 503/507 answers aside) parks its entry as `failed`. */
+export const MAX_STEP_FAILURES = 3;
 
 export interface Caller {
   userId: string;
@@ -40,6 +43,11 @@ export interface JournalEntry {
   traceparent: string | null;
   /** What meta.json needs; removed once the video is published. */
   pending?: { filename: string; metadata: Record<string, unknown>; probe: ProbeResult };
+  /** Consecutive failed attempts at the current step, and the last error's code (never its message). */
+  failures?: number;
+  lastError?: string;
+  /** Set with state `failed`: the step an operator's `pulsevault finalize retry` resumes at. */
+  failedStep?: JournalState;
 }
 
 export class FinalizeJournal {
@@ -63,6 +71,26 @@ export class FinalizeJournal {
     await mkdir(this.dir, { recursive: true });
     await writeFileAtomic(this.file(entry.uploadId), `${JSON.stringify(stamped)}\n`, `.${entry.uploadId}.${process.pid}.tmp`);
     return stamped;
+  }
+
+  /**
+   * Count a failed attempt at the entry's current step; the MAX_STEP_FAILURES-th parks it
+   * as `failed`, which recovery skips and finalize answers with 500 `finalize_failed`.
+   */
+  async recordFailure(uploadId: string, errorCode: string): Promise<JournalEntry | null> {
+    const entry = await this.read(uploadId);
+    if (!entry || entry.state === 'failed' || entry.state === 'done') return entry;
+    const failures = (entry.failures ?? 0) + 1;
+    const parked = failures >= MAX_STEP_FAILURES ? { state: 'failed' as const, failedStep: entry.state } : {};
+    return this.write({ ...entry, failures, lastError: errorCode, ...parked });
+  }
+
+  /** An operator fixed the cause: put a `failed` entry back at its step, so the next finalize or recovery pass resumes it. */
+  async resume(uploadId: string): Promise<JournalEntry | null> {
+    const entry = await this.read(uploadId);
+    if (!entry || entry.state !== 'failed' || !entry.failedStep) return null;
+    const { failedStep, failures: _f, ...rest } = entry;
+    return this.write({ ...rest, state: failedStep });
   }
 
   async remove(uploadId: string): Promise<void> {

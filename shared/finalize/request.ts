@@ -12,10 +12,13 @@
 import { z } from 'zod';
 import { MAX_SUBJECT_LENGTH } from '../auth/jwt.js';
 import { BadRequestError } from '../platform/errors.js';
+import { exceededJsonBound } from '../platform/json-bounds.js';
 import { isUploadId } from '../uploads/ids.js';
 
 export const MAX_FILENAME_BYTES = 255;
 export const MAX_METADATA_BYTES = 16 * 1024;
+/** The metadata object itself is level 1; a form with sections and lists needs a handful. */
+export const METADATA_BOUNDS = { maxDepth: 16, maxMembers: 1000 };
 /** Whole body: metadata plus the small fields, with room for JSON escaping. */
 export const MAX_BODY_BYTES = 64 * 1024;
 
@@ -38,7 +41,13 @@ const schema = z.strictObject({
     .optional(),
   metadata: z
     .record(z.string(), z.unknown())
-    .refine((v) => Buffer.byteLength(JSON.stringify(v)) <= MAX_METADATA_BYTES, `must be at most ${MAX_METADATA_BYTES} bytes as JSON`)
+    .superRefine((v, ctx) => {
+      // Shape first, without recursion: stringify (and canonicalize, later) would overflow the stack on deep nesting.
+      const exceeded = exceededJsonBound(v, METADATA_BOUNDS);
+      if (exceeded === 'depth') ctx.addIssue({ code: 'custom', message: `must be nested at most ${METADATA_BOUNDS.maxDepth} levels deep` });
+      else if (exceeded === 'members') ctx.addIssue({ code: 'custom', message: `must hold at most ${METADATA_BOUNDS.maxMembers} keys and array items` });
+      else if (Buffer.byteLength(JSON.stringify(v)) > MAX_METADATA_BYTES) ctx.addIssue({ code: 'custom', message: `must be at most ${MAX_METADATA_BYTES} bytes as JSON` });
+    })
     .default({}),
 });
 

@@ -13,6 +13,7 @@ import canonicalize from 'canonicalize';
 import { writeFileAtomic } from '../platform/atomic-file.js';
 import { AppError, NotFoundError } from '../platform/errors.js';
 import { isUuid } from '../platform/ids.js';
+import { exceededJsonBound } from '../platform/json-bounds.js';
 import type { RenditionName } from '../platform/config.js';
 import type { Redis } from '../platform/redis.js';
 import { RedisLease } from '../platform/redis-lease.js';
@@ -95,7 +96,12 @@ export class MetaCorruptError extends AppError {
   }
 }
 
+/** Far above anything finalize lets in (shared/finalize/request.ts bounds `metadata`). */
+const META_JSON_BOUNDS = { maxDepth: 64, maxMembers: 100_000 };
+
 export function metaChecksum(meta: VideoMeta): string {
+  // canonicalize recurses: never hand it a document deep enough to overflow the stack.
+  if (exceededJsonBound(meta, META_JSON_BOUNDS)) throw new RangeError('meta.json is nested too deeply or too large');
   const { metaChecksum: _ignored, ...rest } = meta;
   return `sha256:${createHash('sha256').update(canonicalize(rest) ?? '').digest('hex')}`;
 }
@@ -198,6 +204,7 @@ export function parseMeta(videoId: string, raw: string): VideoMeta {
     throw new MetaCorruptError(videoId, 'not valid JSON');
   }
   if (typeof meta !== 'object' || meta === null || meta.videoId !== videoId) throw new MetaCorruptError(videoId, 'wrong document');
+  if (exceededJsonBound(meta, META_JSON_BOUNDS)) throw new MetaCorruptError(videoId, 'nested too deeply or too large');
   if (meta.metaChecksum !== metaChecksum(meta)) throw new MetaCorruptError(videoId, 'checksum mismatch');
   return meta;
 }
