@@ -11,7 +11,7 @@
  */
 import { createAccessAudit, type AccessAttempt } from '../../shared/delivery/access-audit.js';
 import { createAuditLog } from '../../shared/audit/client.js';
-import { createAuthenticator, mayManageVideo } from '../../shared/auth/jwt.js';
+import { createAuthenticator, mayManageVideo, requireRole } from '../../shared/auth/jwt.js';
 import { createCors } from '../../shared/delivery/cors.js';
 import { MethodNotAllowedError, NotFoundError, UnauthorizedError } from '../../shared/platform/errors.js';
 import { defineFunction } from '../../shared/platform/handler-contract.js';
@@ -43,6 +43,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
       // Authenticate first: a caller without a token learns 401, not whether a mirror exists.
       const principal = await auth.authenticate(req);
       if (principal.userId === null) throw new UnauthorizedError('listing needs an authenticated user');
+      requireRole(principal, 'uploader');
       const query = parseListingQuery(new URL(req.url ?? '/', 'http://local').searchParams);
       return sendJson(res, 200, await listVideos(mirror, query, { userId: principal.userId, roles: principal.roles }), cors.headers(req));
     }

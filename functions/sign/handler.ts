@@ -8,7 +8,7 @@
  */
 import { createAccessAudit, type AccessAttempt } from '../../shared/delivery/access-audit.js';
 import { createAuditLog } from '../../shared/audit/client.js';
-import { createAuthenticator, mayManageVideo } from '../../shared/auth/jwt.js';
+import { createAuthenticator, mayManageVideo, requireRole } from '../../shared/auth/jwt.js';
 import { createCors } from '../../shared/delivery/cors.js';
 import { BadRequestError, ForbiddenError, MethodNotAllowedError } from '../../shared/platform/errors.js';
 import { defineFunction } from '../../shared/platform/handler-contract.js';
@@ -44,6 +44,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
     const attempt: AccessAttempt = { action: 'sign', req, requestId: ctx.requestId, videoId: null, principal: null };
     const grant = await access.check(attempt, async () => {
       const principal = (attempt.principal = await auth.authenticate(req));
+      requireRole(principal, 'uploader'); // before any lookup: a caller who may sign nothing learns nothing
       const parsed = SignRequest.safeParse(await readJsonBody(req));
       if (!parsed.success) throw new BadRequestError(`invalid sign request: ${parsed.error.issues[0]?.path.join('.') ?? ''} ${parsed.error.issues[0]?.message ?? ''}`.trim());
       const { videoId, expiresIn } = parsed.data;

@@ -1,6 +1,13 @@
 /**
  * Caller authentication (JWT bearer tokens, verified with jose) and the access
- * rules built on it. Used by sign, metadata, finalize and upload creation:
+ * rules built on it — the one place the role model (docs/api.md "Roles") is decided:
+ *
+ *   admin     everything, on every video (holds every role)
+ *   uploader  create and finalize uploads; sign URLs for, read private metadata of, and list OWN videos
+ *   viewer    no API right: watches what a signed URL an owner or admin shared grants (as anyone holding it)
+ *   (none)    as viewer
+ *
+ * Used by sign, metadata, finalize and upload creation:
  *
  *   const auth = createAuthenticator(config, log);      // in setup(): refuses production without auth
  *   const principal = await auth.authenticate(req);     // per request: 401 when missing/invalid
@@ -132,9 +139,12 @@ export function requireRole(principal: Principal, ...roles: Role[]): void {
   if (!roles.some((role) => hasRole(principal, role))) throw new ForbiddenError('your role does not allow this', 'role_required');
 }
 
-/** Owners may sign and read the private metadata of their own videos, admins of any. */
+/**
+ * Sign URLs for, and read the private metadata of, a video: admins any, uploaders their own.
+ * Owning a video is not enough: a subject moved to `viewer` (or to no role) keeps no rights over it.
+ */
 export function mayManageVideo(principal: Principal, owner: string | null): boolean {
-  return hasRole(principal, 'admin') || (principal.userId !== null && principal.userId === owner);
+  return hasRole(principal, 'admin') || (hasRole(principal, 'uploader') && principal.userId !== null && principal.userId === owner);
 }
 
 /** The role recorded in audit entries: the strongest the caller holds. */

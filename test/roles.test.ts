@@ -1,0 +1,103 @@
+/**
+ * The role model (docs/api.md "Roles"; shared/auth/jwt.ts), every role against
+ * every endpoint that looks at roles, through the real stack. The callers are
+ * the video's owner holding each role in turn — owning a video grants nothing
+ * without the uploader role — plus another uploader and an anonymous caller.
+ * PATCH/HEAD/DELETE on an upload and stream are authorised by their URL
+ * (upload URL, signed token), never by role.
+ */
+import path from 'node:path';
+import { readFileSync } from 'node:fs';
+import { SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeVideo } from './helpers/delivery-video.js';
+import { startStack, type TestStack } from './helpers/stack.js';
+import { createUpload, patch, TUS, uploadIdOf } from './helpers/uploads.js';
+
+const JWT_SECRET = 'roles-test-jwt-secret-0123456789abcdef0123';
+const OWNER = 'owner-1';
+const jwt = (sub: string, roles: string[]) =>
+  new SignJWT({ roles }).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setExpirationTime('5m').sign(new TextEncoder().encode(JWT_SECRET));
+
+interface Caller {
+  name: string;
+  sub: string | null;
+  roles: string[];
+}
+
+/** Expected answers per endpoint; `private` = the metadata view includes filename and user metadata. */
+const TABLE: [Caller, { create: number; finalize: number; sign: number; private: boolean; list: number }][] = [
+  [{ name: 'anonymous', sub: null, roles: [] }, { create: 401, finalize: 401, sign: 401, private: false, list: 401 }],
+  [{ name: 'owner, no role', sub: OWNER, roles: [] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403 }],
+  [{ name: 'owner as viewer', sub: OWNER, roles: ['viewer'] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403 }],
+  [{ name: 'owner as uploader', sub: OWNER, roles: ['uploader'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 501 }],
+  [{ name: 'another uploader', sub: 'uploader-2', roles: ['uploader', 'viewer'] }, { create: 201, finalize: 404, sign: 403, private: false, list: 501 }],
+  [{ name: 'admin', sub: 'root', roles: ['admin'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 501 }],
+];
+
+let stack: TestStack;
+let video: { videoId: string };
+let clip: Buffer;
+let mediaToken: string;
+
+async function auth(caller: Caller): Promise<Record<string, string>> {
+  return caller.sub === null ? {} : { Authorization: `Bearer ${await jwt(caller.sub, caller.roles)}` };
+}
+
+beforeAll(async () => {
+  stack = await startStack({ env: { AUTH_JWT_SECRET: JWT_SECRET } });
+  video = await makeVideo(path.join(stack.mediaRoot, 'videos'), { owner: OWNER });
+  clip = readFileSync(path.join(stack.mediaRoot, 'videos', video.videoId, 'original.mp4'));
+  const signed = await fetch(`${stack.url}/media/sign`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(await auth({ name: 'admin', sub: 'root', roles: ['admin'] })) },
+    body: JSON.stringify({ videoId: video.videoId, path: 'original.mp4' }),
+  });
+  mediaToken = new URL(((await signed.json()) as { url: string }).url, stack.url).searchParams.get('token')!;
+}, 120_000);
+afterAll(async () => {
+  await stack?.stop();
+});
+
+describe.each(TABLE)('$name', (caller, expected) => {
+  it(`POST /uploads → ${expected.create}`, async () => {
+    const res = await fetch(`${stack.url}/uploads`, { method: 'POST', headers: { ...TUS, 'Upload-Length': '10', ...(await auth(caller)) } });
+    expect(res.status).toBe(expected.create);
+  });
+
+  it(`POST /uploads/finalize of the owner's upload → ${expected.finalize}`, async () => {
+    const url = await createUpload(`${stack.url}/uploads`, clip.length, await auth({ name: 'owner', sub: OWNER, roles: ['uploader'] }));
+    expect((await patch(url, 0, clip)).status).toBe(204);
+    const res = await fetch(`${stack.url}/uploads/finalize`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(await auth(caller)) },
+      body: JSON.stringify({ uploadId: uploadIdOf(url), filename: 'scan.mp4', ...(caller.roles.includes('admin') ? { userId: OWNER } : {}) }),
+    });
+    expect(res.status).toBe(expected.finalize);
+  });
+
+  it(`POST /media/sign for the owner's video → ${expected.sign}`, async () => {
+    const res = await fetch(`${stack.url}/media/sign`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(await auth(caller)) },
+      body: JSON.stringify({ videoId: video.videoId, path: 'original.mp4' }),
+    });
+    expect(res.status).toBe(expected.sign);
+  });
+
+  it(`GET …/metadata with a signed token: private fields ${expected.private ? 'shown' : 'hidden'}`, async () => {
+    const res = await fetch(`${stack.url}/media/videos/${video.videoId}/metadata?token=${mediaToken}`, { headers: await auth(caller) });
+    expect(res.status).toBe(200);
+    expect('filename' in ((await res.json()) as object)).toBe(expected.private);
+  });
+
+  it(`GET /media/videos → ${expected.list} (501: allowed, but this stack has no metadata mirror)`, async () => {
+    expect((await fetch(`${stack.url}/media/videos`, { headers: await auth(caller) })).status).toBe(expected.list);
+  });
+
+  it('GET a signed media URL → 200 (the token authorises, not the role)', async () => {
+    const res = await fetch(`${stack.url}/media/videos/${video.videoId}/original.mp4?token=${mediaToken}`, { headers: await auth(caller) });
+    expect(res.status).toBe(200);
+    await res.arrayBuffer();
+  });
+});
