@@ -1,6 +1,7 @@
 /** stream through the real local stack: tokens, scopes, traversal, ranges, playlists, audit. */
 import { request } from 'node:http';
-import { readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DOMParser } from '@xmldom/xmldom';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -157,6 +158,30 @@ describe('stream: bad tokens', () => {
   it('keeps accepting tokens of the previous secret (rotation)', async () => {
     const old = createTokenCodec({ secret: OLD_SECRET, maxLifetimeSeconds: 300, clockSkewSeconds: 30 }).sign({ videoId: video.videoId, exp: now() + 60, scope: 'original.mp4' });
     expect((await raw(stack, `/media/videos/${video.videoId}/original.mp4?token=${old}`)).status).toBe(200);
+  });
+});
+
+describe('stream: non-regular files', () => {
+  it('answers 404 at once for a FIFO in a video dir, however many ask, and keeps serving', async () => {
+    const fifo = path.join(other.dir, 'hls', 'stuck.m4s');
+    execFileSync('mkfifo', [fifo]);
+    const url = `${stack.url}/media/videos/${other.videoId}/hls/stuck.m4s?token=${token('hls/', other.videoId)}`;
+    try {
+      // More than the 4 libuv I/O threads: a blocking open() would starve every later file request.
+      const replies = await Promise.all(Array.from({ length: 8 }, () => fetch(url, { signal: AbortSignal.timeout(5_000) })));
+      expect(replies.map((r) => r.status)).toEqual(Array(8).fill(404));
+      const normal = await fetch(`${stack.url}/media/videos/${other.videoId}/original.mp4?token=${token('original.mp4', other.videoId)}`, { signal: AbortSignal.timeout(5_000) });
+      expect(normal.status).toBe(200);
+      await normal.arrayBuffer();
+    } finally {
+      // Release any open() still blocked on the FIFO (there is a reader only if one is stuck).
+      try {
+        closeSync(openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK));
+      } catch {
+        // ENXIO: no reader is waiting
+      }
+      rmSync(fifo);
+    }
   });
 });
 

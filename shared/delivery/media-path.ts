@@ -141,7 +141,9 @@ export class MediaFiles {
     }
     let handle: FileHandle;
     try {
-      handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW);
+      // O_NONBLOCK: opening a FIFO (or a device) someone planted would otherwise block an I/O
+      // thread until a writer appears; regular files ignore the flag. fstat below refuses them.
+      handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ELOOP') throw new NotFoundError('no such file');
