@@ -26,7 +26,7 @@ const UUID = '[0-9a-fA-F-]{36}';
 export const PUBLIC_ROUTES: readonly PublicRoute[] = [
   { pattern: '^/uploads/finalize$', methods: ['POST', 'OPTIONS'], function: 'finalize' },
   {
-    pattern: '^/uploads(/[^/]+)?$',
+    pattern: '^/uploads(/[^/]*)?$', // `/uploads/` too: many tus clients configure the endpoint with a slash
     methods: ['OPTIONS', 'POST', 'HEAD', 'PATCH', 'DELETE', 'GET'],
     function: 'tus-upload',
     streamingUpload: true,

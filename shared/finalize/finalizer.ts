@@ -36,7 +36,6 @@ import { markQueued, type VideoStatus } from '../video/state.js';
 import type { Redis } from '../platform/redis.js';
 import { enqueueTranscode } from '../transcode/queue.js';
 import type { RedisLocker } from '../uploads/locker.js';
-import { UPLOAD_OWNER_KEY } from '../uploads/owner.js';
 import type { UploadStore } from '../uploads/store.js';
 import { moveFile } from './files.js';
 import { FinalizeJournal, type Caller, type JournalEntry } from './journal.js';
@@ -210,11 +209,10 @@ export class Finalizer {
 
   /** Check the upload and probe it, then record the intent (the videoId is chosen here, once). */
   private async begin(request: FinalizeRequest, caller: Caller, ctx: FinalizeContext): Promise<JournalEntry> {
-    const upload = await this.d.uploads.getUpload(request.uploadId).catch((err: unknown) => {
+    const { upload, owner: uploader } = await this.d.uploads.getOwnedUpload(request.uploadId).catch((err: unknown) => {
       if (isTusStatus(err, 404) || isTusStatus(err, 410)) throw new NotFoundError('no such upload');
       throw err;
     });
-    const uploader = upload.metadata?.[UPLOAD_OWNER_KEY];
     // Someone else's upload is, for this caller, no upload at all.
     if (uploader && uploader !== caller.userId && !ctx.callerIsAdmin) throw new NotFoundError('no such upload');
     if (upload.size === undefined || upload.offset < upload.size) {

@@ -6,8 +6,10 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { FileStore } from '@tus/file-store';
+import type { Upload } from '@tus/server';
 import type { Config } from '../platform/config.js';
 import { uploadBytesTotal } from './metrics.js';
+import { UPLOAD_OWNER_KEY, withoutOwner } from './owner.js';
 
 export class UploadStore extends FileStore {
   private readonly bytes = uploadBytesTotal();
@@ -15,6 +17,20 @@ export class UploadStore extends FileStore {
   /** Path of an upload's data file (ids are validated UUIDs before they get here). */
   dataPath(id: string): string {
     return path.join(this.directory, id);
+  }
+
+  /**
+   * What tus sees: HEAD echoes an upload's metadata, which MUST be exactly what the client
+   * sent, so the server-side owner (kept in the info file) is hidden here.
+   */
+  override async getUpload(id: string): Promise<Upload> {
+    return withoutOwner(await super.getUpload(id));
+  }
+
+  /** The upload (as tus sees it) and who created it, for finalize. */
+  async getOwnedUpload(id: string): Promise<{ upload: Upload; owner: string | null }> {
+    const upload = await super.getUpload(id);
+    return { upload: withoutOwner(upload), owner: upload.metadata?.[UPLOAD_OWNER_KEY] ?? null };
   }
 
   override async write(readable: Readable, id: string, offset: number): Promise<number> {

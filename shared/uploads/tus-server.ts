@@ -68,10 +68,11 @@ export function createTusHandler({ config, auth, store, locker, log }: TusUpload
   server.on(EVENTS.POST_FINISH, () => countUpload('completed'));
   server.on(EVENTS.POST_TERMINATE, () => countUpload('terminated'));
 
-  return async (req, res, ctx) => {
+  const handle: TusHandler = async (req, res, ctx) => {
     const match = PATH_RE.exec(requestPath(req));
     if (!match) throw new NotFoundError('no such upload endpoint');
-    const id = match[1];
+    const id = match[1]; // '' for `/uploads/`: the collection, as many clients configure their endpoint
+    applyMethodOverride(req);
     const method = req.method ?? 'GET';
     ctx.route = id ? `${method} /uploads/:id` : `${method} /uploads`;
     const allowed: readonly string[] = id ? UPLOAD_METHODS : COLLECTION_METHODS;
@@ -86,21 +87,49 @@ export function createTusHandler({ config, auth, store, locker, log }: TusUpload
     keepFirstForwardedProto(req);
     await server.handle(req, res);
   };
+  return async (req, res, ctx) => {
+    try {
+      await handle(req, res, ctx);
+    } catch (err) {
+      // Our own refusals (401, 403, 404, 405, …) are tus responses too: every one carries Tus-Resumable.
+      if (err instanceof AppError && !err.headers['Tus-Resumable']) throw new AppError(err.status, err.code, err.message, { ...err.headers, 'Tus-Resumable': TUS_RESUMABLE });
+      throw err;
+    }
+  };
 }
 
 /**
- * Two answers of the tus 1.0.0 spec that @tus/server gives as a plain 400:
- * an unsupported Tus-Resumable is 412 with Tus-Version, and a PATCH that is not
- * `application/offset+octet-stream` is 415.
+ * tus 1.0.0: a POST carrying `X-HTTP-Method-Override` MUST be handled as that method (for clients
+ * and proxies that only speak GET/POST; tus-js-client's overridePatchMethod). @tus/server 2 ignores it.
+ */
+function applyMethodOverride(req: IncomingMessage): void {
+  const override = req.headers['x-http-method-override'];
+  if (req.method !== 'POST' || typeof override !== 'string') return;
+  const method = override.trim().toUpperCase();
+  if (method === 'PATCH' || method === 'DELETE' || method === 'HEAD') req.method = method;
+}
+
+/**
+ * Answers of the tus 1.0.0 spec that @tus/server gives differently: an unsupported
+ * Tus-Resumable is 412 with Tus-Version; a PATCH whose Content-Type is missing or not
+ * `application/offset+octet-stream` is 415, one without Upload-Offset 400.
  */
 function refuseWhatTusSpecRefuses(req: IncomingMessage): void {
   const version = req.headers['tus-resumable'];
   if (req.method !== 'OPTIONS' && version !== undefined && version !== TUS_RESUMABLE) {
     throw new AppError(412, 'unsupported_tus_version', `Tus-Resumable ${TUS_RESUMABLE} is required`, { 'Tus-Version': TUS_RESUMABLE, 'Tus-Resumable': TUS_RESUMABLE });
   }
-  const type = req.headers['content-type'];
-  if (req.method === 'PATCH' && type !== undefined && type !== 'application/offset+octet-stream') {
-    throw new AppError(415, 'unsupported_media_type', 'PATCH bodies must be application/offset+octet-stream', { 'Tus-Resumable': TUS_RESUMABLE });
+  if (req.method === 'PATCH') {
+    if (req.headers['content-type'] !== 'application/offset+octet-stream') {
+      throw new AppError(415, 'unsupported_media_type', 'PATCH bodies must be application/offset+octet-stream', { 'Tus-Resumable': TUS_RESUMABLE });
+    }
+    if (req.headers['upload-offset'] === undefined) {
+      throw new AppError(400, 'missing_upload_offset', 'PATCH needs an Upload-Offset header', { 'Tus-Resumable': TUS_RESUMABLE });
+    }
+  }
+  // The checksum extension is not offered (Tus-Extension does not list it): refuse rather than store unverified bytes.
+  if (req.headers['upload-checksum'] !== undefined) {
+    throw new AppError(400, 'checksum_unsupported', 'Upload-Checksum is not supported by this server (no checksum extension); send the request without it', { 'Tus-Resumable': TUS_RESUMABLE });
   }
 }
 
