@@ -93,6 +93,9 @@ describe('range and conditional planning', () => {
     expect(plan({})).toMatchObject({ status: 200, start: 0, end: 999, headers: { 'Content-Length': '1000', 'Accept-Ranges': 'bytes', ETag: v.etag } });
     expect(plan({ range: 'bytes=0-0' })).toMatchObject({ status: 206, start: 0, end: 0, headers: { 'Content-Range': 'bytes 0-0/1000', 'Content-Length': '1' } });
     expect(plan({ range: 'bytes=-500' })).toMatchObject({ status: 206, start: 500, end: 999 });
+    // RFC 9110 §14.1.3: a suffix longer than the file selects the whole file.
+    expect(plan({ range: 'bytes=-5000' })).toMatchObject({ status: 206, start: 0, end: 999, headers: { 'Content-Range': 'bytes 0-999/1000' } });
+    expect(plan({ range: 'bytes=-0' })).toMatchObject({ status: 416 });
     expect(plan({ range: 'bytes=500-' })).toMatchObject({ status: 206, start: 500, end: 999 });
     expect(plan({ range: 'bytes=900-5000' })).toMatchObject({ status: 206, start: 900, end: 999, headers: { 'Content-Range': 'bytes 900-999/1000' } });
     expect(plan({ range: 'bytes=1000-' })).toMatchObject({ status: 416, headers: { 'Content-Range': 'bytes */1000' } });

@@ -78,7 +78,7 @@ export function planResponse(rep: Representation, headers: IncomingHttpHeaders):
   const range = headers.range;
   const ifRange = [headers['if-range']].flat()[0];
   if (v && range !== undefined && (ifRange === undefined || ifRangeHolds(ifRange, v))) {
-    const parsed = rangeParser(size, range, { combine: true });
+    const parsed = rangeParser(size, wholeForLongSuffix(range, size), { combine: true });
     if (parsed === -1) return { status: 416, headers: { ...base, 'Content-Range': `bytes */${size}` } };
     // Malformed headers, other units and multiple ranges are ignored: the whole file (RFC 9110 §14.2).
     if (parsed !== -2 && parsed.type === 'bytes' && parsed.length === 1) {
@@ -92,6 +92,15 @@ export function planResponse(rep: Representation, headers: IncomingHttpHeaders):
     }
   }
   return { status: 200, start: 0, end: size - 1, headers: { ...base, 'Content-Length': String(size) } };
+}
+
+/**
+ * RFC 9110 §14.1.3: a suffix longer than the representation selects all of it
+ * (`bytes=-5000` of a 1000-byte file is bytes 0-999); range-parser calls it unsatisfiable.
+ */
+function wholeForLongSuffix(range: string, size: number): string {
+  const suffix = /^bytes=-(\d+)$/.exec(range.trim());
+  return suffix && size > 0 && Number(suffix[1]) > size ? `bytes=0-${size - 1}` : range;
 }
 
 /**
