@@ -127,7 +127,8 @@ export class Finalizer {
         this.d.onStep?.('after-intent');
         return { response: responseOf(await this.resumeJournaled(entry, signal, ctx.clientIp), false), replayed: false };
       });
-    } catch (err) {
+    } catch (caught) {
+      const err = asStorageFull(caught);
       await this.auditRefusal(err, request.uploadId, caller, ctx);
       throw err;
     }
@@ -186,7 +187,8 @@ export class Finalizer {
     try {
       return await this.complete(entry, signal, clientIp);
     } catch (err) {
-      if (err instanceof UploadVanishedError || (err instanceof AppError && (err.status === 503 || err.status === 507))) throw err;
+      if (err instanceof UploadVanishedError || (err instanceof AppError && err.status === 503)) throw err;
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw err; // transient: mapped to 507 by finalize()
       const code = errorCode(err);
       const recorded = await this.journal.recordFailure(entry.uploadId, code);
       this.d.log.error({ uploadId: entry.uploadId, videoId: entry.videoId, step: recorded?.failedStep ?? recorded?.state, failures: recorded?.failures, error: code }, 'a finalize step failed');
@@ -356,6 +358,15 @@ function responseOf(meta: VideoMeta, replay: boolean): FinalizeResponse {
   // Still `uploaded` after complete() only when no transcode was queued (transcoding is off).
   const transcoding = meta.status === 'uploaded' ? 'disabled' : replay ? meta.status : 'queued';
   return { videoId: meta.videoId, status: 'uploaded', size: meta.size, checksum: meta.checksum, transcoding, original: meta.original };
+}
+
+/**
+ * A full media volume is the operator's to fix, not a bug: 507 with a clear message (the
+ * upload and anything journaled stay; the retry resumes once there is space).
+ */
+function asStorageFull(err: unknown): unknown {
+  if ((err as NodeJS.ErrnoException | null)?.code !== 'ENOSPC') return err;
+  return new AppError(507, 'insufficient_storage', 'the media volume is full; nothing was lost — retry once space is freed');
 }
 
 /** What the journal and log keep of an error: its code or class name, never the message (it may name paths). */
