@@ -232,7 +232,7 @@ describe('verifier names each kind of break', () => {
     expectBreak(await breaksOf(missing), A1, null, 'bad checkpoint');
 
     const otherKey = await breaksOf(pristine, 'another-signing-key-0123456789abcdef0123');
-    expect(otherKey.filter((b) => b.kind === 'bad checkpoint').map((b) => b.file).sort()).toEqual([A1, A2, A4, U1]);
+    expect(otherKey.filter((b) => b.kind === 'bad checkpoint').map((b) => b.file).sort()).toEqual([A1, A2, A4, 'checkpoints/manifest.json', U1]);
   });
 
   it('the CLI prints file, line and kind and exits non-zero on a break, zero when intact', async () => {
@@ -279,5 +279,37 @@ describe('entries carry no PHI and no raw IP', () => {
     const reordered = Object.fromEntries(Object.entries(rest).reverse()) as typeof rest;
     expect(hashEntry(reordered)).toBe(hash);
     expect(hashEntry({ ...rest, seq: rest.seq + 1 })).not.toBe(hash);
+  });
+});
+
+describe('coverage: the signed manifest of files', () => {
+  const manifest = (dir: string) => path.join(dir, 'checkpoints', 'manifest.json');
+
+  it('lists every file the writer created', () => {
+    expect(JSON.parse(readFileSync(manifest(pristine), 'utf8'))).toMatchObject({ v: 1, files: [A1, A2, A4, U1] });
+  });
+
+  it("names a category's only file deleted with its checkpoint", async () => {
+    const dir = copy();
+    unlinkSync(path.join(dir, U1));
+    unlinkSync(checkpointPath(dir, U1));
+    expect(await breaksOf(dir)).toEqual([{ file: U1, line: null, kind: 'missing day' }]);
+  });
+
+  it('names the newest day deleted with its checkpoint', async () => {
+    const dir = copy();
+    unlinkSync(path.join(dir, A4));
+    unlinkSync(checkpointPath(dir, A4));
+    expectBreak(await breaksOf(dir), A4, null, 'missing day');
+  });
+
+  it('names a deleted or re-written manifest', async () => {
+    const gone = copy();
+    unlinkSync(manifest(gone));
+    expectBreak(await breaksOf(gone), 'checkpoints/manifest.json', null, 'bad checkpoint');
+    const edited = copy();
+    const m = JSON.parse(readFileSync(manifest(edited), 'utf8')) as { files: string[] };
+    writeFileSync(manifest(edited), JSON.stringify({ ...m, files: m.files.filter((f) => f !== U1) }));
+    expectBreak(await breaksOf(edited), 'checkpoints/manifest.json', null, 'bad checkpoint');
   });
 });

@@ -27,6 +27,7 @@ const writer = new AuditWriter({
   reader,
   log,
   leaseMs: config.auditWriterLeaseMs,
+  checkpointEveryMs: config.auditCheckpointIntervalMs,
 });
 
 const metricsServer = config.metricsEnabled ? serveMetrics(config.auditMetricsPort, config.host, () => healthReport('audit-writer')) : null;

@@ -7,6 +7,11 @@
  * hold). It is rewritten atomically every few seconds while the file grows, and
  * once more with `final: true` when the category moves on to a new day, which
  * also proves that a later file exists.
+ *
+ * Checkpoints cannot show a file deleted together with its checkpoint (a
+ * category's only day, or its newest). So the writer also keeps a signed
+ * manifest, `checkpoints/manifest.json`: every log file it has ever created.
+ * A listed file that is gone is a break, whatever else was deleted with it.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -39,7 +44,7 @@ const checkpointSchema = z
 export type Checkpoint = z.infer<typeof checkpointSchema>;
 export type UnsignedCheckpoint = Omit<Checkpoint, 'mac'>;
 
-function mac(key: string, body: UnsignedCheckpoint): string {
+function mac(key: string, body: object): string {
   return createHmac('sha256', key).update(canonicalize(body)!).digest('hex');
 }
 
@@ -55,6 +60,58 @@ export async function writeCheckpoint(auditDir: string, checkpoint: Checkpoint):
   await writeFileAtomic(checkpointPath(auditDir, checkpoint.file), `${JSON.stringify(checkpoint)}\n`);
 }
 
+export const MANIFEST_FILE = 'manifest.json';
+
+const manifestSchema = z
+  .object({
+    v: z.literal(1),
+    /** Every log file the writer has created, sorted. */
+    files: z.array(z.string()),
+    writtenAt: z.string(),
+    mac: z.string().regex(/^[0-9a-f]{64}$/),
+  })
+  .strict();
+export type Manifest = z.infer<typeof manifestSchema>;
+
+export function manifestPath(auditDir: string): string {
+  return path.join(auditDir, CHECKPOINT_DIR, MANIFEST_FILE);
+}
+
+export async function writeManifest(auditDir: string, key: string, files: Iterable<string>): Promise<void> {
+  const body = { v: 1 as const, files: [...files].sort(), writtenAt: new Date().toISOString() };
+  await writeFileAtomic(manifestPath(auditDir), `${JSON.stringify({ ...body, mac: mac(key, body) })}\n`);
+}
+
+export type ManifestRead = { state: 'absent' } | { state: 'invalid'; why: string } | { state: 'valid'; manifest: Manifest };
+
+export async function readManifest(auditDir: string, key: string): Promise<ManifestRead> {
+  const read = await readSigned(manifestPath(auditDir), key, manifestSchema);
+  return read.state === 'valid' ? { state: 'valid', manifest: read.value } : read;
+}
+
+type SignedRead<T> = { state: 'absent' } | { state: 'invalid'; why: string } | { state: 'valid'; value: T };
+
+/** Read a JSON file signed with `mac` and check its schema and signature. */
+async function readSigned<T extends { mac: string }>(file: string, key: string, schema: z.ZodType<T>): Promise<SignedRead<T>> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { state: 'absent' };
+    throw err;
+  }
+  let parsed: T;
+  try {
+    parsed = schema.parse(JSON.parse(text));
+  } catch {
+    return { state: 'invalid', why: 'unparseable or wrong fields' };
+  }
+  const { mac: given, ...body } = parsed;
+  const expected = Buffer.from(mac(key, body), 'hex');
+  if (!timingSafeEqual(expected, Buffer.from(given, 'hex'))) return { state: 'invalid', why: 'signature does not match (forged, edited, or another key)' };
+  return { state: 'valid', value: parsed };
+}
+
 export type CheckpointRead =
   | { state: 'absent' }
   | { state: 'invalid'; why: string }
@@ -62,22 +119,10 @@ export type CheckpointRead =
 
 /** Read and authenticate the checkpoint of `logFile`. */
 export async function readCheckpoint(auditDir: string, logFile: string, key: string): Promise<CheckpointRead> {
-  let text: string;
-  try {
-    text = await readFile(checkpointPath(auditDir, logFile), 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { state: 'absent' };
-    throw err;
-  }
-  let parsed: Checkpoint;
-  try {
-    parsed = checkpointSchema.parse(JSON.parse(text));
-  } catch {
-    return { state: 'invalid', why: 'not a checkpoint (unparseable or wrong fields)' };
-  }
-  const { mac: given, ...body } = parsed;
-  const expected = Buffer.from(mac(key, body), 'hex');
-  if (!timingSafeEqual(expected, Buffer.from(given, 'hex'))) return { state: 'invalid', why: 'signature does not match (forged, edited, or another key)' };
+  const read = await readSigned(checkpointPath(auditDir, logFile), key, checkpointSchema);
+  if (read.state === 'absent') return read;
+  if (read.state === 'invalid') return { state: 'invalid', why: read.why === 'unparseable or wrong fields' ? 'not a checkpoint (unparseable or wrong fields)' : read.why };
+  const parsed = read.value;
   if (parsed.file !== logFile) return { state: 'invalid', why: `signed for ${parsed.file}, found beside ${logFile}` };
   return { state: 'valid', checkpoint: parsed };
 }

@@ -14,12 +14,14 @@
  * - missing day: a whole file gone (a checkpoint without its file, a chain that
  *   jumps between files, a closed file with no successor, a chain that does not
  *   start at the beginning);
- * - bad checkpoint: a checkpoint that is missing, unparseable or not signed
- *   with AUDIT_SIGNING_KEY.
+ * - bad checkpoint: a checkpoint (or the manifest) that is missing, unparseable
+ *   or not signed with AUDIT_SIGNING_KEY.
+ * - a file the signed manifest lists but that is gone is a missing day, even
+ *   when its checkpoint went with it (a category's only or newest day).
  */
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { CHECKPOINT_DIR, readCheckpoint, type CheckpointRead } from './checkpoint.js';
+import { CHECKPOINT_DIR, MANIFEST_FILE, readCheckpoint, readManifest, type CheckpointRead } from './checkpoint.js';
 import { GENESIS_HASH, parseLogFileName, utcDay, type AuditCategory, type AuditEntry } from './entry.js';
 import { listLogFiles, parseEntryLine, type LogFile } from './files.js';
 
@@ -71,6 +73,7 @@ export async function verifyAuditLog(auditDir: string, signingKey: string, optio
     await verifyCategory(auditDir, signingKey, selected, { startsAtBeginning, endsAtEnd }, report);
   }
   await findOrphanCheckpoints(auditDir, all, options, inRange, report);
+  await checkManifest(auditDir, signingKey, all, options, inRange, report);
   report.breaks.sort((a, b) => (a.file === b.file ? (a.line ?? 0) - (b.line ?? 0) : a.file < b.file ? -1 : 1));
   return report;
 }
@@ -238,6 +241,32 @@ function boundaryBreak(
     'missing day',
     prev ? `chain does not continue from ${prev.file}: a day between them is missing (next seq here is ${first.seq})` : `chain starts at seq ${first.seq}: earlier days are missing`,
   );
+}
+
+/** Every file the signed manifest lists must exist; without a valid manifest, nothing proves none was deleted. */
+async function checkManifest(
+  auditDir: string,
+  key: string,
+  all: Map<AuditCategory, LogFile[]>,
+  options: VerifyOptions,
+  inRange: (day: string) => boolean,
+  report: VerifyReport,
+): Promise<void> {
+  const present = new Set([...all.values()].flat().map((f) => f.name));
+  const read = await readManifest(auditDir, key);
+  const where = `${CHECKPOINT_DIR}/${MANIFEST_FILE}`;
+  if (read.state === 'absent') {
+    if (present.size > 0) report.breaks.push({ file: where, line: null, kind: 'bad checkpoint', detail: 'the signed manifest of audit files is missing' });
+    return;
+  }
+  if (read.state === 'invalid') return void report.breaks.push({ file: where, line: null, kind: 'bad checkpoint', detail: `manifest: ${read.why}` });
+  const reported = new Set(report.breaks.filter((b) => b.kind === 'missing day').map((b) => b.file));
+  for (const name of read.manifest.files) {
+    const parsed = parseLogFileName(name);
+    if (!parsed || present.has(name) || reported.has(name) || !inRange(parsed.day)) continue;
+    if (options.category && parsed.category !== options.category) continue;
+    report.breaks.push({ file: name, line: null, kind: 'missing day', detail: 'listed in the signed manifest, but the log file is gone' });
+  }
 }
 
 async function findOrphanCheckpoints(

@@ -23,7 +23,7 @@ import { fsyncDir, fsyncFile } from '../platform/atomic-file.js';
 import type { Logger } from '../platform/log.js';
 import { counter } from '../platform/metrics.js';
 import type { Redis } from '../platform/redis.js';
-import { CHECKPOINT_DIR, readCheckpoint, signCheckpoint, writeCheckpoint } from './checkpoint.js';
+import { CHECKPOINT_DIR, readCheckpoint, readManifest, signCheckpoint, writeCheckpoint, writeManifest } from './checkpoint.js';
 import {
   AUDIT_CATEGORIES,
   chainEntry,
@@ -106,6 +106,8 @@ export class AuditWriter {
   private readonly batchSize: number;
   private readonly now: () => number;
   private heads = new Map<AuditCategory, Head>();
+  /** Every log file created so far, as the signed manifest lists them. */
+  private manifest = new Set<string>();
   private fds = new Map<string, FileHandle>();
   private lastReadId = '0-0';
   private stopping = false;
@@ -196,6 +198,20 @@ export class AuditWriter {
     for (const category of AUDIT_CATEGORIES) heads.set(category, await this.recoverCategory(category, files.get(category) ?? []));
     this.heads = heads;
     this.lastReadId = '0-0';
+    await this.recoverManifest([...files.values()].flat().map((f) => f.name));
+  }
+
+  /**
+   * The manifest lists every file ever created: what it already lists stays listed (a file deleted
+   * since is a break for the verifier), files on disk it lacks (created just before a crash, or by a
+   * version without manifests) are added.
+   */
+  private async recoverManifest(onDisk: string[]): Promise<void> {
+    const read = await readManifest(this.o.auditDir, this.o.signingKey);
+    if (read.state === 'invalid') this.o.log.error({ why: read.why }, 'the audit manifest is not valid; rewriting it from the files on disk (run `pulsevault audit verify`)');
+    const listed = read.state === 'valid' ? read.manifest.files : [];
+    this.manifest = new Set([...listed, ...onDisk]);
+    if (read.state !== 'valid' || this.manifest.size !== listed.length) await writeManifest(this.o.auditDir, this.o.signingKey, this.manifest);
   }
 
   private async recoverCategory(category: AuditCategory, files: LogFile[]): Promise<Head> {
@@ -295,6 +311,12 @@ export class AuditWriter {
     }
 
     for (const p of pending.values()) await this.append(p);
+    // After the appends: a listed file always exists (or was deleted, which the verifier must see).
+    const created = [...pending.keys()].filter((file) => !this.manifest.has(file));
+    if (created.length > 0) {
+      for (const file of created) this.manifest.add(file);
+      await writeManifest(this.o.auditDir, this.o.signingKey, this.manifest);
+    }
     for (const p of pending.values()) {
       if (!p.closes) continue;
       // Order matters for the verifier: the new file and its checkpoint exist before the old one is marked final.

@@ -122,6 +122,7 @@ const VARIABLES = {
   AUDIT_SIGNING_KEY: { default: '', parse: optionalSecret(32) },
   AUDIT_ACK_TIMEOUT_MS: { default: '2000', parse: int(50, 60_000) },
   AUDIT_WRITER_LEASE_SECONDS: { default: '10', parse: int(2, 300) },
+  AUDIT_CHECKPOINT_INTERVAL_MS: { default: '5000', parse: int(0, 60_000) },
   AUDIT_METRICS_PORT: { default: '0', parse: int(0, 65535) },
 
   TRANSCODE_ENABLED: { default: 'true', parse: bool },
@@ -208,6 +209,8 @@ export interface Config {
   auditAckTimeoutMs: number;
   /** The single audit writer's lease: how long a standby waits after the holder dies. */
   auditWriterLeaseMs: number;
+  /** How often a growing audit file's signed checkpoint is refreshed; 0 = after every batch. */
+  auditCheckpointIntervalMs: number;
   /** Port of the audit writer's /metrics (it serves no other HTTP); null = off. */
   auditMetricsPort: number | null;
   transcode: {
@@ -328,6 +331,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     auditSigningKey: orNull(p.AUDIT_SIGNING_KEY),
     auditAckTimeoutMs: p.AUDIT_ACK_TIMEOUT_MS,
     auditWriterLeaseMs: p.AUDIT_WRITER_LEASE_SECONDS * 1000,
+    auditCheckpointIntervalMs: p.AUDIT_CHECKPOINT_INTERVAL_MS,
     auditMetricsPort: p.AUDIT_METRICS_PORT === 0 ? null : p.AUDIT_METRICS_PORT,
     transcode: {
       enabled: p.TRANSCODE_ENABLED,
