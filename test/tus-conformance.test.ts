@@ -2,9 +2,10 @@
  * tus 1.0.0 details (issue 17 items 8 and 10), through the real stack's gateway
  * with JWT auth: HEAD echoes Upload-Metadata exactly as sent (the owner stays
  * server-side), X-HTTP-Method-Override (tus-js-client's overridePatchMethod),
- * Tus-Resumable on our own refusals, `POST /uploads/`, Upload-Checksum refused
- * clearly, and PATCH without Content-Type / Upload-Offset.
+ * Tus-Resumable on our own refusals, `POST /uploads/`, the checksum extension
+ * (460 on a mismatch, nothing stored), and PATCH without Content-Type / Upload-Offset.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { SignJWT } from 'jose';
@@ -98,13 +99,25 @@ describe('POST /uploads/ (trailing slash)', () => {
 });
 
 describe('PATCH refusals store nothing', () => {
-  it('Upload-Checksum → 400 checksum_unsupported (the extension is not offered)', async () => {
-    const url = await createUpload(`${stack.url}/uploads`, 4, auth);
-    const res = await patch(url, 0, Buffer.from('abcd'), { 'Upload-Checksum': 'sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA=' });
-    expect(res.status).toBe(400);
-    expect(((await res.json()) as { error: string }).error).toBe('checksum_unsupported');
-    expect((await fetch(`${stack.url}/uploads`, { method: 'OPTIONS' })).headers.get('tus-extension')).not.toMatch(/checksum/);
+  it('Upload-Checksum: a mismatch → 460 and nothing stored; a match is kept; an unknown algorithm → 400', async () => {
+    const options = await fetch(`${stack.url}/uploads`, { method: 'OPTIONS' });
+    expect(options.headers.get('tus-extension')?.split(',')).toContain('checksum');
+    expect(options.headers.get('tus-checksum-algorithm')?.split(',')).toEqual(expect.arrayContaining(['sha1', 'sha256']));
+    const url = await createUpload(`${stack.url}/uploads`, 8, auth);
+    const digest = (algorithm: string, data: string) => createHash(algorithm).update(data).digest('base64');
+
+    const wrong = await patch(url, 0, Buffer.from('abcd'), { 'Upload-Checksum': `sha1 ${digest('sha1', 'abce')}` });
+    expect(wrong.status).toBe(460);
+    expect(wrong.headers.get('tus-resumable')).toBe('1.0.0');
     expect(await offsetOf(url)).toBe(0);
+    const unknown = await patch(url, 0, Buffer.from('abcd'), { 'Upload-Checksum': `crc32 ${digest('sha1', 'abcd')}` });
+    expect(unknown.status).toBe(400);
+    expect(await offsetOf(url)).toBe(0);
+
+    expect((await patch(url, 0, Buffer.from('abcd'), { 'Upload-Checksum': `sha1 ${digest('sha1', 'abcd')}` })).status).toBe(204);
+    expect((await patch(url, 4, Buffer.from('efgh'), { 'Upload-Checksum': `sha256 ${digest('sha256', 'efgh')}` })).status).toBe(204);
+    expect(await offsetOf(url)).toBe(8);
+    expect(readFileSync(path.join(stack.mediaRoot, 'uploads', uploadIdOf(url)), 'utf8')).toBe('abcdefgh');
   });
 
   it('no Content-Type → 415, no Upload-Offset → 400', async () => {

@@ -2,17 +2,24 @@
  * The upload staging store: @tus/file-store in UPLOAD_DIR (`<id>` data file +
  * `<id>.json` info), shared by tus-upload and finalize.
  */
-import { mkdir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { pipeline, Transform, type Readable } from 'node:stream';
 import { FileStore } from '@tus/file-store';
 import type { Upload } from '@tus/server';
 import type { Config } from '../platform/config.js';
+import { CHECKSUM_MISMATCH, expectedChecksum } from './checksum.js';
 import { uploadBytesTotal } from './metrics.js';
 import { UPLOAD_OWNER_KEY, withoutOwner } from './owner.js';
 
 export class UploadStore extends FileStore {
   private readonly bytes = uploadBytesTotal();
+
+  constructor(options: ConstructorParameters<typeof FileStore>[0]) {
+    super(options);
+    this.extensions.push('checksum'); // advertised in Tus-Extension; see write()
+  }
 
   /** Path of an upload's data file (ids are validated UUIDs before they get here). */
   dataPath(id: string): string {
@@ -33,8 +40,33 @@ export class UploadStore extends FileStore {
     return { upload: withoutOwner(upload), owner: upload.metadata?.[UPLOAD_OWNER_KEY] ?? null };
   }
 
+  /** With an Upload-Checksum (./checksum.ts): hash while writing; keep the chunk only when it matches. */
   override async write(readable: Readable, id: string, offset: number): Promise<number> {
-    const end = await super.write(readable, id, offset);
+    const checksum = expectedChecksum();
+    if (!checksum) {
+      const end = await super.write(readable, id, offset);
+      this.bytes.inc(end - offset);
+      return end;
+    }
+    const hash = createHash(checksum.algorithm);
+    const hashing = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        hash.update(chunk);
+        done(null, chunk);
+      },
+    });
+    pipeline(readable, hashing, () => undefined); // a broken request destroys `hashing`, which fails the write below
+    let end: number;
+    try {
+      end = await super.write(hashing, id, offset);
+    } catch (err) {
+      await truncate(this.dataPath(id), offset); // an unverifiable partial chunk is not kept
+      throw err;
+    }
+    if (!hash.digest().equals(checksum.digest)) {
+      await truncate(this.dataPath(id), offset);
+      throw CHECKSUM_MISMATCH;
+    }
     this.bytes.inc(end - offset);
     return end;
   }

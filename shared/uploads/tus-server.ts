@@ -17,6 +17,7 @@ import type { RequestContext } from '../platform/handler-contract.js';
 import { requestPath } from '../platform/http.js';
 import type { Logger } from '../platform/log.js';
 import { isRedisUnavailable } from '../platform/redis.js';
+import { CHECKSUM_ALGORITHMS, parseUploadChecksum, withExpectedChecksum } from './checksum.js';
 import { isUploadId, newUploadId } from './ids.js';
 import { firstForwarded, uploadLocation } from './location.js';
 import { LockUnavailableError, type RedisLocker } from './locker.js';
@@ -85,7 +86,13 @@ export function createTusHandler({ config, auth, store, locker, log }: TusUpload
       rememberCreator(req, principal);
     }
     keepFirstForwardedProto(req);
-    await server.handle(req, res);
+    if (method === 'OPTIONS') res.setHeader('Tus-Checksum-Algorithm', CHECKSUM_ALGORITHMS.join(','));
+    const checksum = req.headers['upload-checksum'];
+    if (typeof checksum === 'string' && (method === 'PATCH' || method === 'POST')) {
+      await withExpectedChecksum(parseUploadChecksum(checksum), () => server.handle(req, res));
+    } else {
+      await server.handle(req, res);
+    }
   };
   return async (req, res, ctx) => {
     try {
@@ -126,10 +133,6 @@ function refuseWhatTusSpecRefuses(req: IncomingMessage): void {
     if (req.headers['upload-offset'] === undefined) {
       throw new AppError(400, 'missing_upload_offset', 'PATCH needs an Upload-Offset header', { 'Tus-Resumable': TUS_RESUMABLE });
     }
-  }
-  // The checksum extension is not offered (Tus-Extension does not list it): refuse rather than store unverified bytes.
-  if (req.headers['upload-checksum'] !== undefined) {
-    throw new AppError(400, 'checksum_unsupported', 'Upload-Checksum is not supported by this server (no checksum extension); send the request without it', { 'Tus-Resumable': TUS_RESUMABLE });
   }
 }
 
