@@ -113,7 +113,7 @@ function applyMethodOverride(req: IncomingMessage): void {
   const override = req.headers['x-http-method-override'];
   if (req.method !== 'POST' || typeof override !== 'string') return;
   const method = override.trim().toUpperCase();
-  if (method === 'PATCH' || method === 'DELETE' || method === 'HEAD') req.method = method;
+  if (method === 'PATCH' || method === 'DELETE') req.method = method;
 }
 
 /**
