@@ -6,7 +6,8 @@
  * (460 on a mismatch, nothing stored), and PATCH without Content-Type / Upload-Offset.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { request } from 'node:http';
 import path from 'node:path';
 import { SignJWT } from 'jose';
 import * as tus from 'tus-js-client';
@@ -14,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UPLOAD_OWNER_KEY } from '../shared/uploads/owner.js';
 import { startStack, type TestStack } from './helpers/stack.js';
 import { createUpload, offsetOf, patch, TUS, uploadIdOf } from './helpers/uploads.js';
+import { waitFor } from './helpers/wait.js';
 
 const JWT_SECRET = 'tus-conformance-jwt-secret-0123456789abcdef';
 let stack: TestStack;
@@ -118,6 +120,21 @@ describe('PATCH refusals store nothing', () => {
     expect((await patch(url, 4, Buffer.from('efgh'), { 'Upload-Checksum': `sha256 ${digest('sha256', 'efgh')}` })).status).toBe(204);
     expect(await offsetOf(url)).toBe(8);
     expect(readFileSync(path.join(stack.mediaRoot, 'uploads', uploadIdOf(url)), 'utf8')).toBe('abcdefgh');
+  });
+
+  it('Upload-Checksum on a chunk whose request breaks off: the bytes that arrived are dropped (they cannot be verified)', async () => {
+    const url = await createUpload(`${stack.url}/uploads`, 8, auth);
+    const dataFile = path.join(stack.mediaRoot, 'uploads', uploadIdOf(url));
+    const req = request(url, {
+      method: 'PATCH',
+      headers: { ...TUS, 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream', 'Content-Length': '8', 'Upload-Checksum': `sha1 ${createHash('sha1').update('abcdefgh').digest('base64')}` },
+    });
+    req.on('error', () => undefined);
+    req.write('abc');
+    await waitFor(() => statSync(dataFile).size === 3, 10_000, 'the first bytes to reach the upload file');
+    req.destroy(); // the client goes away mid-chunk
+    await waitFor(() => statSync(dataFile).size === 0, 10_000, 'the unverifiable bytes to be dropped');
+    expect(await offsetOf(url)).toBe(0);
   });
 
   it('no Content-Type → 415, no Upload-Offset → 400', async () => {
