@@ -105,6 +105,7 @@ describe('PATCH refusals store nothing', () => {
     const options = await fetch(`${stack.url}/uploads`, { method: 'OPTIONS' });
     expect(options.headers.get('tus-extension')?.split(',')).toContain('checksum');
     expect(options.headers.get('tus-checksum-algorithm')?.split(',')).toEqual(expect.arrayContaining(['sha1', 'sha256']));
+    expect(options.headers.get('access-control-allow-headers')).toMatch(/(^|, )Upload-Checksum(,|$)/);
     const url = await createUpload(`${stack.url}/uploads`, 8, auth);
     const digest = (algorithm: string, data: string) => createHash(algorithm).update(data).digest('base64');
 

@@ -51,6 +51,9 @@ export function createTusHandler({ config, auth, store, locker, log }: TusUpload
     respectForwardedHeaders: config.trustProxy,
     // An empty list means no cross-origin uploads (tus would otherwise answer `*`).
     allowedOrigins: config.corsOrigins,
+    // Browser clients of the checksum extension (./checksum.ts) send and read these across origins.
+    allowedHeaders: ['Upload-Checksum'],
+    exposedHeaders: ['Tus-Checksum-Algorithm'],
     namingFunction: () => newUploadId(),
     generateUrl: (req, { id }) => uploadLocation(config, { headers: req.headers, path: new URL(req.url).pathname }, id),
     getFileIdFromRequest: (_req, lastPath) => (lastPath && isUploadId(lastPath) ? lastPath : undefined),
