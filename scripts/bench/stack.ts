@@ -24,6 +24,8 @@ export interface BenchStack {
   auditDir: string;
   redisUrl: string;
   auditSigningKey: string;
+  /** The stack's HMAC_SECRET: record() keys user pseudonyms with it (shared/audit/subject.ts). */
+  hmacSecret: string;
   /** `Bearer <JWT>` for BENCH_USER with the uploader role (HS256, AUTH_JWT_SECRET of this run). */
   authorization: string;
   logFile: string;
@@ -63,6 +65,7 @@ export async function startBenchStack(scratch: string, env: Record<string, strin
   const redisUrl = `redis://127.0.0.1:${await freePort()}`;
   const url = `http://127.0.0.1:${port}`;
   const auditSigningKey = randomBytes(32).toString('hex');
+  const hmacSecret = randomBytes(32).toString('hex');
   const jwtSecret = randomBytes(32).toString('base64url');
   const jwt = await new SignJWT({ roles: ['uploader'] })
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
@@ -80,7 +83,7 @@ export async function startBenchStack(scratch: string, env: Record<string, strin
       HOME: process.env.HOME,
       NODE_ENV: 'development',
       LOG_LEVEL: 'info',
-      HMAC_SECRET: randomBytes(32).toString('hex'),
+      HMAC_SECRET: hmacSecret,
       AUDIT_SIGNING_KEY: auditSigningKey,
       AUTH_JWT_SECRET: jwtSecret,
       SECRETS_DIR: path.join(scratch, 'no-secrets'),
@@ -137,6 +140,7 @@ export async function startBenchStack(scratch: string, env: Record<string, strin
     auditDir: path.join(mediaRoot, 'audit'),
     redisUrl,
     auditSigningKey,
+    hmacSecret,
     authorization: authHeader.Authorization,
     logFile,
     async hasTranscoder() {

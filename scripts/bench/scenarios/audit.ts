@@ -15,7 +15,7 @@ export async function benchAudit(ctx: BenchContext): Promise<Row> {
   const { stack, sizes } = ctx;
   const perWriter = String(sizes.auditEntriesPerWriter);
   const writers = Array.from({ length: sizes.auditWriters }, () => [perWriter]);
-  const env = { REDIS_URL: stack.redisUrl, MEDIA_ROOT: stack.mediaRoot, NODE_ENV: 'development', LOG_LEVEL: 'warn' };
+  const env = { REDIS_URL: stack.redisUrl, MEDIA_ROOT: stack.mediaRoot, HMAC_SECRET: stack.hmacSecret, NODE_ENV: 'development', LOG_LEVEL: 'warn' };
 
   ctx.progress(`7. audit: ${sizes.auditWriters} writers × ${perWriter} record() calls`);
   const pv = await runTogether('audit-recorder', writers, env);
@@ -30,7 +30,7 @@ export async function benchAudit(ctx: BenchContext): Promise<Row> {
     referenceName: 'one O_APPEND file, write + fdatasync per entry, no chain',
     better: 'higher',
     commands: [
-      `${sizes.auditWriters} × REDIS_URL=<stack redis> MEDIA_ROOT=<stack media> ${workerCommand('audit-recorder', [perWriter])}`,
+      `${sizes.auditWriters} × REDIS_URL=<stack redis> MEDIA_ROOT=<stack media> HMAC_SECRET=<stack secret> ${workerCommand('audit-recorder', [perWriter])}`,
       `${sizes.auditWriters} × ${workerCommand('fsync-appender', ['<scratch>/naive-audit.log', perWriter])}`,
     ],
     note: `${pv.count} entries in ${pv.seconds.toFixed(2)} s vs ${ref.count} in ${ref.seconds.toFixed(2)} s`,
