@@ -15,6 +15,7 @@ import { enqueueTranscode } from '../../shared/transcode/queue.js';
 import { MediaStore } from '../../shared/video/store.js';
 import { launchChromium, type TestBrowser } from '../helpers/browser.js';
 import { makeClip } from '../helpers/media.js';
+import { pidsWith } from '../helpers/processes.js';
 import { startStack, TEST_HMAC_SECRET, type TestStack } from '../helpers/stack.js';
 import { addVideo } from '../helpers/videos.js';
 import { waitFor } from '../helpers/wait.js';
@@ -67,16 +68,39 @@ describe('early playback in the console', () => {
     await page.getByRole('button', { name: 'Open' }).click();
 
     await waitFor(async () => /^Preview ready/.test((await page.locator('#player-status').textContent()) ?? ''), DEADLINE, 'the console to offer the preview', 200);
-    expect((await store.read(video.videoId)).status).toBe('transcoding');
-    await page.getByRole('button', { name: /Play HLS/ }).click();
     const currentTime = () => page.locator('#video-element').evaluate((v) => (v as unknown as { currentTime: number }).currentTime);
-    // Past the first two segments: a player restarted from 0 would fetch them from hls/, one that resumes does not.
-    await waitFor(async () => (await currentTime()) > 4.5, DEADLINE, 'the preview to play past 4.5 s', 100);
-    await page.locator('#video-element').evaluate((v) => (v as unknown as { pause(): void }).pause());
-    const heldAt = await currentTime();
     const videoPath = (rel: string) => `/media/videos/${video.videoId}/${rel}`;
-    expect(requested.some((r) => r.path.startsWith(videoPath('preview/')) && r.path.endsWith('.m4s'))).toBe(true);
-    expect(requested.some((r) => r.path.startsWith(videoPath('hls/')))).toBe(false);
+    // Hold the chunk encodes (SIGSTOP their ffmpeg; the transcoder itself keeps its lease alive) while the
+    // preview plays, so the ladder cannot land before the player is on the preview, however fast the machine.
+    const held = new Set<number>();
+    const hold = () => {
+      for (const pid of pidsWith('ffmpeg', video.videoId).filter((p) => !held.has(p))) {
+        process.kill(pid, 'SIGSTOP');
+        held.add(pid);
+      }
+    };
+    hold();
+    const holding = setInterval(hold, 20);
+    let heldAt: number;
+    try {
+      expect((await store.read(video.videoId)).status).toBe('transcoding');
+      await page.getByRole('button', { name: /Play HLS/ }).click();
+      // Past the first two segments: a player restarted from 0 would fetch them from hls/, one that resumes does not.
+      await waitFor(async () => (await currentTime()) > 4.5, DEADLINE, 'the preview to play past 4.5 s', 100);
+      await page.locator('#video-element').evaluate((v) => (v as unknown as { pause(): void }).pause());
+      heldAt = await currentTime();
+      expect(requested.some((r) => r.path.startsWith(videoPath('preview/')) && r.path.endsWith('.m4s'))).toBe(true);
+      expect(requested.some((r) => r.path.startsWith(videoPath('hls/')))).toBe(false);
+    } finally {
+      clearInterval(holding);
+      for (const pid of held) {
+        try {
+          process.kill(pid, 'SIGCONT');
+        } catch {
+          // gone already
+        }
+      }
+    }
 
     await waitFor(async () => (await store.read(video.videoId)).status === 'transcoded', DEADLINE, 'the ladder to be published', 500);
     const master = await waitFor(() => requested.find((r) => r.path === videoPath('hls/master.m3u8')), DEADLINE, 'the player to load the full master', 200);
