@@ -98,7 +98,9 @@ it('keeps RSS flat for 50 clients reading a 2 GB file and closes descriptors of 
   expect(readers.every((r) => r.received >= 3 * STEP && r.received < SIZE)).toBe(true);
   // 50 open streams cost memory once (measured here: ~45 MB); reading more of the file must not add to it.
   expect(Math.max(...rssSamples) - rssBefore).toBeLessThan(96 * 1024);
-  expect(Math.max(...rssSamples) - rssSamples[0]!).toBeLessThan(24 * 1024);
+  // A server that buffered what the paused clients don't read would grow by CLIENTS × STEP (400 MiB) a step;
+  // garbage collection lagging on a loaded machine was seen to add ~30 MiB, so the bound sits well between.
+  expect(Math.max(...rssSamples) - rssSamples[0]!).toBeLessThan(64 * 1024);
 
   for (const r of readers) r.req.destroy();
   await waitFor(() => openFds() <= fdsBefore + 2, 30_000, 'aborted clients to release their file descriptors');
