@@ -68,7 +68,7 @@ describe('config', () => {
 
   it('.env.example lists every variable with its default', () => {
     const lines = readFileSync('.env.example', 'utf8').split('\n');
-    const entries = new Map(lines.filter((l) => /^[A-Z0-9_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    const entries = new Map(lines.filter((l) => /^[A-Za-z0-9_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
     for (const v of describeVariables()) {
       expect(entries.has(v.name), `${v.name} missing from .env.example`).toBe(true);
       expect(entries.get(v.name), `${v.name} default`).toBe(v.default);

@@ -71,22 +71,16 @@ describe('function template (templates/pulsevault-node20/Dockerfile)', () => {
   const ship = last(all)!;
   const vars = env(ship);
 
-  it('takes fwatchdog from the of-watchdog image and runs it', () => {
-    const watchdog = all.find((s) => s.alias === 'watchdog')!;
-    expect(watchdog.from).toBe('ghcr.io/openfaas/of-watchdog:${WATCHDOG_VERSION}');
-    expect(args.get('WATCHDOG_VERSION')).toMatch(/^\d+\.\d+\.\d+$/);
-    expect(ship.instructions).toContainEqual({ op: 'COPY', args: '--from=watchdog /fwatchdog /usr/bin/fwatchdog' });
-    expect(last(ship.instructions.filter((i) => i.op === 'CMD'))!.args).toBe('["fwatchdog"]');
+  it('runs the runtime itself as PID 1 on OpenFaaS’ port 8080, with no of-watchdog in front (it logs query strings: tokens)', () => {
+    expect(all.some((s) => /of-watchdog/.test(s.from))).toBe(false);
+    expect(ship.instructions.some((i) => /fwatchdog/.test(i.args))).toBe(false);
+    expect(vars.get('PORT')).toBe('8080');
+    expect(vars.get('HOST')).toBe('0.0.0.0');
+    expect([...vars.keys()].filter((k) => ['fprocess', 'mode', 'upstream_url'].includes(k))).toEqual([]);
   });
 
-  it('runs the watchdog in http mode in front of the runtime on its port', () => {
-    expect(vars.get('mode')).toBe('http');
-    expect(vars.get('upstream_url')).toBe(`http://127.0.0.1:${vars.get('PORT')}`);
-    expect(vars.get('HOST')).toBe('127.0.0.1'); // only the watchdog is reachable from outside the pod
-  });
-
-  it('fprocess starts the compiled runtime with the compiled handler, at paths the build produces', () => {
-    const [node, runtime, handler] = vars.get('fprocess')!.split(/\s+/);
+  it('CMD starts the compiled runtime with the compiled handler, at paths the build produces', () => {
+    const [node, runtime, handler] = JSON.parse(last(ship.instructions.filter((i) => i.op === 'CMD'))!.args) as string[];
     expect(node).toBe('node');
     expect(runtime).toBe('dist/templates/pulsevault-node20/runtime/main.js');
     expect(handler).toBe('dist/functions/handler/handler.js');

@@ -1,19 +1,25 @@
 /** The template runtime as a real process: health, metrics, request ids, error mapping, graceful shutdown. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
-import { afterEach, describe, expect, it } from 'vitest';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { freePort } from '../services/devstack/supervisor.js';
 import { TEST_HMAC_SECRET } from './helpers/stack.js';
 import { waitFor } from './helpers/wait.js';
 
 let child: ChildProcess | null = null;
 let output = '';
+const tmp = mkdtempSync(path.join(tmpdir(), 'pv-runtime-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-async function startRuntime(): Promise<string> {
+async function startRuntime(workload: Record<string, string> = {}): Promise<string> {
   const port = await freePort();
   output = '';
   child = spawn(process.execPath, ['dist/templates/pulsevault-node20/runtime/main.js', 'test/fixtures/slow-handler.mjs'], {
-    env: { PATH: process.env.PATH, PORT: String(port), HOST: '127.0.0.1', HMAC_SECRET: TEST_HMAC_SECRET, FUNCTION_NAME: 'fixture', SHUTDOWN_TIMEOUT_SECONDS: '10', SECRETS_DIR: '/nonexistent' },
+    env: { PATH: process.env.PATH, PORT: String(port), HOST: '127.0.0.1', HMAC_SECRET: TEST_HMAC_SECRET, FUNCTION_NAME: 'fixture', SHUTDOWN_TIMEOUT_SECONDS: '10', SECRETS_DIR: '/nonexistent', TMPDIR: tmp, ...workload },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
@@ -98,5 +104,42 @@ describe('template runtime', () => {
     expect(await exit).toBe(0);
     await expect(fetch(`${base}/_/health`)).rejects.toThrow();
     expect(output).toContain('draining in-flight requests');
+  });
+
+  it('serves the OpenFaaS workload contract itself: max_inflight → 429, exec_timeout → 504, read_timeout → 408', async () => {
+    const base = await startRuntime({ max_inflight: '1', exec_timeout: '2s', write_timeout: '5s', read_timeout: '1s' });
+    const held = fetch(`${base}/hang`);
+    let refused: Response | undefined;
+    await waitFor(async () => (refused = await fetch(`${base}/echo-id`)).status === 429, 5_000, 'the one slot taken → 429');
+    expect(((await refused!.json()) as { error: string }).error).toBe('too_many_requests');
+    // Probes are never counted against max_inflight.
+    expect((await fetch(`${base}/_/ready`)).status).toBe(200);
+    const timedOut = await held;
+    expect(timedOut.status).toBe(504);
+    expect(((await timedOut.json()) as { error: string }).error).toBe('timeout');
+    expect(await (await fetch(`${base}/echo-id`)).text()).toMatch(/^[0-9a-f-]{36}$/);
+
+    // A body that does not arrive within read_timeout: 408 and the connection closes.
+    const port = Number(new URL(base).port);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1', () => socket.write('POST /read-body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc'));
+      let data = '';
+      socket.on('data', (d: Buffer) => (data += d.toString()));
+      socket.on('close', () => resolve(data));
+      socket.on('error', reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+  });
+
+  it('keeps the lock file faas-netes’ exec probe reads while serving, and reports draining on SIGTERM', async () => {
+    const base = await startRuntime({ write_timeout: '10s', exec_timeout: '10s', healthcheck_interval: '1s' });
+    expect(existsSync(path.join(tmp, '.lock'))).toBe(true);
+    const slow = fetch(`${base}/slow`).then((r) => r.text());
+    child!.kill('SIGTERM');
+    // During healthcheck_interval the replica still serves, but says it is not ready.
+    await waitFor(async () => (await fetch(`${base}/_/ready`)).status === 503, 2_000, 'ready → 503');
+    expect(existsSync(path.join(tmp, '.lock'))).toBe(false);
+    expect(await (await fetch(`${base}/echo-id`)).text()).toMatch(/^[0-9a-f-]{36}$/);
+    expect(await slow).toBe('start\nend\n');
   });
 });

@@ -51,6 +51,16 @@ const int = (min: number, max: number) =>
 const optionalSecret = (minBytes: number) =>
   z.string().refine((v) => v === '' || Buffer.byteLength(v) >= minBytes, `must be empty or at least ${minBytes} bytes`);
 
+/** OpenFaaS duration: Go syntax (`15m`, `1m30s`, `500ms`) or whole seconds, as of-watchdog reads it; 0 = none. */
+const GO_DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const durationMs = z
+  .string()
+  .trim()
+  .refine((v) => /^\d+$/.test(v) || /^(\d+(\.\d+)?(ms|s|m|h))+$/.test(v), 'must be a duration such as 30s, 15m or 1h30m (or whole seconds)')
+  .transform((v) =>
+    /^\d+$/.test(v) ? Number(v) * 1000 : [...v.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)].reduce((ms, [, n, unit]) => ms + Number(n) * GO_DURATION_UNITS[unit!]!, 0),
+  );
+
 const url = z.string().trim().refine((v) => v === '' || URL.canParse(v), 'must be a URL');
 
 const renditions = z
@@ -148,6 +158,12 @@ const VARIABLES = {
   STACK_FILE: { default: '', parse: z.string().trim() },
 
   SHUTDOWN_TIMEOUT_SECONDS: { default: '25', parse: int(0, 3600) },
+  // The OpenFaaS workload contract, under the names of-watchdog reads (stack.yml `environment`).
+  read_timeout: { default: '0', parse: durationMs },
+  write_timeout: { default: '0', parse: durationMs },
+  exec_timeout: { default: '0', parse: durationMs },
+  max_inflight: { default: '0', parse: int(0, 100_000) },
+  healthcheck_interval: { default: '0', parse: durationMs },
   LOCAL_REPLICAS: {
     default: '',
     parse: list
@@ -235,6 +251,11 @@ export interface Config {
   gateway: { url: string; user: string; password: string | null };
   stackFile: string | null;
   shutdownTimeoutMs: number;
+  /**
+   * A function's OpenFaaS workload settings (0 = none): the runtime enforces them itself, as
+   * of-watchdog would, and bounds its drain on SIGTERM by the longest request they allow.
+   */
+  workload: { readTimeoutMs: number; writeTimeoutMs: number; execTimeoutMs: number; maxInflight: number; healthcheckIntervalMs: number };
   /** Local stack only: replicas per function (default 1), as Kubernetes would scale them. */
   localReplicas: Record<string, number>;
   /** Set per function in stack.yml (and by the local stack); names logs and metrics. */
@@ -355,6 +376,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     },
     stackFile: orNull(p.STACK_FILE),
     shutdownTimeoutMs: p.SHUTDOWN_TIMEOUT_SECONDS * 1000,
+    workload: {
+      readTimeoutMs: p.read_timeout,
+      writeTimeoutMs: p.write_timeout,
+      execTimeoutMs: p.exec_timeout,
+      maxInflight: p.max_inflight,
+      healthcheckIntervalMs: p.healthcheck_interval,
+    },
     localReplicas: p.LOCAL_REPLICAS,
     functionName: orNull(p.FUNCTION_NAME),
   };
