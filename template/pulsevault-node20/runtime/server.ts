@@ -151,8 +151,8 @@ export async function startFunction(name: string, setup: FunctionSetup, config: 
   let shuttingDown: Promise<void> | null = null;
   const shutdown = () =>
     (shuttingDown ??= (async () => {
-      closing = true;
       await rm(lockFilePath(), { force: true });
+      closing = true;
       if (healthcheckIntervalMs > 0) {
         log.info({ healthcheckIntervalMs }, 'shutting down: reporting not ready, still serving');
         await sleep(healthcheckIntervalMs);
