@@ -17,6 +17,7 @@ import { describeVariables } from '../shared/platform/config.js';
 import { FUNCTIONS, matchPublicRoute, parseFunctionPath, PUBLIC_ROUTES } from '../services/gateway/routes.js';
 import { readStack, subscribers } from '../shared/platform/openfaas-stack.js';
 import { TRANSCODE_STREAM } from '../shared/transcode/queue.js';
+import { renderKustomization } from '../scripts/deployment.js';
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -41,9 +42,10 @@ function loadDocs(file: string): Obj[] {
 
 const yamlFiles = walk(K8S).filter((f) => /\.ya?ml$/.test(f));
 const kustomizations = yamlFiles.filter((f) => path.basename(f) === 'kustomization.yaml');
-/** Manifests = the resources the kustomizations apply. */
+/** Files the kustomizations name as resources. */
 const manifestFiles = kustomizations.flatMap((k) => ((loadDocs(k)[0]!.resources as string[] | undefined) ?? []).map((r) => path.join(path.dirname(k), r)));
-const manifests = manifestFiles.flatMap((f) => loadDocs(f).map((doc) => ({ file: f, doc })));
+/** Manifests = what `kubectl apply -k <folder>` applies, rendered by kubectl's kustomize for every folder (generators, replacements included). */
+const manifests = kustomizations.flatMap((k) => renderKustomization(path.dirname(k)).map((doc) => ({ file: k, doc })));
 const byKind = (kind: string) => manifests.filter((m) => m.doc.kind === kind).map((m) => m.doc);
 const named = (kind: string, name: string) => {
   const found = byKind(kind).find((d) => d.metadata.name === name);
@@ -55,6 +57,7 @@ const named = (kind: string, name: string) => {
 const podTemplate = (w: Obj): Obj => (w.kind === 'CronJob' ? w.spec.jobTemplate.spec.template : w.spec.template);
 const workloads = manifests.filter((m) => ['Deployment', 'StatefulSet', 'CronJob'].includes(m.doc.kind)).map((m) => m.doc);
 const configMap = named('ConfigMap', 'pulsevault-config');
+const siteConfig = named('ConfigMap', 'pulsevault-site');
 const MEDIA_ROOT = configMap.data.MEDIA_ROOT as string;
 const pvc = named('PersistentVolumeClaim', 'pulsevault-media');
 const policy = named('ClusterPolicy', 'pulsevault-media-volume');
@@ -73,9 +76,10 @@ describe('k8s/ files', () => {
     const monitoring = loadDocs(path.join(K8S, 'monitoring/kustomization.yaml'))[0]!;
     const generated = (monitoring.configMapGenerator as Obj[]).flatMap((g) => (g.files as string[]).map((f) => path.join(K8S, 'monitoring', f.split('=').pop()!)));
     const helmValues = [path.join(K8S, 'openfaas-values.yaml'), path.join(K8S, 'ingress-nginx-values.yaml')];
+    const siteBlock = path.join(K8S, 'site.env');
     const ruleTests = [path.join(K8S, 'monitoring/alert-rules.test.yml')];
     for (const f of walk(K8S)) {
-      const known = [...manifestFiles, ...kustomizations, ...generated, ...helmValues, ...ruleTests, path.join(K8S, 'monitoring/pending-metrics.txt')];
+      const known = [...manifestFiles, ...kustomizations, ...generated, ...helmValues, ...ruleTests, siteBlock, path.join(K8S, 'monitoring/pending-metrics.txt')];
       expect(known, `${f} is neither applied nor referenced`).toContain(f);
     }
     for (const f of [...manifestFiles, ...generated]) expect(existsSync(f), f).toBe(true);
@@ -212,7 +216,7 @@ describe('the media volume reaches the functions (Kyverno)', () => {
     const c = pod.containers[0] as Obj;
     expect(c.volumeMounts).toContainEqual({ name: volume!.name, mountPath: MEDIA_ROOT });
     expect(c.volumeMounts.map((m: Obj) => m.mountPath)).toEqual(expect.arrayContaining(['/tmp', '/var/openfaas/secrets']));
-    expect(c.envFrom).toEqual([{ configMapRef: { name: configMap.metadata.name } }]);
+    expect(c.envFrom).toEqual([{ configMapRef: { name: configMap.metadata.name } }, { configMapRef: { name: siteConfig.metadata.name } }]);
     expect(c.env.length).toBe(Object.keys(fn.environment).length); // stack.yml's environment survives
     // The template image runs as USER 1000:1000; the volume must be writable by it.
     const user = /^USER (\d+):(\d+)$/m.exec(readFileSync('template/pulsevault-node20/Dockerfile', 'utf8'))!;
@@ -228,8 +232,10 @@ describe('the media volume reaches the functions (Kyverno)', () => {
     expect(mutate(once)).toEqual(once);
   });
 
-  it('the ConfigMap injected into functions holds only PulseVault configuration variables', () => {
+  it('the ConfigMaps injected into functions hold only PulseVault configuration variables (and the site block’s host and storage class)', () => {
     for (const key of Object.keys(configMap.data)) expect(configNames, key).toContain(key);
+    for (const key of Object.keys(siteConfig.data)) expect([...configNames, 'PUBLIC_HOST', 'MEDIA_STORAGE_CLASS'], key).toContain(key);
+    for (const key of Object.keys(siteConfig.data)) expect(configMap.data[key], `${key} is the site's: only in site.env`).toBeUndefined();
     expect(MEDIA_ROOT).toBe(variables.find((v) => v.name === 'MEDIA_ROOT')!.default);
     const redis = named('Service', 'redis');
     expect(configMap.data.REDIS_HOST).toBe(`${redis.metadata.name}.${redis.metadata.namespace}.svc.cluster.local`);
@@ -262,7 +268,7 @@ describe('workloads', () => {
       const c = d.spec.template.spec.containers[0] as Obj;
       expect(c.command).toEqual(['node', `dist/services/${name}/main.js`]);
       expect(devstack).toContain(`entry: 'dist/services/${name}/main.js'`);
-      expect(c.envFrom).toEqual([{ configMapRef: { name: 'pulsevault-config' } }]);
+      expect(c.envFrom).toEqual([{ configMapRef: { name: 'pulsevault-config' } }, { configMapRef: { name: 'pulsevault-site' } }]);
       for (const e of c.env as Obj[]) expect(configNames, `${name} env ${e.name}`).toContain(e.name);
     }
     const writer = named('Deployment', 'audit-writer');
@@ -484,7 +490,8 @@ describe('public ingress', () => {
     expect(controller.hsts).toBe('true');
     expect(Number(controller['hsts-max-age'])).toBeGreaterThanOrEqual(31_536_000);
     expect(String(controller['ssl-protocols']).split(' ').sort()).toEqual(['TLSv1.2', 'TLSv1.3']);
-    expect(new URL(configMap.data.PUBLIC_URL).host).toBe(locations[0]!.host);
+    expect(new URL(siteConfig.data.PUBLIC_URL).host).toBe(locations[0]!.host);
+    expect(siteConfig.data.PUBLIC_HOST).toBe(locations[0]!.host);
     expect(new Set(locations.map((l) => l.host)).size).toBe(1);
   });
 

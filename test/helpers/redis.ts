@@ -24,7 +24,8 @@ export interface TestRedis {
   kill(): Promise<void>;
 }
 
-export async function startRedis(options: { appendonly?: boolean } = {}): Promise<TestRedis> {
+/** `password`: requirepass, as k8s/redis.yaml runs it (clients then authenticate like the functions do). */
+export async function startRedis(options: { appendonly?: boolean; password?: string } = {}): Promise<TestRedis> {
   const port = await freePort();
   const dir = mkdtempSync(path.join(tmpdir(), 'pv-redis-'));
   const url = `redis://127.0.0.1:${port}`;
@@ -33,8 +34,9 @@ export async function startRedis(options: { appendonly?: boolean } = {}): Promis
 
   async function start(): Promise<void> {
     const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', options.appendonly ? 'yes' : 'no'];
+    if (options.password) args.push('--requirepass', options.password);
     child = spawn('redis-server', args, { stdio: 'ignore' });
-    await waitFor(() => redisAnswers(url), 10_000, 'redis-server to start');
+    await waitFor(() => redisAnswers(url, options.password ?? null), 10_000, 'redis-server to start');
   }
 
   async function stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
@@ -53,7 +55,7 @@ export async function startRedis(options: { appendonly?: boolean } = {}): Promis
     url,
     port,
     client() {
-      const c = new Redis(url);
+      const c = new Redis(url, options.password ? { password: options.password } : {});
       c.on('error', () => {}); // a test that stops the server expects these clients to lose it
       clients.push(c);
       return c;

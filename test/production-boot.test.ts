@@ -1,0 +1,184 @@
+/**
+ * Production boot: every function and service starts with NODE_ENV=production from exactly
+ * what stack.yml, `kubectl kustomize k8s/` (with a filled-in site block) and the documented
+ * secret files give it, and `pulsevault doctor` names what is missing before a deploy.
+ * Only the cluster wiring a test machine cannot have is replaced: Redis' address, the media
+ * volume's path, listen ports, the secrets mount's directory.
+ */
+import { execFile } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../services/devstack/supervisor.js';
+import { readStack } from '../shared/platform/openfaas-stack.js';
+import { functionEnvironment, renderKustomization, serviceDeployment, type Manifest } from '../scripts/deployment.js';
+import { untilAuditWriterReady } from './helpers/audit.js';
+import { spawnNode, type NodeProcess } from './helpers/node-process.js';
+import { startRedis, type TestRedis } from './helpers/redis.js';
+import { TEST_AUDIT_KEY, TEST_HMAC_SECRET } from './helpers/secrets.js';
+import { waitFor } from './helpers/wait.js';
+
+const REDIS_PASSWORD = 'test-redis-password-0123456789abcdef';
+/** The secret values a site creates with `faas-cli secret create` (test values here). */
+const SECRET_VALUES: Record<string, string> = { 'hmac-secret': TEST_HMAC_SECRET, 'redis-password': REDIS_PASSWORD, 'audit-signing-key': TEST_AUDIT_KEY, 'basic-auth-password': 'test-gateway-password' };
+const ISSUER = 'https://idp.test.internal/realms/pulsevault';
+const AUDIENCE = 'pulsevault-test';
+const stack = readStack('stack.yml');
+
+const work = mkdtempSync(path.join(tmpdir(), 'pv-prodboot-'));
+const processes: NodeProcess[] = [];
+let redis: TestRedis;
+let jwks: Server;
+let jwksUrl: string;
+let privateKey: Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
+
+/** A copy of k8s/ whose site block is filled in as a site would (the JWKS on loopback). */
+function siteK8s(site: Record<string, string>): string {
+  const dir = mkdtempSync(path.join(work, 'k8s-'));
+  cpSync('k8s', dir, { recursive: true });
+  writeFileSync(path.join(dir, 'site.env'), Object.entries(site).map(([k, v]) => `${k}=${v}\n`).join(''));
+  return dir;
+}
+
+function secretsDir(names: string[]): string {
+  const dir = mkdtempSync(path.join(work, 'secrets-'));
+  for (const name of names) {
+    expect(SECRET_VALUES[name], `documented secret ${name}`).toBeDefined();
+    writeFileSync(path.join(dir, name), `${SECRET_VALUES[name]}\n`); // `echo … | faas-cli secret create` leaves a newline
+  }
+  return dir;
+}
+
+/** Cluster wiring this machine cannot have: Redis' address, the media volume, the secrets mount, ports. */
+function wiring(extra: Record<string, string>): Record<string, string> {
+  return { REDIS_HOST: '127.0.0.1', REDIS_PORT: String(redis.port), MEDIA_ROOT: path.join(work, 'media'), HOST: '127.0.0.1', ...extra };
+}
+
+function start(args: string[], env: Record<string, string>): NodeProcess {
+  // Nothing from this test process leaks in: PATH only, then what the deployment gives.
+  const p = spawnNode(args, { PATH: process.env.PATH, ...env });
+  processes.push(p);
+  return p;
+}
+
+async function untilAnswers(url: string, p: NodeProcess, what: string): Promise<Response> {
+  return waitFor(async () => {
+    if (p.child.exitCode !== null) throw new Error(`${what} exited with ${p.child.exitCode}:\n${p.output()}`);
+    const res = await fetch(url).catch(() => null);
+    return res?.ok ? res : null;
+  }, 30_000, what);
+}
+
+function doctor(dir: string): Promise<{ code: number; stdout: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['dist/scripts/pulsevault.js', 'doctor', dir], (err, stdout) => resolve({ code: err ? Number(err.code) : 0, stdout }));
+  });
+}
+
+beforeAll(async () => {
+  mkdirSync(path.join(work, 'media'));
+  redis = await startRedis({ password: REDIS_PASSWORD });
+  const pair = await generateKeyPair('RS256');
+  privateKey = pair.privateKey;
+  const jwk = { ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' };
+  jwks = createServer((_req, res) => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ keys: [jwk] })));
+  await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', () => r()));
+  jwksUrl = `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`;
+});
+
+afterAll(async () => {
+  for (const p of processes) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+  await Promise.all(processes.map((p) => p.exited));
+  await redis?.close();
+  await new Promise((r) => jwks?.close(r));
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe('production boot from stack.yml + k8s/ + documented secrets', () => {
+  let rendered: Manifest[];
+  beforeAll(() => {
+    rendered = renderKustomization(
+      siteK8s({ AUTH_JWKS_URL: jwksUrl, AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, PUBLIC_URL: 'https://videos.hospital.test', PUBLIC_HOST: 'videos.hospital.test', MEDIA_STORAGE_CLASS: 'nfs-encrypted' }),
+    );
+  });
+
+  it('the site block reaches the Ingress hosts and the media volume’s storage class', () => {
+    const hosts = rendered.filter((d) => d.kind === 'Ingress').flatMap((i) => [...i.spec.rules.map((r: Manifest) => r.host), ...i.spec.tls.flatMap((t: Manifest) => t.hosts)]);
+    expect(hosts.length).toBeGreaterThanOrEqual(10);
+    expect(new Set(hosts)).toEqual(new Set(['videos.hospital.test']));
+    expect(rendered.find((d) => d.kind === 'PersistentVolumeClaim' && d.metadata.name === 'pulsevault-media')!.spec.storageClassName).toBe('nfs-encrypted');
+  });
+
+  it.each(stack.functions.map((f) => [f.name, f] as const))('function %s starts in production and becomes ready', async (name, fn) => {
+    const env = functionEnvironment(fn, rendered);
+    expect(env.NODE_ENV).toBe('production');
+    const port = await freePort();
+    const p = start(['dist/template/pulsevault-node20/runtime/main.js', `dist/functions/${name}/handler.js`], {
+      ...env,
+      ...wiring({ PORT: String(port), SECRETS_DIR: secretsDir(fn.secrets), TMPDIR: mkdtempSync(path.join(work, `tmp-${name}-`)) }),
+    });
+    const ready = await untilAnswers(`http://127.0.0.1:${port}/_/ready`, p, `${name} ready`);
+    expect(await ready.json()).toEqual({ status: 'ok', function: name });
+
+    if (name === 'metadata') {
+      // Auth is really on, with the site's identity provider: no token 401; its token gets past auth
+      // to the listing, which answers 501 because this site has no PostgreSQL mirror (METADATA_DSN).
+      const listing = `http://127.0.0.1:${port}/media/videos`;
+      expect((await fetch(listing)).status).toBe(401);
+      const token = await new SignJWT({ roles: ['viewer'] })
+        .setProtectedHeader({ alg: 'RS256', kid: 'k1' })
+        .setSubject('clinician-1')
+        .setIssuer(ISSUER)
+        .setAudience(AUDIENCE)
+        .setExpirationTime('5m')
+        .sign(privateKey);
+      const listed = await fetch(listing, { headers: { Authorization: `Bearer ${token}` } });
+      expect(listed.status, await listed.clone().text()).toBe(501);
+      expect(p.output()).not.toContain(token);
+    }
+    p.child.kill('SIGTERM');
+    expect(await p.exited).toBe(0);
+  }, 60_000);
+
+  it.each(['audit-writer', 'queue-connector'])('service %s starts in production from its Deployment', async (name) => {
+    const svc = serviceDeployment(rendered, name);
+    expect(svc.env.NODE_ENV).toBe('production');
+    const port = await freePort();
+    const metricsPort = name === 'audit-writer' ? 'AUDIT_METRICS_PORT' : 'QUEUE_CONNECTOR_METRICS_PORT';
+    expect(svc.env[metricsPort]).toBe('8080');
+    expect(svc.command[0]).toBe('node');
+    const p = start(svc.command.slice(1), { ...svc.env, ...wiring({ [metricsPort]: String(port), SECRETS_DIR: secretsDir(svc.secrets) }) });
+    await untilAnswers(`http://127.0.0.1:${port}/metrics`, p, `${name} metrics`);
+    if (name === 'audit-writer') await untilAuditWriterReady(`redis://:${REDIS_PASSWORD}@127.0.0.1:${redis.port}`, () => (p.child.exitCode !== null ? p.output() : null));
+    p.child.kill('SIGTERM');
+    expect(await p.exited).toBe(0);
+  }, 60_000);
+});
+
+describe('pulsevault doctor', () => {
+  it('names every site setting still an example in the checked-in k8s/, and exits 1', async () => {
+    const { code, stdout } = await doctor('k8s');
+    expect(code).toBe(1);
+    for (const key of ['AUTH_JWKS_URL', 'AUTH_ISSUER', 'PUBLIC_URL', 'PUBLIC_HOST', 'MEDIA_STORAGE_CLASS']) expect(stdout).toMatch(new RegExp(`^problem: ${key} is still the example value`, 'm'));
+  });
+
+  it('names the functions that would refuse to start without an identity provider', async () => {
+    const { code, stdout } = await doctor(siteK8s({ AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, PUBLIC_URL: 'https://videos.hospital.test', PUBLIC_HOST: 'videos.hospital.test', MEDIA_STORAGE_CLASS: 'nfs-encrypted' }));
+    expect(code).toBe(1);
+    expect(stdout).toMatch(/^problem: AUTH_JWKS_URL is not set/m);
+    for (const fn of ['tus-upload', 'finalize', 'sign', 'metadata']) expect(stdout).toContain(`problem: function ${fn}: invalid configuration: AUTH_JWKS_URL or AUTH_JWT_SECRET is required when NODE_ENV=production`);
+  });
+
+  it('passes a complete site and lists the secrets to create', async () => {
+    const { code, stdout } = await doctor(
+      siteK8s({ AUTH_JWKS_URL: 'https://login.hospital.test/jwks', AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, PUBLIC_URL: 'https://videos.hospital.test', PUBLIC_HOST: 'videos.hospital.test', MEDIA_STORAGE_CLASS: 'nfs-encrypted' }),
+    );
+    expect(stdout).toMatch(/^ok: /m);
+    expect(stdout).toContain('audit-signing-key, basic-auth-password, hmac-secret, redis-password');
+    expect(code).toBe(0);
+  });
+});
