@@ -495,6 +495,14 @@ describe('public ingress', () => {
     expect(new Set(locations.map((l) => l.host)).size).toBe(1);
   });
 
+  it('ingress-nginx logs no query string, credential or cookie (signed URLs carry tokens in the query)', () => {
+    const controller = parseYaml(readFileSync(path.join(K8S, 'ingress-nginx-values.yaml'), 'utf8')).controller.config as Obj;
+    const variables = String(controller['log-format-upstream']).match(/\$[a-z_0-9]+/g)!;
+    expect(variables).toContain('$uri'); // the path only; $request and $request_uri include the query
+    for (const v of variables) expect(v, v).not.toMatch(/^\$(request|request_uri|args|query_string|arg_.*|http_authorization|http_cookie|cookie_.*|request_body)$/);
+    expect(controller['error-log-level']).toBe('crit'); // error lines quote the request line, query included
+  });
+
   it('upload paths stream (no body limit, no request buffering); other paths keep a limit', () => {
     for (const route of PUBLIC_ROUTES) {
       const ann = ingresses.find((i) => i.metadata.annotations['nginx.ingress.kubernetes.io/rewrite-target'] === `/function/${route.function}$1`)!.metadata.annotations;
