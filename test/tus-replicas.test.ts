@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFunctionProcess, type FunctionProcess } from './helpers/function-process.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
-import { createUpload, offsetOf, patch, TUS, uploadIdOf } from './helpers/uploads.js';
+import { createUpload, offsetOf, patch, streamingPatch, TUS, uploadIdOf } from './helpers/uploads.js';
 import { waitFor } from './helpers/wait.js';
 
 let redis: TestRedis;
@@ -21,27 +21,6 @@ const extra: FunctionProcess[] = [];
 const env = () => ({ MEDIA_ROOT: mediaRoot, REDIS_URL: redis.url, UPLOAD_EXPIRY_HOURS: '1', UPLOAD_SWEEP_INTERVAL_SECONDS: '1' });
 const uploadDir = () => path.join(mediaRoot, 'uploads');
 const onReplica = (replica: FunctionProcess, url: string) => `${replica.url}${new URL(url).pathname}`;
-
-/** A PATCH whose body the test feeds piece by piece, as a slow or stalled client would. */
-function streamingPatch(url: string, offset: number) {
-  let controller!: ReadableStreamDefaultController<Uint8Array>;
-  const body = new ReadableStream<Uint8Array>({ start: (c) => void (controller = c) });
-  const response = patch(url, offset, body).then(
-    (r) => r,
-    () => null, // the connection was closed on us
-  );
-  return {
-    response,
-    send: (bytes: Buffer) => controller.enqueue(new Uint8Array(bytes)),
-    end: () => {
-      try {
-        controller.close();
-      } catch {
-        // already closed or errored by the server side
-      }
-    },
-  };
-}
 
 beforeAll(async () => {
   redis = await startRedis();

@@ -52,6 +52,27 @@ export function patch(url: string, offset: number, body: Buffer | ReadableStream
   } as RequestInit);
 }
 
+/** A PATCH whose body the test feeds piece by piece, as a slow or stalled client would. */
+export function streamingPatch(url: string, offset: number) {
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  const body = new ReadableStream<Uint8Array>({ start: (c) => void (controller = c) });
+  const response = patch(url, offset, body).then(
+    (r) => r,
+    () => null, // the connection was closed on us
+  );
+  return {
+    response,
+    send: (bytes: Buffer) => controller.enqueue(new Uint8Array(bytes)),
+    end: () => {
+      try {
+        controller.close();
+      } catch {
+        // already closed or errored by the server side
+      }
+    },
+  };
+}
+
 export async function offsetOf(url: string): Promise<number> {
   const res = await fetch(url, { method: 'HEAD', headers: TUS });
   if (res.status !== 200) throw new Error(`HEAD answered ${res.status}`);
