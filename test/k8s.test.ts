@@ -536,7 +536,19 @@ describe('OpenFaaS', () => {
     expect(deployDoc).toContain('upstream_timeout=61m');
     expect(deployDoc).toContain('read_timeout=write_timeout=62m');
     expect(values.functionNamespace).toBe('openfaas-fn');
-    expect(values.faasnetes.setNonRootUser).toBe(false); // uid 1000 comes from the image and the policy
+  });
+
+  it('openfaas-values.yaml sets only keys the current chart reads, and says which change the whole installation', () => {
+    const read = new Set((JSON.parse(readFileSync('test/fixtures/openfaas-chart-values-read.json', 'utf8')) as { keys: string[] }).keys);
+    const leaves = (o: Obj, prefix = ''): string[] =>
+      Object.entries(o).flatMap(([k, v]) => (v && typeof v === 'object' && !Array.isArray(v) ? leaves(v as Obj, `${prefix}${k}.`) : [`${prefix}${k}`]));
+    for (const key of leaves(values)) expect(read.has(key), `${key} is not read by the chart`).toBe(true);
+    // Settings that would quietly change the platform for other tenants are not set at all.
+    for (const key of ['async', 'gateway.scaleFromZero', 'functions.httpProbe', 'functions.setNonRootUser', 'functions.imagePullPolicy']) expect(leaves(values), key).not.toContain(key);
+    const text = readFileSync(path.join(K8S, 'openfaas-values.yaml'), 'utf8');
+    const wide = text.indexOf('INSTALLATION-WIDE');
+    expect(wide).toBeGreaterThan(0);
+    for (const key of ['upstreamTimeout:', 'exposeServices:']) expect(text.indexOf(key), key).toBeGreaterThan(wide);
   });
 
   it('stack.yml names only handlers, templates and secrets that exist', () => {
