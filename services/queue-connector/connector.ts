@@ -1,8 +1,9 @@
 /**
  * The queue connector: reads transcode jobs from the Redis stream and invokes
  * every function subscribed to the `transcode` topic through the gateway, as an
- * OpenFaaS connector does — plus what OpenFaaS connectors lack: bounded
- * concurrency, ack only after success, retries with exponential back-off and
+ * OpenFaaS connector does — plus what OpenFaaS connectors lack: concurrency bounded
+ * by the transcoders' slots (ready replicas × max_inflight, across all connectors via
+ * the group's pending count; TRANSCODE_CONCURRENCY caps one connector), ack only after success, retries with exponential back-off and
  * jitter, a dead-letter stream, and take-over of a dead connector's jobs.
  *
  * Per job: 2xx → ack. 409 `transcode_in_progress` / 429 → another transcoder is
@@ -36,6 +37,8 @@ export const CONNECTOR_NAME = 'pulsevault-queue-connector';
 const MAX_RETRY_DELAY_MS = 15 * 60_000;
 const READ_BLOCK_MS = 1_000;
 const NO_SUBSCRIBER_WAIT_MS = 5_000;
+/** How often a connector looks again while every transcoder slot is taken. */
+const CAPACITY_RECHECK_MS = 1_000;
 const UNAVAILABLE_MAX_WAIT_MS = 30_000;
 /** How soon an emptied Redis is noticed (two GETs per check). */
 const RECOVERY_CHECK_MS = 2_000;
@@ -118,9 +121,17 @@ export class QueueConnector {
         }
         try {
           await queue.promoteDue();
-          // Jobs of a connector that stopped heartbeating first, then new ones.
+          // Jobs of a connector that stopped heartbeating first (already counted in the group's in-flight), then new ones.
           let entries = (await queue.reclaim(leaseMs, free)).filter((e) => !this.inFlight.has(e.id));
-          if (entries.length === 0) entries = await queue.read(free, READ_BLOCK_MS);
+          if (entries.length === 0) {
+            // Cluster-wide, not per connector: never more jobs handed out than the transcoders have slots.
+            const slots = Math.min(free, (await this.capacity()) - (await queue.inFlight()));
+            if (slots <= 0) {
+              await sleep(CAPACITY_RECHECK_MS, this.stopping.signal);
+              continue;
+            }
+            entries = await queue.read(slots, READ_BLOCK_MS);
+          }
           for (const entry of entries) this.start(entry);
         } catch (err) {
           if (this.stopping.signal.aborted) break;
@@ -138,6 +149,11 @@ export class QueueConnector {
       clearInterval(recoveryTimer);
       await recovery.idle();
     }
+  }
+
+  /** The subscribers' job slots; unknown (no listing) counts as unbounded, TRANSCODE_CONCURRENCY still applies. */
+  private capacity(): Promise<number> {
+    return this.d.directory.capacity(TRANSCODE_TOPIC).catch(() => Infinity);
   }
 
   /** Stop reading; in-flight invocations are abandoned unacked (another connector takes them over). */

@@ -14,6 +14,9 @@ const CACHE_MS = 10_000;
 interface ListedFunction {
   name: string;
   annotations?: Record<string, string> | null;
+  /** OpenFaaS omits it when 0 (omitempty). */
+  availableReplicas?: number;
+  envVars?: Record<string, string> | null;
 }
 
 export class SubscriberDirectory {
@@ -25,8 +28,26 @@ export class SubscriberDirectory {
   ) {}
 
   async subscribers(topic: string): Promise<string[]> {
+    return subscribers({ functions: await this.functions() }, topic);
+  }
+
+  /**
+   * How many jobs of a topic the subscribers can run at once: ready replicas × max_inflight,
+   * for the tightest subscriber (every job goes to each). Infinity when the listing cannot say
+   * (no gateway, only STACK_FILE; or a subscriber without max_inflight).
+   */
+  async capacity(topic: string): Promise<number> {
+    const listed = await this.functions();
+    const names = new Set(subscribers({ functions: listed }, topic));
+    const slots = listed
+      .filter((f) => names.has(f.name) && f.envVars !== undefined)
+      .map((f) => (Number(f.envVars?.max_inflight ?? 0) > 0 ? (f.availableReplicas ?? 0) * Number(f.envVars!.max_inflight) : Infinity));
+    return Math.min(Infinity, ...slots);
+  }
+
+  private async functions(): Promise<ListedFunction[]> {
     if (!this.cached || Date.now() - this.cached.at > CACHE_MS) this.cached = { at: Date.now(), functions: await this.list() };
-    return subscribers({ functions: this.cached.functions }, topic);
+    return this.cached.functions;
   }
 
   private async list(): Promise<ListedFunction[]> {

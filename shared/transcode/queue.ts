@@ -257,6 +257,11 @@ export class TranscodeQueue {
     return entries.filter(([, fields]) => fields !== null).map(([id, fields]) => toEntry(id, fields));
   }
 
+  /** Jobs handed out and not yet acked, by every connector of the group (XPENDING). */
+  async inFlight(): Promise<number> {
+    return Number(((await this.redis.xpending(TRANSCODE_STREAM, TRANSCODE_GROUP)) as [number, ...unknown[]])[0]);
+  }
+
   /** Tell other connectors these jobs are still being worked on. */
   async heartbeat(ids: string[]): Promise<void> {
     if (ids.length > 0) await this.redis.eval(HEARTBEAT, 1, TRANSCODE_STREAM, TRANSCODE_GROUP, this.consumer, ...ids);
