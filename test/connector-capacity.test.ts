@@ -1,7 +1,7 @@
 /**
  * Connector dispatch matches transcoder capacity by construction: two compiled connector
  * processes (each allowed 5 at once) hand out, together, no more jobs than the transcoders have
- * slots (ready replicas × max_inflight from the gateway's listing), and more as replicas become
+ * slots (ready replicas from the gateway's listing × max_inflight from stack.yml), and more as replicas become
  * ready. Real Redis, a real audit writer; the gateway is a small HTTP server that lists the
  * transcoder and holds each invocation until the test releases it.
  */
@@ -36,7 +36,8 @@ const server = createServer((req, res) => {
   req.on('end', () => {
     if (req.method === 'GET' && req.url === '/system/functions') {
       res.writeHead(200, { 'Content-Type': 'application/json' });
-      return void res.end(JSON.stringify([{ name: 'transcoder', annotations: { topic: 'transcode' }, availableReplicas: readyReplicas, envVars: { max_inflight: '1' } }]));
+      // As faas-netes lists a function: replicas and ready replicas, no environment (max_inflight comes from stack.yml).
+      return void res.end(JSON.stringify([{ name: 'transcoder', annotations: { topic: 'transcode' }, replicas: 5, availableReplicas: readyReplicas }]));
     }
     if (req.method === 'POST' && req.url === '/function/transcoder') {
       held.push(res);
@@ -59,7 +60,7 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   for (let i = 0; i < 2; i++) {
     connectors.push(
-      spawnNode(['dist/services/queue-connector/main.js'], { ...baseTestEnv(), REDIS_URL: redis.url, MEDIA_ROOT: mediaRoot, GATEWAY_URL: `http://127.0.0.1:${port}`, TRANSCODE_CONCURRENCY: '5' }),
+      spawnNode(['dist/services/queue-connector/main.js'], { ...baseTestEnv(), REDIS_URL: redis.url, MEDIA_ROOT: mediaRoot, GATEWAY_URL: `http://127.0.0.1:${port}`, TRANSCODE_CONCURRENCY: '5', STACK_FILE: 'stack.yml' }),
     );
   }
 }, 60_000);

@@ -148,7 +148,6 @@ const backend: GatewayBackend = {
       annotations: f.annotations,
       replicas: supervisor.processes.filter((p) => p.spec.name === f.name).length,
       availableReplicas: supervisor.ready(f.name).length,
-      envVars: f.environment,
     }));
   },
 };

@@ -16,7 +16,6 @@ interface ListedFunction {
   annotations?: Record<string, string> | null;
   /** OpenFaaS omits it when 0 (omitempty). */
   availableReplicas?: number;
-  envVars?: Record<string, string> | null;
 }
 
 export class SubscriberDirectory {
@@ -32,16 +31,20 @@ export class SubscriberDirectory {
   }
 
   /**
-   * How many jobs of a topic the subscribers can run at once: ready replicas × max_inflight,
-   * for the tightest subscriber (every job goes to each). Infinity when the listing cannot say
-   * (no gateway, only STACK_FILE; or a subscriber without max_inflight).
+   * How many jobs of a topic the subscribers can run at once: ready replicas (the gateway's
+   * listing) × max_inflight (stack.yml: faas-netes does not list environment variables), for the
+   * tightest subscriber (every job goes to each). Infinity when either is unknown.
    */
   async capacity(topic: string): Promise<number> {
     const listed = await this.functions();
     const names = new Set(subscribers({ functions: listed }, topic));
+    const environment = new Map(this.config.stackFile ? readStack(this.config.stackFile).functions.map((f) => [f.name, f.environment]) : []);
     const slots = listed
-      .filter((f) => names.has(f.name) && f.envVars !== undefined)
-      .map((f) => (Number(f.envVars?.max_inflight ?? 0) > 0 ? (f.availableReplicas ?? 0) * Number(f.envVars!.max_inflight) : Infinity));
+      .filter((f) => names.has(f.name))
+      .map((f) => {
+        const maxInflight = Number(environment.get(f.name)?.max_inflight ?? 0);
+        return maxInflight > 0 && 'replicas' in f ? (f.availableReplicas ?? 0) * maxInflight : Infinity;
+      });
     return Math.min(Infinity, ...slots);
   }
 
