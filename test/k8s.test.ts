@@ -14,7 +14,7 @@ import fc from 'fast-check';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { describeVariables } from '../shared/platform/config.js';
-import { FUNCTIONS, matchPublicRoute, parseFunctionPath, PUBLIC_ROUTES } from '../services/gateway/routes.js';
+import { FUNCTIONS, matchPublicRoute, PUBLIC_ROUTES } from '../services/gateway/routes.js';
 import { readStack, subscribers } from '../shared/platform/openfaas-stack.js';
 import { TRANSCODE_STREAM } from '../shared/transcode/queue.js';
 import { renderKustomization } from '../scripts/deployment.js';
@@ -368,11 +368,17 @@ describe('network policies', () => {
     expect(policies.some((p) => p.metadata.namespace === 'openfaas-fn' && Object.keys(p.spec.podSelector).length === 0 && p.spec.policyTypes.includes('Ingress') && !p.spec.ingress)).toBe(true);
   });
 
-  it('functions accept only the OpenFaaS gateway (and Prometheus)', () => {
+  it('functions accept only ingress-nginx, the OpenFaaS gateway (and Prometheus)', () => {
+    const ingressNginx = { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'ingress-nginx' } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'ingress-nginx' } } };
     for (const labels of functionPodLabels) {
       const peers = allowedPeers(labels, 8080);
       expect(peers).toContainEqual({ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'openfaas' } }, podSelector: { matchLabels: { app: 'gateway' } } });
-      for (const p of peers) expect(p.podSelector?.matchLabels?.app === 'gateway' || p.podSelector?.matchLabels?.app === 'prometheus' || p.namespaceSelector?.matchLabels?.['kubernetes.io/metadata.name'] === 'monitoring').toBe(true);
+      expect(peers).toContainEqual(ingressNginx);
+      for (const p of peers) {
+        expect(
+          p.podSelector?.matchLabels?.app === 'gateway' || p.podSelector?.matchLabels?.app === 'prometheus' || p.namespaceSelector?.matchLabels?.['kubernetes.io/metadata.name'] === 'monitoring' || JSON.stringify(p) === JSON.stringify(ingressNginx),
+        ).toBe(true);
+      }
     }
   });
 
@@ -408,6 +414,7 @@ describe('public ingress', () => {
         host: r.host as string,
         path: p.path as string,
         target: ing.metadata.annotations['nginx.ingress.kubernetes.io/rewrite-target'] as string,
+        fn: p.backend.service.name as string,
         // ingress-nginx: `location ~* "^<path>"` and `rewrite "(?i)<path>" <target> break;`
         location: new RegExp(`^${p.path}`, 'i'),
         backend: p.backend.service,
@@ -415,21 +422,21 @@ describe('public ingress', () => {
     ),
   );
 
-  /** Where ingress-nginx sends a path: the gateway URI after the rewrite, or null (404). */
-  function nginx(pathname: string): string | null {
+  /** Where ingress-nginx sends a path: the function's Service and the path after the rewrite, or null (404). */
+  function nginx(pathname: string): { name: string; path: string } | null {
     const hits = locations.filter((l) => l.location.test(pathname));
     expect(hits.length, `${pathname} matches ${hits.length} locations`).toBeLessThanOrEqual(1);
     const hit = hits[0];
     if (!hit) return null;
     const m = new RegExp(hit.path, 'i').exec(pathname)!;
-    return hit.target.replace('$1', m[1]!);
+    return { name: hit.fn, path: hit.target.replace('$1', m[1]!) };
   }
 
   function expectSameRouting(pathname: string): void {
     const route = matchPublicRoute('GET', pathname)?.route;
-    const uri = nginx(pathname);
-    if (!route) return void expect(uri, pathname).toBeNull();
-    expect(parseFunctionPath(uri ?? ''), pathname).toEqual({ name: route.function, path: pathname });
+    const sent = nginx(pathname);
+    if (!route) return void expect(sent, pathname).toBeNull();
+    expect(sent, pathname).toEqual({ name: route.function, path: pathname });
   }
 
   const id = randomUUID();
@@ -466,15 +473,18 @@ describe('public ingress', () => {
     );
   });
 
-  it('every function with a public route has one Ingress to the gateway, none without', () => {
+  it('every function with a public route has one Ingress to its own Service, not through the gateway (which logs URLs with their query: tokens)', () => {
     const routed = new Set(PUBLIC_ROUTES.map((r) => r.function));
     for (const fn of FUNCTIONS) {
-      const own = ingresses.filter((i) => i.metadata.annotations['nginx.ingress.kubernetes.io/rewrite-target'] === `/function/${fn}$1`);
+      const own = ingresses.filter((i) => (i.spec.rules as Obj[]).some((r) => (r.http.paths as Obj[]).some((p) => p.backend.service.name === fn)));
       expect(own.length, fn).toBe(routed.has(fn) ? 1 : 0);
     }
     for (const l of locations) {
-      expect(l.backend).toEqual({ name: 'gateway', port: { number: 8080 } });
-      expect(l.ingress.metadata.namespace).toBe('openfaas');
+      // faas-netes' Service per function: <name>:8080 in openfaas-fn (pkg/handlers/deploy.go).
+      expect(FUNCTIONS).toContain(l.backend.name);
+      expect(l.backend.port).toEqual({ number: 8080 });
+      expect(l.target).toBe('$1'); // the path reaches the function unchanged
+      expect(l.ingress.metadata.namespace).toBe('openfaas-fn');
       expect(l.ingress.spec.ingressClassName).toBe('nginx');
     }
   });
@@ -505,7 +515,7 @@ describe('public ingress', () => {
 
   it('upload paths stream (no body limit, no request buffering); other paths keep a limit', () => {
     for (const route of PUBLIC_ROUTES) {
-      const ann = ingresses.find((i) => i.metadata.annotations['nginx.ingress.kubernetes.io/rewrite-target'] === `/function/${route.function}$1`)!.metadata.annotations;
+      const ann = locations.find((l) => l.fn === route.function)!.ingress.metadata.annotations as Obj;
       if (route.streamingUpload) {
         expect(ann['nginx.ingress.kubernetes.io/proxy-body-size']).toBe('0');
         expect(ann['nginx.ingress.kubernetes.io/proxy-request-buffering']).toBe('off');
