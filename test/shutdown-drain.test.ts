@@ -46,14 +46,18 @@ async function start(name: string): Promise<FunctionProcess> {
     write_timeout: '60s',
     exec_timeout: '60s',
     TMPDIR: mkdtempSync(path.join(mediaRoot, 'tmp-')),
+    LOG_LEVEL: 'debug', // the most the runtime ever logs: still no token (checked below)
   });
   started.push(fp);
   return fp;
 }
 
+const signedTokens: string[] = [];
+
 /** GET a range of the original and hand back the response before reading it, so the test controls the pace. */
 function openRange(base: string, from: number): Promise<import('node:http').IncomingMessage> {
   const token = codec.sign({ videoId, exp: Math.floor(Date.now() / 1000) + 120, scope: 'original.mp4' });
+  signedTokens.push(token);
   return new Promise((resolve, reject) => {
     const req = request(`${base}/media/videos/${videoId}/original.mp4?token=${token}`, { headers: { Range: `bytes=${from}-` } }, resolve);
     req.on('error', reject);
@@ -129,6 +133,9 @@ describe('SIGTERM drains for as long as the function’s own timeouts allow', ()
     expect(bytes.equals(original)).toBe(true);
     expect(await tus.exited).toBe(0);
     expect(await stream.exited).toBe(0);
+    // The runtime logs the route, never the URI: the signed token is in no log line, even at debug.
+    expect(stream.output()).toContain('"route":"GET /media/videos/:videoId/:path"');
+    for (const token of signedTokens) expect(stream.output()).not.toContain(token.slice(3, 40));
   }, 90_000);
 });
 
