@@ -121,8 +121,13 @@ describe('production boot from stack.yml + k8s/ + documented secrets', () => {
       ...env,
       ...wiring({ PORT: String(port), SECRETS_DIR: secretsDir(fn.secrets), TMPDIR: mkdtempSync(path.join(work, `tmp-${name}-`)) }),
     });
-    const ready = await untilAnswers(`http://127.0.0.1:${port}/_/ready`, p, `${name} ready`);
-    expect(await ready.json()).toEqual({ status: 'ok', function: name });
+    await untilAnswers(`http://127.0.0.1:${port}/_/ready`, p, `${name} ready`);
+    // Connected to Redis with the documented redis-password secret.
+    const health = await waitFor(async () => {
+      const body = (await (await fetch(`http://127.0.0.1:${port}/_/ready`)).json()) as Record<string, unknown>;
+      return body.redis === 'up' ? body : null;
+    }, 15_000, `${name} connected to Redis`);
+    expect(health).toEqual({ status: 'ok', function: name, redis: 'up' });
 
     if (name === 'metadata') {
       // Auth is really on, with the site's identity provider: no token 401; its token gets past auth
