@@ -129,6 +129,8 @@ describe('template runtime', () => {
       socket.on('error', reject);
     });
     expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    // read_timeout bounds receiving the request only: a response that takes longer (1.5 s) is not cut.
+    expect(await (await fetch(`${base}/slow`)).text()).toBe('start\nend\n');
   });
 
   it('keeps the lock file faas-netes’ exec probe reads while serving, and reports draining on SIGTERM', async () => {
