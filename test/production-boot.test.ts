@@ -130,11 +130,11 @@ describe('production boot from stack.yml + k8s/ + documented secrets', () => {
     expect(health).toEqual({ status: 'ok', function: name, redis: 'up' });
 
     if (name === 'metadata') {
-      // Auth is really on, with the site's identity provider: no token 401; its token gets past auth
+      // Auth is really on, with the site's identity provider: no token 401; its uploader token gets past auth
       // to the listing, which answers 501 because this site has no PostgreSQL mirror (METADATA_DSN).
       const listing = `http://127.0.0.1:${port}/media/videos`;
       expect((await fetch(listing)).status).toBe(401);
-      const token = await new SignJWT({ roles: ['viewer'] })
+      const token = await new SignJWT({ roles: ['uploader'] })
         .setProtectedHeader({ alg: 'RS256', kid: 'k1' })
         .setSubject('clinician-1')
         .setIssuer(ISSUER)
