@@ -12,7 +12,7 @@ import type { StackFunction } from '../shared/platform/openfaas-stack.js';
 export type Manifest = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /** The function template faas-cli builds every function from. */
-export const FUNCTION_DOCKERFILE = 'template/pulsevault-node20/Dockerfile';
+export const FUNCTION_DOCKERFILE = 'templates/pulsevault-node20/Dockerfile';
 export const SITE_CONFIGMAP = 'pulsevault-site';
 /** The site block: what only a site can supply (k8s/site.env). */
 export const SITE_KEYS = ['AUTH_JWKS_URL', 'AUTH_ISSUER', 'AUTH_AUDIENCE', 'PUBLIC_URL', 'PUBLIC_HOST', 'MEDIA_STORAGE_CLASS'] as const;

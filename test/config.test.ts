@@ -80,7 +80,7 @@ describe('config', () => {
 
   it('stops a function at start-up with one line naming the variable', async () => {
     const run = promisify(execFile);
-    const err = await run(process.execPath, ['dist/template/pulsevault-node20/runtime/main.js', 'dist/functions/sign/handler.js'], {
+    const err = await run(process.execPath, ['dist/templates/pulsevault-node20/runtime/main.js', 'dist/functions/sign/handler.js'], {
       env: { PATH: process.env.PATH, RENDITIONS: '999p', HMAC_SECRET: SECRET, SECRETS_DIR: noSecrets },
     }).then(
       () => null,

@@ -219,7 +219,7 @@ describe('the media volume reaches the functions (Kyverno)', () => {
     expect(c.envFrom).toEqual([{ configMapRef: { name: configMap.metadata.name } }, { configMapRef: { name: siteConfig.metadata.name } }]);
     expect(c.env.length).toBe(Object.keys(fn.environment).length); // stack.yml's environment survives
     // The template image runs as USER 1000:1000; the volume must be writable by it.
-    const user = /^USER (\d+):(\d+)$/m.exec(readFileSync('template/pulsevault-node20/Dockerfile', 'utf8'))!;
+    const user = /^USER (\d+):(\d+)$/m.exec(readFileSync('templates/pulsevault-node20/Dockerfile', 'utf8'))!;
     expect(pod.securityContext).toMatchObject({ runAsUser: Number(user[1]), runAsGroup: Number(user[2]), fsGroup: Number(user[2]), runAsNonRoot: true });
     expect(c.securityContext).toMatchObject({ runAsUser: Number(user[1]), allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
     expect(pod.securityContext.seccompProfile).toEqual({ type: 'RuntimeDefault' });

@@ -66,8 +66,8 @@ function expectShipsCompiledProductionCode(ship: Stage): void {
   expect(env(ship).get('NODE_ENV')).toBe('production');
 }
 
-describe('function template (template/pulsevault-node20/Dockerfile)', () => {
-  const { args, stages: all } = stages('template/pulsevault-node20/Dockerfile');
+describe('function template (templates/pulsevault-node20/Dockerfile)', () => {
+  const { args, stages: all } = stages('templates/pulsevault-node20/Dockerfile');
   const ship = last(all)!;
   const vars = env(ship);
 
@@ -82,7 +82,7 @@ describe('function template (template/pulsevault-node20/Dockerfile)', () => {
   it('CMD starts the compiled runtime with the compiled handler, at paths the build produces', () => {
     const [node, runtime, handler] = JSON.parse(last(ship.instructions.filter((i) => i.op === 'CMD'))!.args) as string[];
     expect(node).toBe('node');
-    expect(runtime).toBe('dist/template/pulsevault-node20/runtime/main.js');
+    expect(runtime).toBe('dist/templates/pulsevault-node20/runtime/main.js');
     expect(handler).toBe('dist/functions/handler/handler.js');
     // The runtime is what `npm start` runs too (the build of this repository compiles it to the same path).
     expect(existsSync(runtime!)).toBe(true);

@@ -117,7 +117,7 @@ describe('production boot from stack.yml + k8s/ + documented secrets', () => {
     const env = functionEnvironment(fn, rendered);
     expect(env.NODE_ENV).toBe('production');
     const port = await freePort();
-    const p = start(['dist/template/pulsevault-node20/runtime/main.js', `dist/functions/${name}/handler.js`], {
+    const p = start(['dist/templates/pulsevault-node20/runtime/main.js', `dist/functions/${name}/handler.js`], {
       ...env,
       ...wiring({ PORT: String(port), SECRETS_DIR: secretsDir(fn.secrets), TMPDIR: mkdtempSync(path.join(work, `tmp-${name}-`)) }),
     });

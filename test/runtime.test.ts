@@ -18,7 +18,7 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 async function startRuntime(workload: Record<string, string> = {}): Promise<string> {
   const port = await freePort();
   output = '';
-  child = spawn(process.execPath, ['dist/template/pulsevault-node20/runtime/main.js', 'test/fixtures/slow-handler.mjs'], {
+  child = spawn(process.execPath, ['dist/templates/pulsevault-node20/runtime/main.js', 'test/fixtures/slow-handler.mjs'], {
     env: { PATH: process.env.PATH, PORT: String(port), HOST: '127.0.0.1', HMAC_SECRET: TEST_HMAC_SECRET, FUNCTION_NAME: 'fixture', SHUTDOWN_TIMEOUT_SECONDS: '10', SECRETS_DIR: '/nonexistent', TMPDIR: tmp, ...workload },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

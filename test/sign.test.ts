@@ -104,7 +104,7 @@ describe('POST /media/sign', () => {
 describe('start-up', () => {
   it('refuses to start in production without auth configuration', async () => {
     const run = promisify(execFile);
-    const err = await run(process.execPath, ['dist/template/pulsevault-node20/runtime/main.js', 'dist/functions/sign/handler.js'], {
+    const err = await run(process.execPath, ['dist/templates/pulsevault-node20/runtime/main.js', 'dist/functions/sign/handler.js'], {
       env: { PATH: process.env.PATH, NODE_ENV: 'production', HMAC_SECRET: TEST_HMAC_SECRET, PORT: String(await freePort()), HOST: '127.0.0.1', REDIS_URL: stack.redis.url, SECRETS_DIR: '/nonexistent', MEDIA_ROOT: stack.mediaRoot },
       timeout: 20_000,
     }).then(() => null, (e: { code: number; stdout: string; stderr: string }) => e);

@@ -19,7 +19,7 @@ import { devAuditSigningKeyFile, LOCAL_MEDIA_ROOT, REPO_ROOT } from './local-def
 import { ensureRedis } from './local-redis.js';
 import { freePort, Supervisor } from './supervisor.js';
 
-const RUNTIME = path.join(REPO_ROOT, 'dist/template/pulsevault-node20/runtime/main.js');
+const RUNTIME = path.join(REPO_ROOT, 'dist/templates/pulsevault-node20/runtime/main.js');
 
 /** Long-running processes beside the functions (Deployments in k8s/). Started when built. */
 const SERVICES = [

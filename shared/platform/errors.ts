@@ -1,6 +1,6 @@
 /**
  * Typed errors and their one mapping to HTTP. Handlers throw these; the runtime
- * (template/pulsevault-node20/runtime) turns any thrown value into a JSON body
+ * (templates/pulsevault-node20/runtime) turns any thrown value into a JSON body
  * `{error, message, requestId}` through `toHttpError`, so no handler writes an
  * error response by hand.
  */

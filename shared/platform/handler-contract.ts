@@ -1,5 +1,5 @@
 /**
- * The handler contract of our OpenFaaS template (template/pulsevault-node20).
+ * The handler contract of our OpenFaaS template (templates/pulsevault-node20).
  *
  * A function's handler.ts default-exports `defineFunction(setup)`. The runtime
  * calls `setup` once at start-up with the parsed configuration, then calls the

@@ -22,7 +22,7 @@ export interface FunctionProcess {
 export async function startFunctionProcess(name: string, env: Record<string, string>, options: { waitReady?: boolean; handler?: string } = {}): Promise<FunctionProcess> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const { child, output, exited } = spawnNode(['dist/template/pulsevault-node20/runtime/main.js', options.handler ?? path.join('dist/functions', name, 'handler.js')], {
+  const { child, output, exited } = spawnNode(['dist/templates/pulsevault-node20/runtime/main.js', options.handler ?? path.join('dist/functions', name, 'handler.js')], {
     ...baseTestEnv(),
     FUNCTION_NAME: name,
     PORT: String(port),
