@@ -102,6 +102,11 @@ const META_JSON_BOUNDS = { maxDepth: 64, maxMembers: 100_000 };
 export function metaChecksum(meta: VideoMeta): string {
   // canonicalize recurses: never hand it a document deep enough to overflow the stack.
   if (exceededJsonBound(meta, META_JSON_BOUNDS)) throw new RangeError('meta.json is nested too deeply or too large');
+  return checksumWithinBounds(meta);
+}
+
+/** metaChecksum for a document already checked against META_JSON_BOUNDS (parseMeta: one walk per read, not two). */
+function checksumWithinBounds(meta: VideoMeta): string {
   const { metaChecksum: _ignored, ...rest } = meta;
   return `sha256:${createHash('sha256').update(canonicalize(rest) ?? '').digest('hex')}`;
 }
@@ -205,6 +210,6 @@ export function parseMeta(videoId: string, raw: string): VideoMeta {
   }
   if (typeof meta !== 'object' || meta === null || meta.videoId !== videoId) throw new MetaCorruptError(videoId, 'wrong document');
   if (exceededJsonBound(meta, META_JSON_BOUNDS)) throw new MetaCorruptError(videoId, 'nested too deeply or too large');
-  if (meta.metaChecksum !== metaChecksum(meta)) throw new MetaCorruptError(videoId, 'checksum mismatch');
+  if (meta.metaChecksum !== checksumWithinBounds(meta)) throw new MetaCorruptError(videoId, 'checksum mismatch');
   return meta;
 }
