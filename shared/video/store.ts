@@ -111,7 +111,7 @@ function checksumWithinBounds(meta: VideoMeta): string {
   return `sha256:${createHash('sha256').update(canonicalize(rest) ?? '').digest('hex')}`;
 }
 
-/** Redis key of the cached meta.json (shared/metadata readers use it). */
+/** Redis key of the cached meta.json (MetadataReader in shared/delivery/metadata-view.ts fills it; write() drops it). */
 export const metaCacheKey = (videoId: string) => `pulsevault:meta:${videoId}`;
 export const metaLockKey = (videoId: string) => `pulsevault:lock:meta:${videoId}`;
 /** How long an update holds the lock at most (a crashed holder blocks the video this long), and waits for it. */
