@@ -4,7 +4,6 @@
  * puts one back at its step once the cause is fixed: the next finalize call or
  * recovery pass (≤ 1 min) resumes it. See docs/operations.md.
  */
-import path from 'node:path';
 import { FinalizeJournal } from '../../shared/finalize/journal.js';
 import { loadConfigOrExit } from '../../shared/platform/config.js';
 import { isUploadId } from '../../shared/uploads/ids.js';
@@ -19,7 +18,7 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(USAGE);
     return 64;
   }
-  const journal = new FinalizeJournal(path.join(loadConfigOrExit({ require: [] }).videoDir, '.finalize'));
+  const journal = FinalizeJournal.of(loadConfigOrExit({ require: [] }).videoDir);
   if (action === 'retry') {
     const resumed = await journal.resume(uploadId!);
     if (!resumed) {

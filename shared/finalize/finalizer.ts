@@ -109,7 +109,7 @@ export class Finalizer {
   private readonly staging: MediaStore;
 
   constructor(private readonly d: FinalizerDeps) {
-    this.journal = new FinalizeJournal(path.join(d.config.videoDir, '.finalize'));
+    this.journal = FinalizeJournal.of(d.config.videoDir);
     // Same filesystem as VIDEO_DIR, so publishing is one rename; not a UUID, so no reader lists it.
     this.staging = new MediaStore(path.join(d.config.videoDir, '.staging'));
   }

@@ -53,6 +53,11 @@ export interface JournalEntry {
 export class FinalizeJournal {
   constructor(readonly dir: string) {}
 
+  /** The journal of the videos in `videoDir` (`VIDEO_DIR/.finalize`): the finalize function's and the CLI's. */
+  static of(videoDir: string): FinalizeJournal {
+    return new FinalizeJournal(path.join(videoDir, '.finalize'));
+  }
+
   private file(uploadId: string): string {
     return path.join(this.dir, `${uploadId}.json`);
   }
