@@ -130,6 +130,19 @@ async function probeOriginal(source: string): Promise<ProbeResult> {
   });
 }
 
+/** The lease on `key` (the video, one of its chunks, its preview), or 409 `transcode_in_progress` while another transcoder holds it. */
+async function takeLease({ config, redis }: TranscoderDeps, key: string, what: string): Promise<Lease> {
+  const lease = await acquireLease(redis, key, config.transcode.leaseSeconds * 1000);
+  if (!lease) throw new ConflictError(`another transcoder is working on this ${what}`, 'transcode_in_progress');
+  return lease;
+}
+
+/** Records a step of the video's transcode in the audit log. */
+function transcodeRecorder(audit: AuditLog, videoId: string, requestId: string | null) {
+  return (action: string, outcome: 'success' | 'failure', reason: string | null = null) =>
+    audit.record({ category: 'transcode', action, outcome, reason, videoId, requestId });
+}
+
 const isTranscoded = async (store: MediaStore, videoId: string, meta: VideoMeta) =>
   meta.status === 'transcoded' && (await exists(path.join(store.dir(videoId), OUTPUT_DIR, MASTER_NAME)));
 
@@ -152,12 +165,10 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
   }
   // A chunk was dead-lettered (the video failed) after this join was queued: nothing may be published.
   if (joining && meta.status === 'failed') return { outcome: 'skipped', reason: 'video_failed' };
-  const lease = await acquireLease(redis, videoId, config.transcode.leaseSeconds * 1000);
-  if (!lease) throw new ConflictError('another transcoder is working on this video', 'transcode_in_progress');
+  const lease = await takeLease(deps, videoId, 'video');
 
   const started = Date.now();
-  const record = (action: string, outcome: 'success' | 'failure', reason: string | null = null) =>
-    audit.record({ category: 'transcode', action, outcome, reason, videoId, requestId });
+  const record = transcodeRecorder(audit, videoId, requestId);
   let workDir: string | null = null;
   try {
     const cleaned = await removeLeftovers(videoDir);
@@ -278,10 +289,8 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
   if ('done' in part) return part.done;
   const { meta, videoDir, plan } = part;
   const range = chunkRange(plan, index);
-  const lease = await acquireLease(redis, `${videoId}:chunk:${index}`, config.transcode.leaseSeconds * 1000);
-  if (!lease) throw new ConflictError('another transcoder is working on this chunk', 'transcode_in_progress');
-  const record = (action: string, outcome: 'success' | 'failure', reason: string | null = null) =>
-    audit.record({ category: 'transcode', action, outcome, reason, videoId, requestId });
+  const lease = await takeLease(deps, `${videoId}:chunk:${index}`, 'chunk');
+  const record = transcodeRecorder(audit, videoId, requestId);
   let work: string | null = null;
   try {
     if (!(await chunkDone(videoDir, index))) {
@@ -327,14 +336,13 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
  * join publishes first (and removes `.chunks/`), the preview has nothing left to do.
  */
 async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, requestId: string | null): Promise<TranscodeResult> {
-  const { config, redis, store, audit, log } = deps;
+  const { config, store, audit, log } = deps;
   const { videoId } = job;
   const part = await loadPart(store, videoId);
   if ('done' in part) return part.done;
   const { meta, videoDir, plan } = part;
   const lowest = plan.settings.rungs[0]!;
-  const lease = await acquireLease(redis, `${videoId}:preview`, config.transcode.leaseSeconds * 1000);
-  if (!lease) throw new ConflictError('another transcoder is working on this preview', 'transcode_in_progress');
+  const lease = await takeLease(deps, `${videoId}:preview`, 'preview');
   const preview = { rendition: lowest.name, hlsMaster: `${PREVIEW_DIR}/${MASTER_NAME}`, dashManifest: `${PREVIEW_DIR}/${MANIFEST_NAME}` };
   const workParent = chunksDir(videoDir);
   try {
@@ -352,7 +360,7 @@ async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, request
       log.info({ videoId, rendition: lowest.name, seconds: (Date.now() - started) / 1000 }, 'preview published');
     }
     await markPreviewReady(store, videoId, preview);
-    await audit.record({ category: 'transcode', action: 'transcode.preview', outcome: 'success', reason: null, videoId, requestId });
+    await transcodeRecorder(audit, videoId, requestId)('transcode.preview', 'success');
     return { outcome: 'preview_published', rendition: lowest.name };
   } catch (err) {
     if (await isTranscoded(store, videoId, await store.read(videoId))) return { outcome: 'already_transcoded' };
