@@ -11,7 +11,6 @@
  * AsyncLocalStorage: @tus/server gives the store no access to the request.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { TUS_RESUMABLE } from '@tus/server';
 import { AppError } from '../platform/errors.js';
 
 /** sha1 is the spec's MUST; sha256 for clients that want a modern hash; md5 because many clients send it. */
@@ -25,16 +24,16 @@ export interface ExpectedChecksum {
 
 const DIGEST_BYTES: Record<ChecksumAlgorithm, number> = { sha1: 20, sha256: 32, md5: 16 };
 
-/** The header's expectation; 400 when it is malformed or names an algorithm we do not offer. */
+/** The header's expectation; 400 when it is malformed or names an algorithm we do not offer (the tus handler adds Tus-Resumable). */
 export function parseUploadChecksum(header: string): ExpectedChecksum {
   const match = /^([a-z0-9-]+) ([A-Za-z0-9+/]+={0,2})$/.exec(header.trim());
   const algorithm = match?.[1] as ChecksumAlgorithm | undefined;
   if (!match || !algorithm || !CHECKSUM_ALGORITHMS.includes(algorithm)) {
-    throw new AppError(400, 'invalid_checksum', `Upload-Checksum must be "<algorithm> <base64 digest>" with an algorithm of ${CHECKSUM_ALGORITHMS.join(', ')}`, { 'Tus-Resumable': TUS_RESUMABLE });
+    throw new AppError(400, 'invalid_checksum', `Upload-Checksum must be "<algorithm> <base64 digest>" with an algorithm of ${CHECKSUM_ALGORITHMS.join(', ')}`);
   }
   const digest = Buffer.from(match[2]!, 'base64');
   if (digest.length !== DIGEST_BYTES[algorithm]) {
-    throw new AppError(400, 'invalid_checksum', `Upload-Checksum: a ${algorithm} digest is ${DIGEST_BYTES[algorithm]} bytes`, { 'Tus-Resumable': TUS_RESUMABLE });
+    throw new AppError(400, 'invalid_checksum', `Upload-Checksum: a ${algorithm} digest is ${DIGEST_BYTES[algorithm]} bytes`);
   }
   return { algorithm, digest };
 }

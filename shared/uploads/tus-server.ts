@@ -122,19 +122,20 @@ function applyMethodOverride(req: IncomingMessage): void {
 /**
  * Answers of the tus 1.0.0 spec that @tus/server gives differently: an unsupported
  * Tus-Resumable is 412 with Tus-Version; a PATCH whose Content-Type is missing or not
- * `application/offset+octet-stream` is 415, one without Upload-Offset 400.
+ * `application/offset+octet-stream` is 415, one without Upload-Offset 400. (Tus-Resumable is added
+ * to these, as to every refusal of ours, by createTusHandler's wrapper.)
  */
 function refuseWhatTusSpecRefuses(req: IncomingMessage): void {
   const version = req.headers['tus-resumable'];
   if (req.method !== 'OPTIONS' && version !== undefined && version !== TUS_RESUMABLE) {
-    throw new AppError(412, 'unsupported_tus_version', `Tus-Resumable ${TUS_RESUMABLE} is required`, { 'Tus-Version': TUS_RESUMABLE, 'Tus-Resumable': TUS_RESUMABLE });
+    throw new AppError(412, 'unsupported_tus_version', `Tus-Resumable ${TUS_RESUMABLE} is required`, { 'Tus-Version': TUS_RESUMABLE });
   }
   if (req.method === 'PATCH') {
     if (req.headers['content-type'] !== 'application/offset+octet-stream') {
-      throw new AppError(415, 'unsupported_media_type', 'PATCH bodies must be application/offset+octet-stream', { 'Tus-Resumable': TUS_RESUMABLE });
+      throw new AppError(415, 'unsupported_media_type', 'PATCH bodies must be application/offset+octet-stream');
     }
     if (req.headers['upload-offset'] === undefined) {
-      throw new AppError(400, 'missing_upload_offset', 'PATCH needs an Upload-Offset header', { 'Tus-Resumable': TUS_RESUMABLE });
+      throw new AppError(400, 'missing_upload_offset', 'PATCH needs an Upload-Offset header');
     }
   }
 }
