@@ -72,8 +72,14 @@ export async function verifyAuditLog(auditDir: string, signingKey: string, optio
     const endsAtEnd = selected[selected.length - 1] === files[files.length - 1];
     await verifyCategory(auditDir, signingKey, selected, { startsAtBeginning, endsAtEnd }, report);
   }
-  await findOrphanCheckpoints(auditDir, all, options, inRange, report);
-  await checkManifest(auditDir, signingKey, all, options, inRange, report);
+  const present = new Set([...all.values()].flat().map((f) => f.name));
+  /** A log file this run covers (its day in range, its category selected) that is not on disk. */
+  const goneFromRun = (name: string) => {
+    const parsed = parseLogFileName(name);
+    return parsed !== null && !present.has(name) && inRange(parsed.day) && (!options.category || parsed.category === options.category);
+  };
+  await findOrphanCheckpoints(auditDir, goneFromRun, report);
+  await checkManifest(auditDir, signingKey, present.size > 0, goneFromRun, report);
   report.breaks.sort((a, b) => (a.file === b.file ? (a.line ?? 0) - (b.line ?? 0) : a.file < b.file ? -1 : 1));
   return report;
 }
@@ -244,50 +250,31 @@ function boundaryBreak(
 }
 
 /** Every file the signed manifest lists must exist; without a valid manifest, nothing proves none was deleted. */
-async function checkManifest(
-  auditDir: string,
-  key: string,
-  all: Map<AuditCategory, LogFile[]>,
-  options: VerifyOptions,
-  inRange: (day: string) => boolean,
-  report: VerifyReport,
-): Promise<void> {
-  const present = new Set([...all.values()].flat().map((f) => f.name));
+async function checkManifest(auditDir: string, key: string, anyLogFile: boolean, goneFromRun: (logName: string) => boolean, report: VerifyReport): Promise<void> {
   const read = await readManifest(auditDir, key);
   const where = `${CHECKPOINT_DIR}/${MANIFEST_FILE}`;
   if (read.state === 'absent') {
-    if (present.size > 0) report.breaks.push({ file: where, line: null, kind: 'bad checkpoint', detail: 'the signed manifest of audit files is missing' });
+    if (anyLogFile) report.breaks.push({ file: where, line: null, kind: 'bad checkpoint', detail: 'the signed manifest of audit files is missing' });
     return;
   }
   if (read.state === 'invalid') return void report.breaks.push({ file: where, line: null, kind: 'bad checkpoint', detail: `manifest: ${read.why}` });
   const reported = new Set(report.breaks.filter((b) => b.kind === 'missing day').map((b) => b.file));
   for (const name of read.manifest.files) {
-    const parsed = parseLogFileName(name);
-    if (!parsed || present.has(name) || reported.has(name) || !inRange(parsed.day)) continue;
-    if (options.category && parsed.category !== options.category) continue;
+    if (!goneFromRun(name) || reported.has(name)) continue;
     report.breaks.push({ file: name, line: null, kind: 'missing day', detail: 'listed in the signed manifest, but the log file is gone' });
   }
 }
 
-async function findOrphanCheckpoints(
-  auditDir: string,
-  all: Map<AuditCategory, LogFile[]>,
-  options: VerifyOptions,
-  inRange: (day: string) => boolean,
-  report: VerifyReport,
-): Promise<void> {
+async function findOrphanCheckpoints(auditDir: string, goneFromRun: (logName: string) => boolean, report: VerifyReport): Promise<void> {
   let names: string[];
   try {
     names = await readdir(path.join(auditDir, CHECKPOINT_DIR));
   } catch {
     return;
   }
-  const present = new Set([...all.values()].flat().map((f) => f.name));
   for (const name of names) {
     const logName = name.replace(/\.checkpoint\.json$/, '.log');
-    const parsed = parseLogFileName(logName);
-    if (!parsed || present.has(logName) || !inRange(parsed.day)) continue;
-    if (options.category && parsed.category !== options.category) continue;
+    if (!goneFromRun(logName)) continue;
     report.breaks.push({ file: logName, line: null, kind: 'missing day', detail: 'its signed checkpoint exists but the log file is gone' });
   }
 }
