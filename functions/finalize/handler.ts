@@ -3,7 +3,7 @@
  * (shared/finalize/finalizer.ts) and answers `{videoId, status, size, checksum, transcoding, original}`.
  */
 import { createAuditLog } from '../../shared/audit/client.js';
-import { createAuthenticator } from '../../shared/auth/jwt.js';
+import { createAuthenticator, hasRole } from '../../shared/auth/jwt.js';
 import { MethodNotAllowedError } from '../../shared/platform/errors.js';
 import { Finalizer, type FinalizerDeps } from '../../shared/finalize/finalizer.js';
 import { finalizeCaller } from '../../shared/finalize/caller.js';
@@ -54,7 +54,7 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
       const principal = await auth.authenticate(req);
       const request = parseFinalizeRequest(await readJsonBody(req, MAX_BODY_BYTES));
       const caller = finalizeCaller(principal, request.userId);
-      const context = { requestId: ctx.requestId, traceparent: ctx.traceparent, clientIp: clientIp(req), callerIsAdmin: principal.authenticated && principal.roles.includes('admin') };
+      const context = { requestId: ctx.requestId, traceparent: ctx.traceparent, clientIp: clientIp(req), callerIsAdmin: principal.authenticated && hasRole(principal, 'admin') };
       return finalizer.finalize(request, caller, context);
     });
     sendJson(res, 200, response);

@@ -130,7 +130,7 @@ function rolesFrom(payload: JWTPayload, claim: string): Role[] {
   return ROLES.filter((role) => names.includes(role));
 }
 
-export function hasRole(principal: Principal, role: Role): boolean {
+export function hasRole(principal: { roles: readonly Role[] }, role: Role): boolean {
   return principal.roles.includes(role) || principal.roles.includes('admin');
 }
 

@@ -9,20 +9,19 @@
  * filter by owner; anyone else sees only their own.
  */
 import { BadRequestError, ForbiddenError, NotImplementedError, ServiceUnavailableError } from '../platform/errors.js';
-import { MAX_SUBJECT_LENGTH } from '../auth/jwt.js';
+import { hasRole, MAX_SUBJECT_LENGTH, type Role } from '../auth/jwt.js';
 import { isVideoId } from '../video/store.js';
 import { isVideoStatus, VIDEO_STATUSES, type VideoStatus } from '../video/state.js';
 import { isUnavailable, type MetadataMirror } from '../mirror/mirror.js';
 
 export const DEFAULT_LIMIT = 50;
 export const MAX_LIMIT = 100;
-const ADMIN_ROLE = 'admin';
 const PARAMS = ['status', 'owner', 'limit', 'cursor'] as const;
 
 /** The authenticated caller, as the JWT check (shared/auth/jwt.ts) gives it. */
 export interface ListingCaller {
   userId: string;
-  roles: readonly string[];
+  roles: readonly Role[];
 }
 
 export interface ListingQuery {
@@ -140,7 +139,7 @@ export async function listVideos(mirror: MetadataMirror | null, query: ListingQu
   if (!mirror) {
     throw new NotImplementedError('video listing needs the metadata mirror: set METADATA_DSN to a PostgreSQL database and run `pulsevault reindex`');
   }
-  const isAdmin = caller.roles.includes(ADMIN_ROLE);
+  const isAdmin = hasRole(caller, 'admin');
   if (!isAdmin && query.owner !== null && query.owner !== caller.userId) {
     throw new ForbiddenError('only admins may list the videos of another owner');
   }

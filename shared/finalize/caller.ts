@@ -4,7 +4,7 @@
  * admin finalizing on a user's behalf. In development without auth the body (or
  * the dev header) names the owner.
  */
-import { auditRole, requireRole, type Principal } from '../auth/jwt.js';
+import { auditRole, hasRole, requireRole, type Principal } from '../auth/jwt.js';
 import { BadRequestError, ForbiddenError } from '../platform/errors.js';
 import type { Caller } from './journal.js';
 
@@ -12,7 +12,7 @@ export function finalizeCaller(principal: Principal, bodyUserId: string | undefi
   requireRole(principal, 'uploader');
   if (principal.authenticated) {
     const onBehalf = bodyUserId !== undefined && bodyUserId !== principal.userId;
-    if (onBehalf && !principal.roles.includes('admin')) throw new ForbiddenError('userId must be your own user id', 'user_mismatch');
+    if (onBehalf && !hasRole(principal, 'admin')) throw new ForbiddenError('userId must be your own user id', 'user_mismatch');
     return { userId: onBehalf ? bodyUserId : principal.userId!, role: auditRole(principal) };
   }
   const userId = bodyUserId ?? principal.userId;
