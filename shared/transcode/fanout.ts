@@ -18,9 +18,10 @@
  * would click or drift at every boundary; and it is cheap (docs/transcoding.md).
  */
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fsyncDir, writeFileAtomic } from '../platform/atomic-file.js';
+import { fsyncDir, fsyncFile, writeFileAtomic } from '../platform/atomic-file.js';
+import { exists } from '../platform/exists.js';
 import type { Redis } from '../platform/redis.js';
 import { UnprocessableError } from '../platform/errors.js';
 import { probe, type ProbeResult } from '../video/probe.js';
@@ -98,12 +99,7 @@ export async function chunkWorkFile(videoDir: string, index: number): Promise<st
 
 /** Make a finished chunk encode visible under its final name (durably: fsync, rename, fsync the directory). */
 export async function commitChunk(workFile: string, videoDir: string, index: number): Promise<void> {
-  const handle = await open(workFile, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  await fsyncFile(workFile);
   await rename(workFile, chunkFile(videoDir, index));
   await fsyncDir(chunksDir(videoDir));
 }
@@ -124,10 +120,7 @@ export async function checkChunkCovers(file: string, range: ChunkRange, fps: num
 }
 
 export async function chunkDone(videoDir: string, index: number): Promise<boolean> {
-  return stat(chunkFile(videoDir, index)).then(
-    () => true,
-    () => false,
-  );
+  return exists(chunkFile(videoDir, index));
 }
 
 /** Indexes of the plan's chunks not on disk yet. */
