@@ -256,15 +256,15 @@ export class Finalizer {
       await step('audited');
     }
     if (entry.state === 'audited') {
-      const queue = this.d.config.transcode.enabled;
-      if (queue) {
-        await enqueueTranscode(this.d.redis, entry.videoId, entry.traceparent);
-        this.d.onStep?.('after-enqueue');
-      }
       // Written through the real store (the staging one has no listeners): mirrors and caches hear of
       // the new video here, whether or not it moves to `queued`.
-      if (queue) await markQueued(this.d.videos, entry.videoId);
-      else await this.d.videos.update(entry.videoId, (m) => m);
+      if (this.d.config.transcode.enabled) {
+        await enqueueTranscode(this.d.redis, entry.videoId, entry.traceparent);
+        this.d.onStep?.('after-enqueue');
+        await markQueued(this.d.videos, entry.videoId);
+      } else {
+        await this.d.videos.update(entry.videoId, (m) => m);
+      }
       await step('done');
     }
     return this.d.videos.read(entry.videoId);
