@@ -1,6 +1,7 @@
 /** `GET /media/videos` listing logic: validation, access, keyset pagination, against a real PostgreSQL. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppError } from '../shared/platform/errors.js';
+import { MAX_SUBJECT_LENGTH } from '../shared/auth/jwt.js';
 import type { VideoMeta } from '../shared/video/store.js';
 import { MetadataMirror } from '../shared/mirror/mirror.js';
 import { DEFAULT_LIMIT, listVideos, MAX_LIMIT, parseListingQuery, type ListingBody, type ListingCaller } from '../shared/delivery/video-listing.js';
@@ -139,7 +140,8 @@ describe('video listing', () => {
     `cursor=${Buffer.from(JSON.stringify(['yesterday', '00000000-0000-4000-8000-000000000001'])).toString('base64url')}`,
     'owners=user-bob',
     'limit=5&limit=6',
-    `owner=${'x'.repeat(257)}`,
+    // Owners are JWT subjects as identity providers issue them: up to MAX_SUBJECT_LENGTH characters.
+    `owner=${'x'.repeat(MAX_SUBJECT_LENGTH + 1)}`,
   ])('rejects %s with 400', (query) => {
     let error: unknown;
     try {
@@ -149,6 +151,10 @@ describe('video listing', () => {
     }
     expect(error).toBeInstanceOf(AppError);
     expect((error as AppError).status).toBe(400);
+  });
+
+  it('accepts an owner as long as the longest JWT subject', () => {
+    expect(parseListingQuery(new URLSearchParams(`owner=${'x'.repeat(MAX_SUBJECT_LENGTH)}`)).owner).toHaveLength(MAX_SUBJECT_LENGTH);
   });
 
   it('answers 501 without a mirror and 503 when the mirror database is down', async () => {
