@@ -122,3 +122,19 @@ ${internalLocation('whole', o.videoDir)}
 }
 `;
 }
+
+/**
+ * The pod's configuration (k8s/media-edge/nginx.conf, mounted from a ConfigMap):
+ * nginx-unprivileged as uid 101 on 8080, the media PVC read-only at MEDIA_ROOT,
+ * /tmp an emptyDir (read-only root file system), the stream function's Service.
+ * Regenerate with `node dist/services/media-edge/print-k8s-config.js > k8s/media-edge/nginx.conf`.
+ */
+export const K8S_MEDIA_EDGE: MediaEdgeOptions = {
+  listen: '8080',
+  videoDir: '/mnt/media/videos',
+  stream: ['stream.openfaas-fn.svc.cluster.local:8080'],
+  otherwise: null,
+  tempDir: '/tmp',
+  user: null,
+  accessLog: '/dev/stdout',
+};
