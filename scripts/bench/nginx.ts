@@ -11,6 +11,17 @@ import { freePort } from '../../services/devstack/supervisor.js';
 import { commandLine, requireTool, run } from './tools.js';
 import { peakRssKiB } from './proc.js';
 
+/** Child process ids of `pid` (nginx's workers of its master, the master of the edge's wrapper). */
+export async function childPids(pid: number): Promise<number[]> {
+  const { stdout } = await run('ps', ['-o', 'pid=', '--ppid', String(pid)]);
+  return stdout.split('\n').map((l) => Number(l.trim())).filter((p) => p > 0);
+}
+
+/** Largest peak RSS (VmHWM, KiB) over the workers of an nginx master. */
+export async function nginxWorkerPeakRssKiB(masterPid: number): Promise<number> {
+  return Math.max(...(await Promise.all((await childPids(masterPid)).map(peakRssKiB))));
+}
+
 export interface Nginx {
   url: string;
   command: string;
@@ -68,11 +79,7 @@ export async function startNginx(scratch: string, root: string): Promise<Nginx> 
   return {
     url,
     command: commandLine(bin, args),
-    async workerPeakRssKiB() {
-      const { stdout } = await run('ps', ['-o', 'pid=', '--ppid', String(child.pid)]);
-      const workers = stdout.split('\n').map((l) => Number(l.trim())).filter((pid) => pid > 0);
-      return Math.max(...(await Promise.all(workers.map(peakRssKiB))));
-    },
+    workerPeakRssKiB: () => nginxWorkerPeakRssKiB(child.pid!),
     async stop() {
       if (child.exitCode === null) child.kill('SIGQUIT');
       await exited;

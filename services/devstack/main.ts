@@ -154,7 +154,7 @@ const backend: GatewayBackend = {
       }),
     );
     const services = Object.fromEntries(
-      supervisor.processes.filter((p) => !p.spec.port).map((p) => [p.spec.name, { state: p.state, restarts: p.restarts }]),
+      supervisor.processes.filter((p) => !p.spec.port).map((p) => [p.spec.name, { state: p.state, restarts: p.restarts, pid: p.child?.pid ?? null }]),
     );
     const redisUp = redisHealth()?.up ?? false;
     const ok = redisUp && supervisor.processes.every((p) => p.state === 'ready');
