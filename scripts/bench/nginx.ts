@@ -10,6 +10,7 @@ import path from 'node:path';
 import { freePort } from '../../services/devstack/supervisor.js';
 import { commandLine, requireTool, run } from './tools.js';
 import { peakRssKiB } from './proc.js';
+import { nginxHttpBasics } from '../../services/media-edge/nginx-config.js';
 
 /** Child process ids of `pid` (nginx's workers of its master, the master of the edge's wrapper). */
 export async function childPids(pid: number): Promise<number[]> {
@@ -40,14 +41,7 @@ error_log ${temp('error.log')} warn;
 events { worker_connections 1024; }
 http {
   access_log ${temp('access.log')};
-  client_body_temp_path ${temp('client_body')};
-  proxy_temp_path ${temp('proxy')};
-  fastcgi_temp_path ${temp('fastcgi')};
-  uwsgi_temp_path ${temp('uwsgi')};
-  scgi_temp_path ${temp('scgi')};
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 100000;
+${nginxHttpBasics(o.dir)}
   types { video/mp4 mp4; video/iso.segment m4s; application/vnd.apple.mpegurl m3u8; }
   server {
     listen 127.0.0.1:${o.port};

@@ -35,6 +35,22 @@ export interface MediaEdgeOptions {
   accessLog: string;
 }
 
+/**
+ * Temp paths under a writable directory and the sending tuning: the edge and the
+ * benchmark's reference nginx (scripts/bench/nginx.ts) share them, so the two compare fairly.
+ */
+export function nginxHttpBasics(tempDir: string): string {
+  const temp = (name: string) => `${tempDir}/${name}`;
+  return `  client_body_temp_path ${temp('client_body')};
+  proxy_temp_path ${temp('proxy')};
+  fastcgi_temp_path ${temp('fastcgi')};
+  uwsgi_temp_path ${temp('uwsgi')};
+  scgi_temp_path ${temp('scgi')};
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;`;
+}
+
 /** A location's proxy_set_header replaces every inherited one: both levels list these. */
 const PROXY_HEADERS = 'proxy_set_header Connection ""; proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;';
 const WHY_HEADER = '# The function decided; nginx keeps only a few of its headers across X-Accel-Redirect.';
@@ -85,14 +101,7 @@ http {
   # The public path without its query string (the token): never $request or $request_uri.
   map $request_uri $edge_logged_path { "~^(?<path>[^?]*)" $path; }
   access_log ${o.accessLog} pulsevault_edge;
-  client_body_temp_path ${temp('client_body')};
-  proxy_temp_path ${temp('proxy')};
-  fastcgi_temp_path ${temp('fastcgi')};
-  uwsgi_temp_path ${temp('uwsgi')};
-  scgi_temp_path ${temp('scgi')};
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 100000;
+${nginxHttpBasics(o.tempDir)}
   default_type application/octet-stream;
 
   upstream pulsevault_stream {
