@@ -15,6 +15,7 @@ import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { describeVariables } from '../shared/platform/config.js';
 import { FUNCTIONS, matchPublicRoute, PUBLIC_ROUTES } from '../services/gateway/routes.js';
+import { K8S_MEDIA_EDGE, mediaEdgeConfig } from '../services/media-edge/nginx-config.js';
 import { readStack, subscribers } from '../shared/platform/openfaas-stack.js';
 import { TRANSCODE_STREAM } from '../shared/transcode/queue.js';
 import { renderKustomization } from '../scripts/deployment.js';
@@ -73,8 +74,9 @@ describe('k8s/ files', () => {
   it('every YAML file parses, every file is applied or referenced', () => {
     expect(yamlFiles.length).toBeGreaterThan(10);
     for (const f of yamlFiles) loadDocs(f);
-    const monitoring = loadDocs(path.join(K8S, 'monitoring/kustomization.yaml'))[0]!;
-    const generated = (monitoring.configMapGenerator as Obj[]).flatMap((g) => (g.files as string[]).map((f) => path.join(K8S, 'monitoring', f.split('=').pop()!)));
+    const generated = kustomizations.flatMap((k) =>
+      ((loadDocs(k)[0]!.configMapGenerator as Obj[] | undefined) ?? []).flatMap((g) => ((g.files ?? []) as string[]).map((f) => path.join(path.dirname(k), f.split('=').pop()!))),
+    );
     const helmValues = [path.join(K8S, 'openfaas-values.yaml'), path.join(K8S, 'ingress-nginx-values.yaml')];
     const siteBlock = path.join(K8S, 'site.env');
     const ruleTests = [path.join(K8S, 'monitoring/alert-rules.test.yml')];
@@ -368,18 +370,29 @@ describe('network policies', () => {
     expect(policies.some((p) => p.metadata.namespace === 'openfaas-fn' && Object.keys(p.spec.podSelector).length === 0 && p.spec.policyTypes.includes('Ingress') && !p.spec.ingress)).toBe(true);
   });
 
-  it('functions accept only ingress-nginx, the OpenFaaS gateway (and Prometheus)', () => {
-    const ingressNginx = { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'ingress-nginx' } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'ingress-nginx' } } };
+  const ingressNginx = { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'ingress-nginx' } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'ingress-nginx' } } };
+  const mediaEdge = { podSelector: { matchLabels: { 'app.kubernetes.io/name': 'media-edge' } } };
+
+  it('functions accept only ingress-nginx, the OpenFaaS gateway (and Prometheus); stream also the media edge', () => {
     for (const labels of functionPodLabels) {
       const peers = allowedPeers(labels, 8080);
       expect(peers).toContainEqual({ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'openfaas' } }, podSelector: { matchLabels: { app: 'gateway' } } });
       expect(peers).toContainEqual(ingressNginx);
+      if (labels.faas_function === 'stream') expect(peers).toContainEqual(mediaEdge);
       for (const p of peers) {
         expect(
-          p.podSelector?.matchLabels?.app === 'gateway' || p.podSelector?.matchLabels?.app === 'prometheus' || p.namespaceSelector?.matchLabels?.['kubernetes.io/metadata.name'] === 'monitoring' || JSON.stringify(p) === JSON.stringify(ingressNginx),
+          p.podSelector?.matchLabels?.app === 'gateway' ||
+            p.podSelector?.matchLabels?.app === 'prometheus' ||
+            p.namespaceSelector?.matchLabels?.['kubernetes.io/metadata.name'] === 'monitoring' ||
+            JSON.stringify(p) === JSON.stringify(ingressNginx) ||
+            (labels.faas_function === 'stream' && JSON.stringify(p) === JSON.stringify(mediaEdge)),
         ).toBe(true);
       }
     }
+  });
+
+  it('the media edge accepts only the ingress controller', () => {
+    expect(allowedPeers(podLabels('Deployment', 'media-edge'), 8080)).toEqual([ingressNginx]);
   });
 
   it('Redis accepts the functions, the connector and the audit writer, nothing else, and makes no calls', () => {
@@ -402,6 +415,40 @@ describe('network policies', () => {
     expect(extra).toHaveLength(1);
     expect(selects(extra[0]!.spec.podSelector, podLabels('StatefulSet', 'redis'))).toBe(true);
     expect(extra[0]!.spec.ingress).toEqual([{ from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'keda' } } }], ports: [{ port: 6379, protocol: 'TCP' }] }]);
+  });
+});
+
+describe('media edge', () => {
+  const edge = named('Deployment', 'media-edge');
+  const pod = podTemplate(edge).spec as Obj;
+
+  it('runs the nginx.conf generated from the routing table', () => {
+    expect(readFileSync(path.join(K8S, 'media-edge/nginx.conf'), 'utf8'), 'regenerate: node dist/services/media-edge/print-k8s-config.js > k8s/media-edge/nginx.conf').toBe(mediaEdgeConfig(K8S_MEDIA_EDGE));
+    const kustomization = loadDocs(path.join(K8S, 'kustomization.yaml'))[0]!;
+    const generated = (kustomization.configMapGenerator as Obj[]).find((g) => g.name === 'media-edge-nginx');
+    expect(generated).toMatchObject({ namespace: 'openfaas-fn', files: ['media-edge/nginx.conf'] });
+    // kustomize appends the content hash to a generated ConfigMap's name (a new nginx.conf rolls the pods).
+    expect(pod.volumes.find((v: Obj) => v.name === 'config').configMap.name).toMatch(/^media-edge-nginx(-[a-z0-9]+)?$/);
+    expect(pod.containers[0].command).toEqual(['nginx', '-c', '/etc/nginx/pulsevault/nginx.conf']);
+  });
+
+  it('reads the media volume read-only at MEDIA_ROOT, writes only to an emptyDir', () => {
+    const media = pod.volumes.find((v: Obj) => v.persistentVolumeClaim);
+    expect(media.persistentVolumeClaim).toEqual({ claimName: pvc.metadata.name, readOnly: true });
+    const mounts = pod.containers[0].volumeMounts as Obj[];
+    expect(mounts.find((m) => m.name === media.name)).toEqual({ name: media.name, mountPath: MEDIA_ROOT, readOnly: true });
+    expect(`${MEDIA_ROOT}/videos`).toBe(K8S_MEDIA_EDGE.videoDir);
+    const writable = mounts.filter((m) => !m.readOnly).map((m) => pod.volumes.find((v: Obj) => v.name === m.name));
+    expect(writable.every((v: Obj) => v.emptyDir)).toBe(true);
+    expect(mounts.find((m) => !m.readOnly)?.mountPath).toBe(K8S_MEDIA_EDGE.tempDir);
+  });
+
+  it('logs no query string (token), no client address and no request line', () => {
+    const conf = mediaEdgeConfig(K8S_MEDIA_EDGE);
+    const format = /log_format pulsevault_edge[^;]*;/.exec(conf)![0];
+    for (const leaky of ['$request', '$request_uri', '$args', '$query_string', '$arg_', '$remote_addr', '$http_x_forwarded_for', '$uri']) expect(format, leaky).not.toContain(`${leaky}"`);
+    expect(format).not.toMatch(/\$(request|args|query_string|arg_|remote_addr|http_|uri)\b/);
+    expect(conf).toMatch(/error_log stderr crit;/);
   });
 });
 
@@ -436,7 +483,8 @@ describe('public ingress', () => {
     const route = matchPublicRoute('GET', pathname)?.route;
     const sent = nginx(pathname);
     if (!route) return void expect(sent, pathname).toBeNull();
-    expect(sent, pathname).toEqual({ name: route.function, path: pathname });
+    // Stream paths go to the media edge (its nginx.conf, generated from the same table, hands them to stream).
+    expect(sent, pathname).toEqual({ name: route.function === 'stream' ? 'media-edge' : route.function, path: pathname });
   }
 
   const id = randomUUID();
@@ -476,17 +524,19 @@ describe('public ingress', () => {
   it('every function with a public route has one Ingress to its own Service, not through the gateway (which logs URLs with their query: tokens)', () => {
     const routed = new Set(PUBLIC_ROUTES.map((r) => r.function));
     for (const fn of FUNCTIONS) {
-      const own = ingresses.filter((i) => (i.spec.rules as Obj[]).some((r) => (r.http.paths as Obj[]).some((p) => p.backend.service.name === fn)));
+      const service = fn === 'stream' ? 'media-edge' : fn;
+      const own = ingresses.filter((i) => (i.spec.rules as Obj[]).some((r) => (r.http.paths as Obj[]).some((p) => p.backend.service.name === service)));
       expect(own.length, fn).toBe(routed.has(fn) ? 1 : 0);
     }
     for (const l of locations) {
       // faas-netes' Service per function: <name>:8080 in openfaas-fn (pkg/handlers/deploy.go).
-      expect(FUNCTIONS).toContain(l.backend.name);
+      expect([...FUNCTIONS.filter((f) => f !== 'stream'), 'media-edge']).toContain(l.backend.name);
       expect(l.backend.port).toEqual({ number: 8080 });
       expect(l.target).toBe('$1'); // the path reaches the function unchanged
       expect(l.ingress.metadata.namespace).toBe('openfaas-fn');
       expect(l.ingress.spec.ingressClassName).toBe('nginx');
     }
+    expect(locations.filter((l) => l.backend.name === 'media-edge').map((l) => l.ingress.metadata.name)).toEqual(['pulsevault-stream']);
   });
 
   it('TLS on every host with HTTPS redirect and HSTS; PUBLIC_URL is that host', () => {
@@ -515,7 +565,7 @@ describe('public ingress', () => {
 
   it('upload paths stream (no body limit, no request buffering); other paths keep a limit', () => {
     for (const route of PUBLIC_ROUTES) {
-      const ann = locations.find((l) => l.fn === route.function)!.ingress.metadata.annotations as Obj;
+      const ann = locations.find((l) => l.fn === (route.function === 'stream' ? 'media-edge' : route.function))!.ingress.metadata.annotations as Obj;
       if (route.streamingUpload) {
         expect(ann['nginx.ingress.kubernetes.io/proxy-body-size']).toBe('0');
         expect(ann['nginx.ingress.kubernetes.io/proxy-request-buffering']).toBe('off');

@@ -4,12 +4,14 @@
  * and rewrites playlists so every child URI carries the same token.
  *
  * Per request: one HMAC, one realpath + open + fstat, one audit entry, then the
- * bytes straight from the file descriptor. meta.json is never read: the token
+ * bytes straight from the file descriptor — or, behind the media edge
+ * (shared/delivery/edge.ts), an X-Accel-Redirect so that nginx sends them. meta.json is never read: the token
  * alone says which video and which paths, and the file system says what exists.
  */
 import { createAccessAudit } from '../../shared/delivery/access-audit.js';
 import { createAuditLog } from '../../shared/audit/client.js';
 import { createCors } from '../../shared/delivery/cors.js';
+import { edgeRedirect, viaEdge } from '../../shared/delivery/edge.js';
 import { AppError, MethodNotAllowedError, NotFoundError, RangeNotSatisfiableError } from '../../shared/platform/errors.js';
 import { defineFunction } from '../../shared/platform/handler-contract.js';
 import { MediaFiles, mediaTypeOf, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../../shared/delivery/media-path.js';
@@ -52,7 +54,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
 
     const url = parseMediaUrl(req.url ?? '/');
     const attempt = { action: 'stream' as const, req, requestId: ctx.requestId, videoId: url.videoId };
-    const { mediaPath, handle, stat } = await access.check(attempt, async () => {
+    const { mediaPath, handle, stat, realPath } = await access.check(attempt, async () => {
       if (!isVideoId(url.videoId)) throw new NotFoundError('no such video');
       const mediaPath = parseUrlMediaPath(url.rest);
       tokens.verify(url.token, url.videoId, mediaPath);
@@ -82,8 +84,15 @@ export default defineFunction(({ config, log, onShutdown }) => {
     }
 
     const plan = planResponse({ size: Number(stat.size), validators: validatorsOf(stat) }, req.headers);
-    if (plan.status === 416 || plan.status === 304 || req.method === 'HEAD') await handle.close();
+    const edge = viaEdge(req);
+    if (plan.status === 416 || plan.status === 304 || req.method === 'HEAD' || edge) await handle.close();
     if (plan.status === 416) throw new RangeNotSatisfiableError(Number(stat.size));
+    if (edge && plan.status !== 304) {
+      // nginx sends the bytes (or the headers of a HEAD) as planned here.
+      const send = plan.status === 206 ? 'range' : 'whole';
+      res.writeHead(200, { ...headers, ETag: plan.headers.ETag!, 'Accept-Ranges': 'bytes', 'X-Accel-Redirect': edgeRedirect(send, url.videoId, realPath), 'Content-Length': '0' });
+      return void res.end();
+    }
     res.writeHead(plan.status, { ...headers, ...plan.headers });
     if (plan.status === 304 || req.method === 'HEAD') return void res.end();
     bytesServed.inc(await streamFile(res, handle, plan.start, plan.end));

@@ -106,20 +106,21 @@ await scenario([8], '8. Transcode fan-out', async () => {
   await requireTranscoder();
   return benchFanout(ctx);
 });
-let auditRow: Row | null = null;
+let auditRows: Row[] = [];
 await scenario([7], '7. Audit', async () => {
-  auditRow = await benchAudit(ctx);
-  return [auditRow];
+  auditRows = await benchAudit(ctx);
+  return auditRows;
 });
 
 progress('stopping the local stack');
 await stack.stop();
-if (auditRow) {
-  const row: Row = auditRow;
+if (auditRows.length > 0) {
   const verified = await verifyAuditChain(ctx);
-  row.commands.push(verified.command);
-  row.note = `${row.note ?? ''}; chain ${verified.ok ? 'verified' : 'BROKEN'}: ${verified.summary.replaceAll(stack.auditDir, '<stack media>/audit')}`;
-  if (!verified.ok) row.pulsevault = null;
+  for (const row of auditRows) {
+    row.commands.push(verified.command);
+    row.note = `${row.note ?? ''}; chain ${verified.ok ? 'verified' : 'BROKEN'}: ${verified.summary.replaceAll(stack.auditDir, '<stack media>/audit')}`;
+    if (!verified.ok) row.pulsevault = null;
+  }
 }
 
 // Scratch paths differ per run and the JWT is a credential: print placeholders.

@@ -10,6 +10,18 @@ import path from 'node:path';
 import { freePort } from '../../services/devstack/supervisor.js';
 import { commandLine, requireTool, run } from './tools.js';
 import { peakRssKiB } from './proc.js';
+import { nginxHttpBasics } from '../../services/media-edge/nginx-config.js';
+
+/** Child process ids of `pid` (nginx's workers of its master, the master of the edge's wrapper). */
+export async function childPids(pid: number): Promise<number[]> {
+  const { stdout } = await run('ps', ['-o', 'pid=', '--ppid', String(pid)]);
+  return stdout.split('\n').map((l) => Number(l.trim())).filter((p) => p > 0);
+}
+
+/** Largest peak RSS (VmHWM, KiB) over the workers of an nginx master. */
+export async function nginxWorkerPeakRssKiB(masterPid: number): Promise<number> {
+  return Math.max(...(await Promise.all((await childPids(masterPid)).map(peakRssKiB))));
+}
 
 export interface Nginx {
   url: string;
@@ -29,14 +41,7 @@ error_log ${temp('error.log')} warn;
 events { worker_connections 1024; }
 http {
   access_log ${temp('access.log')};
-  client_body_temp_path ${temp('client_body')};
-  proxy_temp_path ${temp('proxy')};
-  fastcgi_temp_path ${temp('fastcgi')};
-  uwsgi_temp_path ${temp('uwsgi')};
-  scgi_temp_path ${temp('scgi')};
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 100000;
+${nginxHttpBasics(o.dir)}
   types { video/mp4 mp4; video/iso.segment m4s; application/vnd.apple.mpegurl m3u8; }
   server {
     listen 127.0.0.1:${o.port};
@@ -68,11 +73,7 @@ export async function startNginx(scratch: string, root: string): Promise<Nginx> 
   return {
     url,
     command: commandLine(bin, args),
-    async workerPeakRssKiB() {
-      const { stdout } = await run('ps', ['-o', 'pid=', '--ppid', String(child.pid)]);
-      const workers = stdout.split('\n').map((l) => Number(l.trim())).filter((pid) => pid > 0);
-      return Math.max(...(await Promise.all(workers.map(peakRssKiB))));
-    },
+    workerPeakRssKiB: () => nginxWorkerPeakRssKiB(child.pid!),
     async stop() {
       if (child.exitCode === null) child.kill('SIGQUIT');
       await exited;

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { SignJWT } from 'jose';
 import * as tus from 'tus-js-client';
 import { freePort } from '../../services/devstack/supervisor.js';
+import { childPids } from './nginx.js';
 import { ROOT, run } from './tools.js';
 
 /** The uploading user: the subject of the JWT every request carries, as in production. */
@@ -35,6 +36,8 @@ export interface BenchStack {
   functionPid(name: string): Promise<number>;
   /** pids of every replica of a function. */
   functionPids(name: string): Promise<number[]>;
+  /** pid of the media edge's nginx master (under its wrapper), or null when the stack runs without the edge. */
+  edgeNginxPid(): Promise<number | null>;
   /**
    * Base URL of a function's first replica, bypassing the local gateway (which
    * OpenFaaS replaces in production): the port it listens on, from `ss`.
@@ -54,7 +57,7 @@ export interface BenchStack {
 interface Health {
   status: string;
   functions: Record<string, { replicas: { pid: number | null }[] }>;
-  services: Record<string, unknown>;
+  services: Record<string, { pid?: number | null }>;
 }
 
 /** `env`: settings on top of the defaults (LOCAL_REPLICAS, …) for a scenario that needs a stack of its own. */
@@ -148,6 +151,10 @@ export async function startBenchStack(scratch: string, env: Record<string, strin
     },
     functionPid,
     functionPids,
+    async edgeNginxPid() {
+      const wrapper = (await health()).services['media-edge']?.pid;
+      return wrapper ? ((await childPids(wrapper))[0] ?? null) : null;
+    },
     async functionUrl(name) {
       const pid = await functionPid(name);
       const { stdout } = await run('ss', ['-Hltnp']);

@@ -4,30 +4,19 @@
  * installed makes its figure "not measured", never an estimate.
  */
 import { execFile, spawn } from 'node:child_process';
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { which } from '../../services/devstack/which.js';
+
+export { which };
 
 export const ROOT = path.resolve(fileURLToPath(import.meta.url), '../../../..');
 export const LUA_DIR = path.join(ROOT, 'scripts/bench/lua');
 
 const execFileAsync = promisify(execFile);
 
-/** Absolute path of an executable on PATH (or in sbin, where Debian puts nginx), or null. */
-export function which(name: string): string | null {
-  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin'];
-  for (const dir of dirs.filter(Boolean)) {
-    const file = path.join(dir, name);
-    try {
-      accessSync(file, constants.X_OK);
-      return file;
-    } catch {
-      // not here
-    }
-  }
-  return null;
-}
 
 export class ToolMissing extends Error {
   constructor(readonly tool: string) {

@@ -5,7 +5,8 @@
  * Redis comes from REDIS_URL / REDIS_HOST:REDIS_PORT, or is started as a child.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import { loadConfigOrExit } from '../../shared/platform/config.js';
 import { createLogger } from '../../shared/platform/log.js';
@@ -18,8 +19,11 @@ import { createDevAuth, devAuthBanner, wantsDevAuth } from './dev-auth.js';
 import { devAuditSigningKeyFile, LOCAL_MEDIA_ROOT, REPO_ROOT } from './local-defaults.js';
 import { ensureRedis } from './local-redis.js';
 import { freePort, Supervisor } from './supervisor.js';
+import { which } from './which.js';
+import { mediaEdgeConfig } from '../media-edge/nginx-config.js';
 
 const RUNTIME = path.join(REPO_ROOT, 'dist/templates/pulsevault-node20/runtime/main.js');
+const MEDIA_EDGE = path.join(REPO_ROOT, 'dist/services/media-edge/main.js');
 
 /** Long-running processes beside the functions (Deployments in k8s/). Started when built. */
 const SERVICES = [
@@ -55,7 +59,11 @@ const redis = await ensureRedis(config, log);
 // Only watched, so GET / shows a Redis outage while it lasts (the functions' own connections say the same in /_/health).
 const redisWatch = createRedis({ ...config, redis: { ...config.redis, url: redis.url } }, { name: 'devstack', log });
 const stack = readStack(config.stackFile ?? path.join(REPO_ROOT, 'stack.yml'));
-const gatewayUrl = `http://127.0.0.1:${config.port}`;
+/** With nginx installed it is the front door on PORT (the media edge, as in k8s/); the gateway moves behind it. */
+const nginx = config.mediaEdge === 'auto' ? which('nginx') : null;
+const publicUrl = `http://127.0.0.1:${config.port}`;
+const gatewayPort = nginx ? await freePort() : config.port;
+const gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
 const supervisor = new Supervisor(log, config.shutdownTimeoutMs + 5_000);
 const devAuth = wantsDevAuth(config) ? await createDevAuth(config) : null;
 
@@ -72,6 +80,7 @@ const baseEnv: NodeJS.ProcessEnv = {
   ...(devAuth ? { AUTH_JWT_SECRET: devAuth.secret } : {}),
 };
 
+const streamPorts: number[] = [];
 for (const fn of stack.functions) {
   // stack.yml's environment is the function's production setting; the local environment wins,
   // except NODE_ENV (production would demand auth configuration on a developer's machine).
@@ -79,6 +88,7 @@ for (const fn of stack.functions) {
   const replicas = config.localReplicas[fn.name] ?? 1;
   for (let replica = 0; replica < replicas; replica++) {
     const port = await freePort();
+    if (fn.name === 'stream') streamPorts.push(port);
     supervisor.add({
       name: fn.name,
       replica,
@@ -96,6 +106,34 @@ for (const svc of SERVICES) {
   const metricsPort = await freePort();
   serviceMetrics.set(`${svc.name}-0`, `http://127.0.0.1:${metricsPort}`);
   supervisor.add({ name: svc.name, replica: 0, args: [entry], env: { ...baseEnv, FUNCTION_NAME: svc.name, HOST: '127.0.0.1', [svc.metricsPortVariable]: String(metricsPort) } });
+}
+
+/** The media edge's scratch directory (config, pid, temp files); removed on stop. */
+let edgeDir: string | null = null;
+if (nginx) {
+  edgeDir = mkdtempSync(path.join(tmpdir(), 'pv-edge-'));
+  const conf = path.join(edgeDir, 'nginx.conf');
+  const me = userInfo();
+  writeFileSync(
+    conf,
+    mediaEdgeConfig({
+      listen: config.host.includes(':') ? `[${config.host}]:${config.port}` : `${config.host}:${config.port}`,
+      videoDir: realpathSync(config.videoDir),
+      stream: streamPorts.map((port) => `127.0.0.1:${port}`),
+      otherwise: `127.0.0.1:${gatewayPort}`,
+      tempDir: edgeDir,
+      user: me.uid === 0 ? me.username : null,
+      // Not /dev/stdout: nginx cannot open it when it is a socket, as Node's stdio pipes are.
+      accessLog: path.join(edgeDir, 'access.log'),
+    }),
+  );
+  supervisor.add({ name: 'media-edge', replica: 0, args: [MEDIA_EDGE, nginx, conf], env: baseEnv });
+  log.info({ nginx, port: config.port, accessLog: path.join(edgeDir, 'access.log') }, 'media edge: nginx is the front door and sends media bytes (X-Accel-Redirect); the stream function decides and audits');
+} else {
+  log.info(
+    { mediaEdge: config.mediaEdge },
+    config.mediaEdge === 'off' ? 'media edge off (MEDIA_EDGE=off): the stream function sends media bytes itself' : 'nginx not found: the stream function sends media bytes itself (install nginx for the media edge)',
+  );
 }
 
 const rr = new Map<string, number>();
@@ -116,7 +154,7 @@ const backend: GatewayBackend = {
       }),
     );
     const services = Object.fromEntries(
-      supervisor.processes.filter((p) => !p.spec.port).map((p) => [p.spec.name, { state: p.state, restarts: p.restarts }]),
+      supervisor.processes.filter((p) => !p.spec.port).map((p) => [p.spec.name, { state: p.state, restarts: p.restarts, pid: p.child?.pid ?? null }]),
     );
     const redisUp = redisHealth()?.up ?? false;
     const ok = redisUp && supervisor.processes.every((p) => p.state === 'ready');
@@ -167,6 +205,7 @@ async function stop(signal: string): Promise<void> {
   await closed;
   redisWatch.disconnect();
   await redis.stop();
+  if (edgeDir) rmSync(edgeDir, { recursive: true, force: true });
   log.info('local stack stopped');
   process.exit(0);
 }
@@ -175,11 +214,23 @@ process.once('SIGTERM', () => void stop('SIGTERM'));
 
 await new Promise<void>((resolve, reject) => {
   gateway.once('error', reject);
-  gateway.listen(config.port, config.host, () => resolve());
+  // Behind the edge only nginx talks to the gateway.
+  gateway.listen(gatewayPort, nginx ? '127.0.0.1' : config.host, () => resolve());
 });
 await supervisor.startAll();
+if (nginx) await untilAnswering(publicUrl, 10_000);
 if (!stopping) {
-  log.info({ url: gatewayUrl, mediaRoot: config.mediaRoot, health: backend.health() }, `PulseVault local stack ready on ${gatewayUrl}`);
-  if (devAuth) process.stdout.write(devAuthBanner(devAuth, gatewayUrl));
+  log.info({ url: publicUrl, mediaRoot: config.mediaRoot, health: backend.health() }, `PulseVault local stack ready on ${publicUrl}`);
+  if (devAuth) process.stdout.write(devAuthBanner(devAuth, publicUrl));
 }
 
+
+/** nginx has no health port of its own: it is up once it answers anything on PORT. */
+async function untilAnswering(url: string, deadlineMs: number): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  while (!stopping && Date.now() < until) {
+    if (await fetch(url, { signal: AbortSignal.timeout(1_000) }).then(() => true, () => false)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (!stopping) log.error({ url }, 'the media edge (nginx) did not answer in time');
+}

@@ -8,6 +8,14 @@
  * next batch), then publishes the ids it made durable and trims them from the
  * stream. Only then does the function's `record()` resolve.
  *
+ * Group commit is pipelined: the next batch is read, chained and written while
+ * earlier fsyncs are still in flight (up to MAX_SYNCS_IN_FLIGHT), and batches
+ * are acknowledged strictly in order, each once its own fsync and every
+ * earlier one has completed. Waiting for each fsync before reading on made the
+ * writer 4–5× slower than 64 clients each fsyncing their own appends (the
+ * kernel overlaps those); a failed fsync stops the acknowledgements after it
+ * and the state is rebuilt from the files as after any write failure.
+ *
  * Resuming exactly where it stopped: every entry stores its `streamId`. On start
  * (and after any write failure) the state is rebuilt from the files alone — a
  * torn last line is cut off, the last entry of each category gives seq, hash
@@ -99,6 +107,9 @@ const refusedEvents = counter({
 
 type StreamReply = [string, [string, string[]][]][] | null;
 
+/** Batches written whose fsync has not completed yet (each holds its own acknowledgement back). */
+const MAX_SYNCS_IN_FLIGHT = 8;
+
 export class AuditWriter {
   private readonly lease: WriterLease;
   private readonly leaseMs: number;
@@ -110,6 +121,11 @@ export class AuditWriter {
   private manifest = new Set<string>();
   private fds = new Map<string, FileHandle>();
   private lastReadId = '0-0';
+  /** Settles once every batch written so far is durable and acknowledged; rejects after a failed fsync. */
+  private syncs: Promise<void> = Promise.resolve();
+  private syncsInFlight = 0;
+  /** The first failure among them, for the write cycle to recover from. */
+  private syncFailure: unknown = null;
   private stopping = false;
   private stopped: Promise<void> | null = null;
 
@@ -137,11 +153,14 @@ export class AuditWriter {
     let failures = 0;
     while (!this.stopping) {
       try {
+        if (this.syncFailure) throw this.syncFailure;
         if (!this.lease.canAppend() || !(await this.lease.renew())) {
+          await this.settleSyncs();
           await this.closeFiles();
           if (!(await this.acquire())) break;
           await this.recover();
         }
+        if (this.syncsInFlight >= MAX_SYNCS_IN_FLIGHT) await this.syncs;
         const batch = await this.read();
         if (batch.length > 0 && this.lease.canAppend()) {
           await this.persist(batch);
@@ -153,6 +172,7 @@ export class AuditWriter {
         failures += 1;
         writeFailures.inc();
         this.o.log.error({ err: errorSummary(err), failures }, 'audit write cycle failed; rebuilding state from the files and retrying');
+        await this.settleSyncs();
         await this.closeFiles();
         await sleep(Math.min(100 * 2 ** Math.min(failures, 5), 3_000));
         // Rebuild from the files: whatever part of the batch reached them is found there, the rest is written again.
@@ -165,8 +185,10 @@ export class AuditWriter {
       }
     }
     try {
+      await this.syncs;
       if (this.lease.canAppend()) await this.checkpointDue(true);
     } finally {
+      await this.settleSyncs();
       await this.closeFiles();
       await this.lease.release();
     }
@@ -310,29 +332,48 @@ export class AuditWriter {
       written.set(event.category, (written.get(event.category) ?? 0) + 1);
     }
 
-    for (const p of pending.values()) await this.append(p);
+    const files = [];
+    for (const p of pending.values()) files.push(await this.append(p));
     // After the appends: a listed file always exists (or was deleted, which the verifier must see).
     const created = [...pending.keys()].filter((file) => !this.manifest.has(file));
     if (created.length > 0) {
       for (const file of created) this.manifest.add(file);
       await writeManifest(this.o.auditDir, this.o.signingKey, this.manifest);
     }
-    for (const p of pending.values()) {
-      if (!p.closes) continue;
-      // Order matters for the verifier: the new file and its checkpoint exist before the old one is marked final.
-      await this.writeCheckpointOf(p.head, false);
-      await this.writeCheckpointOf(p.closes, true);
-    }
+    // The next batch chains on from these heads while this one's fsync is in flight.
     this.heads = heads;
-    for (const [category, n] of written) entriesWritten.inc({ category }, n);
-    if (rejected.length > 0) {
-      refusedEvents.inc(rejected.length);
-      this.o.log.error({ count: rejected.length, first: rejected[0] }, 'refused malformed audit events');
-    }
-    await this.acknowledge(durable, rejected, batch[batch.length - 1]![0]);
+    const synced = Promise.all(files.map(({ fd, created }) => fd.sync().then(() => (created ? fsyncDir(this.o.auditDir) : undefined))));
+    synced.catch(() => undefined); // observed through this.syncs
+    this.syncsInFlight += 1;
+    this.syncs = this.syncs
+      .then(() => synced)
+      .then(async () => {
+        for (const p of pending.values()) {
+          if (!p.closes) continue;
+          // Order matters for the verifier: the new file and its checkpoint exist before the old one is marked final.
+          await this.writeCheckpointOf(p.head, false);
+          await this.writeCheckpointOf(p.closes, true);
+        }
+        for (const [category, n] of written) entriesWritten.inc({ category }, n);
+        if (rejected.length > 0) {
+          refusedEvents.inc(rejected.length);
+          this.o.log.error({ count: rejected.length, first: rejected[0] }, 'refused malformed audit events');
+        }
+        await this.acknowledge(durable, rejected, batch[batch.length - 1]![0]);
+      })
+      .finally(() => (this.syncsInFlight -= 1));
+    this.syncs.catch((err: unknown) => (this.syncFailure ??= err));
   }
 
-  private async append(p: PendingFile): Promise<void> {
+  /** Wait for the batches in flight to be durable or to fail (their failure is handled by the caller's recovery). */
+  private async settleSyncs(): Promise<void> {
+    await this.syncs.catch(() => undefined);
+    this.syncs = Promise.resolve();
+    this.syncFailure = null;
+  }
+
+  /** Write a batch's lines to its file (not yet durable); returns the descriptor to fsync. */
+  private async append(p: PendingFile): Promise<{ fd: FileHandle; created: boolean }> {
     const full = path.join(this.o.auditDir, p.file);
     let fd = this.fds.get(p.file);
     const created = !fd && p.head.size === 0;
@@ -344,9 +385,8 @@ export class AuditWriter {
     const data = Buffer.from(`${p.lines.join('\n')}\n`);
     const { bytesWritten } = await fd.write(data, 0, data.length, null);
     if (bytesWritten !== data.length) throw new Error(`short write to ${p.file}`);
-    await fd.sync();
-    if (created) await fsyncDir(this.o.auditDir);
     p.head.size += data.length;
+    return { fd, created };
   }
 
   private async acknowledge(durable: string[], rejected: string[], lastId: string): Promise<void> {
@@ -362,11 +402,11 @@ export class AuditWriter {
 
   private async checkpointDue(all: boolean): Promise<void> {
     const now = performance.now();
-    for (const head of this.heads.values()) {
-      if (!head.file || head.seq === head.checkpointedSeq) continue;
-      if (!all && now - head.checkpointedAt < this.checkpointEveryMs) continue;
-      await this.writeCheckpointOf(head, false);
-    }
+    const due = [...this.heads.values()].filter((head) => head.file && head.seq !== head.checkpointedSeq && (all || now - head.checkpointedAt >= this.checkpointEveryMs));
+    if (due.length === 0) return;
+    // A checkpoint vouches for its entries: only once they are durable.
+    await this.syncs;
+    for (const head of due) await this.writeCheckpointOf(head, false);
   }
 
   private async writeCheckpointOf(head: Head, final: boolean): Promise<void> {

@@ -111,6 +111,8 @@ export function scopeForPath(mediaPath: string): string {
 export interface OpenedMedia {
   handle: FileHandle;
   stat: BigIntStats;
+  /** The opened file's real path inside the video's directory (symlinks resolved). */
+  realPath: string;
 }
 
 /** Opens media files of `VIDEO_DIR/<videoId>/`, never anything else. */
@@ -134,8 +136,9 @@ export class MediaFiles {
     }
     // A symlink may point anywhere: the target itself must be a servable path in this video's dir.
     if (!real.startsWith(videoRoot)) throw new AppError(404, 'path_escape', 'no such file');
+    const realPath = real.slice(videoRoot.length);
     try {
-      checkSegments(real.slice(videoRoot.length).split(path.sep));
+      checkSegments(realPath.split(path.sep));
     } catch {
       throw new AppError(404, 'path_escape', 'no such file');
     }
@@ -152,7 +155,7 @@ export class MediaFiles {
     try {
       const stat = await handle.stat({ bigint: true });
       if (!stat.isFile()) throw new NotFoundError('no such file');
-      return { handle, stat };
+      return { handle, stat, realPath };
     } catch (err) {
       await handle.close();
       throw err;

@@ -170,6 +170,7 @@ const VARIABLES = {
       .refine((l) => l.every((e) => /^[a-z0-9-]+=\d+$/.test(e)), 'must look like tus-upload=2,stream=2')
       .transform((l) => Object.fromEntries(l.map((e) => [e.split('=')[0]!, Number(e.split('=')[1])]))),
   },
+  MEDIA_EDGE: { default: 'auto', parse: z.enum(['auto', 'off']) },
   FUNCTION_NAME: { default: '', parse: z.string().trim().regex(/^[a-z0-9-]*$/, 'must be a lowercase function name') },
 } as const satisfies Record<string, { default: string; parse: z.ZodType<unknown, string> }>;
 
@@ -258,6 +259,8 @@ export interface Config {
   workload: { readTimeoutMs: number; writeTimeoutMs: number; execTimeoutMs: number; maxInflight: number; healthcheckIntervalMs: number };
   /** Local stack only: replicas per function (default 1), as Kubernetes would scale them. */
   localReplicas: Record<string, number>;
+  /** Local stack: put Debian's nginx in front as the media edge when installed ('auto'), or never ('off'). */
+  mediaEdge: 'auto' | 'off';
   /** Set per function in stack.yml (and by the local stack); names logs and metrics. */
   functionName: string | null;
 }
@@ -384,6 +387,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
       healthcheckIntervalMs: p.healthcheck_interval,
     },
     localReplicas: p.LOCAL_REPLICAS,
+    mediaEdge: p.MEDIA_EDGE,
     functionName: orNull(p.FUNCTION_NAME),
   };
   return config;

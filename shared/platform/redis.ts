@@ -35,6 +35,8 @@ export function redisOptions(config: Config, { name, blocking = false }: Connect
     enableOfflineQueue: true,
     retryStrategy: (times) => Math.min(100 * 2 ** times, 2_000),
     lazyConnect: false,
+    // Commands issued in the same tick (concurrent requests' audit XADDs) leave in one write.
+    enableAutoPipelining: !blocking,
   };
 }
 

@@ -1,9 +1,11 @@
 /**
- * 7. Audit: entries/s with 4 concurrent writers, each awaiting every record()
- *    until durable (as a request handler does), through the stack's Redis and
- *    audit writer; the chain is verified afterwards (`pulsevault audit verify`,
- *    once the stack has stopped). Reference: the naive durable log, 4 writers
- *    appending the same event JSON to one file with an fdatasync per entry.
+ * 7. Audit: entries/s with 4 and with 64 concurrent clients (4 processes × 1
+ *    and × 16 concurrent loops, as a function serves concurrent requests), each
+ *    awaiting every record() until durable (as a request handler does), through
+ *    the stack's Redis and audit writer; the chain is verified afterwards
+ *    (`pulsevault audit verify`, once the stack has stopped). Reference: the
+ *    naive durable log, the same clients appending the same event JSON to one
+ *    file with an fdatasync per entry.
  */
 import path from 'node:path';
 import type { BenchContext } from '../context.js';
@@ -11,27 +13,38 @@ import { runTogether, workerCommand } from '../processes.js';
 import type { Row } from '../table.js';
 import { commandLine, ROOT, run } from '../tools.js';
 
-export async function benchAudit(ctx: BenchContext): Promise<Row> {
+/** Concurrent awaiting loops per client process: 4 × 1 and 4 × 16 clients. */
+const CLIENTS_PER_PROCESS = [1, 16];
+
+export async function benchAudit(ctx: BenchContext): Promise<Row[]> {
+  const rows: Row[] = [];
+  for (const clients of CLIENTS_PER_PROCESS) rows.push(await benchAuditClients(ctx, clients));
+  return rows;
+}
+
+async function benchAuditClients(ctx: BenchContext, clientsPerProcess: number): Promise<Row> {
   const { stack, sizes } = ctx;
-  const perWriter = String(sizes.auditEntriesPerWriter);
-  const writers = Array.from({ length: sizes.auditWriters }, () => [perWriter]);
+  const clients = sizes.auditWriters * clientsPerProcess;
+  // The same total per row: each client writes its share.
+  const perWriter = String(Math.ceil(sizes.auditEntriesPerWriter / clientsPerProcess));
+  const writers = Array.from({ length: sizes.auditWriters }, () => [perWriter, String(clientsPerProcess)]);
   const env = { REDIS_URL: stack.redisUrl, MEDIA_ROOT: stack.mediaRoot, HMAC_SECRET: stack.hmacSecret, NODE_ENV: 'development', LOG_LEVEL: 'warn' };
 
-  ctx.progress(`7. audit: ${sizes.auditWriters} writers × ${perWriter} record() calls`);
+  ctx.progress(`7. audit: ${clients} clients × ${perWriter} record() calls`);
   const pv = await runTogether('audit-recorder', writers, env);
   ctx.progress('7. reference: fdatasync per appended line');
   const file = path.join(ctx.scratch, 'naive-audit.log');
   const ref = await runTogether('fsync-appender', writers.map((w) => [file, ...w]));
 
   return {
-    scenario: `7. Audit entries/s, ${sizes.auditWriters} concurrent writers × ${perWriter} entries, each awaited until durable`,
+    scenario: `7. Audit entries/s, ${clients} concurrent clients (${sizes.auditWriters} processes × ${clientsPerProcess}) × ${perWriter} entries, each awaited until durable`,
     pulsevault: { value: pv.perSecond, unit: 'entries/s' },
     reference: { value: ref.perSecond, unit: 'entries/s' },
     referenceName: 'one O_APPEND file, write + fdatasync per entry, no chain',
     better: 'higher',
     commands: [
-      `${sizes.auditWriters} × REDIS_URL=<stack redis> MEDIA_ROOT=<stack media> HMAC_SECRET=<stack secret> ${workerCommand('audit-recorder', [perWriter])}`,
-      `${sizes.auditWriters} × ${workerCommand('fsync-appender', ['<scratch>/naive-audit.log', perWriter])}`,
+      `${sizes.auditWriters} × REDIS_URL=<stack redis> MEDIA_ROOT=<stack media> HMAC_SECRET=<stack secret> ${workerCommand('audit-recorder', [perWriter, String(clientsPerProcess)])}`,
+      `${sizes.auditWriters} × ${workerCommand('fsync-appender', ['<scratch>/naive-audit.log', perWriter, String(clientsPerProcess)])}`,
     ],
     note: `${pv.count} entries in ${pv.seconds.toFixed(2)} s vs ${ref.count} in ${ref.seconds.toFixed(2)} s`,
   };

@@ -1,14 +1,17 @@
 /**
  * 3. Delivery: req/s for a 1 MiB segment with a valid token (50 connections)
- *    and MB/s for random ranges of the large original, through the gateway and
- *    the stream function, against nginx serving the same files from the same
- *    directory. Then the stream process's peak RSS against an nginx worker's.
+ *    and MB/s for random ranges of the large original, through the stack's
+ *    front door — the media edge when nginx is installed (the stream function
+ *    checks the token and audits, nginx sends the bytes), else the gateway —
+ *    against nginx alone serving the same files from the same directory. Then
+ *    the peak RSS of the edge's worker plus the stream process against an
+ *    nginx worker's.
  */
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { MIB_BYTES, type BenchContext } from '../context.js';
 import { writeRandomFile } from '../media.js';
-import { startNginx, type Nginx } from '../nginx.js';
+import { nginxWorkerPeakRssKiB, startNginx, type Nginx } from '../nginx.js';
 import { peakRssKiB } from '../proc.js';
 import type { Row } from '../table.js';
 import { ToolMissing, wrk, type WrkResult } from '../tools.js';
@@ -49,6 +52,9 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
   ctx.progress('3. stream: ranges of the original');
   const pvRanges = await wrk({ ...run, connections: RANGE_CONNECTIONS, script: 'ranges.lua', env: rangeEnv, url: `${stack.url}${originalUrl}`, shownUrl: `<gateway>${shown(originalUrl)}` });
   const streamRss = await peakRssKiB(await stack.functionPid('stream'));
+  const edgePid = await stack.edgeNginxPid();
+  const edgeRss = edgePid ? await nginxWorkerPeakRssKiB(edgePid) : 0;
+  const front = edgePid ? 'the media edge (nginx asks the stream function, then sends the file)' : 'the local gateway and the stream function (no nginx: no media edge)';
 
   let nginx: Nginx | null = null;
   let ngSegment: WrkResult | null = null;
@@ -74,7 +80,7 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
   const referenceName = 'nginx, same files, same directory';
   return [
     {
-      scenario: `3a. Stream a 1 MiB segment with a valid token, ${SEGMENT_CONNECTIONS} connections, ${sizes.wrkSeconds} s`,
+      scenario: `3a. Stream a 1 MiB segment with a valid token (checked and audited), ${SEGMENT_CONNECTIONS} connections, ${sizes.wrkSeconds} s, through ${front}`,
       pulsevault: figureOf(pvSegment, (r) => r.requestsPerSecond, 'req/s'),
       reference: figureOf(ngSegment, (r) => r.requestsPerSecond, 'req/s'),
       referenceName,
@@ -83,7 +89,7 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
       note: notes(pvSegment, ngSegment),
     },
     {
-      scenario: `3a′. The same, straight to the stream function's port (no local gateway; OpenFaaS's gateway takes its place in production)`,
+      scenario: `3a′. The same, straight to the stream function's port (the function sends the bytes itself: no edge, no gateway)`,
       pulsevault: figureOf(pvDirect, (r) => r.requestsPerSecond, 'req/s'),
       reference: figureOf(ngSegment, (r) => r.requestsPerSecond, 'req/s'),
       referenceName,
@@ -92,7 +98,7 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
       note: notes(pvDirect, null),
     },
     {
-      scenario: `3b. Random ${RANGE_BYTES / MIB_BYTES} MiB ranges of the ${fileSize / MIB_BYTES} MiB original, ${RANGE_CONNECTIONS} connections, ${sizes.wrkSeconds} s`,
+      scenario: `3b. Random ${RANGE_BYTES / MIB_BYTES} MiB ranges of the ${fileSize / MIB_BYTES} MiB original with a valid token, ${RANGE_CONNECTIONS} connections, ${sizes.wrkSeconds} s, through ${front}`,
       pulsevault: figureOf(pvRanges, (r) => r.megabytesPerSecond, 'MB/s'),
       reference: figureOf(ngRanges, (r) => r.megabytesPerSecond, 'MB/s'),
       referenceName,
@@ -101,13 +107,13 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
       note: notes(pvRanges, ngRanges),
     },
     {
-      scenario: '3c. Peak RSS (VmHWM) of the stream process after 3a, 3a′ and 3b',
-      pulsevault: { value: streamRss / 1024, unit: 'MiB' },
+      scenario: `3c. Peak RSS (VmHWM) after 3a, 3a′ and 3b: ${edgePid ? 'largest edge nginx worker + ' : ''}the stream process`,
+      pulsevault: { value: (edgeRss + streamRss) / 1024, unit: 'MiB' },
       reference: ngRss === null ? null : { value: ngRss / 1024, unit: 'MiB' },
       referenceName: 'largest nginx worker',
       better: 'lower',
       commands: ['grep VmHWM /proc/<pid>/status (stream: GET / → functions.stream.replicas[0].pid; nginx: ps -o pid= --ppid <master>)'],
-      note: 'the stream function is one Node process; nginx runs a master and one worker per core',
+      note: `stream function ${(streamRss / 1024).toFixed(1)} MiB${edgePid ? `, edge worker ${(edgeRss / 1024).toFixed(1)} MiB` : ''}; nginx runs a master and one worker per core`,
     },
   ];
 }

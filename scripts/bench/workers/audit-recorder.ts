@@ -1,5 +1,6 @@
 /**
- * One audit writer client for the audit benchmark: `count` record() calls one
+ * Audit clients for the audit benchmark, in one process as concurrent requests
+ * of one function: `clients` loops, each making `count` record() calls one
  * after another (each awaited until durable, as a request handler awaits it),
  * through the real AuditLog against the stack's Redis and audit writer.
  * Configured from the environment like a function. Starts on a line on stdin
@@ -13,19 +14,24 @@ import { createRedis } from '../../../shared/platform/redis.js';
 import { awaitGo, benchEvent, report } from './barrier.js';
 
 const count = Number(process.argv[2]);
+const clients = Number(process.argv[3] ?? 1);
 // A client of the audit log needs no secret (the writer signs checkpoints, functions sign URLs).
 const config = loadConfigOrExit({ require: [] });
 const log = createLogger('bench-audit-recorder', 'warn');
 const redis = createRedis(config, { name: 'bench-audit-recorder', log });
 const audit = createAuditLog(config, redis, log);
-const events: AuditEvent[] = Array.from({ length: count }, () => benchEvent(randomUUID()));
+const events: AuditEvent[][] = Array.from({ length: clients }, () => Array.from({ length: count }, () => benchEvent(randomUUID())));
 // One entry before the clock starts: connections and the acknowledgement subscription are set up.
 await audit.record(benchEvent(randomUUID()));
 
 await awaitGo();
 const startMs = performance.timeOrigin + performance.now();
-for (const event of events) await audit.record(event);
+await Promise.all(
+  events.map(async (own) => {
+    for (const event of own) await audit.record(event);
+  }),
+);
 const endMs = performance.timeOrigin + performance.now();
-report({ count, startMs, endMs });
+report({ count: count * clients, startMs, endMs });
 await audit.close();
 redis.disconnect();

@@ -1,0 +1,154 @@
+/**
+ * The media edge under `npm start`: Debian's nginx in front, the stream function
+ * deciding and nginx sending the bytes (X-Accel-Redirect), against the same
+ * stack's function sending them itself (`/function/stream/…`, no edge header),
+ * and the fallback stack without nginx (MEDIA_EDGE=off).
+ */
+import { request } from 'node:http';
+import { readFileSync, symlinkSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTokenCodec } from '../shared/delivery/tokens.js';
+import { makeVideo } from './helpers/delivery-video.js';
+import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
+import { waitFor } from './helpers/wait.js';
+
+const ORIGIN = 'https://player.example';
+const codec = createTokenCodec({ secret: TEST_HMAC_SECRET, maxLifetimeSeconds: 300, clockSkewSeconds: 30 });
+const token = (videoId: string, scope: string) => codec.sign({ videoId, exp: Math.floor(Date.now() / 1000) + 120, scope });
+
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+
+function raw(base: string, pathAndQuery: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${base}/`, { method, path: pathAndQuery, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The headers of the stream contract (the rest — Date, Server, Connection, X-Call-Id — may differ). */
+const CONTRACT = [
+  'content-type',
+  'content-length',
+  'content-range',
+  'accept-ranges',
+  'etag',
+  'last-modified',
+  'cache-control',
+  'referrer-policy',
+  'x-content-type-options',
+  'strict-transport-security',
+  'access-control-allow-origin',
+  'access-control-expose-headers',
+  'vary',
+];
+const contractOf = (r: Reply) => ({ status: r.status, ...Object.fromEntries(CONTRACT.map((h) => [h, r.headers[h]])) });
+/** Bytes, or a JSON error without its per-request id. */
+const bodyOf = (r: Reply) => (String(r.headers['content-type']).startsWith('application/json') ? { ...JSON.parse(r.body.toString()), requestId: null } : r.body.toString('base64'));
+
+describe('npm start with nginx installed: the media edge', () => {
+  let stack: TestStack;
+  let video: { videoId: string; dir: string };
+
+  beforeAll(async () => {
+    stack = await startStack({ env: { CORS_ORIGINS: ORIGIN, HSTS_ENABLED: 'true' } });
+    video = await makeVideo(path.join(stack.mediaRoot, 'videos'));
+    // A symlink inside the video's own directory: the function resolves it, nginx (disable_symlinks) gets the real path.
+    symlinkSync(path.join(video.dir, 'hls', '240p_000.m4s'), path.join(video.dir, 'hls', 'alias.m4s'));
+  }, 120_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  const segment = () => `/media/videos/${video.videoId}/hls/240p_000.m4s?token=${token(video.videoId, 'hls/')}`;
+  const original = () => `/media/videos/${video.videoId}/original.mp4?token=${token(video.videoId, 'original.mp4')}`;
+
+  it('says so at start-up, and nginx (not the function) sends granted files', async () => {
+    expect(stack.output()).toMatch(/media edge: nginx is the front door/);
+    const res = await raw(stack.url, segment());
+    expect(res.status).toBe(200);
+    expect(res.body.equals(readFileSync(path.join(video.dir, 'hls', '240p_000.m4s')))).toBe(true);
+    expect(res.headers.server).toBe('nginx');
+    // The function's own responses carry its name; a file sent by nginx does not.
+    expect(res.headers['x-pulsevault-function']).toBeUndefined();
+    const playlist = await raw(stack.url, `/media/videos/${video.videoId}/hls/240p.m3u8?token=${token(video.videoId, 'hls/')}`);
+    expect(playlist.headers['x-pulsevault-function']).toBe('stream');
+  });
+
+  it('answers every request exactly as the function does when it sends the bytes itself', async () => {
+    const size = readFileSync(path.join(video.dir, 'original.mp4')).length;
+    const etag = (await raw(stack.url, original())).headers.etag as string;
+    const requests: [string, Record<string, string>, string?][] = [
+      [original(), {}],
+      [original(), { Origin: ORIGIN }],
+      [original(), { Origin: 'https://evil.example' }],
+      [original(), { Range: 'bytes=0-0' }],
+      [original(), { Range: 'bytes=-500', Origin: ORIGIN }],
+      [original(), { Range: 'bytes=100-99999999' }],
+      [original(), { Range: `bytes=${size}-` }],
+      [original(), { Range: 'bytes=0-1,10-20' }],
+      [original(), { Range: 'bytes=abc' }],
+      [original(), { Range: 'bytes=0-9', 'If-Range': etag }],
+      [original(), { Range: 'bytes=0-9', 'If-Range': '"stale"' }],
+      [original(), { 'If-None-Match': etag, Origin: ORIGIN }],
+      [original(), { Range: 'bytes=0-9' }, 'HEAD'],
+      [original(), {}, 'HEAD'],
+      [segment(), { Origin: ORIGIN }],
+      [`/media/videos/${video.videoId}/hls/alias.m4s?token=${token(video.videoId, 'hls/')}`, {}],
+      [`/media/videos/${video.videoId}/hls/240p.m3u8?token=${token(video.videoId, 'hls/')}`, { Origin: ORIGIN }],
+      [`/media/videos/${video.videoId}/hls/240p_000.m4s?token=${token(video.videoId, 'dash/')}`, {}],
+      [`/media/videos/${video.videoId}/hls/missing.m4s?token=${token(video.videoId, 'hls/')}`, {}],
+      [`/media/videos/${video.videoId}/meta.json?token=${token(video.videoId, 'meta.json')}`, {}],
+    ];
+    for (const [url, headers, method] of requests) {
+      const viaEdge = await raw(stack.url, url, headers, method);
+      const byFunction = await raw(stack.url, `/function/stream${url}`, headers, method);
+      const what = `${method ?? 'GET'} ${url.split('?')[0]} ${JSON.stringify(headers)}`;
+      expect(contractOf(viaEdge), what).toEqual(contractOf(byFunction));
+      expect(bodyOf(viaEdge), what).toEqual(bodyOf(byFunction));
+    }
+  });
+
+  it('logs each request without its query string (no token) and without the client address', async () => {
+    const accessLog = /"accessLog":"([^"]+)"/.exec(stack.output())![1]!;
+    const seg = segment();
+    await raw(stack.url, seg);
+    const lines = await waitFor(() => {
+      const text = readFileSync(accessLog, 'utf8');
+      return text.includes(seg.split('?')[0]!) && text;
+    }, 10_000, 'the access log line');
+    expect(lines).not.toMatch(/token|\?|127\.0\.0\.1/);
+    expect(lines).toContain(`"path":"${seg.split('?')[0]}"`);
+  });
+});
+
+describe('npm start without the media edge (MEDIA_EDGE=off, as without nginx)', () => {
+  let stack: TestStack;
+  let video: { videoId: string; dir: string };
+
+  beforeAll(async () => {
+    stack = await startStack({ env: { MEDIA_EDGE: 'off' } });
+    video = await makeVideo(path.join(stack.mediaRoot, 'videos'));
+  }, 120_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('says so at start-up, and the stream function sends the bytes itself', async () => {
+    expect(stack.output()).toMatch(/the stream function sends media bytes itself/);
+    const res = await raw(stack.url, `/media/videos/${video.videoId}/original.mp4?token=${token(video.videoId, 'original.mp4')}`, { Range: 'bytes=10-19' });
+    expect(res.status).toBe(206);
+    expect(res.body.equals(readFileSync(path.join(video.dir, 'original.mp4')).subarray(10, 20))).toBe(true);
+    expect(res.headers.server).toBeUndefined();
+    expect(res.headers['x-pulsevault-function']).toBe('stream');
+  });
+});
