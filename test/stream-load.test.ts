@@ -24,7 +24,8 @@ const rssKb = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/stat
 const openFds = () => readdirSync(`/proc/${pid}/fd`).length;
 
 beforeAll(async () => {
-  stack = await startStack();
+  // The function's own byte path (what serves when no media edge runs): with the edge, nginx holds the files.
+  stack = await startStack({ env: { MEDIA_EDGE: 'off' } });
   const dir = path.join(stack.mediaRoot, 'videos', videoId);
   mkdirSync(dir, { recursive: true });
   const fd = openSync(path.join(dir, 'original.mp4'), 'w');

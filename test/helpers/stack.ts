@@ -32,6 +32,21 @@ export interface StackOptions {
   waitReady?: boolean;
 }
 
+/** The last warning/error lines of a stack's output (pino level ≥ warn, and anything that is not a JSON log line). */
+export function stackWarnings(url: string, output: string, maxLines = 80): string {
+  const worthShowing = (line: string) => {
+    if (line.trim() === '') return false;
+    try {
+      const { level } = JSON.parse(line) as { level?: unknown };
+      return !(level === 'trace' || level === 'debug' || level === 'info');
+    } catch {
+      return true;
+    }
+  };
+  const lines = output.split('\n').filter(worthShowing).slice(-maxLines);
+  return `--- local stack at ${url}: last ${lines.length} warning/error lines ---\n${lines.join('\n')}`;
+}
+
 /** Stacks of this test file still running: test/setup/stack-diagnostics.ts prints their warnings when a test fails. */
 export const liveStacks = new Set<TestStack>();
 
@@ -77,6 +92,8 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
       // The audit writer is a service without a health port: ready once it holds its lease.
       await untilAuditWriterReady(options.env?.REDIS_URL ?? redis.url);
     } catch (err) {
+      // A stack that never came up fails in a hook, where no test's diagnostics run: say why here.
+      console.error(stackWarnings(url, output()));
       await stack.stop('SIGKILL');
       throw err;
     }

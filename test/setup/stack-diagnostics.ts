@@ -4,24 +4,11 @@
  * a CI log then says why a function answered 503, not only that it did.
  */
 import { afterEach } from 'vitest';
-import { liveStacks } from '../helpers/stack.js';
-
-const MAX_LINES = 80;
-
-function worthShowing(line: string): boolean {
-  if (line.trim() === '') return false;
-  try {
-    const { level } = JSON.parse(line) as { level?: unknown };
-    return !(level === 'trace' || level === 'debug' || level === 'info');
-  } catch {
-    return true;
-  }
-}
+import { liveStacks, stackWarnings } from '../helpers/stack.js';
 
 afterEach(({ task }) => {
   if (task.result?.state !== 'fail') return;
   for (const stack of liveStacks) {
-    const lines = stack.output().split('\n').filter(worthShowing).slice(-MAX_LINES);
-    console.error(`--- local stack at ${stack.url}: last ${lines.length} warning/error lines ---\n${lines.join('\n')}`);
+    console.error(stackWarnings(stack.url, stack.output()));
   }
 });
