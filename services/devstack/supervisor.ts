@@ -4,6 +4,7 @@
  * back-off when it crashes, stopped with SIGTERM and a bounded grace period.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { Logger } from '../../shared/platform/log.js';
 
@@ -27,11 +28,37 @@ export interface ManagedProcess {
   url: string | null;
 }
 
+/**
+ * A port nothing listens on, for a process that will listen on it a moment later. Chosen at random
+ * below the kernel's ephemeral range: a port from listen(0) comes from that range, and between our
+ * check and the child's listen an outgoing connection (to Redis, a fetch) could take it as its local
+ * port — the child then crash-loops on EADDRINUSE with the same port in its environment.
+ */
 export async function freePort(): Promise<number> {
+  const [ephemeralLow] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  const low = 10_000;
+  const high = (ephemeralLow ?? 0) - 1;
+  if (high - low >= 1_000) {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const port = low + Math.floor(Math.random() * (high - low + 1));
+      if (await listenable(port)) return port;
+    }
+  }
+  return listenOn(0);
+}
+
+async function listenable(port: number): Promise<boolean> {
+  return listenOn(port).then(
+    () => true,
+    () => false,
+  );
+}
+
+function listenOn(port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
+    srv.listen(port, '127.0.0.1', () => {
       const addr = srv.address();
       srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
     });
