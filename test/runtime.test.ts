@@ -129,6 +129,9 @@ describe('template runtime', () => {
       socket.on('error', reject);
     });
     expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    // The 408'd request frees its max_inflight slot when its response closes on the server, which can come
+    // after the client has already seen the socket close: wait for the slot before the next check.
+    await waitFor(async () => (await fetch(`${base}/echo-id`)).status === 200, 5_000, 'the slot of the 408 request to be free');
     // read_timeout bounds receiving the request only: a response that takes longer (1.5 s) is not cut.
     expect(await (await fetch(`${base}/slow`)).text()).toBe('start\nend\n');
   });
