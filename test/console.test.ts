@@ -1,6 +1,8 @@
 /** The console's file route (what the gateway serves at /console/) and the local stack's dev token. */
 import { createServer, type Server } from 'node:http';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { closeSync, existsSync, openSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -124,6 +126,18 @@ describe('console export (static files behind the ingress)', () => {
       const conf = await readFile(path.join(out, 'nginx.conf'), 'utf8');
       for (const [name, value] of Object.entries(SECURITY_HEADERS)) expect(conf).toContain(`add_header ${name} "${value}" always;`);
       expect(conf).toContain('text/javascript js;');
+      // Its own access log: the path only — no query string, no client address (the image's default has both).
+      expect(conf).toContain('access_log /dev/stdout pulsevault_console;');
+      const format = /log_format pulsevault_console (.*);/.exec(conf)![1]!;
+      expect(format).not.toMatch(/\$(request|request_uri|args|query_string|remote_addr|http_x_forwarded_for|proxy_add_x_forwarded_for)\b/);
+      // Real nginx accepts the block where the image includes it (conf.d/*.conf inside http {}).
+      const main = path.join(out, 'main.conf');
+      await writeFile(main, `pid ${out}/nginx.pid; error_log stderr crit; events {} http { client_body_temp_path ${out}/cb; proxy_temp_path ${out}/px; fastcgi_temp_path ${out}/fc; uwsgi_temp_path ${out}/uw; scgi_temp_path ${out}/sc; include ${path.join(out, 'nginx.conf')}; }`);
+      // stdout/stderr are files here, as in the container (nginx cannot open /dev/stdout when it is a pipe).
+      const output = openSync(path.join(out, 'nginx-t.txt'), 'w');
+      const check = spawnSync(existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx', ['-t', '-q', '-p', out, '-e', 'stderr', '-c', main], { stdio: ['ignore', output, output] });
+      closeSync(output);
+      expect(check.status, await readFile(path.join(out, 'nginx-t.txt'), 'utf8')).toBe(0);
     } finally {
       await rm(out, { recursive: true, force: true });
     }

@@ -555,11 +555,11 @@ describe('public ingress', () => {
     expect(new Set(locations.map((l) => l.host)).size).toBe(1);
   });
 
-  it('ingress-nginx logs no query string, credential or cookie (signed URLs carry tokens in the query)', () => {
+  it('ingress-nginx logs no query string, credential, cookie or client address (signed URLs carry tokens in the query)', () => {
     const controller = parseYaml(readFileSync(path.join(K8S, 'ingress-nginx-values.yaml'), 'utf8')).controller.config as Obj;
     const variables = String(controller['log-format-upstream']).match(/\$[a-z_0-9]+/g)!;
     expect(variables).toContain('$uri'); // the path only; $request and $request_uri include the query
-    for (const v of variables) expect(v, v).not.toMatch(/^\$(request|request_uri|args|query_string|arg_.*|http_authorization|http_cookie|cookie_.*|request_body)$/);
+    for (const v of variables) expect(v, v).not.toMatch(/^\$(request|request_uri|args|query_string|arg_.*|http_authorization|http_cookie|cookie_.*|request_body|remote_addr|realip_remote_addr|binary_remote_addr|http_x_forwarded_for|proxy_add_x_forwarded_for|http_x_real_ip)$/);
     expect(controller['error-log-level']).toBe('crit'); // error lines quote the request line, query included
   });
 
