@@ -35,8 +35,8 @@ export function redisOptions(config: Config, { name, blocking = false }: Connect
     enableOfflineQueue: true,
     retryStrategy: (times) => Math.min(100 * 2 ** times, 2_000),
     lazyConnect: false,
-    // Commands issued in the same tick (concurrent requests' audit XADDs) leave in one write.
-    enableAutoPipelining: !blocking,
+    // No enableAutoPipelining: with commandTimeout, a command that times out inside ioredis 5's auto-pipeline
+    // also rejects a promise nobody holds (an unhandled rejection, seen in CI while Redis was frozen).
   };
 }
 
