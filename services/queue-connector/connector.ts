@@ -36,6 +36,8 @@ import type { SubscriberDirectory } from './subscribers.js';
 export const CONNECTOR_NAME = 'pulsevault-queue-connector';
 const MAX_RETRY_DELAY_MS = 15 * 60_000;
 const READ_BLOCK_MS = 1_000;
+/** Longer than a read's BLOCK plus the capacity check, so it never lapses under a connector still reading. */
+const DISPATCH_LEASE_MS = 10_000;
 const NO_SUBSCRIBER_WAIT_MS = 5_000;
 /** How often a connector looks again while every transcoder slot is taken. */
 const CAPACITY_RECHECK_MS = 1_000;
@@ -124,13 +126,25 @@ export class QueueConnector {
           // Jobs of a connector that stopped heartbeating first (already counted in the group's in-flight), then new ones.
           let entries = (await queue.reclaim(leaseMs, free)).filter((e) => !this.inFlight.has(e.id));
           if (entries.length === 0) {
-            // Cluster-wide, not per connector: never more jobs handed out than the transcoders have slots.
-            const slots = Math.min(free, (await this.capacity()) - (await queue.inFlight()));
+            // Cluster-wide, not per connector: never more jobs handed out than the transcoders have slots. Counting
+            // and reading happen under one lease, so two connectors never both count the same free slots.
+            const dispatch = queue.dispatchLease(DISPATCH_LEASE_MS);
+            if (!(await dispatch.tryAcquire())) {
+              await sleep(CAPACITY_RECHECK_MS, this.stopping.signal);
+              continue;
+            }
+            let slots: number;
+            try {
+              slots = Math.min(free, (await this.capacity()) - (await queue.inFlight()));
+              // An empty read has already waited its BLOCK: loop straight back to it.
+              if (slots > 0) entries = await queue.read(slots, READ_BLOCK_MS);
+            } finally {
+              await dispatch.release().catch(() => false);
+            }
             if (slots <= 0) {
               await sleep(CAPACITY_RECHECK_MS, this.stopping.signal);
               continue;
             }
-            entries = await queue.read(slots, READ_BLOCK_MS);
           }
           for (const entry of entries) this.start(entry);
         } catch (err) {

@@ -25,6 +25,7 @@ import type { MediaStore } from '../video/store.js';
 import { markRequeued } from '../video/state.js';
 import { gauge } from '../platform/metrics.js';
 import type { Redis } from '../platform/redis.js';
+import { RedisLease } from '../platform/redis-lease.js';
 
 export const TRANSCODE_STREAM = 'pulsevault:transcode:jobs';
 export const TRANSCODE_GROUP = 'transcoders';
@@ -217,6 +218,8 @@ export interface QueueStats {
 }
 
 /** The consumer side (queue connector) and the numbers (metrics, CLI). */
+const DISPATCH_LEASE_KEY = 'pulsevault:transcode:dispatch';
+
 export class TranscodeQueue {
   private claimCursor = '0-0';
 
@@ -258,6 +261,14 @@ export class TranscodeQueue {
   }
 
   /** Jobs handed out and not yet acked, by every connector of the group (XPENDING). */
+  /**
+   * The lease a connector holds while it counts free transcoder slots and reads that many jobs: without it two
+   * connectors could both count the same free slots (the group's pending count moves only once one has read).
+   */
+  dispatchLease(ttlMs: number): RedisLease {
+    return new RedisLease(this.redis, DISPATCH_LEASE_KEY, { ttlMs });
+  }
+
   async inFlight(): Promise<number> {
     return Number(((await this.redis.xpending(TRANSCODE_STREAM, TRANSCODE_GROUP)) as [number, ...unknown[]])[0]);
   }
