@@ -111,6 +111,8 @@ describe('fan-out across transcoder replicas (local stack)', () => {
     );
     expect(rewritten).toEqual([]);
 
+    // The status is written on publish; the transcode.complete entry follows it into the audit log.
+    await waitFor(() => actionsOf(video.videoId).includes('transcode.complete'), 20_000, 'the transcode.complete audit entry');
     const actions = actionsOf(video.videoId);
     // Every chunk once, plus the killed one again; one join, one publish.
     expect(actions.filter((a) => a === 'transcode.chunk.start')).toHaveLength(CHUNKS + 1);
