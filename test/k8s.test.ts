@@ -441,6 +441,11 @@ describe('media edge', () => {
     const writable = mounts.filter((m) => !m.readOnly).map((m) => pod.volumes.find((v: Obj) => v.name === m.name));
     expect(writable.every((v: Obj) => v.emptyDir)).toBe(true);
     expect(mounts.find((m) => !m.readOnly)?.mountPath).toBe(K8S_MEDIA_EDGE.tempDir);
+    // The grant cache (keys hold tokens) lives in memory and fits the volume with room for nginx's other temp files.
+    const tmp = writable[0].emptyDir as Obj;
+    expect(tmp.medium).toBe('Memory');
+    const cacheMiB = Number(/proxy_cache_path \S+ .*max_size=(\d+)m/.exec(mediaEdgeConfig(K8S_MEDIA_EDGE))![1]);
+    expect(cacheMiB).toBeLessThanOrEqual(Number(String(tmp.sizeLimit).replace('Mi', '')) / 2);
   });
 
   it('logs no query string (token), no client address and no request line', () => {

@@ -279,7 +279,8 @@ describe('stream: audit is fail-closed', () => {
   it('refuses with 503 while the audit log cannot record, and serves again once it can', async () => {
     await stack.redis.stop();
     try {
-      const res = await raw(stack, `/media/videos/${video.videoId}/original.mp4?token=${token('original.mp4')}`);
+      // A token no request has used yet: behind the media edge, one already granted stays granted (it was audited).
+      const res = await raw(stack, `/media/videos/${video.videoId}/original.mp4?token=${token('original.mp4', video.videoId, now() + 77)}`);
       expect(res.status).toBe(503);
       expect(res.body.toString()).toMatch(/audit_unavailable/);
     } finally {

@@ -5,17 +5,19 @@
  *
  * Per request: one HMAC, one realpath + open + fstat, one audit entry, then the
  * bytes straight from the file descriptor — or, behind the media edge
- * (shared/delivery/edge.ts), an X-Accel-Redirect so that nginx sends them. meta.json is never read: the token
- * alone says which video and which paths, and the file system says what exists.
+ * (shared/delivery/edge.ts), an X-Accel-Redirect so that nginx sends them, or a
+ * grant of a whole rendition directory that nginx caches for the token's life.
+ * meta.json is never read: the token alone says which video and which paths,
+ * and the file system says what exists.
  */
 import { createAccessAudit } from '../../shared/delivery/access-audit.js';
 import { createAuditLog } from '../../shared/audit/client.js';
 import { createCors } from '../../shared/delivery/cors.js';
-import { edgeRedirect, viaEdge } from '../../shared/delivery/edge.js';
-import { AppError, MethodNotAllowedError, NotFoundError, RangeNotSatisfiableError } from '../../shared/platform/errors.js';
+import { asksForGrant, edgeRedirect, grantKeyMatches, grantSeconds, viaEdge } from '../../shared/delivery/edge.js';
+import { AppError, ForbiddenError, MethodNotAllowedError, NotFoundError, RangeNotSatisfiableError } from '../../shared/platform/errors.js';
 import { defineFunction } from '../../shared/platform/handler-contract.js';
-import { MediaFiles, mediaTypeOf, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../../shared/delivery/media-path.js';
-import { planResponse, streamFile, validatorsOf } from '../../shared/delivery/media-response.js';
+import { MediaFiles, mediaTypeOf, parseGrantUnit, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../../shared/delivery/media-path.js';
+import { fileVersionOf, planResponse, streamFile, validatorsOf } from '../../shared/delivery/media-response.js';
 import { isVideoId } from '../../shared/video/store.js';
 import { counter } from '../../shared/platform/metrics.js';
 import { PlaylistCache } from '../../shared/delivery/playlist-rewrite.js';
@@ -38,7 +40,8 @@ export default defineFunction(({ config, log, onShutdown }) => {
     allowHeaders: ['Range', 'If-Range', 'If-None-Match', 'If-Modified-Since'],
     exposeHeaders: ['Content-Length', 'Content-Range', 'Accept-Ranges', 'ETag', 'Last-Modified'],
   });
-  const bytesServed = counter({ name: 'pulsevault_stream_bytes_total', help: 'Media bytes read from disk and sent to clients by the stream function.' });
+  const bytesServed = counter({ name: 'pulsevault_stream_bytes_total', help: 'Media bytes the stream function sent itself (not those the media edge sends; see its access log).' });
+  const edgeGrants = counter({ name: 'pulsevault_stream_edge_grants_total', help: 'Grants the media edge asked for, by outcome (a refusal is then decided, and audited, per request).', labelNames: ['outcome'] as const });
   const fixedHeaders: Record<string, string> = {
     'Cache-Control': 'private',
     'X-Content-Type-Options': 'nosniff',
@@ -54,6 +57,22 @@ export default defineFunction(({ config, log, onShutdown }) => {
 
     const url = parseMediaUrl(req.url ?? '/');
     const attempt = { action: 'stream' as const, req, requestId: ctx.requestId, videoId: url.videoId };
+
+    if (asksForGrant(req)) {
+      let claims;
+      try {
+        if (!grantKeyMatches(req, url.token) || !isVideoId(url.videoId)) throw new Error('not a grant request');
+        claims = tokens.verify(url.token, url.videoId, parseGrantUnit(url.rest));
+      } catch {
+        edgeGrants.inc({ outcome: 'refused' });
+        // Not audited here: nginx now sends the whole request, which is decided and audited as usual.
+        throw new ForbiddenError('the edge sends this request to be decided on its own', 'edge_grant_refused');
+      }
+      await access.granted(attempt);
+      edgeGrants.inc({ outcome: 'granted' });
+      res.writeHead(200, { ...fixedHeaders, ...cors.headers(req), 'X-Accel-Expires': String(grantSeconds(claims)), 'Content-Length': '0' });
+      return void res.end();
+    }
     const { mediaPath, handle, stat, realPath } = await access.check(attempt, async () => {
       if (!isVideoId(url.videoId)) throw new NotFoundError('no such video');
       const mediaPath = parseUrlMediaPath(url.rest);
@@ -73,7 +92,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
       let body: string;
       try {
         if (stat.size > MAX_PLAYLIST_BYTES) throw new AppError(500, 'playlist_too_large', 'playlist too large to serve');
-        const key = `${url.videoId}/${mediaPath}@${validatorsOf(stat).etag}`;
+        const key = `${url.videoId}/${mediaPath}@${fileVersionOf(stat)}`;
         body = await playlists.render(kind, key, () => handle.readFile('utf8'), url.token!);
       } finally {
         await handle.close();
@@ -86,14 +105,17 @@ export default defineFunction(({ config, log, onShutdown }) => {
     const plan = planResponse({ size: Number(stat.size), validators: validatorsOf(stat) }, req.headers);
     const edge = viaEdge(req);
     if (plan.status === 416 || plan.status === 304 || req.method === 'HEAD' || edge) await handle.close();
-    if (plan.status === 416) throw new RangeNotSatisfiableError(Number(stat.size));
+    // About the file, as nginx answers it: the file's validator and the media headers, not an error's no-store.
+    if (plan.status === 416) throw new RangeNotSatisfiableError(Number(stat.size), { ...fixedHeaders, ...cors.headers(req), ETag: plan.headers.ETag! });
     if (edge && plan.status !== 304) {
       // nginx sends the bytes (or the headers of a HEAD) as planned here.
       const send = plan.status === 206 ? 'range' : 'whole';
-      res.writeHead(200, { ...headers, ETag: plan.headers.ETag!, 'Accept-Ranges': 'bytes', 'X-Accel-Redirect': edgeRedirect(send, url.videoId, realPath), 'Content-Length': '0' });
+      res.writeHead(200, { ...headers, ETag: plan.headers.ETag!, ...(plan.status === 200 ? { 'Accept-Ranges': 'bytes' } : {}), 'X-Accel-Redirect': edgeRedirect(send, url.videoId, realPath), 'Content-Length': '0' });
       return void res.end();
     }
-    res.writeHead(plan.status, { ...headers, ...plan.headers });
+    // As nginx: a 304 has no body whose type to give.
+    const { 'Content-Type': _type, ...headersOf304 } = headers;
+    res.writeHead(plan.status, { ...(plan.status === 304 ? headersOf304 : headers), ...plan.headers });
     if (plan.status === 304 || req.method === 'HEAD') return void res.end();
     bytesServed.inc(await streamFile(res, handle, plan.start, plan.end));
   };

@@ -5,18 +5,35 @@
  * and Kubernetes (k8s/media-edge/nginx.conf, which test/k8s.test.ts holds equal
  * to this output; the ingress sends only media paths there).
  *
- * Routes become regex locations in table order: nginx tries regex locations in
- * the order they appear and the first match wins, as matchPublicRoute does.
- * Stream routes go to the stream function with the edge header
- * (shared/delivery/edge.ts); a granted file comes back as X-Accel-Redirect to
- * the internal location, which nginx serves itself.
+ * Media files under a grant come first (EDGE_FILE_PATTERN): nginx asks the
+ * stream function for a grant of the file's unit (auth_request), caches the
+ * answer for the token's remaining life and sends the file itself; whatever it
+ * does not send (a refusal, a missing file, an unsatisfiable range, a symlink)
+ * goes to the function as a whole request. Then the routes, as regex locations
+ * in table order: nginx tries regex locations in the order they appear and the
+ * first match wins, as matchPublicRoute does. Stream routes go to the stream
+ * function with the edge header (shared/delivery/edge.ts); a granted file comes
+ * back as X-Accel-Redirect to the internal location, which nginx serves itself.
  *
  * Nothing logged carries a token: the access log has the path without its query
  * string and no client address, and the error log (whose lines quote the whole
- * request line, token included) keeps only `crit` and worse.
+ * request line, token included) keeps only `crit` and worse. The grant cache's
+ * files hold their keys (token, unit, Origin) in a temp directory of a process
+ * that can read every media file anyway; each lives no longer than its token.
  */
 import { PUBLIC_ROUTES } from '../gateway/routes.js';
-import { EDGE_INTERNAL_PREFIX, EDGE_REPEATED_HEADERS, EDGE_REQUEST_HEADER, EDGE_REQUEST_VALUE, type EdgeSend } from '../../shared/delivery/edge.js';
+import {
+  EDGE_FILE_PATTERN,
+  EDGE_GRANT_LOCATION,
+  EDGE_GRANT_VALUE,
+  EDGE_INTERNAL_PREFIX,
+  EDGE_REPEATED_HEADERS,
+  EDGE_REQUEST_HEADER,
+  EDGE_REQUEST_VALUE,
+  EDGE_SENT_TYPES,
+  EDGE_TOKEN_HEADER,
+  type EdgeSend,
+} from '../../shared/delivery/edge.js';
 
 export interface MediaEdgeOptions {
   /** Argument of `listen`: `127.0.0.1:3000` locally, `8080` in the pod. */
@@ -74,6 +91,75 @@ ${EDGE_REPEATED_HEADERS.map((h) => `      add_header ${h} ${upstreamVariable(h)}
     }`;
 }
 
+/** The function's headers a grant carries, which nginx repeats on every file it sends under it. */
+const GRANT_HEADERS = ['Cache-Control', ...EDGE_REPEATED_HEADERS.filter((h) => h !== 'ETag')] as const;
+const grantVariable = (header: string) => `$pv_grant_${header.toLowerCase().replaceAll('-', '_')}`;
+/** Status codes of nginx's own that the function answers instead (as JSON errors, or via X-Accel-Redirect). */
+const DECIDED_BY_FUNCTION = '301 401 403 404 405 500 502 503 504';
+/**
+ * A range past the end is found by nginx's range filter, after the grant's headers are set and too
+ * late to hand the request on: it answers as the function would, in JSON (shared/platform/errors.ts).
+ */
+const UNSATISFIABLE_BODY = JSON.stringify({ error: 'range_not_satisfiable', message: 'requested range not satisfiable', requestId: '$request_id' });
+
+/** Files nginx sends under a cached grant, and the grant request itself. */
+function grantLocations(videoDir: string): string {
+  return `
+    # A media file: sent by nginx under the function's grant of its unit, cached for the token's life.
+    location ~ "${EDGE_FILE_PATTERN}" {
+      # Read by the grant subrequest, which shares these variables.
+      set $pv_token $arg_token;
+      set $pv_args $args;
+      # nginx answers a malformed Range with 416; the function ignores it (RFC 9110 §14.2): its call.
+      if ($pv_range_malformed) { return 418; }
+      error_page 418 = @pulsevault_stream;
+      auth_request ${EDGE_GRANT_LOCATION};
+${GRANT_HEADERS.map((h) => `      auth_request_set ${grantVariable(h)} ${upstreamVariable(h)};`).join('\n')}
+${GRANT_HEADERS.map((h) => `      add_header ${h} ${grantVariable(h)} always;`).join('\n')}
+      alias ${videoDir}/$pv_video/$pv_dirs$pv_file;
+      disable_symlinks on;
+      # One range or the whole file, as the function plans it.
+      max_ranges 1;
+      types {
+${Object.entries(EDGE_SENT_TYPES).map(([ext, type]) => `        "${type}" ${ext};`).join('\n')}
+      }
+      error_page ${DECIDED_BY_FUNCTION} = @pulsevault_stream;
+      error_page 416 = @pulsevault_unsatisfiable;
+    }
+
+    location @pulsevault_unsatisfiable {
+      default_type "application/json; charset=utf-8";
+      return 416 '${UNSATISFIABLE_BODY}';
+    }
+
+    location = ${EDGE_GRANT_LOCATION} {
+      internal;
+      proxy_pass http://pulsevault_stream/media/videos/$pv_video/$pv_grant_unit?$pv_args;
+      ${PROXY_HEADERS}
+      proxy_set_header ${EDGE_REQUEST_HEADER} ${EDGE_GRANT_VALUE};
+      proxy_set_header ${EDGE_TOKEN_HEADER} $pv_token;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_buffering on;
+      proxy_cache pulsevault_grants;
+      proxy_cache_key "$pv_token $pv_video/$pv_grant_unit $http_origin";
+      # One grant request per key at a time: a player's first burst of segments waits for it.
+      proxy_cache_lock on;
+      # X-Accel-Expires alone says how long (the token's remaining life); refusals are never kept.
+      proxy_ignore_headers Cache-Control Expires Set-Cookie Vary;
+    }
+
+    # What nginx does not send under a grant is decided by the function, request by request.
+    location @pulsevault_stream {
+      proxy_pass http://pulsevault_stream;
+      ${PROXY_HEADERS}
+      proxy_set_header ${EDGE_REQUEST_HEADER} ${EDGE_REQUEST_VALUE};
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+    }
+`;
+}
+
 export function mediaEdgeConfig(o: MediaEdgeOptions): string {
   const temp = (name: string) => `${o.tempDir}/${name}`;
   const streamLocation = (pattern: string) => `
@@ -104,6 +190,12 @@ http {
 ${nginxHttpBasics(o.tempDir)}
   default_type application/octet-stream;
 
+  # Grants of the stream function (shared/delivery/edge.ts), keyed by token, unit and Origin. Under the pod's
+  # 64 MiB /tmp; an evicted grant is asked for (and audited) again.
+  proxy_cache_path ${temp('grants')} levels=1:2 keys_zone=pulsevault_grants:8m max_size=32m inactive=10m use_temp_path=off;
+  map $pv_dirs $pv_grant_unit { "" $pv_file; default $pv_dirs; }
+  map $http_range $pv_range_malformed { "" 0; "~^bytes=(\\d+-\\d*|-\\d+)(,\\s*(\\d+-\\d*|-\\d+))*$" 0; default 1; }
+
   upstream pulsevault_stream {
 ${o.stream.map((s) => `    server ${s};`).join('\n')}
     keepalive 64;
@@ -121,7 +213,7 @@ ${o.otherwise ? `  upstream pulsevault_gateway {\n    server ${o.otherwise};\n  
 
   server {
     listen ${o.listen};
-${routeLocations}
+${grantLocations(o.videoDir)}${routeLocations}
 
 ${internalLocation('range', o.videoDir)}
 ${internalLocation('whole', o.videoDir)}

@@ -1,24 +1,50 @@
 /**
- * The media edge contract between nginx and the stream function. nginx proxies
- * every media request to the function with `X-Media-Edge: accel`; the function
- * decides (token, scope, path, audit) and answers a granted file with
- * `X-Accel-Redirect: /_pulsevault_edge/<range|whole>/<videoId>/<real path>`,
- * which nginx serves from the read-only media volume with sendfile. The
- * function has already planned the response with its own validators
- * (shared/delivery/media-response.ts): it answers 304 and 416 itself and tells
- * nginx whether to honour the Range header (`range`, a planned 206) or to send
- * the whole file (`whole`: no range, a malformed or multiple one, a failed
- * If-Range). So ETag, If-Range and 304 mean the same with and without the
- * edge. A request without the header (straight to the function's port) is
- * served by the function itself.
+ * The media edge contract between nginx and the stream function. nginx sends
+ * the bytes; the function decides (token, scope, path, audit), in one of two ways.
  *
- * A client that sets the header on a direct request gets an empty body and an
- * internal path it already knows: nothing is granted that the token did not.
+ * Grants (the hot path). A player fetches many files under one token: every
+ * segment and init segment of a rendition directory. For a request whose path
+ * matches EDGE_FILE_PATTERN, nginx asks the function once per token, grant
+ * unit and Origin (`X-Media-Edge: grant`, auth_request): does this token grant
+ * this unit — a rendition directory (`hls/240p/`) or one top-level file
+ * (`original.mp4`)? The function verifies the token, audits the grant (fail
+ * closed: no entry, no grant) and answers 200 with `X-Accel-Expires` = the
+ * token's remaining life; nginx caches that answer under the token and unit
+ * and sends every file of the unit itself (sendfile, its own Range, ETag,
+ * If-Range and 304 handling), with the function's headers. Anything else —
+ * a refusal, a missing file, an unsatisfiable range, a symlink — is handed to
+ * the function as a whole request, which answers as it always does. So an
+ * access entry stands for a grant of a unit for at most the token's lifetime,
+ * and nginx's access log (path, status, bytes; no token, no address) has each
+ * file sent.
+ *
+ * Per request (`X-Media-Edge: accel`): playlists (rewritten per token) and
+ * paths outside the pattern. The function decides and answers a granted file
+ * with `X-Accel-Redirect: /_pulsevault_edge/<range|whole>/<videoId>/<real path>`,
+ * which nginx serves from the read-only media volume. The function has already
+ * planned the response (shared/delivery/media-response.ts): it answers 304 and
+ * 416 itself and tells nginx whether to honour the Range header (`range`, a
+ * planned 206) or to send the whole file (`whole`).
+ *
+ * A request without the header (straight to the function's port) is served by
+ * the function itself. A client that sets the header on a direct request gets
+ * an empty body: nothing is granted that the token did not.
  */
 import type { IncomingMessage } from 'node:http';
+import { MEDIA_TYPES } from './media-path.js';
+import type { TokenClaims } from './tokens.js';
 
 export const EDGE_REQUEST_HEADER = 'x-media-edge';
 export const EDGE_REQUEST_VALUE = 'accel';
+export const EDGE_GRANT_VALUE = 'grant';
+/**
+ * The token nginx keys its grant cache on (`$arg_token`, as sent): a grant is
+ * given only when it is the one token the function reads from the query, so a
+ * cached grant can never be found under another string.
+ */
+export const EDGE_TOKEN_HEADER = 'x-media-edge-token';
+/** nginx's auth_request location (internal) that asks the function for a grant. */
+export const EDGE_GRANT_LOCATION = '/_pulsevault_grant';
 /** nginx's `internal` locations over VIDEO_DIR: `<prefix>range/` and `<prefix>whole/`. */
 export const EDGE_INTERNAL_PREFIX = '/_pulsevault_edge/';
 export type EdgeSend = 'range' | 'whole';
@@ -41,6 +67,40 @@ export const EDGE_REPEATED_HEADERS = [
 export function viaEdge(req: IncomingMessage): boolean {
   return req.headers[EDGE_REQUEST_HEADER] === EDGE_REQUEST_VALUE;
 }
+
+export function asksForGrant(req: IncomingMessage): boolean {
+  return req.headers[EDGE_REQUEST_HEADER] === EDGE_GRANT_VALUE;
+}
+
+/** The query's token is the one nginx keys the grant on. */
+export function grantKeyMatches(req: IncomingMessage, token: string | null): boolean {
+  return token !== null && token !== '' && req.headers[EDGE_TOKEN_HEADER] === token;
+}
+
+/** How long nginx may reuse a grant: until the token expires (0: for this request only). */
+export function grantSeconds(claims: TokenClaims, nowSeconds = Math.floor(Date.now() / 1000)): number {
+  return Math.max(0, claims.exp - nowSeconds);
+}
+
+/** Extensions nginx sends under a grant: media files, never playlists (rewritten per token) or JSON. */
+export const EDGE_SENT_TYPES: Readonly<Record<string, string>> = Object.fromEntries(
+  Object.entries(MEDIA_TYPES).filter(([ext]) => !['m3u8', 'mpd', 'json'].includes(ext)),
+);
+
+const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}';
+/** Directory names without dots can never be reserved names (shared/delivery/media-path.ts). */
+const DIRECTORY = '[A-Za-z0-9_-]{1,128}';
+/** One dot, lower-case extension, not meta.*: a strict subset of the media path rule. */
+const FILE = `(?![Mm][Ee][Tt][Aa]\\.)[A-Za-z0-9_-][A-Za-z0-9_-]{0,100}\\.(?:${Object.keys(EDGE_SENT_TYPES).join('|')})`;
+
+/**
+ * Paths nginx may send under a cached grant (PCRE, with named captures for the
+ * nginx configuration): every path it matches is a valid, non-playlist media
+ * path (test/media-edge-units.test.ts holds it to parseUrlMediaPath); anything
+ * else goes to the function per request. `pv_dirs` + `pv_file` is the path;
+ * the grant unit is `pv_dirs`, or `pv_file` when that is empty.
+ */
+export const EDGE_FILE_PATTERN = `^/media/videos/(?<pv_video>${UUID})/(?<pv_dirs>(?:${DIRECTORY}/){0,3})(?<pv_file>${FILE})$`;
 
 /** Where nginx finds a granted file: `relativePath` is its real path inside the video's directory. */
 export function edgeRedirect(send: EdgeSend, videoId: string, relativePath: string): string {

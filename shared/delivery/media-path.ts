@@ -86,6 +86,24 @@ export function parseUrlMediaPath(raw: string): string {
   return checkSegments(segments);
 }
 
+/**
+ * What the media edge asks the stream function to grant (shared/delivery/edge.ts):
+ * a directory inside the video (`hls/240p/`, 1–3 segments, ending in `/`), whose
+ * files nginx then sends under one cached decision, or a file at the video's top
+ * level (`original.mp4`), granted alone.
+ */
+export function parseGrantUnit(raw: string): string {
+  if (!raw.endsWith('/')) {
+    const file = parseUrlMediaPath(raw);
+    if (file.includes('/')) throw new InvalidMediaPathError();
+    return file;
+  }
+  const segments = raw.slice(0, -1).split('/');
+  if (segments.length >= MAX_SEGMENTS) throw new InvalidMediaPathError();
+  for (const s of segments) if (!SEGMENT_RE.test(s) || RESERVED_RE.test(s)) throw new InvalidMediaPathError();
+  return raw;
+}
+
 export type PlaylistKind = 'm3u8' | 'mpd';
 
 export function playlistKind(mediaPath: string): PlaylistKind | null {

@@ -21,14 +21,22 @@ export interface Validators {
 }
 
 /**
- * A strong validator: size, mtime (ns) and inode. Media files are published by
- * rename and never rewritten in place, so equal tags mean equal bytes.
+ * A strong validator in nginx's own format (`"<mtime seconds hex>-<size hex>"`),
+ * so a file has one ETag whether the media edge's nginx sends it or this
+ * function does (If-Range and If-None-Match hold across both). Media files are
+ * published by rename and never rewritten in place, so equal tags mean equal bytes.
  */
 export function validatorsOf(stat: BigIntStats): Validators {
+  const seconds = stat.mtimeNs / 1_000_000_000n;
   return {
-    etag: `"${stat.size.toString(16)}-${stat.mtimeNs.toString(16)}-${stat.ino.toString(16)}"`,
-    lastModified: new Date(Number(stat.mtimeMs)).toUTCString(),
+    etag: `"${seconds.toString(16)}-${stat.size.toString(16)}"`,
+    lastModified: new Date(Number(seconds) * 1000).toUTCString(),
   };
+}
+
+/** One file version, finer than its ETag (inode and nanoseconds): the key of a cached rendering of it. */
+export function fileVersionOf(stat: BigIntStats): string {
+  return `${stat.ino.toString(16)}-${stat.mtimeNs.toString(16)}-${stat.size.toString(16)}`;
 }
 
 export type ResponsePlan =
@@ -65,7 +73,8 @@ function ifRangeHolds(header: string, v: Validators): boolean {
 /** Decide status, byte span and headers of a GET/HEAD for one representation. */
 export function planResponse(rep: Representation, headers: IncomingHttpHeaders): ResponsePlan {
   const { size, validators: v } = rep;
-  const base: Record<string, string> = { 'Accept-Ranges': v ? 'bytes' : 'none' };
+  // Accept-Ranges only on a whole response, as nginx sends it: one header contract with and without the media edge.
+  const base: Record<string, string> = {};
   if (v) {
     base.ETag = v.etag;
     base['Last-Modified'] = v.lastModified;
@@ -91,7 +100,7 @@ export function planResponse(rep: Representation, headers: IncomingHttpHeaders):
       };
     }
   }
-  return { status: 200, start: 0, end: size - 1, headers: { ...base, 'Content-Length': String(size) } };
+  return { status: 200, start: 0, end: size - 1, headers: { ...base, 'Accept-Ranges': v ? 'bytes' : 'none', 'Content-Length': String(size) } };
 }
 
 /**

@@ -61,8 +61,8 @@ export class PayloadTooLargeError extends AppError {
 }
 
 export class RangeNotSatisfiableError extends AppError {
-  constructor(size: number) {
-    super(416, 'range_not_satisfiable', 'requested range not satisfiable', { 'Content-Range': `bytes */${size}` });
+  constructor(size: number, headers: Record<string, string> = {}) {
+    super(416, 'range_not_satisfiable', 'requested range not satisfiable', { ...headers, 'Content-Range': `bytes */${size}` });
   }
 }
 
