@@ -13,10 +13,10 @@
 import { createAccessAudit } from '../../shared/delivery/access-audit.js';
 import { createAuditLog } from '../../shared/audit/client.js';
 import { createCors } from '../../shared/delivery/cors.js';
-import { asksForGrant, edgeRedirect, grantKeyMatches, grantSeconds, viaEdge } from '../../shared/delivery/edge.js';
+import { asksForGrant, edgeRedirect, grantSecondsFor, viaEdge } from '../../shared/delivery/edge.js';
 import { AppError, ForbiddenError, MethodNotAllowedError, NotFoundError, RangeNotSatisfiableError } from '../../shared/platform/errors.js';
 import { defineFunction } from '../../shared/platform/handler-contract.js';
-import { MediaFiles, mediaTypeOf, parseGrantUnit, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../../shared/delivery/media-path.js';
+import { MediaFiles, mediaTypeOf, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../../shared/delivery/media-path.js';
 import { fileVersionOf, planResponse, streamFile, validatorsOf } from '../../shared/delivery/media-response.js';
 import { isVideoId } from '../../shared/video/store.js';
 import { counter } from '../../shared/platform/metrics.js';
@@ -59,10 +59,9 @@ export default defineFunction(({ config, log, onShutdown }) => {
     const attempt = { action: 'stream' as const, req, requestId: ctx.requestId, videoId: url.videoId };
 
     if (asksForGrant(req)) {
-      let claims;
+      let seconds: number;
       try {
-        if (!grantKeyMatches(req, url.token) || !isVideoId(url.videoId)) throw new Error('not a grant request');
-        claims = tokens.verify(url.token, url.videoId, parseGrantUnit(url.rest));
+        seconds = grantSecondsFor(req, url, tokens);
       } catch {
         edgeGrants.inc({ outcome: 'refused' });
         // Not audited here: nginx now sends the whole request, which is decided and audited as usual.
@@ -70,7 +69,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
       }
       await access.granted(attempt);
       edgeGrants.inc({ outcome: 'granted' });
-      res.writeHead(200, { ...fixedHeaders, ...cors.headers(req), 'X-Accel-Expires': String(grantSeconds(claims)), 'Content-Length': '0' });
+      res.writeHead(200, { ...fixedHeaders, ...cors.headers(req), 'X-Accel-Expires': String(seconds), 'Content-Length': '0' });
       return void res.end();
     }
     const { mediaPath, handle, stat, realPath } = await access.check(attempt, async () => {

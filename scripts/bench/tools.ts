@@ -77,7 +77,7 @@ export interface WrkOptions {
   threads: number;
   seconds: number;
   /** A script in scripts/bench/lua (each reports through report.lua). */
-  script: 'report.lua' | 'post-json.lua' | 'ranges.lua';
+  script: 'report.lua' | 'post-json.lua' | 'ranges.lua' | 'segments.lua';
   env?: Record<string, string>;
   /** How the URL is printed in the command (a token replaced by $TOKEN). */
   shownUrl?: string;

@@ -23,6 +23,7 @@
  */
 import { PUBLIC_ROUTES } from '../gateway/routes.js';
 import {
+  EDGE_FILE_HEADER,
   EDGE_FILE_PATTERN,
   EDGE_GRANT_LOCATION,
   EDGE_GRANT_VALUE,
@@ -138,6 +139,7 @@ ${Object.entries(EDGE_SENT_TYPES).map(([ext, type]) => `        "${type}" ${ext}
       ${PROXY_HEADERS}
       proxy_set_header ${EDGE_REQUEST_HEADER} ${EDGE_GRANT_VALUE};
       proxy_set_header ${EDGE_TOKEN_HEADER} $pv_token;
+      proxy_set_header ${EDGE_FILE_HEADER} $pv_dirs$pv_file;
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
       proxy_buffering on;

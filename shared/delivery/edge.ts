@@ -11,7 +11,9 @@
  * closed: no entry, no grant) and answers 200 with `X-Accel-Expires` = the
  * token's remaining life; nginx caches that answer under the token and unit
  * and sends every file of the unit itself (sendfile, its own Range, ETag,
- * If-Range and 304 handling), with the function's headers. Anything else —
+ * If-Range and 304 handling), with the function's headers. A token for one
+ * file inside a directory grants that request alone (audited, not cached).
+ * Anything else —
  * a refusal, a missing file, an unsatisfiable range, a symlink — is handed to
  * the function as a whole request, which answers as it always does. So an
  * access entry stands for a grant of a unit for at most the token's lifetime,
@@ -31,8 +33,8 @@
  * an empty body: nothing is granted that the token did not.
  */
 import type { IncomingMessage } from 'node:http';
-import { MEDIA_TYPES } from './media-path.js';
-import type { TokenClaims } from './tokens.js';
+import { MEDIA_TYPES, parseGrantUnit, parseUrlMediaPath, type MediaUrl } from './media-path.js';
+import { scopeCovers, type TokenClaims, type TokenCodec } from './tokens.js';
 
 export const EDGE_REQUEST_HEADER = 'x-media-edge';
 export const EDGE_REQUEST_VALUE = 'accel';
@@ -43,6 +45,8 @@ export const EDGE_GRANT_VALUE = 'grant';
  * cached grant can never be found under another string.
  */
 export const EDGE_TOKEN_HEADER = 'x-media-edge-token';
+/** The file nginx is about to send (its path in the video): a token for that file alone grants this request only. */
+export const EDGE_FILE_HEADER = 'x-media-edge-file';
 /** nginx's auth_request location (internal) that asks the function for a grant. */
 export const EDGE_GRANT_LOCATION = '/_pulsevault_grant';
 /** nginx's `internal` locations over VIDEO_DIR: `<prefix>range/` and `<prefix>whole/`. */
@@ -72,9 +76,20 @@ export function asksForGrant(req: IncomingMessage): boolean {
   return req.headers[EDGE_REQUEST_HEADER] === EDGE_GRANT_VALUE;
 }
 
-/** The query's token is the one nginx keys the grant on. */
-export function grantKeyMatches(req: IncomingMessage, token: string | null): boolean {
-  return token !== null && token !== '' && req.headers[EDGE_TOKEN_HEADER] === token;
+/**
+ * Decide a grant request: how many seconds nginx may reuse the grant of the
+ * unit (the token's remaining life), or 0 when the token is for one file inside
+ * it and grants this request's file alone. Throws when nothing is granted.
+ */
+export function grantSecondsFor(req: IncomingMessage, url: MediaUrl, tokens: TokenCodec, nowSeconds = Math.floor(Date.now() / 1000)): number {
+  // The query's one token must be the string nginx keys the cache on.
+  if (url.token === null || url.token === '' || req.headers[EDGE_TOKEN_HEADER] !== url.token) throw new Error('not the token nginx keys on');
+  const claims = tokens.verifyForVideo(url.token, url.videoId, nowSeconds);
+  const unit = parseGrantUnit(url.rest);
+  if (scopeCovers(claims.scope, unit)) return grantSeconds(claims, nowSeconds);
+  const file = req.headers[EDGE_FILE_HEADER];
+  if (typeof file === 'string' && file.startsWith(unit) && scopeCovers(claims.scope, parseUrlMediaPath(file))) return 0;
+  throw new Error('the token grants neither the unit nor the file');
 }
 
 /** How long nginx may reuse a grant: until the token expires (0: for this request only). */

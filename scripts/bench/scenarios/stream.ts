@@ -1,13 +1,15 @@
 /**
- * 3. Delivery: req/s for a 1 MiB segment with a valid token (50 connections)
- *    and MB/s for random ranges of the large original, through the stack's
- *    front door — the media edge when nginx is installed (the stream function
- *    checks the token and audits, nginx sends the bytes), else the gateway —
- *    against nginx alone serving the same files from the same directory. Then
- *    the peak RSS of the edge's worker plus the stream process against an
- *    nginx worker's.
+ * 3. Delivery: req/s for 1 MiB segments with a valid token (50 connections,
+ *    16 segments of one rendition in turn under the token of its playlist, as
+ *    a player fetches them) and MB/s for random ranges of the large original,
+ *    through the stack's front door — the media edge when nginx is installed
+ *    (the stream function grants the token's unit once and audits it, nginx
+ *    sends the bytes), else the gateway — against nginx alone serving the same
+ *    files from the same directory. Then a token for one segment only (decided
+ *    per request), and the peak RSS of the edge's worker plus the stream
+ *    process against an nginx worker's.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { MIB_BYTES, type BenchContext } from '../context.js';
 import { writeRandomFile } from '../media.js';
@@ -16,7 +18,10 @@ import { peakRssKiB } from '../proc.js';
 import type { Row } from '../table.js';
 import { ToolMissing, wrk, type WrkResult } from '../tools.js';
 
-const SEGMENT = 'bench/segment-1mib.m4s';
+/** A rendition directory: a playlist (its token grants the directory) and SEGMENTS segments of 1 MiB. */
+const RENDITION = 'bench';
+const SEGMENTS = 16;
+const segmentPath = (i: number) => `${RENDITION}/segment-${String(i).padStart(3, '0')}.m4s`;
 const SEGMENT_CONNECTIONS = 50;
 const RANGE_CONNECTIONS = 8;
 const RANGE_BYTES = 4 * MIB_BYTES;
@@ -36,25 +41,34 @@ function describe(result: WrkResult | null, who: string): string {
 export async function benchStream(ctx: BenchContext, videoId: string): Promise<Row[]> {
   const { stack, sizes } = ctx;
   const fileSize = sizes.uploadBytes;
-  await mkdir(path.join(stack.videoDir, videoId, 'bench'), { recursive: true });
-  await writeRandomFile(path.join(stack.videoDir, videoId, SEGMENT), MIB_BYTES);
+  await mkdir(path.join(stack.videoDir, videoId, RENDITION), { recursive: true });
+  for (let i = 0; i < SEGMENTS; i++) await writeRandomFile(path.join(stack.videoDir, videoId, segmentPath(i)), MIB_BYTES);
+  const playlist = `${RENDITION}/index.m3u8`;
+  await writeFile(path.join(stack.videoDir, videoId, playlist), `#EXTM3U\n${Array.from({ length: SEGMENTS }, (_, i) => `#EXTINF:2,\n${segmentPath(i).slice(RENDITION.length + 1)}\n`).join('')}#EXT-X-ENDLIST\n`);
 
-  const segmentUrl = await stack.sign(videoId, SEGMENT);
+  // wrk walks the playlist's directory (segments.lua); the signed URL of one segment grants that file only.
+  const renditionUrl = await stack.sign(videoId, playlist);
+  const oneSegmentUrl = await stack.sign(videoId, segmentPath(0));
   const originalUrl = await stack.sign(videoId, 'original.mp4');
   const shown = (u: string) => `${u.replace(/token=[^&]+/, 'token=$TOKEN')}`;
   const rangeEnv = { BENCH_FILE_SIZE: String(fileSize), BENCH_RANGE_BYTES: String(RANGE_BYTES) };
+  const segmentEnv = { BENCH_SEGMENTS: String(SEGMENTS) };
   const run = { threads: THREADS, seconds: sizes.wrkSeconds };
+  const segments = { ...run, connections: SEGMENT_CONNECTIONS, script: 'segments.lua' as const, env: segmentEnv };
 
-  ctx.progress('3. stream: 1 MiB segment, 50 connections');
-  const pvSegment = await wrk({ ...run, connections: SEGMENT_CONNECTIONS, script: 'report.lua', url: `${stack.url}${segmentUrl}`, shownUrl: `<gateway>${shown(segmentUrl)}` });
-  ctx.progress('3. stream: the same, straight to the stream function');
-  const pvDirect = await wrk({ ...run, connections: SEGMENT_CONNECTIONS, script: 'report.lua', url: `${await stack.functionUrl('stream')}${segmentUrl}`, shownUrl: `<stream function>${shown(segmentUrl)}` });
+  ctx.progress(`3. stream: ${SEGMENTS} segments of 1 MiB in turn, 50 connections`);
+  const pvSegment = await wrk({ ...segments, url: `${stack.url}${renditionUrl}`, shownUrl: `<gateway>${shown(renditionUrl)}` });
+  ctx.progress('3. stream: one segment under its own token (decided per request)');
+  const pvOneSegment = await wrk({ ...run, connections: SEGMENT_CONNECTIONS, script: 'report.lua', url: `${stack.url}${oneSegmentUrl}`, shownUrl: `<gateway>${shown(oneSegmentUrl)}` });
   ctx.progress('3. stream: ranges of the original');
   const pvRanges = await wrk({ ...run, connections: RANGE_CONNECTIONS, script: 'ranges.lua', env: rangeEnv, url: `${stack.url}${originalUrl}`, shownUrl: `<gateway>${shown(originalUrl)}` });
+  // The edge's footprint first: once the function sends bytes itself (3a′) its peak is that of the fallback.
   const streamRss = await peakRssKiB(await stack.functionPid('stream'));
   const edgePid = await stack.edgeNginxPid();
   const edgeRss = edgePid ? await nginxWorkerPeakRssKiB(edgePid) : 0;
-  const front = edgePid ? 'the media edge (nginx asks the stream function, then sends the file)' : 'the local gateway and the stream function (no nginx: no media edge)';
+  ctx.progress('3. stream: the same segments, straight to the stream function');
+  const pvDirect = await wrk({ ...segments, url: `${await stack.functionUrl('stream')}${renditionUrl}`, shownUrl: `<stream function>${shown(renditionUrl)}` });
+  const front = edgePid ? 'the media edge (the stream function grants, nginx sends)' : 'the local gateway and the stream function (no nginx: no media edge)';
 
   let nginx: Nginx | null = null;
   let ngSegment: WrkResult | null = null;
@@ -64,7 +78,7 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
   try {
     nginx = await startNginx(ctx.scratch, stack.videoDir);
     ctx.progress('3. nginx: 1 MiB segment, 50 connections');
-    ngSegment = await wrk({ ...run, connections: SEGMENT_CONNECTIONS, script: 'report.lua', url: `${nginx.url}/${videoId}/${SEGMENT}`, shownUrl: `<nginx>/${videoId}/${SEGMENT}` });
+    ngSegment = await wrk({ ...segments, url: `${nginx.url}/${videoId}/${playlist}`, shownUrl: `<nginx>/${videoId}/${playlist}` });
     ctx.progress('3. nginx: ranges of the original');
     ngRanges = await wrk({ ...run, connections: RANGE_CONNECTIONS, script: 'ranges.lua', env: rangeEnv, url: `${nginx.url}/${videoId}/original.mp4`, shownUrl: `<nginx>/${videoId}/original.mp4` });
     ngRss = await nginx.workerPeakRssKiB();
@@ -80,7 +94,7 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
   const referenceName = 'nginx, same files, same directory';
   return [
     {
-      scenario: `3a. Stream a 1 MiB segment with a valid token (checked and audited), ${SEGMENT_CONNECTIONS} connections, ${sizes.wrkSeconds} s, through ${front}`,
+      scenario: `3a. Stream ${SEGMENTS} segments of 1 MiB in turn under their playlist's token (granted and audited), ${SEGMENT_CONNECTIONS} connections, ${sizes.wrkSeconds} s, through ${front}`,
       pulsevault: figureOf(pvSegment, (r) => r.requestsPerSecond, 'req/s'),
       reference: figureOf(ngSegment, (r) => r.requestsPerSecond, 'req/s'),
       referenceName,
@@ -98,6 +112,15 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
       note: notes(pvDirect, null),
     },
     {
+      scenario: `3a″. One 1 MiB segment under a token for that file only (the function decides and audits every request), ${SEGMENT_CONNECTIONS} connections, through ${front}`,
+      pulsevault: figureOf(pvOneSegment, (r) => r.requestsPerSecond, 'req/s'),
+      reference: figureOf(ngSegment, (r) => r.requestsPerSecond, 'req/s'),
+      referenceName,
+      better: 'higher',
+      commands: [pvOneSegment.command, ...(ngSegment ? [ngSegment.command] : [])],
+      note: notes(pvOneSegment, null),
+    },
+    {
       scenario: `3b. Random ${RANGE_BYTES / MIB_BYTES} MiB ranges of the ${fileSize / MIB_BYTES} MiB original with a valid token, ${RANGE_CONNECTIONS} connections, ${sizes.wrkSeconds} s, through ${front}`,
       pulsevault: figureOf(pvRanges, (r) => r.megabytesPerSecond, 'MB/s'),
       reference: figureOf(ngRanges, (r) => r.megabytesPerSecond, 'MB/s'),
@@ -107,7 +130,7 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
       note: notes(pvRanges, ngRanges),
     },
     {
-      scenario: `3c. Peak RSS (VmHWM) after 3a, 3a′ and 3b: ${edgePid ? 'largest edge nginx worker + ' : ''}the stream process`,
+      scenario: `3c. Peak RSS (VmHWM) after 3a, 3a″ and 3b (before 3a′): ${edgePid ? 'largest edge nginx worker + ' : ''}the stream process`,
       pulsevault: { value: (edgeRss + streamRss) / 1024, unit: 'MiB' },
       reference: ngRss === null ? null : { value: ngRss / 1024, unit: 'MiB' },
       referenceName: 'largest nginx worker',
