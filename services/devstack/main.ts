@@ -128,7 +128,7 @@ if (nginx) {
     }),
   );
   supervisor.add({ name: 'media-edge', replica: 0, args: [MEDIA_EDGE, nginx, conf], env: baseEnv });
-  log.info({ nginx, port: config.port, accessLog: path.join(edgeDir, 'access.log') }, 'media edge: nginx is the front door and sends media bytes (X-Accel-Redirect); the stream function decides and audits');
+  log.info({ nginx, port: config.port, accessLog: path.join(edgeDir, 'access.log') }, 'media edge: nginx is the front door and sends media bytes; the stream function decides and audits (a grant per token and rendition, or per request)');
 } else {
   log.info(
     { mediaEdge: config.mediaEdge },
