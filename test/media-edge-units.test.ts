@@ -4,9 +4,10 @@
  * serve, and its grant unit one the function grants by the same rule.
  */
 import { describe, expect, it } from 'vitest';
-import { EDGE_FILE_PATTERN, EDGE_SENT_TYPES, grantSeconds } from '../shared/delivery/edge.js';
-import { parseGrantUnit, parseUrlMediaPath, playlistKind } from '../shared/delivery/media-path.js';
-import { scopeCovers } from '../shared/delivery/tokens.js';
+import type { IncomingMessage } from 'node:http';
+import { EDGE_FILE_HEADER, EDGE_FILE_PATTERN, EDGE_SENT_TYPES, EDGE_TOKEN_HEADER, grantSeconds, grantSecondsFor } from '../shared/delivery/edge.js';
+import { parseGrantUnit, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../shared/delivery/media-path.js';
+import { createTokenCodec, scopeCovers } from '../shared/delivery/tokens.js';
 
 const VIDEO = '0b7e4a52-6f1d-4c3a-9d2e-8f5a1b2c3d4e';
 // nginx's PCRE and JavaScript agree on this subset: classes, groups, bounded repeats, lookahead, named groups.
@@ -68,5 +69,51 @@ describe('grant units the function accepts', () => {
   it('are kept until the token expires, never longer', () => {
     expect(grantSeconds({ videoId: VIDEO, exp: 1_000, scope: 'hls/' }, 900)).toBe(100);
     expect(grantSeconds({ videoId: VIDEO, exp: 1_000, scope: 'hls/' }, 1_010)).toBe(0);
+  });
+});
+
+describe('a grant request', () => {
+  const codec = createTokenCodec({ secret: 'unit-test-secret-unit-test-secret', maxLifetimeSeconds: 300, clockSkewSeconds: 30 });
+  const NOW = 1_800_000_000;
+  const token = (scope: string, videoId = VIDEO) => codec.sign({ videoId, exp: NOW + 100, scope });
+  /** As nginx sends it: the unit in the path, the query as the client sent it, the key's token and the file in headers. */
+  const ask = (unit: string, query: string, keyToken: string | null, file?: string) => {
+    const url = parseMediaUrl(`/media/videos/${VIDEO}/${unit}?${query}`);
+    const headers: Record<string, string> = {};
+    if (keyToken !== null) headers[EDGE_TOKEN_HEADER] = keyToken;
+    if (file) headers[EDGE_FILE_HEADER] = file;
+    return () => grantSecondsFor({ headers } as IncomingMessage, url, codec, NOW);
+  };
+
+  it("grants the token's unit for its remaining life", () => {
+    const t = token('hls/');
+    expect(ask('hls/240p/', `token=${t}`, t, 'hls/240p/a.m4s')()).toBe(100);
+    expect(ask('original.mp4', `token=${token('original.mp4')}`, token('original.mp4'))()).toBe(100);
+  });
+
+  it('grants a token for one file inside the unit for this request only', () => {
+    const t = token('hls/240p/a.m4s');
+    expect(ask('hls/240p/', `token=${t}`, t, 'hls/240p/a.m4s')()).toBe(0);
+    expect(ask('hls/240p/', `token=${t}`, t, 'hls/240p/b.m4s')).toThrow();
+    // The file must lie in the unit asked about.
+    expect(ask('dash/', `token=${t}`, t, 'hls/240p/a.m4s')).toThrow();
+  });
+
+  it('refuses unless the query holds exactly the token nginx keys the cache on', () => {
+    const t = token('hls/');
+    expect(ask('hls/', `token=${t}`, null)).toThrow();
+    expect(ask('hls/', `token=${t}`, '')).toThrow();
+    expect(ask('hls/', `token=${t}`, `${t}x`)).toThrow();
+    // nginx's $arg_token is the raw text: an encoded spelling is another string, so no grant is kept under it.
+    expect(ask('hls/', `token=${t.replace('.', '%2E')}`, t.replace('.', '%2E'))).toThrow();
+    expect(ask('hls/', '', '')).toThrow();
+  });
+
+  it("refuses another video's token, a unit outside the scope and a malformed unit", () => {
+    const other = token('hls/', '1b7e4a52-6f1d-4c3a-9d2e-8f5a1b2c3d4e');
+    expect(ask('hls/', `token=${other}`, other)).toThrow();
+    const t = token('hls/');
+    expect(ask('dash/', `token=${t}`, t)).toThrow();
+    expect(ask('hls/../', `token=${t}`, t)).toThrow();
   });
 });
