@@ -145,8 +145,8 @@ ${Object.entries(EDGE_SENT_TYPES).map(([ext, type]) => `        "${type}" ${ext}
       proxy_buffering on;
       proxy_cache pulsevault_grants;
       proxy_cache_key "$pv_token $pv_video/$pv_grant_unit $http_origin";
-      # One grant request per key at a time: a player's first burst of segments waits for it.
-      proxy_cache_lock on;
+      # No proxy_cache_lock: its waiters poll every 500 ms, and a grant for one request (a token for one
+      # file) is never cached, so they would queue. A player's first concurrent requests each ask (and are audited).
       # X-Accel-Expires alone says how long (the token's remaining life); refusals are never kept.
       proxy_ignore_headers Cache-Control Expires Set-Cookie Vary;
     }
