@@ -90,6 +90,7 @@ describe('npm start with nginx installed: the media edge', () => {
   it('answers every request exactly as the function does when it sends the bytes itself', async () => {
     const size = readFileSync(path.join(video.dir, 'original.mp4')).length;
     const etag = (await raw(stack.url, original())).headers.etag as string;
+    const segmentEtag = (await raw(stack.url, segment())).headers.etag as string;
     const requests: [string, Record<string, string>, string?][] = [
       [original(), {}],
       [original(), { Origin: ORIGIN }],
@@ -106,6 +107,9 @@ describe('npm start with nginx installed: the media edge', () => {
       [original(), { Range: 'bytes=0-9' }, 'HEAD'],
       [original(), {}, 'HEAD'],
       [segment(), { Origin: ORIGIN }],
+      [segment(), { Range: 'bytes=10-19', Origin: 'https://evil.example' }],
+      [segment(), { 'If-None-Match': segmentEtag }],
+      [segment(), { Range: 'bytes=0-1,5-6' }, 'HEAD'],
       [`/media/videos/${video.videoId}/hls/alias.m4s?token=${token(video.videoId, 'hls/')}`, {}],
       [`/media/videos/${video.videoId}/hls/240p.m3u8?token=${token(video.videoId, 'hls/')}`, { Origin: ORIGIN }],
       [`/media/videos/${video.videoId}/hls/240p_000.m4s?token=${token(video.videoId, 'dash/')}`, {}],
