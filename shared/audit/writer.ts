@@ -376,6 +376,8 @@ export class AuditWriter {
    * Group commit: one fsync at a time, covering every batch appended before it
    * started; batches appended meanwhile wait for the next one, which starts as
    * soon as this one is done. Acknowledgements go out in order, once durable.
+   * (Letting 2, 4 or 8 overlap made each take 8–14 ms instead of 6 on the loaded
+   * 2-core dev VM, and entries/s did not move.)
    */
   private startSync(): void {
     if (this.syncRunning || this.syncFailure || this.unsynced.length === 0) return;
