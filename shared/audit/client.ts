@@ -12,6 +12,10 @@
  * persist. An access whose audit entry cannot be recorded is refused, never
  * served unaudited (fail closed). The converse can happen: an entry whose
  * acknowledgement came too late is in the log for an access that was refused.
+ *
+ * Concurrent calls share the round trips: the XADDs of one event-loop turn go
+ * out as one pipeline (StreamAppender), and one acknowledgement message from
+ * the writer settles every call it names (AckListener).
  */
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../platform/config.js';
