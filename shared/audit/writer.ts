@@ -320,7 +320,7 @@ export class AuditWriter {
     return reply?.[0]?.[1] ?? [];
   }
 
-  /** Sequence, append and fsync one batch, then acknowledge it. */
+  /** Sequence and append one batch; the next fsync makes it durable and acknowledges it (startSync). */
   private async persist(batch: [string, string[]][]): Promise<void> {
     const durable: string[] = [];
     const rejected: string[] = [];
