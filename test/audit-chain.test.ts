@@ -5,16 +5,19 @@
  * attacker or a crash would, and the verifier must name file, line and kind.
  */
 import { execFile } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { cpSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import canonicalize from 'canonicalize';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditEventError, createAuditLog, toSubmittedEvent, type AuditLog } from '../shared/audit/client.js';
 import { checkpointPath } from '../shared/audit/checkpoint.js';
-import { hashEntry, type AuditEntry } from '../shared/audit/entry.js';
+import { auditEntrySchema, canonicalEntry, compareStreamIds, hashEntry, type AuditEntry } from '../shared/audit/entry.js';
 import { anonymizeIp } from '../shared/audit/ip.js';
+import { subjectPseudonym } from '../shared/audit/subject.js';
 import { verifyAuditLog, type BreakKind } from '../shared/audit/verify.js';
 import { AuditWriter } from '../shared/audit/writer.js';
 import { loadConfig } from '../shared/platform/config.js';
@@ -279,6 +282,27 @@ describe('entries carry no PHI and no raw IP', () => {
     const reordered = Object.fromEntries(Object.entries(rest).reverse()) as typeof rest;
     expect(hashEntry(reordered)).toBe(hash);
     expect(hashEntry({ ...rest, seq: rest.seq + 1 })).not.toBe(hash);
+  });
+
+  it('writes the entry as canonicalize (RFC 8785) does, every field included', () => {
+    const { hash: _hash, ...rest } = JSON.parse(readLines(pristine, A1)[0]!) as AuditEntry;
+    for (const entry of [rest, { ...rest, actor: null, reason: 'token_expired', clientIp: null }]) expect(canonicalEntry(entry)).toBe(canonicalize(entry));
+    const fields = Object.keys(auditEntrySchema.shape).filter((k) => k !== 'hash');
+    expect(Object.keys(JSON.parse(canonicalEntry(rest)) as object).sort()).toEqual(fields.sort());
+  });
+
+  it('orders stream ids numerically', () => {
+    expect(compareStreamIds('10-0', '9-99')).toBeGreaterThan(0);
+    expect(compareStreamIds('1700000000000-10', '1700000000000-9')).toBeGreaterThan(0);
+    expect(compareStreamIds('1700000000000-0', '1700000000001-0')).toBeLessThan(0);
+    expect(compareStreamIds('1700000000000-3', '1700000000000-3')).toBe(0);
+    expect(compareStreamIds('0-0', '0-1')).toBeLessThan(0);
+  });
+
+  it('keys the subject pseudonym with HMAC_SECRET as the documented openssl command does', () => {
+    const expected = createHmac('sha256', TEST_HMAC_SECRET).update('pulsevault-subject:jane@example.org').digest('hex').slice(0, 32);
+    expect(subjectPseudonym(TEST_HMAC_SECRET, 'jane@example.org')).toBe(`sub-${expected}`);
+    expect(subjectPseudonym('another-secret', 'jane@example.org')).not.toBe(`sub-${expected}`);
   });
 });
 

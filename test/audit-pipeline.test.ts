@@ -8,9 +8,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { AuditUnavailableError, createAuditLog } from '../shared/audit/client.js';
 import type { AuditEntry } from '../shared/audit/entry.js';
+import { AUDIT_ACK_CHANNEL, AUDIT_STREAM, decodeAck, type AckMessage } from '../shared/audit/stream.js';
 import { verifyAuditLog } from '../shared/audit/verify.js';
 import { loadConfig } from '../shared/platform/config.js';
 import { toHttpError } from '../shared/platform/errors.js';
@@ -182,6 +183,73 @@ describe('one chain per category from many writers', () => {
     for (const id of acknowledged) expect(counts.get(id), id).toBe(1);
     expect([...counts.values()].every((n) => n === 1)).toBe(true);
     expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
+  });
+});
+
+describe('record() calls made together (one XADD pipeline per event-loop turn)', () => {
+  const event = (requestId: string) => ({ category: 'access' as const, action: 'stream', outcome: 'granted' as const, videoId: VIDEO, requestId });
+  const requestIds = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
+
+  it('each gets its own acknowledgement; a malformed event on the stream among them is refused alone', async () => {
+    const dir = auditDir();
+    const writer = startWriter(dir);
+    const config = loadConfig(baseEnv(dir, { AUDIT_ACK_TIMEOUT_MS: '20000' }) as NodeJS.ProcessEnv);
+    const conn = createRedis(config, { name: 'test' });
+    const intruder = redis.client();
+    const acks = createRedis(config, { name: 'test-acks', blocking: true });
+    const seen: AckMessage[] = [];
+    acks.on('message', (_channel: string, message: string) => seen.push(decodeAck(message)!));
+    await acks.subscribe(AUDIT_ACK_CHANNEL);
+    const audit = createAuditLog(config, conn, createLogger('coalesce-test', 'error'));
+    try {
+      await audit.record(event('warm-up'));
+      const pipelines = vi.spyOn(conn, 'pipeline');
+      // Same turn: the raw XADD goes out at once, the 40 record() calls as one pipeline right after it.
+      const first = requestIds('a', 20).map((id) => audit.record(event(id)));
+      const malformed = intruder.xadd(AUDIT_STREAM, '*', 'event', JSON.stringify({ category: 'access', action: 'watched Jane Doe' }));
+      const second = requestIds('b', 20).map((id) => audit.record(event(id)));
+      await Promise.all([...first, ...second]);
+      expect(pipelines).toHaveBeenCalledTimes(1);
+      const malformedId = (await malformed)!;
+      await waitFor(() => seen.some((a) => a.rejected.includes(malformedId)), 10_000, 'the malformed event to be refused');
+      expect(seen.flatMap((a) => a.durable)).not.toContain(malformedId);
+      const ids = readEntries(dir).map((e) => e.requestId);
+      expect(ids.filter((id) => /^[ab]-/.test(id!)).sort()).toEqual([...requestIds('a', 20), ...requestIds('b', 20)].sort());
+      expect(writer.output()).toContain('refused malformed audit events');
+    } finally {
+      await audit.close();
+      conn.disconnect();
+      acks.disconnect();
+      await stopChild(writer.proc);
+    }
+    expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
+  });
+
+  it('Redis frozen: every call of the pipeline rejects with a 503 within the ack timeout, none resolves', async () => {
+    const dir = auditDir();
+    const writer = startWriter(dir);
+    const config = loadConfig(baseEnv(dir, { AUDIT_ACK_TIMEOUT_MS: '1500', REDIS_COMMAND_TIMEOUT_MS: '500' }) as NodeJS.ProcessEnv);
+    const conn = createRedis(config, { name: 'test' });
+    conn.on('error', () => {});
+    const audit = createAuditLog(config, conn, createLogger('coalesce-freeze-test', 'error'));
+    try {
+      await audit.record(event('before-freeze'));
+      redis.signal('SIGSTOP');
+      const started = performance.now();
+      const outcomes = await Promise.all(requestIds('frozen', 30).map((id) => audit.record(event(id)).then(() => 'resolved', (e: unknown) => e)));
+      const elapsed = performance.now() - started;
+      redis.signal('SIGCONT');
+      for (const outcome of outcomes) {
+        expect(outcome).toBeInstanceOf(AuditUnavailableError);
+        expect(toHttpError(outcome).status).toBe(503);
+      }
+      expect(elapsed).toBeLessThan(5_000);
+    } finally {
+      redis.signal('SIGCONT');
+      await audit.close();
+      conn.disconnect();
+      await stopChild(writer.proc);
+    }
   });
 });
 

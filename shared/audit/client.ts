@@ -12,6 +12,10 @@
  * persist. An access whose audit entry cannot be recorded is refused, never
  * served unaudited (fail closed). The converse can happen: an entry whose
  * acknowledgement came too late is in the log for an access that was refused.
+ *
+ * Concurrent calls share the round trips: the XADDs of one event-loop turn go
+ * out as one pipeline (StreamAppender), and one acknowledgement message from
+ * the writer settles every call it names (AckListener).
  */
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../platform/config.js';
@@ -204,6 +208,43 @@ class AckListener {
   }
 }
 
+/**
+ * The XADDs of the record() calls made in one turn of the event loop, sent as
+ * one explicit pipeline: one socket write and one reply read for all of them
+ * instead of one each (syscalls dominate the cost of an entry). Concurrent calls
+ * come in bursts, since one acknowledgement message settles many of them at
+ * once. Each call still gets its own stream id or its own error. (Not ioredis'
+ * enableAutoPipelining: see shared/platform/redis.ts.)
+ */
+class StreamAppender {
+  private queue: { json: string; resolve(id: string): void; reject(err: unknown): void }[] = [];
+
+  constructor(private readonly redis: Redis) {}
+
+  add(json: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      if (this.queue.length === 0) setImmediate(() => this.flush());
+      this.queue.push({ json, resolve, reject });
+    });
+  }
+
+  private flush(): void {
+    const queued = this.queue;
+    this.queue = [];
+    const pipeline = this.redis.pipeline();
+    for (const { json } of queued) pipeline.xadd(AUDIT_STREAM, '*', 'event', json);
+    pipeline.exec().then(
+      (replies) =>
+        queued.forEach(({ resolve, reject }, i) => {
+          const [err, id] = replies?.[i] ?? [new Error('no reply to XADD')];
+          if (err) reject(err);
+          else resolve(id as string);
+        }),
+      (err: unknown) => queued.forEach(({ reject }) => reject(err)),
+    );
+  }
+}
+
 const listeners = new Map<string, AckListener>();
 
 function listenerFor(config: Config, log: Logger): { listener: AckListener; release(): void } {
@@ -249,6 +290,7 @@ export function toSubmittedEvent(event: AuditEvent, now = new Date()): Submitted
 
 export function createAuditLog(config: Config, redis: Redis, log: Logger): AuditLog {
   const { listener, release } = listenerFor(config, log);
+  const stream = new StreamAppender(redis);
   lagSource ??= redis;
   let closed = false;
 
@@ -264,8 +306,8 @@ export function createAuditLog(config: Config, redis: Redis, log: Logger): Audit
         listener.beginAdd();
         let acked: Promise<void>;
         try {
-          const id = await withTimeout(redis.xadd(AUDIT_STREAM, '*', 'event', JSON.stringify(submitted)), config.auditAckTimeoutMs);
-          acked = listener.wait(id!, config.auditAckTimeoutMs - (performance.now() - started));
+          const id = await withTimeout(stream.add(JSON.stringify(submitted)), config.auditAckTimeoutMs);
+          acked = listener.wait(id, config.auditAckTimeoutMs - (performance.now() - started));
         } finally {
           listener.endAdd();
         }

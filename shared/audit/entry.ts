@@ -9,7 +9,6 @@
  * no spaces, which keeps free text (a title, a filename) out by construction.
  */
 import { createHash } from 'node:crypto';
-import canonicalize from 'canonicalize';
 import { z } from 'zod';
 import { UUID_PATTERN } from '../platform/ids.js';
 
@@ -60,9 +59,33 @@ export const auditEntrySchema = submittedEventSchema
 export type AuditEntry = z.infer<typeof auditEntrySchema>;
 
 export function hashEntry(entry: Omit<AuditEntry, 'hash'>): string {
-  const canonical = canonicalize(entry);
-  if (canonical === undefined) throw new Error('audit entry cannot be serialised');
-  return createHash('sha256').update(canonical).digest('hex');
+  return createHash('sha256').update(canonicalEntry(entry)).digest('hex');
+}
+
+/**
+ * RFC 8785 canonical JSON of an entry without its hash. Every value is a
+ * string, an integer, null or the actor object, so putting the keys in sorted
+ * order is all it takes: JSON.stringify then writes what the generic
+ * `canonicalize` would, at a fraction of its cost (this runs for every entry
+ * the writer chains and the verifier checks). A field added to the entry must
+ * be added here (test/audit-chain checks the two agree).
+ */
+export function canonicalEntry(e: Omit<AuditEntry, 'hash'>): string {
+  return JSON.stringify({
+    action: e.action,
+    actor: e.actor && { role: e.actor.role, userId: e.actor.userId },
+    category: e.category,
+    clientIp: e.clientIp,
+    occurredAt: e.occurredAt,
+    outcome: e.outcome,
+    prevHash: e.prevHash,
+    reason: e.reason,
+    requestId: e.requestId,
+    seq: e.seq,
+    streamId: e.streamId,
+    ts: e.ts,
+    videoId: e.videoId,
+  });
 }
 
 /** Build the stored entry: chain fields added, hash computed last. */
@@ -101,9 +124,13 @@ export function parseLogFileName(name: string): { category: AuditCategory; day: 
   return m ? { category: m[1] as AuditCategory, day: m[2]! } : null;
 }
 
-/** Compare Redis stream ids (`ms-seq`) numerically. */
+/** Compare Redis stream ids (`ms-seq`, decimal without leading zeros) numerically: the longer number is larger, else the later string. */
 export function compareStreamIds(a: string, b: string): number {
-  const [am, as] = a.split('-').map(BigInt) as [bigint, bigint];
-  const [bm, bs] = b.split('-').map(BigInt) as [bigint, bigint];
-  return am === bm ? Number(as - bs) : am < bm ? -1 : 1;
+  const ai = a.indexOf('-');
+  const bi = b.indexOf('-');
+  return compareDecimals(a.slice(0, ai), b.slice(0, bi)) || compareDecimals(a.slice(ai + 1), b.slice(bi + 1));
+}
+
+function compareDecimals(a: string, b: string): number {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
 }

@@ -11,11 +11,15 @@
  * The raw subject stays where ownership is decided (meta.json `owner`, the upload's
  * server-side owner, the finalize journal): stores that already hold PHI.
  */
-import { createHmac } from 'node:crypto';
+import { createHmac, createSecretKey, type KeyObject } from 'node:crypto';
 
 const PREFIX = 'sub-';
 
+/** The key object of the last secret used: a string key is re-imported on every createHmac. */
+let key: { secret: string; object: KeyObject } | null = null;
+
 export function subjectPseudonym(hmacSecret: string, subject: string): string {
   if (!hmacSecret) throw new Error('HMAC_SECRET is required to pseudonymise user ids in audit entries');
-  return PREFIX + createHmac('sha256', hmacSecret).update(`pulsevault-subject:${subject}`).digest('hex').slice(0, 32);
+  if (key?.secret !== hmacSecret) key = { secret: hmacSecret, object: createSecretKey(Buffer.from(hmacSecret, 'utf8')) };
+  return PREFIX + createHmac('sha256', key.object).update(`pulsevault-subject:${subject}`).digest('hex').slice(0, 32);
 }
