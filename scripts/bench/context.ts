@@ -20,8 +20,8 @@ export interface Sizes {
 const MIB = 1024 * 1024;
 
 export const SIZES: Record<Mode, Sizes> = {
-  quick: { uploadBytes: 256 * MIB, chunkBytes: 64 * MIB, wrkSeconds: 5, hyperfineRuns: 3, clipSeconds: 6, queueJobs: 20, auditWriters: 4, auditEntriesPerWriter: 500 },
-  full: { uploadBytes: 1024 * MIB, chunkBytes: 64 * MIB, wrkSeconds: 15, hyperfineRuns: 5, clipSeconds: 20, queueJobs: 200, auditWriters: 4, auditEntriesPerWriter: 2500 },
+  quick: { uploadBytes: 256 * MIB, chunkBytes: 64 * MIB, wrkSeconds: 5, hyperfineRuns: 3, clipSeconds: 6, queueJobs: 20, auditWriters: 4, auditEntriesPerWriter: 2000 },
+  full: { uploadBytes: 1024 * MIB, chunkBytes: 64 * MIB, wrkSeconds: 15, hyperfineRuns: 5, clipSeconds: 20, queueJobs: 200, auditWriters: 4, auditEntriesPerWriter: 5000 },
 };
 
 export interface BenchContext {

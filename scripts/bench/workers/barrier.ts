@@ -2,6 +2,9 @@
 import { once } from 'node:events';
 import type { AuditEvent } from '../../../shared/audit/client.js';
 
+/** Entries each worker process writes before the clock starts (its loops share them). */
+export const WARM_UP_RECORDS = 3000;
+
 /** Resolves on the first line on stdin (the harness writes one to every worker at once). */
 export async function awaitGo(): Promise<void> {
   process.stdout.write('ready\n');

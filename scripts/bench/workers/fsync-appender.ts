@@ -7,13 +7,22 @@
 import { randomUUID } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { toSubmittedEvent } from '../../../shared/audit/client.js';
-import { awaitGo, benchEvent, report } from './barrier.js';
+import { awaitGo, benchEvent, report, WARM_UP_RECORDS } from './barrier.js';
 
 const [file, countArg, clientsArg] = process.argv.slice(2);
 const count = Number(countArg);
 const clients = Number(clientsArg ?? 1);
 const lines = Array.from({ length: clients }, () => Array.from({ length: count }, () => `${JSON.stringify(toSubmittedEvent(benchEvent(randomUUID())))}\n`));
 const handle = await open(file!, 'a');
+// Warmed like the audit clients: the same number of appends before the clock starts.
+await Promise.all(
+  lines.map(async (own) => {
+    for (let i = 0; i < Math.ceil(WARM_UP_RECORDS / clients); i++) {
+      await handle.write(own[i % own.length]!);
+      await handle.datasync();
+    }
+  }),
+);
 
 await awaitGo();
 const startMs = performance.timeOrigin + performance.now();
