@@ -297,6 +297,11 @@ describe('entries carry no PHI and no raw IP', () => {
     expect(compareStreamIds('1700000000000-0', '1700000000001-0')).toBeLessThan(0);
     expect(compareStreamIds('1700000000000-3', '1700000000000-3')).toBe(0);
     expect(compareStreamIds('0-0', '0-1')).toBeLessThan(0);
+    // The events of one entry, in order, between the entries before and after it.
+    expect(compareStreamIds('1700000000000-3.2', '1700000000000-3.10')).toBeLessThan(0);
+    expect(compareStreamIds('1700000000000-3.0', '1700000000000-2')).toBeGreaterThan(0);
+    expect(compareStreamIds('1700000000000-3.9', '1700000000000-4')).toBeLessThan(0);
+    expect(compareStreamIds('1700000000000-3.4', '1700000000000-3.4')).toBe(0);
   });
 
   it('keys the subject pseudonym with HMAC_SECRET as the documented openssl command does', () => {

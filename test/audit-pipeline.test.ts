@@ -9,7 +9,7 @@ import { appendFileSync, chmodSync, mkdirSync, mkdtempSync, readdirSync, readFil
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { AuditUnavailableError, createAuditLog } from '../shared/audit/client.js';
+import { AuditUnavailableError, createAuditLog, toSubmittedEvent } from '../shared/audit/client.js';
 import type { AuditEntry } from '../shared/audit/entry.js';
 import { AUDIT_ACK_CHANNEL, AUDIT_STREAM, decodeAck, type AckMessage } from '../shared/audit/stream.js';
 import { verifyAuditLog } from '../shared/audit/verify.js';
@@ -186,7 +186,7 @@ describe('one chain per category from many writers', () => {
   });
 });
 
-describe('record() calls made together (one XADD pipeline per event-loop turn)', () => {
+describe('record() calls made together (one stream entry per event-loop turn)', () => {
   const event = (requestId: string) => ({ category: 'access' as const, action: 'stream', outcome: 'granted' as const, videoId: VIDEO, requestId });
   const requestIds = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
 
@@ -203,18 +203,29 @@ describe('record() calls made together (one XADD pipeline per event-loop turn)',
     const audit = createAuditLog(config, conn, createLogger('coalesce-test', 'error'));
     try {
       await audit.record(event('warm-up'));
-      const pipelines = vi.spyOn(conn, 'pipeline');
-      // Same turn: the raw XADD goes out at once, the 40 record() calls as one pipeline right after it.
+      const xadds = vi.spyOn(conn, 'xadd');
+      // Same turn: the raw XADD goes out at once, the 40 record() calls as one stream entry right after it.
       const first = requestIds('a', 20).map((id) => audit.record(event(id)));
       const malformed = intruder.xadd(AUDIT_STREAM, '*', 'event', JSON.stringify({ category: 'access', action: 'watched Jane Doe' }));
       const second = requestIds('b', 20).map((id) => audit.record(event(id)));
       await Promise.all([...first, ...second]);
-      expect(pipelines).toHaveBeenCalledTimes(1);
+      expect(xadds).toHaveBeenCalledTimes(1);
       const malformedId = (await malformed)!;
       await waitFor(() => seen.some((a) => a.rejected.includes(malformedId)), 10_000, 'the malformed event to be refused');
       expect(seen.flatMap((a) => a.durable)).not.toContain(malformedId);
-      const ids = readEntries(dir).map((e) => e.requestId);
-      expect(ids.filter((id) => /^[ab]-/.test(id!)).sort()).toEqual([...requestIds('a', 20), ...requestIds('b', 20)].sort());
+      const entries = readEntries(dir).filter((e) => /^[ab]-/.test(e.requestId!));
+      expect(entries.map((e) => e.requestId).sort()).toEqual([...requestIds('a', 20), ...requestIds('b', 20)].sort());
+      // One stream entry: its events are <entry id>.0 … .39, in the order the calls were made.
+      const entryId = entries[0]!.streamId.split('.')[0];
+      expect(entries.map((e) => e.streamId)).toEqual(entries.map((_, i) => `${entryId}.${i}`));
+      expect(entries.map((e) => e.requestId)).toEqual([...requestIds('a', 20), ...requestIds('b', 20)]);
+
+      // A malformed event inside an entry of several is refused alone; its neighbours are written.
+      const mixed = (await intruder.xadd(AUDIT_STREAM, '*', 'event', JSON.stringify(toSubmittedEvent(event('c-0'))), 'event', '{"category":"access"}', 'event', JSON.stringify(toSubmittedEvent(event('c-2')))))!;
+      await waitFor(() => seen.some((a) => a.rejected.includes(`${mixed}.1`)), 10_000, 'the malformed event of the entry to be refused');
+      expect(seen.flatMap((a) => a.durable)).toEqual(expect.arrayContaining([`${mixed}.0`, `${mixed}.2`]));
+      expect(seen.flatMap((a) => a.durable)).not.toContain(`${mixed}.1`);
+      await waitFor(() => readEntries(dir).filter((e) => e.requestId?.startsWith('c-')).length === 2, 10_000, 'the two good events of the entry');
       expect(writer.output()).toContain('refused malformed audit events');
     } finally {
       await audit.close();
@@ -233,7 +244,8 @@ describe('record() calls made together (one XADD pipeline per event-loop turn)',
     conn.on('error', () => {});
     const audit = createAuditLog(config, conn, createLogger('coalesce-freeze-test', 'error'));
     try {
-      await audit.record(event('before-freeze'));
+      // The new writer may still be waiting for the last test's lease: poll (each try is bounded by the 1.5 s ack timeout).
+      await waitFor(() => audit.record(event('before-freeze')).then(() => true, () => false), 20_000, 'the writer to acknowledge an entry');
       redis.signal('SIGSTOP');
       const started = performance.now();
       const outcomes = await Promise.all(requestIds('frozen', 30).map((id) => audit.record(event(id)).then(() => 'resolved', (e: unknown) => e)));

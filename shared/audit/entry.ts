@@ -43,7 +43,7 @@ export const submittedEventSchema = z
   .strict();
 export type SubmittedEvent = z.infer<typeof submittedEventSchema>;
 
-/** One line of an audit file. Field order here is the order written; the hash does not depend on it. */
+/** One line of an audit file (written in canonical key order, then `hash`; the hash does not depend on the order). */
 export const auditEntrySchema = submittedEventSchema
   .extend({
     /** Position in the category's chain, 1-based, continuous across days. */
@@ -51,7 +51,7 @@ export const auditEntrySchema = submittedEventSchema
     /** When the writer sequenced it (never earlier than the previous entry); decides the file's day. */
     ts: isoTime,
     /** The Redis stream id it came from: how the writer resumes exactly where it stopped. */
-    streamId: z.string().regex(/^\d+-\d+$/),
+    streamId: z.string().regex(/^\d+-\d+(\.\d+)?$/),
     prevHash: hex64,
     hash: hex64,
   })
@@ -88,8 +88,12 @@ export function canonicalEntry(e: Omit<AuditEntry, 'hash'>): string {
   });
 }
 
-/** Build the stored entry: chain fields added, hash computed last. */
-export function chainEntry(event: SubmittedEvent, link: { seq: number; ts: string; streamId: string; prevHash: string }): AuditEntry {
+/**
+ * Build the stored entry and its line: chain fields added, hash computed last.
+ * The line is the canonical JSON with the hash appended (one serialisation for
+ * both; readers parse it, so the key order is free).
+ */
+export function chainEntry(event: SubmittedEvent, link: { seq: number; ts: string; streamId: string; prevHash: string }): { entry: AuditEntry; line: string } {
   const unhashed: Omit<AuditEntry, 'hash'> = {
     seq: link.seq,
     ts: link.ts,
@@ -105,7 +109,9 @@ export function chainEntry(event: SubmittedEvent, link: { seq: number; ts: strin
     streamId: link.streamId,
     prevHash: link.prevHash,
   };
-  return { ...unhashed, hash: hashEntry(unhashed) };
+  const canonical = canonicalEntry(unhashed);
+  const hash = createHash('sha256').update(canonical).digest('hex');
+  return { entry: { ...unhashed, hash }, line: `${canonical.slice(0, -1)},"hash":"${hash}"}` };
 }
 
 /** UTC day (YYYY-MM-DD) of an ISO timestamp. */
@@ -124,11 +130,21 @@ export function parseLogFileName(name: string): { category: AuditCategory; day: 
   return m ? { category: m[1] as AuditCategory, day: m[2]! } : null;
 }
 
-/** Compare Redis stream ids (`ms-seq`, decimal without leading zeros) numerically: the longer number is larger, else the later string. */
+/**
+ * Compare event stream ids (`ms-seq`, or `ms-seq.i` for the i-th event of one
+ * entry; decimals without leading zeros) numerically: the longer number is
+ * larger, else the later string; an entry's events in their order.
+ */
 export function compareStreamIds(a: string, b: string): number {
-  const ai = a.indexOf('-');
-  const bi = b.indexOf('-');
-  return compareDecimals(a.slice(0, ai), b.slice(0, bi)) || compareDecimals(a.slice(ai + 1), b.slice(bi + 1));
+  const [a1, a2, a3] = splitStreamId(a);
+  const [b1, b2, b3] = splitStreamId(b);
+  return compareDecimals(a1, b1) || compareDecimals(a2, b2) || compareDecimals(a3, b3);
+}
+
+function splitStreamId(id: string): [string, string, string] {
+  const dash = id.indexOf('-');
+  const dot = id.indexOf('.', dash);
+  return dot === -1 ? [id.slice(0, dash), id.slice(dash + 1), ''] : [id.slice(0, dash), id.slice(dash + 1, dot), id.slice(dot + 1)];
 }
 
 function compareDecimals(a: string, b: string): number {

@@ -38,6 +38,16 @@ export function decodeAck(message: string): AckMessage | null {
   }
 }
 
+/**
+ * The id of the i-th of `count` events in one stream entry (a process submits
+ * the events of one event-loop turn as one XADD): the entry's id when it holds
+ * one, else `<entry id>.<i>`. Stored as the audit entry's `streamId` and used
+ * in acknowledgements; ordered by compareStreamIds (entry id, then i).
+ */
+export function eventStreamId(entryId: string, i: number, count: number): string {
+  return count === 1 ? entryId : `${entryId}.${i}`;
+}
+
 /** Milliseconds part of a stream id: when Redis accepted the entry. */
 export function streamIdTime(id: string): number {
   return Number(id.slice(0, id.indexOf('-')));

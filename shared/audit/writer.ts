@@ -43,12 +43,13 @@ import {
   logFileName,
   submittedEventSchema,
   utcDay,
+  type SubmittedEvent,
   type AuditCategory,
   type AuditEntry,
 } from './entry.js';
 import { listLogFiles, readFileEnds, type LogFile } from './files.js';
 import { WriterLease } from './lease.js';
-import { AUDIT_ACK_CHANNEL, AUDIT_DURABLE_KEY, AUDIT_STREAM, encodeAck } from './stream.js';
+import { AUDIT_ACK_CHANNEL, AUDIT_DURABLE_KEY, AUDIT_STREAM, encodeAck, eventStreamId } from './stream.js';
 
 export interface WriterOptions {
   auditDir: string;
@@ -123,6 +124,9 @@ const refusedEvents = counter({
 
 type StreamReply = [string, [string, string[]][]][] | null;
 
+/** How long acknowledged entries may stay in the stream (and the durable id lag) before they are trimmed. */
+const TRIM_EVERY_MS = 100;
+
 /** Batches appended and waiting for their fsync before the writer stops reading more. */
 const MAX_BATCHES_UNSYNCED = 8;
 
@@ -148,6 +152,9 @@ export class AuditWriter {
   /** The first failed fsync, for the write cycle to recover from (no acknowledgement goes out after it). */
   private syncFailure: unknown = null;
   private stopping = false;
+  /** The last stream entry acknowledged, and the timer that trims up to it. */
+  private acknowledgedUpTo: string | null = null;
+  private trimTimer: NodeJS.Timeout | null = null;
   private stopped: Promise<void> | null = null;
 
   constructor(private readonly o: WriterOptions) {
@@ -210,6 +217,7 @@ export class AuditWriter {
       if (this.lease.canAppend()) await this.checkpointDue(true);
     } finally {
       await this.settleSyncs();
+      this.trimAcknowledged();
       await this.closeFiles();
       await this.lease.release();
     }
@@ -329,8 +337,7 @@ export class AuditWriter {
     const heads = new Map([...this.heads].map(([c, h]) => [c, { ...h }]));
     const written = new Map<AuditCategory, number>();
 
-    for (const [id, fields] of batch) {
-      const event = parseEvent(fields);
+    for (const [entryId, fields] of batch) for (const [id, event] of eventsOf(entryId, fields)) {
       if (!event) {
         rejected.push(id);
         continue;
@@ -345,10 +352,10 @@ export class AuditWriter {
         if (head.file) closes = { ...head };
         Object.assign(head, { file: logFileName(event.category, day), day, firstSeq: head.seq + 1, chainIn: head.hash, size: 0, checkpointedSeq: 0, checkpointedAt: 0 });
       }
-      const entry: AuditEntry = chainEntry(event, { seq: head.seq + 1, ts, streamId: id, prevHash: head.hash });
+      const { entry, line } = chainEntry(event, { seq: head.seq + 1, ts, streamId: id, prevHash: head.hash });
       Object.assign(head, { seq: entry.seq, hash: entry.hash, ts, lastStreamId: id });
       const target = pending.get(head.file!) ?? { head, file: head.file!, lines: [], closes };
-      target.lines.push(JSON.stringify(entry));
+      target.lines.push(line);
       pending.set(head.file!, target);
       written.set(event.category, (written.get(event.category) ?? 0) + 1);
     }
@@ -473,12 +480,27 @@ export class AuditWriter {
    * connection, so the next fsync need not wait for this reply.
    */
   private acknowledge(durable: string[], rejected: string[], lastId: string): void {
+    // On failure the entries are durable already; the waiting calls time out (fail closed).
+    this.o.redis.publish(AUDIT_ACK_CHANNEL, encodeAck({ durable, rejected })).catch((err: unknown) => this.o.log.warn({ err: errorSummary(err) }, 'could not publish audit acknowledgements'));
+    this.acknowledgedUpTo = lastId;
+    this.trimTimer ??= setTimeout(() => this.trimAcknowledged(), TRIM_EVERY_MS);
+  }
+
+  /**
+   * Record the durable id and trim what is durable from the stream: every
+   * TRIM_EVERY_MS rather than with each acknowledgement (one command per batch
+   * instead of three; what stays a little longer is only read again after a
+   * restart, and skipped as already written).
+   */
+  private trimAcknowledged(): void {
+    if (this.trimTimer) clearTimeout(this.trimTimer);
+    this.trimTimer = null;
+    const lastId = this.acknowledgedUpTo;
+    if (!lastId) return;
     const [ms, seq] = lastId.split('-');
-    const warn = (err: unknown) => this.o.log.warn({ err: errorSummary(err) }, 'could not publish audit acknowledgements');
-    // On failure the entries are durable already; the waiting calls time out (fail closed) and the trim happens with the next batch.
+    const warn = (err: unknown) => this.o.log.warn({ err: errorSummary(err) }, 'could not trim the audit stream');
     this.o.redis
       .pipeline()
-      .publish(AUDIT_ACK_CHANNEL, encodeAck({ durable, rejected }))
       .set(AUDIT_DURABLE_KEY, lastId)
       .xtrim(AUDIT_STREAM, 'MINID', `${ms}-${BigInt(seq!) + 1n}`)
       .exec()
@@ -525,11 +547,21 @@ export class AuditWriter {
   }
 }
 
-function parseEvent(fields: string[]) {
-  const i = fields.indexOf('event');
-  if (i < 0 || i % 2 !== 0) return null;
+/**
+ * The events of one stream entry with their ids: an entry holds the events one
+ * process submitted in one turn (`event` fields in order); the i-th of several
+ * is `<entry id>.<i>`, a lone one keeps the entry's id (shared/audit/stream.ts).
+ * A malformed event is null (refused alone); an entry without events, one null.
+ */
+function eventsOf(entryId: string, fields: string[]): [string, SubmittedEvent | null][] {
+  const values = fields.filter((_, i) => i % 2 === 1 && fields[i - 1] === 'event');
+  if (values.length === 0 || values.length * 2 !== fields.length) return [[entryId, null]];
+  return values.map((json, i) => [eventStreamId(entryId, i, values.length), parseEvent(json)]);
+}
+
+function parseEvent(json: string): SubmittedEvent | null {
   try {
-    const parsed = submittedEventSchema.safeParse(JSON.parse(fields[i + 1]!));
+    const parsed = submittedEventSchema.safeParse(JSON.parse(json));
     return parsed.success ? parsed.data : null;
   } catch {
     return null;
