@@ -101,12 +101,16 @@ gauge({
   },
 });
 
+/** How often the calls waiting for an acknowledgement are checked against their deadline. */
+const DEADLINE_SWEEP_MS = 50;
+
 /**
  * One subscriber connection per process for the writer's acknowledgements,
  * shared by every AuditLog of the process and every record() in flight.
  */
 class AckListener {
-  private readonly waiters = new Map<string, (err: AuditUnavailableError | null) => void>();
+  private readonly waiters = new Map<string, { deadline: number; settle(err: AuditUnavailableError | null): void }>();
+  private sweeper: NodeJS.Timeout | null = null;
   /** Acknowledgements that arrived while an XADD was still on its way back to us (the writer can be that fast). */
   private readonly early = new Map<string, { refused: boolean; at: number }>();
   private inFlight = 0;
@@ -167,17 +171,29 @@ class AckListener {
       return early.refused ? Promise.reject(new AuditUnavailableError('refused', 'the writer refused the entry')) : Promise.resolve();
     }
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters.delete(id);
-        reject(new AuditUnavailableError('timeout', `not confirmed durable within the ack timeout`));
-      }, Math.max(0, timeoutMs));
-      this.waiters.set(id, (err) => {
-        clearTimeout(timer);
-        this.waiters.delete(id);
-        if (err) reject(err);
-        else resolve();
+      this.waiters.set(id, {
+        deadline: performance.now() + Math.max(0, timeoutMs),
+        settle: (err) => {
+          this.waiters.delete(id);
+          if (err) reject(err);
+          else resolve();
+        },
       });
+      this.sweeper ??= setTimeout(() => this.sweep(), DEADLINE_SWEEP_MS);
     });
+  }
+
+  /**
+   * Time out the calls past their deadline: one timer per process, not one per
+   * call (a deadline is kept to within DEADLINE_SWEEP_MS).
+   */
+  private sweep(): void {
+    this.sweeper = null;
+    const now = performance.now();
+    for (const waiter of [...this.waiters.values()]) {
+      if (waiter.deadline <= now) waiter.settle(new AuditUnavailableError('timeout', 'not confirmed durable within the ack timeout'));
+    }
+    if (this.waiters.size > 0) this.sweeper = setTimeout(() => this.sweep(), DEADLINE_SWEEP_MS);
   }
 
   private onMessage(message: string): void {
@@ -186,8 +202,8 @@ class AckListener {
     const now = performance.now();
     for (const [ids, refused] of [[ack.durable, false], [ack.rejected, true]] as const) {
       for (const id of ids) {
-        const settle = this.waiters.get(id);
-        if (settle) settle(refused ? new AuditUnavailableError('refused', 'the writer refused the entry') : null);
+        const waiter = this.waiters.get(id);
+        if (waiter) waiter.settle(refused ? new AuditUnavailableError('refused', 'the writer refused the entry') : null);
         else if (this.inFlight > 0) this.early.set(id, { refused, at: now });
       }
     }
@@ -199,11 +215,13 @@ class AckListener {
   }
 
   private failAll(err: AuditUnavailableError): void {
-    for (const settle of [...this.waiters.values()]) settle(err);
+    for (const waiter of [...this.waiters.values()]) waiter.settle(err);
   }
 
   close(): void {
     this.failAll(new AuditUnavailableError('closed', 'audit log closed'));
+    if (this.sweeper) clearTimeout(this.sweeper);
+    this.sweeper = null;
     this.subscriber.disconnect();
   }
 }
@@ -220,8 +238,12 @@ class AckListener {
 class StreamAppender {
   private queue: { json: string; resolve(id: string): void; reject(err: unknown): void }[] = [];
 
-  constructor(private readonly redis: Redis) {}
+  constructor(
+    private readonly redis: Redis,
+    private readonly timeoutMs: number,
+  ) {}
 
+  /** The event's id once Redis has it; AuditUnavailableError when Redis fails or does not answer in time. */
   add(json: string): Promise<string> {
     return new Promise((resolve, reject) => {
       if (this.queue.length === 0) setImmediate(() => this.flush());
@@ -232,9 +254,18 @@ class StreamAppender {
   private flush(): void {
     const queued = this.queue;
     this.queue = [];
+    let settled = false;
+    const settle = (outcome: (entry: (typeof queued)[number], i: number) => void) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      queued.forEach(outcome);
+    };
+    // With Redis half-away a command can wait for reconnection attempts: bounded, one timer for the whole entry.
+    const timer = setTimeout(() => settle(({ reject }) => reject(new AuditUnavailableError('timeout', 'Redis did not answer within the ack timeout'))), this.timeoutMs);
     this.redis.xadd(AUDIT_STREAM, '*', ...queued.flatMap(({ json }) => ['event', json])).then(
-      (entryId) => queued.forEach(({ resolve }, i) => resolve(eventStreamId(entryId!, i, queued.length))),
-      (err: unknown) => queued.forEach(({ reject }) => reject(err)),
+      (entryId) => settle(({ resolve }, i) => resolve(eventStreamId(entryId!, i, queued.length))),
+      () => settle(({ reject }) => reject(new AuditUnavailableError('redis', 'Redis is not reachable'))),
     );
   }
 }
@@ -284,7 +315,7 @@ export function toSubmittedEvent(event: AuditEvent, now = new Date()): Submitted
 
 export function createAuditLog(config: Config, redis: Redis, log: Logger): AuditLog {
   const { listener, release } = listenerFor(config, log);
-  const stream = new StreamAppender(redis);
+  const stream = new StreamAppender(redis, config.auditAckTimeoutMs);
   lagSource ??= redis;
   let closed = false;
 
@@ -300,7 +331,7 @@ export function createAuditLog(config: Config, redis: Redis, log: Logger): Audit
         listener.beginAdd();
         let acked: Promise<void>;
         try {
-          const id = await withTimeout(stream.add(JSON.stringify(submitted)), config.auditAckTimeoutMs);
+          const id = await stream.add(JSON.stringify(submitted));
           acked = listener.wait(id, config.auditAckTimeoutMs - (performance.now() - started));
         } finally {
           listener.endAdd();
@@ -321,21 +352,4 @@ export function createAuditLog(config: Config, redis: Redis, log: Logger): Audit
       release();
     },
   };
-}
-
-/** The XADD itself, bounded: with Redis half-away a command can wait for reconnection attempts. */
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise.catch(() => {
-        throw new AuditUnavailableError('redis', 'Redis is not reachable');
-      }),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new AuditUnavailableError('timeout', 'Redis did not answer within the ack timeout')), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
