@@ -13,9 +13,10 @@
  * served unaudited (fail closed). The converse can happen: an entry whose
  * acknowledgement came too late is in the log for an access that was refused.
  *
- * Concurrent calls share the round trips: the XADDs of one event-loop turn go
- * out as one pipeline (StreamAppender), and one acknowledgement message from
- * the writer settles every call it names (AckListener).
+ * Concurrent calls share the round trips: the events of one event-loop turn go
+ * out as one stream entry (StreamAppender: one XADD, one timer), and one
+ * acknowledgement message from the writer settles every call it names
+ * (AckListener: one deadline sweeper per process).
  */
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../platform/config.js';

@@ -15,8 +15,9 @@
  * write failure. Costs are per batch, not per entry, and on a loaded 2-core VM
  * each wake-up of another process or thread costs 0.1–0.5 ms of CPU: so appends
  * are synchronous writes (page cache, microseconds; libuv's thread pool would
- * add two wake-ups), and the acknowledgement (PUBLISH, durable id, XTRIM) is one
- * pipelined round trip the next fsync does not wait for.
+ * add two wake-ups), the acknowledgement is one PUBLISH the next fsync does not
+ * wait for, and the durable id and the stream's trim follow every 100 ms. A
+ * stream entry holds the events one process submitted in one turn (eventsOf).
  *
  * Resuming exactly where it stopped: every entry stores its `streamId`. On start
  * (and after any write failure) the state is rebuilt from the files alone — a
