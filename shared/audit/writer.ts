@@ -46,7 +46,6 @@ import {
   utcDay,
   type SubmittedEvent,
   type AuditCategory,
-  type AuditEntry,
 } from './entry.js';
 import { listLogFiles, readFileEnds, type LogFile } from './files.js';
 import { WriterLease } from './lease.js';
