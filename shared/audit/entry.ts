@@ -58,8 +58,10 @@ export const auditEntrySchema = submittedEventSchema
   .strict();
 export type AuditEntry = z.infer<typeof auditEntrySchema>;
 
+const sha256Hex = (text: string): string => createHash('sha256').update(text).digest('hex');
+
 export function hashEntry(entry: Omit<AuditEntry, 'hash'>): string {
-  return createHash('sha256').update(canonicalEntry(entry)).digest('hex');
+  return sha256Hex(canonicalEntry(entry));
 }
 
 /**
@@ -110,7 +112,7 @@ export function chainEntry(event: SubmittedEvent, link: { seq: number; ts: strin
     prevHash: link.prevHash,
   };
   const canonical = canonicalEntry(unhashed);
-  const hash = createHash('sha256').update(canonical).digest('hex');
+  const hash = sha256Hex(canonical);
   return { entry: { ...unhashed, hash }, line: `${canonical.slice(0, -1)},"hash":"${hash}"}` };
 }
 

@@ -33,6 +33,7 @@
  * an empty body: nothing is granted that the token did not.
  */
 import type { IncomingMessage } from 'node:http';
+import { UUID_PATTERN } from '../platform/ids.js';
 import { MEDIA_TYPES, parseGrantUnit, parseUrlMediaPath, type MediaUrl } from './media-path.js';
 import { scopeCovers, type TokenClaims, type TokenCodec } from './tokens.js';
 
@@ -102,7 +103,8 @@ export const EDGE_SENT_TYPES: Readonly<Record<string, string>> = Object.fromEntr
   Object.entries(MEDIA_TYPES).filter(([ext]) => !['m3u8', 'mpd', 'json'].includes(ext)),
 );
 
-const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}';
+/** The one UUID rule (shared/platform/ids.ts), without its anchors. */
+const UUID = UUID_PATTERN.source.slice(1, -1);
 /** Directory names without dots can never be reserved names (shared/delivery/media-path.ts). */
 const DIRECTORY = '[A-Za-z0-9_-]{1,128}';
 /** One dot, lower-case extension, not meta.*: a strict subset of the media path rule. */

@@ -61,10 +61,15 @@ function extensionOf(name: string): string {
   return dot === -1 ? '' : name.slice(dot + 1).toLowerCase();
 }
 
+/** Each segment a servable name: allowed characters, not a dot-file, not reserved. */
+function checkNames(segments: string[]): void {
+  for (const s of segments) if (!SEGMENT_RE.test(s) || RESERVED_RE.test(s)) throw new InvalidMediaPathError();
+}
+
 /** Validate decoded segments; returns the canonical relative path (`hls/240p.m3u8`). */
 function checkSegments(segments: string[]): string {
   if (segments.length === 0 || segments.length > MAX_SEGMENTS) throw new InvalidMediaPathError();
-  for (const s of segments) if (!SEGMENT_RE.test(s) || RESERVED_RE.test(s)) throw new InvalidMediaPathError();
+  checkNames(segments);
   if (!(extensionOf(segments[segments.length - 1]!) in MEDIA_TYPES)) throw new InvalidMediaPathError();
   return segments.join('/');
 }
@@ -100,7 +105,7 @@ export function parseGrantUnit(raw: string): string {
   }
   const segments = raw.slice(0, -1).split('/');
   if (segments.length >= MAX_SEGMENTS) throw new InvalidMediaPathError();
-  for (const s of segments) if (!SEGMENT_RE.test(s) || RESERVED_RE.test(s)) throw new InvalidMediaPathError();
+  checkNames(segments);
   return raw;
 }
 
