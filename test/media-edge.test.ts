@@ -4,7 +4,6 @@
  * stack's function sending them itself (`/function/stream/…`, no edge header),
  * and the fallback stack without nginx (MEDIA_EDGE=off).
  */
-import { request } from 'node:http';
 import { readFileSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,28 +12,12 @@ import { readAuditEntries } from './helpers/audit.js';
 import { makeVideo } from './helpers/delivery-video.js';
 import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
 import { waitFor } from './helpers/wait.js';
+import { rawRequest, type RawReply } from './helpers/raw-http.js';
 
 const ORIGIN = 'https://player.example';
 const codec = createTokenCodec({ secret: TEST_HMAC_SECRET, maxLifetimeSeconds: 300, clockSkewSeconds: 30 });
 const token = (videoId: string, scope: string, lifetime = 120) => codec.sign({ videoId, exp: Math.floor(Date.now() / 1000) + lifetime, scope });
 
-interface Reply {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Buffer;
-}
-
-function raw(base: string, pathAndQuery: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${base}/`, { method, path: pathAndQuery, headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 /** The headers of the stream contract (the rest — Date, Server, Connection, X-Call-Id — may differ). */
 const CONTRACT = [
@@ -52,11 +35,11 @@ const CONTRACT = [
   'access-control-expose-headers',
   'vary',
 ];
-const isJson = (r: Reply) => String(r.headers['content-type']).startsWith('application/json');
+const isJson = (r: RawReply) => String(r.headers['content-type']).startsWith('application/json');
 /** A JSON error's length depends on its request id (nginx's and the function's differ in form): compared without it. */
-const contractOf = (r: Reply) => ({ status: r.status, ...Object.fromEntries(CONTRACT.filter((h) => !(h === 'content-length' && isJson(r))).map((h) => [h, r.headers[h]])) });
+const contractOf = (r: RawReply) => ({ status: r.status, ...Object.fromEntries(CONTRACT.filter((h) => !(h === 'content-length' && isJson(r))).map((h) => [h, r.headers[h]])) });
 /** Bytes, or a JSON error without its per-request id. */
-const bodyOf = (r: Reply) => (isJson(r) ? { ...JSON.parse(r.body.toString()), requestId: null } : r.body.toString('base64'));
+const bodyOf = (r: RawReply) => (isJson(r) ? { ...JSON.parse(r.body.toString()), requestId: null } : r.body.toString('base64'));
 
 describe('npm start with nginx installed: the media edge', () => {
   let stack: TestStack;
@@ -77,20 +60,20 @@ describe('npm start with nginx installed: the media edge', () => {
 
   it('says so at start-up, and nginx (not the function) sends granted files', async () => {
     expect(stack.output()).toMatch(/media edge: nginx is the front door/);
-    const res = await raw(stack.url, segment());
+    const res = await rawRequest(stack.url, segment());
     expect(res.status).toBe(200);
     expect(res.body.equals(readFileSync(path.join(video.dir, 'hls', '240p_000.m4s')))).toBe(true);
     expect(res.headers.server).toBe('nginx');
     // The function's own responses carry its name; a file sent by nginx does not.
     expect(res.headers['x-pulsevault-function']).toBeUndefined();
-    const playlist = await raw(stack.url, `/media/videos/${video.videoId}/hls/240p.m3u8?token=${token(video.videoId, 'hls/')}`);
+    const playlist = await rawRequest(stack.url, `/media/videos/${video.videoId}/hls/240p.m3u8?token=${token(video.videoId, 'hls/')}`);
     expect(playlist.headers['x-pulsevault-function']).toBe('stream');
   });
 
   it('answers every request exactly as the function does when it sends the bytes itself', async () => {
     const size = readFileSync(path.join(video.dir, 'original.mp4')).length;
-    const etag = (await raw(stack.url, original())).headers.etag as string;
-    const segmentEtag = (await raw(stack.url, segment())).headers.etag as string;
+    const etag = (await rawRequest(stack.url, original())).headers.etag as string;
+    const segmentEtag = (await rawRequest(stack.url, segment())).headers.etag as string;
     const requests: [string, Record<string, string>, string?][] = [
       [original(), {}],
       [original(), { Origin: ORIGIN }],
@@ -117,8 +100,8 @@ describe('npm start with nginx installed: the media edge', () => {
       [`/media/videos/${video.videoId}/meta.json?token=${token(video.videoId, 'meta.json')}`, {}],
     ];
     for (const [url, headers, method] of requests) {
-      const viaEdge = await raw(stack.url, url, headers, method);
-      const byFunction = await raw(stack.url, `/function/stream${url}`, headers, method);
+      const viaEdge = await rawRequest(stack.url, url, headers, method);
+      const byFunction = await rawRequest(stack.url, `/function/stream${url}`, headers, method);
       const what = `${method ?? 'GET'} ${url.split('?')[0]} ${JSON.stringify(headers)}`;
       expect(contractOf(viaEdge), what).toEqual(contractOf(byFunction));
       expect(bodyOf(viaEdge), what).toEqual(bodyOf(byFunction));
@@ -132,26 +115,27 @@ describe('npm start with nginx installed: the media edge', () => {
   const bytesOf = (name: string) => readFileSync(path.join(video.dir, 'hls', name));
 
   it('asks the function once per token and rendition directory, audits that grant, and sends every file under it', async () => {
-    const t = token(video.videoId, 'hls/');
+    // A lifetime no other test uses: tokens of equal claims are equal strings, and an earlier test's grant would be cached.
+    const t = token(video.videoId, 'hls/', 130);
     let before = streamEntries('granted');
     const names = ['240p_init.mp4', '240p_000.m4s', '240p_001.m4s'];
     for (const name of names) {
-      const res = await raw(stack.url, hlsFile(name, t));
+      const res = await rawRequest(stack.url, hlsFile(name, t));
       expect(res.status, name).toBe(200);
       expect(res.body.equals(bytesOf(name)), name).toBe(true);
     }
-    for (const name of names) expect((await raw(stack.url, hlsFile(name, t), { Range: 'bytes=0-9' })).status).toBe(206);
+    for (const name of names) expect((await rawRequest(stack.url, hlsFile(name, t), { Range: 'bytes=0-9' })).status).toBe(206);
     expect(streamEntries('granted') - before).toBe(1);
     // Concurrent first requests may each ask (no cache lock): every one of them is a granted, audited decision.
     const burstToken = token(video.videoId, 'hls/', 110);
-    const burst = await Promise.all(names.map((name) => raw(stack.url, hlsFile(name, burstToken))));
+    const burst = await Promise.all(names.map((name) => rawRequest(stack.url, hlsFile(name, burstToken))));
     expect(burst.map((r) => r.status)).toEqual([200, 200, 200]);
     const burstGrants = streamEntries('granted') - before - 1;
     expect(burstGrants).toBeGreaterThanOrEqual(1);
     expect(burstGrants).toBeLessThanOrEqual(names.length);
     before += burstGrants;
     // Another token (another exp: tokens of equal claims are equal) is another grant.
-    expect((await raw(stack.url, hlsFile('240p_000.m4s', token(video.videoId, 'hls/', 100)))).status).toBe(200);
+    expect((await rawRequest(stack.url, hlsFile('240p_000.m4s', token(video.videoId, 'hls/', 100)))).status).toBe(200);
     expect(streamEntries('granted') - before).toBe(2);
   });
 
@@ -159,44 +143,44 @@ describe('npm start with nginx installed: the media edge', () => {
     // A token for one segment grants that file, not its directory.
     const one = token(video.videoId, 'hls/240p_000.m4s');
     let before = streamEntries('granted');
-    for (let i = 0; i < 2; i++) expect((await raw(stack.url, hlsFile('240p_000.m4s', one))).status).toBe(200);
-    expect((await raw(stack.url, hlsFile('240p_001.m4s', one))).status).toBe(403);
+    for (let i = 0; i < 2; i++) expect((await rawRequest(stack.url, hlsFile('240p_000.m4s', one))).status).toBe(200);
+    expect((await rawRequest(stack.url, hlsFile('240p_001.m4s', one))).status).toBe(403);
     expect(streamEntries('granted') - before).toBe(2);
 
     // Refusals are never kept: each is the function's answer, audited.
     const wrong = token(video.videoId, 'dash/');
     before = streamEntries('denied');
-    for (let i = 0; i < 2; i++) expect((await raw(stack.url, hlsFile('240p_000.m4s', wrong))).status).toBe(403);
+    for (let i = 0; i < 2; i++) expect((await rawRequest(stack.url, hlsFile('240p_000.m4s', wrong))).status).toBe(403);
     expect(streamEntries('denied') - before).toBe(2);
 
     // A token nginx does not see as `token` (encoded name) is served per request, and no grant is kept under "no token".
-    const encoded = await raw(stack.url, `/media/videos/${video.videoId}/hls/240p_000.m4s?%74oken=${token(video.videoId, 'hls/')}`);
+    const encoded = await rawRequest(stack.url, `/media/videos/${video.videoId}/hls/240p_000.m4s?%74oken=${token(video.videoId, 'hls/')}`);
     expect(encoded.status).toBe(200);
-    const none = await raw(stack.url, `/media/videos/${video.videoId}/hls/240p_000.m4s`);
+    const none = await rawRequest(stack.url, `/media/videos/${video.videoId}/hls/240p_000.m4s`);
     expect(none.status).toBe(403);
     expect(JSON.parse(none.body.toString()).error).toBe('token_missing');
   });
 
   it('keeps a grant no longer than its token', async () => {
     const shortLived = codec.sign({ videoId: video.videoId, exp: Math.floor(Date.now() / 1000) + 2, scope: 'hls/' });
-    expect((await raw(stack.url, hlsFile('240p_000.m4s', shortLived))).status).toBe(200);
+    expect((await rawRequest(stack.url, hlsFile('240p_000.m4s', shortLived))).status).toBe(200);
     // Past its exp the edge asks again (the function still grants within the clock skew, each time audited).
     await waitFor(async () => {
       const before = streamEntries('granted');
-      expect((await raw(stack.url, hlsFile('240p_000.m4s', shortLived))).status).toBe(200);
+      expect((await rawRequest(stack.url, hlsFile('240p_000.m4s', shortLived))).status).toBe(200);
       return streamEntries('granted') > before;
     }, 15_000, 'the edge to ask the function again once the token expired');
   });
 
   it('with Redis down keeps sending under grants already audited and refuses new ones (503, nothing unaudited)', async () => {
     const granted = token(video.videoId, 'hls/');
-    expect((await raw(stack.url, hlsFile('240p_000.m4s', granted))).status).toBe(200);
+    expect((await rawRequest(stack.url, hlsFile('240p_000.m4s', granted))).status).toBe(200);
     await stack.redis.stop();
     try {
-      const res = await raw(stack.url, hlsFile('240p_001.m4s', granted));
+      const res = await rawRequest(stack.url, hlsFile('240p_001.m4s', granted));
       expect(res.status).toBe(200);
       expect(res.body.equals(bytesOf('240p_001.m4s'))).toBe(true);
-      const refused = await raw(stack.url, hlsFile('240p_001.m4s', token(video.videoId, 'hls/', 90)));
+      const refused = await rawRequest(stack.url, hlsFile('240p_001.m4s', token(video.videoId, 'hls/', 90)));
       expect(refused.status).toBe(503);
       expect(JSON.parse(refused.body.toString()).error).toBe('audit_unavailable');
     } finally {
@@ -207,7 +191,7 @@ describe('npm start with nginx installed: the media edge', () => {
   it('logs each request without its query string (no token) and without the client address', async () => {
     const accessLog = /"accessLog":"([^"]+)"/.exec(stack.output())![1]!;
     const seg = segment();
-    await raw(stack.url, seg);
+    await rawRequest(stack.url, seg);
     const lines = await waitFor(() => {
       const text = readFileSync(accessLog, 'utf8');
       return text.includes(seg.split('?')[0]!) && text;
@@ -231,7 +215,7 @@ describe('npm start without the media edge (MEDIA_EDGE=off, as without nginx)', 
 
   it('says so at start-up, and the stream function sends the bytes itself', async () => {
     expect(stack.output()).toMatch(/the stream function sends media bytes itself/);
-    const res = await raw(stack.url, `/media/videos/${video.videoId}/original.mp4?token=${token(video.videoId, 'original.mp4')}`, { Range: 'bytes=10-19' });
+    const res = await rawRequest(stack.url, `/media/videos/${video.videoId}/original.mp4?token=${token(video.videoId, 'original.mp4')}`, { Range: 'bytes=10-19' });
     expect(res.status).toBe(206);
     expect(res.body.equals(readFileSync(path.join(video.dir, 'original.mp4')).subarray(10, 20))).toBe(true);
     expect(res.headers.server).toBeUndefined();

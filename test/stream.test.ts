@@ -1,5 +1,4 @@
 /** stream through the real local stack: tokens, scopes, traversal, ranges, playlists, audit. */
-import { request } from 'node:http';
 import { execFileSync } from 'node:child_process';
 import { closeSync, constants, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -10,29 +9,14 @@ import { readAuditEntries } from './helpers/audit.js';
 import { makeVideo } from './helpers/delivery-video.js';
 import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
 import { waitFor } from './helpers/wait.js';
+import { rawRequest, type RawReply } from './helpers/raw-http.js';
 
 const OLD_SECRET = 'old-hmac-secret-0123456789abcdef0123456789';
 const ORIGIN = 'https://player.example';
 const OUTSIDE = 'TOP-SECRET-OUTSIDE-THE-VIDEO-DIR';
 
-interface Reply {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Buffer;
-}
-
 /** Raw HTTP (fetch would normalise `../` and backslashes before sending). */
-function raw(stack: TestStack, pathAndQuery: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${stack.url}/`, { method, path: pathAndQuery, headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
+const raw = (stack: TestStack, pathAndQuery: string, headers: Record<string, string> = {}, method = 'GET'): Promise<RawReply> => rawRequest(stack.url, pathAndQuery, headers, method);
 
 let stack: TestStack;
 let video: { videoId: string; dir: string };
