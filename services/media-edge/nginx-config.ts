@@ -92,6 +92,14 @@ ${EDGE_REPEATED_HEADERS.map((h) => `      add_header ${h} ${upstreamVariable(h)}
     }`;
 }
 
+/** Media requests have no body (the function answers 405 to other methods). */
+const NO_BODY = 'proxy_pass_request_body off;\n      proxy_set_header Content-Length "";';
+/** A media request the stream function decides by itself (X-Accel-Redirect for a granted file, else its answer). */
+const STREAM_DECIDES = `proxy_pass http://pulsevault_stream;
+      ${PROXY_HEADERS}
+      proxy_set_header ${EDGE_REQUEST_HEADER} ${EDGE_REQUEST_VALUE};
+      ${NO_BODY}`;
+
 /** The function's headers a grant carries, which nginx repeats on every file it sends under it. */
 const GRANT_HEADERS = ['Cache-Control', ...EDGE_REPEATED_HEADERS.filter((h) => h !== 'ETag')] as const;
 const grantVariable = (header: string) => `$pv_grant_${header.toLowerCase().replaceAll('-', '_')}`;
@@ -140,8 +148,7 @@ ${Object.entries(EDGE_SENT_TYPES).map(([ext, type]) => `        "${type}" ${ext}
       proxy_set_header ${EDGE_REQUEST_HEADER} ${EDGE_GRANT_VALUE};
       proxy_set_header ${EDGE_TOKEN_HEADER} $pv_token;
       proxy_set_header ${EDGE_FILE_HEADER} $pv_dirs$pv_file;
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
+      ${NO_BODY}
       proxy_buffering on;
       proxy_cache pulsevault_grants;
       proxy_cache_key "$pv_token $pv_video/$pv_grant_unit $http_origin";
@@ -153,11 +160,7 @@ ${Object.entries(EDGE_SENT_TYPES).map(([ext, type]) => `        "${type}" ${ext}
 
     # What nginx does not send under a grant is decided by the function, request by request.
     location @pulsevault_stream {
-      proxy_pass http://pulsevault_stream;
-      ${PROXY_HEADERS}
-      proxy_set_header ${EDGE_REQUEST_HEADER} ${EDGE_REQUEST_VALUE};
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
+      ${STREAM_DECIDES}
     }
 `;
 }
@@ -166,12 +169,7 @@ export function mediaEdgeConfig(o: MediaEdgeOptions): string {
   const temp = (name: string) => `${o.tempDir}/${name}`;
   const streamLocation = (pattern: string) => `
     location ~ "${pattern}" {
-      proxy_pass http://pulsevault_stream;
-      ${PROXY_HEADERS}
-      proxy_set_header ${EDGE_REQUEST_HEADER} ${EDGE_REQUEST_VALUE};
-      # Media requests have no body (the function answers 405 to other methods).
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
+      ${STREAM_DECIDES}
     }`;
   const otherLocation = (pattern: string) => `
     location ~ "${pattern}" { ${o.otherwise ? 'proxy_pass http://pulsevault_gateway;' : 'return 404;'} }`;
