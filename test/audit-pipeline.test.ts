@@ -236,6 +236,38 @@ describe('record() calls made together (one stream entry per event-loop turn)', 
     expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
   });
 
+  it("acknowledgements go to the submitting process' own channel only; an entry naming a malformed channel is refused", async () => {
+    const dir = auditDir();
+    const writer = startWriter(dir);
+    const config = loadConfig(baseEnv(dir, { AUDIT_ACK_TIMEOUT_MS: '20000' }) as NodeJS.ProcessEnv);
+    const conn = createRedis(config, { name: 'test' });
+    const intruder = redis.client();
+    const acks = createRedis(config, { name: 'test-acks', blocking: true });
+    const seen: { channel: string; ack: AckMessage }[] = [];
+    acks.on('pmessage', (_pattern: string, channel: string, message: string) => seen.push({ channel, ack: decodeAck(message)! }));
+    await acks.psubscribe(`${AUDIT_ACK_CHANNEL}*`);
+    const audit = createAuditLog(config, conn, createLogger('ack-channel-test', 'error'));
+    try {
+      const xadds = vi.spyOn(conn, 'xadd');
+      await Promise.all(requestIds('own', 5).map((id) => audit.record(event(id))));
+      const ackId = xadds.mock.calls[0]![3] as string;
+      const ids = readEntries(dir).filter((e) => e.requestId?.startsWith('own-')).map((e) => e.streamId);
+      expect(ids).toHaveLength(5);
+      const carrying = seen.filter(({ ack }) => ack.durable.some((id) => ids.includes(id)));
+      expect(carrying.map(({ channel }) => channel)).toEqual([`${AUDIT_ACK_CHANNEL}:${ackId}`]);
+      expect(carrying[0]!.ack.durable).toEqual(ids);
+
+      const forged = (await intruder.xadd(AUDIT_STREAM, '*', 'ack', 'x*', 'event', JSON.stringify(toSubmittedEvent(event('forged')))))!;
+      await waitFor(() => seen.some(({ channel, ack }) => channel === AUDIT_ACK_CHANNEL && ack.rejected.includes(forged)), 10_000, 'the entry to be refused on the shared channel');
+      expect(readEntries(dir).some((e) => e.requestId === 'forged')).toBe(false);
+    } finally {
+      await audit.close();
+      conn.disconnect();
+      acks.disconnect();
+      await stopChild(writer.proc);
+    }
+  });
+
   it('Redis frozen: every call of the pipeline rejects with a 503 within the ack timeout, none resolves', async () => {
     const dir = auditDir();
     const writer = startWriter(dir);

@@ -15,9 +15,10 @@
  *
  * Concurrent calls share the round trips: the events of one event-loop turn go
  * out as one stream entry (StreamAppender: one XADD, one timer), and one
- * acknowledgement message from the writer settles every call it names
- * (AckListener: one deadline sweeper per process).
+ * acknowledgement message from the writer, on the process' own channel,
+ * settles every call it names (AckListener: one deadline sweeper per process).
  */
+import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../platform/config.js';
 import { ServiceUnavailableError } from '../platform/errors.js';
@@ -27,7 +28,7 @@ import { createRedis, type Redis } from '../platform/redis.js';
 import { anonymizeIp } from './ip.js';
 import { subjectPseudonym } from './subject.js';
 import { submittedEventSchema, type AuditCategory, type AuditOutcome, type SubmittedEvent } from './entry.js';
-import { AUDIT_ACK_CHANNEL, AUDIT_DURABLE_KEY, AUDIT_STREAM, decodeAck, eventStreamId, streamIdTime } from './stream.js';
+import { ACK_TO_FIELD, ackChannel, AUDIT_DURABLE_KEY, AUDIT_STREAM, decodeAck, eventStreamId, streamIdTime } from './stream.js';
 
 export type { AuditCategory, AuditOutcome };
 export { AUDIT_STREAM };
@@ -107,9 +108,11 @@ const DEADLINE_SWEEP_MS = 50;
 
 /**
  * One subscriber connection per process for the writer's acknowledgements,
- * shared by every AuditLog of the process and every record() in flight.
+ * shared by every AuditLog of the process and every record() in flight. Its
+ * channel is its own (ackChannel(id)): the entries it submits name it.
  */
 class AckListener {
+  readonly id = randomUUID();
   private readonly waiters = new Map<string, { deadline: number; settle(err: AuditUnavailableError | null): void }>();
   private sweeper: NodeJS.Timeout | null = null;
   /** Acknowledgements that arrived while an XADD was still on its way back to us (the writer can be that fast). */
@@ -131,7 +134,7 @@ class AckListener {
     // Acknowledgements published while we are disconnected are lost: fail the waiting calls now rather than at their timeout.
     this.subscriber.on('close', () => this.failAll(new AuditUnavailableError('redis', 'connection to Redis lost')));
     this.subscriber.on('message', (_channel: string, message: string) => this.onMessage(message));
-    this.firstSubscribe = this.subscriber.subscribe(AUDIT_ACK_CHANNEL).then(
+    this.firstSubscribe = this.subscriber.subscribe(ackChannel(this.id)).then(
       () => (this.subscribed = true),
       () => false,
     );
@@ -241,6 +244,8 @@ class StreamAppender {
 
   constructor(
     private readonly redis: Redis,
+    /** The acknowledgement id of the process' AckListener, named by every entry. */
+    private readonly ackId: string,
     private readonly timeoutMs: number,
   ) {}
 
@@ -264,7 +269,7 @@ class StreamAppender {
     };
     // With Redis half-away a command can wait for reconnection attempts: bounded, one timer for the whole entry.
     const timer = setTimeout(() => settle(({ reject }) => reject(new AuditUnavailableError('timeout', 'Redis did not answer within the ack timeout'))), this.timeoutMs);
-    this.redis.xadd(AUDIT_STREAM, '*', ...queued.flatMap(({ json }) => ['event', json])).then(
+    this.redis.xadd(AUDIT_STREAM, '*', ACK_TO_FIELD, this.ackId, ...queued.flatMap(({ json }) => ['event', json])).then(
       (entryId) => settle(({ resolve }, i) => resolve(eventStreamId(entryId!, i, queued.length))),
       () => settle(({ reject }) => reject(new AuditUnavailableError('redis', 'Redis is not reachable'))),
     );
@@ -316,7 +321,7 @@ export function toSubmittedEvent(event: AuditEvent, now = new Date()): Submitted
 
 export function createAuditLog(config: Config, redis: Redis, log: Logger): AuditLog {
   const { listener, release } = listenerFor(config, log);
-  const stream = new StreamAppender(redis, config.auditAckTimeoutMs);
+  const stream = new StreamAppender(redis, listener.id, config.auditAckTimeoutMs);
   lagSource ??= redis;
   let closed = false;
 

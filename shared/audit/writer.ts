@@ -50,7 +50,8 @@ import {
 } from './entry.js';
 import { listLogFiles, readFileEnds, type LogFile } from './files.js';
 import { WriterLease } from './lease.js';
-import { AUDIT_ACK_CHANNEL, AUDIT_DURABLE_KEY, AUDIT_STREAM, encodeAck, eventStreamId } from './stream.js';
+import { UUID_PATTERN } from '../platform/ids.js';
+import { ACK_TO_FIELD, ackChannel, AUDIT_ACK_CHANNEL, AUDIT_DURABLE_KEY, AUDIT_STREAM, encodeAck, eventStreamId, type AckMessage } from './stream.js';
 
 export interface WriterOptions {
   auditDir: string;
@@ -96,10 +97,18 @@ interface PendingFile {
   closes: Head | null;
 }
 
+/** Acknowledgements by channel (the submitting process'). */
+type Acks = Map<string, AckMessage>;
+
+function ackFor(acks: Acks, channel: string): AckMessage {
+  let ack = acks.get(channel);
+  if (!ack) acks.set(channel, (ack = { durable: [], rejected: [] }));
+  return ack;
+}
+
 /** A batch appended to the files (not yet durable): what to fsync, then acknowledge. */
 interface AppendedBatch {
-  durable: string[];
-  rejected: string[];
+  acks: Acks;
   lastId: string;
   written: Map<AuditCategory, number>;
   fds: FileHandle[];
@@ -331,20 +340,22 @@ export class AuditWriter {
 
   /** Sequence and append one batch; the next fsync makes it durable and acknowledges it (startSync). */
   private async persist(batch: [string, string[]][]): Promise<void> {
-    const durable: string[] = [];
-    const rejected: string[] = [];
+    const acks: Acks = new Map();
     const pending = new Map<string, PendingFile>();
     // Work on copies: the heads change only once the batch is durable.
     const heads = new Map([...this.heads].map(([c, h]) => [c, { ...h }]));
     const written = new Map<AuditCategory, number>();
 
-    for (const [entryId, fields] of batch) for (const [id, event] of eventsOf(entryId, fields)) {
+    for (const [entryId, fields] of batch) {
+      const { channel, events } = eventsOf(entryId, fields);
+      const ack = ackFor(acks, channel);
+      for (const [id, event] of events) {
       if (!event) {
-        rejected.push(id);
+        ack.rejected.push(id);
         continue;
       }
       const head = heads.get(event.category)!;
-      durable.push(id);
+      ack.durable.push(id);
       if (compareStreamIds(id, head.lastStreamId) <= 0) continue; // already in the file (replay after a restart)
       const ts = new Date(Math.max(this.now(), head.ts ? Date.parse(head.ts) : 0)).toISOString();
       const day = utcDay(ts);
@@ -359,9 +370,10 @@ export class AuditWriter {
       target.lines.push(line);
       pending.set(head.file!, target);
       written.set(event.category, (written.get(event.category) ?? 0) + 1);
+      }
     }
 
-    const appended: AppendedBatch = { durable, rejected, lastId: batch[batch.length - 1]![0], written, fds: [], created: false, rotations: [] };
+    const appended: AppendedBatch = { acks, lastId: batch[batch.length - 1]![0], written, fds: [], created: false, rotations: [] };
     for (const p of pending.values()) {
       const { fd, created } = await this.append(p);
       appended.fds.push(fd);
@@ -427,16 +439,20 @@ export class AuditWriter {
       }
     }
     for (const { written } of group) for (const [category, n] of written) entriesWritten.inc({ category }, n);
-    const rejected = group.flatMap((b) => b.rejected);
+    const acks: Acks = new Map();
+    for (const batch of group) {
+      for (const [channel, { durable, rejected }] of batch.acks) {
+        const ack = ackFor(acks, channel);
+        ack.durable.push(...durable);
+        ack.rejected.push(...rejected);
+      }
+    }
+    const rejected = [...acks.values()].flatMap((ack) => ack.rejected);
     if (rejected.length > 0) {
       refusedEvents.inc(rejected.length);
       this.o.log.error({ count: rejected.length, first: rejected[0] }, 'refused malformed audit events');
     }
-    this.acknowledge(
-      group.flatMap((b) => b.durable),
-      rejected,
-      group[group.length - 1]!.lastId,
-    );
+    this.acknowledge(acks, group[group.length - 1]!.lastId);
   }
 
   /** Resolves once every batch appended so far is durable and acknowledged; throws after a failed fsync. */
@@ -479,13 +495,19 @@ export class AuditWriter {
   }
 
   /**
-   * Publish the ids, record the durable id and trim them from the stream, in
-   * one round trip. Not awaited: Redis keeps the order of the commands on the
+   * Publish the ids to the channels of the processes that submitted them (one
+   * write to Redis). Not awaited: Redis keeps the order of the commands on the
    * connection, so the next fsync need not wait for this reply.
    */
-  private acknowledge(durable: string[], rejected: string[], lastId: string): void {
+  private acknowledge(acks: Acks, lastId: string): void {
     // On failure the entries are durable already; the waiting calls time out (fail closed).
-    this.o.redis.publish(AUDIT_ACK_CHANNEL, encodeAck({ durable, rejected })).catch((err: unknown) => this.o.log.warn({ err: errorSummary(err) }, 'could not publish audit acknowledgements'));
+    const warn = (err: unknown) => this.o.log.warn({ err: errorSummary(err) }, 'could not publish audit acknowledgements');
+    const publishes = this.o.redis.pipeline();
+    for (const [channel, ack] of acks) publishes.publish(channel, encodeAck(ack));
+    publishes.exec().then((replies) => {
+      const failed = replies?.find(([err]) => err);
+      if (failed) warn(failed[0]);
+    }, warn);
     this.acknowledgedUpTo = lastId;
     this.trimTimer ??= setTimeout(() => this.trimAcknowledged(), TRIM_EVERY_MS);
   }
@@ -552,15 +574,29 @@ export class AuditWriter {
 }
 
 /**
- * The events of one stream entry with their ids: an entry holds the events one
- * process submitted in one turn (`event` fields in order); the i-th of several
+ * The events of one stream entry with their ids, and the channel for their
+ * acknowledgements: an entry holds the events one process submitted in one
+ * turn (`event` fields in order), after the process' acknowledgement id
+ * (ACK_TO_FIELD; without it, the shared channel); the i-th of several events
  * is `<entry id>.<i>`, a lone one keeps the entry's id (shared/audit/stream.ts).
- * A malformed event is null (refused alone); an entry without events, one null.
+ * A malformed event is null (refused alone); a malformed entry, one null.
  */
-function eventsOf(entryId: string, fields: string[]): [string, SubmittedEvent | null][] {
-  const values = fields.filter((_, i) => i % 2 === 1 && fields[i - 1] === 'event');
-  if (values.length === 0 || values.length * 2 !== fields.length) return [[entryId, null]];
-  return values.map((json, i) => [eventStreamId(entryId, i, values.length), parseEvent(json)]);
+function eventsOf(entryId: string, fields: string[]): { channel: string; events: [string, SubmittedEvent | null][] } {
+  const refused = (channel: string) => ({ channel, events: [[entryId, null]] as [string, null][] });
+  let channel = AUDIT_ACK_CHANNEL;
+  let first = 0;
+  if (fields[0] === ACK_TO_FIELD) {
+    if (!UUID_PATTERN.test(fields[1] ?? '')) return refused(channel);
+    channel = ackChannel(fields[1]!);
+    first = 2;
+  }
+  const values: string[] = [];
+  for (let i = first; i < fields.length; i += 2) {
+    if (fields[i] !== 'event' || i + 1 >= fields.length) return refused(channel);
+    values.push(fields[i + 1]!);
+  }
+  if (values.length === 0) return refused(channel);
+  return { channel, events: values.map((json, i) => [eventStreamId(entryId, i, values.length), parseEvent(json)]) };
 }
 
 function parseEvent(json: string): SubmittedEvent | null {
