@@ -35,6 +35,7 @@ import { performance } from 'node:perf_hooks';
 import { fsyncDir, fsyncFile } from '../platform/atomic-file.js';
 import type { Logger } from '../platform/log.js';
 import { counter } from '../platform/metrics.js';
+import type { ChainableCommander } from 'ioredis';
 import type { Redis } from '../platform/redis.js';
 import { CHECKPOINT_DIR, readCheckpoint, readManifest, signCheckpoint, writeCheckpoint, writeManifest } from './checkpoint.js';
 import {
@@ -165,6 +166,8 @@ export class AuditWriter {
   /** The last stream entry acknowledged, and the timer that trims up to it. */
   private acknowledgedUpTo: string | null = null;
   private trimTimer: NodeJS.Timeout | null = null;
+  /** Acknowledgements not yet sent: the next read carries them (acknowledge). */
+  private unsent: Acks | null = null;
   private stopped: Promise<void> | null = null;
 
   constructor(private readonly o: WriterOptions) {
@@ -227,6 +230,7 @@ export class AuditWriter {
       if (this.lease.canAppend()) await this.checkpointDue(true);
     } finally {
       await this.settleSyncs();
+      this.sendUnsent();
       this.trimAcknowledged();
       await this.closeFiles();
       await this.lease.release();
@@ -333,9 +337,16 @@ export class AuditWriter {
     );
   }
 
+  /** The next batch; the acknowledgements not yet sent go out in the same write, before the XREAD. */
   private async read(): Promise<[string, string[]][]> {
-    const reply = (await this.o.reader.xread('COUNT', this.batchSize, 'BLOCK', 1_000, 'STREAMS', AUDIT_STREAM, this.lastReadId)) as StreamReply;
-    return reply?.[0]?.[1] ?? [];
+    const acks = this.takeUnsent();
+    const args = ['COUNT', this.batchSize, 'BLOCK', 1_000, 'STREAMS', AUDIT_STREAM, this.lastReadId] as const;
+    if (!acks) return ((await this.o.reader.xread(...args)) as StreamReply)?.[0]?.[1] ?? [];
+    const replies = await publishAll(this.o.reader.pipeline(), acks).xread(...args).exec();
+    const [readErr, reply] = replies!.pop()!;
+    this.warnIfUnpublished(replies!);
+    if (readErr) throw readErr;
+    return (reply as StreamReply)?.[0]?.[1] ?? [];
   }
 
   /** Sequence and append one batch; the next fsync makes it durable and acknowledges it (startSync). */
@@ -350,26 +361,26 @@ export class AuditWriter {
       const { channel, events } = eventsOf(entryId, fields);
       const ack = ackFor(acks, channel);
       for (const [id, event] of events) {
-      if (!event) {
-        ack.rejected.push(id);
-        continue;
-      }
-      const head = heads.get(event.category)!;
-      ack.durable.push(id);
-      if (compareStreamIds(id, head.lastStreamId) <= 0) continue; // already in the file (replay after a restart)
-      const ts = new Date(Math.max(this.now(), head.ts ? Date.parse(head.ts) : 0)).toISOString();
-      const day = utcDay(ts);
-      let closes: Head | null = null;
-      if (head.day !== day) {
-        if (head.file) closes = { ...head };
-        Object.assign(head, { file: logFileName(event.category, day), day, firstSeq: head.seq + 1, chainIn: head.hash, size: 0, checkpointedSeq: 0, checkpointedAt: 0 });
-      }
-      const { entry, line } = chainEntry(event, { seq: head.seq + 1, ts, streamId: id, prevHash: head.hash });
-      Object.assign(head, { seq: entry.seq, hash: entry.hash, ts, lastStreamId: id });
-      const target = pending.get(head.file!) ?? { head, file: head.file!, lines: [], closes };
-      target.lines.push(line);
-      pending.set(head.file!, target);
-      written.set(event.category, (written.get(event.category) ?? 0) + 1);
+        if (!event) {
+          ack.rejected.push(id);
+          continue;
+        }
+        const head = heads.get(event.category)!;
+        ack.durable.push(id);
+        if (compareStreamIds(id, head.lastStreamId) <= 0) continue; // already in the file (replay after a restart)
+        const ts = new Date(Math.max(this.now(), head.ts ? Date.parse(head.ts) : 0)).toISOString();
+        const day = utcDay(ts);
+        let closes: Head | null = null;
+        if (head.day !== day) {
+          if (head.file) closes = { ...head };
+          Object.assign(head, { file: logFileName(event.category, day), day, firstSeq: head.seq + 1, chainIn: head.hash, size: 0, checkpointedSeq: 0, checkpointedAt: 0 });
+        }
+        const { entry, line } = chainEntry(event, { seq: head.seq + 1, ts, streamId: id, prevHash: head.hash });
+        Object.assign(head, { seq: entry.seq, hash: entry.hash, ts, lastStreamId: id });
+        const target = pending.get(head.file!) ?? { head, file: head.file!, lines: [], closes };
+        target.lines.push(line);
+        pending.set(head.file!, target);
+        written.set(event.category, (written.get(event.category) ?? 0) + 1);
       }
     }
 
@@ -495,21 +506,49 @@ export class AuditWriter {
   }
 
   /**
-   * Publish the ids to the channels of the processes that submitted them (one
-   * write to Redis). Not awaited: Redis keeps the order of the commands on the
-   * connection, so the next fsync need not wait for this reply.
+   * Publish the ids to the channels of the processes that submitted them. The
+   * cycle's next read sends them in the same write as its XREAD, so Redis
+   * reads one command batch and answers once; should no read follow in this
+   * turn (one is blocked waiting, the writer stops), they go on their own at
+   * its end. Never awaited: on failure the entries are durable already and the
+   * waiting calls time out (fail closed).
    */
   private acknowledge(acks: Acks, lastId: string): void {
-    // On failure the entries are durable already; the waiting calls time out (fail closed).
-    const warn = (err: unknown) => this.o.log.warn({ err: errorSummary(err) }, 'could not publish audit acknowledgements');
-    const publishes = this.o.redis.pipeline();
-    for (const [channel, ack] of acks) publishes.publish(channel, encodeAck(ack));
-    publishes.exec().then((replies) => {
-      const failed = replies?.find(([err]) => err);
-      if (failed) warn(failed[0]);
-    }, warn);
+    if (this.unsent) {
+      for (const [channel, { durable, rejected }] of acks) {
+        const ack = ackFor(this.unsent, channel);
+        ack.durable.push(...durable);
+        ack.rejected.push(...rejected);
+      }
+    } else {
+      this.unsent = acks;
+      setImmediate(() => this.sendUnsent());
+    }
     this.acknowledgedUpTo = lastId;
     this.trimTimer ??= setTimeout(() => this.trimAcknowledged(), TRIM_EVERY_MS);
+  }
+
+  /** Publish what no read has carried. */
+  private sendUnsent(): void {
+    const acks = this.takeUnsent();
+    if (!acks) return;
+    publishAll(this.o.redis.pipeline(), acks)
+      .exec()
+      .then(
+        (replies) => this.warnIfUnpublished(replies ?? []),
+        (err: unknown) => this.warnIfUnpublished([[err as Error, null]]),
+      );
+  }
+
+  private takeUnsent(): Acks | null {
+    const acks = this.unsent;
+    this.unsent = null;
+    return acks;
+  }
+
+  private warnIfUnpublished(replies: [Error | null, unknown][]): void {
+    const failed = replies.find(([err]) => err);
+    if (failed) this.o.log.warn({ err: errorSummary(failed[0]) }, 'could not publish audit acknowledgements');
   }
 
   /**
@@ -597,6 +636,11 @@ function eventsOf(entryId: string, fields: string[]): { channel: string; events:
   }
   if (values.length === 0) return refused(channel);
   return { channel, events: values.map((json, i) => [eventStreamId(entryId, i, values.length), parseEvent(json)]) };
+}
+
+function publishAll(pipeline: ChainableCommander, acks: Acks): ChainableCommander {
+  for (const [channel, ack] of acks) pipeline.publish(channel, encodeAck(ack));
+  return pipeline;
 }
 
 function parseEvent(json: string): SubmittedEvent | null {
