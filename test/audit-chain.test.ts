@@ -265,6 +265,9 @@ describe('entries carry no PHI and no raw IP', () => {
     expect(anonymizeIp('10.1')).toBeNull();
     expect(anonymizeIp('not-an-ip')).toBeNull();
     expect(anonymizeIp('')).toBeNull();
+    // Remembered answers are the same answers, refusals included.
+    expect(anonymizeIp('203.0.113.77')).toBe('203.0.113.0');
+    expect(anonymizeIp('not-an-ip')).toBeNull();
   });
 
   it('refuses free text where an id belongs', () => {
@@ -308,6 +311,9 @@ describe('entries carry no PHI and no raw IP', () => {
     const expected = createHmac('sha256', TEST_HMAC_SECRET).update('pulsevault-subject:jane@example.org').digest('hex').slice(0, 32);
     expect(subjectPseudonym(TEST_HMAC_SECRET, 'jane@example.org')).toBe(`sub-${expected}`);
     expect(subjectPseudonym('another-secret', 'jane@example.org')).not.toBe(`sub-${expected}`);
+    // Remembered per secret: back on the first secret, the same pseudonym again (not the other secret's).
+    expect(subjectPseudonym(TEST_HMAC_SECRET, 'jane@example.org')).toBe(`sub-${expected}`);
+    expect(subjectPseudonym(TEST_HMAC_SECRET, 'jane@example.org')).toBe(`sub-${expected}`);
   });
 });
 
