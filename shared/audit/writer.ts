@@ -8,15 +8,14 @@
  * does the function's `record()` resolve.
  *
  * Group commit: a batch is everything that arrived since the last read; it is
- * appended and fsynced, and one fsync at a time covers every batch appended
- * before it started (while a group's directory fsync or checkpoints are awaited,
- * the writer reads and appends on, and the next fsync covers all of that).
- * Acknowledgements go out in order, each once its fsync (and so every earlier
- * one) has completed; a failed fsync stops them and the state is rebuilt from
- * the files as after any write failure. Costs are per batch, not per entry, and
- * on a 2-core VM each wake-up of another process or thread costs 0.1–0.5 ms of
- * CPU: so appends and the fsync run on the writer's own thread (libuv's thread
- * pool would add two wake-ups each), the acknowledgement is one PUBLISH, and the
+ * appended, fsynced and acknowledged before the next read, so what arrives
+ * while one fsync runs is the next batch, covered by the next fsync. A failed
+ * fsync acknowledges nothing and the state is rebuilt from the files, as after
+ * any write failure. Costs are per batch, not per entry, and on a 2-core VM each
+ * wake-up of another process or thread costs 0.1–0.5 ms of CPU: so appends and
+ * the fsync run on the writer's own thread (libuv's thread pool would add two
+ * wake-ups each; measured slower, with the fsync overlapping the next batch or
+ * not), the acknowledgements travel in the same write as the next XREAD, and the
  * durable id and the stream's trim follow every 100 ms. A stream entry holds the
  * events one process submitted in one turn (eventsOf).
  *
@@ -107,18 +106,6 @@ function ackFor(acks: Acks, channel: string): AckMessage {
   return ack;
 }
 
-/** A batch appended to the files (not yet durable): what to fsync, then acknowledge. */
-interface AppendedBatch {
-  acks: Acks;
-  lastId: string;
-  written: Map<AuditCategory, number>;
-  fds: FileHandle[];
-  /** It created a file: the directory entry needs an fsync too. */
-  created: boolean;
-  /** Files it started (and the ones they follow) whose checkpoints are written once it is durable. */
-  rotations: PendingFile[];
-}
-
 const entriesWritten = counter({
   name: 'pulsevault_audit_entries_total',
   help: 'Audit entries made durable in the audit files, per category.',
@@ -138,9 +125,6 @@ type StreamReply = [string, [string, string[]][]][] | null;
 /** How long acknowledged entries may stay in the stream (and the durable id lag) before they are trimmed. */
 const TRIM_EVERY_MS = 100;
 
-/** Batches appended and waiting for their fsync before the writer stops reading more. */
-const MAX_BATCHES_UNSYNCED = 8;
-
 export class AuditWriter {
   private readonly lease: WriterLease;
   private readonly leaseMs: number;
@@ -152,16 +136,9 @@ export class AuditWriter {
   private manifest = new Set<string>();
   /** Open for appending, by file name. */
   private fds = new Map<string, FileHandle>();
-  /** Files of a past day, still open until an fsync that started after their last append. */
+  /** Files of a past day, still open until the fsync that follows their last append. */
   private retired = new Set<FileHandle>();
   private lastReadId = '0-0';
-  /** Appended since the fsync in flight started: the next one covers them all. */
-  private unsynced: AppendedBatch[] = [];
-  /** The fsync in flight and the acknowledgement of what it covers; rejects when it failed. */
-  private syncing: Promise<void> = Promise.resolve();
-  private syncRunning = false;
-  /** The first failed fsync, for the write cycle to recover from (no acknowledgement goes out after it). */
-  private syncFailure: unknown = null;
   private stopping = false;
   /** The last stream entry acknowledged, and the timer that trims up to it. */
   private acknowledgedUpTo: string | null = null;
@@ -194,14 +171,11 @@ export class AuditWriter {
     let failures = 0;
     while (!this.stopping) {
       try {
-        if (this.syncFailure) throw this.syncFailure;
         if (!this.lease.canAppend() || !(await this.lease.renew())) {
-          await this.settleSyncs();
           await this.closeFiles();
           if (!(await this.acquire())) break;
           await this.recover();
         }
-        if (this.unsynced.length >= MAX_BATCHES_UNSYNCED) await this.syncing;
         const batch = await this.read();
         if (batch.length > 0 && this.lease.canAppend()) {
           await this.persist(batch);
@@ -213,7 +187,6 @@ export class AuditWriter {
         failures += 1;
         writeFailures.inc();
         this.o.log.error({ err: errorSummary(err), failures }, 'audit write cycle failed; rebuilding state from the files and retrying');
-        await this.settleSyncs();
         await this.closeFiles();
         await sleep(Math.min(100 * 2 ** Math.min(failures, 5), 3_000));
         // Rebuild from the files: whatever part of the batch reached them is found there, the rest is written again.
@@ -226,10 +199,8 @@ export class AuditWriter {
       }
     }
     try {
-      await this.allDurable();
       if (this.lease.canAppend()) await this.checkpointDue(true);
     } finally {
-      await this.settleSyncs();
       this.sendUnsent();
       this.trimAcknowledged();
       await this.closeFiles();
@@ -349,11 +320,11 @@ export class AuditWriter {
     return (reply as StreamReply)?.[0]?.[1] ?? [];
   }
 
-  /** Sequence and append one batch; the next fsync makes it durable and acknowledges it (startSync). */
+  /** Sequence one batch, append it, make it durable, acknowledge it. */
   private async persist(batch: [string, string[]][]): Promise<void> {
     const acks: Acks = new Map();
     const pending = new Map<string, PendingFile>();
-    // Work on copies: the heads change only once the batch is durable.
+    // Work on copies: the heads change only once the batch is durable (a failure rebuilds them from the files).
     const heads = new Map([...this.heads].map(([c, h]) => [c, { ...h }]));
     const written = new Map<AuditCategory, number>();
 
@@ -384,103 +355,40 @@ export class AuditWriter {
       }
     }
 
-    const appended: AppendedBatch = { acks, lastId: batch[batch.length - 1]![0], written, fds: [], created: false, rotations: [] };
+    const touched: FileHandle[] = [];
+    const rotations: PendingFile[] = [];
+    let created = false;
     for (const p of pending.values()) {
-      const { fd, created } = await this.append(p);
-      appended.fds.push(fd);
-      appended.created ||= created;
-      if (p.closes) appended.rotations.push(p);
+      const appended = await this.append(p);
+      touched.push(appended.fd);
+      created ||= appended.created;
+      if (p.closes) rotations.push(p);
     }
     // After the appends: a listed file always exists (or was deleted, which the verifier must see).
-    const created = [...pending.keys()].filter((file) => !this.manifest.has(file));
-    if (created.length > 0) {
-      for (const file of created) this.manifest.add(file);
+    const newFiles = [...pending.keys()].filter((file) => !this.manifest.has(file));
+    if (newFiles.length > 0) {
+      for (const file of newFiles) this.manifest.add(file);
       await writeManifest(this.o.auditDir, this.o.signingKey, this.manifest);
     }
-    // The next batch chains on from these heads while this one waits for its fsync.
+    // Durable before acknowledged; retired files too (this batch may have ended one). On the writer's own
+    // thread: a thread-pool fsync costs two wake-ups, and with it the writer made fewer entries/s.
+    for (const fd of new Set([...touched, ...this.retired])) fsyncSync(fd.fd);
+    if (created) await fsyncDir(this.o.auditDir);
+    for (const fd of this.retired) await fd.close();
+    this.retired.clear();
     this.heads = heads;
-    this.unsynced.push(appended);
-    this.startSync();
-  }
-
-  /**
-   * Group commit: one fsync at a time, covering every batch appended before it
-   * started; batches appended meanwhile wait for the next one, which starts as
-   * soon as this one is done. Acknowledgements go out in order, once durable.
-   * (Letting 2, 4 or 8 overlap made each take 8–14 ms instead of 6 on the loaded
-   * 2-core dev VM, and entries/s did not move.)
-   */
-  private startSync(): void {
-    if (this.syncRunning || this.syncFailure || this.unsynced.length === 0) return;
-    const group = this.unsynced;
-    this.unsynced = [];
-    this.syncRunning = true;
-    this.syncing = this.syncAndAcknowledge(group).then(
-      () => {
-        this.syncRunning = false;
-        this.startSync();
-      },
-      (err: unknown) => {
-        this.syncRunning = false;
-        this.syncFailure ??= err;
-        throw err;
-      },
-    );
-    this.syncing.catch(() => undefined); // observed through syncFailure and allDurable()
-  }
-
-  private async syncAndAcknowledge(group: AppendedBatch[]): Promise<void> {
-    // Retired files too: every append to them came before this fsync started.
-    const retired = [...this.retired];
-    const fds = new Set([...group.flatMap((b) => b.fds), ...retired]);
-    // On the writer's own thread: a thread-pool fsync costs two wake-ups, and in a quiet 2-core run of the
-    // standalone harness this gave 0.95–0.97× the reference at 64 clients against 0.85–0.88× (three runs
-    // each, interleaved). Reading the next batch waits for it; the next fsync still covers what arrived.
-    for (const fd of fds) fsyncSync(fd.fd);
-    if (group.some((b) => b.created)) await fsyncDir(this.o.auditDir);
-    for (const fd of retired) {
-      this.retired.delete(fd);
-      await fd.close();
+    for (const p of rotations) {
+      // Order matters for the verifier: the new file and its checkpoint exist before the old one is marked final.
+      await this.writeCheckpointOf(p.head, false);
+      await this.writeCheckpointOf(p.closes!, true);
     }
-    for (const { rotations } of group) {
-      for (const p of rotations) {
-        // Order matters for the verifier: the new file and its checkpoint exist before the old one is marked final.
-        await this.writeCheckpointOf(p.head, false);
-        await this.writeCheckpointOf(p.closes!, true);
-      }
-    }
-    for (const { written } of group) for (const [category, n] of written) entriesWritten.inc({ category }, n);
-    const acks: Acks = new Map();
-    for (const batch of group) {
-      for (const [channel, { durable, rejected }] of batch.acks) {
-        const ack = ackFor(acks, channel);
-        ack.durable.push(...durable);
-        ack.rejected.push(...rejected);
-      }
-    }
+    for (const [category, n] of written) entriesWritten.inc({ category }, n);
     const rejected = [...acks.values()].flatMap((ack) => ack.rejected);
     if (rejected.length > 0) {
       refusedEvents.inc(rejected.length);
       this.o.log.error({ count: rejected.length, first: rejected[0] }, 'refused malformed audit events');
     }
-    this.acknowledge(acks, group[group.length - 1]!.lastId);
-  }
-
-  /** Resolves once every batch appended so far is durable and acknowledged; throws after a failed fsync. */
-  private async allDurable(): Promise<void> {
-    while (this.syncRunning || this.unsynced.length > 0) {
-      if (this.syncFailure) throw this.syncFailure;
-      await this.syncing; // on success it has started the fsync of whatever was appended meanwhile
-    }
-    if (this.syncFailure) throw this.syncFailure;
-  }
-
-  /** Drop what is not durable yet (recovery finds it in the files or reads it again) and let the fsync in flight finish. */
-  private async settleSyncs(): Promise<void> {
-    this.unsynced = [];
-    await this.syncing.catch(() => undefined);
-    this.syncing = Promise.resolve();
-    this.syncFailure = null;
+    this.acknowledge(acks, batch[batch.length - 1]![0]);
   }
 
   /** Write a batch's lines to its file (not yet durable); returns the descriptor to fsync. */
@@ -579,8 +487,7 @@ export class AuditWriter {
     const now = performance.now();
     const due = [...this.heads.values()].filter((head) => head.file && head.seq !== head.checkpointedSeq && (all || now - head.checkpointedAt >= this.checkpointEveryMs));
     if (due.length === 0) return;
-    // A checkpoint vouches for its entries: only once they are durable.
-    await this.allDurable();
+    // A checkpoint vouches for its entries: every appended entry is durable once persist() returns.
     for (const head of due) await this.writeCheckpointOf(head, false);
   }
 
