@@ -52,7 +52,11 @@ interface PageGlobals {
 interface PageVideo {
   muted: boolean;
   currentTime: number;
-  buffered: { length: number };
+  paused: boolean;
+  readyState: number;
+  networkState: number;
+  error: { code: number } | null;
+  buffered: { length: number; start(i: number): number; end(i: number): number };
 }
 
 describe('web console and real players, end to end', () => {
@@ -69,6 +73,15 @@ describe('web console and real players, end to end', () => {
   const videoUrl = (rel: string) => `/media/videos/${videoId}/${rel}`;
   const text = (selector: string) => page.locator(selector).textContent();
   const currentTime = () => page.locator('#video-element').evaluate((v) => (v as unknown as PageVideo).currentTime);
+  /** What the player is doing, for a failure's message: a stalled playback is otherwise a bare timeout. */
+  const playerState = async () => {
+    const video = await page.locator('#video-element').evaluate((element) => {
+      const v = element as unknown as PageVideo;
+      const buffered = Array.from({ length: v.buffered.length }, (_, i) => `${v.buffered.start(i).toFixed(2)}-${v.buffered.end(i).toFixed(2)}`);
+      return { currentTime: v.currentTime, paused: v.paused, readyState: v.readyState, networkState: v.networkState, error: v.error?.code ?? null, buffered };
+    });
+    return `video ${JSON.stringify(video)}, status "${await text('#player-status')}", alert "${await text('#alert')}"`;
+  };
 
   async function sign(rel: string, expiresIn?: number): Promise<{ url: string; expiresAt: string }> {
     const res = await fetch(`${stack.url}/media/sign`, {
@@ -218,7 +231,9 @@ describe('web console and real players, end to end', () => {
     await page.getByLabel('Rendition').selectOption({ label: other! });
 
     await waitFor(async () => (await fetchedRungs()).size >= 2, PLAY_DEADLINE, `segments of the ${other} rung`, 200);
-    await waitFor(async () => (await currentTime()) > 2, PLAY_DEADLINE, 'playback to pass 2 s', 200);
+    await waitFor(async () => (await currentTime()) > 2, PLAY_DEADLINE, 'playback to pass 2 s', 200).catch(async (err: Error) => {
+      throw new Error(`${err.message}; ${await playerState()}`);
+    });
 
     const rungs = await segmentRungs();
     const media = seen.filter((s) => s.url.pathname.startsWith(videoUrl('')) && s.url.pathname !== videoUrl('metadata'));
