@@ -190,17 +190,37 @@ describe('record() calls made together (one stream entry per event-loop turn)', 
   const event = (requestId: string) => ({ category: 'access' as const, action: 'stream', outcome: 'granted' as const, videoId: VIDEO, requestId });
   const requestIds = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
 
-  it('each gets its own acknowledgement; a malformed event on the stream among them is refused alone', async () => {
+  /** A writer, an audit log, a raw connection writing entries of its own, and every acknowledgement on every channel. */
+  async function observedPipeline() {
     const dir = auditDir();
     const writer = startWriter(dir);
     const config = loadConfig(baseEnv(dir, { AUDIT_ACK_TIMEOUT_MS: '20000' }) as NodeJS.ProcessEnv);
     const conn = createRedis(config, { name: 'test' });
-    const intruder = redis.client();
     const acks = createRedis(config, { name: 'test-acks', blocking: true });
-    const seen: AckMessage[] = [];
-    acks.on('message', (_channel: string, message: string) => seen.push(decodeAck(message)!));
-    await acks.subscribe(AUDIT_ACK_CHANNEL);
-    const audit = createAuditLog(config, conn, createLogger('coalesce-test', 'error'));
+    const seen: { channel: string; ack: AckMessage }[] = [];
+    acks.on('pmessage', (_pattern: string, channel: string, message: string) => seen.push({ channel, ack: decodeAck(message)! }));
+    await acks.psubscribe(`${AUDIT_ACK_CHANNEL}*`);
+    const audit = createAuditLog(config, conn, createLogger('pipeline-test', 'error'));
+    return {
+      dir,
+      writer,
+      conn,
+      audit,
+      intruder: redis.client(),
+      seen,
+      durable: () => seen.flatMap(({ ack }) => ack.durable),
+      rejected: () => seen.flatMap(({ ack }) => ack.rejected),
+      async close() {
+        await audit.close();
+        conn.disconnect();
+        acks.disconnect();
+        await stopChild(writer.proc);
+      },
+    };
+  }
+
+  it('each gets its own acknowledgement; a malformed event on the stream among them is refused alone', async () => {
+    const { dir, writer, conn, audit, intruder, durable, rejected, close } = await observedPipeline();
     try {
       await audit.record(event('warm-up'));
       const xadds = vi.spyOn(conn, 'xadd');
@@ -211,8 +231,8 @@ describe('record() calls made together (one stream entry per event-loop turn)', 
       await Promise.all([...first, ...second]);
       expect(xadds).toHaveBeenCalledTimes(1);
       const malformedId = (await malformed)!;
-      await waitFor(() => seen.some((a) => a.rejected.includes(malformedId)), 10_000, 'the malformed event to be refused');
-      expect(seen.flatMap((a) => a.durable)).not.toContain(malformedId);
+      await waitFor(() => rejected().includes(malformedId), 10_000, 'the malformed event to be refused');
+      expect(durable()).not.toContain(malformedId);
       const entries = readEntries(dir).filter((e) => /^[ab]-/.test(e.requestId!));
       expect(entries.map((e) => e.requestId).sort()).toEqual([...requestIds('a', 20), ...requestIds('b', 20)].sort());
       // One stream entry: its events are <entry id>.0 … .39, in the order the calls were made.
@@ -222,31 +242,19 @@ describe('record() calls made together (one stream entry per event-loop turn)', 
 
       // A malformed event inside an entry of several is refused alone; its neighbours are written.
       const mixed = (await intruder.xadd(AUDIT_STREAM, '*', 'event', JSON.stringify(toSubmittedEvent(event('c-0'))), 'event', '{"category":"access"}', 'event', JSON.stringify(toSubmittedEvent(event('c-2')))))!;
-      await waitFor(() => seen.some((a) => a.rejected.includes(`${mixed}.1`)), 10_000, 'the malformed event of the entry to be refused');
-      expect(seen.flatMap((a) => a.durable)).toEqual(expect.arrayContaining([`${mixed}.0`, `${mixed}.2`]));
-      expect(seen.flatMap((a) => a.durable)).not.toContain(`${mixed}.1`);
+      await waitFor(() => rejected().includes(`${mixed}.1`), 10_000, 'the malformed event of the entry to be refused');
+      expect(durable()).toEqual(expect.arrayContaining([`${mixed}.0`, `${mixed}.2`]));
+      expect(durable()).not.toContain(`${mixed}.1`);
       await waitFor(() => readEntries(dir).filter((e) => e.requestId?.startsWith('c-')).length === 2, 10_000, 'the two good events of the entry');
       expect(writer.output()).toContain('refused malformed audit events');
     } finally {
-      await audit.close();
-      conn.disconnect();
-      acks.disconnect();
-      await stopChild(writer.proc);
+      await close();
     }
     expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
   });
 
   it("acknowledgements go to the submitting process' own channel only; an entry naming a malformed channel is refused", async () => {
-    const dir = auditDir();
-    const writer = startWriter(dir);
-    const config = loadConfig(baseEnv(dir, { AUDIT_ACK_TIMEOUT_MS: '20000' }) as NodeJS.ProcessEnv);
-    const conn = createRedis(config, { name: 'test' });
-    const intruder = redis.client();
-    const acks = createRedis(config, { name: 'test-acks', blocking: true });
-    const seen: { channel: string; ack: AckMessage }[] = [];
-    acks.on('pmessage', (_pattern: string, channel: string, message: string) => seen.push({ channel, ack: decodeAck(message)! }));
-    await acks.psubscribe(`${AUDIT_ACK_CHANNEL}*`);
-    const audit = createAuditLog(config, conn, createLogger('ack-channel-test', 'error'));
+    const { dir, conn, audit, intruder, seen, close } = await observedPipeline();
     try {
       const xadds = vi.spyOn(conn, 'xadd');
       await Promise.all(requestIds('own', 5).map((id) => audit.record(event(id))));
@@ -261,10 +269,7 @@ describe('record() calls made together (one stream entry per event-loop turn)', 
       await waitFor(() => seen.some(({ channel, ack }) => channel === AUDIT_ACK_CHANNEL && ack.rejected.includes(forged)), 10_000, 'the entry to be refused on the shared channel');
       expect(readEntries(dir).some((e) => e.requestId === 'forged')).toBe(false);
     } finally {
-      await audit.close();
-      conn.disconnect();
-      acks.disconnect();
-      await stopChild(writer.proc);
+      await close();
     }
   });
 
