@@ -14,8 +14,8 @@ import canonicalize from 'canonicalize';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditEventError, createAuditLog, toSubmittedEvent, type AuditLog } from '../shared/audit/client.js';
-import { checkpointPath } from '../shared/audit/checkpoint.js';
-import { auditEntrySchema, canonicalEntry, compareStreamIds, hashEntry, type AuditEntry } from '../shared/audit/entry.js';
+import { checkpointPath, readCheckpoint, signCheckpoint, writeCheckpoint } from '../shared/audit/checkpoint.js';
+import { auditEntrySchema, canonicalEntry, chainEntry, compareStreamIds, hashEntry, type AuditEntry } from '../shared/audit/entry.js';
 import { anonymizeIp } from '../shared/audit/ip.js';
 import { subjectPseudonym } from '../shared/audit/subject.js';
 import { verifyAuditLog, type BreakKind } from '../shared/audit/verify.js';
@@ -315,6 +315,26 @@ describe('entries carry no PHI and no raw IP', () => {
     expect(subjectPseudonym(TEST_HMAC_SECRET, 'jane@example.org')).toBe(`sub-${expected}`);
     expect(subjectPseudonym(TEST_HMAC_SECRET, 'jane@example.org')).toBe(`sub-${expected}`);
   });
+});
+
+describe('a long day', () => {
+  it('verifies a file of 150,000 entries (a busy day is longer than any argument list)', async () => {
+    const dir = copy();
+    const lines = readLines(dir, A4);
+    let last = JSON.parse(lines.at(-1)!) as AuditEntry;
+    const { seq: _seq, ts: _ts, streamId: _streamId, prevHash: _prevHash, hash: _hash, ...event } = last;
+    for (let i = 1; i <= 150_000; i++) {
+      const { entry, line } = chainEntry(event, { seq: last.seq + 1, ts: last.ts, streamId: `9999999999999-${i}`, prevHash: last.hash });
+      lines.push(line);
+      last = entry;
+    }
+    writeLines(dir, A4, lines);
+    const cp = await readCheckpoint(dir, A4, TEST_AUDIT_KEY);
+    if (cp.state !== 'valid') throw new Error(`the pristine checkpoint of ${A4} is ${cp.state}`);
+    const { mac: _mac, ...body } = cp.checkpoint;
+    await writeCheckpoint(dir, signCheckpoint(TEST_AUDIT_KEY, { ...body, seq: last.seq, hash: last.hash, count: last.seq - body.firstSeq + 1 }));
+    expect(await breaksOf(dir)).toEqual([]);
+  }, 60_000);
 });
 
 describe('coverage: the signed manifest of files', () => {

@@ -107,6 +107,7 @@ await scenario([8], '8. Transcode fan-out', async () => {
   return benchFanout(ctx);
 });
 let auditRows: Row[] = [];
+let auditBroken = false;
 await scenario([7], '7. Audit', async () => {
   auditRows = await benchAudit(ctx);
   return auditRows;
@@ -121,6 +122,7 @@ if (auditRows.length > 0) {
     row.note = `${row.note ?? ''}; chain ${verified.ok ? 'verified' : 'BROKEN'}: ${verified.summary.replaceAll(stack.auditDir, '<stack media>/audit')}`;
     if (!verified.ok) row.pulsevault = null;
   }
+  auditBroken = !verified.ok;
 }
 
 // Scratch paths differ per run and the JWT is a credential: print placeholders.
@@ -150,4 +152,5 @@ if (rows.some((r) => r.note?.startsWith('failed'))) {
   copyFileSync(stack.logFile, keptLog);
   progress(`some scenarios failed; the stack's log is kept in ${keptLog}`);
 }
-rmSync(scratch, { recursive: true, force: true });
+if (auditBroken) progress(`the audit chain did not verify: ${stack.auditDir} is kept for \`pulsevault audit verify\``);
+else rmSync(scratch, { recursive: true, force: true });

@@ -425,8 +425,9 @@ export class AuditWriter {
     if (this.unsent) {
       for (const [channel, { durable, rejected }] of acks) {
         const ack = ackFor(this.unsent, channel);
-        ack.durable.push(...durable);
-        ack.rejected.push(...rejected);
+        // Not push(...ids): a batch can hold more ids than a call can take arguments.
+        for (const id of durable) ack.durable.push(id);
+        for (const id of rejected) ack.rejected.push(id);
       }
     } else {
       this.unsent = acks;

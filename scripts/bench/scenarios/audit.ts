@@ -69,7 +69,8 @@ export async function verifyAuditChain(ctx: BenchContext): Promise<{ ok: boolean
     const { stdout } = await run(process.execPath, args, { env });
     return { ok: true, summary: stdout.trim().split('\n').pop() ?? '', command };
   } catch (err) {
-    const out = (err as { stdout?: string }).stdout ?? String(err);
-    return { ok: false, summary: out.trim().split('\n').filter((l) => l.startsWith('BREAK')).slice(0, 3).join('; ') || out.slice(-500), command };
+    const { stdout = '', stderr = '' } = err as { stdout?: string; stderr?: string };
+    const breaks = stdout.split('\n').filter((l) => l.startsWith('BREAK'));
+    return { ok: false, summary: breaks.slice(0, 3).join('; ') || `${stdout}${stderr}`.trim().slice(-500) || String(err), command };
   }
 }
