@@ -92,34 +92,24 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
   const nginxCommand = nginx ? [nginx.command] : [];
   const notes = (a: WrkResult | null, b: WrkResult | null) => [describe(a, 'PulseVault'), describe(b, 'nginx'), skipped].filter(Boolean).join('; ');
   const referenceName = 'nginx, same files, same directory';
+  /** PulseVault's req/s on segments beside nginx's on the same files; the first such row also carries nginx's own command and figures. */
+  const segmentRow = (scenario: string, pv: WrkResult, first = false): Row => ({
+    scenario,
+    pulsevault: figureOf(pv, (r) => r.requestsPerSecond, 'req/s'),
+    reference: figureOf(ngSegment, (r) => r.requestsPerSecond, 'req/s'),
+    referenceName,
+    better: 'higher',
+    commands: [pv.command, ...(ngSegment ? [ngSegment.command] : []), ...(first ? nginxCommand : [])],
+    note: notes(pv, first ? ngSegment : null),
+  });
   return [
-    {
-      scenario: `3a. Stream ${SEGMENTS} segments of 1 MiB in turn under their playlist's token (granted and audited), ${SEGMENT_CONNECTIONS} connections, ${sizes.wrkSeconds} s, through ${front}`,
-      pulsevault: figureOf(pvSegment, (r) => r.requestsPerSecond, 'req/s'),
-      reference: figureOf(ngSegment, (r) => r.requestsPerSecond, 'req/s'),
-      referenceName,
-      better: 'higher',
-      commands: [pvSegment.command, ...(ngSegment ? [ngSegment.command] : []), ...nginxCommand],
-      note: notes(pvSegment, ngSegment),
-    },
-    {
-      scenario: `3a′. The same, straight to the stream function's port (the function sends the bytes itself: no edge, no gateway)`,
-      pulsevault: figureOf(pvDirect, (r) => r.requestsPerSecond, 'req/s'),
-      reference: figureOf(ngSegment, (r) => r.requestsPerSecond, 'req/s'),
-      referenceName,
-      better: 'higher',
-      commands: [pvDirect.command, ...(ngSegment ? [ngSegment.command] : [])],
-      note: notes(pvDirect, null),
-    },
-    {
-      scenario: `3a″. One 1 MiB segment under a token for that file only (the function decides and audits every request), ${SEGMENT_CONNECTIONS} connections, through ${front}`,
-      pulsevault: figureOf(pvOneSegment, (r) => r.requestsPerSecond, 'req/s'),
-      reference: figureOf(ngSegment, (r) => r.requestsPerSecond, 'req/s'),
-      referenceName,
-      better: 'higher',
-      commands: [pvOneSegment.command, ...(ngSegment ? [ngSegment.command] : [])],
-      note: notes(pvOneSegment, null),
-    },
+    segmentRow(
+      `3a. Stream ${SEGMENTS} segments of 1 MiB in turn under their playlist's token (granted and audited), ${SEGMENT_CONNECTIONS} connections, ${sizes.wrkSeconds} s, through ${front}`,
+      pvSegment,
+      true,
+    ),
+    segmentRow(`3a′. The same, straight to the stream function's port (the function sends the bytes itself: no edge, no gateway)`, pvDirect),
+    segmentRow(`3a″. One 1 MiB segment under a token for that file only (the function decides and audits every request), ${SEGMENT_CONNECTIONS} connections, through ${front}`, pvOneSegment),
     {
       scenario: `3b. Random ${RANGE_BYTES / MIB_BYTES} MiB ranges of the ${fileSize / MIB_BYTES} MiB original with a valid token, ${RANGE_CONNECTIONS} connections, ${sizes.wrkSeconds} s, through ${front}`,
       pulsevault: figureOf(pvRanges, (r) => r.megabytesPerSecond, 'MB/s'),
