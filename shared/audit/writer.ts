@@ -81,6 +81,8 @@ interface Head {
   seq: number;
   hash: string;
   ts: string | null;
+  /** ts in ms since the epoch (0 before the first entry): compared with the clock for every entry. */
+  tsMs: number;
   lastStreamId: string;
   /** Bytes of the file (appends go at this offset). */
   size: number;
@@ -251,7 +253,7 @@ export class AuditWriter {
   }
 
   private async recoverCategory(category: AuditCategory, files: LogFile[]): Promise<Head> {
-    const empty: Head = { category, file: null, day: null, firstSeq: 1, chainIn: GENESIS_HASH, seq: 0, hash: GENESIS_HASH, ts: null, lastStreamId: '0-0', size: 0, checkpointedSeq: 0, checkpointedAt: 0 };
+    const empty: Head = { category, file: null, day: null, firstSeq: 1, chainIn: GENESIS_HASH, seq: 0, hash: GENESIS_HASH, ts: null, tsMs: 0, lastStreamId: '0-0', size: 0, checkpointedSeq: 0, checkpointedAt: 0 };
     for (let i = files.length - 1; i >= 0; i--) {
       const file = files[i]!.name;
       const full = path.join(this.o.auditDir, file);
@@ -285,6 +287,7 @@ export class AuditWriter {
         seq: ends.last.seq,
         hash: ends.last.hash,
         ts: ends.last.ts,
+        tsMs: Date.parse(ends.last.ts),
         lastStreamId: ends.last.streamId,
         size: ends.size,
         checkpointedSeq: cp.state === 'valid' ? cp.checkpoint.seq : 0,
@@ -303,7 +306,7 @@ export class AuditWriter {
     const ends = await readFileEnds(path.join(this.o.auditDir, previous.name));
     if (!ends.first || !ends.last) return;
     await this.writeCheckpointOf(
-      { category: previous.category, file: previous.name, day: previous.day, firstSeq: ends.first.seq, chainIn: ends.first.prevHash, seq: ends.last.seq, hash: ends.last.hash, ts: ends.last.ts, lastStreamId: ends.last.streamId, size: ends.size, checkpointedSeq: 0, checkpointedAt: 0 },
+      { category: previous.category, file: previous.name, day: previous.day, firstSeq: ends.first.seq, chainIn: ends.first.prevHash, seq: ends.last.seq, hash: ends.last.hash, ts: ends.last.ts, tsMs: Date.parse(ends.last.ts), lastStreamId: ends.last.streamId, size: ends.size, checkpointedSeq: 0, checkpointedAt: 0 },
       true,
     );
   }
@@ -327,6 +330,8 @@ export class AuditWriter {
     // Work on copies: the heads change only once the batch is durable (a failure rebuilds them from the files).
     const heads = new Map([...this.heads].map(([c, h]) => [c, { ...h }]));
     const written = new Map<AuditCategory, number>();
+    // One reading of the clock per batch (a batch is sequenced within milliseconds), not one per entry.
+    const now = this.now();
 
     for (const [entryId, fields] of batch) {
       const { channel, events } = eventsOf(entryId, fields);
@@ -339,7 +344,9 @@ export class AuditWriter {
         const head = heads.get(event.category)!;
         ack.durable.push(id);
         if (compareStreamIds(id, head.lastStreamId) <= 0) continue; // already in the file (replay after a restart)
-        const ts = new Date(Math.max(this.now(), head.ts ? Date.parse(head.ts) : 0)).toISOString();
+        // Never before the category's last entry (the clock may step back); formatted only when it moved.
+        const tsMs = Math.max(now, head.tsMs);
+        const ts = tsMs === head.tsMs && head.ts ? head.ts : new Date(tsMs).toISOString();
         const day = utcDay(ts);
         let closes: Head | null = null;
         if (head.day !== day) {
@@ -347,7 +354,7 @@ export class AuditWriter {
           Object.assign(head, { file: logFileName(event.category, day), day, firstSeq: head.seq + 1, chainIn: head.hash, size: 0, checkpointedSeq: 0, checkpointedAt: 0 });
         }
         const { entry, line } = chainEntry(event, { seq: head.seq + 1, ts, streamId: id, prevHash: head.hash });
-        Object.assign(head, { seq: entry.seq, hash: entry.hash, ts, lastStreamId: id });
+        Object.assign(head, { seq: entry.seq, hash: entry.hash, ts, tsMs, lastStreamId: id });
         const target = pending.get(head.file!) ?? { head, file: head.file!, lines: [], closes };
         target.lines.push(line);
         pending.set(head.file!, target);
