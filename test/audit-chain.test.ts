@@ -18,6 +18,7 @@ import { checkpointPath, readCheckpoint, signCheckpoint, writeCheckpoint } from 
 import { auditEntrySchema, canonicalEntry, chainEntry, compareStreamIds, hashEntry, type AuditEntry } from '../shared/audit/entry.js';
 import { anonymizeIp } from '../shared/audit/ip.js';
 import { subjectPseudonym } from '../shared/audit/subject.js';
+import { forEachLine } from '../shared/audit/files.js';
 import { verifyAuditLog, type BreakKind } from '../shared/audit/verify.js';
 import { AuditWriter } from '../shared/audit/writer.js';
 import { loadConfig } from '../shared/platform/config.js';
@@ -175,6 +176,29 @@ describe('verifier names each kind of break', () => {
     const breaks = await breaksOf(dir);
     expectBreak(breaks, A2, 2, 'reordered');
     expect(breaks.every((b) => b.kind === 'reordered')).toBe(true);
+  });
+
+  it('reordered: a line moved far down, and a later copy of it is a second entry', async () => {
+    const dir = copy();
+    const lines = readLines(dir, A2);
+    const [moved] = lines.splice(1, 1);
+    writeLines(dir, A2, [...lines, moved!, moved!]);
+    const report = await verifyAuditLog(dir, TEST_AUDIT_KEY);
+    expect(report.breaks.map(({ line, kind, detail }) => ({ line, kind, detail }))).toEqual([
+      { line: 2, kind: 'reordered', detail: 'seq 8 comes before seq 7' },
+      { line: 6, kind: 'inserted', detail: 'second entry for seq 7 (first at line 5)' },
+    ]);
+  });
+
+  it('inserted: a forged entry spliced in, the original chain continuing after it', async () => {
+    const dir = copy();
+    const lines = readLines(dir, A2);
+    const { hash: _h, ...original } = JSON.parse(lines[2]!) as AuditEntry;
+    const forged = { ...original, outcome: 'denied' as const };
+    lines.splice(2, 0, JSON.stringify({ ...forged, hash: hashEntry(forged) }));
+    writeLines(dir, A2, lines);
+    const breaks = (await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks.filter((b) => b.file === A2);
+    expect(breaks).toContainEqual({ file: A2, line: 3, kind: 'inserted', detail: 'forged entry for seq 8 (the chain continues from line 4)' });
   });
 
   it('truncated: the tail of the newest file cut off', async () => {
@@ -335,6 +359,23 @@ describe('a long day', () => {
     await writeCheckpoint(dir, signCheckpoint(TEST_AUDIT_KEY, { ...body, seq: last.seq, hash: last.hash, count: last.seq - body.firstSeq + 1 }));
     expect(await breaksOf(dir)).toEqual([]);
   }, 60_000);
+});
+
+describe('reading a log file', () => {
+  it('splits lines across chunk boundaries, multi-byte characters included, and returns the torn tail', async () => {
+    const dir = copy();
+    const file = path.join(dir, 'lines.txt');
+    const text = 'first\nsecond ünïcødé line\n\n{"x":"€€€"}\r\nlast without newline';
+    writeFileSync(file, text);
+    const expected = text.split('\n');
+    const torn = expected.pop();
+    for (const chunkBytes of [1, 2, 3, 7, 64]) {
+      const seen: [string, number][] = [];
+      const result = await forEachLine(file, (line, n) => seen.push([line, n]), chunkBytes);
+      expect(seen).toEqual(expected.map((line, i) => [line, i + 1]));
+      expect(result).toEqual({ lines: expected.length, torn });
+    }
+  });
 });
 
 describe('coverage: the signed manifest of files', () => {

@@ -1,4 +1,4 @@
-/** The audit directory: which log files exist, and their first and last entries. */
+/** The audit directory: which log files exist, their first and last entries, their lines. */
 import { open, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { auditEntrySchema, hashEntry, parseLogFileName, type AuditCategory, type AuditEntry } from './entry.js';
@@ -97,6 +97,38 @@ export async function readFileEnds(file: string): Promise<FileEnds> {
     if ('error' in first) throw new AuditFileError(path.basename(file), `line 1: ${first.error}`);
     if ('error' in last) throw new AuditFileError(path.basename(file), `last line: ${last.error}`);
     return { first: first.entry, last: last.entry, size, tornBytes: total - size };
+  } finally {
+    await fd.close();
+  }
+}
+
+/**
+ * Call `onLine` with each complete line of a log file, in order, reading it in
+ * chunks: a busy day's file can be larger than a JavaScript string may be (and
+ * than the memory a verifier should need). Resolves with the number of complete
+ * lines and what follows the last newline (a torn write, or '').
+ */
+export async function forEachLine(file: string, onLine: (text: string, line: number) => void, chunkBytes = 1024 * 1024): Promise<{ lines: number; torn: string }> {
+  const fd = await open(file, 'r');
+  try {
+    let lines = 0;
+    /** The start of a line whose end is in a later chunk. */
+    let carry: Buffer[] = [];
+    for (;;) {
+      const { bytesRead, buffer } = await fd.read(Buffer.allocUnsafe(chunkBytes), 0, chunkBytes, null);
+      if (bytesRead === 0) break;
+      const data = buffer.subarray(0, bytesRead);
+      let start = 0;
+      for (let nl = data.indexOf(10); nl !== -1; nl = data.indexOf(10, start)) {
+        // Split on bytes, then decode: a newline byte is never part of a multi-byte UTF-8 character.
+        const tail = data.subarray(start, nl);
+        onLine((carry.length > 0 ? Buffer.concat([...carry, tail]) : tail).toString('utf8'), ++lines);
+        carry = [];
+        start = nl + 1;
+      }
+      if (start < data.length) carry.push(data.subarray(start));
+    }
+    return { lines, torn: Buffer.concat(carry).toString('utf8') };
   } finally {
     await fd.close();
   }

@@ -19,11 +19,11 @@
  * - a file the signed manifest lists but that is gone is a missing day, even
  *   when its checkpoint went with it (a category's only or newest day).
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { CHECKPOINT_DIR, MANIFEST_FILE, readCheckpoint, readManifest, type CheckpointRead } from './checkpoint.js';
 import { GENESIS_HASH, parseLogFileName, utcDay, type AuditCategory, type AuditEntry } from './entry.js';
-import { listLogFiles, parseEntryLine, type LogFile } from './files.js';
+import { forEachLine, listLogFiles, parseEntryLine, type LogFile } from './files.js';
 
 export type BreakKind = 'modified' | 'deleted' | 'inserted' | 'reordered' | 'truncated' | 'missing day' | 'bad checkpoint';
 
@@ -96,9 +96,6 @@ async function verifyCategory(
     const cp = await readCheckpoint(auditDir, file.name, key);
     const breaksBefore = report.breaks.length;
     const add = (line: number | null, kind: BreakKind, detail: string) => report.breaks.push({ file: file.name, line, kind, detail });
-    const text = await readFile(path.join(auditDir, file.name), 'utf8');
-    const lines = text.split('\n');
-    const torn = lines.pop() ?? '';
 
     // Where this file should join the chain.
     const anchor: Link | null = prev
@@ -108,12 +105,12 @@ async function verifyCategory(
         : cp.state === 'valid'
           ? { seq: cp.checkpoint.firstSeq - 1, hash: cp.checkpoint.chainIn }
           : null; // --from without a checkpoint: trust the first line's link
-    const entries = walkLines(file, lines, anchor, cp, prev, add);
-    if (torn !== '') add(lines.length + 1, 'truncated', 'incomplete last line (a write cut short)');
+    const walk: ChainWalk = new ChainWalk(file, anchor, cp, prev, add);
+    const { lines, torn } = await forEachLine(path.join(auditDir, file.name), (text, line) => walk.next(line, parseEntryLine(text)));
+    const chain: WalkedChain = walk.end();
+    if (torn !== '') add(lines + 1, 'truncated', 'incomplete last line (a write cut short)');
 
-    const bySeq = new Map(entries.map((e) => [e.entry.seq, e]));
-    // A loop, not Math.max(...seqs): a busy day has more entries than a call can take arguments.
-    const lastSeq = entries.reduce<number | null>((max, e) => (max === null || e.entry.seq > max ? e.entry.seq : max), null);
+    const lastSeq = chain.last?.seq ?? null;
     let truncated = false;
     let cpText: string;
     if (cp.state === 'absent') {
@@ -127,110 +124,215 @@ async function verifyCategory(
     } else {
       const c = cp.checkpoint;
       cpText = `seq ${c.seq}${c.final ? ' (closed)' : ''}`;
-      const at = bySeq.get(c.seq);
+      const at = chain.atCheckpoint;
       if (lastSeq === null || lastSeq < c.seq) {
         truncated = true;
-        add(lines.length + 1, 'truncated', `file ends at seq ${lastSeq ?? 'none'} but its signed checkpoint covers up to seq ${c.seq}`);
-      } else if (at && at.entry.hash !== c.hash) {
+        add(lines + 1, 'truncated', `file ends at seq ${lastSeq ?? 'none'} but its signed checkpoint covers up to seq ${c.seq}`);
+      } else if (at && at.hash !== c.hash) {
         add(at.line, 'modified', `entry seq ${c.seq} differs from the signed checkpoint (chain rewritten at or before this line)`);
       }
       if (c.final) {
-        const extra = entries.find((e) => e.entry.seq > c.seq);
-        if (extra) add(extra.line, 'inserted', `entry seq ${extra.entry.seq} appended after the file was closed at seq ${c.seq}`);
+        const extra = chain.accepted.firstAbove(c.seq);
+        if (extra) add(extra.line, 'inserted', `entry seq ${extra.seq} appended after the file was closed at seq ${c.seq}`);
         if (index === files.length - 1 && scope.endsAtEnd) add(null, 'missing day', 'the file was closed for a later day, but no later file exists');
       }
     }
 
-    const last = entries[entries.length - 1]?.entry;
     report.files.push({
       file: file.name,
-      entries: entries.length,
-      firstSeq: entries[0]?.entry.seq ?? null,
+      entries: chain.accepted.length,
+      firstSeq: chain.accepted.length > 0 ? chain.accepted.at(0).seq : null,
       lastSeq,
       checkpoint: cpText,
       ok: report.breaks.length === breaksBefore,
     });
-    if (last) prev = { seq: last.seq, hash: last.hash, file: file.name, final: cp.state === 'valid' && cp.checkpoint.final, truncated };
-    else prev = null;
+    prev = chain.last ? { ...chain.last, file: file.name, final: cp.state === 'valid' && cp.checkpoint.final, truncated } : null;
   }
 }
 
-interface Located {
-  entry: AuditEntry;
-  line: number;
+/** A line as parsed: an entry whose hash is right, or why not. */
+type ParsedLine = { entry: AuditEntry } | { error: string };
+
+/**
+ * The entries a walk accepted into the chain, in order, their seqs strictly
+ * increasing: columns of numbers rather than objects, so that a busy day's file
+ * (millions of lines) is walked in tens of megabytes. A hash is kept as its
+ * first 52 bits (hashKey), enough to tell a forged copy from an exact one; the
+ * full hashes the verdict depends on are kept by the walk itself.
+ */
+class AcceptedEntries {
+  private seqs = new Float64Array(1024);
+  private lines = new Float64Array(1024);
+  private hashKeys = new Float64Array(1024);
+  length = 0;
+
+  push(seq: number, line: number, hash: string): void {
+    if (this.length === this.seqs.length) {
+      const grow = (a: Float64Array) => {
+        const bigger = new Float64Array(a.length * 2);
+        bigger.set(a);
+        return bigger;
+      };
+      [this.seqs, this.lines, this.hashKeys] = [grow(this.seqs), grow(this.lines), grow(this.hashKeys)];
+    }
+    this.seqs[this.length] = seq;
+    this.lines[this.length] = line;
+    this.hashKeys[this.length] = hashKey(hash);
+    this.length += 1;
+  }
+
+  at(i: number): { seq: number; line: number; hashKey: number } {
+    return { seq: this.seqs[i]!, line: this.lines[i]!, hashKey: this.hashKeys[i]! };
+  }
+
+  /** The entry with this seq, if accepted. */
+  find(seq: number): { seq: number; line: number; hashKey: number } | null {
+    const i = this.firstAtOrAbove(seq);
+    return i < this.length && this.seqs[i] === seq ? this.at(i) : null;
+  }
+
+  /** The first entry with a seq above this one, if any. */
+  firstAbove(seq: number): { seq: number; line: number } | null {
+    const i = this.firstAtOrAbove(seq + 1);
+    return i < this.length ? this.at(i) : null;
+  }
+
+  private firstAtOrAbove(seq: number): number {
+    let [lo, hi] = [0, this.length];
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.seqs[mid]! < seq) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
 }
 
-/** Check every line's hash and its link to the line before; classify what breaks. */
-function walkLines(
-  file: LogFile,
-  lines: string[],
-  anchor: Link | null,
-  cp: CheckpointRead,
-  prev: { file: string; truncated: boolean } | null,
-  add: (line: number | null, kind: BreakKind, detail: string) => void,
-): Located[] {
-  const parsed = lines.map((text, i) => ({ line: i + 1, result: parseEntryLine(text) }));
-  const accepted: Located[] = [];
-  const seen = new Map<number, Located>();
-  const reordered = new Set<number>();
-  // Seqs still to come at each position, to tell a reordering (it shows up later) from a deletion (it never does).
-  const remaining = new Map<number, number>();
-  for (const p of parsed) if ('entry' in p.result) remaining.set(p.result.entry.seq, (remaining.get(p.result.entry.seq) ?? 0) + 1);
+const hashKey = (hash: string): number => Number.parseInt(hash.slice(0, 13), 16);
 
-  let expectedSeq = anchor ? anchor.seq + 1 : null;
-  let expectedPrev: string | null = anchor?.hash ?? null;
-  for (const [i, { line, result }] of parsed.entries()) {
-    if ('error' in result) {
-      add(line, 'modified', result.error);
-      if (expectedSeq !== null) expectedSeq += 1;
-      expectedPrev = null; // unknown: the next line's link cannot be checked
-      continue;
+interface WalkedChain {
+  accepted: AcceptedEntries;
+  last: Link | null;
+  /** The accepted entry at the signed checkpoint's seq. */
+  atCheckpoint: { line: number; hash: string } | null;
+}
+
+/** Seqs skipped by a jump forward: reordered if some turn up later in the file, deleted if none does. */
+interface Gap {
+  line: number;
+  seq: number;
+  from: number;
+  /** Exclusive. */
+  to: number;
+  later: Set<number>;
+  /** The break when nothing turns up. */
+  ifMissing: () => void;
+}
+
+/**
+ * Check every line's hash and its link to the line before, one line at a time
+ * (each is judged with the next in view: a forged copy is one the chain
+ * continues from); classify what breaks. Whether skipped seqs were reordered
+ * or deleted shows only once the file has been read (end()).
+ */
+class ChainWalk {
+  readonly accepted = new AcceptedEntries();
+  /** First occurrences of seqs that were not accepted (late or repeated): as rare as the breaks. */
+  private readonly strays = new Map<number, { line: number; hashKey: number }>();
+  private readonly gaps: Gap[] = [];
+  private expectedSeq: number | null;
+  private expectedPrev: string | null;
+  private held: { line: number; parsed: ParsedLine } | null = null;
+  private last: Link | null = null;
+  private atCheckpoint: { line: number; hash: string } | null = null;
+
+  constructor(
+    private readonly file: LogFile,
+    anchor: Link | null,
+    private readonly cp: CheckpointRead,
+    private readonly prev: { file: string; truncated: boolean } | null,
+    private readonly add: (line: number | null, kind: BreakKind, detail: string) => void,
+  ) {
+    this.expectedSeq = anchor ? anchor.seq + 1 : null;
+    this.expectedPrev = anchor?.hash ?? null;
+  }
+
+  next(line: number, parsed: ParsedLine): void {
+    if (this.held) this.judge(this.held.line, this.held.parsed, parsed);
+    this.held = { line, parsed };
+  }
+
+  end(): WalkedChain {
+    if (this.held) this.judge(this.held.line, this.held.parsed, undefined);
+    this.held = null;
+    for (const gap of this.gaps) {
+      if (gap.later.size > 0) this.add(gap.line, 'reordered', `seq ${gap.seq} comes before seq ${[...gap.later].sort((a, b) => a - b).join(', ')}`);
+      else gap.ifMissing();
     }
-    const e = result.entry;
-    remaining.set(e.seq, remaining.get(e.seq)! - 1);
-    if (e.category !== file.category || utcDay(e.ts) !== file.day) {
+    return { accepted: this.accepted, last: this.last, atCheckpoint: this.atCheckpoint };
+  }
+
+  private judge(line: number, parsed: ParsedLine, next: ParsedLine | undefined): void {
+    const { add, cp, prev } = this;
+    if ('error' in parsed) {
+      add(line, 'modified', parsed.error);
+      if (this.expectedSeq !== null) this.expectedSeq += 1;
+      this.expectedPrev = null; // unknown: the next line's link cannot be checked
+      return;
+    }
+    const e = parsed.entry;
+    this.gapOf(e.seq)?.later.add(e.seq);
+    if (e.category !== this.file.category || utcDay(e.ts) !== this.file.day) {
       add(line, 'inserted', `entry of ${e.category} on ${utcDay(e.ts)} does not belong in this file`);
-      continue;
+      return;
     }
-    const here: Located = { entry: e, line };
-    if (expectedSeq === null) expectedSeq = e.seq; // unanchored start (--from, no checkpoint)
+    this.expectedSeq ??= e.seq; // unanchored start (--from, no checkpoint)
+    const expectedSeq = this.expectedSeq;
 
     if (e.seq === expectedSeq) {
-      if (expectedPrev !== null && e.prevHash !== expectedPrev) {
-        if (i === 0) boundaryBreak(e, cp, prev, add);
+      if (this.expectedPrev !== null && e.prevHash !== this.expectedPrev) {
+        if (line === 1) boundaryBreak(e, cp, prev, add);
         else add(line - 1, 'modified', `rewritten: line ${line} (seq ${e.seq}) chains to a different hash`);
       }
     } else if (e.seq > expectedSeq) {
-      const from = expectedSeq;
-      const comesLater = [...remaining].filter(([s, n]) => n > 0 && s >= from && s < e.seq).map(([s]) => s);
-      if (comesLater.length > 0) {
-        add(line, 'reordered', `seq ${e.seq} comes before seq ${comesLater.sort((a, b) => a - b).join(', ')}`);
-        for (const s of comesLater) reordered.add(s);
-      } else if (i === 0) {
-        if (cp.state === 'valid' && cp.checkpoint.firstSeq < e.seq) add(line, 'deleted', `seq ${cp.checkpoint.firstSeq}..${e.seq - 1} missing from the start of the file`);
-        else boundaryBreak(e, cp, prev, add);
-      } else {
-        add(line, 'deleted', `seq ${expectedSeq}..${e.seq - 1} missing before this line`);
-      }
+      const ifMissing =
+        line === 1
+          ? () => {
+              if (cp.state === 'valid' && cp.checkpoint.firstSeq < e.seq) add(line, 'deleted', `seq ${cp.checkpoint.firstSeq}..${e.seq - 1} missing from the start of the file`);
+              else boundaryBreak(e, cp, prev, add);
+            }
+          : () => add(line, 'deleted', `seq ${expectedSeq}..${e.seq - 1} missing before this line`);
+      this.gaps.push({ line, seq: e.seq, from: expectedSeq, to: e.seq, later: new Set(), ifMissing });
     } else {
-      const earlier = seen.get(e.seq);
+      const earlier = this.accepted.find(e.seq) ?? this.strays.get(e.seq);
       if (earlier) {
-        const next = parsed[i + 1]?.result;
         const nextChainsHere = next && 'entry' in next && next.entry.prevHash === e.hash;
-        if (nextChainsHere && earlier.entry.hash !== e.hash) add(earlier.line, 'inserted', `forged entry for seq ${e.seq} (the chain continues from line ${line})`);
+        if (nextChainsHere && earlier.hashKey !== hashKey(e.hash)) add(earlier.line, 'inserted', `forged entry for seq ${e.seq} (the chain continues from line ${line})`);
         else add(line, 'inserted', `second entry for seq ${e.seq} (first at line ${earlier.line})`);
-      } else if (!reordered.has(e.seq)) {
-        add(line, 'reordered', `seq ${e.seq} comes after seq ${expectedSeq - 1}`);
+      } else {
+        if (!this.gapOf(e.seq)) add(line, 'reordered', `seq ${e.seq} comes after seq ${expectedSeq - 1}`);
+        this.strays.set(e.seq, { line, hashKey: hashKey(e.hash) });
       }
-      seen.set(e.seq, seen.get(e.seq) ?? here);
-      continue;
+      return;
     }
-    seen.set(e.seq, here);
-    accepted.push(here);
-    expectedSeq = e.seq + 1;
-    expectedPrev = e.hash;
+    this.accepted.push(e.seq, line, e.hash);
+    if (cp.state === 'valid' && e.seq === cp.checkpoint.seq) this.atCheckpoint = { line, hash: e.hash };
+    this.last = { seq: e.seq, hash: e.hash };
+    this.expectedSeq = e.seq + 1;
+    this.expectedPrev = e.hash;
   }
-  return accepted;
+
+  /** The gap this seq falls in (gaps are disjoint and ascending). */
+  private gapOf(seq: number): Gap | undefined {
+    let [lo, hi] = [0, this.gaps.length];
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.gaps[mid]!.to <= seq) lo = mid + 1;
+      else hi = mid;
+    }
+    const gap = this.gaps[lo];
+    return gap && gap.from <= seq ? gap : undefined;
+  }
 }
 
 /** The file's first line does not continue the previous file: which kind of break is it? */
