@@ -62,18 +62,23 @@ export type AuditEntry = z.infer<typeof auditEntrySchema>;
 const sha256Hex = (text: string): string => hash('sha256', text, 'hex');
 
 export function hashEntry(entry: Omit<AuditEntry, 'hash'>): string {
-  return sha256Hex(canonicalEntry(entry));
+  return sha256Hex(canonicalEntry(entry, entry));
 }
 
+/** The fields the writer adds to an event: its place in the chain. */
+export type ChainLink = Pick<AuditEntry, 'seq' | 'ts' | 'streamId' | 'prevHash'>;
+
 /**
- * RFC 8785 canonical JSON of an entry without its hash. Every value is a
- * string, an integer, null or the actor object, so putting the keys in sorted
- * order is all it takes: JSON.stringify then writes what the generic
- * `canonicalize` would, at a fraction of its cost (this runs for every entry
- * the writer chains and the verifier checks). A field added to the entry must
- * be added here (test/audit-chain checks the two agree).
+ * RFC 8785 canonical JSON of an entry without its hash: the event's fields and
+ * its chain link (one object for a stored entry, two for one being chained, so
+ * that the writer builds no intermediate entry). Every value is a string, an
+ * integer, null or the actor object, so putting the keys in sorted order is all
+ * it takes: JSON.stringify then writes what the generic `canonicalize` would,
+ * at a fraction of its cost (this runs for every entry the writer chains and
+ * the verifier checks). A field added to the entry must be added here
+ * (test/audit-chain checks the two agree).
  */
-export function canonicalEntry(e: Omit<AuditEntry, 'hash'>): string {
+export function canonicalEntry(e: SubmittedEvent, link: ChainLink): string {
   return JSON.stringify({
     action: e.action,
     actor: e.actor && { role: e.actor.role, userId: e.actor.userId },
@@ -81,40 +86,26 @@ export function canonicalEntry(e: Omit<AuditEntry, 'hash'>): string {
     clientIp: e.clientIp,
     occurredAt: e.occurredAt,
     outcome: e.outcome,
-    prevHash: e.prevHash,
+    prevHash: link.prevHash,
     reason: e.reason,
     requestId: e.requestId,
-    seq: e.seq,
-    streamId: e.streamId,
-    ts: e.ts,
+    seq: link.seq,
+    streamId: link.streamId,
+    ts: link.ts,
     videoId: e.videoId,
   });
 }
 
 /**
- * Build the stored entry and its line: chain fields added, hash computed last.
- * The line is the canonical JSON with the hash appended (one serialisation for
- * both; readers parse it, so the key order is free).
+ * The stored line of an event at its place in the chain, and its hash: the
+ * canonical JSON with the hash appended (one serialisation for both; readers
+ * parse it, so the key order is free). Built straight from the event: this runs
+ * for every entry, on the writer's one thread.
  */
-export function chainEntry(event: SubmittedEvent, link: { seq: number; ts: string; streamId: string; prevHash: string }): { entry: AuditEntry; line: string } {
-  const unhashed: Omit<AuditEntry, 'hash'> = {
-    seq: link.seq,
-    ts: link.ts,
-    category: event.category,
-    action: event.action,
-    outcome: event.outcome,
-    reason: event.reason,
-    actor: event.actor,
-    videoId: event.videoId,
-    clientIp: event.clientIp,
-    requestId: event.requestId,
-    occurredAt: event.occurredAt,
-    streamId: link.streamId,
-    prevHash: link.prevHash,
-  };
-  const canonical = canonicalEntry(unhashed);
+export function chainEntry(event: SubmittedEvent, link: ChainLink): { hash: string; line: string } {
+  const canonical = canonicalEntry(event, link);
   const hash = sha256Hex(canonical);
-  return { entry: { ...unhashed, hash }, line: `${canonical.slice(0, -1)},"hash":"${hash}"}` };
+  return { hash, line: `${canonical.slice(0, -1)},"hash":"${hash}"}` };
 }
 
 /** UTC day (YYYY-MM-DD) of an ISO timestamp. */

@@ -353,8 +353,8 @@ export class AuditWriter {
           if (head.file) closes = { ...head };
           Object.assign(head, { file: logFileName(event.category, day), day, firstSeq: head.seq + 1, chainIn: head.hash, size: 0, checkpointedSeq: 0, checkpointedAt: 0 });
         }
-        const { entry, line } = chainEntry(event, { seq: head.seq + 1, ts, streamId: id, prevHash: head.hash });
-        Object.assign(head, { seq: entry.seq, hash: entry.hash, ts, tsMs, lastStreamId: id });
+        const { hash, line } = chainEntry(event, { seq: head.seq + 1, ts, streamId: id, prevHash: head.hash });
+        Object.assign(head, { seq: head.seq + 1, hash, ts, tsMs, lastStreamId: id });
         const target = pending.get(head.file!) ?? { head, file: head.file!, lines: [], closes };
         target.lines.push(line);
         pending.set(head.file!, target);
