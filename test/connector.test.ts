@@ -5,17 +5,15 @@
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAuditLog, type AuditLog } from '../shared/audit/client.js';
-import { loadConfig } from '../shared/platform/config.js';
-import { createLogger } from '../shared/platform/log.js';
-import { MediaStore, type VideoMeta } from '../shared/video/store.js';
+import type { AuditLog } from '../shared/audit/client.js';
+import type { MediaStore } from '../shared/video/store.js';
 import type { Redis } from '../shared/platform/redis.js';
 import { DEAD_LETTER_STREAM, DELAYED_SET, TRANSCODE_STREAM, activeKey, enqueueTranscode, queueStats } from '../shared/transcode/queue.js';
 import { retryDelayMs } from '../services/queue-connector/connector.js';
-import { readAuditEntries } from './helpers/audit.js';
 import { expectValidLadder } from './helpers/ladder.js';
 import { makeClip } from './helpers/media.js';
-import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
+import { startStack, type TestStack } from './helpers/stack.js';
+import { stackClients, type StackClients } from './helpers/stack-clients.js';
 import { waitFor } from './helpers/wait.js';
 import { childPids } from './helpers/processes.js';
 import { addVideo } from './helpers/videos.js';
@@ -27,10 +25,9 @@ let store: MediaStore;
 let enqueue: (videoId: string) => Promise<unknown>;
 let clip: string;
 let audit: AuditLog;
+let transcodeEntries: StackClients['transcodeEntries'];
+let untilStatus: StackClients['untilStatus'];
 
-function auditOf(videoId: string) {
-  return readAuditEntries(path.join(stack.mediaRoot, 'audit')).filter((e) => e.category === 'transcode' && e.videoId === videoId);
-}
 
 /** Any process (an orphaned ffmpeg) whose command line names this video. */
 function processesOf(videoId: string): number[] {
@@ -47,8 +44,6 @@ function processesOf(videoId: string): number[] {
 }
 
 const statusOf = async (videoId: string) => (await store.read(videoId)).status;
-const untilStatus = (videoId: string, status: VideoMeta['status'], ms = 90_000) =>
-  waitFor(async () => (await statusOf(videoId)) === status, ms, `video to be ${status}`, 200);
 const untilWorkDir = (videoId: string) =>
   waitFor(() => readdirSync(store.dir(videoId)).some((n) => n.startsWith('.transcode-')), 60_000, 'the transcode to be running', 50);
 
@@ -64,10 +59,7 @@ beforeAll(async () => {
       TRANSCODE_MAX_ATTEMPTS: String(MAX_ATTEMPTS),
     },
   });
-  redis = stack.redis.client();
-  const config = loadConfig({ HMAC_SECRET: TEST_HMAC_SECRET, MEDIA_ROOT: stack.mediaRoot, REDIS_URL: stack.redis.url }, { secretsDir: path.join(stack.mediaRoot, 'none') });
-  store = new MediaStore(config.videoDir, redis);
-  audit = createAuditLog(config, redis, createLogger('test', 'error'));
+  ({ redis, store, audit, transcodeEntries, untilStatus } = stackClients(stack));
   enqueue = (videoId) => enqueueTranscode(redis, videoId, null, { store, audit });
   clip = await makeClip(path.join(stack.mediaRoot, 'clip.mp4'), { seconds: 6, width: 1280, height: 720 });
 }, 120_000);
@@ -92,7 +84,7 @@ describe('queue connector + transcoder (local stack)', () => {
     // The restarted connector takes the job over after the lease, finds it done (or waits), and acks it.
     await waitFor(async () => (await queueStats(redis)).inFlight === 0 && (await redis.xlen(TRANSCODE_STREAM)) === 0, 60_000, 'the job to be acked');
     expect(childPids(stack.process.pid!, 'queue-connector/main.js')).not.toContain(connector);
-    const actions = (await auditOf(video.videoId)).map((e) => e.action);
+    const actions = transcodeEntries(video.videoId).map((e) => e.action);
     expect(actions.filter((a) => a === 'transcode.start')).toHaveLength(1);
     expect(actions.filter((a) => a === 'transcode.complete')).toHaveLength(1);
     expect(actions).not.toContain('transcode.retry');
@@ -112,7 +104,7 @@ describe('queue connector + transcoder (local stack)', () => {
     const meta = await store.read(video.videoId);
     expect(meta.renditions).toEqual(['240p', '360p', '720p']);
     expectValidLadder(store.dir(video.videoId), { sourceDuration: video.duration!, hasAudio: true });
-    const entries = await auditOf(video.videoId);
+    const entries = transcodeEntries(video.videoId);
     expect(entries.filter((e) => e.action === 'transcode.retry').length).toBeGreaterThanOrEqual(1);
     expect(entries.filter((e) => e.action === 'transcode.complete')).toHaveLength(1);
     await waitFor(() => processesOf(video.videoId).length === 0, 10_000, 'no process working on the video');
@@ -131,7 +123,7 @@ describe('queue connector + transcoder (local stack)', () => {
     expect(dead).toHaveLength(deadBefore + 1);
     expect(JSON.parse(dead.at(-1)![1][1]!)).toMatchObject({ videoId: video.videoId, attempt: MAX_ATTEMPTS, reason: 'unreadable_original' });
 
-    const entries = await auditOf(video.videoId);
+    const entries = transcodeEntries(video.videoId);
     const starts = entries.filter((e) => e.action === 'transcode.start');
     expect(starts).toHaveLength(MAX_ATTEMPTS);
     expect(entries.filter((e) => e.action === 'transcode.retry')).toHaveLength(MAX_ATTEMPTS - 1);

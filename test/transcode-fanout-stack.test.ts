@@ -6,18 +6,16 @@
 import { readdirSync, statSync, truncateSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAuditLog, type AuditLog } from '../shared/audit/client.js';
-import { loadConfig } from '../shared/platform/config.js';
-import { createLogger } from '../shared/platform/log.js';
+import type { AuditLog } from '../shared/audit/client.js';
 import type { Redis } from '../shared/platform/redis.js';
 import { CHUNKS_DIR, chunkFile } from '../shared/transcode/fanout.js';
 import { DEAD_LETTER_STREAM, TRANSCODE_STREAM, enqueueTranscode, queueStats } from '../shared/transcode/queue.js';
-import { MediaStore, type VideoMeta } from '../shared/video/store.js';
-import { readAuditEntries } from './helpers/audit.js';
+import type { MediaStore } from '../shared/video/store.js';
 import { expectValidLadder } from './helpers/ladder.js';
 import { makeClip } from './helpers/media.js';
 import { parentPid, pidsWith } from './helpers/processes.js';
-import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
+import { startStack, type TestStack } from './helpers/stack.js';
+import { stackClients, type StackClients } from './helpers/stack-clients.js';
 import { addVideo } from './helpers/videos.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -26,14 +24,11 @@ let stack: TestStack;
 let redis: Redis;
 let store: MediaStore;
 let audit: AuditLog;
+let transcodeEntries: StackClients['transcodeEntries'];
+let untilStatus: StackClients['untilStatus'];
 let clip: string;
 
-const actionsOf = (videoId: string) =>
-  readAuditEntries(path.join(stack.mediaRoot, 'audit'))
-    .filter((e) => e.category === 'transcode' && e.videoId === videoId)
-    .map((e) => e.action);
-const untilStatus = (videoId: string, status: VideoMeta['status']) =>
-  waitFor(async () => (await store.read(videoId)).status === status, 120_000, `video to be ${status}`, 200);
+const actionsOf = (videoId: string) => transcodeEntries(videoId).map((e) => e.action);
 
 beforeAll(async () => {
   stack = await startStack({
@@ -50,10 +45,7 @@ beforeAll(async () => {
       TRANSCODE_MAX_ATTEMPTS: '2',
     },
   });
-  redis = stack.redis.client();
-  const config = loadConfig({ HMAC_SECRET: TEST_HMAC_SECRET, MEDIA_ROOT: stack.mediaRoot, REDIS_URL: stack.redis.url }, { secretsDir: path.join(stack.mediaRoot, 'none') });
-  store = new MediaStore(config.videoDir, redis);
-  audit = createAuditLog(config, redis, createLogger('test', 'error'));
+  ({ redis, store, audit, transcodeEntries, untilStatus } = stackClients(stack));
   // moov first: a truncated copy still probes with its full duration (the failure test).
   clip = await makeClip(path.join(stack.mediaRoot, 'clip.mp4'), { seconds: CHUNKS * 4, width: 1280, height: 720, extra: ['-movflags', '+faststart'] });
 }, 180_000);
@@ -133,7 +125,7 @@ describe('fan-out across transcoder replicas (local stack)', () => {
     const deadBefore = await redis.xlen(DEAD_LETTER_STREAM);
     await enqueueTranscode(redis, video.videoId, null, { store, audit });
 
-    await untilStatus(video.videoId, 'failed');
+    await untilStatus(video.videoId, 'failed', 120_000);
     const meta = await store.read(video.videoId);
     expect(meta.failureReason).toMatch(/^chunk [12]: chunk_incomplete \(HTTP 422, attempt 2 of 2\)$/);
     expect(await redis.xlen(DEAD_LETTER_STREAM)).toBeGreaterThan(deadBefore);
