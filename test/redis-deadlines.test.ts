@@ -48,8 +48,10 @@ async function expectRedisUnavailableWithinDeadline(): Promise<void> {
 it('a blocking read still waits its whole BLOCK, far beyond the command deadline', async () => {
   const started = Date.now();
   const read = blocking.xread('BLOCK', 1_500, 'STREAMS', 'deadline-test', '$');
-  setTimeout(() => void commands.xadd('deadline-test', '*', 'n', '1'), 1_000);
+  // Awaited too: the next test freezes Redis, and an XADD whose reply was still on its way would then time out unhandled.
+  const added = new Promise((resolve) => setTimeout(resolve, 1_000)).then(() => commands.xadd('deadline-test', '*', 'n', '1'));
   const reply = (await read) as [string, [string, string[]][]][] | null;
+  await added;
   expect(reply?.[0]?.[1]).toHaveLength(1);
   expect(Date.now() - started).toBeGreaterThanOrEqual(900);
 });
