@@ -36,8 +36,11 @@ export class AuditFileError extends Error {
   }
 }
 
+/** A line as parsed: an entry whose hash is right, or why not. */
+export type ParsedLine = { entry: AuditEntry } | { error: string };
+
 /** Parse one line as an entry whose hash is right, or explain why not. */
-export function parseEntryLine(line: string): { entry: AuditEntry } | { error: string } {
+export function parseEntryLine(line: string): ParsedLine {
   let json: unknown;
   try {
     json = JSON.parse(line);

@@ -23,7 +23,7 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { CHECKPOINT_DIR, MANIFEST_FILE, readCheckpoint, readManifest, type CheckpointRead } from './checkpoint.js';
 import { GENESIS_HASH, parseLogFileName, utcDay, type AuditCategory, type AuditEntry } from './entry.js';
-import { forEachLine, listLogFiles, parseEntryLine, type LogFile } from './files.js';
+import { forEachLine, listLogFiles, parseEntryLine, type LogFile, type ParsedLine } from './files.js';
 
 export type BreakKind = 'modified' | 'deleted' | 'inserted' | 'reordered' | 'truncated' | 'missing day' | 'bad checkpoint';
 
@@ -150,8 +150,23 @@ async function verifyCategory(
   }
 }
 
-/** A line as parsed: an entry whose hash is right, or why not. */
-type ParsedLine = { entry: AuditEntry } | { error: string };
+/** An accepted entry as the walk keeps it (hashKey: see AcceptedEntries). */
+interface AcceptedEntry {
+  seq: number;
+  line: number;
+  hashKey: number;
+}
+
+/** The first index in [0, length) at which `before(i)` is false (it is true up to some index, false after). */
+function firstIndexNotBefore(length: number, before: (i: number) => boolean): number {
+  let [lo, hi] = [0, length];
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (before(mid)) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
 
 /**
  * The entries a walk accepted into the chain, in order, their seqs strictly
@@ -181,30 +196,24 @@ class AcceptedEntries {
     this.length += 1;
   }
 
-  at(i: number): { seq: number; line: number; hashKey: number } {
+  at(i: number): AcceptedEntry {
     return { seq: this.seqs[i]!, line: this.lines[i]!, hashKey: this.hashKeys[i]! };
   }
 
   /** The entry with this seq, if accepted. */
-  find(seq: number): { seq: number; line: number; hashKey: number } | null {
+  find(seq: number): AcceptedEntry | null {
     const i = this.firstAtOrAbove(seq);
     return i < this.length && this.seqs[i] === seq ? this.at(i) : null;
   }
 
   /** The first entry with a seq above this one, if any. */
-  firstAbove(seq: number): { seq: number; line: number } | null {
+  firstAbove(seq: number): AcceptedEntry | null {
     const i = this.firstAtOrAbove(seq + 1);
     return i < this.length ? this.at(i) : null;
   }
 
   private firstAtOrAbove(seq: number): number {
-    let [lo, hi] = [0, this.length];
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.seqs[mid]! < seq) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+    return firstIndexNotBefore(this.length, (i) => this.seqs[i]! < seq);
   }
 }
 
@@ -238,7 +247,7 @@ interface Gap {
 class ChainWalk {
   readonly accepted = new AcceptedEntries();
   /** First occurrences of seqs that were not accepted (late or repeated): as rare as the breaks. */
-  private readonly strays = new Map<number, { line: number; hashKey: number }>();
+  private readonly strays = new Map<number, Omit<AcceptedEntry, 'seq'>>();
   private readonly gaps: Gap[] = [];
   private expectedSeq: number | null;
   private expectedPrev: string | null;
@@ -281,7 +290,9 @@ class ChainWalk {
       return;
     }
     const e = parsed.entry;
-    this.gapOf(e.seq)?.later.add(e.seq);
+    // A seq inside an earlier jump turns up late: that jump was a reordering.
+    const gap = this.gapOf(e.seq);
+    gap?.later.add(e.seq);
     if (e.category !== this.file.category || utcDay(e.ts) !== this.file.day) {
       add(line, 'inserted', `entry of ${e.category} on ${utcDay(e.ts)} does not belong in this file`);
       return;
@@ -310,7 +321,7 @@ class ChainWalk {
         if (nextChainsHere && earlier.hashKey !== hashKey(e.hash)) add(earlier.line, 'inserted', `forged entry for seq ${e.seq} (the chain continues from line ${line})`);
         else add(line, 'inserted', `second entry for seq ${e.seq} (first at line ${earlier.line})`);
       } else {
-        if (!this.gapOf(e.seq)) add(line, 'reordered', `seq ${e.seq} comes after seq ${expectedSeq - 1}`);
+        if (!gap) add(line, 'reordered', `seq ${e.seq} comes after seq ${expectedSeq - 1}`);
         this.strays.set(e.seq, { line, hashKey: hashKey(e.hash) });
       }
       return;
@@ -324,13 +335,7 @@ class ChainWalk {
 
   /** The gap this seq falls in (gaps are disjoint and ascending). */
   private gapOf(seq: number): Gap | undefined {
-    let [lo, hi] = [0, this.gaps.length];
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.gaps[mid]!.to <= seq) lo = mid + 1;
-      else hi = mid;
-    }
-    const gap = this.gaps[lo];
+    const gap = this.gaps[firstIndexNotBefore(this.gaps.length, (i) => this.gaps[i]!.to <= seq)];
     return gap && gap.from <= seq ? gap : undefined;
   }
 }
