@@ -24,6 +24,8 @@ export interface BenchStack {
   videoDir: string;
   auditDir: string;
   redisUrl: string;
+  /** The audit writer's direct intake, as the stack's functions are given it (AUDIT_WRITER_URL). */
+  auditWriterUrl: string;
   auditSigningKey: string;
   /** The stack's HMAC_SECRET: record() keys user pseudonyms with it (shared/audit/subject.ts). */
   hmacSecret: string;
@@ -66,6 +68,7 @@ export async function startBenchStack(scratch: string, env: Record<string, strin
   mkdirSync(mediaRoot, { recursive: true });
   const port = await freePort();
   const redisUrl = `redis://127.0.0.1:${await freePort()}`;
+  const auditIntakePort = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const auditSigningKey = randomBytes(32).toString('hex');
   const hmacSecret = randomBytes(32).toString('hex');
@@ -94,6 +97,7 @@ export async function startBenchStack(scratch: string, env: Record<string, strin
       HOST: '127.0.0.1',
       MEDIA_ROOT: mediaRoot,
       REDIS_URL: redisUrl,
+      AUDIT_INTAKE_PORT: String(auditIntakePort),
       ...env,
     },
     stdio: ['ignore', log, log],
@@ -142,6 +146,7 @@ export async function startBenchStack(scratch: string, env: Record<string, strin
     videoDir: path.join(mediaRoot, 'videos'),
     auditDir: path.join(mediaRoot, 'audit'),
     redisUrl,
+    auditWriterUrl: `tcp://127.0.0.1:${auditIntakePort}`,
     auditSigningKey,
     hmacSecret,
     authorization: authHeader.Authorization,

@@ -1,9 +1,12 @@
 /**
  * The audit writer service: the one process that appends to the audit files
  * (see shared/audit/writer.ts). Run one or more replicas; the lease lets one
- * write while the others stand by. No HTTP port, except /metrics when
- * AUDIT_METRICS_PORT is set.
+ * write while the others stand by. With AUDIT_INTAKE_PORT it also takes events
+ * directly from the functions (shared/audit/intake.ts), while it holds the
+ * lease. No HTTP port, except /metrics when AUDIT_METRICS_PORT is set.
  */
+import { intakeKey } from '../../shared/audit/direct.js';
+import { AuditIntake } from '../../shared/audit/intake.js';
 import { AuditWriter } from '../../shared/audit/writer.js';
 import { loadConfigOrExit } from '../../shared/platform/config.js';
 import { stopWithParent } from '../../shared/platform/lifecycle.js';
@@ -20,6 +23,11 @@ const redis = createRedis(config, { name: 'audit-writer' });
 const reader = createRedis(config, { name: 'audit-writer:reader', blocking: true });
 for (const conn of [redis, reader]) conn.on('error', (err: Error) => log.debug({ err: err.message }, 'redis connection error'));
 
+const intakePort = config.auditIntakePort;
+const intake: AuditIntake | null = intakePort
+  ? new AuditIntake({ host: config.host, port: intakePort, key: intakeKey(config.redis.password), log, sequence: (events) => writer.sequenceDirect(events) })
+  : null;
+
 const writer = new AuditWriter({
   auditDir: config.auditDir,
   signingKey: config.auditSigningKey!,
@@ -28,6 +36,7 @@ const writer = new AuditWriter({
   log,
   leaseMs: config.auditWriterLeaseMs,
   checkpointEveryMs: config.auditCheckpointIntervalMs,
+  onActive: intake ? (active) => (active ? intake.open() : intake.close()) : undefined,
 });
 
 const metricsServer = config.metricsEnabled ? serveMetrics(config.auditMetricsPort, config.host, () => healthReport('audit-writer')) : null;

@@ -67,8 +67,13 @@ const gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
 const supervisor = new Supervisor(log, config.shutdownTimeoutMs + 5_000);
 const devAuth = wantsDevAuth(config) ? await createDevAuth(config) : null;
 
+/** The audit writer's direct intake (shared/audit/intake.ts); the functions reach it on loopback. */
+const auditIntakePort = config.auditIntakePort ?? (await freePort());
+
 const baseEnv: NodeJS.ProcessEnv = {
   ...process.env,
+  AUDIT_INTAKE_PORT: String(auditIntakePort),
+  AUDIT_WRITER_URL: `tcp://127.0.0.1:${auditIntakePort}`,
   MEDIA_ROOT: config.mediaRoot,
   UPLOAD_DIR: config.uploadDir,
   VIDEO_DIR: config.videoDir,

@@ -28,6 +28,8 @@ import { createRedis, type Redis } from '../platform/redis.js';
 import { anonymizeIp } from './ip.js';
 import { subjectPseudonym } from './subject.js';
 import { submittedEventSchema, type AuditCategory, type AuditOutcome, type SubmittedEvent } from './entry.js';
+import { DirectChannel, DirectSubmissionError, intakeKey } from './direct.js';
+import { PendingCalls } from './pending-calls.js';
 import { ACK_TO_FIELD, ackChannel, AUDIT_DURABLE_KEY, AUDIT_STREAM, decodeAck, eventStreamId, streamIdTime } from './stream.js';
 
 export type { AuditCategory, AuditOutcome };
@@ -57,7 +59,7 @@ export interface AuditLog {
 /** The audit entry could not be recorded: the operation it covers must not proceed. */
 export class AuditUnavailableError extends ServiceUnavailableError {
   constructor(
-    readonly reason: 'redis' | 'timeout' | 'refused' | 'closed',
+    readonly reason: 'redis' | 'writer' | 'timeout' | 'refused' | 'closed',
     detail: string,
   ) {
     super(`audit log unavailable: ${detail}`, 'audit_unavailable');
@@ -74,7 +76,7 @@ export class AuditEventError extends Error {
 
 const recordFailures = counter({
   name: 'pulsevault_audit_record_failures_total',
-  help: 'record() calls that failed, so the audited operation was refused (503): redis, timeout, refused or closed.',
+  help: 'record() calls that failed, so the audited operation was refused (503): redis, writer (direct connection lost or writer not appending), timeout, refused or closed.',
   labelNames: ['reason'] as const,
 });
 const recordDuration = histogram({
@@ -103,9 +105,6 @@ gauge({
   },
 });
 
-/** How often the calls waiting for an acknowledgement are checked against their deadline. */
-const DEADLINE_SWEEP_MS = 50;
-
 /**
  * One subscriber connection per process for the writer's acknowledgements,
  * shared by every AuditLog of the process and every record() in flight. Its
@@ -113,8 +112,7 @@ const DEADLINE_SWEEP_MS = 50;
  */
 class AckListener {
   readonly id = randomUUID();
-  private readonly waiters = new Map<string, { deadline: number; settle(err: AuditUnavailableError | null): void }>();
-  private sweeper: NodeJS.Timeout | null = null;
+  private readonly waiters = new PendingCalls<string>(() => new AuditUnavailableError('timeout', 'not confirmed durable within the ack timeout'));
   /** Acknowledgements that arrived while an XADD was still on its way back to us (the writer can be that fast). */
   private readonly early = new Map<string, { refused: boolean; at: number }>();
   private inFlight = 0;
@@ -122,7 +120,6 @@ class AckListener {
   /** Settles when the first SUBSCRIBE is confirmed (ioredis resubscribes by itself after reconnects). */
   private readonly firstSubscribe: Promise<boolean>;
   private subscribed = false;
-  users = 0;
 
   constructor(
     config: Config,
@@ -132,7 +129,7 @@ class AckListener {
     this.subscriber = createRedis(config, { name: `${config.functionName ?? 'process'}:audit-acks`, blocking: true });
     this.subscriber.on('error', (err: Error) => log.debug({ err: err.message }, 'audit acknowledgement connection error'));
     // Acknowledgements published while we are disconnected are lost: fail the waiting calls now rather than at their timeout.
-    this.subscriber.on('close', () => this.failAll(new AuditUnavailableError('redis', 'connection to Redis lost')));
+    this.subscriber.on('close', () => this.waiters.failAll(new AuditUnavailableError('redis', 'connection to Redis lost')));
     this.subscriber.on('message', (_channel: string, message: string) => this.onMessage(message));
     this.firstSubscribe = this.subscriber.subscribe(ackChannel(this.id)).then(
       () => (this.subscribed = true),
@@ -174,30 +171,7 @@ class AckListener {
       this.early.delete(id);
       return early.refused ? Promise.reject(new AuditUnavailableError('refused', 'the writer refused the entry')) : Promise.resolve();
     }
-    return new Promise((resolve, reject) => {
-      this.waiters.set(id, {
-        deadline: performance.now() + Math.max(0, timeoutMs),
-        settle: (err) => {
-          this.waiters.delete(id);
-          if (err) reject(err);
-          else resolve();
-        },
-      });
-      this.sweeper ??= setTimeout(() => this.sweep(), DEADLINE_SWEEP_MS);
-    });
-  }
-
-  /**
-   * Time out the calls past their deadline: one timer per process, not one per
-   * call (a deadline is kept to within DEADLINE_SWEEP_MS).
-   */
-  private sweep(): void {
-    this.sweeper = null;
-    const now = performance.now();
-    for (const waiter of [...this.waiters.values()]) {
-      if (waiter.deadline <= now) waiter.settle(new AuditUnavailableError('timeout', 'not confirmed durable within the ack timeout'));
-    }
-    if (this.waiters.size > 0) this.sweeper = setTimeout(() => this.sweep(), DEADLINE_SWEEP_MS);
+    return this.waiters.wait(id, timeoutMs);
   }
 
   private onMessage(message: string): void {
@@ -206,9 +180,8 @@ class AckListener {
     const now = performance.now();
     for (const [ids, refused] of [[ack.durable, false], [ack.rejected, true]] as const) {
       for (const id of ids) {
-        const waiter = this.waiters.get(id);
-        if (waiter) waiter.settle(refused ? new AuditUnavailableError('refused', 'the writer refused the entry') : null);
-        else if (this.inFlight > 0) this.early.set(id, { refused, at: now });
+        if (this.waiters.settle(id, refused ? new AuditUnavailableError('refused', 'the writer refused the entry') : null)) continue;
+        if (this.inFlight > 0) this.early.set(id, { refused, at: now });
       }
     }
     // Under steady load inFlight may never drop to 0: forget acknowledgements nobody can still be waiting for.
@@ -218,14 +191,8 @@ class AckListener {
     }
   }
 
-  private failAll(err: AuditUnavailableError): void {
-    for (const waiter of [...this.waiters.values()]) waiter.settle(err);
-  }
-
   close(): void {
-    this.failAll(new AuditUnavailableError('closed', 'audit log closed'));
-    if (this.sweeper) clearTimeout(this.sweeper);
-    this.sweeper = null;
+    this.waiters.close(new AuditUnavailableError('closed', 'audit log closed'));
     this.subscriber.disconnect();
   }
 }
@@ -276,28 +243,35 @@ class StreamAppender {
   }
 }
 
-const listeners = new Map<string, AckListener>();
+/**
+ * One per process and target, shared by every AuditLog of the process (the
+ * functions' runtime, tests with several logs); closed with its last user.
+ */
+class Shared<T extends { close(): void }> {
+  private readonly byKey = new Map<string, { value: T; users: number }>();
 
-function listenerFor(config: Config, log: Logger): { listener: AckListener; release(): void } {
-  const key = config.redis.url ?? `${config.redis.host}:${config.redis.port}/${config.redis.db}`;
-  let listener = listeners.get(key);
-  if (!listener) {
-    listener = new AckListener(config, log, config.auditAckTimeoutMs);
-    listeners.set(key, listener);
+  take(key: string, create: () => T): { value: T; release(): void } {
+    let entry = this.byKey.get(key);
+    if (!entry) this.byKey.set(key, (entry = { value: create(), users: 0 }));
+    entry.users += 1;
+    const taken = entry;
+    let released = false;
+    return {
+      value: taken.value,
+      release: () => {
+        if (released) return;
+        released = true;
+        taken.users -= 1;
+        if (taken.users > 0) return;
+        this.byKey.delete(key);
+        taken.value.close();
+      },
+    };
   }
-  listener.users += 1;
-  const l = listener;
-  return {
-    listener: l,
-    release() {
-      l.users -= 1;
-      if (l.users === 0) {
-        listeners.delete(key);
-        l.close();
-      }
-    },
-  };
 }
+
+const ackListeners = new Shared<AckListener>();
+const directChannels = new Shared<DirectChannel>();
 
 /** Validate and anonymise: what is put on the stream. */
 export function toSubmittedEvent(event: AuditEvent, now = new Date()): SubmittedEvent {
@@ -320,29 +294,48 @@ export function toSubmittedEvent(event: AuditEvent, now = new Date()): Submitted
 }
 
 export function createAuditLog(config: Config, redis: Redis, log: Logger): AuditLog {
-  const { listener, release } = listenerFor(config, log);
-  const stream = new StreamAppender(redis, listener.id, config.auditAckTimeoutMs);
+  const redisKey = config.redis.url ?? `${config.redis.host}:${config.redis.port}/${config.redis.db}`;
+  const listener = ackListeners.take(redisKey, () => new AckListener(config, log, config.auditAckTimeoutMs));
+  const writer = config.auditWriter;
+  const direct = writer ? directChannels.take(`${writer.host}:${writer.port}`, () => new DirectChannel(writer, intakeKey(config.redis.password), log)) : null;
+  const stream = new StreamAppender(redis, listener.value.id, config.auditAckTimeoutMs);
   lagSource ??= redis;
   let closed = false;
+
+  /** Through the Redis stream: the way in whenever the direct connection is not up. */
+  async function submitToStream(json: string, started: number): Promise<void> {
+    const acks = listener.value;
+    await acks.ensureReady(config.auditAckTimeoutMs);
+    acks.beginAdd();
+    let acked: Promise<void>;
+    try {
+      const id = await stream.add(json);
+      acked = acks.wait(id, config.auditAckTimeoutMs - (performance.now() - started));
+    } finally {
+      acks.endAdd();
+    }
+    await acked;
+  }
+
+  async function submitDirectly(channel: DirectChannel, json: string): Promise<void> {
+    try {
+      await channel.submit(json, config.auditAckTimeoutMs);
+    } catch (err) {
+      if (err instanceof DirectSubmissionError) throw new AuditUnavailableError(err.reason, err.message);
+      throw err;
+    }
+  }
 
   return {
     async record(event) {
       const { actor } = event;
       const pseudonymous = actor?.userId ? { ...event, actor: { ...actor, userId: subjectPseudonym(config.hmacSecret, actor.userId) } } : event;
-      const submitted = toSubmittedEvent(pseudonymous);
+      const json = JSON.stringify(toSubmittedEvent(pseudonymous));
       const started = performance.now();
       try {
         if (closed) throw new AuditUnavailableError('closed', 'audit log closed');
-        await listener.ensureReady(config.auditAckTimeoutMs);
-        listener.beginAdd();
-        let acked: Promise<void>;
-        try {
-          const id = await stream.add(JSON.stringify(submitted));
-          acked = listener.wait(id, config.auditAckTimeoutMs - (performance.now() - started));
-        } finally {
-          listener.endAdd();
-        }
-        await acked;
+        if (direct?.value.usable) await submitDirectly(direct.value, json);
+        else await submitToStream(json, started);
         recordDuration.observe((performance.now() - started) / 1000);
       } catch (err) {
         if (!(err instanceof AuditUnavailableError)) throw err;
@@ -355,7 +348,8 @@ export function createAuditLog(config: Config, redis: Redis, log: Logger): Audit
       if (closed) return;
       closed = true;
       if (lagSource === redis) lagSource = null;
-      release();
+      direct?.release();
+      listener.release();
     },
   };
 }

@@ -43,6 +43,16 @@ export const submittedEventSchema = z
   .strict();
 export type SubmittedEvent = z.infer<typeof submittedEventSchema>;
 
+/** An event as it arrives at the writer (JSON text), or null when it is not one. */
+export function parseSubmittedEvent(json: string): SubmittedEvent | null {
+  try {
+    const parsed = submittedEventSchema.safeParse(JSON.parse(json));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
+}
+
 /** One line of an audit file (written in canonical key order, then `hash`; the hash does not depend on the order). */
 export const auditEntrySchema = submittedEventSchema
   .extend({

@@ -43,7 +43,7 @@ import {
   compareStreamIds,
   GENESIS_HASH,
   logFileName,
-  submittedEventSchema,
+  parseSubmittedEvent,
   utcDay,
   type SubmittedEvent,
   type AuditCategory,
@@ -68,6 +68,25 @@ export interface WriterOptions {
   batchSize?: number;
   /** Wall clock for entry timestamps (tests move it across midnight). */
   now?: () => number;
+  /**
+   * Told when the writer starts appending (it holds the lease and has rebuilt its state) and when it
+   * stops: direct submission (shared/audit/intake.ts) is open exactly while it appends.
+   */
+  onActive?: (active: boolean) => Promise<void>;
+}
+
+/** An event to sequence, with its stream id, or null when it was handed over directly. */
+interface Submission {
+  streamId: string | null;
+  event: SubmittedEvent | null;
+}
+
+/** The writer cannot append now (no lease, or its state is being rebuilt): nothing was written. */
+export class WriterInactiveError extends Error {
+  constructor() {
+    super('the audit writer is not appending');
+    this.name = 'WriterInactiveError';
+  }
 }
 
 /** Where a category's chain stands, as rebuilt from its files. */
@@ -141,6 +160,10 @@ export class AuditWriter {
   /** Files of a past day, still open until the fsync that follows their last append. */
   private retired = new Set<FileHandle>();
   private lastReadId = '0-0';
+  /** Holds the lease and has rebuilt its state from the files: appends. */
+  private active = false;
+  /** The tail of the exclusive() queue. */
+  private turn: Promise<unknown> = Promise.resolve();
   private stopping = false;
   /** The last stream entry acknowledged, and the timer that trims up to it. */
   private acknowledgedUpTo: string | null = null;
@@ -172,42 +195,90 @@ export class AuditWriter {
   private async run(): Promise<void> {
     let failures = 0;
     while (!this.stopping) {
+      let recovering = false;
       try {
         if (!this.lease.canAppend() || !(await this.lease.renew())) {
-          await this.closeFiles();
+          await this.setActive(false);
           if (!(await this.acquire())) break;
-          await this.recover();
+        }
+        if (!this.active) {
+          recovering = true;
+          await this.exclusive(() => this.recover());
+          recovering = false;
+          await this.setActive(true);
         }
         const batch = await this.read();
-        if (batch.length > 0 && this.lease.canAppend()) {
-          await this.persist(batch);
-          this.lastReadId = batch[batch.length - 1]![0];
-        }
-        await this.checkpointDue(false);
+        if (batch.length > 0) await this.exclusive(() => this.persistStream(batch));
+        await this.exclusive(() => this.checkpointDue(false));
         failures = 0;
       } catch (err) {
         failures += 1;
         writeFailures.inc();
         this.o.log.error({ err: errorSummary(err), failures }, 'audit write cycle failed; rebuilding state from the files and retrying');
-        await this.closeFiles();
+        // Rebuilt from the files on the next turn: whatever part of the batch reached them is found there, the rest is written again.
+        await this.setActive(false);
         await sleep(Math.min(100 * 2 ** Math.min(failures, 5), 3_000));
-        // Rebuild from the files: whatever part of the batch reached them is found there, the rest is written again.
-        try {
-          if (this.lease.canAppend()) await this.recover();
-        } catch (recoverErr) {
-          this.o.log.error({ err: errorSummary(recoverErr) }, 'audit state recovery failed');
-          await this.lease.release(); // force a full restart of the cycle (acquire → recover)
-        }
+        if (recovering) await this.lease.release(); // force a full restart of the cycle (acquire → recover)
       }
     }
-    try {
-      if (this.lease.canAppend()) await this.checkpointDue(true);
-    } finally {
-      this.sendUnsent();
-      this.trimAcknowledged();
-      await this.closeFiles();
-      await this.lease.release();
+    await this.setActive(false, true);
+  }
+
+  /**
+   * Start or stop appending. Stopping closes direct submission first (what it
+   * read is answered), then the files; on the final stop the pending
+   * checkpoints are written and the lease released.
+   */
+  private async setActive(active: boolean, final = false): Promise<void> {
+    if (active) {
+      this.active = true;
+      // Without the direct way in the functions still have the stream: keep appending.
+      await this.o.onActive?.(true).catch((err: unknown) => this.o.log.error({ err: errorSummary(err) }, 'could not open audit intake; functions submit through the Redis stream'));
+      return;
     }
+    const wasActive = this.active;
+    this.active = false;
+    if (wasActive) await this.o.onActive?.(false).catch((err: unknown) => this.o.log.error({ err: errorSummary(err) }, 'could not close audit intake'));
+    await this.exclusive(async () => {
+      try {
+        if (final && wasActive && this.lease.canAppend()) await this.checkpointDue(true);
+      } finally {
+        if (final) {
+          this.sendUnsent();
+          this.trimAcknowledged();
+        }
+        await this.closeFiles();
+        if (final) await this.lease.release();
+      }
+    });
+  }
+
+  /** Run `work` alone: the stream's batches, direct batches, recovery and checkpoints share the heads and files. */
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const result = this.turn.then(work);
+    this.turn = result.catch(() => undefined);
+    return result;
+  }
+
+  /**
+   * Make events handed over directly durable (shared/audit/intake.ts), in the
+   * same chains as the stream's; throws WriterInactiveError when the writer is
+   * not appending, and the write error when a write fails (nothing of the
+   * batch is acknowledged; the writer rebuilds its state from the files).
+   */
+  sequenceDirect(events: (SubmittedEvent | null)[]): Promise<('durable' | 'refused')[]> {
+    return this.exclusive(async () => {
+      if (!this.active || !this.lease.canAppend()) throw new WriterInactiveError();
+      try {
+        return await this.persist(events.map((event) => ({ streamId: null, event })));
+      } catch (err) {
+        writeFailures.inc();
+        this.o.log.error({ err: errorSummary(err) }, 'audit write of a direct batch failed; rebuilding state from the files');
+        this.active = false; // the run loop recovers before the next append
+        await this.closeFiles();
+        throw err;
+      }
+    });
   }
 
   private async acquire(): Promise<boolean> {
@@ -323,9 +394,36 @@ export class AuditWriter {
     return (reply as StreamReply)?.[0]?.[1] ?? [];
   }
 
-  /** Sequence one batch, append it, make it durable, acknowledge it. */
-  private async persist(batch: [string, string[]][]): Promise<void> {
+  /** Sequence a batch read from the stream, make it durable, acknowledge it to the processes that submitted it. */
+  private async persistStream(batch: [string, string[]][]): Promise<void> {
+    if (!this.lease.canAppend()) return; // the next turn renews or gives up the lease
+    const submissions: Submission[] = [];
+    const channels: string[] = [];
+    for (const [entryId, fields] of batch) {
+      const { channel, events } = eventsOf(entryId, fields);
+      for (const [streamId, event] of events) {
+        submissions.push({ streamId, event });
+        channels.push(channel);
+      }
+    }
+    const outcomes = await this.persist(submissions);
     const acks: Acks = new Map();
+    outcomes.forEach((outcome, i) => {
+      const ack = ackFor(acks, channels[i]!);
+      (outcome === 'durable' ? ack.durable : ack.rejected).push(submissions[i]!.streamId!);
+    });
+    this.lastReadId = batch[batch.length - 1]![0];
+    this.acknowledge(acks, this.lastReadId);
+  }
+
+  /**
+   * Sequence events, append them, make them durable. A stream event already in
+   * its file (a replay after a restart) is durable without being written again.
+   * An event handed over directly has no stream id: its entry stores its
+   * category's last stream id, the point a replay resumes from.
+   */
+  private async persist(submissions: Submission[]): Promise<('durable' | 'refused')[]> {
+    const outcomes: ('durable' | 'refused')[] = [];
     const pending = new Map<string, PendingFile>();
     // Work on copies: the heads change only once the batch is durable (a failure rebuilds them from the files).
     const heads = new Map([...this.heads].map(([c, h]) => [c, { ...h }]));
@@ -333,33 +431,30 @@ export class AuditWriter {
     // One reading of the clock per batch (a batch is sequenced within milliseconds), not one per entry.
     const now = this.now();
 
-    for (const [entryId, fields] of batch) {
-      const { channel, events } = eventsOf(entryId, fields);
-      const ack = ackFor(acks, channel);
-      for (const [id, event] of events) {
-        if (!event) {
-          ack.rejected.push(id);
-          continue;
-        }
-        const head = heads.get(event.category)!;
-        ack.durable.push(id);
-        if (compareStreamIds(id, head.lastStreamId) <= 0) continue; // already in the file (replay after a restart)
-        // Never before the category's last entry (the clock may step back); formatted only when it moved.
-        const tsMs = Math.max(now, head.tsMs);
-        const ts = tsMs === head.tsMs && head.ts ? head.ts : new Date(tsMs).toISOString();
-        const day = utcDay(ts);
-        let closes: Head | null = null;
-        if (head.day !== day) {
-          if (head.file) closes = { ...head };
-          Object.assign(head, { file: logFileName(event.category, day), day, firstSeq: head.seq + 1, chainIn: head.hash, size: 0, checkpointedSeq: 0, checkpointedAt: 0 });
-        }
-        const { hash, line } = chainEntry(event, { seq: head.seq + 1, ts, streamId: id, prevHash: head.hash });
-        Object.assign(head, { seq: head.seq + 1, hash, ts, tsMs, lastStreamId: id });
-        const target = pending.get(head.file!) ?? { head, file: head.file!, lines: [], closes };
-        target.lines.push(line);
-        pending.set(head.file!, target);
-        written.set(event.category, (written.get(event.category) ?? 0) + 1);
+    for (const { streamId, event } of submissions) {
+      if (!event) {
+        outcomes.push('refused');
+        continue;
       }
+      outcomes.push('durable');
+      const head = heads.get(event.category)!;
+      if (streamId !== null && compareStreamIds(streamId, head.lastStreamId) <= 0) continue; // already in the file (replay after a restart)
+      // Never before the category's last entry (the clock may step back); formatted only when it moved.
+      const tsMs = Math.max(now, head.tsMs);
+      const ts = tsMs === head.tsMs && head.ts ? head.ts : new Date(tsMs).toISOString();
+      const day = utcDay(ts);
+      let closes: Head | null = null;
+      if (head.day !== day) {
+        if (head.file) closes = { ...head };
+        Object.assign(head, { file: logFileName(event.category, day), day, firstSeq: head.seq + 1, chainIn: head.hash, size: 0, checkpointedSeq: 0, checkpointedAt: 0 });
+      }
+      const lastStreamId = streamId ?? head.lastStreamId;
+      const { hash, line } = chainEntry(event, { seq: head.seq + 1, ts, streamId: lastStreamId, prevHash: head.hash });
+      Object.assign(head, { seq: head.seq + 1, hash, ts, tsMs, lastStreamId });
+      const target = pending.get(head.file!) ?? { head, file: head.file!, lines: [], closes };
+      target.lines.push(line);
+      pending.set(head.file!, target);
+      written.set(event.category, (written.get(event.category) ?? 0) + 1);
     }
 
     const touched: FileHandle[] = [];
@@ -390,12 +485,12 @@ export class AuditWriter {
       await this.writeCheckpointOf(p.closes!, true);
     }
     for (const [category, n] of written) entriesWritten.inc({ category }, n);
-    const rejected = [...acks.values()].flatMap((ack) => ack.rejected);
-    if (rejected.length > 0) {
-      refusedEvents.inc(rejected.length);
-      this.o.log.error({ count: rejected.length, first: rejected[0] }, 'refused malformed audit events');
+    const refused = outcomes.filter((outcome) => outcome === 'refused').length;
+    if (refused > 0) {
+      refusedEvents.inc(refused);
+      this.o.log.error({ count: refused, first: submissions[outcomes.indexOf('refused')]!.streamId ?? 'direct' }, 'refused malformed audit events');
     }
-    this.acknowledge(acks, batch[batch.length - 1]![0]);
+    return outcomes;
   }
 
   /** Write a batch's lines to its file (not yet durable); returns the descriptor to fsync. */
@@ -550,21 +645,12 @@ function eventsOf(entryId: string, fields: string[]): { channel: string; events:
     values.push(fields[i + 1]!);
   }
   if (values.length === 0) return refused(channel);
-  return { channel, events: values.map((json, i) => [eventStreamId(entryId, i, values.length), parseEvent(json)]) };
+  return { channel, events: values.map((json, i) => [eventStreamId(entryId, i, values.length), parseSubmittedEvent(json)]) };
 }
 
 function publishAll(pipeline: ChainableCommander, acks: Acks): ChainableCommander {
   for (const [channel, ack] of acks) pipeline.publish(channel, encodeAck(ack));
   return pipeline;
-}
-
-function parseEvent(json: string): SubmittedEvent | null {
-  try {
-    const parsed = submittedEventSchema.safeParse(JSON.parse(json));
-    return parsed.success ? parsed.data : null;
-  } catch {
-    return null;
-  }
 }
 
 function errorSummary(err: unknown): string {

@@ -134,6 +134,17 @@ const VARIABLES = {
   AUDIT_WRITER_LEASE_SECONDS: { default: '10', parse: int(2, 300) },
   AUDIT_CHECKPOINT_INTERVAL_MS: { default: '5000', parse: int(0, 60_000) },
   AUDIT_METRICS_PORT: { default: '0', parse: int(0, 65535) },
+  AUDIT_INTAKE_PORT: { default: '0', parse: int(0, 65535) },
+  AUDIT_WRITER_URL: {
+    default: '',
+    parse: z
+      .string()
+      .trim()
+      .refine((v) => {
+        const m = /^tcp:\/\/([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(\d{1,5})$/.exec(v);
+        return v === '' || (m !== null && Number(m[2]) >= 1 && Number(m[2]) <= 65535);
+      }, 'must be tcp://<host>:<port> or empty'),
+  },
 
   TRANSCODE_ENABLED: { default: 'true', parse: bool },
   FFMPEG_THREADS: { default: '0', parse: int(0, 256) },
@@ -230,6 +241,10 @@ export interface Config {
   auditCheckpointIntervalMs: number;
   /** Port of the audit writer's /metrics (it serves no other HTTP); null = off. */
   auditMetricsPort: number | null;
+  /** Port the audit writer takes events on directly (shared/audit/intake.ts); null = stream only. */
+  auditIntakePort: number | null;
+  /** Where functions hand audit events to the writer directly; null = through the Redis stream only. */
+  auditWriter: { host: string; port: number } | null;
   transcode: {
     enabled: boolean;
     ffmpegThreads: number;
@@ -357,6 +372,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     auditWriterLeaseMs: p.AUDIT_WRITER_LEASE_SECONDS * 1000,
     auditCheckpointIntervalMs: p.AUDIT_CHECKPOINT_INTERVAL_MS,
     auditMetricsPort: p.AUDIT_METRICS_PORT === 0 ? null : p.AUDIT_METRICS_PORT,
+    auditIntakePort: p.AUDIT_INTAKE_PORT === 0 ? null : p.AUDIT_INTAKE_PORT,
+    auditWriter: tcpAddress(p.AUDIT_WRITER_URL),
     transcode: {
       enabled: p.TRANSCODE_ENABLED,
       ffmpegThreads: p.FFMPEG_THREADS,
@@ -404,4 +421,11 @@ export function loadConfigOrExit(options: LoadOptions = {}): Config {
     }
     throw err;
   }
+}
+
+/** `tcp://host:port` as a socket address (IPv6 brackets removed); null for ''. */
+function tcpAddress(url: string): { host: string; port: number } | null {
+  if (url === '') return null;
+  const u = new URL(url);
+  return { host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(u.port) };
 }

@@ -1,0 +1,177 @@
+/**
+ * The writer's side of direct submission (shared/audit/direct.ts): a TCP
+ * listener, open only while the writer holds its lease and has rebuilt its
+ * state, so a process connected to it always talks to the one writer. Events
+ * from every connection gather while a batch is made durable and then form the
+ * next batch: one append and one fsync for all of them (group commit, as for
+ * the stream). Each connection gets one reply line per batch.
+ *
+ * Hostile or broken peers: a connection must authenticate within AUTH_TIMEOUT_MS
+ * with its first line; a line longer than MAX_LINE_BYTES, a bad ref or a failed
+ * proof ends it; a connection with MAX_PENDING_PER_CONNECTION events waiting is
+ * not read from until its replies go out (bounded memory).
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Logger } from '../platform/log.js';
+import { counter, gauge } from '../platform/metrics.js';
+import { LineSplitter, newNonce, PROTOCOL_GREETING, proofMatches, type DirectReply } from './direct.js';
+import { parseSubmittedEvent, type SubmittedEvent } from './entry.js';
+
+const AUTH_TIMEOUT_MS = 5_000;
+const MAX_PENDING_PER_CONNECTION = 4_096;
+const MAX_CONNECTIONS = 1_024;
+
+/** Makes the events durable, in order; throws when it cannot (then none is acknowledged). */
+export type Sequence = (events: (SubmittedEvent | null)[]) => Promise<('durable' | 'refused')[]>;
+
+interface Connection {
+  socket: Socket;
+  /** Events read and not yet answered. */
+  pending: number;
+}
+
+interface Submitted {
+  conn: Connection;
+  ref: number;
+  event: SubmittedEvent | null;
+}
+
+const rejectedConnections = counter({
+  name: 'pulsevault_audit_intake_rejected_connections_total',
+  help: 'Direct connections to the audit writer ended for a failed or missing authentication or a protocol error.',
+  labelNames: ['reason'] as const,
+});
+let openConnections = 0;
+gauge({
+  name: 'pulsevault_audit_intake_connections',
+  help: 'Authenticated direct connections of function processes to the audit writer.',
+  collect() {
+    this.set(openConnections);
+  },
+});
+
+export class AuditIntake {
+  private server: Server | null = null;
+  private readonly connections = new Set<Connection>();
+  private queue: Submitted[] = [];
+  private pumping: Promise<void> | null = null;
+
+  constructor(
+    private readonly o: { host: string; port: number; key: Buffer; sequence: Sequence; log: Logger; batchSize?: number },
+  ) {}
+
+  /** Start listening (idempotent); resolves once bound. */
+  async open(): Promise<void> {
+    if (this.server) return;
+    const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+    server.maxConnections = MAX_CONNECTIONS;
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err) => {
+        this.server = null;
+        reject(err);
+      });
+      server.listen(this.o.port, this.o.host, () => {
+        server.removeAllListeners('error');
+        resolve();
+      });
+    });
+    server.on('error', (err: NodeJS.ErrnoException) => this.o.log.error({ err: err.code ?? err.message }, 'audit intake listener failed'));
+    this.o.log.info({ port: this.o.port }, 'audit intake open: function processes submit directly');
+  }
+
+  /** Stop listening, answer what was read (the writer says durable or unavailable), then end every connection. */
+  async close(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    this.server = null;
+    server.close();
+    await this.pumping;
+    for (const conn of this.connections) conn.socket.end();
+    this.o.log.info('audit intake closed: function processes use the Redis stream');
+  }
+
+  get address(): number | null {
+    const a = this.server?.address();
+    return a && typeof a === 'object' ? a.port : null;
+  }
+
+  private accept(socket: Socket): void {
+    socket.setEncoding('utf8');
+    socket.setKeepAlive(true, 10_000);
+    socket.on('error', () => socket.destroy());
+    const nonce = newNonce();
+    const conn: Connection = { socket, pending: 0 };
+    const lines = new LineSplitter();
+    let authed = false;
+    const refuse = (reason: string) => {
+      rejectedConnections.inc({ reason });
+      socket.end(`ERR ${reason}\n`);
+      setTimeout(() => socket.destroy(), 1_000).unref();
+    };
+    const authTimer = setTimeout(() => refuse('auth_timeout'), AUTH_TIMEOUT_MS);
+    socket.on('close', () => {
+      clearTimeout(authTimer);
+      if (authed) openConnections -= 1;
+      this.connections.delete(conn);
+    });
+    socket.write(`${PROTOCOL_GREETING} ${nonce}\n`);
+    socket.on('data', (text: string) => {
+      const fits = lines.push(text, (line) => {
+        if (socket.destroyed || socket.writableEnded) return;
+        if (!authed) {
+          clearTimeout(authTimer);
+          if (!line.startsWith('AUTH ') || !proofMatches(this.o.key, nonce, line.slice(5))) return refuse('auth');
+          authed = true;
+          openConnections += 1;
+          this.connections.add(conn);
+          socket.write('READY\n');
+          return;
+        }
+        const space = line.indexOf(' ');
+        const ref = Number(line.slice(0, space));
+        if (space < 1 || !Number.isSafeInteger(ref) || ref < 0) return refuse('protocol');
+        this.submit({ conn, ref, event: parseSubmittedEvent(line.slice(space + 1)) });
+      });
+      if (!fits) refuse('line_too_long');
+    });
+  }
+
+  private submit(item: Submitted): void {
+    this.queue.push(item);
+    item.conn.pending += 1;
+    if (item.conn.pending >= MAX_PENDING_PER_CONNECTION) item.conn.socket.pause();
+    this.pumping ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.pump());
+  }
+
+  /** One batch at a time; what arrives meanwhile is the next batch. */
+  private async pump(): Promise<void> {
+    const limit = this.o.batchSize ?? 2_000;
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, limit);
+      let outcomes: ('durable' | 'refused' | 'unavailable')[];
+      try {
+        outcomes = await this.o.sequence(batch.map((item) => item.event));
+      } catch {
+        outcomes = batch.map(() => 'unavailable');
+      }
+      this.reply(batch, outcomes);
+    }
+    this.pumping = null;
+  }
+
+  private reply(batch: Submitted[], outcomes: ('durable' | 'refused' | 'unavailable')[]): void {
+    const replies = new Map<Connection, DirectReply>();
+    batch.forEach(({ conn, ref }, i) => {
+      let reply = replies.get(conn);
+      if (!reply) replies.set(conn, (reply = { durable: [], refused: [], unavailable: [] }));
+      reply[outcomes[i]!].push(ref);
+    });
+    for (const [conn, reply] of replies) {
+      conn.pending -= reply.durable.length + reply.refused.length + reply.unavailable.length;
+      if (conn.socket.destroyed) continue;
+      conn.socket.write(`${JSON.stringify(reply)}\n`);
+      if (conn.pending < MAX_PENDING_PER_CONNECTION && conn.socket.isPaused()) conn.socket.resume();
+    }
+  }
+}
