@@ -9,10 +9,15 @@ import { appendFileSync, chmodSync, mkdirSync, mkdtempSync, readdirSync, readFil
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { connect } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { freePort } from '../services/devstack/supervisor.js';
 import { AuditUnavailableError, createAuditLog, toSubmittedEvent } from '../shared/audit/client.js';
+import { authProof, intakeKey, type DirectReply } from '../shared/audit/direct.js';
 import type { AuditEntry } from '../shared/audit/entry.js';
 import { AUDIT_ACK_CHANNEL, AUDIT_STREAM, decodeAck, type AckMessage } from '../shared/audit/stream.js';
 import { verifyAuditLog } from '../shared/audit/verify.js';
+import { AuditWriter } from '../shared/audit/writer.js';
 import { loadConfig } from '../shared/platform/config.js';
 import { toHttpError } from '../shared/platform/errors.js';
 import { createLogger } from '../shared/platform/log.js';
@@ -398,3 +403,222 @@ describe('fail closed', () => {
     }
   });
 });
+
+describe("direct submission (the writer's intake, shared/audit/intake.ts)", () => {
+  const event = (requestId: string) => ({ category: 'access' as const, action: 'stream', outcome: 'granted' as const, videoId: VIDEO, requestId });
+
+  /** XADD calls Redis has served: events that went through the stream. */
+  async function streamAdds(): Promise<number> {
+    const stats = await redis.client().info('commandstats');
+    return Number(/^cmdstat_xadd:calls=(\d+)/m.exec(stats)?.[1] ?? 0);
+  }
+
+  async function intakeWriter(dir: string, extra: Record<string, string> = {}) {
+    const port = await freePort();
+    const writer = startWriter(dir, { AUDIT_INTAKE_PORT: String(port), ...extra });
+    await waitFor(() => writer.output().includes('audit intake open'), 20_000, 'the writer to open its intake');
+    return { writer, port, url: `tcp://127.0.0.1:${port}` };
+  }
+
+  /** Record until a call is acknowledged without touching the stream: the direct connection is up. */
+  async function untilDirect(audit: { record(e: ReturnType<typeof event>): Promise<void> }): Promise<void> {
+    let n = 0;
+    await waitFor(
+      async () => {
+        const before = await streamAdds();
+        const ok = await audit.record(event(`probe-${n++}`)).then(() => true, () => false);
+        return ok && (await streamAdds()) === before;
+      },
+      20_000,
+      'record() to reach the writer directly',
+    );
+  }
+
+  it('4 processes × 500 concurrent record() calls handed over directly: every entry once, one verified chain, the stream (almost) unused', async () => {
+    const dir = auditDir();
+    const { writer, url } = await intakeWriter(dir);
+    const addsBefore = await streamAdds();
+    const results = await runRecorders(dir, 4, 500, 25, { AUDIT_ACK_TIMEOUT_MS: '20000', AUDIT_WRITER_URL: url });
+    const acknowledged = results.flatMap((r) => r.ok);
+    expect(results.flatMap((r) => r.failed)).toEqual([]);
+    expect(acknowledged).toHaveLength(2000);
+    // Through the stream they would take 80 XADDs per process; only the calls made before a process connected use it.
+    expect((await streamAdds()) - addsBefore).toBeLessThan(40);
+
+    const counts = countByRequestId(readEntries(dir));
+    expect(counts.size).toBe(2000);
+    expect([...counts.values()].every((n) => n === 1)).toBe(true);
+    await stopChild(writer.proc);
+    const report = await verifyAuditLog(dir, TEST_AUDIT_KEY);
+    expect(report.breaks).toEqual([]);
+    expect(report.files.reduce((n, f) => n + f.entries, 0)).toBe(2000);
+  });
+
+  it('the writer killed mid-load: calls in flight fail, the processes carry on with the standby, whose intake takes over the address; nothing acknowledged is lost or written twice', async () => {
+    const dir = auditDir();
+    const { writer: first, port, url } = await intakeWriter(dir);
+    // The standby listens on the same port once it holds the lease (only the active writer's intake is open).
+    const standby = startWriter(dir, { AUDIT_INTAKE_PORT: String(port) });
+    await waitFor(() => standby.output().includes('standing by'), 20_000, 'the second writer to stand by');
+
+    const recording = runRecorders(dir, 2, 1500, 4, { AUDIT_ACK_TIMEOUT_MS: '1500', AUDIT_WRITER_URL: url });
+    await waitFor(() => readEntries(dir).length >= 300, 30_000, 'entries from the first writer');
+    await stopChild(first.proc, 'SIGKILL');
+    const byFirstWriter = readEntries(dir).length;
+
+    const results = await recording;
+    await waitFor(() => standby.output().includes('audit intake open'), 20_000, 'the standby to open its intake');
+    const acknowledged = results.flatMap((r) => r.ok);
+    expect(acknowledged.length).toBeGreaterThan(byFirstWriter);
+    // The calls waiting on the killed writer could not be confirmed: refused, not assumed durable.
+    expect(results.flatMap((r) => r.failed).length).toBeGreaterThan(0);
+    const config = loadConfig(baseEnv(dir, { AUDIT_ACK_TIMEOUT_MS: '1500', AUDIT_WRITER_URL: url }) as NodeJS.ProcessEnv);
+    const conn = createRedis(config, { name: 'test' });
+    const audit = createAuditLog(config, conn, createLogger('direct-takeover-test', 'error'));
+    await untilDirect(audit).finally(async () => {
+      await audit.close();
+      conn.disconnect();
+    });
+    await stopChild(standby.proc);
+    const counts = countByRequestId(readEntries(dir));
+    for (const id of acknowledged) expect(counts.get(id), id).toBe(1);
+    expect([...counts.values()].every((n) => n === 1)).toBe(true);
+    expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
+  });
+
+  it("a direct entry stores its category's last stream id: a replay of the stream after a restart skips exactly what is in the file", async () => {
+    const dir = auditDir();
+    const config = loadConfig(baseEnv(dir) as NodeJS.ProcessEnv);
+    const log = createLogger('direct-replay-test', 'error');
+    const client = redis.client();
+    const json = (requestId: string) => JSON.stringify(toSubmittedEvent(event(requestId)));
+    const run = async (steps: (writer: AuditWriter) => Promise<void>) => {
+      const conns = [createRedis(config, { name: 'writer' }), createRedis(config, { name: 'reader', blocking: true })] as const;
+      const writer = new AuditWriter({ auditDir: dir, signingKey: TEST_AUDIT_KEY, redis: conns[0], reader: conns[1], log, leaseMs: 2_000 });
+      void writer.start();
+      try {
+        await waitFor(() => writer.sequenceDirect([]).then(() => true, () => false), 20_000, 'the writer to append');
+        await steps(writer);
+      } finally {
+        await writer.stop();
+        for (const c of conns) c.disconnect();
+      }
+    };
+    let streamed = '';
+    await run(async (writer) => {
+      streamed = (await client.xadd(AUDIT_STREAM, '*', 'event', json('streamed')))!;
+      await waitFor(() => readEntries(dir).length === 1, 20_000, 'the streamed event to be written');
+      expect(await writer.sequenceDirect([toSubmittedEvent(event('handed-over')), null])).toEqual(['durable', 'refused']);
+    });
+    // As after a crash before the trim: the stream still holds the event the file already has.
+    await client.del(AUDIT_STREAM);
+    await client.xadd(AUDIT_STREAM, streamed, 'event', json('streamed'));
+    await client.xadd(AUDIT_STREAM, '*', 'event', json('after-restart'));
+    await run(async () => {
+      await waitFor(() => readEntries(dir).some((e) => e.requestId === 'after-restart'), 20_000, 'the new event to be written');
+    });
+
+    const entries = readEntries(dir);
+    expect(entries.map((e) => e.requestId)).toEqual(['streamed', 'handed-over', 'after-restart']);
+    expect(entries[1]!.streamId).toBe(streamed);
+    expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
+  });
+
+  it('refuses a peer without the proof, a malformed line or an over-long one; a malformed event is refused alone; no nonce or proof in the log', async () => {
+    const dir = auditDir();
+    const { writer, port } = await intakeWriter(dir);
+    const key = intakeKey(loadConfig(baseEnv(dir) as NodeJS.ProcessEnv).redis.password);
+    try {
+      const stranger = await intakeSession(port);
+      const [greeting, nonce] = (await stranger.line()).split(' ');
+      expect(greeting).toBe('PVAUDIT/1');
+      stranger.send(`AUTH ${'0'.repeat(64)}\n`);
+      expect(await stranger.line()).toBe('ERR auth');
+      expect(await stranger.line()).toBe('CLOSED');
+
+      const peer = await intakeSession(port);
+      const peerNonce = (await peer.line()).split(' ')[1]!;
+      const proof = authProof(key, peerNonce);
+      peer.send(`AUTH ${proof}\n`);
+      expect(await peer.line()).toBe('READY');
+      peer.send(`1 {"category":"access","action":"stream"}\n2 ${JSON.stringify(toSubmittedEvent(event('raw-direct')))}\n`);
+      const replies = [JSON.parse(await peer.line()) as DirectReply];
+      if (replies[0]!.durable.length + replies[0]!.refused.length < 2) replies.push(JSON.parse(await peer.line()) as DirectReply);
+      expect(replies.flatMap((r) => r.refused)).toEqual([1]);
+      expect(replies.flatMap((r) => r.durable)).toEqual([2]);
+      expect(readEntries(dir).map((e) => e.requestId)).toEqual(['raw-direct']);
+      peer.send('x {"category":"access"}\n');
+      expect(await peer.line()).toBe('ERR protocol');
+      expect(await peer.line()).toBe('CLOSED');
+
+      const flooder = await intakeSession(port);
+      flooder.send(`AUTH ${authProof(key, (await flooder.line()).split(' ')[1]!)}\n`);
+      expect(await flooder.line()).toBe('READY');
+      flooder.send('9'.repeat(70 * 1024));
+      expect(await flooder.line()).toBe('ERR line_too_long');
+      expect(await flooder.line()).toBe('CLOSED');
+
+      for (const secret of [nonce!, peerNonce, proof]) expect(writer.output()).not.toContain(secret);
+    } finally {
+      await stopChild(writer.proc);
+    }
+  });
+
+  it("Redis frozen: direct calls are acknowledged only while the writer's lease is valid, then refused (503); each acknowledged one is in the file", async () => {
+    const dir = auditDir();
+    const { writer, url } = await intakeWriter(dir);
+    const config = loadConfig(baseEnv(dir, { AUDIT_ACK_TIMEOUT_MS: '1500', REDIS_COMMAND_TIMEOUT_MS: '500', AUDIT_WRITER_URL: url }) as NodeJS.ProcessEnv);
+    const conn = createRedis(config, { name: 'test' });
+    conn.on('error', () => {});
+    const audit = createAuditLog(config, conn, createLogger('direct-freeze-test', 'error'));
+    try {
+      await untilDirect(audit);
+      redis.signal('SIGSTOP');
+      const frozenAt = performance.now();
+      const acknowledged: string[] = [];
+      let refusal: unknown = null;
+      for (let i = 0; !refusal && performance.now() - frozenAt < 15_000; i++) {
+        await audit.record(event(`frozen-${i}`)).then(
+          () => acknowledged.push(`frozen-${i}`),
+          (err: unknown) => (refusal = err),
+        );
+      }
+      const refusedAfter = performance.now() - frozenAt;
+      redis.signal('SIGCONT');
+      expect(refusal).toBeInstanceOf(AuditUnavailableError);
+      expect(toHttpError(refusal).status).toBe(503);
+      // The lease is 2 s: the writer appends no longer than its own clock says it holds it.
+      expect(refusedAfter).toBeLessThan(2_000 + 1_500 + 1_000);
+      const counts = countByRequestId(readEntries(dir));
+      for (const id of acknowledged) expect(counts.get(id), id).toBe(1);
+      await waitFor(() => audit.record(event('after-thaw')).then(() => true, () => false), 30_000, 'record() to work again after Redis thaws');
+    } finally {
+      redis.signal('SIGCONT');
+      await audit.close();
+      conn.disconnect();
+      await stopChild(writer.proc);
+    }
+    expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
+  });
+});
+
+/** A raw connection to the intake: its lines in order, then `CLOSED`. */
+async function intakeSession(port: number): Promise<{ line(): Promise<string>; send(text: string): void }> {
+  const socket = connect(port, '127.0.0.1');
+  socket.setEncoding('utf8');
+  const lines: string[] = [];
+  let carry = '';
+  socket.on('data', (text: string) => {
+    carry += text;
+    for (let nl = carry.indexOf('\n'); nl !== -1; nl = carry.indexOf('\n')) {
+      lines.push(carry.slice(0, nl));
+      carry = carry.slice(nl + 1);
+    }
+  });
+  socket.on('error', () => {});
+  socket.on('close', () => lines.push('CLOSED'));
+  return {
+    line: () => waitFor(() => lines.shift(), 10_000, 'a line from the audit intake'),
+    send: (text) => void socket.write(text),
+  };
+}

@@ -8,7 +8,7 @@
 import { execFile } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
@@ -156,9 +156,16 @@ describe('production boot from stack.yml + k8s/ + documented secrets', () => {
     const metricsPort = name === 'audit-writer' ? 'AUDIT_METRICS_PORT' : 'QUEUE_CONNECTOR_METRICS_PORT';
     expect(svc.env[metricsPort]).toBe('8080');
     expect(svc.command[0]).toBe('node');
-    const p = start(svc.command.slice(1), { ...svc.env, ...wiring({ [metricsPort]: String(port), SECRETS_DIR: secretsDir(svc.secrets) }) });
+    // The writer's intake port as its Deployment sets it, moved to a free one here.
+    const intake: Record<string, string> = name === 'audit-writer' ? { AUDIT_INTAKE_PORT: String(await freePort()) } : {};
+    if (name === 'audit-writer') expect(svc.env.AUDIT_INTAKE_PORT).toBe('8081');
+    const p = start(svc.command.slice(1), { ...svc.env, ...wiring({ [metricsPort]: String(port), SECRETS_DIR: secretsDir(svc.secrets), ...intake }) });
     await untilAnswers(`http://127.0.0.1:${port}/metrics`, p, `${name} metrics`);
-    if (name === 'audit-writer') await untilAuditWriterReady(`redis://:${REDIS_PASSWORD}@127.0.0.1:${redis.port}`, () => (p.child.exitCode !== null ? p.output() : null));
+    if (name === 'audit-writer') {
+      await untilAuditWriterReady(`redis://:${REDIS_PASSWORD}@127.0.0.1:${redis.port}`, () => (p.child.exitCode !== null ? p.output() : null));
+      // Its readiness probe's port: the intake greets once the writer holds the lease.
+      expect(await greeting(Number(intake.AUDIT_INTAKE_PORT))).toMatch(/^PVAUDIT\/1 [0-9a-f]{64}$/);
+    }
     p.child.kill('SIGTERM');
     expect(await p.exited).toBe(0);
   }, 60_000);
@@ -187,3 +194,27 @@ describe('pulsevault doctor', () => {
     expect(code).toBe(0);
   });
 });
+
+/** The first line a TCP server sends (retried until it accepts connections). */
+async function greeting(port: number): Promise<string> {
+  let line = '';
+  await waitFor(
+    () =>
+      new Promise<boolean>((resolve) => {
+        line = '';
+        const socket = connect(port, '127.0.0.1');
+        socket.setEncoding('utf8');
+        socket.on('data', (text: string) => {
+          line += text;
+          if (line.includes('\n')) {
+            socket.destroy();
+            resolve(true);
+          }
+        });
+        socket.on('error', () => resolve(false));
+      }),
+    10_000,
+    'the audit intake to greet',
+  );
+  return line.split('\n')[0]!;
+}
