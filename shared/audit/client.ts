@@ -13,10 +13,13 @@
  * served unaudited (fail closed). The converse can happen: an entry whose
  * acknowledgement came too late is in the log for an access that was refused.
  *
- * Concurrent calls share the round trips: the events of one event-loop turn go
- * out as one stream entry (StreamAppender: one XADD, one timer), and one
- * acknowledgement message from the writer, on the process' own channel,
- * settles every call it names (AckListener: one deadline sweeper per process).
+ * Two ways to the writer (docs/audit.md): directly, over the process' one
+ * connection to the writer's intake (DirectChannel, shared/audit/direct.ts),
+ * whenever it is up; otherwise through the Redis stream. Either way concurrent
+ * calls share the round trips: the events of one event-loop turn go out in one
+ * write (one line each) or one stream entry (StreamAppender: one XADD, one
+ * timer), and one answer from the writer settles every call it names (one
+ * deadline sweeper per process, shared/audit/pending-calls.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';

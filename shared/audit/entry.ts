@@ -60,7 +60,10 @@ export const auditEntrySchema = submittedEventSchema
     seq: z.number().int().positive(),
     /** When the writer sequenced it (never earlier than the previous entry); decides the file's day. */
     ts: isoTime,
-    /** The Redis stream id it came from: how the writer resumes exactly where it stopped. */
+    /**
+     * The Redis stream id it came from (for an event handed over directly, its category's last
+     * one): how the writer resumes exactly where it stopped.
+     */
     streamId: z.string().regex(/^\d+-\d+(\.\d+)?$/),
     prevHash: hex64,
     hash: hex64,
