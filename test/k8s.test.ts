@@ -410,6 +410,28 @@ describe('network policies', () => {
     expect(own?.spec.egress).toEqual([]);
   });
 
+  it("the audit writer's intake accepts the functions and the connector, nothing else; AUDIT_WRITER_URL names its Service, which is ready only with the intake open", () => {
+    const writer = named('Deployment', 'audit-writer');
+    const container = podTemplate(writer).spec.containers[0];
+    const intakePort = Number(container.env.find((e: Obj) => e.name === 'AUDIT_INTAKE_PORT').value);
+    expect(container.ports).toContainEqual({ name: 'intake', containerPort: intakePort });
+    expect(container.readinessProbe.tcpSocket.port).toBe('intake');
+    const service = named('Service', 'audit-writer');
+    expect(Object.keys(service.spec.selector).length).toBeGreaterThan(0);
+    expect(selects({ matchLabels: service.spec.selector }, podLabels('Deployment', 'audit-writer'))).toBe(true);
+    const servicePort = service.spec.ports.find((p: Obj) => p.targetPort === 'intake').port;
+    expect(configMap.data.AUDIT_WRITER_URL).toBe(`tcp://audit-writer.${service.metadata.namespace}.svc.cluster.local:${servicePort}`);
+
+    const peers = allowedPeers(podLabels('Deployment', 'audit-writer'), intakePort);
+    expect(peers.every((p) => !p.namespaceSelector && p.podSelector)).toBe(true);
+    const reaches = (labels: Record<string, string>) => peers.some((p) => selects(p.podSelector, labels));
+    for (const labels of functionPodLabels) expect(reaches(labels), labels.faas_function).toBe(true);
+    expect(reaches(podLabels('Deployment', 'queue-connector'))).toBe(true);
+    expect(reaches(podLabels('Deployment', 'media-edge'))).toBe(false);
+    expect(reaches(podLabels('CronJob', 'pulsevault-scrub'))).toBe(false);
+    expect(reaches({ app: 'anything-else' })).toBe(false);
+  });
+
   it('the KEDA component lets only the keda namespace reach Redis in addition', () => {
     const extra = manifests.filter((m) => m.doc.kind === 'NetworkPolicy' && m.file.includes('/keda/')).map((m) => m.doc);
     expect(extra).toHaveLength(1);
