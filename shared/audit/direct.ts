@@ -162,8 +162,9 @@ export class DirectChannel {
           this.retryMs = RECONNECT_MIN_MS;
           this.log.info({ writer: `${this.address.host}:${this.address.port}` }, 'audit: submitting directly to the audit writer');
         } else {
-          // Only our own protocol's words are logged: whatever else answers on that port is not.
-          this.log.warn({ answer: /^ERR [a-z_]{1,32}$/.test(line) ? line : 'not the audit intake' }, 'audit writer refused the direct connection; using the Redis stream');
+          // Only our own protocol's words are logged: whatever else answers on that port is not. Once per outage.
+          if (!this.warned) this.log.warn({ answer: /^ERR [a-z_]{1,32}$/.test(line) ? line : 'not the audit intake' }, 'audit writer refused the direct connection; using the Redis stream');
+          this.warned = true;
           socket.destroy();
         }
       });

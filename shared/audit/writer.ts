@@ -1,11 +1,14 @@
 /**
  * The audit writer: the single sequencer of every category's hash chain.
  *
- * Functions XADD events to one Redis stream; this writer, holding the writer
- * lease, reads them in stream order, gives each its seq/ts/prevHash/hash in
- * its category, appends them to `<category>-YYYY-MM-DD.log`, fsyncs, then
- * publishes the ids it made durable and trims them from the stream. Only then
- * does the function's `record()` resolve.
+ * Functions hand events over directly (sequenceDirect, fed by the intake,
+ * shared/audit/intake.ts) or, while they cannot, XADD them to one Redis stream.
+ * This writer, holding the writer lease, gives each its seq/ts/prevHash/hash
+ * in its category, appends them to `<category>-YYYY-MM-DD.log`, fsyncs, then
+ * answers the direct ones, publishes the ids of the stream ones it made durable
+ * and trims them from the stream. Only then does the function's `record()`
+ * resolve. Batches of both kinds run one at a time (exclusive), on the same
+ * heads and files.
  *
  * Group commit: a batch is everything that arrived since the last read; it is
  * appended, fsynced and acknowledged before the next read, so what arrives
@@ -26,6 +29,9 @@
  * (it only holds what was not yet trimmed). An event whose id is not above its
  * category's last written id is already in the file: it is acknowledged, not
  * written again. Nothing is trimmed before it is durable, so nothing is skipped.
+ * A direct event stores its category's last stream id (it was never on the
+ * stream), so the rule still holds; it is never replayed: its caller had no
+ * answer unless it was durable.
  */
 import { fsyncSync, writeSync } from 'node:fs';
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
