@@ -13,7 +13,7 @@ import { connect } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { freePort } from '../services/devstack/supervisor.js';
 import { AuditUnavailableError, createAuditLog, toSubmittedEvent } from '../shared/audit/client.js';
-import { authProof, intakeKey, type DirectReply } from '../shared/audit/direct.js';
+import { authProof, intakeKey, LineSplitter, MAX_LINE_BYTES, type DirectReply } from '../shared/audit/direct.js';
 import type { AuditEntry } from '../shared/audit/entry.js';
 import { AUDIT_ACK_CHANNEL, AUDIT_STREAM, decodeAck, type AckMessage } from '../shared/audit/stream.js';
 import { verifyAuditLog } from '../shared/audit/verify.js';
@@ -562,6 +562,44 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
     } finally {
       await stopChild(writer.proc);
     }
+  });
+
+  it('a peer that sends 10,000 events in one write gets every answer (its reads paused past 4,096 unanswered, then resumed)', async () => {
+    const dir = auditDir();
+    const { writer, port } = await intakeWriter(dir);
+    const key = intakeKey(loadConfig(baseEnv(dir) as NodeJS.ProcessEnv).redis.password);
+    try {
+      const peer = await intakeSession(port);
+      peer.send(`AUTH ${authProof(key, (await peer.line()).split(' ')[1]!)}\n`);
+      expect(await peer.line()).toBe('READY');
+      const json = JSON.stringify(toSubmittedEvent(event('flood')));
+      peer.send(Array.from({ length: 10_000 }, (_, i) => `${i + 1} ${json}\n`).join(''));
+      const durable = new Set<number>();
+      while (durable.size < 10_000) {
+        const reply = JSON.parse(await peer.line()) as DirectReply;
+        expect(reply.refused.length + reply.unavailable.length).toBe(0);
+        for (const ref of reply.durable) durable.add(ref);
+      }
+      expect(Math.min(...durable)).toBe(1);
+      expect(Math.max(...durable)).toBe(10_000);
+      expect(readEntries(dir)).toHaveLength(10_000);
+    } finally {
+      await stopChild(writer.proc);
+    }
+    expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
+  });
+
+  it('splits the wire into lines across any chunking, multi-byte characters included, and refuses a tail past 64 KiB', () => {
+    const text = 'a é 1\n\n{"x":"日本"}\nlast\ntail';
+    for (const size of [1, 2, 3, 7, 64]) {
+      const splitter = new LineSplitter();
+      const lines: string[] = [];
+      for (let i = 0; i < text.length; i += size) expect(splitter.push(text.slice(i, i + size), (line) => lines.push(line))).toBe(true);
+      expect(lines).toEqual(['a é 1', '', '{"x":"日本"}', 'last']);
+    }
+    const splitter = new LineSplitter();
+    expect(splitter.push('x'.repeat(MAX_LINE_BYTES), () => {})).toBe(true);
+    expect(splitter.push('x', () => {})).toBe(false);
   });
 
   it("Redis frozen: direct calls are acknowledged only while the writer's lease is valid, then refused (503); each acknowledged one is in the file", async () => {
