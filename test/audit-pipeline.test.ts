@@ -15,7 +15,7 @@ import { freePort } from '../services/devstack/supervisor.js';
 import { AuditUnavailableError, createAuditLog, toSubmittedEvent } from '../shared/audit/client.js';
 import { authProof, intakeKey, LineSplitter, MAX_LINE_BYTES, type DirectReply } from '../shared/audit/direct.js';
 import type { AuditEntry } from '../shared/audit/entry.js';
-import { AUDIT_ACK_CHANNEL, AUDIT_STREAM, decodeAck, type AckMessage } from '../shared/audit/stream.js';
+import { AUDIT_ACK_CHANNEL, AUDIT_LEASE_KEY, AUDIT_STREAM, decodeAck, type AckMessage } from '../shared/audit/stream.js';
 import { verifyAuditLog } from '../shared/audit/verify.js';
 import { AuditWriter } from '../shared/audit/writer.js';
 import { loadConfig } from '../shared/platform/config.js';
@@ -521,6 +521,35 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
     const entries = readEntries(dir);
     expect(entries.map((e) => e.requestId)).toEqual(['streamed', 'handed-over', 'after-restart']);
     expect(entries[1]!.streamId).toBe(streamed);
+    expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
+  });
+
+  it('Redis restarted empty: the writer appends nothing until it holds the lease again in that Redis (its own clock is not enough)', async () => {
+    const dir = auditDir();
+    const config = loadConfig(baseEnv(dir) as NodeJS.ProcessEnv);
+    const conns = [createRedis(config, { name: 'writer' }), createRedis(config, { name: 'reader', blocking: true })] as const;
+    for (const c of conns) c.on('error', () => {});
+    // A long lease: by its own clock the writer would still hold it for many seconds after the restart.
+    const writer = new AuditWriter({ auditDir: dir, signingKey: TEST_AUDIT_KEY, redis: conns[0], reader: conns[1], log: createLogger('direct-empty-redis-test', 'error'), leaseMs: 30_000 });
+    void writer.start();
+    try {
+      await waitFor(() => writer.sequenceDirect([]).then(() => true, () => false), 20_000, 'the writer to append');
+      expect(await writer.sequenceDirect([toSubmittedEvent(event('before-restart'))])).toEqual(['durable']);
+      await redis.stop();
+      await redis.start(); // no AOF in the test server: it comes back empty, the lease key free for a standby
+      let n = 0;
+      await waitFor(async () => {
+        if (!(await writer.sequenceDirect([toSubmittedEvent(event(`after-restart-${n}`))]).then(() => true, () => false))) return false;
+        n += 1;
+        return true;
+      }, 20_000, 'the writer to append again');
+      // It appended again only after taking the lease in the new Redis: the key is there, a standby could not take it.
+      expect(await redis.client().get(AUDIT_LEASE_KEY)).toMatch(/^1:/);
+    } finally {
+      await writer.stop();
+      for (const c of conns) c.disconnect();
+    }
+    expect(readEntries(dir).map((e) => e.requestId)).toEqual(['before-restart', 'after-restart-0']);
     expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
   });
 

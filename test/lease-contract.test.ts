@@ -263,6 +263,26 @@ describe('RedisLease keep-alive', () => {
     }
   });
 
+  it('audit writer: after a lost connection it appends again only once Redis confirms the holding, or takes a new one when the key is gone', async () => {
+    await observer.del(AUDIT_LEASE_KEY);
+    const lease = new WriterLease(server.client(), 600, 100);
+    expect(await lease.tryAcquire()).toBe(true);
+    const first = lease.fence;
+    lease.suspend();
+    expect(lease.canAppend()).toBe(false);
+    // The key is still ours: confirmed, the same holding.
+    expect(await lease.tryAcquire()).toBe(true);
+    expect(lease.fence).toBe(first);
+    expect(lease.canAppend()).toBe(true);
+    // As after a Redis that came back empty: the holding is gone, a new one is taken.
+    lease.suspend();
+    await observer.del(AUDIT_LEASE_KEY);
+    expect(await lease.tryAcquire()).toBe(true);
+    expect(lease.fence).toBeGreaterThan(first);
+    expect(lease.canAppend()).toBe(true);
+    await lease.release();
+  });
+
   it('uses the fence key it is given for the audit writer', async () => {
     const before = Number((await observer.get(AUDIT_FENCE_KEY)) ?? 0);
     await observer.del(AUDIT_LEASE_KEY);

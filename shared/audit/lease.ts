@@ -10,6 +10,12 @@
  * request was sent) has more than `safetyMs` left, which covers one append +
  * fsync. A writer paused past its lease (GC, SIGSTOP, a frozen VM) finds it
  * expired on waking.
+ *
+ * A lost connection suspends the holding (suspend): Redis may restart empty,
+ * its key free for a standby while our clock still counts, and the writer
+ * appends without Redis (direct submission). So after any lost connection it
+ * appends again only once Redis confirms the holding (tryAcquire extends it
+ * when the key is still ours, else takes a new one).
  */
 import { performance } from 'node:perf_hooks';
 import type { Redis } from '../platform/redis.js';
@@ -19,6 +25,8 @@ import { AUDIT_FENCE_KEY, AUDIT_LEASE_KEY } from './stream.js';
 export class WriterLease {
   private lease: RedisLease;
   private validUntil = 0;
+  /** Set when a connection to Redis was lost, until Redis confirms the holding again. */
+  private suspended = false;
 
   constructor(
     private readonly redis: Redis,
@@ -37,14 +45,26 @@ export class WriterLease {
     return this.lease.fence;
   }
 
-  /** Try once to take the lease; true when this process now holds it. */
+  /** Try once to take the lease (or to confirm a suspended holding); true when this process now holds it. */
   async tryAcquire(): Promise<boolean> {
     const started = performance.now();
+    if (this.lease.held && this.suspended && (await this.lease.extend())) {
+      // Still our key: nobody else can have held the lease meanwhile.
+      this.suspended = false;
+      this.validUntil = started + this.ttlMs;
+      return true;
+    }
     // A holding our own clock gave up on is forgotten, not released: its key lapses on its own.
     if (this.lease.held) this.lease = this.newHolding();
+    this.suspended = false;
     if (!(await this.lease.tryAcquire())) return false;
     this.validUntil = started + this.ttlMs;
     return true;
+  }
+
+  /** A connection to Redis was lost: append nothing until tryAcquire has confirmed the holding. */
+  suspend(): void {
+    if (this.lease.held) this.suspended = true;
   }
 
   /** Extend the lease when less than half of it is left; false when it is lost (another writer may hold it). */
@@ -62,9 +82,9 @@ export class WriterLease {
     }
   }
 
-  /** True while this process may append: it holds the lease with more than the safety margin left. */
+  /** True while this process may append: it holds the lease, confirmed since any lost connection, with more than the safety margin left. */
   canAppend(): boolean {
-    return this.lease.held && this.validUntil - performance.now() > this.safetyMs;
+    return this.lease.held && !this.suspended && this.validUntil - performance.now() > this.safetyMs;
   }
 
   async release(): Promise<void> {

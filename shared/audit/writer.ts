@@ -184,6 +184,8 @@ export class AuditWriter {
     this.batchSize = o.batchSize ?? 2_000;
     this.now = o.now ?? Date.now;
     this.lease = new WriterLease(o.redis, this.leaseMs, Math.min(2_000, this.leaseMs / 4));
+    // Redis may come back empty, the lease key free for a standby: after a lost connection, confirm before appending.
+    for (const conn of [o.redis, o.reader]) conn.on('close', () => this.lease.suspend());
   }
 
   /** Run until stop(): take the lease, recover, then sequence batches. */
