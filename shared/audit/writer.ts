@@ -290,18 +290,21 @@ export class AuditWriter {
   }
 
   private async acquire(): Promise<boolean> {
+    // Each said once while it lasts: a Redis outage or a standby's wait would otherwise log every try.
     let waiting = false;
+    let unreachable = false;
     while (!this.stopping) {
       try {
         if (await this.lease.tryAcquire()) {
           this.o.log.info({ generation: this.lease.fence }, 'audit writer lease acquired');
           return true;
         }
+        if (!waiting) this.o.log.info('another audit writer holds the lease; standing by');
+        waiting = true;
       } catch (err) {
-        this.o.log.warn({ err: errorSummary(err) }, 'audit writer lease: Redis unavailable');
+        if (!unreachable) this.o.log.warn({ err: errorSummary(err) }, 'audit writer lease: Redis unavailable; retrying');
+        unreachable = true;
       }
-      if (!waiting) this.o.log.info('another audit writer holds the lease; standing by');
-      waiting = true;
       await sleep(Math.min(1_000, this.leaseMs / 4));
     }
     return false;
