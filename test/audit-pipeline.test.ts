@@ -417,7 +417,16 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
     const port = await freePort();
     const writer = startWriter(dir, { AUDIT_INTAKE_PORT: String(port), ...extra });
     await waitFor(() => writer.output().includes('audit intake open'), 20_000, 'the writer to open its intake');
-    return { writer, port, url: `tcp://127.0.0.1:${port}` };
+    const key = intakeKey(loadConfig(baseEnv(dir) as NodeJS.ProcessEnv).redis.password);
+    return { writer, port, url: `tcp://127.0.0.1:${port}`, key };
+  }
+
+  /** A raw connection to the intake that has proven the key (READY read). */
+  async function authenticatedSession(port: number, key: Buffer) {
+    const session = await intakeSession(port);
+    session.send(`AUTH ${authProof(key, (await session.line()).split(' ')[1]!)}\n`);
+    expect(await session.line()).toBe('READY');
+    return session;
   }
 
   /** Record until a call is acknowledged without touching the stream: the direct connection is up. */
@@ -555,8 +564,7 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
 
   it('refuses a peer without the proof, a malformed line or an over-long one; a malformed event is refused alone; no nonce or proof in the log', async () => {
     const dir = auditDir();
-    const { writer, port } = await intakeWriter(dir);
-    const key = intakeKey(loadConfig(baseEnv(dir) as NodeJS.ProcessEnv).redis.password);
+    const { writer, port, key } = await intakeWriter(dir);
     try {
       const stranger = await intakeSession(port);
       const [greeting, nonce] = (await stranger.line()).split(' ');
@@ -580,9 +588,7 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
       expect(await peer.line()).toBe('ERR protocol');
       expect(await peer.line()).toBe('CLOSED');
 
-      const flooder = await intakeSession(port);
-      flooder.send(`AUTH ${authProof(key, (await flooder.line()).split(' ')[1]!)}\n`);
-      expect(await flooder.line()).toBe('READY');
+      const flooder = await authenticatedSession(port, key);
       flooder.send('9'.repeat(70 * 1024));
       expect(await flooder.line()).toBe('ERR line_too_long');
       expect(await flooder.line()).toBe('CLOSED');
@@ -595,12 +601,9 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
 
   it('a peer that sends 10,000 events in one write gets every answer (its reads paused past 4,096 unanswered, then resumed)', async () => {
     const dir = auditDir();
-    const { writer, port } = await intakeWriter(dir);
-    const key = intakeKey(loadConfig(baseEnv(dir) as NodeJS.ProcessEnv).redis.password);
+    const { writer, port, key } = await intakeWriter(dir);
     try {
-      const peer = await intakeSession(port);
-      peer.send(`AUTH ${authProof(key, (await peer.line()).split(' ')[1]!)}\n`);
-      expect(await peer.line()).toBe('READY');
+      const peer = await authenticatedSession(port, key);
       const json = JSON.stringify(toSubmittedEvent(event('flood')));
       peer.send(Array.from({ length: 10_000 }, (_, i) => `${i + 1} ${json}\n`).join(''));
       const durable = new Set<number>();
