@@ -429,6 +429,22 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
     return session;
   }
 
+  /** An audit writer in this process (batches handed to sequenceDirect without the intake): `steps` once it appends, then stopped. */
+  async function withWriter(dir: string, leaseMs: number, steps: (writer: AuditWriter) => Promise<void>): Promise<void> {
+    const config = loadConfig(baseEnv(dir) as NodeJS.ProcessEnv);
+    const conns = [createRedis(config, { name: 'writer' }), createRedis(config, { name: 'reader', blocking: true })] as const;
+    for (const c of conns) c.on('error', () => {});
+    const writer = new AuditWriter({ auditDir: dir, signingKey: TEST_AUDIT_KEY, redis: conns[0], reader: conns[1], log: createLogger('in-process-writer', 'error'), leaseMs });
+    void writer.start();
+    try {
+      await waitFor(() => writer.sequenceDirect([]).then(() => true, () => false), 20_000, 'the writer to append');
+      await steps(writer);
+    } finally {
+      await writer.stop();
+      for (const c of conns) c.disconnect();
+    }
+  }
+
   /** Record until a call is acknowledged without touching the stream: the direct connection is up. */
   async function untilDirect(audit: { record(e: ReturnType<typeof event>): Promise<void> }): Promise<void> {
     let n = 0;
@@ -497,24 +513,10 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
 
   it("a direct entry stores its category's last stream id: a replay of the stream after a restart skips exactly what is in the file", async () => {
     const dir = auditDir();
-    const config = loadConfig(baseEnv(dir) as NodeJS.ProcessEnv);
-    const log = createLogger('direct-replay-test', 'error');
     const client = redis.client();
     const json = (requestId: string) => JSON.stringify(toSubmittedEvent(event(requestId)));
-    const run = async (steps: (writer: AuditWriter) => Promise<void>) => {
-      const conns = [createRedis(config, { name: 'writer' }), createRedis(config, { name: 'reader', blocking: true })] as const;
-      const writer = new AuditWriter({ auditDir: dir, signingKey: TEST_AUDIT_KEY, redis: conns[0], reader: conns[1], log, leaseMs: 2_000 });
-      void writer.start();
-      try {
-        await waitFor(() => writer.sequenceDirect([]).then(() => true, () => false), 20_000, 'the writer to append');
-        await steps(writer);
-      } finally {
-        await writer.stop();
-        for (const c of conns) c.disconnect();
-      }
-    };
     let streamed = '';
-    await run(async (writer) => {
+    await withWriter(dir, 2_000, async (writer) => {
       streamed = (await client.xadd(AUDIT_STREAM, '*', 'event', json('streamed')))!;
       await waitFor(() => readEntries(dir).length === 1, 20_000, 'the streamed event to be written');
       expect(await writer.sequenceDirect([toSubmittedEvent(event('handed-over')), null])).toEqual(['durable', 'refused']);
@@ -523,7 +525,7 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
     await client.del(AUDIT_STREAM);
     await client.xadd(AUDIT_STREAM, streamed, 'event', json('streamed'));
     await client.xadd(AUDIT_STREAM, '*', 'event', json('after-restart'));
-    await run(async () => {
+    await withWriter(dir, 2_000, async () => {
       await waitFor(() => readEntries(dir).some((e) => e.requestId === 'after-restart'), 20_000, 'the new event to be written');
     });
 
@@ -535,14 +537,8 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
 
   it('Redis restarted empty: the writer appends nothing until it holds the lease again in that Redis (its own clock is not enough)', async () => {
     const dir = auditDir();
-    const config = loadConfig(baseEnv(dir) as NodeJS.ProcessEnv);
-    const conns = [createRedis(config, { name: 'writer' }), createRedis(config, { name: 'reader', blocking: true })] as const;
-    for (const c of conns) c.on('error', () => {});
     // A long lease: by its own clock the writer would still hold it for many seconds after the restart.
-    const writer = new AuditWriter({ auditDir: dir, signingKey: TEST_AUDIT_KEY, redis: conns[0], reader: conns[1], log: createLogger('direct-empty-redis-test', 'error'), leaseMs: 30_000 });
-    void writer.start();
-    try {
-      await waitFor(() => writer.sequenceDirect([]).then(() => true, () => false), 20_000, 'the writer to append');
+    await withWriter(dir, 30_000, async (writer) => {
       expect(await writer.sequenceDirect([toSubmittedEvent(event('before-restart'))])).toEqual(['durable']);
       await redis.stop();
       await redis.start(); // no AOF in the test server: it comes back empty, the lease key free for a standby
@@ -554,10 +550,7 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
       }, 20_000, 'the writer to append again');
       // It appended again only after taking the lease in the new Redis: the key is there, a standby could not take it.
       expect(await redis.client().get(AUDIT_LEASE_KEY)).toMatch(/^1:/);
-    } finally {
-      await writer.stop();
-      for (const c of conns) c.disconnect();
-    }
+    });
     expect(readEntries(dir).map((e) => e.requestId)).toEqual(['before-restart', 'after-restart-0']);
     expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
   });

@@ -20,9 +20,14 @@ import { parseSubmittedEvent, type SubmittedEvent } from './entry.js';
 const AUTH_TIMEOUT_MS = 5_000;
 const MAX_PENDING_PER_CONNECTION = 4_096;
 const MAX_CONNECTIONS = 1_024;
+/** Most events per batch handed to the writer (as many as one XREAD of the stream brings). */
+const MAX_BATCH = 2_000;
+
+/** What became of an event handed to the writer: durable, or refused as malformed (never written). */
+export type Outcome = 'durable' | 'refused';
 
 /** Makes the events durable, in order; throws when it cannot (then none is acknowledged). */
-export type Sequence = (events: (SubmittedEvent | null)[]) => Promise<('durable' | 'refused')[]>;
+export type Sequence = (events: (SubmittedEvent | null)[]) => Promise<Outcome[]>;
 
 interface Connection {
   socket: Socket;
@@ -57,7 +62,7 @@ export class AuditIntake {
   private pumping: Promise<void> | null = null;
 
   constructor(
-    private readonly o: { host: string; port: number; key: Buffer; sequence: Sequence; log: Logger; batchSize?: number },
+    private readonly o: { host: string; port: number; key: Buffer; sequence: Sequence; log: Logger },
   ) {}
 
   /** Start listening (idempotent); resolves once bound. */
@@ -89,11 +94,6 @@ export class AuditIntake {
     await this.pumping;
     for (const conn of this.connections) conn.socket.end();
     this.o.log.info('audit intake closed: function processes use the Redis stream');
-  }
-
-  get address(): number | null {
-    const a = this.server?.address();
-    return a && typeof a === 'object' ? a.port : null;
   }
 
   private accept(socket: Socket): void {
@@ -146,10 +146,9 @@ export class AuditIntake {
 
   /** One batch at a time; what arrives meanwhile is the next batch. */
   private async pump(): Promise<void> {
-    const limit = this.o.batchSize ?? 2_000;
     while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, limit);
-      let outcomes: ('durable' | 'refused' | 'unavailable')[];
+      const batch = this.queue.splice(0, MAX_BATCH);
+      let outcomes: (Outcome | 'unavailable')[];
       try {
         outcomes = await this.o.sequence(batch.map((item) => item.event));
       } catch {
@@ -160,7 +159,7 @@ export class AuditIntake {
     this.pumping = null;
   }
 
-  private reply(batch: Submitted[], outcomes: ('durable' | 'refused' | 'unavailable')[]): void {
+  private reply(batch: Submitted[], outcomes: (Outcome | 'unavailable')[]): void {
     const replies = new Map<Connection, DirectReply>();
     batch.forEach(({ conn, ref }, i) => {
       let reply = replies.get(conn);

@@ -55,6 +55,7 @@ import {
   type AuditCategory,
 } from './entry.js';
 import { listLogFiles, readFileEnds, type LogFile } from './files.js';
+import type { Outcome } from './intake.js';
 import { WriterLease } from './lease.js';
 import { UUID_PATTERN } from '../platform/ids.js';
 import { ACK_TO_FIELD, ackChannel, AUDIT_ACK_CHANNEL, AUDIT_DURABLE_KEY, AUDIT_STREAM, encodeAck, eventStreamId, type AckMessage } from './stream.js';
@@ -88,7 +89,7 @@ interface Submission {
 }
 
 /** The writer cannot append now (no lease, or its state is being rebuilt): nothing was written. */
-export class WriterInactiveError extends Error {
+class WriterInactiveError extends Error {
   constructor() {
     super('the audit writer is not appending');
     this.name = 'WriterInactiveError';
@@ -274,7 +275,7 @@ export class AuditWriter {
    * not appending, and the write error when a write fails (nothing of the
    * batch is acknowledged; the writer rebuilds its state from the files).
    */
-  sequenceDirect(events: (SubmittedEvent | null)[]): Promise<('durable' | 'refused')[]> {
+  sequenceDirect(events: (SubmittedEvent | null)[]): Promise<Outcome[]> {
     return this.exclusive(async () => {
       if (!this.active || !this.lease.canAppend()) throw new WriterInactiveError();
       try {
@@ -433,8 +434,8 @@ export class AuditWriter {
    * An event handed over directly has no stream id: its entry stores its
    * category's last stream id, the point a replay resumes from.
    */
-  private async persist(submissions: Submission[]): Promise<('durable' | 'refused')[]> {
-    const outcomes: ('durable' | 'refused')[] = [];
+  private async persist(submissions: Submission[]): Promise<Outcome[]> {
+    const outcomes: Outcome[] = [];
     const pending = new Map<string, PendingFile>();
     // Work on copies: the heads change only once the batch is durable (a failure rebuilds them from the files).
     const heads = new Map([...this.heads].map(([c, h]) => [c, { ...h }]));
