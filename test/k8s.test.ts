@@ -333,6 +333,30 @@ describe('workloads', () => {
     }
   });
 
+  it('every PulseVault process (functions through the Kyverno policy, services, CronJobs) trusts the site CA bundle at NODE_EXTRA_CA_CERTS', () => {
+    const bundle = configMap.data.NODE_EXTRA_CA_CERTS as string;
+    const generated = named('ConfigMap', 'pulsevault-ca-bundle');
+    expect(Object.keys(generated.data)).toEqual([path.basename(bundle)]);
+    const functionPod = policy.spec.rules[0].mutate.patchStrategicMerge.spec.template.spec as Obj;
+    const pods = [
+      { who: 'functions (Kyverno)', pod: functionPod },
+      ...workloads.filter((w) => (podTemplate(w).spec.containers[0].envFrom ?? []).some((e: Obj) => e.configMapRef?.name === 'pulsevault-config')).map((w) => ({ who: w.metadata.name as string, pod: podTemplate(w).spec as Obj })),
+    ];
+    expect(pods.map((p) => p.who)).toEqual(expect.arrayContaining(['functions (Kyverno)', 'queue-connector', 'audit-writer', 'pulsevault-scrub', 'pulsevault-reindex']));
+    for (const { who, pod } of pods) {
+      const volume = (pod.volumes as Obj[]).find((v) => v.configMap?.name === 'pulsevault-ca-bundle');
+      expect(volume, who).toBeDefined();
+      const mount = (pod.containers[0].volumeMounts as Obj[]).find((m) => m.name === volume!.name);
+      expect([mount?.mountPath, mount?.readOnly], who).toEqual([path.dirname(bundle), true]);
+    }
+  });
+
+  it("private images: the pull secret sits on openfaas-fn's default ServiceAccount, which every pod there runs as (faas-netes' too)", () => {
+    const account = byKind('ServiceAccount').find((a) => a.metadata.name === 'default' && a.metadata.namespace === 'openfaas-fn');
+    expect(account?.imagePullSecrets).toEqual([{ name: 'pulsevault-registry' }]);
+    for (const w of workloads.filter((w) => w.metadata.namespace === 'openfaas-fn')) expect(podTemplate(w).spec.serviceAccountName, w.metadata.name).toBeUndefined();
+  });
+
   it('secrets come from the OpenFaaS secrets the configuration knows, at the path it reads', () => {
     const used = new Set<string>();
     for (const w of workloads) {

@@ -53,9 +53,9 @@ function secretsDir(names: string[]): string {
   return dir;
 }
 
-/** Cluster wiring this machine cannot have: Redis' address, the media volume, the secrets mount, ports. */
+/** Cluster wiring this machine cannot have: Redis' address, the media volume, the CA bundle's mount, the secrets mount, ports. */
 function wiring(extra: Record<string, string>): Record<string, string> {
-  return { REDIS_HOST: '127.0.0.1', REDIS_PORT: String(redis.port), MEDIA_ROOT: path.join(work, 'media'), HOST: '127.0.0.1', ...extra };
+  return { REDIS_HOST: '127.0.0.1', REDIS_PORT: String(redis.port), MEDIA_ROOT: path.join(work, 'media'), NODE_EXTRA_CA_CERTS: path.join(work, 'ca-bundle.pem'), HOST: '127.0.0.1', ...extra };
 }
 
 function start(args: string[], env: Record<string, string>): NodeProcess {
@@ -81,6 +81,7 @@ function doctor(dir: string): Promise<{ code: number; stdout: string }> {
 
 beforeAll(async () => {
   mkdirSync(path.join(work, 'media'));
+  cpSync('k8s/ca-bundle.pem', path.join(work, 'ca-bundle.pem')); // what the pulsevault-ca-bundle ConfigMap mounts
   redis = await startRedis({ password: REDIS_PASSWORD });
   const pair = await generateKeyPair('RS256');
   privateKey = pair.privateKey;
