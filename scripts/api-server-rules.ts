@@ -35,26 +35,15 @@ const SELECTING_WORKLOADS = ['Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaS
 const invalid = (field: string, value: unknown, why: string) => `${field}: Invalid value: ${JSON.stringify(value)}: ${why}`;
 const required = (field: string, why = 'Required value') => `${field}: Required value${why === 'Required value' ? '' : `: ${why}`}`;
 
-function dns1123Label(v: string): string[] {
-  const out: string[] = [];
-  if (v.length > 63) out.push('must be no more than 63 characters');
-  if (!DNS1123_LABEL.test(v)) out.push("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character");
-  return out;
-}
-
-function dns1123Subdomain(v: string): string[] {
-  const out: string[] = [];
-  if (v.length > 253) out.push('must be no more than 253 characters');
-  if (!DNS1123_SUBDOMAIN.test(v)) out.push("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character");
-  return out;
-}
-
-function dns1035Label(v: string): string[] {
-  const out: string[] = [];
-  if (v.length > 63) out.push('must be no more than 63 characters');
-  if (!DNS1035_LABEL.test(v)) out.push("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character");
-  return out;
-}
+/** A length bound and a pattern, each broken one reported as the API server words it. */
+const bounded = (max: number, pattern: RegExp, message: string) => (v: string): string[] => [
+  ...(v.length > max ? [`must be no more than ${max} characters`] : []),
+  ...(pattern.test(v) ? [] : [message]),
+];
+const dns1123Label = bounded(63, DNS1123_LABEL, "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character");
+const dns1123Subdomain = bounded(253, DNS1123_SUBDOMAIN, "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character");
+const dns1035Label = bounded(63, DNS1035_LABEL, "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character");
+const labelValue = bounded(63, LABEL_VALUE, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character");
 
 /** IsQualifiedName: `[prefix/]name`, the prefix a DNS-1123 subdomain, the name ≤ 63 characters. */
 function qualifiedName(v: string): string[] {
@@ -69,13 +58,6 @@ function qualifiedName(v: string): string[] {
   if (name.length === 0) out.push('name part must be non-empty');
   else if (name.length > 63) out.push('name part must be no more than 63 characters');
   if (name.length > 0 && !QUALIFIED_NAME.test(name)) out.push("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character");
-  return out;
-}
-
-function labelValue(v: string): string[] {
-  const out: string[] = [];
-  if (v.length > 63) out.push('must be no more than 63 characters');
-  if (!LABEL_VALUE.test(v)) out.push("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character");
   return out;
 }
 
