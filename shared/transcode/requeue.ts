@@ -84,13 +84,7 @@ export async function requeueVideos({ redis, store, audit, log }: RequeueDeps, o
   };
 
   const running = new Set<Promise<void>>();
-  const dir = await opendir(store.videoDir).catch((err: unknown) => {
-    // A fresh volume has no videos/ until the first finalize: nothing to requeue, not a failure.
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
-  });
-  if (!dir) return counts;
-  for await (const entry of dir) {
+  for await (const entry of await opendir(store.videoDir)) {
     if (!entry.isDirectory() || !isVideoId(entry.name)) continue;
     const p = visit(entry.name).finally(() => running.delete(p));
     running.add(p);
