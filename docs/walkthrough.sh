@@ -12,9 +12,10 @@ ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=640x360:rate=25:duration=4 -
   -c:v libx264 -pix_fmt yuv420p -c:a aac -shortest "$CLIP"
 SIZE=$(stat -c %s "$CLIP")
 
-# 1. Create the upload (tus creation). Location is relative to the URL you called: uploads/<id>.
+# 1. Create the upload (tus creation). Location is uploads/<id>, relative to the URL you called, or
+#    <PUBLIC_URL>/uploads/<id> where PUBLIC_URL is set (as on Kubernetes): the id is its last segment.
 UPLOAD=$(curl -fsS -i -X POST $B/uploads -H "Authorization: Bearer $JWT" -H 'Tus-Resumable: 1.0.0' -H "Upload-Length: $SIZE" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
-UPLOAD_ID=${UPLOAD#uploads/}
+UPLOAD_ID=${UPLOAD##*/}
 echo "upload: $UPLOAD"
 
 # 2. Send the first 100 000 bytes (any number of PATCHes; each continues at the server's offset).

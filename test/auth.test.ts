@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT } from 'jose';
@@ -9,6 +9,10 @@ import { createAuthenticator, mayManageVideo, requireRole, type Authenticator } 
 import { ConfigError, loadConfig } from '../shared/platform/config.js';
 import { AppError } from '../shared/platform/errors.js';
 import type { Logger } from '../shared/platform/log.js';
+import { startFunctionProcess, type FunctionProcess } from './helpers/function-process.js';
+import { makeInternalCa, startHttpsJwks, type HttpsJwks, type InternalCa } from './helpers/internal-ca.js';
+import { startRedis } from './helpers/redis.js';
+import { waitFor } from './helpers/wait.js';
 
 const HS_SECRET = 'auth-test-secret-0123456789abcdef0123456789';
 const noSecrets = mkdtempSync(path.join(tmpdir(), 'pv-auth-nosecrets-'));
@@ -103,6 +107,72 @@ describe('JWT authentication (remote JWKS)', () => {
     const down = createAuthenticator(config({ AUTH_JWKS_URL: 'http://127.0.0.1:9/jwks.json' }), quietLog());
     expect(await status(down, bearer(await rs256({ sub: 'x', exp: now() + 60 })))).toBe(503);
   });
+});
+
+describe('an identity provider behind an internal CA (HTTPS JWKS on loopback, CA made by this test)', () => {
+  let ca: InternalCa;
+  let idp: HttpsJwks;
+  const now = () => Math.floor(Date.now() / 1000);
+  const token = () => new SignJWT({ sub: 'u1', exp: now() + 60, roles: ['admin'] }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).sign(idp.privateKey);
+
+  beforeAll(async () => {
+    ca = makeInternalCa();
+    idp = await startHttpsJwks(ca);
+  });
+  afterAll(async () => {
+    await idp?.close();
+    ca?.remove();
+  });
+
+  /** 503 auth_unavailable, and the one warning's fields. */
+  async function unavailable(jwksUrl: string): Promise<Record<string, unknown>> {
+    const log = quietLog();
+    const auth = createAuthenticator(config({ AUTH_JWKS_URL: jwksUrl }), log);
+    const err = await auth.authenticate(bearer(await token())).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AppError);
+    expect([(err as AppError).status, (err as AppError).code]).toEqual([503, 'auth_unavailable']);
+    expect(log.warn).toHaveBeenCalledTimes(1);
+    expect(log.warn.mock.calls[0]![1]).toBe('JWKS unavailable');
+    return log.warn.mock.calls[0]![0] as Record<string, unknown>;
+  }
+
+  it('untrusted: logs the TLS verdict and the origin only (no path, no query secret)', async () => {
+    const fields = await unavailable(`${idp.url}?client_secret=s3cret-value`);
+    expect(fields).toEqual({ idp: new URL(idp.url).origin, cause: 'SELF_SIGNED_CERT_IN_CHAIN: self-signed certificate in certificate chain' });
+  });
+
+  it('unresolvable and refused: logs ENOTFOUND and ECONNREFUSED', async () => {
+    expect((await unavailable('https://idp.invalid/jwks.json')).cause).toBe('getaddrinfo ENOTFOUND idp.invalid');
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    expect((await unavailable(`https://127.0.0.1:${port}/jwks.json`)).cause).toMatch(/^connect ECONNREFUSED 127\.0\.0\.1:\d+$/);
+  });
+
+  it('trusted through NODE_EXTRA_CA_CERTS (as k8s/ mounts the CA bundle): a function verifies tokens; without it, 503 with the cause in its log', async () => {
+    const redis = await startRedis();
+    const media = mkdtempSync(path.join(tmpdir(), 'pv-auth-ca-media-'));
+    const env = { NODE_ENV: 'production', AUTH_JWKS_URL: idp.url, REDIS_HOST: '127.0.0.1', REDIS_PORT: String(redis.port), MEDIA_ROOT: media };
+    const trusting = await startFunctionProcess('finalize', { ...env, NODE_EXTRA_CA_CERTS: ca.caFile });
+    const distrusting = await startFunctionProcess('finalize', env);
+    try {
+      // A finalize without an uploadId: 400 once the caller is authenticated (401/503 would mean the token failed).
+      const finalize = async (fn: FunctionProcess) =>
+        fetch(`${fn.url}/uploads/finalize`, { method: 'POST', headers: { authorization: `Bearer ${await token()}`, 'content-type': 'application/json' }, body: '{}' });
+      const ok = await finalize(trusting);
+      expect(ok.status, await ok.clone().text()).toBe(400);
+      const refused = await finalize(distrusting);
+      expect(refused.status).toBe(503);
+      expect(((await refused.json()) as { error: unknown }).error).toBe('auth_unavailable');
+      await waitFor(() => distrusting.output().includes('self-signed certificate in certificate chain'), 10_000, 'the cause in the log');
+      expect(distrusting.output()).not.toContain('/jwks.json');
+    } finally {
+      await Promise.all([trusting.stop(), distrusting.stop()]);
+      await redis.close();
+      rmSync(media, { recursive: true, force: true });
+    }
+  }, 90_000);
 });
 
 describe('without auth configuration', () => {

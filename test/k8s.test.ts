@@ -18,6 +18,7 @@ import { FUNCTIONS, matchPublicRoute, PUBLIC_ROUTES } from '../services/gateway/
 import { K8S_MEDIA_EDGE, mediaEdgeConfig } from '../services/media-edge/nginx-config.js';
 import { readStack, subscribers } from '../shared/platform/openfaas-stack.js';
 import { TRANSCODE_STREAM } from '../shared/transcode/queue.js';
+import { apiServerProblems } from '../scripts/api-server-rules.js';
 import { renderKustomization } from '../scripts/deployment.js';
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -123,6 +124,20 @@ describe('k8s/ files', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);
+});
+
+describe("the API server's own validation (scripts/api-server-rules.ts)", () => {
+  it.each(kustomizations.map((k) => [path.dirname(k)]))('every object `kubectl apply -k %s` sends keeps the rules schemas cannot express', (dir) => {
+    const rendered = manifests.filter((m) => path.dirname(m.file) === dir).map((m) => m.doc);
+    expect(rendered.length).toBeGreaterThan(0);
+    expect(apiServerProblems(rendered)).toEqual([]);
+  });
+
+  it('every Ingress path, in every folder, is absolute (no path an ImplementationSpecific rule would refuse)', () => {
+    const paths = byKind('Ingress').flatMap((i) => (i.spec.rules as Obj[]).flatMap((r) => (r.http.paths as Obj[]).map((p) => p.path as string)));
+    expect(paths.length).toBeGreaterThanOrEqual(PUBLIC_ROUTES.length);
+    for (const p of paths) expect(p, p).toMatch(/^\//);
+  });
 });
 
 describe('the media volume reaches the functions (Kyverno)', () => {
@@ -318,6 +333,30 @@ describe('workloads', () => {
     }
   });
 
+  it('every PulseVault process (functions through the Kyverno policy, services, CronJobs) trusts the site CA bundle at NODE_EXTRA_CA_CERTS', () => {
+    const bundle = configMap.data.NODE_EXTRA_CA_CERTS as string;
+    const generated = named('ConfigMap', 'pulsevault-ca-bundle');
+    expect(Object.keys(generated.data)).toEqual([path.basename(bundle)]);
+    const functionPod = policy.spec.rules[0].mutate.patchStrategicMerge.spec.template.spec as Obj;
+    const pods = [
+      { who: 'functions (Kyverno)', pod: functionPod },
+      ...workloads.filter((w) => (podTemplate(w).spec.containers[0].envFrom ?? []).some((e: Obj) => e.configMapRef?.name === 'pulsevault-config')).map((w) => ({ who: w.metadata.name as string, pod: podTemplate(w).spec as Obj })),
+    ];
+    expect(pods.map((p) => p.who)).toEqual(expect.arrayContaining(['functions (Kyverno)', 'queue-connector', 'audit-writer', 'pulsevault-scrub', 'pulsevault-reindex']));
+    for (const { who, pod } of pods) {
+      const volume = (pod.volumes as Obj[]).find((v) => v.configMap?.name === 'pulsevault-ca-bundle');
+      expect(volume, who).toBeDefined();
+      const mount = (pod.containers[0].volumeMounts as Obj[]).find((m) => m.name === volume!.name);
+      expect([mount?.mountPath, mount?.readOnly], who).toEqual([path.dirname(bundle), true]);
+    }
+  });
+
+  it("private images: the pull secret sits on openfaas-fn's default ServiceAccount, which every pod there runs as (faas-netes' too)", () => {
+    const account = byKind('ServiceAccount').find((a) => a.metadata.name === 'default' && a.metadata.namespace === 'openfaas-fn');
+    expect(account?.imagePullSecrets).toEqual([{ name: 'pulsevault-registry' }]);
+    for (const w of workloads.filter((w) => w.metadata.namespace === 'openfaas-fn')) expect(podTemplate(w).spec.serviceAccountName, w.metadata.name).toBeUndefined();
+  });
+
   it('secrets come from the OpenFaaS secrets the configuration knows, at the path it reads', () => {
     const used = new Set<string>();
     for (const w of workloads) {
@@ -487,9 +526,9 @@ describe('public ingress', () => {
         ingress: ing,
         host: r.host as string,
         path: p.path as string,
-        target: ing.metadata.annotations['nginx.ingress.kubernetes.io/rewrite-target'] as string,
+        target: ing.metadata.annotations['nginx.ingress.kubernetes.io/rewrite-target'] as string | undefined,
         fn: p.backend.service.name as string,
-        // ingress-nginx: `location ~* "^<path>"` and `rewrite "(?i)<path>" <target> break;`
+        // ingress-nginx: `location ~* "^<path>"`, and with a rewrite-target `rewrite "(?i)<path>" <target> break;`
         location: new RegExp(`^${p.path}`, 'i'),
         backend: p.backend.service,
       })),
@@ -502,8 +541,8 @@ describe('public ingress', () => {
     expect(hits.length, `${pathname} matches ${hits.length} locations`).toBeLessThanOrEqual(1);
     const hit = hits[0];
     if (!hit) return null;
-    const m = new RegExp(hit.path, 'i').exec(pathname)!;
-    return { name: hit.fn, path: hit.target.replace('$1', m[1]!) };
+    if (hit.target === undefined) return { name: hit.fn, path: pathname };
+    return { name: hit.fn, path: pathname.replace(new RegExp(hit.path, 'i'), hit.target) };
   }
 
   function expectSameRouting(pathname: string): void {
@@ -559,7 +598,7 @@ describe('public ingress', () => {
       // faas-netes' Service per function: <name>:8080 in openfaas-fn (pkg/handlers/deploy.go).
       expect([...FUNCTIONS.filter((f) => f !== 'stream'), 'media-edge']).toContain(l.backend.name);
       expect(l.backend.port).toEqual({ number: 8080 });
-      expect(l.target).toBe('$1'); // the path reaches the function unchanged
+      expect(l.target).toBeUndefined(); // no rewrite: the path reaches the function unchanged
       expect(l.ingress.metadata.namespace).toBe('openfaas-fn');
       expect(l.ingress.spec.ingressClassName).toBe('nginx');
     }

@@ -6,7 +6,7 @@
  * volume's path, listen ports, the secrets mount's directory.
  */
 import { execFile } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,6 +17,7 @@ import { freePort } from '../services/devstack/supervisor.js';
 import { readStack } from '../shared/platform/openfaas-stack.js';
 import { functionEnvironment, renderKustomization, serviceDeployment, type Manifest } from '../scripts/deployment.js';
 import { untilAuditWriterReady } from './helpers/audit.js';
+import { makeInternalCa, startHttpsJwks, type HttpsJwks, type InternalCa } from './helpers/internal-ca.js';
 import { spawnNode, type NodeProcess } from './helpers/node-process.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 import { TEST_AUDIT_KEY, TEST_HMAC_SECRET } from './helpers/secrets.js';
@@ -35,6 +36,9 @@ let redis: TestRedis;
 let jwks: Server;
 let jwksUrl: string;
 let privateKey: Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
+/** The site's identity provider behind its internal CA, for doctor. */
+let ca: InternalCa;
+let idp: HttpsJwks;
 
 /** A copy of k8s/ whose site block is filled in as a site would (the JWKS on loopback). */
 function siteK8s(site: Record<string, string>): string {
@@ -53,9 +57,9 @@ function secretsDir(names: string[]): string {
   return dir;
 }
 
-/** Cluster wiring this machine cannot have: Redis' address, the media volume, the secrets mount, ports. */
+/** Cluster wiring this machine cannot have: Redis' address, the media volume, the CA bundle's mount, the secrets mount, ports. */
 function wiring(extra: Record<string, string>): Record<string, string> {
-  return { REDIS_HOST: '127.0.0.1', REDIS_PORT: String(redis.port), MEDIA_ROOT: path.join(work, 'media'), HOST: '127.0.0.1', ...extra };
+  return { REDIS_HOST: '127.0.0.1', REDIS_PORT: String(redis.port), MEDIA_ROOT: path.join(work, 'media'), NODE_EXTRA_CA_CERTS: path.join(work, 'ca-bundle.pem'), HOST: '127.0.0.1', ...extra };
 }
 
 function start(args: string[], env: Record<string, string>): NodeProcess {
@@ -73,14 +77,28 @@ async function untilAnswers(url: string, p: NodeProcess, what: string): Promise<
   }, 30_000, what);
 }
 
-function doctor(dir: string): Promise<{ code: number; stdout: string }> {
+/** `env`: faas-cli's REGISTRY and TAG, as a site sets them for stack.yml's images. */
+function doctor(dir: string, env: Record<string, string> = {}): Promise<{ code: number; stdout: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['dist/scripts/pulsevault.js', 'doctor', dir], (err, stdout) => resolve({ code: err ? Number(err.code) : 0, stdout }));
+    execFile(process.execPath, ['dist/scripts/pulsevault.js', 'doctor', dir], { env: { PATH: process.env.PATH, ...env } }, (err, stdout) => resolve({ code: err ? Number(err.code) : 0, stdout }));
   });
 }
 
+/** A site's release: its registry for stack.yml (REGISTRY, TAG) and for every kustomization's services image. */
+const RELEASE = { REGISTRY: 'registry.hospital.test', TAG: '1.4.2' };
+function released(dir: string): string {
+  for (const k of ['kustomization.yaml', 'mirror/kustomization.yaml']) {
+    const file = path.join(dir, k);
+    writeFileSync(file, `${readFileSync(file, 'utf8')}\nimages:\n  - name: registry.local:5000/pulsevault-services\n    newName: ${RELEASE.REGISTRY}/pulsevault-services\n    newTag: "${RELEASE.TAG}"\n`);
+  }
+  return dir;
+}
+
 beforeAll(async () => {
+  ca = makeInternalCa();
+  idp = await startHttpsJwks(ca);
   mkdirSync(path.join(work, 'media'));
+  cpSync('k8s/ca-bundle.pem', path.join(work, 'ca-bundle.pem')); // what the pulsevault-ca-bundle ConfigMap mounts
   redis = await startRedis({ password: REDIS_PASSWORD });
   const pair = await generateKeyPair('RS256');
   privateKey = pair.privateKey;
@@ -95,6 +113,8 @@ afterAll(async () => {
   await Promise.all(processes.map((p) => p.exited));
   await redis?.close();
   await new Promise((r) => jwks?.close(r));
+  await idp?.close();
+  ca?.remove();
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -172,10 +192,32 @@ describe('production boot from stack.yml + k8s/ + documented secrets', () => {
 });
 
 describe('pulsevault doctor', () => {
-  it('names every site setting still an example in the checked-in k8s/, and exits 1', async () => {
+  it('names every site setting still an example and every placeholder image in the checked-in k8s/ and stack.yml, and exits 1', async () => {
     const { code, stdout } = await doctor('k8s');
     expect(code).toBe(1);
     for (const key of ['AUTH_JWKS_URL', 'AUTH_ISSUER', 'PUBLIC_URL', 'PUBLIC_HOST', 'MEDIA_STORAGE_CLASS']) expect(stdout).toMatch(new RegExp(`^problem: ${key} is still the example value`, 'm'));
+    expect(stdout).toContain('problem: Deployment queue-connector: image registry.local:5000/pulsevault-services:latest is in the placeholder registry and has no release tag');
+    expect(stdout).toContain('problem: CronJob pulsevault-reindex: image registry.local:5000/pulsevault-services:latest');
+    for (const fn of stack.functions) expect(stdout).toContain(`problem: stack.yml function ${fn.name}: image registry.local:5000/pulsevault-${fn.name}:latest`);
+    expect(stdout).toMatch(/^ok: \d+ objects of k8s, k8s\/keda, k8s\/mirror, k8s\/monitoring against the API server's validation rules/m);
+    expect(stdout).toMatch(/^not checked: the identity provider's JWKS/m);
+    expect(stdout).not.toMatch(/starts/);
+  });
+
+  it("refuses an Ingress the API server would refuse, with the API server's words", async () => {
+    const dir = released(siteK8s({ AUTH_JWKS_URL: idp.url, AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, PUBLIC_URL: 'https://videos.hospital.test', PUBLIC_HOST: 'videos.hospital.test', MEDIA_STORAGE_CLASS: 'nfs-encrypted' }));
+    const ingress = path.join(dir, 'ingress.yaml');
+    writeFileSync(ingress, readFileSync(ingress, 'utf8').replace("path: '/uploads/finalize$'", () => "path: '(/uploads/finalize)$'"));
+    const { code, stdout } = await doctor(dir, RELEASE);
+    expect(stdout).toContain('problem: Ingress openfaas-fn/pulsevault-finalize: spec.rules[0].http.paths[0].path: Invalid value: "(/uploads/finalize)$": must be an absolute path');
+    expect(code).toBe(1);
+  });
+
+  it('names an identity provider whose certificate the CA bundle does not vouch for, with the TLS verdict', async () => {
+    const dir = released(siteK8s({ AUTH_JWKS_URL: idp.url, AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, PUBLIC_URL: 'https://videos.hospital.test', PUBLIC_HOST: 'videos.hospital.test', MEDIA_STORAGE_CLASS: 'nfs-encrypted' }));
+    const { code, stdout } = await doctor(dir, RELEASE);
+    expect(stdout).toContain(`problem: AUTH_JWKS_URL (${new URL(idp.url).origin}) cannot be fetched from here: SELF_SIGNED_CERT_IN_CHAIN: self-signed certificate in certificate chain — add the CA that issued its certificate to k8s/ca-bundle.pem`);
+    expect(code).toBe(1);
   });
 
   it('names the functions that would refuse to start without an identity provider', async () => {
@@ -185,12 +227,16 @@ describe('pulsevault doctor', () => {
     for (const fn of ['tus-upload', 'finalize', 'sign', 'metadata']) expect(stdout).toContain(`problem: function ${fn}: invalid configuration: AUTH_JWKS_URL or AUTH_JWT_SECRET is required when NODE_ENV=production`);
   });
 
-  it('passes a complete site and lists the secrets to create', async () => {
-    const { code, stdout } = await doctor(
-      siteK8s({ AUTH_JWKS_URL: 'https://login.hospital.test/jwks', AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, PUBLIC_URL: 'https://videos.hospital.test', PUBLIC_HOST: 'videos.hospital.test', MEDIA_STORAGE_CLASS: 'nfs-encrypted' }),
-    );
-    expect(stdout).toMatch(/^ok: /m);
-    expect(stdout).toContain('audit-signing-key, basic-auth-password, hmac-secret, redis-password');
+  it('passes a complete site whose IdP its CA bundle trusts, and lists every secret referenced, TLS and pull secret included', async () => {
+    const dir = released(siteK8s({ AUTH_JWKS_URL: idp.url, AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, PUBLIC_URL: 'https://videos.hospital.test', PUBLIC_HOST: 'videos.hospital.test', MEDIA_STORAGE_CLASS: 'nfs-encrypted' }));
+    writeFileSync(path.join(dir, 'ca-bundle.pem'), `${readFileSync(path.join(dir, 'ca-bundle.pem'), 'utf8')}${ca.caPem}`);
+    const { code, stdout } = await doctor(dir, RELEASE);
+    expect(stdout).not.toMatch(/^(problem|FAILED|not checked)/m);
+    expect(stdout).toContain('ok: the CA bundle (ConfigMap pulsevault-ca-bundle): 1 certificate(s)');
+    expect(stdout).toMatch(/^ok: the identity provider's JWKS at AUTH_JWKS_URL, fetched from here/m);
+    const listed = [...stdout.matchAll(/^ {2}([a-z0-9-]+) \((.+)\)$/gm)].map((m) => [m[1], m[2]]);
+    expect(listed.map(([name]) => name)).toEqual(['audit-signing-key', 'basic-auth-password', 'hmac-secret', 'metadata-dsn', 'pulsevault-registry', 'pulsevault-tls', 'redis-password']);
+    expect(Object.fromEntries(listed)['pulsevault-tls']).toMatch(/^Ingress pulsevault-/);
     expect(code).toBe(0);
   });
 });

@@ -8,11 +8,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { AuditLog } from '../shared/audit/client.js';
-import { createLogger } from '../shared/platform/log.js';
+import { createLogger, type Logger } from '../shared/platform/log.js';
 import type { Redis } from '../shared/platform/redis.js';
 import { TRANSCODE_GROUP, TRANSCODE_STREAM, TranscodeQueue } from '../shared/transcode/queue.js';
 import { QueueRecovery, RECOVERED_EPOCH_KEY, RECOVERY_AUDIT_REASON } from '../shared/transcode/recovery.js';
-import type { MediaStore, VideoMeta } from '../shared/video/store.js';
+import { MediaStore, type VideoMeta } from '../shared/video/store.js';
 import { readAuditEntries } from './helpers/audit.js';
 import type { TestRedis } from './helpers/redis.js';
 import { startTranscoder, type TranscoderHarness } from './helpers/transcoder.js';
@@ -90,4 +90,19 @@ it('re-creates one job per waiting video after Redis comes back empty, audited o
   expect(entries).toHaveLength(waiting.length * 2);
   for (const e of entries) expect(e).toMatchObject({ category: 'transcode', outcome: 'success', reason: RECOVERY_AUDIT_REASON });
   expect(entries.map((e) => e.videoId).sort()).toEqual([...waiting, ...waiting].sort());
+});
+
+it('a fresh volume without videos/ is an empty one: the pass completes with one info line, no error', async () => {
+  await redis.del(RECOVERED_EPOCH_KEY);
+  const lines: { level: string; msg: string }[] = [];
+  const log = Object.fromEntries(['debug', 'info', 'warn', 'error'].map((level) => [level, (a: unknown, b?: unknown) => void lines.push({ level, msg: String(typeof a === 'string' ? a : b) })])) as unknown as Logger;
+  const fresh = new MediaStore(path.join(mkdtempSync(path.join(tmpdir(), 'pv-recovery-fresh-')), 'videos'), redis);
+  const recovery = new QueueRecovery({ redis, queue: new TranscodeQueue(redis, redis, 'fresh'), store: fresh, audit, log, leaseMs: 5_000 });
+  await recovery.check();
+  await recovery.idle();
+  await recovery.check(); // recovered: nothing more to do, nothing more said
+  await recovery.idle();
+  expect(await redis.exists(RECOVERED_EPOCH_KEY)).toBe(1);
+  expect(lines).toEqual([{ level: 'info', msg: 'queue recovery pass done: every video waiting for a transcode has a job' }]);
+  rmSync(path.dirname(fresh.videoDir), { recursive: true, force: true });
 });

@@ -28,7 +28,11 @@ describe('docs/api.md and docs/walkthrough.sh', () => {
   });
 });
 
-describe('the walkthrough against the local stack', () => {
+// Relative Locations as `npm start` answers them; absolute ones as with PUBLIC_URL set (k8s/ sets it).
+describe.each([
+  ['relative', false],
+  ['absolute', true],
+])('the walkthrough against the local stack, with %s tus Locations', (locations, publicUrl) => {
   let stack: TestStack;
   let jwt: string;
   let workDir: string;
@@ -42,7 +46,7 @@ describe('the walkthrough against the local stack', () => {
     workDir = mkdtempSync(path.join(tmpdir(), 'pv-walkthrough-'));
     // As `npm start` on a developer's machine: no auth configured (dev token), no AUDIT_SIGNING_KEY (dev key under MEDIA_ROOT).
     [stack] = await Promise.all([
-      startStack({ env: { NODE_ENV: 'development', AUDIT_SIGNING_KEY: '', RENDITIONS: '240p,360p', LOG_LEVEL: 'warn' } }),
+      startStack({ publicUrl, env: { NODE_ENV: 'development', AUDIT_SIGNING_KEY: '', RENDITIONS: '240p,360p', LOG_LEVEL: 'warn' } }),
       makeClip(path.join(workDir, 'clip.mp4'), { seconds: 2, width: 320, height: 180 }),
     ]);
     jwt = await waitFor(() => /^PULSEVAULT_DEV_TOKEN=(\S+)$/m.exec(stack.output())?.[1], 15_000, 'the dev token on the stack output');
@@ -57,6 +61,7 @@ describe('the walkthrough against the local stack', () => {
   it('runs every step of docs/walkthrough.sh to the end, printing no credential', () => {
     expect(walk.stderr + walk.stdout).not.toContain(jwt);
     expect(walk.code, walk.stderr).toBe(0);
+    expect(lineOf('upload: ')).toMatch(locations === 'absolute' ? new RegExp(`^upload: ${stack.url}/uploads/[^/]+$`) : /^upload: uploads\/[^/]+$/);
   });
 
   it('uploads in two PATCHes, resuming at the offset HEAD reports, and finalize hashes what was sent', () => {

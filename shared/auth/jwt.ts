@@ -29,6 +29,7 @@ import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, t
 import { ConfigError, type Config } from '../platform/config.js';
 import { ForbiddenError, ServiceUnavailableError, UnauthorizedError } from '../platform/errors.js';
 import type { Logger } from '../platform/log.js';
+import { failureCause, loggableOrigin } from '../platform/outbound.js';
 
 export const ROLES = ['uploader', 'viewer', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
@@ -83,6 +84,7 @@ export function createAuthenticator(config: Config, log: Logger): Authenticator 
   const secretKey = jwtSecret
     ? crypto.subtle.importKey('raw', new TextEncoder().encode(jwtSecret), { name: 'HMAC', hash: 'SHA-256' }, false, ['verify'])
     : null;
+  const jwksOrigin = jwksUrl ? loggableOrigin(jwksUrl) : null;
   const jwks = jwksUrl ? createRemoteJWKSet(new URL(jwksUrl), { cacheMaxAge: 10 * 60_000, cooldownDuration: 30_000, timeoutDuration: 5_000 }) : null;
   const algorithms = [...(secretKey ? ['HS256'] : []), ...(jwks ? ASYMMETRIC_ALGS : [])];
   const getKey: JWTVerifyGetKey = (header, token) => {
@@ -108,7 +110,8 @@ export function createAuthenticator(config: Config, log: Logger): Authenticator 
         }));
       } catch (err) {
         if (err instanceof joseErrors.JWKSTimeout || !(err instanceof joseErrors.JOSEError)) {
-          log.warn({ err: (err as Error).message }, 'JWKS unavailable');
+          // The cause says which fix applies: the CA bundle (docs/deploy.md "Internal CA"), DNS, the network.
+          log.warn({ idp: jwksOrigin, cause: failureCause(err) }, 'JWKS unavailable');
           throw new ServiceUnavailableError('the identity provider keys are unavailable', 'auth_unavailable');
         }
         throw new UnauthorizedError('the Bearer token is not valid', `${CHALLENGE}, error="invalid_token"`);

@@ -128,6 +128,8 @@ const VARIABLES = {
   AUTH_ISSUER: { default: '', parse: z.string().trim() },
   AUTH_AUDIENCE: { default: '', parse: z.string().trim() },
   AUTH_ROLES_CLAIM: { default: 'roles', parse: z.string().trim().min(1) },
+  // Read by Node itself at start-up (extra trusted CAs for every outbound TLS connection); parsed here so it is documented and checked.
+  NODE_EXTRA_CA_CERTS: { default: '', parse: z.string().trim().refine((v) => v === '' || v.startsWith('/'), 'must be an absolute path to a PEM file') },
 
   AUDIT_SIGNING_KEY: { default: '', parse: optionalSecret(32) },
   AUDIT_ACK_TIMEOUT_MS: { default: '2000', parse: int(50, 60_000) },

@@ -17,6 +17,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { AuditLog } from '../audit/client.js';
+import { exists } from '../platform/exists.js';
 import type { Logger } from '../platform/log.js';
 import { counter } from '../platform/metrics.js';
 import type { Redis } from '../platform/redis.js';
@@ -88,7 +89,10 @@ export class QueueRecovery {
 
   private async recover(epoch: string): Promise<void> {
     const { redis, store, audit, log } = this.d;
-    const counts = await requeueVideos({ redis, store, audit, log }, { select: 'waiting', auditReason: RECOVERY_AUDIT_REASON });
+    // A fresh volume has no videos/ until the first finalize: nothing waits (`pulsevault requeue` still refuses a missing one).
+    const counts = (await exists(store.videoDir))
+      ? await requeueVideos({ redis, store, audit, log }, { select: 'waiting', auditReason: RECOVERY_AUDIT_REASON })
+      : { scanned: 0, enqueued: 0, alreadyQueued: 0, upToDate: 0, noMeta: 0, errors: 0 };
     requeued().inc(counts.enqueued);
     if (counts.errors > 0) {
       log.warn(counts, 'queue recovery pass incomplete; it runs again');

@@ -30,6 +30,8 @@ export interface StackOptions {
   redis?: TestRedis;
   /** Wait until every function is ready (GET / says ok). */
   waitReady?: boolean;
+  /** Set PUBLIC_URL to the stack's own URL, as k8s/ does: tus answers absolute Locations. */
+  publicUrl?: boolean;
 }
 
 /** The last warning/error lines of a stack's output (pino level ≥ warn, and anything that is not a JSON log line). */
@@ -62,6 +64,7 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
     MEDIA_ROOT: mediaRoot,
     REDIS_URL: redis.url,
     SHUTDOWN_TIMEOUT_SECONDS: '5',
+    ...(options.publicUrl ? { PUBLIC_URL: url } : {}),
     ...options.env,
   });
 
