@@ -9,6 +9,7 @@ import { appendFileSync, chmodSync, mkdirSync, mkdtempSync, readdirSync, readFil
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createHmac } from 'node:crypto';
 import { connect } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { freePort } from '../services/devstack/supervisor.js';
@@ -23,7 +24,7 @@ import { toHttpError } from '../shared/platform/errors.js';
 import { createLogger } from '../shared/platform/log.js';
 import { createRedis } from '../shared/platform/redis.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
-import { TEST_AUDIT_KEY, TEST_HMAC_SECRET } from './helpers/stack.js';
+import { TEST_AUDIT_KEY, TEST_HMAC_SECRET, TEST_INTAKE_KEY } from './helpers/secrets.js';
 import { waitFor } from './helpers/wait.js';
 
 const DIST = path.resolve('dist');
@@ -52,7 +53,7 @@ function auditDir(): string {
 }
 
 function baseEnv(dir: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return { PATH: process.env.PATH, HMAC_SECRET: TEST_HMAC_SECRET, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY, SECRETS_DIR: '/nonexistent', REDIS_URL: redis.url, AUDIT_DIR: dir, MEDIA_ROOT: path.dirname(dir), LOG_LEVEL: 'info', ...extra };
+  return { PATH: process.env.PATH, HMAC_SECRET: TEST_HMAC_SECRET, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY, AUDIT_INTAKE_KEY: TEST_INTAKE_KEY, SECRETS_DIR: '/nonexistent', REDIS_URL: redis.url, AUDIT_DIR: dir, MEDIA_ROOT: path.dirname(dir), LOG_LEVEL: 'info', ...extra };
 }
 
 interface Child {
@@ -417,7 +418,7 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
     const port = await freePort();
     const writer = startWriter(dir, { AUDIT_INTAKE_PORT: String(port), ...extra });
     await waitFor(() => writer.output().includes('audit intake open'), 20_000, 'the writer to open its intake');
-    const key = intakeKey(loadConfig(baseEnv(dir) as NodeJS.ProcessEnv).redis.password);
+    const key = intakeKey(TEST_INTAKE_KEY);
     return { writer, port, url: `tcp://127.0.0.1:${port}`, key };
   }
 
@@ -555,6 +556,36 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
     expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
   });
 
+  it('opens only with AUDIT_INTAKE_KEY: without it the writer says why once and processes use the stream; a key derived from the empty Redis password is refused', async () => {
+    const dir = auditDir();
+    const port = await freePort();
+    const keyless = startWriter(dir, { AUDIT_INTAKE_PORT: String(port), AUDIT_INTAKE_KEY: '' });
+    try {
+      await waitFor(() => keyless.output().includes('audit writer lease acquired'), 20_000, 'the keyless writer to take its lease');
+      expect(keyless.output()).toContain('audit intake not opened: AUDIT_INTAKE_KEY is not set');
+      const results = await runRecorders(dir, 1, 20, 5, { AUDIT_ACK_TIMEOUT_MS: '20000', AUDIT_WRITER_URL: `tcp://127.0.0.1:${port}`, AUDIT_INTAKE_KEY: '' });
+      expect(results[0]!.failed).toEqual([]);
+      expect(await connectable(port)).toBe(false);
+      expect(keyless.output().match(/audit intake not opened/g)).toHaveLength(1);
+    } finally {
+      await stopChild(keyless.proc);
+    }
+
+    // What the old derivation gave anyone when Redis has no password: HMAC("", label).
+    const { writer, port: openPort } = await intakeWriter(auditDir());
+    try {
+      const forger = await intakeSession(openPort);
+      const nonce = (await forger.line()).split(' ')[1]!;
+      const emptyKey = createHmac('sha256', '').update('pulsevault audit intake v1').digest();
+      forger.send(`AUTH ${authProof(emptyKey, nonce)}\n`);
+      expect(await forger.line()).toBe('ERR auth');
+      expect(await forger.line()).toBe('CLOSED');
+      expect(() => intakeKey('')).toThrow();
+    } finally {
+      await stopChild(writer.proc);
+    }
+  });
+
   it('refuses a peer without the proof, a malformed line or an over-long one; a malformed event is refused alone; no nonce or proof in the log', async () => {
     const dir = auditDir();
     const { writer, port, key } = await intakeWriter(dir);
@@ -664,6 +695,15 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
     expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
   });
 });
+
+/** Whether anything accepts a TCP connection on the port. */
+function connectable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
+  });
+}
 
 /** A raw connection to the intake: its lines in order, then `CLOSED`. */
 async function intakeSession(port: number): Promise<{ line(): Promise<string>; send(text: string): void }> {

@@ -6,7 +6,7 @@
  * volume's path, listen ports, the secrets mount's directory.
  */
 import { execFile } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -24,7 +24,7 @@ import { waitFor } from './helpers/wait.js';
 
 const REDIS_PASSWORD = 'test-redis-password-0123456789abcdef';
 /** The secret values a site creates with `faas-cli secret create` (test values here). */
-const SECRET_VALUES: Record<string, string> = { 'hmac-secret': TEST_HMAC_SECRET, 'redis-password': REDIS_PASSWORD, 'audit-signing-key': TEST_AUDIT_KEY, 'basic-auth-password': 'test-gateway-password' };
+const SECRET_VALUES: Record<string, string> = { 'hmac-secret': TEST_HMAC_SECRET, 'redis-password': REDIS_PASSWORD, 'audit-signing-key': TEST_AUDIT_KEY, 'audit-intake-key': 'test-audit-intake-key-0123456789abcdef0123', 'basic-auth-password': 'test-gateway-password' };
 const ISSUER = 'https://idp.test.internal/realms/pulsevault';
 const AUDIENCE = 'pulsevault-test';
 const stack = readStack('stack.yml');
@@ -185,12 +185,21 @@ describe('pulsevault doctor', () => {
     for (const fn of ['tus-upload', 'finalize', 'sign', 'metadata']) expect(stdout).toContain(`problem: function ${fn}: invalid configuration: AUTH_JWKS_URL or AUTH_JWT_SECRET is required when NODE_ENV=production`);
   });
 
+  it('names the workloads that would start with direct audit submission and no audit-intake-key', async () => {
+    const dir = siteK8s({ AUTH_JWKS_URL: 'https://login.hospital.test/jwks', AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, PUBLIC_URL: 'https://videos.hospital.test', PUBLIC_HOST: 'videos.hospital.test', MEDIA_STORAGE_CLASS: 'nfs-encrypted' });
+    const manifest = path.join(dir, 'audit-writer.yaml');
+    writeFileSync(manifest, readFileSync(manifest, 'utf8').replace(/^ {14}- secret:\n {18}name: audit-intake-key\n/m, ''));
+    const { code, stdout } = await doctor(dir);
+    expect(code).toBe(1);
+    expect(stdout).toContain('problem: service audit-writer: invalid configuration: AUDIT_INTAKE_KEY is required in production');
+  });
+
   it('passes a complete site and lists the secrets to create', async () => {
     const { code, stdout } = await doctor(
       siteK8s({ AUTH_JWKS_URL: 'https://login.hospital.test/jwks', AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, PUBLIC_URL: 'https://videos.hospital.test', PUBLIC_HOST: 'videos.hospital.test', MEDIA_STORAGE_CLASS: 'nfs-encrypted' }),
     );
     expect(stdout).toMatch(/^ok: /m);
-    expect(stdout).toContain('audit-signing-key, basic-auth-password, hmac-secret, redis-password');
+    expect(stdout).toContain('audit-intake-key, audit-signing-key, basic-auth-password, hmac-secret, redis-password');
     expect(code).toBe(0);
   });
 });

@@ -74,6 +74,8 @@ const baseEnv: NodeJS.ProcessEnv = {
   ...process.env,
   AUDIT_INTAKE_PORT: String(auditIntakePort),
   AUDIT_WRITER_URL: `tcp://127.0.0.1:${auditIntakePort}`,
+  // The writer and the functions are all children of this run: a fresh random key each run is enough.
+  AUDIT_INTAKE_KEY: config.auditIntakeKey ?? randomBytes(32).toString('hex'),
   MEDIA_ROOT: config.mediaRoot,
   UPLOAD_DIR: config.uploadDir,
   VIDEO_DIR: config.videoDir,

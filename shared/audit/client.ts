@@ -300,7 +300,8 @@ export function createAuditLog(config: Config, redis: Redis, log: Logger): Audit
   const redisKey = config.redis.url ?? `${config.redis.host}:${config.redis.port}/${config.redis.db}`;
   const listener = ackListeners.take(redisKey, () => new AckListener(config, log, config.auditAckTimeoutMs));
   const writer = config.auditWriter;
-  const direct = writer ? directChannels.take(`${writer.host}:${writer.port}`, () => new DirectChannel(writer, intakeKey(config.redis.password), log)) : null;
+  const secret = config.auditIntakeKey;
+  const direct = writer && secret ? directChannels.take(`${writer.host}:${writer.port}`, () => new DirectChannel(writer, intakeKey(secret), log)) : null;
   const stream = new StreamAppender(redis, listener.value.id, config.auditAckTimeoutMs);
   lagSource ??= redis;
   let closed = false;

@@ -29,6 +29,7 @@ const SECRET_FILES: Record<string, string> = {
   REDIS_PASSWORD: 'redis-password',
   AUTH_JWT_SECRET: 'auth-jwt-secret',
   AUDIT_SIGNING_KEY: 'audit-signing-key',
+  AUDIT_INTAKE_KEY: 'audit-intake-key',
   METADATA_DSN: 'metadata-dsn',
   OPENFAAS_GATEWAY_PASSWORD: 'basic-auth-password',
 };
@@ -135,6 +136,7 @@ const VARIABLES = {
   AUDIT_CHECKPOINT_INTERVAL_MS: { default: '5000', parse: int(0, 60_000) },
   AUDIT_METRICS_PORT: { default: '0', parse: int(0, 65535) },
   AUDIT_INTAKE_PORT: { default: '0', parse: int(0, 65535) },
+  AUDIT_INTAKE_KEY: { default: '', parse: optionalSecret(32) },
   AUDIT_WRITER_URL: {
     default: '',
     parse: z
@@ -245,6 +247,11 @@ export interface Config {
   auditIntakePort: number | null;
   /** Where functions hand audit events to the writer directly; null = through the Redis stream only. */
   auditWriter: { host: string; port: number } | null;
+  /**
+   * The secret both ends of direct submission prove they hold (AUDIT_INTAKE_KEY, ≥ 32 bytes); null =
+   * no direct submission at all (the intake stays closed, functions use the Redis stream).
+   */
+  auditIntakeKey: string | null;
   transcode: {
     enabled: boolean;
     ffmpegThreads: number;
@@ -374,6 +381,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     auditMetricsPort: p.AUDIT_METRICS_PORT === 0 ? null : p.AUDIT_METRICS_PORT,
     auditIntakePort: p.AUDIT_INTAKE_PORT === 0 ? null : p.AUDIT_INTAKE_PORT,
     auditWriter: tcpAddress(p.AUDIT_WRITER_URL),
+    auditIntakeKey: orNull(p.AUDIT_INTAKE_KEY),
     transcode: {
       enabled: p.TRANSCODE_ENABLED,
       ffmpegThreads: p.FFMPEG_THREADS,
@@ -407,6 +415,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     mediaEdge: p.MEDIA_EDGE,
     functionName: orNull(p.FUNCTION_NAME),
   };
+  // Without its key the intake would answer anyone: production refuses to be configured for it half-way.
+  if (config.nodeEnv === 'production' && (config.auditIntakePort || config.auditWriter) && !config.auditIntakeKey) {
+    throw new ConfigError('AUDIT_INTAKE_KEY', 'is required in production with AUDIT_INTAKE_PORT or AUDIT_WRITER_URL (mount the secret audit-intake-key)');
+  }
   return config;
 }
 
