@@ -90,7 +90,7 @@ const [{ loadConfig }, { createAuditLog }, { createLogger }, { createRedis }] = 
 const config = loadConfig();
 const redis = createRedis(config, { name: 'recorder' });
 const audit = createAuditLog(config, redis, createLogger('recorder', 'error'));
-const categories = ['access', 'upload', 'transcode'];
+const actions = [['access', 'stream'], ['upload', 'finalize'], ['transcode', 'transcode.start']];
 const count = Number(process.env.COUNT);
 const ok = [], failed = [];
 let next = 0;
@@ -99,7 +99,8 @@ await Promise.all(Array.from({ length: Number(process.env.PARALLEL) }, async () 
     const n = next++;
     const requestId = 'w' + process.env.WORKER + '-' + n;
     try {
-      await audit.record({ category: categories[n % 3], action: 'stream', outcome: 'granted', videoId: process.env.VIDEO, clientIp: '203.0.113.9', requestId });
+      const [category, action] = actions[n % 3];
+      await audit.record({ category, action, outcome: 'granted', videoId: process.env.VIDEO, clientIp: '203.0.113.9', requestId });
       ok.push(requestId);
     } catch {
       failed.push(requestId);
@@ -193,7 +194,7 @@ describe('one chain per category from many writers', () => {
 });
 
 describe('record() calls made together (one stream entry per event-loop turn)', () => {
-  const event = (requestId: string) => ({ category: 'access' as const, action: 'stream', outcome: 'granted' as const, videoId: VIDEO, requestId });
+  const event = (requestId: string) => ({ category: 'access' as const, action: 'stream' as const, outcome: 'granted' as const, videoId: VIDEO, requestId });
   const requestIds = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
 
   /** A writer, an audit log, a raw connection writing entries of its own, and every acknowledgement on every channel. */
@@ -406,7 +407,7 @@ describe('fail closed', () => {
 });
 
 describe("direct submission (the writer's intake, shared/audit/intake.ts)", () => {
-  const event = (requestId: string) => ({ category: 'access' as const, action: 'stream', outcome: 'granted' as const, videoId: VIDEO, requestId });
+  const event = (requestId: string) => ({ category: 'access' as const, action: 'stream' as const, outcome: 'granted' as const, videoId: VIDEO, requestId });
 
   /** XADD calls Redis has served: events that went through the stream. */
   async function streamAdds(): Promise<number> {
@@ -602,7 +603,9 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
       const proof = authProof(key, peerNonce);
       peer.send(`AUTH ${proof}\n`);
       expect(await peer.line()).toBe('READY');
-      peer.send(`1 {"category":"access","action":"stream"}\n2 ${JSON.stringify(toSubmittedEvent(event('raw-direct')))}\n`);
+      // Free text where an anonymised address belongs, in an otherwise valid event: refused, never written.
+      const phi = { ...toSubmittedEvent(event('phi-direct')), clientIp: 'Jane Doe DOB 1970-01-01 MRN 0012345' };
+      peer.send(`1 ${JSON.stringify(phi)}\n2 ${JSON.stringify(toSubmittedEvent(event('raw-direct')))}\n`);
       const replies = [JSON.parse(await peer.line()) as DirectReply];
       if (replies[0]!.durable.length + replies[0]!.refused.length < 2) replies.push(JSON.parse(await peer.line()) as DirectReply);
       expect(replies.flatMap((r) => r.refused)).toEqual([1]);
