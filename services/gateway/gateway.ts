@@ -41,7 +41,7 @@ export function createGateway(backend: GatewayBackend, log: Logger, extra: Extra
     for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
     // As the OpenFaaS gateway: keep the caller's forwarded headers, add them when absent.
     const remote = req.socket.remoteAddress ?? '';
-    headers['x-forwarded-for'] ??= `${remote}:${req.socket.remotePort ?? 0}`;
+    headers['x-forwarded-for'] ??= `${remote.includes(':') ? `[${remote}]` : remote}:${req.socket.remotePort ?? 0}`;
     headers['x-forwarded-host'] ??= req.headers.host ?? '';
     headers['x-call-id'] = randomUUID();
     headers['x-start-time'] = String(Date.now() * 1e6);

@@ -8,6 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 
 export class ConfigError extends Error {
@@ -119,7 +120,17 @@ const VARIABLES = {
   UPLOAD_EXPIRY_HOURS: { default: '24', parse: int(1, 24 * 365) },
   UPLOAD_SWEEP_INTERVAL_SECONDS: { default: '600', parse: int(1, 24 * 3600) },
   PUBLIC_URL: { default: '', parse: url },
-  TRUST_PROXY: { default: 'false', parse: bool },
+  TRUST_PROXY: {
+    default: '',
+    parse: list.refine(
+      // Strict forms only: ipaddr.isValid also takes classful shorthands like `10.1`.
+      (l) =>
+        l.every((e) =>
+          e.includes('/') ? ipaddr.IPv4.isValidCIDRFourPartDecimal(e) || ipaddr.IPv6.isValidCIDR(e) : ipaddr.IPv4.isValidFourPartDecimal(e) || ipaddr.IPv6.isValid(e),
+        ),
+      'must be a comma-separated list of trusted proxy addresses or CIDRs, e.g. 10.244.0.0/16,127.0.0.1',
+    ),
+  },
 
   CORS_ORIGINS: { default: '', parse: list },
   HSTS_ENABLED: { default: 'false', parse: bool },
@@ -225,7 +236,11 @@ export interface Config {
   uploadExpiryHours: number;
   uploadSweepIntervalMs: number;
   publicUrl: string | null;
-  trustProxy: boolean;
+  /**
+   * The proxies whose X-Forwarded-* headers are believed (CIDRs or addresses): the ingress
+   * controller's and the gateway's pods, loopback for the local gateway. Empty: none.
+   */
+  trustedProxies: string[];
   corsOrigins: string[];
   hstsEnabled: boolean;
   auth: {
@@ -364,7 +379,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     uploadExpiryHours: p.UPLOAD_EXPIRY_HOURS,
     uploadSweepIntervalMs: p.UPLOAD_SWEEP_INTERVAL_SECONDS * 1000,
     publicUrl: orNull(p.PUBLIC_URL.replace(/\/+$/, '')),
-    trustProxy: p.TRUST_PROXY,
+    trustedProxies: p.TRUST_PROXY,
     corsOrigins: p.CORS_ORIGINS,
     hstsEnabled: p.HSTS_ENABLED,
     auth: {
