@@ -153,7 +153,7 @@ const backend: GatewayBackend = {
     rr.set(fn, i + 1);
     return ready[i]!.url ?? undefined;
   },
-  health() {
+  async health() {
     const functions = Object.fromEntries(
       stack.functions.map((f) => {
         const replicas = supervisor.processes.filter((p) => p.spec.name === f.name);
@@ -163,7 +163,7 @@ const backend: GatewayBackend = {
     const services = Object.fromEntries(
       supervisor.processes.filter((p) => !p.spec.port).map((p) => [p.spec.name, { state: p.state, restarts: p.restarts, pid: p.child?.pid ?? null }]),
     );
-    const redisUp = redisHealth()?.up ?? false;
+    const redisUp = (await redisHealth())?.up ?? false;
     const ok = redisUp && supervisor.processes.every((p) => p.state === 'ready');
     return { status: ok ? 'ok' : 'degraded', redis: redisUp ? 'up' : 'down', functions, services };
   },
