@@ -648,6 +648,36 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
     expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
   });
 
+  it('bounds: 300 connections that never authenticate do not keep an authenticated one out; a half-closed one that never reads is ended', async () => {
+    const dir = auditDir();
+    const metricsPort = await freePort();
+    const { writer, port, key } = await intakeWriter(dir, { AUDIT_METRICS_PORT: String(metricsPort) });
+    const authenticated = async () => Number(/^pulsevault_audit_intake_connections(?:\{[^}]*\})? (\d+)$/m.exec(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text())?.[1]);
+    const flood = await Promise.all(Array.from({ length: 300 }, () => intakeSession(port)));
+    try {
+      // Admitted at once, however many wait for their proof (the oldest of them are pushed out).
+      const admitted = await authenticatedSession(port, key);
+      admitted.send(`1 ${JSON.stringify(toSubmittedEvent(event('after-flood')))}\n`);
+      expect((JSON.parse(await admitted.line()) as DirectReply).durable).toEqual([1]);
+      expect(flood.filter((f) => f.closed()).length).toBeGreaterThanOrEqual(300 - 128);
+
+      // FIN after a burst of events, never reading the replies: ended after a grace (and its stalled replies), not kept forever.
+      const quitter = connect(port, '127.0.0.1');
+      quitter.on('error', () => {});
+      quitter.once('data', (greeting: Buffer) => {
+        quitter.pause(); // never read again
+        const nonce = greeting.toString().trim().split(' ')[1]!;
+        // Malformed events: each is answered (refused), ~4 MB of replies that outgrow the socket buffers unread.
+        quitter.end(`AUTH ${authProof(key, nonce)}\n${Array.from({ length: 500_000 }, (_, i) => `${i + 1} {}\n`).join('')}`);
+      });
+      await waitFor(async () => (await authenticated()) === 2, 20_000, 'the half-closed peer to be authenticated');
+      await waitFor(async () => (await authenticated()) === 1, 30_000, 'the writer to end the half-closed connection');
+      quitter.destroy();
+    } finally {
+      await stopChild(writer.proc);
+    }
+  });
+
   it('splits the wire into lines across any chunking, multi-byte characters included, and refuses a tail past 64 KiB', () => {
     const text = 'a é 1\n\n{"x":"日本"}\nlast\ntail';
     for (const size of [1, 2, 3, 7, 64]) {
@@ -709,7 +739,7 @@ function connectable(port: number): Promise<boolean> {
 }
 
 /** A raw connection to the intake: its lines in order, then `CLOSED`. */
-async function intakeSession(port: number): Promise<{ line(): Promise<string>; send(text: string): void }> {
+async function intakeSession(port: number): Promise<{ line(): Promise<string>; send(text: string): void; closed(): boolean }> {
   const socket = connect(port, '127.0.0.1');
   socket.setEncoding('utf8');
   const lines: string[] = [];
@@ -726,5 +756,6 @@ async function intakeSession(port: number): Promise<{ line(): Promise<string>; s
   return {
     line: () => waitFor(() => lines.shift(), 10_000, 'a line from the audit intake'),
     send: (text) => void socket.write(text),
+    closed: () => socket.destroyed || lines.includes('CLOSED'),
   };
 }
