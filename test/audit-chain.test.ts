@@ -15,7 +15,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditEventError, createAuditLog, toSubmittedEvent, type AuditLog } from '../shared/audit/client.js';
 import { checkpointPath, readCheckpoint, signCheckpoint, writeCheckpoint } from '../shared/audit/checkpoint.js';
-import { auditEntrySchema, canonicalEntry, chainEntry, compareStreamIds, hashEntry, type AuditEntry } from '../shared/audit/entry.js';
+import { auditEntrySchema, canonicalEntry, chainEntry, compareStreamIds, hashEntry, parseSubmittedEvent, type AuditEntry } from '../shared/audit/entry.js';
 import { anonymizeIp } from '../shared/audit/ip.js';
 import { subjectPseudonym } from '../shared/audit/subject.js';
 import { forEachLine } from '../shared/audit/files.js';
@@ -49,7 +49,7 @@ beforeAll(async () => {
   const producer = new Redis(redis.url);
   const audit: AuditLog = createAuditLog(config, producer, log);
   const record = (category: 'access' | 'upload', n: number) =>
-    audit.record({ category, action: 'stream', outcome: 'granted', videoId: VIDEO, clientIp: '198.51.100.23', requestId: `req-${category}-${n}`, actor: { userId: 'u-42', role: 'clinician' } });
+    audit.record({ ...(category === 'access' ? { category, action: 'stream' } : { category, action: 'finalize' }), outcome: 'granted', videoId: VIDEO, clientIp: '198.51.100.23', requestId: `req-${category}-${n}`, actor: { userId: 'u-42', role: 'clinician' } });
   let n = 0;
   for (let i = 0; i < 5; i++) await record('access', ++n);
   for (let i = 0; i < 3; i++) await record('upload', ++n);
@@ -298,9 +298,39 @@ describe('entries carry no PHI and no raw IP', () => {
     const base = { category: 'access', action: 'stream', outcome: 'granted' } as const;
     expect(() => toSubmittedEvent({ ...base, videoId: 'Knee MRI of Jane Doe' })).toThrow(AuditEventError);
     expect(() => toSubmittedEvent({ ...base, videoId: 'jane-doe-knee.mp4' })).toThrow(AuditEventError);
+    // @ts-expect-error an action outside shared/audit/actions.ts does not compile
     expect(() => toSubmittedEvent({ ...base, action: 'watched Jane Doe' })).toThrow(AuditEventError);
+    // @ts-expect-error nor does one of another category
+    expect(() => toSubmittedEvent({ ...base, action: 'transcode.start' })).toThrow(AuditEventError);
     expect(() => toSubmittedEvent({ ...base, actor: { userId: 'Jane Doe', role: 'patient' } })).toThrow(AuditEventError);
     expect(toSubmittedEvent({ ...base, videoId: VIDEO, clientIp: '192.0.2.9' })).toMatchObject({ videoId: VIDEO, clientIp: '192.0.2.0', reason: null, actor: null });
+  });
+
+  it('the writer refuses, field by field, what a peer submits that record() would never build', () => {
+    const valid = toSubmittedEvent({ category: 'access', action: 'stream', outcome: 'granted', videoId: VIDEO, clientIp: '192.0.2.9', requestId: 'r-1', actor: null });
+    expect(parseSubmittedEvent(JSON.stringify(valid))).toEqual(valid);
+    const pseudonymous = { ...valid, actor: { userId: `sub-${'a'.repeat(32)}`, role: 'viewer' } };
+    expect(parseSubmittedEvent(JSON.stringify(pseudonymous))).toEqual(pseudonymous);
+    for (const hostile of [
+      { clientIp: 'Jane Doe DOB 1970-01-01 MRN 0012345' },
+      { clientIp: '192.0.2.9' }, // not anonymised
+      { clientIp: '2001:db8:1:2::7' },
+      { clientIp: '' },
+      { action: 'watched Jane Doe' },
+      { action: 'transcode.start' }, // another category's
+      { action: 'toString' },
+      { category: 'admin' },
+      { actor: { userId: 'Jane Doe', role: 'viewer' } },
+      { actor: { userId: 'admin', role: 'admin' } }, // not a pseudonym
+      { actor: { userId: `sub-${'a'.repeat(32)}`, role: 'Chief Surgeon' } },
+      { reason: 'Jane Doe asked' },
+      { requestId: 'x'.repeat(129) },
+      { videoId: 'knee.mp4' },
+      { outcome: 'maybe' },
+      { occurredAt: 'yesterday' },
+      { extra: 'field' },
+    ]) expect(parseSubmittedEvent(JSON.stringify({ ...valid, ...hostile })), JSON.stringify(hostile)).toBeNull();
+    expect(parseSubmittedEvent(JSON.stringify({ ...valid, clientIp: '2001:db8:1::' }))).not.toBeNull();
   });
 
   it('hashes the canonical form: key order does not matter, content does', () => {

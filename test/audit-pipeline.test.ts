@@ -9,6 +9,7 @@ import { appendFileSync, chmodSync, mkdirSync, mkdtempSync, readdirSync, readFil
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createHmac } from 'node:crypto';
 import { connect } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { freePort } from '../services/devstack/supervisor.js';
@@ -23,7 +24,7 @@ import { toHttpError } from '../shared/platform/errors.js';
 import { createLogger } from '../shared/platform/log.js';
 import { createRedis } from '../shared/platform/redis.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
-import { TEST_AUDIT_KEY, TEST_HMAC_SECRET } from './helpers/stack.js';
+import { TEST_AUDIT_KEY, TEST_HMAC_SECRET, TEST_INTAKE_KEY } from './helpers/secrets.js';
 import { waitFor } from './helpers/wait.js';
 
 const DIST = path.resolve('dist');
@@ -52,7 +53,7 @@ function auditDir(): string {
 }
 
 function baseEnv(dir: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return { PATH: process.env.PATH, HMAC_SECRET: TEST_HMAC_SECRET, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY, SECRETS_DIR: '/nonexistent', REDIS_URL: redis.url, AUDIT_DIR: dir, MEDIA_ROOT: path.dirname(dir), LOG_LEVEL: 'info', ...extra };
+  return { PATH: process.env.PATH, HMAC_SECRET: TEST_HMAC_SECRET, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY, AUDIT_INTAKE_KEY: TEST_INTAKE_KEY, SECRETS_DIR: '/nonexistent', REDIS_URL: redis.url, AUDIT_DIR: dir, MEDIA_ROOT: path.dirname(dir), LOG_LEVEL: 'info', ...extra };
 }
 
 interface Child {
@@ -89,7 +90,7 @@ const [{ loadConfig }, { createAuditLog }, { createLogger }, { createRedis }] = 
 const config = loadConfig();
 const redis = createRedis(config, { name: 'recorder' });
 const audit = createAuditLog(config, redis, createLogger('recorder', 'error'));
-const categories = ['access', 'upload', 'transcode'];
+const actions = [['access', 'stream'], ['upload', 'finalize'], ['transcode', 'transcode.start']];
 const count = Number(process.env.COUNT);
 const ok = [], failed = [];
 let next = 0;
@@ -98,7 +99,8 @@ await Promise.all(Array.from({ length: Number(process.env.PARALLEL) }, async () 
     const n = next++;
     const requestId = 'w' + process.env.WORKER + '-' + n;
     try {
-      await audit.record({ category: categories[n % 3], action: 'stream', outcome: 'granted', videoId: process.env.VIDEO, clientIp: '203.0.113.9', requestId });
+      const [category, action] = actions[n % 3];
+      await audit.record({ category, action, outcome: 'granted', videoId: process.env.VIDEO, clientIp: '203.0.113.9', requestId });
       ok.push(requestId);
     } catch {
       failed.push(requestId);
@@ -192,7 +194,7 @@ describe('one chain per category from many writers', () => {
 });
 
 describe('record() calls made together (one stream entry per event-loop turn)', () => {
-  const event = (requestId: string) => ({ category: 'access' as const, action: 'stream', outcome: 'granted' as const, videoId: VIDEO, requestId });
+  const event = (requestId: string) => ({ category: 'access' as const, action: 'stream' as const, outcome: 'granted' as const, videoId: VIDEO, requestId });
   const requestIds = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
 
   /** A writer, an audit log, a raw connection writing entries of its own, and every acknowledgement on every channel. */
@@ -405,7 +407,7 @@ describe('fail closed', () => {
 });
 
 describe("direct submission (the writer's intake, shared/audit/intake.ts)", () => {
-  const event = (requestId: string) => ({ category: 'access' as const, action: 'stream', outcome: 'granted' as const, videoId: VIDEO, requestId });
+  const event = (requestId: string) => ({ category: 'access' as const, action: 'stream' as const, outcome: 'granted' as const, videoId: VIDEO, requestId });
 
   /** XADD calls Redis has served: events that went through the stream. */
   async function streamAdds(): Promise<number> {
@@ -417,7 +419,7 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
     const port = await freePort();
     const writer = startWriter(dir, { AUDIT_INTAKE_PORT: String(port), ...extra });
     await waitFor(() => writer.output().includes('audit intake open'), 20_000, 'the writer to open its intake');
-    const key = intakeKey(loadConfig(baseEnv(dir) as NodeJS.ProcessEnv).redis.password);
+    const key = intakeKey(TEST_INTAKE_KEY);
     return { writer, port, url: `tcp://127.0.0.1:${port}`, key };
   }
 
@@ -555,6 +557,36 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
     expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
   });
 
+  it('opens only with AUDIT_INTAKE_KEY: without it the writer says why once and processes use the stream; a key derived from the empty Redis password is refused', async () => {
+    const dir = auditDir();
+    const port = await freePort();
+    const keyless = startWriter(dir, { AUDIT_INTAKE_PORT: String(port), AUDIT_INTAKE_KEY: '' });
+    try {
+      await waitFor(() => keyless.output().includes('audit writer lease acquired'), 20_000, 'the keyless writer to take its lease');
+      expect(keyless.output()).toContain('audit intake not opened: AUDIT_INTAKE_KEY is not set');
+      const results = await runRecorders(dir, 1, 20, 5, { AUDIT_ACK_TIMEOUT_MS: '20000', AUDIT_WRITER_URL: `tcp://127.0.0.1:${port}`, AUDIT_INTAKE_KEY: '' });
+      expect(results[0]!.failed).toEqual([]);
+      expect(await connectable(port)).toBe(false);
+      expect(keyless.output().match(/audit intake not opened/g)).toHaveLength(1);
+    } finally {
+      await stopChild(keyless.proc);
+    }
+
+    // What the old derivation gave anyone when Redis has no password: HMAC("", label).
+    const { writer, port: openPort } = await intakeWriter(auditDir());
+    try {
+      const forger = await intakeSession(openPort);
+      const nonce = (await forger.line()).split(' ')[1]!;
+      const emptyKey = createHmac('sha256', '').update('pulsevault audit intake v1').digest();
+      forger.send(`AUTH ${authProof(emptyKey, nonce)}\n`);
+      expect(await forger.line()).toBe('ERR auth');
+      expect(await forger.line()).toBe('CLOSED');
+      expect(() => intakeKey('')).toThrow();
+    } finally {
+      await stopChild(writer.proc);
+    }
+  });
+
   it('refuses a peer without the proof, a malformed line or an over-long one; a malformed event is refused alone; no nonce or proof in the log', async () => {
     const dir = auditDir();
     const { writer, port, key } = await intakeWriter(dir);
@@ -571,7 +603,9 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
       const proof = authProof(key, peerNonce);
       peer.send(`AUTH ${proof}\n`);
       expect(await peer.line()).toBe('READY');
-      peer.send(`1 {"category":"access","action":"stream"}\n2 ${JSON.stringify(toSubmittedEvent(event('raw-direct')))}\n`);
+      // Free text where an anonymised address belongs, in an otherwise valid event: refused, never written.
+      const phi = { ...toSubmittedEvent(event('phi-direct')), clientIp: 'Jane Doe DOB 1970-01-01 MRN 0012345' };
+      peer.send(`1 ${JSON.stringify(phi)}\n2 ${JSON.stringify(toSubmittedEvent(event('raw-direct')))}\n`);
       const replies = [JSON.parse(await peer.line()) as DirectReply];
       if (replies[0]!.durable.length + replies[0]!.refused.length < 2) replies.push(JSON.parse(await peer.line()) as DirectReply);
       expect(replies.flatMap((r) => r.refused)).toEqual([1]);
@@ -612,6 +646,36 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
       await stopChild(writer.proc);
     }
     expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
+  });
+
+  it('bounds: 300 connections that never authenticate do not keep an authenticated one out; a half-closed one that never reads is ended', async () => {
+    const dir = auditDir();
+    const metricsPort = await freePort();
+    const { writer, port, key } = await intakeWriter(dir, { AUDIT_METRICS_PORT: String(metricsPort) });
+    const authenticated = async () => Number(/^pulsevault_audit_intake_connections(?:\{[^}]*\})? (\d+)$/m.exec(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text())?.[1]);
+    const flood = await Promise.all(Array.from({ length: 300 }, () => intakeSession(port)));
+    try {
+      // Admitted at once, however many wait for their proof (the oldest of them are pushed out).
+      const admitted = await authenticatedSession(port, key);
+      admitted.send(`1 ${JSON.stringify(toSubmittedEvent(event('after-flood')))}\n`);
+      expect((JSON.parse(await admitted.line()) as DirectReply).durable).toEqual([1]);
+      expect(flood.filter((f) => f.closed()).length).toBeGreaterThanOrEqual(300 - 128);
+
+      // FIN after a burst of events, never reading the replies: ended after a grace (and its stalled replies), not kept forever.
+      const quitter = connect(port, '127.0.0.1');
+      quitter.on('error', () => {});
+      quitter.once('data', (greeting: Buffer) => {
+        quitter.pause(); // never read again
+        const nonce = greeting.toString().trim().split(' ')[1]!;
+        // Malformed events: each is answered (refused), ~4 MB of replies that outgrow the socket buffers unread.
+        quitter.end(`AUTH ${authProof(key, nonce)}\n${Array.from({ length: 500_000 }, (_, i) => `${i + 1} {}\n`).join('')}`);
+      });
+      await waitFor(async () => (await authenticated()) === 2, 20_000, 'the half-closed peer to be authenticated');
+      await waitFor(async () => (await authenticated()) === 1, 30_000, 'the writer to end the half-closed connection');
+      quitter.destroy();
+    } finally {
+      await stopChild(writer.proc);
+    }
   });
 
   it('splits the wire into lines across any chunking, multi-byte characters included, and refuses a tail past 64 KiB', () => {
@@ -665,8 +729,17 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
   });
 });
 
+/** Whether anything accepts a TCP connection on the port. */
+function connectable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
+  });
+}
+
 /** A raw connection to the intake: its lines in order, then `CLOSED`. */
-async function intakeSession(port: number): Promise<{ line(): Promise<string>; send(text: string): void }> {
+async function intakeSession(port: number): Promise<{ line(): Promise<string>; send(text: string): void; closed(): boolean }> {
   const socket = connect(port, '127.0.0.1');
   socket.setEncoding('utf8');
   const lines: string[] = [];
@@ -683,5 +756,6 @@ async function intakeSession(port: number): Promise<{ line(): Promise<string>; s
   return {
     line: () => waitFor(() => lines.shift(), 10_000, 'a line from the audit intake'),
     send: (text) => void socket.write(text),
+    closed: () => socket.destroyed || lines.includes('CLOSED'),
   };
 }

@@ -48,6 +48,17 @@ describe('config', () => {
     expect((error as Error).message).not.toContain('\n');
   });
 
+  it('production with direct audit submission configured refuses an empty AUDIT_INTAKE_KEY; a short one is refused anywhere', () => {
+    const prod = { NODE_ENV: 'production', AUTH_JWT_SECRET: SECRET };
+    for (const wiring of [{ AUDIT_INTAKE_PORT: '8081' }, { AUDIT_WRITER_URL: 'tcp://audit-writer:8081' }] as Record<string, string>[]) {
+      expect(() => load({ ...prod, ...wiring })).toThrow(/^invalid configuration: AUDIT_INTAKE_KEY is required in production/);
+      expect(load({ ...prod, ...wiring, AUDIT_INTAKE_KEY: 'k'.repeat(32) }).auditIntakeKey).toBe('k'.repeat(32));
+      expect(load(wiring).auditIntakeKey).toBeNull();
+    }
+    expect(load(prod).auditIntakeKey).toBeNull();
+    expect(() => load({ AUDIT_INTAKE_KEY: 'short' })).toThrow(/^invalid configuration: AUDIT_INTAKE_KEY must be empty or at least 32 bytes$/);
+  });
+
   it('never prints a secret value in its error', () => {
     expect(() => load({ HMAC_SECRET: 'my-short-secret' })).toThrow(/^(?!.*my-short-secret)/s);
   });

@@ -48,7 +48,7 @@ beforeAll(async () => {
   const backend: GatewayBackend = {
     has: (fn) => upstreams.has(fn),
     pick: (fn) => upstreams.get(fn),
-    health: () => ({ status: 'ok' }),
+    health: async () => ({ status: 'ok' }),
     metrics: async () => '# none\n',
     systemFunctions: () => [...upstreams.keys()].map((name) => ({ name })),
   };

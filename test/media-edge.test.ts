@@ -161,6 +161,66 @@ describe('npm start with nginx installed: the media edge', () => {
     expect(JSON.parse(none.body.toString()).error).toBe('token_missing');
   });
 
+  it('hostile requests: the edge answers each as the function does and audits the same outcome, even with the grant cached', async () => {
+    const t = token(video.videoId, 'hls/', 140);
+    const file = `/media/videos/${video.videoId}/hls/240p_000.m4s`;
+    // The grant of t for hls/ is cached now: whatever follows must not be sent under it unless the function would send it too.
+    expect((await rawRequest(stack.url, `${file}?token=${t}`)).status).toBe(200);
+    const corpus: [string, Record<string, string>, string?][] = [
+      [`${file}?TOKEN=${t}`, {}],
+      [`${file}?Token=${t}&token=junk`, {}],
+      [`${file}?token=${t}&Token=junk`, {}],
+      [`${file}?token=${t}&token=${t}`, {}],
+      [`${file}?token=${t}&token=`, {}],
+      [`/media/videos/${video.videoId}/hls%2f240p_000.m4s?token=${t}`, {}],
+      [`/media/videos/${video.videoId}/hls//240p_000.m4s?token=${t}`, {}],
+      [`/media/videos/${video.videoId}//hls/240p_000.m4s?token=${t}`, {}],
+      [`${file}?token=${t}`, {}, 'POST'],
+      [`${file}?token=${t}`, {}, 'PUT'],
+      [`${file}?token=${t}`, {}, 'PATCH'],
+      [`${file}?token=${t}`, {}, 'DELETE'],
+      [`${file}?token=${t}`, {}, 'PROPFIND'],
+      [`${file}?token=junk`, {}],
+      [`${file}?token=${t.slice(0, -3)}`, {}],
+    ];
+    const auditOf = (since: number) =>
+      readAuditEntries(path.join(stack.mediaRoot, 'audit'))
+        .filter((e) => e.category === 'access')
+        .slice(since)
+        .map((e) => `${e.action} ${e.outcome} ${String(e.reason)}`);
+    const accessCount = () => readAuditEntries(path.join(stack.mediaRoot, 'audit')).filter((e) => e.category === 'access').length;
+    const errorOf = (r: RawReply) => (isJson(r) ? (JSON.parse(r.body.toString()) as { error: string }).error : r.body.length);
+    for (const [url, headers, method] of corpus) {
+      const what = `${method ?? 'GET'} ${url.replace(t, '<t>')}`;
+      let before = accessCount();
+      const viaEdge = await rawRequest(stack.url, url, headers, method);
+      const edgeAudit = auditOf(before);
+      before = accessCount();
+      const byFunction = await rawRequest(stack.url, `/function/stream${url}`, headers, method);
+      const functionAudit = auditOf(before);
+      expect(viaEdge.status, what).toBe(byFunction.status);
+      expect(viaEdge.status, what).toBeGreaterThanOrEqual(400);
+      expect(errorOf(viaEdge), what).toEqual(errorOf(byFunction));
+      expect(edgeAudit, what).toEqual(functionAudit);
+      expect(edgeAudit.some((e) => e.includes('granted')), what).toBe(false);
+    }
+    // A duplicate or case-variant token is a 400, and the denial is audited with the video.
+    const twice = await rawRequest(stack.url, `/function/stream${file}?token=${t}&token=${t}`);
+    expect(twice.status).toBe(400);
+    const entries = readAuditEntries(path.join(stack.mediaRoot, 'audit'));
+    expect(entries.at(-1)).toMatchObject({ action: 'stream', outcome: 'denied', reason: 'token_malformed', videoId: video.videoId });
+  });
+
+  it('50 concurrent first requests with 50 distinct tokens: exactly 50 grant entries', async () => {
+    // Lifetimes no other test uses (tokens of equal claims are equal strings).
+    const distinct = Array.from({ length: 50 }, (_, i) => token(video.videoId, 'hls/', 200 + i));
+    expect(new Set(distinct).size).toBe(50);
+    const before = streamEntries('granted');
+    const replies = await Promise.all(distinct.map((t) => rawRequest(stack.url, hlsFile('240p_001.m4s', t))));
+    expect(replies.map((r) => r.status)).toEqual(distinct.map(() => 200));
+    expect(streamEntries('granted') - before).toBe(50);
+  });
+
   it('keeps a grant no longer than its token', async () => {
     const shortLived = codec.sign({ videoId: video.videoId, exp: Math.floor(Date.now() / 1000) + 2, scope: 'hls/' });
     expect((await rawRequest(stack.url, hlsFile('240p_000.m4s', shortLived))).status).toBe(200);

@@ -25,7 +25,7 @@ import { waitFor } from './helpers/wait.js';
 
 const REDIS_PASSWORD = 'test-redis-password-0123456789abcdef';
 /** The secret values a site creates with `faas-cli secret create` (test values here). */
-const SECRET_VALUES: Record<string, string> = { 'hmac-secret': TEST_HMAC_SECRET, 'redis-password': REDIS_PASSWORD, 'audit-signing-key': TEST_AUDIT_KEY, 'basic-auth-password': 'test-gateway-password' };
+const SECRET_VALUES: Record<string, string> = { 'hmac-secret': TEST_HMAC_SECRET, 'redis-password': REDIS_PASSWORD, 'audit-signing-key': TEST_AUDIT_KEY, 'audit-intake-key': 'test-audit-intake-key-0123456789abcdef0123', 'basic-auth-password': 'test-gateway-password' };
 const ISSUER = 'https://idp.test.internal/realms/pulsevault';
 const AUDIENCE = 'pulsevault-test';
 const stack = readStack('stack.yml');
@@ -227,6 +227,15 @@ describe('pulsevault doctor', () => {
     for (const fn of ['tus-upload', 'finalize', 'sign', 'metadata']) expect(stdout).toContain(`problem: function ${fn}: invalid configuration: AUTH_JWKS_URL or AUTH_JWT_SECRET is required when NODE_ENV=production`);
   });
 
+  it('names the workloads that would start with direct audit submission and no audit-intake-key', async () => {
+    const dir = siteK8s({ AUTH_JWKS_URL: 'https://login.hospital.test/jwks', AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, PUBLIC_URL: 'https://videos.hospital.test', PUBLIC_HOST: 'videos.hospital.test', MEDIA_STORAGE_CLASS: 'nfs-encrypted' });
+    const manifest = path.join(dir, 'audit-writer.yaml');
+    writeFileSync(manifest, readFileSync(manifest, 'utf8').replace(/^ {14}- secret:\n {18}name: audit-intake-key\n/m, ''));
+    const { code, stdout } = await doctor(released(dir), RELEASE);
+    expect(code).toBe(1);
+    expect(stdout).toContain('problem: service audit-writer: invalid configuration: AUDIT_INTAKE_KEY is required in production');
+  });
+
   it('passes a complete site whose IdP its CA bundle trusts, and lists every secret referenced, TLS and pull secret included', async () => {
     const dir = released(siteK8s({ AUTH_JWKS_URL: idp.url, AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, PUBLIC_URL: 'https://videos.hospital.test', PUBLIC_HOST: 'videos.hospital.test', MEDIA_STORAGE_CLASS: 'nfs-encrypted' }));
     writeFileSync(path.join(dir, 'ca-bundle.pem'), `${readFileSync(path.join(dir, 'ca-bundle.pem'), 'utf8')}${ca.caPem}`);
@@ -235,7 +244,7 @@ describe('pulsevault doctor', () => {
     expect(stdout).toContain('ok: the CA bundle (ConfigMap pulsevault-ca-bundle): 1 certificate(s)');
     expect(stdout).toMatch(/^ok: the identity provider's JWKS at AUTH_JWKS_URL, fetched from here/m);
     const listed = [...stdout.matchAll(/^ {2}([a-z0-9-]+) \((.+)\)$/gm)].map((m) => [m[1], m[2]]);
-    expect(listed.map(([name]) => name)).toEqual(['audit-signing-key', 'basic-auth-password', 'hmac-secret', 'metadata-dsn', 'pulsevault-registry', 'pulsevault-tls', 'redis-password']);
+    expect(listed.map(([name]) => name)).toEqual(['audit-intake-key', 'audit-signing-key', 'basic-auth-password', 'hmac-secret', 'metadata-dsn', 'pulsevault-registry', 'pulsevault-tls', 'redis-password']);
     expect(Object.fromEntries(listed)['pulsevault-tls']).toMatch(/^Ingress pulsevault-/);
     expect(code).toBe(0);
   });

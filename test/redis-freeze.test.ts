@@ -110,6 +110,14 @@ it('answers every request path within its deadline while Redis is frozen, and re
     }
     // The JSON paths say why; tus answers 503 in its own plain-text way.
     for (const a of answers.filter((x) => x.status === 503 && !x.name.startsWith('tus'))) expect(a.error, a.name).toMatch(/_unavailable$/);
+    // Health is active: the frozen Redis shows as degraded (still 200: a restart would not thaw it), also at once.
+    for (const url of [`${stack.url}/`, `${stack.url}/function/sign/_/health`, `${stack.url}/function/stream/_/health`]) {
+      const started = Date.now();
+      const res = await fetch(url, { signal: signal() });
+      expect(res.status, url).toBe(200);
+      expect(((await res.json()) as { status: string; redis: string }), url).toMatchObject({ status: 'degraded', redis: 'down' });
+      expect(Date.now() - started, url).toBeLessThan(DEADLINE_MS);
+    }
   } finally {
     stack.redis.signal('SIGCONT');
   }

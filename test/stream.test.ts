@@ -95,11 +95,20 @@ describe('stream: scope is exact', () => {
     ['original token, hls', () => `/media/videos/${video.videoId}/hls/240p_000.m4s?token=${token('original.mp4')}`],
     ['hls token, dash', () => `/media/videos/${video.videoId}/dash/manifest.mpd?token=${token('hls/')}`],
     ['hls token, original', () => `/media/videos/${video.videoId}/original.mp4?token=${token('hls/')}`],
-    ['two tokens', () => `/media/videos/${video.videoId}/hls/240p_000.m4s?token=${token('hls/')}&token=${token('hls/')}`],
   ])('refuses %s with 403', async (_name, make) => {
     const res = await raw(stack, make());
     expect(res.status).toBe(403);
     expect(res.headers['content-type']).toMatch(/^application\/json/);
+  });
+
+  it.each([
+    ['two tokens', () => `/media/videos/${video.videoId}/hls/240p_000.m4s?token=${token('hls/')}&token=${token('hls/')}`],
+    ['a case-variant name', () => `/media/videos/${video.videoId}/hls/240p_000.m4s?TOKEN=${token('hls/')}`],
+    ['a case-variant beside the token', () => `/media/videos/${video.videoId}/hls/240p_000.m4s?token=${token('hls/')}&Token=x`],
+  ])('refuses %s with 400 token_malformed', async (_name, make) => {
+    const res = await raw(stack, make());
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body.toString()).error).toBe('token_malformed');
   });
 });
 

@@ -132,7 +132,7 @@ describe('Location behind proxies', () => {
     expect(untrusted.headers.get('location')).toMatch(/^uploads\/[0-9a-f-]{36}$/);
 
     const [trusting, publicUrl] = await Promise.all([
-      startFunctionProcess('tus-upload', { ...env(), TRUST_PROXY: 'true' }),
+      startFunctionProcess('tus-upload', { ...env(), TRUST_PROXY: '127.0.0.1,::1' }),
       startFunctionProcess('tus-upload', { ...env(), PUBLIC_URL: 'https://media.example.org/vault/' }),
     ]);
     extra.push(trusting, publicUrl);

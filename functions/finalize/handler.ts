@@ -54,7 +54,7 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
       const principal = await auth.authenticate(req);
       const request = parseFinalizeRequest(await readJsonBody(req, MAX_BODY_BYTES));
       const caller = finalizeCaller(principal, request.userId);
-      const context = { requestId: ctx.requestId, traceparent: ctx.traceparent, clientIp: clientIp(req), callerIsAdmin: principal.authenticated && hasRole(principal, 'admin') };
+      const context = { requestId: ctx.requestId, traceparent: ctx.traceparent, clientIp: clientIp(req, config.trustedProxies), callerIsAdmin: principal.authenticated && hasRole(principal, 'admin') };
       return finalizer.finalize(request, caller, context);
     });
     sendJson(res, 200, response);

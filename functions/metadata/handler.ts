@@ -16,7 +16,7 @@ import { createCors } from '../../shared/delivery/cors.js';
 import { MethodNotAllowedError, NotFoundError, UnauthorizedError } from '../../shared/platform/errors.js';
 import { defineFunction } from '../../shared/platform/handler-contract.js';
 import { sendJson } from '../../shared/platform/http.js';
-import { parseMediaUrl } from '../../shared/delivery/media-path.js';
+import { mediaToken, parseMediaUrl } from '../../shared/delivery/media-path.js';
 import { isVideoId, MediaStore } from '../../shared/video/store.js';
 import { MetadataReader, metadataView, renditionsView } from '../../shared/delivery/metadata-view.js';
 import { openMirror } from '../../shared/mirror/mirror.js';
@@ -28,7 +28,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
   const auth = createAuthenticator(config, log);
   const redis = createRedis(config, { name: 'metadata', log });
   onShutdown(async () => void (await redis.quit()));
-  const access = createAccessAudit(createAuditLog(config, redis, log), log);
+  const access = createAccessAudit(createAuditLog(config, redis, log), log, config.trustedProxies);
   const reader = new MetadataReader(new MediaStore(config.videoDir, redis), redis, log);
   const tokens = createTokenCodec(tokenOptionsFromConfig(config));
   const cors = createCors({ origins: config.corsOrigins, methods: ['GET', 'HEAD', 'OPTIONS'], allowHeaders: ['Authorization'] });
@@ -54,8 +54,9 @@ export default defineFunction(({ config, log, onShutdown }) => {
 
     const attempt: AccessAttempt = { action: view, req, requestId: ctx.requestId, videoId: url.videoId, principal: null };
     const body = await access.check(attempt, async () => {
+      const token = mediaToken(url);
       if (!isVideoId(url.videoId)) throw new NotFoundError('no such video');
-      tokens.verifyForVideo(url.token, url.videoId);
+      tokens.verifyForVideo(token, url.videoId);
       const meta = await reader.read(url.videoId);
       if (view === 'renditions') return renditionsView(meta);
       const wantsPrivate = req.headers.authorization !== undefined || auth.mode === 'insecure-dev';

@@ -16,7 +16,7 @@ import { createCors } from '../../shared/delivery/cors.js';
 import { asksForGrant, edgeRedirect, grantSecondsFor, viaEdge } from '../../shared/delivery/edge.js';
 import { AppError, ForbiddenError, MethodNotAllowedError, NotFoundError, RangeNotSatisfiableError } from '../../shared/platform/errors.js';
 import { defineFunction } from '../../shared/platform/handler-contract.js';
-import { MediaFiles, mediaTypeOf, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../../shared/delivery/media-path.js';
+import { MediaFiles, mediaToken, mediaTypeOf, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../../shared/delivery/media-path.js';
 import { fileVersionOf, planResponse, streamFile, validatorsOf } from '../../shared/delivery/media-response.js';
 import { isVideoId } from '../../shared/video/store.js';
 import { counter } from '../../shared/platform/metrics.js';
@@ -30,7 +30,7 @@ const MAX_PLAYLIST_BYTES = 16 * 1024 * 1024;
 export default defineFunction(({ config, log, onShutdown }) => {
   const redis = createRedis(config, { name: 'stream', log });
   onShutdown(async () => void (await redis.quit()));
-  const access = createAccessAudit(createAuditLog(config, redis, log), log);
+  const access = createAccessAudit(createAuditLog(config, redis, log), log, config.trustedProxies);
   const tokens = createTokenCodec(tokenOptionsFromConfig(config));
   const files = new MediaFiles(config.videoDir);
   const playlists = new PlaylistCache();
@@ -72,11 +72,12 @@ export default defineFunction(({ config, log, onShutdown }) => {
       res.writeHead(200, { ...fixedHeaders, ...cors.headers(req), 'X-Accel-Expires': String(seconds), 'Content-Length': '0' });
       return void res.end();
     }
-    const { mediaPath, handle, stat, realPath } = await access.check(attempt, async () => {
+    const { token, mediaPath, handle, stat, realPath } = await access.check(attempt, async () => {
+      const token = mediaToken(url);
       if (!isVideoId(url.videoId)) throw new NotFoundError('no such video');
       const mediaPath = parseUrlMediaPath(url.rest);
-      tokens.verify(url.token, url.videoId, mediaPath);
-      return { mediaPath, ...(await files.open(url.videoId, mediaPath)) };
+      tokens.verify(token, url.videoId, mediaPath);
+      return { token: token!, mediaPath, ...(await files.open(url.videoId, mediaPath)) };
     });
     try {
       await access.granted(attempt);
@@ -92,7 +93,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
       try {
         if (stat.size > MAX_PLAYLIST_BYTES) throw new AppError(500, 'playlist_too_large', 'playlist too large to serve');
         const key = `${url.videoId}/${mediaPath}@${fileVersionOf(stat)}`;
-        body = await playlists.render(kind, key, () => handle.readFile('utf8'), url.token!);
+        body = await playlists.render(kind, key, () => handle.readFile('utf8'), token);
       } finally {
         await handle.close();
       }

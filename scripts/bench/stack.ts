@@ -26,6 +26,8 @@ export interface BenchStack {
   redisUrl: string;
   /** The audit writer's direct intake, as the stack's functions are given it (AUDIT_WRITER_URL). */
   auditWriterUrl: string;
+  /** The secret the intake and its clients prove they hold (AUDIT_INTAKE_KEY). */
+  auditIntakeKey: string;
   auditSigningKey: string;
   /** The stack's HMAC_SECRET: record() keys user pseudonyms with it (shared/audit/subject.ts). */
   hmacSecret: string;
@@ -72,6 +74,7 @@ export async function startBenchStack(scratch: string, env: Record<string, strin
   const url = `http://127.0.0.1:${port}`;
   const auditSigningKey = randomBytes(32).toString('hex');
   const hmacSecret = randomBytes(32).toString('hex');
+  const auditIntakeKey = randomBytes(32).toString('hex');
   const jwtSecret = randomBytes(32).toString('base64url');
   const jwt = await new SignJWT({ roles: ['uploader'] })
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
@@ -98,6 +101,7 @@ export async function startBenchStack(scratch: string, env: Record<string, strin
       MEDIA_ROOT: mediaRoot,
       REDIS_URL: redisUrl,
       AUDIT_INTAKE_PORT: String(auditIntakePort),
+      AUDIT_INTAKE_KEY: auditIntakeKey,
       ...env,
     },
     stdio: ['ignore', log, log],
@@ -147,6 +151,7 @@ export async function startBenchStack(scratch: string, env: Record<string, strin
     auditDir: path.join(mediaRoot, 'audit'),
     redisUrl,
     auditWriterUrl: `tcp://127.0.0.1:${auditIntakePort}`,
+    auditIntakeKey,
     auditSigningKey,
     hmacSecret,
     authorization: authHeader.Authorization,

@@ -3,7 +3,7 @@
  * (see shared/audit/writer.ts). Run one or more replicas; the lease lets one
  * write while the others stand by. With AUDIT_INTAKE_PORT it also takes events
  * directly from the functions (shared/audit/intake.ts), while it holds the
- * lease. No HTTP port, except /metrics when AUDIT_METRICS_PORT is set.
+ * lease, provided AUDIT_INTAKE_KEY is set. No HTTP port, except /metrics when AUDIT_METRICS_PORT is set.
  */
 import { intakeKey } from '../../shared/audit/direct.js';
 import { AuditIntake } from '../../shared/audit/intake.js';
@@ -24,9 +24,13 @@ const reader = createRedis(config, { name: 'audit-writer:reader', blocking: true
 for (const conn of [redis, reader]) conn.on('error', (err: Error) => log.debug({ err: err.message }, 'redis connection error'));
 
 const intakePort = config.auditIntakePort;
-const intake: AuditIntake | null = intakePort
-  ? new AuditIntake({ host: config.host, port: intakePort, key: intakeKey(config.redis.password), log, sequence: (events) => writer.sequenceDirect(events) })
-  : null;
+const intakeSecret = config.auditIntakeKey;
+const intake: AuditIntake | null =
+  intakePort && intakeSecret
+    ? new AuditIntake({ host: config.host, port: intakePort, key: intakeKey(intakeSecret), log, sequence: (events) => writer.sequenceDirect(events) })
+    : null;
+// Said once: an intake without its own secret would take entries from anyone who reaches the port.
+if (intakePort && !intakeSecret) log.warn({ port: intakePort }, 'audit intake not opened: AUDIT_INTAKE_KEY is not set; function processes use the Redis stream');
 
 const writer = new AuditWriter({
   auditDir: config.auditDir,

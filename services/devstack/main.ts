@@ -74,6 +74,8 @@ const baseEnv: NodeJS.ProcessEnv = {
   ...process.env,
   AUDIT_INTAKE_PORT: String(auditIntakePort),
   AUDIT_WRITER_URL: `tcp://127.0.0.1:${auditIntakePort}`,
+  // The writer and the functions are all children of this run: a fresh random key each run is enough.
+  AUDIT_INTAKE_KEY: config.auditIntakeKey ?? randomBytes(32).toString('hex'),
   MEDIA_ROOT: config.mediaRoot,
   UPLOAD_DIR: config.uploadDir,
   VIDEO_DIR: config.videoDir,
@@ -151,7 +153,7 @@ const backend: GatewayBackend = {
     rr.set(fn, i + 1);
     return ready[i]!.url ?? undefined;
   },
-  health() {
+  async health() {
     const functions = Object.fromEntries(
       stack.functions.map((f) => {
         const replicas = supervisor.processes.filter((p) => p.spec.name === f.name);
@@ -161,7 +163,7 @@ const backend: GatewayBackend = {
     const services = Object.fromEntries(
       supervisor.processes.filter((p) => !p.spec.port).map((p) => [p.spec.name, { state: p.state, restarts: p.restarts, pid: p.child?.pid ?? null }]),
     );
-    const redisUp = redisHealth()?.up ?? false;
+    const redisUp = (await redisHealth())?.up ?? false;
     const ok = redisUp && supervisor.processes.every((p) => p.state === 'ready');
     return { status: ok ? 'ok' : 'degraded', redis: redisUp ? 'up' : 'down', functions, services };
   },

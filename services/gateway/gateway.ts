@@ -23,7 +23,7 @@ export interface GatewayBackend {
   /** Base URL (http://127.0.0.1:port) of a ready replica of the function, round-robin; undefined when none is ready. */
   pick(fn: string): string | undefined;
   has(fn: string): boolean;
-  health(): unknown;
+  health(): Promise<unknown>;
   metrics(): Promise<string>;
   systemFunctions(): unknown;
 }
@@ -41,7 +41,7 @@ export function createGateway(backend: GatewayBackend, log: Logger, extra: Extra
     for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
     // As the OpenFaaS gateway: keep the caller's forwarded headers, add them when absent.
     const remote = req.socket.remoteAddress ?? '';
-    headers['x-forwarded-for'] ??= `${remote}:${req.socket.remotePort ?? 0}`;
+    headers['x-forwarded-for'] ??= `${remote.includes(':') ? `[${remote}]` : remote}:${req.socket.remotePort ?? 0}`;
     headers['x-forwarded-host'] ??= req.headers.host ?? '';
     headers['x-call-id'] = randomUUID();
     headers['x-start-time'] = String(Date.now() * 1e6);
@@ -74,7 +74,7 @@ export function createGateway(backend: GatewayBackend, log: Logger, extra: Extra
     const path = requestPath(req);
     const method = req.method ?? 'GET';
 
-    if (path === '/' && method === 'GET') return sendJson(res, 200, backend.health());
+    if (path === '/' && method === 'GET') return sendJson(res, 200, await backend.health());
     if (path === '/metrics' && method === 'GET') {
       res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
       return void res.end(await backend.metrics());

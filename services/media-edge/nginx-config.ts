@@ -121,6 +121,13 @@ function grantLocations(videoDir: string): string {
       set $pv_args $args;
       # nginx answers a malformed Range with 416; the function ignores it (RFC 9110 §14.2): its call.
       if ($pv_range_malformed) { return 418; }
+      # Sent under a grant only what the function reads exactly as nginx does; the rest it decides
+      # (and audits) itself: another method (its 405, never a grant), a token parameter nginx would
+      # take for another (\$arg_token ignores case and takes the first of two), a path nginx
+      # normalised (%2f, //) that the function refuses as written.
+      if ($request_method !~ ^(GET|HEAD)$) { return 418; }
+      if ($pv_token_ambiguous) { return 418; }
+      if ($pv_path_not_plain) { return 418; }
       error_page 418 = @pulsevault_stream;
       auth_request ${EDGE_GRANT_LOCATION};
 ${GRANT_HEADERS.map((h) => `      auth_request_set ${grantVariable(h)} ${upstreamVariable(h)};`).join('\n')}
@@ -194,6 +201,8 @@ ${nginxHttpBasics(o.tempDir)}
   # 64 MiB /tmp; an evicted grant is asked for (and audited) again.
   proxy_cache_path ${temp('grants')} levels=1:2 keys_zone=pulsevault_grants:8m max_size=32m inactive=10m use_temp_path=off;
   map $pv_dirs $pv_grant_unit { "" $pv_file; default $pv_dirs; }
+  map $args $pv_token_ambiguous { "~*(^|&)token=.*&token=" 1; "~(^|&)(?!token=)(?i:token)=" 1; default 0; }
+  map $request_uri $pv_path_not_plain { "~^[^?]*(%|//)" 1; default 0; }
   map $http_range $pv_range_malformed { "" 0; "~^bytes=(\\d+-\\d*|-\\d+)(,\\s*(\\d+-\\d*|-\\d+))*$" 0; default 1; }
 
   upstream pulsevault_stream {

@@ -30,6 +30,7 @@ import { counter, gauge, histogram } from '../platform/metrics.js';
 import { createRedis, type Redis } from '../platform/redis.js';
 import { anonymizeIp } from './ip.js';
 import { subjectPseudonym } from './subject.js';
+import type { AuditActionOf } from './actions.js';
 import { submittedEventSchema, type AuditCategory, type AuditOutcome, type SubmittedEvent } from './entry.js';
 import { DirectChannel, DirectSubmissionError, intakeKey } from './direct.js';
 import { PendingCalls } from './pending-calls.js';
@@ -38,10 +39,7 @@ import { ACK_TO_FIELD, ackChannel, AUDIT_DURABLE_KEY, AUDIT_STREAM, decodeAck, e
 export type { AuditCategory, AuditOutcome };
 export { AUDIT_STREAM };
 
-export interface AuditEvent {
-  category: AuditCategory;
-  /** What happened, e.g. `stream`, `sign`, `finalize`, `transcode.start`. */
-  action: string;
+interface AuditEventFields {
   outcome: AuditOutcome;
   /** Machine-readable reason for a denial or failure, e.g. `token_expired`. */
   reason?: string | null;
@@ -52,6 +50,9 @@ export interface AuditEvent {
   clientIp?: string | null;
   requestId?: string | null;
 }
+
+/** An event of one category, its action from the one table of actions (./actions.ts): `stream`, `sign`, `finalize`, `transcode.start`, … */
+export type AuditEvent = { [C in AuditCategory]: AuditEventFields & { category: C; action: AuditActionOf<C> } }[AuditCategory];
 
 export interface AuditLog {
   /** Resolves once the entry is durably recorded; rejects (AuditUnavailableError) otherwise. */
@@ -300,7 +301,8 @@ export function createAuditLog(config: Config, redis: Redis, log: Logger): Audit
   const redisKey = config.redis.url ?? `${config.redis.host}:${config.redis.port}/${config.redis.db}`;
   const listener = ackListeners.take(redisKey, () => new AckListener(config, log, config.auditAckTimeoutMs));
   const writer = config.auditWriter;
-  const direct = writer ? directChannels.take(`${writer.host}:${writer.port}`, () => new DirectChannel(writer, intakeKey(config.redis.password), log)) : null;
+  const secret = config.auditIntakeKey;
+  const direct = writer && secret ? directChannels.take(`${writer.host}:${writer.port}`, () => new DirectChannel(writer, intakeKey(secret), log)) : null;
   const stream = new StreamAppender(redis, listener.value.id, config.auditAckTimeoutMs);
   lagSource ??= redis;
   let closed = false;

@@ -16,8 +16,10 @@
  *   writer  → `READY` (or `ERR <reason>` and it closes)
  *   process → `<ref> <event JSON>`       ref: decimal, unique on the connection
  *   writer  → `{"durable":[refs],"refused":[refs],"unavailable":[refs]}`
- * The key proves the process holds the Redis password: exactly who could put
- * events on the stream may hand them over directly (no new secret to deploy).
+ * The key is derived from the dedicated secret AUDIT_INTAKE_KEY (`audit-intake-key`,
+ * ≥ 32 random bytes). Not from the Redis password: that may be empty, or given only
+ * inside REDIS_URL, and HMAC("") is a key anyone can compute. Without the secret
+ * there is no direct submission: the intake stays closed, every event takes the stream.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
@@ -36,9 +38,10 @@ export interface DirectReply {
   unavailable: number[];
 }
 
-/** The key both sides derive from the Redis password (empty when Redis has none). */
-export function intakeKey(redisPassword: string | null): Buffer {
-  return createHmac('sha256', redisPassword ?? '').update('pulsevault audit intake v1').digest();
+/** The key both sides derive from AUDIT_INTAKE_KEY (config.auditIntakeKey, never empty). */
+export function intakeKey(secret: string): Buffer {
+  if (secret === '') throw new Error('the audit intake key must not be empty');
+  return createHmac('sha256', secret).update('pulsevault audit intake v2').digest();
 }
 
 export function newNonce(): string {

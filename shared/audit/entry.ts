@@ -5,12 +5,17 @@
  *
  * hash = SHA-256 (hex) of the RFC 8785 canonical JSON of the entry without
  * `hash`, so any change to any field, or to `prevHash`, changes it. Entries
- * carry ids only: every identifier field is restricted to a token alphabet with
- * no spaces, which keeps free text (a title, a filename) out by construction.
+ * carry ids only: every field is validated to its type — the action from the
+ * one table (./actions.ts) and in its category, the client IP an address
+ * already anonymised, the user id a pseudonym (./subject.ts), every other id a
+ * bounded token with no spaces — which keeps free text (a title, a filename, a
+ * name typed into a header) out by construction, whoever submits it.
  */
 import { hash } from 'node:crypto';
 import { z } from 'zod';
 import { UUID_PATTERN } from '../platform/ids.js';
+import { AUDIT_ACTIONS, type AuditAction } from './actions.js';
+import { anonymizeIp } from './ip.js';
 
 export const AUDIT_CATEGORIES = ['access', 'upload', 'transcode', 'admin'] as const;
 export type AuditCategory = (typeof AUDIT_CATEGORIES)[number];
@@ -26,21 +31,34 @@ const uuid = z.string().regex(UUID_PATTERN, 'must be a lowercase UUID');
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
 const isoTime = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
 
-/** What a function submits (after its IP is anonymised), as it travels through the Redis stream. */
-export const submittedEventSchema = z
-  .object({
+const action = z.enum(Object.keys(AUDIT_ACTIONS) as [AuditAction, ...AuditAction[]]);
+/** ./subject.ts subjectPseudonym's form. */
+const pseudonym = z.string().regex(/^sub-[0-9a-f]{32}$/, 'must be a user pseudonym (sub-<32 hex>)');
+/** An address as ./ip.ts leaves it (a /24 or /48 network address): a raw IP or anything else is refused. */
+const anonymisedIp = z
+  .string()
+  .max(64)
+  .refine((ip) => anonymizeIp(ip) === ip, 'must be an anonymised IP address');
+
+const eventFields = {
     category: z.enum(AUDIT_CATEGORIES),
-    action: code,
+    action,
     outcome: z.enum(AUDIT_OUTCOMES),
     reason: code.nullable(),
-    actor: z.object({ userId: id.nullable(), role: id.nullable() }).strict().nullable(),
+    actor: z.object({ userId: pseudonym.nullable(), role: code.nullable() }).strict().nullable(),
     videoId: uuid.nullable(),
-    clientIp: z.string().max(64).nullable(),
+    clientIp: anonymisedIp.nullable(),
     requestId: id.nullable(),
     /** When it happened, by the submitting process' clock. */
     occurredAt: isoTime,
-  })
-  .strict();
+};
+const actionInItsCategory = [(e: { action: AuditAction; category: AuditCategory }) => AUDIT_ACTIONS[e.action] === e.category, { message: "action must belong to the event's category", path: ['action'] }] satisfies [unknown, unknown];
+
+/** What a function submits (after its IP is anonymised), as it travels through the Redis stream. */
+export const submittedEventSchema = z
+  .object(eventFields)
+  .strict()
+  .refine(...actionInItsCategory);
 export type SubmittedEvent = z.infer<typeof submittedEventSchema>;
 
 /** An event as it arrives at the writer (JSON text), or null when it is not one. */
@@ -54,8 +72,9 @@ export function parseSubmittedEvent(json: string): SubmittedEvent | null {
 }
 
 /** One line of an audit file (written in canonical key order, then `hash`; the hash does not depend on the order). */
-export const auditEntrySchema = submittedEventSchema
-  .extend({
+export const auditEntrySchema = z
+  .object({
+    ...eventFields,
     /** Position in the category's chain, 1-based, continuous across days. */
     seq: z.number().int().positive(),
     /** When the writer sequenced it (never earlier than the previous entry); decides the file's day. */
@@ -68,7 +87,8 @@ export const auditEntrySchema = submittedEventSchema
     prevHash: hex64,
     hash: hex64,
   })
-  .strict();
+  .strict()
+  .refine(...actionInItsCategory);
 export type AuditEntry = z.infer<typeof auditEntrySchema>;
 
 // One-shot crypto.hash: half the cost of createHash().update().digest() for a line (it runs per entry).

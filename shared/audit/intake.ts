@@ -8,8 +8,15 @@
  *
  * Hostile or broken peers: a connection must authenticate within AUTH_TIMEOUT_MS
  * with its first line; a line longer than MAX_LINE_BYTES, a bad ref or a failed
- * proof ends it; a connection with MAX_PENDING_PER_CONNECTION events waiting is
- * not read from until its replies go out (bounded memory).
+ * proof ends it. Memory per connection is bounded whatever the peer sends: one
+ * line, MAX_PENDING_PER_CONNECTION events waiting, and replies the peer does not
+ * read — past MAX_UNREAD_REPLY_BYTES the connection is not read from until they
+ * drain, and one whose replies stay unread for STALLED_MS, or that half-closed
+ * (FIN) and still has not taken them HALF_CLOSED_GRACE_MS later, is ended.
+ * At most MAX_UNAUTHENTICATED connections wait for their proof: a new one
+ * pushes out the oldest, so a flood of connections that never authenticate
+ * cannot keep an authenticated process out (authenticated ones have their own
+ * limit, MAX_CONNECTIONS).
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../platform/log.js';
@@ -20,6 +27,11 @@ import { parseSubmittedEvent, type SubmittedEvent } from './entry.js';
 const AUTH_TIMEOUT_MS = 5_000;
 const MAX_PENDING_PER_CONNECTION = 4_096;
 const MAX_CONNECTIONS = 1_024;
+const MAX_UNAUTHENTICATED = 128;
+/** Replies written and not yet taken by the peer, past which its connection is not read from. */
+const MAX_UNREAD_REPLY_BYTES = 1024 * 1024;
+const STALLED_MS = 30_000;
+const HALF_CLOSED_GRACE_MS = 5_000;
 /** Most events per batch handed to the writer (as many as one XREAD of the stream brings). */
 const MAX_BATCH = 2_000;
 
@@ -33,6 +45,8 @@ interface Connection {
   socket: Socket;
   /** Events read and not yet answered. */
   pending: number;
+  /** Called when the replies the peer has not read pass MAX_UNREAD_REPLY_BYTES. */
+  onUnread(): void;
 }
 
 interface Submitted {
@@ -58,6 +72,8 @@ gauge({
 export class AuditIntake {
   private server: Server | null = null;
   private readonly connections = new Set<Connection>();
+  /** Waiting for their proof, oldest first (a Set keeps insertion order). */
+  private readonly unauthenticated = new Set<Socket>();
   private queue: Submitted[] = [];
   private pumping: Promise<void> | null = null;
 
@@ -69,7 +85,6 @@ export class AuditIntake {
   async open(): Promise<void> {
     if (this.server) return;
     const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
-    server.maxConnections = MAX_CONNECTIONS;
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err) => {
@@ -101,7 +116,7 @@ export class AuditIntake {
     socket.setKeepAlive(true, 10_000);
     socket.on('error', () => socket.destroy());
     const nonce = newNonce();
-    const conn: Connection = { socket, pending: 0 };
+    const conn: Connection = { socket, pending: 0, onUnread: () => {} };
     const lines = new LineSplitter();
     let authed = false;
     const refuse = (reason: string) => {
@@ -110,8 +125,29 @@ export class AuditIntake {
       setTimeout(() => socket.destroy(), 1_000).unref();
     };
     const authTimer = setTimeout(() => refuse('auth_timeout'), AUTH_TIMEOUT_MS);
+    if (this.unauthenticated.size >= MAX_UNAUTHENTICATED) {
+      const oldest = this.unauthenticated.values().next().value!;
+      this.unauthenticated.delete(oldest);
+      rejectedConnections.inc({ reason: 'crowded_out' });
+      oldest.destroy();
+    }
+    this.unauthenticated.add(socket);
+    let stalled: NodeJS.Timeout | null = null;
+    socket.on('drain', () => {
+      if (stalled) clearTimeout(stalled);
+      stalled = null;
+      if (conn.pending < MAX_PENDING_PER_CONNECTION && socket.isPaused()) socket.resume();
+    });
+    conn.onUnread = () => {
+      socket.pause();
+      stalled ??= setTimeout(() => (rejectedConnections.inc({ reason: 'stalled' }), socket.destroy()), STALLED_MS);
+    };
+    // A peer that half-closed gets its outstanding replies, then the connection is ended either way.
+    socket.on('end', () => setTimeout(() => socket.destroy(), HALF_CLOSED_GRACE_MS).unref());
     socket.on('close', () => {
       clearTimeout(authTimer);
+      if (stalled) clearTimeout(stalled);
+      this.unauthenticated.delete(socket);
       if (authed) openConnections -= 1;
       this.connections.delete(conn);
     });
@@ -122,6 +158,8 @@ export class AuditIntake {
         if (!authed) {
           clearTimeout(authTimer);
           if (!line.startsWith('AUTH ') || !proofMatches(this.o.key, nonce, line.slice(5))) return refuse('auth');
+          this.unauthenticated.delete(socket);
+          if (this.connections.size >= MAX_CONNECTIONS) return refuse('too_many');
           authed = true;
           openConnections += 1;
           this.connections.add(conn);
@@ -170,7 +208,8 @@ export class AuditIntake {
       conn.pending -= reply.durable.length + reply.refused.length + reply.unavailable.length;
       if (conn.socket.destroyed) continue;
       conn.socket.write(`${JSON.stringify(reply)}\n`);
-      if (conn.pending < MAX_PENDING_PER_CONNECTION && conn.socket.isPaused()) conn.socket.resume();
+      if (conn.socket.writableLength > MAX_UNREAD_REPLY_BYTES) conn.onUnread();
+      else if (conn.pending < MAX_PENDING_PER_CONNECTION && conn.socket.isPaused()) conn.socket.resume();
     }
   }
 }

@@ -1,11 +1,13 @@
 /**
  * Client IPs are stored in the audit log only anonymised: IPv4 truncated to its
  * /24 (a.b.c.0), IPv6 to its /48. An IPv4-mapped IPv6 address (::ffff:a.b.c.d)
- * is treated as the IPv4 address it carries. Parsing is ipaddr.js's, which
- * knows every textual form (zero compression, embedded IPv4, zone ids).
+ * is treated as the IPv4 address it carries. Parsing is ipaddr.js's (through
+ * platform/http.ts parseIp), which knows every textual form (zero compression,
+ * embedded IPv4, zone ids).
  */
 import ipaddr from 'ipaddr.js';
 import { LRUCache } from 'lru-cache';
+import { parseIp } from '../platform/http.js';
 
 const IPV4_PREFIX = 24;
 const IPV6_PREFIX = 48;
@@ -29,10 +31,8 @@ export function anonymizeIp(ip: string | null | undefined): string | null {
 }
 
 function anonymise(ip: string): string | null {
-  const raw = ip.trim().replace(/%.*$/, ''); // a zone id (fe80::1%eth0) names a local interface, not a host
-  // Strict forms only: ipaddr.isValid also takes classful shorthands like `10.1` that no socket reports.
-  if (!ipaddr.IPv4.isValidFourPartDecimal(raw) && !ipaddr.IPv6.isValid(raw)) return null;
-  const addr = ipaddr.process(raw); // ::ffff:a.b.c.d → a.b.c.d
+  const addr = parseIp(ip);
+  if (!addr) return null;
   if (addr.kind() === 'ipv4') {
     return ipaddr.fromByteArray(zeroHostBits(addr.toByteArray(), IPV4_PREFIX)).toString();
   }

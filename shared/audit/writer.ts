@@ -145,7 +145,7 @@ const writeFailures = counter({
 });
 const refusedEvents = counter({
   name: 'pulsevault_audit_refused_events_total',
-  help: 'Events on the audit stream the writer refused as malformed.',
+  help: 'Events the writer refused as malformed (from the stream or the intake), never written: a field not of its type, an unknown action.',
 });
 
 type StreamReply = [string, [string, string[]][]][] | null;

@@ -33,7 +33,8 @@ export interface AccessAudit {
   check<T>(attempt: AccessAttempt, checks: () => Promise<T>): Promise<T>;
 }
 
-export function createAccessAudit(audit: AuditLog, log: Logger): AccessAudit {
+/** `trustedProxies`: whose X-Forwarded-For names the client (config.trustedProxies, shared/platform/http.ts clientIp). */
+export function createAccessAudit(audit: AuditLog, log: Logger, trustedProxies: readonly string[]): AccessAudit {
   const tokenDenials = counter({
     name: 'pulsevault_token_denials_total',
     help: 'Media requests refused because of their signed-URL token, by reason (expired, bad_signature, out_of_scope, ...).',
@@ -50,7 +51,7 @@ export function createAccessAudit(audit: AuditLog, log: Logger): AccessAudit {
         reason,
         actor: principal ? { userId: principal.userId, role: auditRole(principal) } : null,
         videoId: attempt.videoId && isVideoId(attempt.videoId) ? attempt.videoId : null,
-        clientIp: clientIp(attempt.req),
+        clientIp: clientIp(attempt.req, trustedProxies),
         requestId: attempt.requestId,
       });
     } catch (err) {

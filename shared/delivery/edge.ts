@@ -34,7 +34,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { UUID_PATTERN } from '../platform/ids.js';
-import { MEDIA_TYPES, parseGrantUnit, parseUrlMediaPath, type MediaUrl } from './media-path.js';
+import { MEDIA_TYPES, mediaToken, parseGrantUnit, parseUrlMediaPath, type MediaUrl } from './media-path.js';
 import { scopeCovers, type TokenClaims, type TokenCodec } from './tokens.js';
 
 export const EDGE_REQUEST_HEADER = 'x-media-edge';
@@ -84,8 +84,9 @@ export function asksForGrant(req: IncomingMessage): boolean {
  */
 export function grantSecondsFor(req: IncomingMessage, url: MediaUrl, tokens: TokenCodec, nowSeconds = Math.floor(Date.now() / 1000)): number {
   // The query's one token must be the string nginx keys the cache on.
-  if (url.token === null || url.token === '' || req.headers[EDGE_TOKEN_HEADER] !== url.token) throw new Error('not the token nginx keys on');
-  const claims = tokens.verifyForVideo(url.token, url.videoId, nowSeconds);
+  const token = mediaToken(url);
+  if (token === null || token === '' || req.headers[EDGE_TOKEN_HEADER] !== token) throw new Error('not the token nginx keys on');
+  const claims = tokens.verifyForVideo(token, url.videoId, nowSeconds);
   const unit = parseGrantUnit(url.rest);
   if (scopeCovers(claims.scope, unit)) return grantSeconds(claims, nowSeconds);
   const file = req.headers[EDGE_FILE_HEADER];

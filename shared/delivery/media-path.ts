@@ -193,8 +193,8 @@ export interface MediaUrl {
   videoId: string;
   /** The still-encoded rest after the id (`hls/240p.m3u8`, `metadata`). */
   rest: string;
-  /** The `token` query parameter; null when absent. */
-  token: string | null;
+  /** The raw query string (without `?`); read the token with mediaToken(). */
+  query: string;
 }
 
 /** Split `/media/videos/<id>/<rest>?token=…` (the public path, which functions receive unchanged). */
@@ -205,8 +205,18 @@ export function parseMediaUrl(url: string): MediaUrl {
   const tail = pathname.slice(MEDIA_URL_PREFIX.length);
   const slash = tail.indexOf('/');
   if (slash === -1) throw new NotFoundError('no such route');
-  const tokens = q === -1 ? [] : new URLSearchParams(url.slice(q + 1)).getAll('token');
-  // Two tokens would let a proxy and this function disagree about which one counts.
-  if (tokens.length > 1) throw new ForbiddenError('give exactly one token parameter', 'token_malformed');
-  return { videoId: tail.slice(0, slash), rest: tail.slice(slash + 1), token: tokens[0] ?? null };
+  return { videoId: tail.slice(0, slash), rest: tail.slice(slash + 1), query: q === -1 ? '' : url.slice(q + 1) };
+}
+
+/**
+ * The URL's one `token` parameter, null when there is none. Two of them, or one spelled
+ * otherwise (`TOKEN`, `Token`: nginx's `$arg_token` matches names case-insensitively), are a
+ * 400: a proxy and this function must never disagree about which string is the token.
+ */
+export function mediaToken(url: MediaUrl): string | null {
+  const tokens = [...new URLSearchParams(url.query)].filter(([name]) => name.toLowerCase() === 'token');
+  if (tokens.length > 1 || tokens.some(([name]) => name !== 'token')) {
+    throw new BadRequestError('give exactly one token parameter, spelled `token`', 'token_malformed');
+  }
+  return tokens[0]?.[1] ?? null;
 }

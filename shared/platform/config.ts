@@ -8,6 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 
 export class ConfigError extends Error {
@@ -29,6 +30,7 @@ const SECRET_FILES: Record<string, string> = {
   REDIS_PASSWORD: 'redis-password',
   AUTH_JWT_SECRET: 'auth-jwt-secret',
   AUDIT_SIGNING_KEY: 'audit-signing-key',
+  AUDIT_INTAKE_KEY: 'audit-intake-key',
   METADATA_DSN: 'metadata-dsn',
   OPENFAAS_GATEWAY_PASSWORD: 'basic-auth-password',
 };
@@ -118,7 +120,17 @@ const VARIABLES = {
   UPLOAD_EXPIRY_HOURS: { default: '24', parse: int(1, 24 * 365) },
   UPLOAD_SWEEP_INTERVAL_SECONDS: { default: '600', parse: int(1, 24 * 3600) },
   PUBLIC_URL: { default: '', parse: url },
-  TRUST_PROXY: { default: 'false', parse: bool },
+  TRUST_PROXY: {
+    default: '',
+    parse: list.refine(
+      // Strict forms only: ipaddr.isValid also takes classful shorthands like `10.1`.
+      (l) =>
+        l.every((e) =>
+          e.includes('/') ? ipaddr.IPv4.isValidCIDRFourPartDecimal(e) || ipaddr.IPv6.isValidCIDR(e) : ipaddr.IPv4.isValidFourPartDecimal(e) || ipaddr.IPv6.isValid(e),
+        ),
+      'must be a comma-separated list of trusted proxy addresses or CIDRs, e.g. 10.244.0.0/16,127.0.0.1',
+    ),
+  },
 
   CORS_ORIGINS: { default: '', parse: list },
   HSTS_ENABLED: { default: 'false', parse: bool },
@@ -137,6 +149,7 @@ const VARIABLES = {
   AUDIT_CHECKPOINT_INTERVAL_MS: { default: '5000', parse: int(0, 60_000) },
   AUDIT_METRICS_PORT: { default: '0', parse: int(0, 65535) },
   AUDIT_INTAKE_PORT: { default: '0', parse: int(0, 65535) },
+  AUDIT_INTAKE_KEY: { default: '', parse: optionalSecret(32) },
   AUDIT_WRITER_URL: {
     default: '',
     parse: z
@@ -225,7 +238,11 @@ export interface Config {
   uploadExpiryHours: number;
   uploadSweepIntervalMs: number;
   publicUrl: string | null;
-  trustProxy: boolean;
+  /**
+   * The proxies whose X-Forwarded-* headers are believed (CIDRs or addresses): the ingress
+   * controller's and the gateway's pods, loopback for the local gateway. Empty: none.
+   */
+  trustedProxies: string[];
   corsOrigins: string[];
   hstsEnabled: boolean;
   auth: {
@@ -247,6 +264,11 @@ export interface Config {
   auditIntakePort: number | null;
   /** Where functions hand audit events to the writer directly; null = through the Redis stream only. */
   auditWriter: { host: string; port: number } | null;
+  /**
+   * The secret both ends of direct submission prove they hold (AUDIT_INTAKE_KEY, ≥ 32 bytes); null =
+   * no direct submission at all (the intake stays closed, functions use the Redis stream).
+   */
+  auditIntakeKey: string | null;
   transcode: {
     enabled: boolean;
     ffmpegThreads: number;
@@ -359,7 +381,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     uploadExpiryHours: p.UPLOAD_EXPIRY_HOURS,
     uploadSweepIntervalMs: p.UPLOAD_SWEEP_INTERVAL_SECONDS * 1000,
     publicUrl: orNull(p.PUBLIC_URL.replace(/\/+$/, '')),
-    trustProxy: p.TRUST_PROXY,
+    trustedProxies: p.TRUST_PROXY,
     corsOrigins: p.CORS_ORIGINS,
     hstsEnabled: p.HSTS_ENABLED,
     auth: {
@@ -376,6 +398,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     auditMetricsPort: p.AUDIT_METRICS_PORT === 0 ? null : p.AUDIT_METRICS_PORT,
     auditIntakePort: p.AUDIT_INTAKE_PORT === 0 ? null : p.AUDIT_INTAKE_PORT,
     auditWriter: tcpAddress(p.AUDIT_WRITER_URL),
+    auditIntakeKey: orNull(p.AUDIT_INTAKE_KEY),
     transcode: {
       enabled: p.TRANSCODE_ENABLED,
       ffmpegThreads: p.FFMPEG_THREADS,
@@ -409,6 +432,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     mediaEdge: p.MEDIA_EDGE,
     functionName: orNull(p.FUNCTION_NAME),
   };
+  // Without its key the intake would answer anyone: production refuses to be configured for it half-way.
+  if (config.nodeEnv === 'production' && (config.auditIntakePort || config.auditWriter) && !config.auditIntakeKey) {
+    throw new ConfigError('AUDIT_INTAKE_KEY', 'is required in production with AUDIT_INTAKE_PORT or AUDIT_WRITER_URL (mount the secret audit-intake-key)');
+  }
   return config;
 }
 

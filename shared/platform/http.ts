@@ -1,5 +1,6 @@
 /** Small HTTP helpers shared by the functions and the local gateway. */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import ipaddr from 'ipaddr.js';
 import { BadRequestError, PayloadTooLargeError } from './errors.js';
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -53,21 +54,63 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 }
 
 /**
- * The caller's address. Behind the gateway it is the first hop of
- * X-Forwarded-For (the gateway sets it as ip or ip:port); direct callers use the socket.
+ * An IP address in a strict textual form (what a socket or a proxy reports), IPv4-mapped IPv6
+ * as the IPv4 it carries, a zone id dropped; null for anything else (ipaddr.isValid would also
+ * take classful shorthands like `10.1`).
  */
-export function clientIp(req: IncomingMessage): string {
-  const forwarded = req.headers['x-forwarded-for'];
-  const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
-  const raw = first || req.socket.remoteAddress || '';
-  return stripPort(raw);
+export function parseIp(text: string): ipaddr.IPv4 | ipaddr.IPv6 | null {
+  const raw = text.trim().replace(/%.*$/, ''); // a zone id (fe80::1%eth0) names a local interface, not a host
+  if (!ipaddr.IPv4.isValidFourPartDecimal(raw) && !ipaddr.IPv6.isValid(raw)) return null;
+  return ipaddr.process(raw);
+}
+
+/** Trusted proxy lists (config.trustedProxies), parsed once each. */
+const parsedProxies = new WeakMap<readonly string[], [ipaddr.IPv4 | ipaddr.IPv6, number][]>();
+
+function trusts(trustedProxies: readonly string[], addr: ipaddr.IPv4 | ipaddr.IPv6): boolean {
+  let ranges = parsedProxies.get(trustedProxies);
+  if (!ranges) {
+    ranges = trustedProxies.map((e) => {
+      if (e.includes('/')) return ipaddr.parseCIDR(e);
+      const one = ipaddr.process(e);
+      return [one, one.kind() === 'ipv4' ? 32 : 128];
+    });
+    parsedProxies.set(trustedProxies, ranges);
+  }
+  return ranges.some(([range, bits]) => range.kind() === addr.kind() && addr.match(range, bits));
+}
+
+/**
+ * The caller's address. X-Forwarded-For is believed only from a trusted proxy
+ * (TRUST_PROXY), and then read right to left: each proxy appends the address it
+ * was reached from, so the first hop that is not a trusted proxy is the client;
+ * what a client wrote further left is its own claim and ignored. A hop that is
+ * not an address (`not-an-ip`, garbage) ends the walk at the peer: nothing after
+ * it can be believed. Hops may carry a port (`ip:port`, `[v6]:port`, as the
+ * gateways write them).
+ */
+export function clientIp(req: IncomingMessage, trustedProxies: readonly string[]): string {
+  const peer = parseIp(stripPort(req.socket.remoteAddress ?? ''));
+  if (!peer) return '';
+  if (!trusts(trustedProxies, peer)) return peer.toString();
+  const header = req.headers['x-forwarded-for'];
+  if (!header) return peer.toString();
+  const hops = (Array.isArray(header) ? header.join(',') : header).split(',');
+  let client = peer;
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = parseIp(stripPort(hops[i]!.trim()));
+    if (!hop) return peer.toString();
+    client = hop;
+    if (!trusts(trustedProxies, hop)) break;
+  }
+  return client.toString();
 }
 
 function stripPort(addr: string): string {
   if (addr.startsWith('[')) return addr.slice(1, addr.indexOf(']'));
   const colons = addr.split(':').length - 1;
   if (colons === 1) return addr.slice(0, addr.indexOf(':'));
-  return addr.replace(/^::ffff:/, '');
+  return addr;
 }
 
 /** Path of the request URL, without the query string. */

@@ -75,7 +75,7 @@ export function serveMetrics(port: number | null, host: string, health?: () => u
   if (!port) return null;
   return createServer((req, res) => {
     if (req.method === 'GET' && req.url === '/_/health' && health) {
-      return void res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(health()));
+      return void Promise.resolve(health()).then((report) => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(report)));
     }
     if (req.method === 'GET' && req.url === '/metrics') {
       return void registry.metrics().then((body) => res.writeHead(200, { 'Content-Type': metricsContentType }).end(body));

@@ -52,18 +52,42 @@ export function isRedisUnavailable(err: unknown): boolean {
 
 /** This process' connections by name, so health and metrics show a Redis outage while it lasts. */
 const connections = new Map<string, Redis>();
+/** The non-blocking ones: a PING on a connection inside XREAD BLOCK would wait for the BLOCK. */
+const probeable = new Set<string>();
 
 export interface RedisHealth {
-  /** true when every connection of this process is up. */
+  /** true when every connection of this process is up and Redis answered a PING in time. */
   up: boolean;
-  /** Connections not ready now (connecting, reconnecting after a loss). */
+  /** Connections not ready now (connecting, reconnecting after a loss), or not answering (Redis frozen). */
   down: string[];
 }
 
-/** Null when this process has no Redis connection. Passive (no command sent): a probe must stay instant even while Redis is frozen. */
-export function redisHealth(): RedisHealth | null {
+/** How long a health probe waits for Redis' answer: a frozen Redis keeps its sockets looking ready. */
+export const HEALTH_PING_DEADLINE_MS = 500;
+/** The PING in flight, shared by concurrent probes (while Redis is frozen they would pile up otherwise). */
+let pingInFlight: Promise<boolean> | null = null;
+
+function pingWithin(client: Redis, deadlineMs: number): Promise<boolean> {
+  pingInFlight ??= new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), deadlineMs);
+    client.ping().then(
+      () => (clearTimeout(timer), resolve(true)),
+      () => (clearTimeout(timer), resolve(false)),
+    );
+  }).finally(() => (pingInFlight = null));
+  return pingInFlight;
+}
+
+/**
+ * Null when this process has no Redis connection. Active: beside each connection's state, one
+ * round trip (PING on a ready non-blocking connection) within HEALTH_PING_DEADLINE_MS, so a frozen
+ * Redis shows as down; the probe still answers within the deadline.
+ */
+export async function redisHealth(deadlineMs = HEALTH_PING_DEADLINE_MS): Promise<RedisHealth | null> {
   if (connections.size === 0) return null;
   const down = [...connections].filter(([, c]) => c.status !== 'ready' && c.status !== 'end').map(([name]) => name);
+  const pinged = [...probeable].find((name) => connections.get(name)?.status === 'ready');
+  if (pinged && !(await pingWithin(connections.get(pinged)!, deadlineMs))) down.push(`${pinged} (no answer within ${deadlineMs} ms)`);
   return { up: down.length === 0, down };
 }
 
@@ -83,6 +107,8 @@ export function createRedis(config: Config, options: ConnectOptions): Redis {
   const opts = redisOptions(config, options);
   const client = config.redis.url ? new Redis(config.redis.url, opts) : new Redis({ ...opts, host: config.redis.host, port: config.redis.port });
   connections.set(options.name, client);
+  if (!options.blocking) probeable.add(options.name);
+  else probeable.delete(options.name);
   registerConnectionMetric();
   // Without a listener ioredis prints every reconnect failure; commands already reject, so say it once per outage.
   let down = false;

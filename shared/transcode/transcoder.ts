@@ -14,6 +14,7 @@
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { AuditLog } from '../audit/client.js';
+import type { AuditActionOf } from '../audit/actions.js';
 import type { Config } from '../platform/config.js';
 import { AppError, ConflictError, UnprocessableError } from '../platform/errors.js';
 import { exists } from '../platform/exists.js';
@@ -139,7 +140,7 @@ async function takeLease({ config, redis }: TranscoderDeps, key: string, what: s
 
 /** Records a step of the video's transcode in the audit log. */
 function transcodeRecorder(audit: AuditLog, videoId: string, requestId: string | null) {
-  return (action: string, outcome: 'success' | 'failure', reason: string | null = null) =>
+  return (action: AuditActionOf<'transcode'>, outcome: 'success' | 'failure', reason: string | null = null) =>
     audit.record({ category: 'transcode', action, outcome, reason, videoId, requestId });
 }
 

@@ -5,7 +5,7 @@
  * The function always sees the public path (`/uploads`): the OpenFaaS gateway
  * strips `/function/tus-upload` and tells nobody. So, in order:
  * 1. `PUBLIC_URL` set → `<PUBLIC_URL>/uploads/<id>` (absolute, the public route).
- * 2. `TRUST_PROXY=true` and a valid `X-Forwarded-Host` → `<proto>://<host>/uploads/<id>`,
+ * 2. `TRUST_PROXY` names trusted proxies and a valid `X-Forwarded-Host` → `<proto>://<host>/uploads/<id>`,
  *    proto from `X-Forwarded-Proto` (http when absent).
  * 3. Otherwise a relative reference, `uploads/<id>`: RFC 3986 §5.2 resolves it
  *    against the URL the client called, so `…/uploads` gives `…/uploads/<id>`
@@ -24,12 +24,12 @@ export function firstForwarded(value: string | null | undefined): string | null 
 }
 
 export function uploadLocation(
-  config: Pick<Config, 'publicUrl' | 'trustProxy'>,
+  config: Pick<Config, 'publicUrl' | 'trustedProxies'>,
   request: { headers: { get(name: string): string | null }; path: string },
   id: string,
 ): string {
   if (config.publicUrl) return `${config.publicUrl}/uploads/${id}`;
-  if (config.trustProxy) {
+  if (config.trustedProxies.length > 0) {
     const host = firstForwarded(request.headers.get('x-forwarded-host'));
     const proto = firstForwarded(request.headers.get('x-forwarded-proto'))?.toLowerCase();
     if (host && HOST_RE.test(host)) return `${proto === 'https' ? 'https' : 'http'}://${host}/uploads/${id}`;

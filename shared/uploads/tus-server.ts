@@ -48,7 +48,7 @@ export function createTusHandler({ config, auth, store, locker, log }: TusUpload
     datastore: store,
     locker,
     maxSize: config.maxUploadBytes,
-    respectForwardedHeaders: config.trustProxy,
+    respectForwardedHeaders: config.trustedProxies.length > 0,
     // An empty list means no cross-origin uploads (tus would otherwise answer `*`).
     allowedOrigins: config.corsOrigins,
     // Browser clients of the checksum extension (./checksum.ts) send and read these across origins.

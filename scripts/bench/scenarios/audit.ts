@@ -33,7 +33,7 @@ async function benchAuditClients(ctx: BenchContext, clientsPerProcess: number): 
   // The same total per row: each client writes its share.
   const perWriter = String(Math.ceil(sizes.auditEntriesPerWriter / clientsPerProcess));
   const writers = Array.from({ length: sizes.auditWriters }, () => [perWriter, String(clientsPerProcess)]);
-  const env = { REDIS_URL: stack.redisUrl, AUDIT_WRITER_URL: stack.auditWriterUrl, MEDIA_ROOT: stack.mediaRoot, HMAC_SECRET: stack.hmacSecret, NODE_ENV: 'development', LOG_LEVEL: 'warn' };
+  const env = { REDIS_URL: stack.redisUrl, AUDIT_WRITER_URL: stack.auditWriterUrl, AUDIT_INTAKE_KEY: stack.auditIntakeKey, MEDIA_ROOT: stack.mediaRoot, HMAC_SECRET: stack.hmacSecret, NODE_ENV: 'development', LOG_LEVEL: 'warn' };
 
   const file = path.join(ctx.scratch, 'naive-audit.log');
   const pv: Awaited<ReturnType<typeof runTogether>>[] = [];
@@ -53,7 +53,7 @@ async function benchAuditClients(ctx: BenchContext, clientsPerProcess: number): 
     referenceName: 'one O_APPEND file, write + fdatasync per entry, no chain',
     better: 'higher',
     commands: [
-      `${sizes.auditWriters} × REDIS_URL=<stack redis> AUDIT_WRITER_URL=<stack audit intake> MEDIA_ROOT=<stack media> HMAC_SECRET=<stack secret> ${workerCommand('audit-recorder', [perWriter, String(clientsPerProcess)])}`,
+      `${sizes.auditWriters} × REDIS_URL=<stack redis> AUDIT_WRITER_URL=<stack audit intake> AUDIT_INTAKE_KEY=<stack intake key> MEDIA_ROOT=<stack media> HMAC_SECRET=<stack secret> ${workerCommand('audit-recorder', [perWriter, String(clientsPerProcess)])}`,
       `${sizes.auditWriters} × ${workerCommand('fsync-appender', ['<scratch>/naive-audit.log', perWriter, String(clientsPerProcess)])}`,
     ],
     note: `median of ${ROUNDS} interleaved rounds of ${pv[0]!.count} entries each: PulseVault ${rates(pv)}; reference ${rates(ref)} entries/s`,

@@ -88,7 +88,8 @@ export async function startFunction(name: string, setup: FunctionSetup, config: 
     if (req.method === 'GET' && (path === '/_/health' || path === '/_/ready')) {
       ctx.route = path;
       // Draining: not ready, so the platform takes this replica out of rotation (in-flight requests go on).
-      return closing ? sendJson(res, 503, { ...healthReport(name), status: 'draining' }) : sendJson(res, 200, healthReport(name));
+      const report = await healthReport(name);
+      return closing ? sendJson(res, 503, { ...report, status: 'draining' }) : sendJson(res, 200, report);
     }
     if (req.method === 'GET' && path === '/metrics' && config.metricsEnabled) {
       ctx.route = '/metrics';
