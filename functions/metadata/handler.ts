@@ -19,6 +19,8 @@ import { sendJson } from '../../shared/platform/http.js';
 import { parseMediaUrl } from '../../shared/delivery/media-path.js';
 import { isVideoId, MediaStore } from '../../shared/video/store.js';
 import { MetadataReader, metadataView, renditionsView } from '../../shared/delivery/metadata-view.js';
+import { etagOf } from '../../shared/lifecycle/edit.js';
+import { refuseIfDeleted } from '../../shared/lifecycle/tombstone.js';
 import { openMirror } from '../../shared/mirror/mirror.js';
 import { createRedis } from '../../shared/platform/redis.js';
 import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/delivery/tokens.js';
@@ -31,7 +33,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
   const access = createAccessAudit(createAuditLog(config, redis, log), log);
   const reader = new MetadataReader(new MediaStore(config.videoDir, redis), redis, log);
   const tokens = createTokenCodec(tokenOptionsFromConfig(config));
-  const cors = createCors({ origins: config.corsOrigins, methods: ['GET', 'HEAD', 'OPTIONS'], allowHeaders: ['Authorization'] });
+  const cors = createCors({ origins: config.corsOrigins, methods: ['GET', 'HEAD', 'OPTIONS'], allowHeaders: ['Authorization'], exposeHeaders: ['ETag'] });
   const mirror = openMirror(config, log);
   onShutdown(async () => void (await mirror?.close()));
 
@@ -56,13 +58,15 @@ export default defineFunction(({ config, log, onShutdown }) => {
     const body = await access.check(attempt, async () => {
       if (!isVideoId(url.videoId)) throw new NotFoundError('no such video');
       tokens.verifyForVideo(url.token, url.videoId);
+      await refuseIfDeleted(config.videoDir, url.videoId);
       const meta = await reader.read(url.videoId);
-      if (view === 'renditions') return renditionsView(meta);
+      if (view === 'renditions') return { view: renditionsView(meta), etag: null };
       const wantsPrivate = req.headers.authorization !== undefined || auth.mode === 'insecure-dev';
       if (wantsPrivate) attempt.principal = await auth.authenticate(req);
-      return metadataView(meta, attempt.principal ? mayManageVideo(attempt.principal, meta.owner) : false);
+      // The ETag an edit quotes in If-Match (shared/lifecycle/edit.ts).
+      return { view: metadataView(meta, attempt.principal ? mayManageVideo(attempt.principal, meta.owner) : false), etag: etagOf(meta) };
     });
     await access.granted(attempt);
-    sendJson(res, 200, body, cors.headers(req));
+    sendJson(res, 200, body.view, { ...cors.headers(req), ...(body.etag ? { ETag: body.etag } : {}) });
   };
 });

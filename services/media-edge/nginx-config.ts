@@ -35,6 +35,7 @@ import {
   EDGE_TOKEN_HEADER,
   type EdgeSend,
 } from '../../shared/delivery/edge.js';
+import { DELETED_MARK } from '../../shared/lifecycle/tombstone.js';
 
 export interface MediaEdgeOptions {
   /** Argument of `listen`: `127.0.0.1:3000` locally, `8080` in the pod. */
@@ -121,6 +122,8 @@ function grantLocations(videoDir: string): string {
       set $pv_args $args;
       # nginx answers a malformed Range with 416; the function ignores it (RFC 9110 §14.2): its call.
       if ($pv_range_malformed) { return 418; }
+      # A deleted video (shared/lifecycle/tombstone.ts): no grant, cached or not, sends a byte; the function answers 410.
+      if (-f ${videoDir}/$pv_video/${DELETED_MARK}) { return 418; }
       error_page 418 = @pulsevault_stream;
       auth_request ${EDGE_GRANT_LOCATION};
 ${GRANT_HEADERS.map((h) => `      auth_request_set ${grantVariable(h)} ${upstreamVariable(h)};`).join('\n')}
