@@ -25,14 +25,17 @@ interface Caller {
   roles: string[];
 }
 
-/** Expected answers per endpoint; `private` = the metadata view includes filename and user metadata. */
-const TABLE: [Caller, { create: number; finalize: number; sign: number; private: boolean; list: number }][] = [
-  [{ name: 'anonymous', sub: null, roles: [] }, { create: 401, finalize: 401, sign: 401, private: false, list: 401 }],
-  [{ name: 'owner, no role', sub: OWNER, roles: [] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403 }],
-  [{ name: 'owner as viewer', sub: OWNER, roles: ['viewer'] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403 }],
-  [{ name: 'owner as uploader', sub: OWNER, roles: ['uploader'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 501 }],
-  [{ name: 'another uploader', sub: 'uploader-2', roles: ['uploader', 'viewer'] }, { create: 201, finalize: 404, sign: 403, private: false, list: 501 }],
-  [{ name: 'admin', sub: 'root', roles: ['admin'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 501 }],
+/**
+ * Expected answers per endpoint; `private` = the metadata view includes filename and user metadata;
+ * `listed` = the owner's video is in the caller's listing (read from the media volume: no mirror here).
+ */
+const TABLE: [Caller, { create: number; finalize: number; sign: number; private: boolean; list: number; listed: boolean }][] = [
+  [{ name: 'anonymous', sub: null, roles: [] }, { create: 401, finalize: 401, sign: 401, private: false, list: 401, listed: false }],
+  [{ name: 'owner, no role', sub: OWNER, roles: [] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403, listed: false }],
+  [{ name: 'owner as viewer', sub: OWNER, roles: ['viewer'] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403, listed: false }],
+  [{ name: 'owner as uploader', sub: OWNER, roles: ['uploader'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 200, listed: true }],
+  [{ name: 'another uploader', sub: 'uploader-2', roles: ['uploader', 'viewer'] }, { create: 201, finalize: 404, sign: 403, private: false, list: 200, listed: false }],
+  [{ name: 'admin', sub: 'root', roles: ['admin'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 200, listed: true }],
 ];
 
 let stack: TestStack;
@@ -91,8 +94,13 @@ describe.each(TABLE)('$name', (caller, expected) => {
     expect('filename' in ((await res.json()) as object)).toBe(expected.private);
   });
 
-  it(`GET /media/videos → ${expected.list} (501: allowed, but this stack has no metadata mirror)`, async () => {
-    expect((await fetch(`${stack.url}/media/videos`, { headers: await auth(caller) })).status).toBe(expected.list);
+  it(`GET /media/videos → ${expected.list}, the owner's video ${expected.listed ? 'listed' : 'not listed'}`, async () => {
+    const res = await fetch(`${stack.url}/media/videos`, { headers: await auth(caller) });
+    expect(res.status).toBe(expected.list);
+    const body = (await res.json()) as { videos?: { videoId: string; owner: string }[] };
+    expect((body.videos ?? []).some((v) => v.videoId === video.videoId)).toBe(expected.listed);
+    // Anyone but an admin sees only their own.
+    if (body.videos && !caller.roles.includes('admin')) expect(body.videos.every((v) => v.owner === caller.sub)).toBe(true);
   });
 
   it('GET a signed media URL → 200 (the token authorises, not the role)', async () => {
