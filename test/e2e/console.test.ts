@@ -284,10 +284,21 @@ describe('web console and real players, end to end', () => {
     const sheet = await waitFor(() => seen.find((x) => x.url.pathname === videoUrl('hls/thumbs_0_000.jpg')), PLAY_DEADLINE, 'the sprite sheet', 200);
     expect(sheet.status).toBe(200);
     expect(sheet.headers['content-type']).toBe('image/jpeg');
-    // The index opens with the same token (scope hls/), and names that sheet.
-    const vtt = await fetch(`${stack.url}${videoUrl('hls/thumbnails.vtt')}?token=${sheet.url.searchParams.get('token')}`);
+    // The index opens with the same token (scope hls/), and its cues carry it, as a standard
+    // thumbnail plug-in needs: each cue's URL, resolved against the index and taken as it is, opens.
+    const token = sheet.url.searchParams.get('token')!;
+    const vttUrl = `${stack.url}${videoUrl('hls/thumbnails.vtt')}?token=${token}`;
+    const vtt = await fetch(vttUrl);
     expect(vtt.status).toBe(200);
-    expect(await vtt.text()).toContain('thumbs_0_000.jpg#xywh=160,0,160,90');
+    expect(vtt.headers.get('content-type')).toMatch(/^text\/vtt/);
+    const cues = [...(await vtt.text()).matchAll(/^(\S+)#xywh=(\d+,\d+,\d+,\d+)$/gm)];
+    expect(cues.map((c) => c[2])).toContain('160,0,160,90');
+    for (const [, cueUrl] of cues) {
+      const image = await fetch(new URL(cueUrl!, vttUrl));
+      expect(image.status, cueUrl).toBe(200);
+      expect(image.headers.get('content-type')).toBe('image/jpeg');
+      await image.arrayBuffer();
+    }
   }, 2 * PLAY_DEADLINE);
 
   it('lists the video in the library with its poster, title, duration, status and renditions, and opens it from there', async () => {

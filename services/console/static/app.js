@@ -538,8 +538,8 @@
   // ---------- seek thumbnails ----------
 
   /**
-   * `thumbnails.vtt` (cues `<sheet>.jpg#xywh=x,y,w,h`) sits beside the master, so the
-   * master's token (scope: its directory) opens the index and every sprite sheet.
+   * `thumbnails.vtt` (cues `<sheet>.jpg?token=…#xywh=x,y,w,h`) sits beside the master, so the
+   * master's token (scope: its directory) opens the index, which hands it on to every sprite sheet.
    */
   async function loadThumbnails(w, master, index, duration) {
     const token = new URL(await signedUrl(w.videoId, master), location.href).searchParams.get('token') ?? '';
@@ -550,7 +550,6 @@
     const seconds = (t) => t.split(':').reduce((acc, x) => acc * 60 + Number(x), 0);
     const cues = [...(await res.text()).matchAll(/^([\d:.]+) --> ([\d:.]+)\r?\n(\S+)#xywh=(\d+),(\d+),(\d+),(\d+)$/gm)].map((m) => {
       const sheet = new URL(m[3], vttUrl);
-      sheet.searchParams.set('token', token);
       return { start: seconds(m[1]), end: seconds(m[2]), url: sheet.href, x: Number(m[4]), y: Number(m[5]), width: Number(m[6]), height: Number(m[7]) };
     });
     if (watching !== w || cues.length === 0) return;
