@@ -84,6 +84,7 @@ export function metadataView(meta: VideoMeta, includePrivate: boolean): Record<s
       ? { renditionsReady: [meta.preview.rendition], preview: { hlsMaster: meta.preview.hlsMaster, dashManifest: meta.preview.dashManifest } }
       : {}),
     uploadedAt: meta.uploadedAt,
+    size: meta.size,
     duration: meta.duration,
     width: meta.width,
     height: meta.height,
