@@ -50,6 +50,17 @@
     videoUploaded: $('video-uploaded'),
     videoRenditions: $('video-renditions'),
     share: $('share'),
+    edit: $('edit'),
+    editForm: $('edit-form'),
+    editTitle: $('edit-title'),
+    editDescription: $('edit-description'),
+    editCancel: $('edit-cancel'),
+    remove: $('delete'),
+    deleteForm: $('delete-form'),
+    deleteReason: $('delete-reason'),
+    deleteCancel: $('delete-cancel'),
+    videoRetention: $('video-retention'),
+    videoHold: $('video-hold'),
     shareBox: $('share-box'),
     shareUrl: $('share-url'),
     shareExpiry: $('share-expiry'),
@@ -175,6 +186,8 @@
       body = JSON.stringify(options.json);
     }
     const res = await fetch(path, { method: options.method || 'GET', headers, body, cache: 'no-store' });
+    // The ETag an edit quotes in If-Match (GET …/metadata, PATCH answer it).
+    if (options.onEtag) options.onEtag(res.headers.get('etag'));
     const data = await res.json().catch(() => null);
     if (!res.ok) {
       if (res.status === 401 && options.auth !== false) signOut('Your sign-in is no longer valid. Sign in again.');
@@ -394,6 +407,9 @@
     ui.video.hidden = false;
     ui.videoTitle.textContent = known.title || 'Untitled video';
     ui.shareBox.hidden = true;
+    ui.editForm.hidden = true;
+    ui.deleteForm.hidden = true;
+    for (const b of [ui.share, ui.edit, ui.remove]) b.disabled = false;
     ui.videoElement.removeAttribute('poster');
     for (const dd of [ui.videoDuration, ui.videoSize, ui.videoUploaded]) dd.textContent = '–';
     sessionStorage.setItem(VIDEO_KEY, videoId);
@@ -409,7 +425,7 @@
     ui.playerStatus.textContent = 'Not playable yet.';
     ui.scrub.disabled = true;
     ui.scrubThumb.hidden = true;
-    watching = { videoId, original, timer: null, outputs: null, preview: false, thumbnails: null };
+    watching = { videoId, original, timer: null, outputs: null, preview: false, thumbnails: null, etag: null, meta: null };
     void poll(watching);
   }
 
@@ -448,9 +464,10 @@
     let meta;
     try {
       // With the Bearer too: the owner (or an admin) also gets the title.
-      meta = await api(await viewUrl(w, 'metadata'));
+      meta = await api(await viewUrl(w, 'metadata'), { onEtag: (etag) => (w.etag = etag) });
     } catch (err) {
       if (watching !== w) return;
+      if (err.status === 410) return showDeleted(w);
       ui.videoStatus.textContent = 'unavailable';
       if (err.status === 404) return showAlert('No video with that ID.');
       if (err.status === 401 || err.status === 403) return showAlert(`Not allowed to view this video: ${err.message}`);
@@ -458,6 +475,7 @@
       return;
     }
     if (watching !== w) return;
+    w.meta = meta;
     render(meta);
     if (meta.status === 'transcoded') return void showPlayer(w, meta);
     if (meta.status === 'failed') return showAlert('Transcoding failed. An operator can requeue it (pulsevault requeue).');
@@ -480,12 +498,78 @@
     if (typeof meta.metadata?.title === 'string' && meta.metadata.title) ui.videoTitle.textContent = meta.metadata.title;
     ui.videoDuration.textContent = formatDuration(meta.duration);
     ui.videoUploaded.textContent = formatWhen(meta.uploadedAt);
+    ui.videoRetention.textContent = meta.retainUntil ? formatWhen(meta.retainUntil) : 'until deleted';
+    ui.videoHold.textContent = meta.legalHold ? `held since ${formatWhen(meta.legalHold.since)} (${meta.legalHold.reason})` : 'none';
+    // A held video cannot be deleted (409 legal_hold): say so on the button.
+    ui.remove.disabled = Boolean(meta.legalHold);
+    ui.remove.title = meta.legalHold ? 'Under a legal hold: an admin must release it first' : '';
     if (typeof meta.size === 'number') ui.videoSize.textContent = formatSize(meta.size);
     if (Array.isArray(meta.renditions) && meta.renditions.length > 0) ui.videoRenditions.textContent = meta.renditions.join(', ');
     if (meta.poster && watching && !ui.videoElement.poster) {
       const w = watching;
       void signedUrl(w.videoId, meta.poster).then((url) => watching === w && (ui.videoElement.poster = url)).catch(() => {});
     }
+  }
+
+  // ---------- edit and delete (PATCH/DELETE /media/videos/<id>, docs/api.md "Edit, hold and delete") ----------
+
+  function openEdit() {
+    const w = watching;
+    if (!w?.meta) return;
+    ui.deleteForm.hidden = true;
+    ui.editTitle.value = typeof w.meta.metadata?.title === 'string' ? w.meta.metadata.title : '';
+    ui.editDescription.value = typeof w.meta.metadata?.description === 'string' ? w.meta.metadata.description : '';
+    ui.editForm.hidden = false;
+    ui.editTitle.focus();
+  }
+
+  async function saveEdit() {
+    const w = watching;
+    if (!w) return;
+    try {
+      const meta = await api(`/media/videos/${encodeURIComponent(w.videoId)}`, {
+        method: 'PATCH',
+        headers: { 'If-Match': w.etag ?? '' },
+        json: { title: ui.editTitle.value, description: ui.editDescription.value },
+        onEtag: (etag) => (w.etag = etag),
+      });
+      if (watching !== w) return;
+      w.meta = meta;
+      render(meta);
+      ui.editForm.hidden = true;
+    } catch (err) {
+      if (err.status === 412) {
+        showAlert('Someone changed this video meanwhile: its details are reloaded, edit again.');
+        return void poll(w);
+      }
+      if (err.status === 410) return showDeleted(w);
+      showAlert(`Cannot save: ${err.message}`);
+    }
+  }
+
+  async function confirmDelete() {
+    const w = watching;
+    if (!w || !ui.deleteReason.value) return;
+    try {
+      await api(`/media/videos/${encodeURIComponent(w.videoId)}?reason=${encodeURIComponent(ui.deleteReason.value)}`, { method: 'DELETE' });
+      if (watching === w) showDeleted(w);
+    } catch (err) {
+      showAlert(err.code === 'legal_hold' ? 'This video is under a legal hold and cannot be deleted.' : `Cannot delete: ${err.message}`);
+    }
+  }
+
+  /** The video is gone (410 video_deleted, or our own DELETE): the player stops, nothing is offered. */
+  function showDeleted(w) {
+    if (w.timer) clearTimeout(w.timer);
+    destroyPlayer();
+    ui.videoStatus.textContent = 'deleted';
+    ui.playerStatus.textContent = 'This video was deleted.';
+    ui.playHls.disabled = true;
+    ui.playDash.disabled = true;
+    ui.editForm.hidden = true;
+    ui.deleteForm.hidden = true;
+    ui.shareBox.hidden = true;
+    for (const b of [ui.share, ui.edit, ui.remove]) b.disabled = true;
   }
 
   // ---------- share (a signed link to the video, and until when it opens) ----------
@@ -662,6 +746,7 @@
       if (!data.fatal) return;
       const status = data.response?.code;
       if (status === 403) return void onForbidden(p, data.details);
+      if (status === 410) return showDeleted(watching ?? p);
       showAlert(`HLS playback failed${status ? ` (${status})` : ''}: ${data.details}`);
     });
     hls.loadSource(url);
@@ -690,6 +775,7 @@
       const status = e.error?.data?.response?.status ?? e.error?.data?.request?.status;
       const message = e.error?.message ?? 'unknown error';
       if (status === 403 || /\b403\b/.test(message)) return void onForbidden(p, message);
+      if (status === 410 || /\b410\b/.test(message)) return showDeleted(watching ?? p);
       showAlert(`DASH playback failed: ${message}`);
     });
     dash.initialize(ui.videoElement, url, true, startAt);
@@ -758,6 +844,22 @@
     void loadLibrary(true);
   });
   ui.share.addEventListener('click', () => void share().catch((err) => showAlert(`Cannot make a share link: ${err.message}`)));
+  ui.edit.addEventListener('click', openEdit);
+  ui.editCancel.addEventListener('click', () => (ui.editForm.hidden = true));
+  ui.editForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    void saveEdit();
+  });
+  ui.remove.addEventListener('click', () => {
+    ui.editForm.hidden = true;
+    ui.deleteReason.value = '';
+    ui.deleteForm.hidden = false;
+  });
+  ui.deleteCancel.addEventListener('click', () => (ui.deleteForm.hidden = true));
+  ui.deleteForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    void confirmDelete();
+  });
   ui.libraryMore.addEventListener('click', () => void loadLibrary(false));
   ui.libraryRefresh.addEventListener('click', () => void loadLibrary(true));
 
