@@ -8,9 +8,9 @@ import { parseArgs } from 'node:util';
 import { createAuditLog } from '../../shared/audit/client.js';
 import { runRetention } from '../../shared/lifecycle/retention.js';
 import { attachMirror } from '../../shared/mirror/attach.js';
+import { redisOrExplain } from '../cli-redis.js';
 import { loadConfigOrExit } from '../../shared/platform/config.js';
 import { createLogger } from '../../shared/platform/log.js';
-import { createRedis } from '../../shared/platform/redis.js';
 import { MediaStore } from '../../shared/video/store.js';
 
 export const summary = 'dispose of videos past their retention date (not held), audited; --dry-run lists them';
@@ -38,13 +38,8 @@ export async function run(args: string[]): Promise<number> {
   const dryRun = values['dry-run'] === true;
   const config = loadConfigOrExit({ require: [] });
   const log = createLogger('retention', config.logLevel);
-  const redis = createRedis(config, { name: 'retention' });
-  if (!(await redis.ping().then(() => true, () => false))) {
-    const where = config.redis.url ? new URL(config.redis.url).host : `${config.redis.host}:${config.redis.port}`;
-    process.stderr.write(`pulsevault retention: Redis at ${where} does not answer; is the stack running (npm start), is REDIS_URL right?\n`);
-    redis.disconnect();
-    return 69; // EX_UNAVAILABLE
-  }
+  const redis = await redisOrExplain(config, 'retention');
+  if (!redis) return 69; // EX_UNAVAILABLE
   const audit = createAuditLog(config, redis, log);
   const store = new MediaStore(config.videoDir, redis);
   const mirror = attachMirror(store, redis, config, log);
