@@ -93,8 +93,8 @@ export function metadataView(meta: VideoMeta, includePrivate: boolean): Record<s
     ...(meta.status === 'transcoded' && meta.outputs?.poster ? { poster: meta.outputs.poster } : {}),
     ...(meta.status === 'transcoded' && meta.outputs?.thumbnails ? { thumbnails: meta.outputs.thumbnails } : {}),
     ...(includePrivate ? { metadata: meta.metadata } : {}),
-    legalHold: meta.legalHold ?? null,
-    retainUntil: meta.retainUntil ?? null,
+    // Records facts for whoever manages the video, not for every token holder (a hold says a matter is open).
+    ...(includePrivate ? { legalHold: meta.legalHold ?? null, retainUntil: meta.retainUntil ?? null } : {}),
   };
 }
 
