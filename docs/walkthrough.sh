@@ -62,6 +62,13 @@ curl -fsS "$B/media/videos/$VIDEO_ID/renditions?token=${MASTER_URL#*token=}"; ec
 # 8. A token opens its own scope only: the hls/ token does not open the original.
 curl -sS "$B/media/videos/$VIDEO_ID/original.mp4?token=${MASTER_URL#*token=}" -w ' %{http_code}\n'   # 403 out_of_scope
 
-# 9. Operator side (same MEDIA_ROOT and Redis as npm start): the audit chain and the transcode queue.
+# 9. Edit: quote the metadata's ETag in If-Match (a stale one gets 412, none 428). Then delete, with a reason code.
+ETAG=$(curl -fsS -o /dev/null -D - "$METADATA_URL" -H "Authorization: Bearer $JWT" | tr -d '\r' | awk 'tolower($1)=="etag:"{print $2}')
+curl -fsS -X PATCH "$B/media/videos/$VIDEO_ID" -H "Authorization: Bearer $JWT" -H 'Content-Type: application/json' \
+  -H "If-Match: $ETAG" -d '{"title":"My edited video"}'; echo
+curl -fsS -X DELETE "$B/media/videos/$VIDEO_ID?reason=duplicate" -H "Authorization: Bearer $JWT"; echo   # the tombstone
+curl -sS "$MASTER_URL" -w ' %{http_code}\n'   # 410 video_deleted: every token of the video, those issued before too
+
+# 10. Operator side (same MEDIA_ROOT and Redis as npm start): the audit chain and the transcode queue.
 npx pulsevault audit verify | tail -n 1
 npx pulsevault requeue --dry-run

@@ -95,8 +95,11 @@ describe('local defaults, as npm start', () => {
 
     writeFileSync(path.join(mediaRoot, '.dev-audit-signing-key'), `${'ab'.repeat(32)}\n`);
     const withKey = await pulsevault(['audit', 'verify'], { MEDIA_ROOT: mediaRoot });
-    expect(withKey.code, withKey.stderr).toBe(0);
-    expect(withKey.stdout).toContain(`verified 0 file(s) in ${path.join(mediaRoot, 'audit')}`);
+    // The key was taken (no 78); an empty log is reported as nothing verified, never as an intact chain.
+    expect(withKey.code, withKey.stderr).toBe(66);
+    expectOneLine(withKey);
+    expect(withKey.stderr).toContain(`no audit files in ${path.join(mediaRoot, 'audit')}: nothing verified`);
+    expect(withKey.stdout).not.toContain('intact');
 
     // Production never takes a development key, and keeps its own MEDIA_ROOT default.
     const production = await pulsevault(['audit', 'verify'], { MEDIA_ROOT: mediaRoot, NODE_ENV: 'production' });
@@ -140,6 +143,15 @@ describe('what the operator must fix: one line, non-zero exit', () => {
     expect(run.stderr).not.toContain('a-password');
   });
 
+  it('`pulsevault audit` without a subcommand: one usage line, 64', async () => {
+    for (const args of [['audit'], ['audit', 'check'], ['audit', 'verify', '--from', 'March']]) {
+      const run = await pulsevault(args, { MEDIA_ROOT: scratch, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY });
+      expect(run.code, args.join(' ')).toBe(64);
+      expectOneLine(run);
+      expect(run.stderr).toMatch(/^pulsevault audit: .+ \(usage: pulsevault audit verify \[--from YYYY-MM-DD\] \[--to YYYY-MM-DD\] \[--category access\|/);
+    }
+  });
+
   it('bad configuration names the variable', async () => {
     const run = await pulsevault(['requeue'], { MEDIA_ROOT: scratch, TOKEN_EXPIRY_SECONDS: 'soon' });
     expect(run.code).toBe(78);
@@ -174,7 +186,7 @@ describe('every pulsevault line the documentation shows', () => {
     for (const c of ['--help', 'requeue', 'scrub', 'audit', 'reindex', 'console-export']) expect(commands, c).toContain(c);
   });
 
-  it('runs each of them successfully', async () => {
+  it('runs each of them successfully (an audit verify of a range holding no file: its documented 66, nothing verified)', async () => {
     const mediaRoot = path.join(scratch, 'docs-media');
     mkdirSync(path.join(mediaRoot, 'videos'), { recursive: true });
     mkdirSync(path.join(mediaRoot, 'audit'), { recursive: true });
@@ -184,7 +196,8 @@ describe('every pulsevault line the documentation shows', () => {
     for (const { file, line, args } of shown) {
       expect(args.join(' '), `${file}: ${line} (quoted arguments are not supported here)`).not.toMatch(/["']/);
       const run = await pulsevault(args, env, cwd);
-      expect(run.code, `${file}: ${line}\n${run.stderr}`).toBe(0);
+      const nothingToVerify = args[0] === 'audit' && run.code === 66 && run.stderr.includes('nothing verified');
+      expect(nothingToVerify ? 0 : run.code, `${file}: ${line}\n${run.stderr}`).toBe(0);
     }
     expect(existsSync(path.join(cwd, 'build/console/nginx.conf'))).toBe(true);
   }, 180_000);

@@ -1,6 +1,7 @@
 /** The console's file route (what the gateway serves at /console/) and the local stack's dev token. */
 import { createServer, type Server } from 'node:http';
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -157,7 +158,7 @@ describe('dev token of the local stack', () => {
 
   it('is an HS256 JWT with all roles, expiring in 12 h, verifiable with the secret handed to the functions', async () => {
     const config = env({ NODE_ENV: 'development', AUTH_ISSUER: 'https://idp.example', AUTH_AUDIENCE: 'pulsevault', AUTH_ROLES_CLAIM: 'pv_roles' });
-    const auth = await createDevAuth(config);
+    const auth = await createDevAuth(config, randomBytes(32).toString('base64url'));
     expect(Buffer.from(auth.secret, 'base64url').length).toBe(32);
     const { payload, protectedHeader } = await jwtVerify(auth.token, new TextEncoder().encode(auth.secret), {
       algorithms: ['HS256'],
@@ -169,7 +170,7 @@ describe('dev token of the local stack', () => {
     expect(payload.pv_roles).toEqual([...DEV_ROLES]);
     const hours = (payload.exp! - payload.iat!) / 3600;
     expect(hours).toBeCloseTo(12, 1);
-    const other = await createDevAuth(config);
+    const other = await createDevAuth(config, randomBytes(32).toString('base64url'));
     expect(other.secret).not.toBe(auth.secret);
     await expect(jwtVerify(auth.token, new TextEncoder().encode(other.secret), { algorithms: ['HS256'] })).rejects.toThrow();
   });

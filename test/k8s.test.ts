@@ -322,14 +322,14 @@ describe('workloads', () => {
     expect(secrets).toEqual([variables.find((v) => v.name === 'METADATA_DSN')!.secretFile]);
   });
 
-  it('processes that mount the media volume mount the one PVC at MEDIA_ROOT; the CronJobs read-only', () => {
+  it('processes that mount the media volume mount the one PVC at MEDIA_ROOT; the CronJobs read-only but retention, which disposes of videos', () => {
     for (const w of workloads) {
       const pod = podTemplate(w).spec as Obj;
       const media = (pod.volumes ?? []).find((v: Obj) => v.persistentVolumeClaim?.claimName === pvc.metadata.name);
       if (!media) continue;
       const mount = pod.containers[0].volumeMounts.find((m: Obj) => m.name === media.name);
       expect(mount?.mountPath, w.metadata.name).toBe(MEDIA_ROOT);
-      if (w.kind === 'CronJob') expect(mount.readOnly && media.persistentVolumeClaim.readOnly).toBe(true);
+      if (w.kind === 'CronJob') expect(Boolean(mount.readOnly && media.persistentVolumeClaim.readOnly), w.metadata.name).toBe(w.metadata.name !== 'pulsevault-retention');
     }
   });
 

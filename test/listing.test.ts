@@ -1,8 +1,13 @@
-/** `GET /media/videos` listing logic: validation, access, keyset pagination, against a real PostgreSQL. */
+/** `GET /media/videos` listing logic: validation, access, keyset pagination, against a real PostgreSQL and against the media volume. */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppError } from '../shared/platform/errors.js';
 import { MAX_SUBJECT_LENGTH } from '../shared/auth/jwt.js';
-import type { VideoMeta } from '../shared/video/store.js';
+import { MediaStore, type VideoMeta } from '../shared/video/store.js';
 import { MetadataMirror } from '../shared/mirror/mirror.js';
 import { DEFAULT_LIMIT, listVideos, MAX_LIMIT, parseListingQuery, type ListingBody, type ListingCaller } from '../shared/delivery/video-listing.js';
 import { freePort } from '../services/devstack/supervisor.js';
@@ -13,6 +18,8 @@ const alice: ListingCaller = { userId: 'user-alice', roles: ['uploader'] };
 
 let db: TestDatabase;
 let mirror: MetadataMirror;
+/** No video is written here: a mirror, when given, is what the listing reads. */
+const unusedStore = new MediaStore(path.join(tmpdir(), 'pv-listing-no-such-dir'));
 const seeded: VideoMeta[] = [];
 
 async function seed(meta: VideoMeta): Promise<VideoMeta> {
@@ -25,7 +32,7 @@ async function seed(meta: VideoMeta): Promise<VideoMeta> {
 /** Newest first, id breaking ties, as the listing orders. */
 const byListingOrder = (a: VideoMeta, b: VideoMeta) => b.uploadedAt.localeCompare(a.uploadedAt) || b.videoId.localeCompare(a.videoId);
 
-const list = (query: string, caller: ListingCaller = admin) => listVideos(mirror, parseListingQuery(new URLSearchParams(query)), caller);
+const list = (query: string, caller: ListingCaller = admin) => listVideos({ mirror, store: unusedStore }, parseListingQuery(new URLSearchParams(query)), caller);
 
 async function allPages(query: string, caller: ListingCaller = admin, between?: () => Promise<void>): Promise<ListingBody[]> {
   const pages: ListingBody[] = [];
@@ -157,11 +164,10 @@ describe('video listing', () => {
     expect(parseListingQuery(new URLSearchParams(`owner=${'x'.repeat(MAX_SUBJECT_LENGTH)}`)).owner).toHaveLength(MAX_SUBJECT_LENGTH);
   });
 
-  it('answers 501 without a mirror and 503 when the mirror database is down', async () => {
-    expect(await statusOf(listVideos(null, parseListingQuery(new URLSearchParams()), admin))).toBe(501);
+  it('answers 503 when the mirror database is down', async () => {
     const down = new MetadataMirror(`postgres://postgres@127.0.0.1:${await freePort()}/x`, false, memoryLogger().log);
     try {
-      expect(await statusOf(listVideos(down, parseListingQuery(new URLSearchParams()), admin))).toBe(503);
+      expect(await statusOf(listVideos({ mirror: down, store: unusedStore }, parseListingQuery(new URLSearchParams()), admin))).toBe(503);
     } finally {
       await down.close();
     }
@@ -178,5 +184,76 @@ describe('video listing', () => {
     } finally {
       await phi.close();
     }
+  });
+});
+
+describe('video listing from the media volume (no mirror configured)', () => {
+  let root: string;
+  let store: MediaStore;
+  const written: VideoMeta[] = [];
+  const listVolume = (query: string, caller: ListingCaller = admin) => listVideos({ mirror: null, store }, parseListingQuery(new URLSearchParams(query)), caller);
+  const pagesOf = async (query: string, caller: ListingCaller = admin) => {
+    const pages: ListingBody[] = [];
+    let cursor: string | null = null;
+    do {
+      const page = await listVolume(`${query}${cursor ? `&cursor=${cursor}` : ''}`, caller);
+      pages.push(page);
+      cursor = page.nextCursor;
+    } while (cursor);
+    return pages;
+  };
+
+  beforeAll(async () => {
+    root = mkdtempSync(path.join(tmpdir(), 'pv-listing-volume-'));
+    store = new MediaStore(path.join(root, 'videos'));
+    const statuses = ['uploaded', 'queued', 'transcoding', 'transcoded', 'failed'] as const;
+    for (let i = 0; i < 11; i++) {
+      const uploadedAt = new Date(Date.UTC(2025, 0, 1, 0, Math.floor(i / 2))).toISOString();
+      const status = statuses[i % 5]!;
+      const extra: Partial<VideoMeta> =
+        status === 'transcoded' ? { renditions: ['240p'], outputs: { hlsMaster: 'hls/master.m3u8', poster: 'hls/poster.jpg' } } : status === 'transcoding' ? { progress: 40 } : {};
+      written.push(await store.write(videoMeta({ owner: i % 3 === 0 ? 'user-bob' : 'user-alice', status, uploadedAt, ...extra })));
+    }
+    // Neither a half-made video (finalize has not written meta.json yet) nor a corrupt one is listed, nor a stray file.
+    await mkdir(path.join(store.videoDir, randomUUID()));
+    const corrupt = path.join(store.videoDir, randomUUID());
+    await mkdir(corrupt);
+    writeFileSync(path.join(corrupt, 'meta.json'), '{"videoId":');
+    writeFileSync(path.join(store.videoDir, 'notes.txt'), 'not a video');
+  });
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  it('pages through every video newest first, ties broken by id, as the mirror orders them', async () => {
+    const pages = await pagesOf('limit=4');
+    expect(pages.map((p) => p.videos.length)).toEqual([4, 4, 3]);
+    expect(pages.flatMap((p) => p.videos.map((v) => v.videoId))).toEqual([...written].sort(byListingOrder).map((v) => v.videoId));
+  });
+
+  it('gives each video its title, status, progress, duration, renditions and, once transcoded, its poster', async () => {
+    const videos = (await listVolume('limit=100')).videos;
+    const transcoded = videos.find((v) => v.status === 'transcoded')!;
+    expect(transcoded).toMatchObject({ title: 'Jane Doe knee MRI follow-up', duration: 4.5, renditions: ['240p'], poster: 'hls/poster.jpg', progress: null });
+    expect(videos.find((v) => v.status === 'transcoding')).toMatchObject({ progress: 40 });
+    expect(videos.filter((v) => v.poster !== undefined)).toHaveLength(written.filter((v) => v.status === 'transcoded').length);
+    // Never the file name (possible PHI) nor the whole user metadata.
+    expect(JSON.stringify(videos)).not.toContain('patient-jane-doe');
+  });
+
+  it('shows a non-admin only their own videos, and refuses another owner', async () => {
+    const own = (await pagesOf('limit=3', alice)).flatMap((p) => p.videos);
+    expect(own.map((v) => v.videoId).sort()).toEqual(written.filter((v) => v.owner === 'user-alice').map((v) => v.videoId).sort());
+    expect(await statusOf(listVolume('owner=user-bob', alice))).toBe(403);
+  });
+
+  it('filters by status and owner for admins', async () => {
+    const page = await listVolume('status=queued&owner=user-alice&limit=100');
+    const expected = written.filter((v) => v.status === 'queued' && v.owner === 'user-alice');
+    expect(expected.length).toBeGreaterThan(0);
+    expect(page.videos.map((v) => v.videoId).sort()).toEqual(expected.map((v) => v.videoId).sort());
+  });
+
+  it('lists nothing, not an error, before the first video is stored', async () => {
+    const fresh = new MediaStore(path.join(root, 'never-created'));
+    expect(await listVideos({ mirror: null, store: fresh }, parseListingQuery(new URLSearchParams()), admin)).toEqual({ videos: [], nextCursor: null, limit: DEFAULT_LIMIT });
   });
 });

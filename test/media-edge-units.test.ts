@@ -21,17 +21,17 @@ function fastPath(mediaPath: string): { path: string; unit: string } | null {
 }
 
 describe('the paths nginx sends under a grant', () => {
-  it('include the files of renditions and top-level originals and posters', () => {
-    for (const p of ['hls/240p/seg_00001.m4s', 'hls/240p_init.mp4', 'original.mp4', 'poster.jpg', 'hls/thumbnails.vtt', 'preview/a/b/c.ts']) {
+  it('include the files of renditions and top-level originals, posters and sprite sheets', () => {
+    for (const p of ['hls/240p/seg_00001.m4s', 'hls/240p_init.mp4', 'original.mp4', 'poster.jpg', 'hls/thumbs_0_000.jpg', 'preview/a/b/c.ts']) {
       expect(fastPath(p), p).not.toBeNull();
     }
     expect(fastPath('hls/240p/seg_00001.m4s')!.unit).toBe('hls/240p/');
     expect(fastPath('original.mp4')!.unit).toBe('original.mp4');
   });
 
-  it('leave to the function playlists, reserved names, odd spellings and depth', () => {
+  it('leave to the function playlists and thumbnail indexes (rewritten per token), reserved names, odd spellings and depth', () => {
     const refused = [
-      'hls/master.m3u8', 'dash/manifest.mpd', 'meta.json', 'META.json', 'Meta.mp4', 'x.json', 'hls/.hidden.m4s', 'hls/a.tmp.m4s',
+      'hls/master.m3u8', 'dash/manifest.mpd', 'hls/thumbnails.vtt', 'meta.json', 'META.json', 'Meta.mp4', 'x.json', 'hls/.hidden.m4s', 'hls/a.tmp.m4s',
       'hls/a.part', 'hls/SEG.M4S', 'a/b/c/d/e.m4s', 'hls/%2e%2e/x.m4s', 'hls//x.m4s', 'hls/../x.m4s', 'hls/x.m4s/', 'x', 'hls/x.exe',
       `${'a'.repeat(129)}/x.m4s`, `hls/${'a'.repeat(102)}.m4s`, 'dir.with.dots/x.m4s',
     ];

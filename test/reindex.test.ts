@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MediaStore, type VideoMeta } from '../shared/video/store.js';
 import { MetadataMirror } from '../shared/mirror/mirror.js';
 import { reindex, type ReindexReport } from '../shared/mirror/reconcile.js';
+import { freePort } from '../services/devstack/supervisor.js';
 import { createTestDatabase, memoryLogger, videoMeta, type TestDatabase } from './helpers/postgres.js';
 
 const run = promisify(execFile);
@@ -115,12 +116,29 @@ describe('reindex', () => {
     expect(human.stdout).toMatch(/^reindex: \d+ videos on disk; 0 added, 0 updated, 0 removed, \d+ unchanged, 1 with unreadable meta\.json/);
 
     const missing = await run(process.execPath, cli, { env: { ...env, VIDEO_DIR: path.join(videoDir, 'nope') } }).catch((e: { code: number; stderr: string }) => e);
-    expect(missing).toMatchObject({ code: 1 });
-    expect((missing as { stderr: string }).stderr).toContain('VIDEO_DIR not found');
+    expect(missing).toMatchObject({ code: 66 });
+    expect((missing as { stderr: string }).stderr).toContain(`pulsevault reindex: VIDEO_DIR ${path.join(videoDir, 'nope')} does not exist (ENOENT); set MEDIA_ROOT or VIDEO_DIR`);
     expect(await ids()).toHaveLength(videos.length + 1);
 
     const noDsn = await run(process.execPath, cli, { env: { ...env, METADATA_DSN: '' } }).catch((e: { code: number; stderr: string }) => e);
     expect(noDsn).toMatchObject({ code: 78 });
     expect((noDsn as { stderr: string }).stderr).toContain('METADATA_DSN');
+  });
+
+  it.each([
+    ['PostgreSQL does not answer', async () => `postgres://postgres@127.0.0.1:${await freePort()}/pulsevault`, 69, /^pulsevault reindex: PostgreSQL at 127\.0\.0\.1:\d+ does not answer \(ECONNREFUSED\); start it, or fix the host and port in METADATA_DSN$/],
+    ['the database does not exist', async () => `postgres://postgres@127.0.0.1:5432/pv_no_such_db`, 78, /^pulsevault reindex: database pv_no_such_db does not exist at 127\.0\.0\.1:5432 \(3D000\); create it \(createdb pv_no_such_db\) or fix METADATA_DSN$/],
+    ['the login is refused', async () => `postgres://pv_no_such_role:hunter2@127.0.0.1:5432/postgres`, 77, /^pulsevault reindex: PostgreSQL at 127\.0\.0\.1:5432 refused user pv_no_such_role \(28\w{3}\); fix the user or password in METADATA_DSN/],
+  ])('fails with one line naming the fix when %s', async (_what, dsn, status, line) => {
+    // The default log level: the failure is still the one line.
+    const env = { PATH: process.env.PATH, HMAC_SECRET: 'x'.repeat(32), METADATA_DSN: await dsn(), VIDEO_DIR: videoDir };
+    const failed = await run(process.execPath, ['dist/scripts/pulsevault.js', 'reindex'], { env }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(failed.code, failed.stderr).toBe(status);
+    expect(failed.stderr.trimEnd().split('\n'), failed.stderr).toHaveLength(1);
+    expect(failed.stderr.trimEnd()).toMatch(line);
+    expect(failed.stderr).not.toContain('hunter2');
   });
 });

@@ -25,15 +25,21 @@ interface Caller {
   roles: string[];
 }
 
-/** Expected answers per endpoint; `private` = the metadata view includes filename and user metadata. */
-const TABLE: [Caller, { create: number; finalize: number; sign: number; private: boolean; list: number }][] = [
-  [{ name: 'anonymous', sub: null, roles: [] }, { create: 401, finalize: 401, sign: 401, private: false, list: 401 }],
-  [{ name: 'owner, no role', sub: OWNER, roles: [] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403 }],
-  [{ name: 'owner as viewer', sub: OWNER, roles: ['viewer'] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403 }],
-  [{ name: 'owner as uploader', sub: OWNER, roles: ['uploader'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 501 }],
-  [{ name: 'another uploader', sub: 'uploader-2', roles: ['uploader', 'viewer'] }, { create: 201, finalize: 404, sign: 403, private: false, list: 501 }],
-  [{ name: 'admin', sub: 'root', roles: ['admin'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 501 }],
+/**
+ * Expected answers per endpoint; `private` = the metadata view includes filename and user metadata;
+ * `listed` = the owner's video is in the caller's listing (read from the media volume: no mirror here);
+ * edit/remove = PATCH/DELETE /media/videos/:id (owner or admin), hold = PUT/DELETE …/hold (admins).
+ */
+type Expected = { create: number; finalize: number; sign: number; private: boolean; list: number; listed: boolean; edit: number; remove: number; hold: number };
+const TABLE: [Caller, Expected][] = [
+  [{ name: 'anonymous', sub: null, roles: [] }, { create: 401, finalize: 401, sign: 401, private: false, list: 401, listed: false, edit: 401, remove: 401, hold: 401 }],
+  [{ name: 'owner, no role', sub: OWNER, roles: [] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403, listed: false, edit: 403, remove: 403, hold: 403 }],
+  [{ name: 'owner as viewer', sub: OWNER, roles: ['viewer'] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403, listed: false, edit: 403, remove: 403, hold: 403 }],
+  [{ name: 'owner as uploader', sub: OWNER, roles: ['uploader'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 200, listed: true, edit: 200, remove: 200, hold: 403 }],
+  [{ name: 'another uploader', sub: 'uploader-2', roles: ['uploader', 'viewer'] }, { create: 201, finalize: 404, sign: 403, private: false, list: 200, listed: false, edit: 403, remove: 403, hold: 403 }],
+  [{ name: 'admin', sub: 'root', roles: ['admin'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 200, listed: true, edit: 200, remove: 200, hold: 200 }],
 ];
+const ADMIN: Caller = { name: 'admin', sub: 'root', roles: ['admin'] };
 
 let stack: TestStack;
 let video: { videoId: string };
@@ -91,8 +97,36 @@ describe.each(TABLE)('$name', (caller, expected) => {
     expect('filename' in ((await res.json()) as object)).toBe(expected.private);
   });
 
-  it(`GET /media/videos → ${expected.list} (501: allowed, but this stack has no metadata mirror)`, async () => {
-    expect((await fetch(`${stack.url}/media/videos`, { headers: await auth(caller) })).status).toBe(expected.list);
+  it(`GET /media/videos → ${expected.list}, the owner's video ${expected.listed ? 'listed' : 'not listed'}`, async () => {
+    const res = await fetch(`${stack.url}/media/videos`, { headers: await auth(caller) });
+    expect(res.status).toBe(expected.list);
+    const body = (await res.json()) as { videos?: { videoId: string; owner: string }[] };
+    expect((body.videos ?? []).some((v) => v.videoId === video.videoId)).toBe(expected.listed);
+    // Anyone but an admin sees only their own.
+    if (body.videos && !caller.roles.includes('admin')) expect(body.videos.every((v) => v.owner === caller.sub)).toBe(true);
+  });
+
+  it(`PATCH /media/videos/:id of the owner's video → ${expected.edit}`, async () => {
+    const signed = await fetch(`${stack.url}/media/videos/${video.videoId}/metadata?token=${mediaToken}`, { headers: await auth(ADMIN) });
+    const res = await fetch(`${stack.url}/media/videos/${video.videoId}`, {
+      method: 'PATCH',
+      headers: { 'content-type': 'application/json', 'If-Match': signed.headers.get('etag')!, ...(await auth(caller)) },
+      body: JSON.stringify({ description: `edited by ${caller.name}` }),
+    });
+    expect(res.status).toBe(expected.edit);
+  });
+
+  it(`PUT and DELETE /media/videos/:id/hold → ${expected.hold}`, async () => {
+    for (const [method, reason] of [['PUT', 'litigation'], ['DELETE', 'resolved']] as const) {
+      const res = await fetch(`${stack.url}/media/videos/${video.videoId}/hold`, { method, headers: { 'content-type': 'application/json', ...(await auth(caller)) }, body: JSON.stringify({ reason }) });
+      expect(res.status, method).toBe(expected.hold);
+    }
+  });
+
+  it(`DELETE /media/videos/:id of another video of the owner's → ${expected.remove}`, async () => {
+    const doomed = await makeVideo(path.join(stack.mediaRoot, 'videos'), { owner: OWNER });
+    const res = await fetch(`${stack.url}/media/videos/${doomed.videoId}?reason=duplicate`, { method: 'DELETE', headers: await auth(caller) });
+    expect(res.status).toBe(expected.remove);
   });
 
   it('GET a signed media URL → 200 (the token authorises, not the role)', async () => {

@@ -1,5 +1,8 @@
 /** `npm start`'s local stack as real processes: health, metrics, routing, restarts, shutdown, Redis. */
 import { execFile } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FUNCTIONS } from '../services/gateway/routes.js';
@@ -111,18 +114,21 @@ describe('local stack lifecycle', () => {
   it('refuses to start on a bad variable with one line naming it', async () => {
     const run = promisify(execFile);
     const err = await run(process.execPath, ['dist/services/devstack/main.js'], {
-      env: { PATH: process.env.PATH, HMAC_SECRET: TEST_HMAC_SECRET, PORT: 'abc', SECRETS_DIR: '/nonexistent' },
+      env: { PATH: process.env.PATH, NODE_ENV: 'test', HMAC_SECRET: TEST_HMAC_SECRET, PORT: 'abc', SECRETS_DIR: '/nonexistent' },
     }).then(() => null, (e: { code: number; stderr: string }) => e);
     expect(err?.code).toBe(78);
     expect(err?.stderr.trim()).toMatch(/^invalid configuration: PORT must be an integer \(got "abc"\)$/);
   });
 
-  it('refuses to start without HMAC_SECRET', async () => {
+  it('refuses to start in production without HMAC_SECRET (development secrets are never made there)', async () => {
     const run = promisify(execFile);
+    const mediaRoot = mkdtempSync(path.join(tmpdir(), 'pv-no-secret-'));
     const err = await run(process.execPath, ['dist/services/devstack/main.js'], {
-      env: { PATH: process.env.PATH, SECRETS_DIR: '/nonexistent' },
+      env: { PATH: process.env.PATH, NODE_ENV: 'production', MEDIA_ROOT: mediaRoot, SECRETS_DIR: '/nonexistent' },
     }).then(() => null, (e: { code: number; stderr: string }) => e);
     expect(err?.code).toBe(78);
     expect(err?.stderr.trim()).toMatch(/^invalid configuration: HMAC_SECRET is required/);
+    expect(readdirSync(mediaRoot)).toEqual([]);
+    rmSync(mediaRoot, { recursive: true });
   });
 });

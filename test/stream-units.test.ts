@@ -147,7 +147,37 @@ describe('range and conditional planning', () => {
 
 describe('playlist rewriting', () => {
   const TOKEN = 'v1.kid.payload.mac';
-  const render = (kind: 'm3u8' | 'mpd', text: string) => new PlaylistCache().render(kind, 'k', async () => text, TOKEN);
+  const render = (kind: 'm3u8' | 'mpd' | 'vtt', text: string) => new PlaylistCache().render(kind, 'k', async () => text, TOKEN);
+
+  it('tokenises the image reference of every thumbnail cue (before its #xywh fragment), and no other cue text', async () => {
+    const index = [
+      'WEBVTT',
+      '',
+      '00:00:00.000 --> 00:00:02.000',
+      'thumbs_0_000.jpg#xywh=0,0,160,90',
+      '',
+      'tile-2',
+      '00:00:02.000 --> 00:00:04.000',
+      'sheets/thumbs_0_000.jpg?v=2#xywh=160,0,160,90',
+      '',
+      '00:00:04.000 --> 00:00:06.000',
+      'https://cdn.example/elsewhere.jpg#xywh=0,0,1,1',
+      '',
+      'NOTE thumbs_9.jpg is not a cue',
+      '',
+      '00:00:06.000 --> 00:00:08.000',
+      'a subtitle, not a picture.jpg',
+      '',
+    ].join('\r\n');
+    const lines = (await render('vtt', index)).split('\r\n');
+    expect(lines[3]).toBe('thumbs_0_000.jpg?token=v1.kid.payload.mac#xywh=0,0,160,90');
+    expect(lines[5]).toBe('tile-2'); // a cue identifier, before the timing line
+    expect(lines[7]).toBe('sheets/thumbs_0_000.jpg?v=2&token=v1.kid.payload.mac#xywh=160,0,160,90');
+    expect(lines[10]).toBe('https://cdn.example/elsewhere.jpg#xywh=0,0,1,1'); // never leaves for another host
+    expect(lines[12]).toBe('NOTE thumbs_9.jpg is not a cue');
+    expect(lines[15]).toBe('a subtitle, not a picture.jpg');
+    await expect(render('vtt', 'not webvtt\n')).rejects.toMatchObject({ code: 'vtt_invalid' });
+  });
 
   it('tokenises every URI line and URI attribute of an HLS playlist, and nothing else', async () => {
     const master = [

@@ -8,6 +8,7 @@ import {
   IllegalTransitionError,
   MOVES,
   VIDEO_STATUSES,
+  markDeleted,
   markFailed,
   markProgress,
   markQueued,
@@ -56,6 +57,7 @@ const apply: Record<MoveName, (videoId: string) => ReturnType<typeof markQueued>
   complete: (id) => markTranscoded(store, id, OUTPUTS),
   retry: (id) => markRetrying(store, id, 'unreachable (attempt 1 of 3)'),
   fail: (id) => markFailed(store, id, 'unreachable (attempt 3 of 3)'),
+  dispose: (id) => markDeleted(store, id, { deletedAt: new Date().toISOString(), deletedBy: null, reason: 'duplicate' }, async () => {}),
 };
 
 describe('video status transitions', () => {
@@ -85,6 +87,24 @@ describe('video status transitions', () => {
     expect(outcomeOf('queue', 'transcoded')).toBe('keep'); // finalize after a fast transcode: not back to queued
     expect(outcomeOf('requeue', 'transcoding')).toBe('keep');
     expect(outcomeOf('progress', 'transcoded')).toBe('keep');
+  });
+
+  it('deleted is terminal: every other move keeps it, and the tombstone carries no PHI', async () => {
+    for (const move of Object.keys(MOVES) as MoveName[]) expect(outcomeOf(move, 'deleted'), move).toBe('keep');
+    const v = await video('transcoded', { filename: 'PHI-name.mp4', metadata: { title: 'PHI' }, outputs: OUTPUTS.outputs, size: 7, checksum: 'sha256:ab' });
+    await markDeleted(store, v.videoId, { deletedAt: '2026-12-06T00:00:00.000Z', deletedBy: 'sub-x', reason: 'duplicate' }, async () => {});
+    await markTranscoded(store, v.videoId, OUTPUTS); // a transcode that published after the delete
+    const meta = onDisk(v.videoId);
+    expect(meta).toMatchObject({ status: 'deleted', filename: '', metadata: {}, renditions: [], size: 7, checksum: 'sha256:ab', deletion: { reason: 'duplicate', deletedBy: 'sub-x', disposedAt: null } });
+    expect(meta.outputs).toBeUndefined();
+    expect(JSON.stringify(meta)).not.toContain('PHI');
+  });
+
+  it('a commit that throws leaves meta.json as it was', async () => {
+    const v = await video('transcoded');
+    const before = readFileSync(store.metaPath(v.videoId), 'utf8');
+    await expect(markDeleted(store, v.videoId, { deletedAt: new Date().toISOString(), deletedBy: null, reason: 'duplicate' }, async () => { throw new Error('audit down'); })).rejects.toThrow('audit down');
+    expect(readFileSync(store.metaPath(v.videoId), 'utf8')).toBe(before);
   });
 
   it('markTranscoded records the ladder, codecs and outputs and clears a previous failure', async () => {

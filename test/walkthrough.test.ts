@@ -90,6 +90,12 @@ describe.each([
     expect(printed()).toMatch(/^\{"error":"out_of_scope".*\} 403$/m);
   });
 
+  it('edits the title with the ETag, deletes the video, and its issued tokens are refused with 410', () => {
+    expect(JSON.parse(lineOf('{"videoId"', '"My edited video"')!)).toMatchObject({ metadata: { title: 'My edited video' }, legalHold: null });
+    expect(JSON.parse(lineOf('{"videoId"', '"deleted"')!)).toMatchObject({ status: 'deleted', reason: 'duplicate', disposedAt: expect.any(String), original: { checksum: expect.stringMatching(/^sha256:/) } });
+    expect(printed()).toMatch(/^\{"error":"video_deleted".*\} 410$/m);
+  });
+
   it("finds the stack's MEDIA_ROOT and development audit key from the CLI, and the chain holds", () => {
     expect(printed()).toContain(`in ${path.join(stack.mediaRoot, 'audit')}: chain intact`);
     expect(JSON.parse(printed().trim().split('\n').at(-1)!)).toMatchObject({ scanned: 1, upToDate: 1, enqueued: 0, errors: 0, dryRun: true });

@@ -1,7 +1,7 @@
 /**
  * metadata: `GET /media/videos/:videoId/metadata|renditions?token=`, and the
  * admin/owner listing `GET /media/videos?status=&owner=&limit=&cursor=` served
- * from the PostgreSQL mirror (501 when METADATA_DSN is not set).
+ * from the PostgreSQL mirror when METADATA_DSN is set, from the media volume otherwise.
  *
  * A signed-URL token for any path of the video opens both (a player holding a
  * URL for `hls/` may ask what it is playing). `filename` and the user's
@@ -19,6 +19,8 @@ import { sendJson } from '../../shared/platform/http.js';
 import { mediaToken, parseMediaUrl } from '../../shared/delivery/media-path.js';
 import { isVideoId, MediaStore } from '../../shared/video/store.js';
 import { MetadataReader, metadataView, renditionsView } from '../../shared/delivery/metadata-view.js';
+import { etagOf } from '../../shared/lifecycle/edit.js';
+import { refuseIfDeleted } from '../../shared/lifecycle/tombstone.js';
 import { openMirror } from '../../shared/mirror/mirror.js';
 import { createRedis } from '../../shared/platform/redis.js';
 import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/delivery/tokens.js';
@@ -29,9 +31,10 @@ export default defineFunction(({ config, log, onShutdown }) => {
   const redis = createRedis(config, { name: 'metadata', log });
   onShutdown(async () => void (await redis.quit()));
   const access = createAccessAudit(createAuditLog(config, redis, log), log, config.trustedProxies);
-  const reader = new MetadataReader(new MediaStore(config.videoDir, redis), redis, log);
+  const store = new MediaStore(config.videoDir, redis);
+  const reader = new MetadataReader(store, redis, log);
   const tokens = createTokenCodec(tokenOptionsFromConfig(config));
-  const cors = createCors({ origins: config.corsOrigins, methods: ['GET', 'HEAD', 'OPTIONS'], allowHeaders: ['Authorization'] });
+  const cors = createCors({ origins: config.corsOrigins, methods: ['GET', 'HEAD', 'OPTIONS'], allowHeaders: ['Authorization'], exposeHeaders: ['ETag'] });
   const mirror = openMirror(config, log);
   onShutdown(async () => void (await mirror?.close()));
 
@@ -40,12 +43,12 @@ export default defineFunction(({ config, log, onShutdown }) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new MethodNotAllowedError(['GET', 'HEAD', 'OPTIONS']);
     if ((req.url ?? '').split('?')[0] === '/media/videos') {
       ctx.route = `${req.method} /media/videos`;
-      // Authenticate first: a caller without a token learns 401, not whether a mirror exists.
+      // Authenticate first: a caller without a token learns nothing about the store.
       const principal = await auth.authenticate(req);
       if (principal.userId === null) throw new UnauthorizedError('listing needs an authenticated user');
       requireRole(principal, 'uploader');
       const query = parseListingQuery(new URL(req.url ?? '/', 'http://local').searchParams);
-      return sendJson(res, 200, await listVideos(mirror, query, { userId: principal.userId, roles: principal.roles }), cors.headers(req));
+      return sendJson(res, 200, await listVideos({ mirror, store }, query, { userId: principal.userId, roles: principal.roles }), cors.headers(req));
     }
     const url = parseMediaUrl(req.url ?? '/');
     const view = url.rest;
@@ -57,13 +60,15 @@ export default defineFunction(({ config, log, onShutdown }) => {
       const token = mediaToken(url);
       if (!isVideoId(url.videoId)) throw new NotFoundError('no such video');
       tokens.verifyForVideo(token, url.videoId);
+      await refuseIfDeleted(config.videoDir, url.videoId);
       const meta = await reader.read(url.videoId);
-      if (view === 'renditions') return renditionsView(meta);
+      if (view === 'renditions') return { view: renditionsView(meta), etag: null };
       const wantsPrivate = req.headers.authorization !== undefined || auth.mode === 'insecure-dev';
       if (wantsPrivate) attempt.principal = await auth.authenticate(req);
-      return metadataView(meta, attempt.principal ? mayManageVideo(attempt.principal, meta.owner) : false);
+      // The ETag an edit quotes in If-Match (shared/lifecycle/edit.ts).
+      return { view: metadataView(meta, attempt.principal ? mayManageVideo(attempt.principal, meta.owner) : false), etag: etagOf(meta) };
     });
     await access.granted(attempt);
-    sendJson(res, 200, body, cors.headers(req));
+    sendJson(res, 200, body.view, { ...cors.headers(req), ...(body.etag ? { ETag: body.etag } : {}) });
   };
 });

@@ -16,6 +16,7 @@ import { readJsonBody, sendJson } from '../../shared/platform/http.js';
 import { MediaFiles, parseMediaPath, scopeForPath } from '../../shared/delivery/media-path.js';
 import { isVideoId, MediaStore } from '../../shared/video/store.js';
 import { MetadataReader } from '../../shared/delivery/metadata-view.js';
+import { refuseIfDeleted } from '../../shared/lifecycle/tombstone.js';
 import { createRedis } from '../../shared/platform/redis.js';
 import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/delivery/tokens.js';
 import { z } from 'zod';
@@ -53,6 +54,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
       const scope = scopeForPath(path);
       const meta = await reader.read(videoId);
       if (!mayManageVideo(principal, meta.owner)) throw new ForbiddenError('only the owner of a video or an admin may sign its URLs', 'not_owner');
+      await refuseIfDeleted(config.videoDir, videoId);
       await (await files.open(videoId, path)).handle.close(); // 404 for files that do not exist (yet)
       return { videoId, path, scope, expiresIn: Math.min(expiresIn ?? config.tokenExpirySeconds, config.tokenExpirySeconds) };
     });

@@ -19,6 +19,7 @@ import { defineFunction } from '../../shared/platform/handler-contract.js';
 import { MediaFiles, mediaToken, mediaTypeOf, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../../shared/delivery/media-path.js';
 import { fileVersionOf, planResponse, streamFile, validatorsOf } from '../../shared/delivery/media-response.js';
 import { isVideoId } from '../../shared/video/store.js';
+import { refuseIfDeleted } from '../../shared/lifecycle/tombstone.js';
 import { counter } from '../../shared/platform/metrics.js';
 import { PlaylistCache } from '../../shared/delivery/playlist-rewrite.js';
 import { createRedis } from '../../shared/platform/redis.js';
@@ -62,6 +63,8 @@ export default defineFunction(({ config, log, onShutdown }) => {
       let seconds: number;
       try {
         seconds = grantSecondsFor(req, url, tokens);
+        // Refused here, the whole request comes to the function, which answers it 410.
+        await refuseIfDeleted(config.videoDir, url.videoId);
       } catch {
         edgeGrants.inc({ outcome: 'refused' });
         // Not audited here: nginx now sends the whole request, which is decided and audited as usual.
@@ -77,6 +80,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
       if (!isVideoId(url.videoId)) throw new NotFoundError('no such video');
       const mediaPath = parseUrlMediaPath(url.rest);
       tokens.verify(token, url.videoId, mediaPath);
+      await refuseIfDeleted(config.videoDir, url.videoId);
       return { token: token!, mediaPath, ...(await files.open(url.videoId, mediaPath)) };
     });
     try {

@@ -2,7 +2,8 @@
  * `pulsevault audit verify [--from DATE] [--to DATE] [--category C]`: checks
  * every audit file's hash chain and signed checkpoint; prints one summary line
  * per file and each break with its file, line and kind. Exit 0 when all holds,
- * 1 on any break, 64 on bad usage. Needs AUDIT_SIGNING_KEY (and AUDIT_DIR or
+ * 1 on any break, 64 on bad usage, 66 when no audit file is in range (nothing
+ * verified is not an intact chain). Needs AUDIT_SIGNING_KEY (and AUDIT_DIR or
  * MEDIA_ROOT) like the writer.
  */
 import { access } from 'node:fs/promises';
@@ -11,7 +12,8 @@ import { AUDIT_CATEGORIES, type AuditCategory } from '../../shared/audit/entry.j
 import { verifyAuditLog } from '../../shared/audit/verify.js';
 import { loadConfigOrExit } from '../../shared/platform/config.js';
 
-export const summary = 'verify the audit log: audit verify [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--category access|upload|transcode|admin]';
+const USAGE = `usage: pulsevault audit verify [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--category ${AUDIT_CATEGORIES.join('|')}]`;
+export const summary = `check the audit log's hash chains and signed checkpoints: audit verify [--from DATE] [--to DATE] [--category C]`;
 
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 
@@ -20,18 +22,18 @@ export async function run(args: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args, allowPositionals: true, options: { from: { type: 'string' }, to: { type: 'string' }, category: { type: 'string' } } });
   } catch (err) {
-    process.stderr.write(`${(err as Error).message}\nusage: pulsevault ${summary.slice(summary.indexOf('audit'))}\n`);
+    process.stderr.write(`pulsevault audit: ${(err as Error).message} (${USAGE})\n`);
     return 64;
   }
   const { positionals, values } = parsed;
   const problems = [
-    positionals[0] !== 'verify' || positionals.length !== 1 ? 'the only subcommand is `verify`' : null,
+    positionals.length === 0 ? 'say what to do: the subcommand is `verify`' : positionals[0] !== 'verify' || positionals.length !== 1 ? 'the only subcommand is `verify`' : null,
     values.from !== undefined && !DATE.test(values.from) ? '--from must be YYYY-MM-DD' : null,
     values.to !== undefined && !DATE.test(values.to) ? '--to must be YYYY-MM-DD' : null,
     values.category !== undefined && !(AUDIT_CATEGORIES as readonly string[]).includes(values.category) ? `--category must be one of ${AUDIT_CATEGORIES.join(', ')}` : null,
   ].filter((p): p is string => p !== null);
   if (problems.length > 0) {
-    process.stderr.write(`${problems.join('\n')}\nusage: pulsevault ${summary.slice(summary.indexOf('audit'))}\n`);
+    process.stderr.write(`pulsevault audit: ${problems.join('; ')} (${USAGE})\n`);
     return 64;
   }
 
@@ -43,6 +45,11 @@ export async function run(args: string[]): Promise<number> {
     ...(values.to ? { to: values.to } : {}),
     ...(values.category ? { category: values.category as AuditCategory } : {}),
   });
+  if (report.files.length === 0) {
+    const range = values.from || values.to ? ` from ${values.from ?? 'the start'} to ${values.to ?? 'today'}` : '';
+    process.stderr.write(`pulsevault audit: no audit files${values.category ? ` of category ${values.category}` : ''}${range} in ${config.auditDir}: nothing verified; check --from/--to and AUDIT_DIR (or MEDIA_ROOT)\n`);
+    return 66;
+  }
   const out: string[] = [];
   for (const f of report.files) {
     const seqs = f.firstSeq === null ? 'no entries' : `seq ${f.firstSeq}..${f.lastSeq}`;

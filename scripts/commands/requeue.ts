@@ -6,10 +6,10 @@
  * the one the queue connector runs by itself after Redis lost its data.
  */
 import { createAuditLog } from '../../shared/audit/client.js';
+import { redisOrExplain } from '../cli-redis.js';
 import { loadConfigOrExit } from '../../shared/platform/config.js';
 import { createLogger } from '../../shared/platform/log.js';
 import { MediaStore } from '../../shared/video/store.js';
-import { createRedis } from '../../shared/platform/redis.js';
 import { requeueVideos } from '../../shared/transcode/requeue.js';
 
 export const summary = 're-enqueue transcodes of every video not transcoded (or missing hls/); --dry-run only counts';
@@ -24,14 +24,8 @@ export async function run(args: string[]): Promise<number> {
   // Requeue signs nothing: it needs Redis and the media volume, not HMAC_SECRET.
   const config = loadConfigOrExit({ require: [] });
   const log = createLogger('requeue', config.logLevel);
-  const redis = createRedis(config, { name: 'requeue' });
-  // Without Redis every video would fail one by one; say it once (host and port only: a URL may hold a password).
-  if (!(await redis.ping().then(() => true, () => false))) {
-    const where = config.redis.url ? new URL(config.redis.url).host : `${config.redis.host}:${config.redis.port}`;
-    process.stderr.write(`pulsevault requeue: Redis at ${where} does not answer; is the stack running (npm start), is REDIS_URL right?\n`);
-    redis.disconnect();
-    return 69; // EX_UNAVAILABLE
-  }
+  const redis = await redisOrExplain(config, 'requeue');
+  if (!redis) return 69; // EX_UNAVAILABLE
   const audit = createAuditLog(config, redis, log);
   const store = new MediaStore(config.videoDir, redis);
   try {

@@ -1,14 +1,14 @@
 /**
  * Local sign-in for `npm start`: when no auth is configured (no AUTH_JWKS_URL, no
- * AUTH_JWT_SECRET) in development, the stack makes an HS256 secret for this run,
+ * AUTH_JWT_SECRET) in development, the stack uses the HS256 secret it keeps
+ * under MEDIA_ROOT (services/devstack/local-defaults.ts; made on the first run),
  * hands it to the functions as AUTH_JWT_SECRET, and prints a token signed with
- * it for the web console and curl. Nothing is written to disk; a restart makes
- * a new secret, so old dev tokens stop working.
+ * it for the web console and curl. A token stays valid across restarts until it
+ * expires; deleting MEDIA_ROOT/.dev-jwt-secret revokes every one.
  *
  * Only NODE_ENV=development: production demands real auth, and the tests
  * (NODE_ENV=test) choose their auth explicitly.
  */
-import { randomBytes } from 'node:crypto';
 import { SignJWT } from 'jose';
 import type { Config } from '../../shared/platform/config.js';
 import { ROLES } from '../../shared/auth/jwt.js';
@@ -30,8 +30,7 @@ export function wantsDevAuth(config: Config): boolean {
   return config.nodeEnv === 'development' && !config.auth.jwksUrl && !config.auth.jwtSecret;
 }
 
-export async function createDevAuth(config: Config): Promise<DevAuth> {
-  const secret = randomBytes(32).toString('base64url');
+export async function createDevAuth(config: Config, secret: string): Promise<DevAuth> {
   const expiresAt = new Date(Date.now() + DEV_TOKEN_HOURS * 3600_000);
   const jwt = new SignJWT({ [config.auth.rolesClaim]: [...DEV_ROLES] })
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
@@ -48,7 +47,7 @@ export function devAuthBanner(auth: DevAuth, gatewayUrl: string): string {
   return [
     '',
     `Web console: ${gatewayUrl}/console/`,
-    `Dev token (HS256, roles ${DEV_ROLES.join(',')}, valid until ${auth.expiresAt.toISOString()}; this run only):`,
+    `Dev token (HS256, roles ${DEV_ROLES.join(',')}, valid until ${auth.expiresAt.toISOString()}):`,
     `PULSEVAULT_DEV_TOKEN=${auth.token}`,
     '',
   ].join('\n');

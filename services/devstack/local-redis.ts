@@ -1,13 +1,17 @@
 /**
- * Redis for the local stack: use the configured server when it answers,
- * otherwise start a `redis-server` child with its data under MEDIA_ROOT.
+ * Redis for the local stack: its own `redis-server` child unless the configuration
+ * names one (then that one, or a child on its local port when none answers there),
+ * data under MEDIA_ROOT/redis either way.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import type { Config } from '../../shared/platform/config.js';
 import type { Logger } from '../../shared/platform/log.js';
+import { localRedisUrlFile } from './local-defaults.js';
+import { freePort } from './supervisor.js';
+import { spawnTethered } from './tethered.js';
 
 export interface LocalRedis {
   /** URL the children get as REDIS_URL. */
@@ -45,19 +49,56 @@ export async function ensureRedis(config: Config, log: Logger): Promise<LocalRed
   if (!['localhost', '127.0.0.1', '::1', '[::1]'].includes(hostname)) {
     throw new Error(`Redis at ${hostname}:${port} does not answer (only a local one is started automatically)`);
   }
-  const dir = path.join(config.mediaRoot, 'redis');
+  const redis = await spawnRedisServer(config, url, Number(port || 6379));
+  log.warn({ redis: `127.0.0.1:${port || 6379}`, dataDir: localRedisDir(config) }, 'no Redis answered: started a redis-server child for the local stack');
+  return redis;
+}
+
+/**
+ * Whether the configuration names a Redis to use (REDIS_URL, or a REDIS_HOST/REDIS_PORT other
+ * than the default localhost:6379): only then does the local stack share one; otherwise it runs its own.
+ */
+export function namesRedis(config: Config): boolean {
+  return config.redis.url !== null || config.redis.host !== 'localhost' || config.redis.port !== 6379;
+}
+
+/** Where the local stack's Redis keeps its data. */
+export const localRedisDir = (config: Pick<Config, 'mediaRoot'>) => path.join(config.mediaRoot, 'redis');
+
+/**
+ * The local stack's own redis-server: on a free port (never another program's localhost:6379),
+ * its data under MEDIA_ROOT/redis (so videos and queue survive a restart), its URL written to
+ * MEDIA_ROOT/redis/url while it runs, where the `pulsevault` CLI finds it.
+ */
+export async function startOwnRedis(config: Config, log: Logger): Promise<LocalRedis> {
+  const port = await freePort();
+  const url = `redis://127.0.0.1:${port}/0`;
+  const redis = await spawnRedisServer(config, url, port);
+  const urlFile = localRedisUrlFile(config.mediaRoot);
+  writeFileSync(urlFile, `${url}\n`, { mode: 0o600 });
+  log.info({ redis: `127.0.0.1:${port}`, dataDir: localRedisDir(config) }, 'started the local stack\'s own redis-server (set REDIS_URL to use a shared one)');
+  return {
+    url,
+    stop: async () => {
+      rmSync(urlFile, { force: true });
+      await redis.stop();
+    },
+  };
+}
+
+async function spawnRedisServer(config: Config, url: string, port: number): Promise<LocalRedis> {
+  const dir = localRedisDir(config);
   mkdirSync(dir, { recursive: true });
-  const args = ['--port', port || '6379', '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', ''];
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', ''];
   if (config.redis.password) args.push('--requirepass', config.redis.password);
-  const child: ChildProcess = spawn('redis-server', args, { stdio: 'ignore' });
+  // Tethered: it stops with the devstack even when the devstack is SIGKILLed (./tethered.ts).
+  const child: ChildProcess = spawnTethered('redis-server', args, 'SIGTERM', process.env, 'ignore');
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.once('error', (err) => log.error({ err: err.message }, 'could not start redis-server (is it installed?)'));
   const deadline = Date.now() + 10_000;
   while (!(await redisAnswers(url, config.redis.password))) {
     if (child.exitCode !== null || Date.now() > deadline) throw new Error('redis-server did not start; install it (apt-get install redis-server) or set REDIS_URL');
     await new Promise((r) => setTimeout(r, 100));
   }
-  log.warn({ redis: `127.0.0.1:${port || 6379}`, dataDir: dir }, 'no Redis answered: started a redis-server child for the local stack');
   return {
     url,
     stop: async () => {

@@ -5,7 +5,7 @@
  * Redis comes from REDIS_URL / REDIS_HOST:REDIS_PORT, or is started as a child.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import { loadConfigOrExit } from '../../shared/platform/config.js';
@@ -16,46 +16,39 @@ import { createRedis, redisHealth } from '../../shared/platform/redis.js';
 import { createConsoleRoute } from '../console/route.js';
 import { createGateway, type GatewayBackend } from '../gateway/gateway.js';
 import { createDevAuth, devAuthBanner, wantsDevAuth } from './dev-auth.js';
-import { devAuditSigningKeyFile, LOCAL_MEDIA_ROOT, REPO_ROOT } from './local-defaults.js';
-import { ensureRedis } from './local-redis.js';
+import { applyLocalDefaults, keptDevSecret, REPO_ROOT } from './local-defaults.js';
+import { ensureRedis, namesRedis, startOwnRedis } from './local-redis.js';
 import { freePort, Supervisor } from './supervisor.js';
+import { TETHER } from './tethered.js';
 import { which } from './which.js';
 import { mediaEdgeConfig } from '../media-edge/nginx-config.js';
 
 const RUNTIME = path.join(REPO_ROOT, 'dist/templates/pulsevault-node20/runtime/main.js');
-const MEDIA_EDGE = path.join(REPO_ROOT, 'dist/services/media-edge/main.js');
 
 /** Long-running processes beside the functions (Deployments in k8s/). Started when built. */
 const SERVICES = [
-  { name: 'audit-writer', entry: 'dist/services/audit-writer/main.js', metricsPortVariable: 'AUDIT_METRICS_PORT' },
-  { name: 'queue-connector', entry: 'dist/services/queue-connector/main.js', metricsPortVariable: 'QUEUE_CONNECTOR_METRICS_PORT' },
+  // Stopped last: the functions' final audit entries reach it directly, not through the stream.
+  { name: 'audit-writer', entry: 'dist/services/audit-writer/main.js', metricsPortVariable: 'AUDIT_METRICS_PORT', stopLast: true },
+  { name: 'queue-connector', entry: 'dist/services/queue-connector/main.js', metricsPortVariable: 'QUEUE_CONNECTOR_METRICS_PORT', stopLast: false },
 ];
 
-// Local runs keep media in ./data unless told otherwise; the production default is /mnt/media.
-process.env.MEDIA_ROOT ||= LOCAL_MEDIA_ROOT;
+// `.env`, then media in ./data and development secrets kept under MEDIA_ROOT, unless set (never in production).
+const keptSecrets = applyLocalDefaults(process.env, { create: true });
 const config = loadConfigOrExit();
 const log = createLogger('devstack', config.logLevel);
 initMetrics('gateway');
+// The audit writer signs checkpoints with it; production always sets its own.
+if (!config.auditSigningKey) {
+  process.stderr.write('invalid configuration: AUDIT_SIGNING_KEY is required in production\n');
+  process.exit(78);
+}
+for (const { name, file, created } of keptSecrets) {
+  log.info({ secret: name, file }, created ? `${name} is not set: generated a development one, kept under MEDIA_ROOT for the next runs (never used in production)` : `${name} is not set: using the development one kept under MEDIA_ROOT`);
+}
 
 for (const dir of [config.mediaRoot, config.uploadDir, config.videoDir, config.auditDir]) mkdirSync(dir, { recursive: true });
 
-/**
- * The audit writer signs checkpoints with AUDIT_SIGNING_KEY. A local run without
- * one gets a development key kept beside the data (so `pulsevault audit verify`
- * still works on the next run); production always sets its own.
- */
-function devAuditSigningKey(): string {
-  if (config.nodeEnv === 'production') {
-    process.stderr.write('invalid configuration: AUDIT_SIGNING_KEY is required in production\n');
-    process.exit(78);
-  }
-  const file = devAuditSigningKeyFile(config.mediaRoot);
-  if (!existsSync(file)) writeFileSync(file, randomBytes(32).toString('hex'), { mode: 0o600 });
-  log.warn({ file }, 'AUDIT_SIGNING_KEY is not set: using a development key stored under MEDIA_ROOT (set your own outside development)');
-  return readFileSync(file, 'utf8').trim();
-}
-
-const redis = await ensureRedis(config, log);
+const redis = namesRedis(config) ? await ensureRedis(config, log) : await startOwnRedis(config, log);
 // Only watched, so GET / shows a Redis outage while it lasts (the functions' own connections say the same in /_/health).
 const redisWatch = createRedis({ ...config, redis: { ...config.redis, url: redis.url } }, { name: 'devstack', log });
 const stack = readStack(config.stackFile ?? path.join(REPO_ROOT, 'stack.yml'));
@@ -65,7 +58,7 @@ const publicUrl = `http://127.0.0.1:${config.port}`;
 const gatewayPort = nginx ? await freePort() : config.port;
 const gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
 const supervisor = new Supervisor(log, config.shutdownTimeoutMs + 5_000);
-const devAuth = wantsDevAuth(config) ? await createDevAuth(config) : null;
+const devAuth = wantsDevAuth(config) ? await createDevAuth(config, keptDevSecret(config.mediaRoot, 'DEV_JWT_SECRET', true)!.value) : null;
 
 /** The audit writer's direct intake (shared/audit/intake.ts); the functions reach it on loopback. */
 const auditIntakePort = config.auditIntakePort ?? (await freePort());
@@ -83,7 +76,7 @@ const baseEnv: NodeJS.ProcessEnv = {
   REDIS_URL: redis.url,
   GATEWAY_URL: gatewayUrl,
   STACK_FILE: config.stackFile ?? path.join(REPO_ROOT, 'stack.yml'),
-  AUDIT_SIGNING_KEY: config.auditSigningKey ?? devAuditSigningKey(),
+  AUDIT_SIGNING_KEY: config.auditSigningKey,
   ...(devAuth ? { AUTH_JWT_SECRET: devAuth.secret } : {}),
 };
 
@@ -112,7 +105,7 @@ for (const svc of SERVICES) {
   if (!existsSync(entry)) continue;
   const metricsPort = await freePort();
   serviceMetrics.set(`${svc.name}-0`, `http://127.0.0.1:${metricsPort}`);
-  supervisor.add({ name: svc.name, replica: 0, args: [entry], env: { ...baseEnv, FUNCTION_NAME: svc.name, HOST: '127.0.0.1', [svc.metricsPortVariable]: String(metricsPort) } });
+  supervisor.add({ name: svc.name, replica: 0, stopLast: svc.stopLast, args: [entry], env: { ...baseEnv, FUNCTION_NAME: svc.name, HOST: '127.0.0.1', [svc.metricsPortVariable]: String(metricsPort) } });
 }
 
 /** The media edge's scratch directory (config, pid, temp files); removed on stop. */
@@ -134,7 +127,8 @@ if (nginx) {
       accessLog: path.join(edgeDir, 'access.log'),
     }),
   );
-  supervisor.add({ name: 'media-edge', replica: 0, args: [MEDIA_EDGE, nginx, conf], env: baseEnv });
+  // nginx in the foreground through the tether; SIGQUIT: it finishes the responses in flight, then exits.
+  supervisor.add({ name: 'media-edge', replica: 0, args: [TETHER, 'SIGQUIT', nginx, '-p', edgeDir, '-c', conf], env: baseEnv });
   log.info({ nginx, port: config.port, accessLog: path.join(edgeDir, 'access.log') }, 'media edge: nginx is the front door and sends media bytes; the stream function decides and audits (a grant per token and rendition, or per request)');
 } else {
   log.info(
@@ -216,8 +210,10 @@ async function stop(signal: string): Promise<void> {
   log.info('local stack stopped');
   process.exit(0);
 }
-process.once('SIGINT', () => void stop('SIGINT'));
-process.once('SIGTERM', () => void stop('SIGTERM'));
+// `on`, not `once`: a Ctrl-C reaches us twice (from the terminal, and forwarded by npm); the second must not kill us mid-stop.
+process.on('SIGINT', () => void stop('SIGINT'));
+process.on('SIGTERM', () => void stop('SIGTERM'));
+stopWithLauncher();
 
 await new Promise<void>((resolve, reject) => {
   gateway.once('error', reject);
@@ -231,6 +227,18 @@ if (!stopping) {
   if (devAuth) process.stdout.write(devAuthBanner(devAuth, publicUrl));
 }
 
+/**
+ * Started by `npm start`, npm is the parent: when npm is gone without passing a signal on
+ * (SIGKILLed), the stack stops too rather than keep PORT as an orphan. A devstack started
+ * from a shell directly outlives it, as any server would.
+ */
+function stopWithLauncher(): void {
+  if (!process.env.npm_lifecycle_event) return;
+  const launcher = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== launcher) void stop('npm exited');
+  }, 500).unref();
+}
 
 /** nginx has no health port of its own: it is up once it answers anything on PORT. */
 async function untilAnswering(url: string, deadlineMs: number): Promise<void> {

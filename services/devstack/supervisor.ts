@@ -3,10 +3,11 @@
  * process per function replica (and per long-running service), restarted with
  * back-off when it crashes, stopped with SIGTERM and a bounded grace period.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { Logger } from '../../shared/platform/log.js';
+import { spawnNodeChild } from './tethered.js';
 
 export type ProcessState = 'starting' | 'ready' | 'crashed' | 'stopped';
 
@@ -18,6 +19,8 @@ export interface ProcessSpec {
   env: NodeJS.ProcessEnv;
   /** Functions listen on a port and are ready when `/_/health` answers. */
   port?: number;
+  /** Stopped once every other process has exited (the audit writer: its clients' last entries come first). */
+  stopLast?: boolean;
 }
 
 export interface ManagedProcess {
@@ -98,8 +101,8 @@ export class Supervisor {
 
   private launch(p: ManagedProcess): void {
     p.state = 'starting';
-    // The IPC channel is the child's lifeline: it stops itself when we are gone (shared/platform/lifecycle.ts).
-    const child = spawn(process.execPath, p.spec.args, { env: p.spec.env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    // Its own process group and an IPC lifeline (./tethered.ts): stopped by us, or by itself when we are gone.
+    const child = spawnNodeChild(p.spec.args, p.spec.env);
     p.child = child;
     child.once('exit', (code, signal) => {
       p.child = null;
@@ -136,10 +139,15 @@ export class Supervisor {
     return this.processes.filter((p) => p.spec.name === name && p.state === 'ready');
   }
 
-  /** SIGTERM to every child; SIGKILL to any still running after the grace period. */
+  /** SIGTERM to every child, those marked stopLast after the others; SIGKILL to any still running after the grace period. */
   async stopAll(): Promise<void> {
     this.stopping = true;
-    const running = this.processes.filter((p) => p.child);
+    await this.stopEach(this.processes.filter((p) => !p.spec.stopLast));
+    await this.stopEach(this.processes.filter((p) => p.spec.stopLast));
+  }
+
+  private async stopEach(processes: ManagedProcess[]): Promise<void> {
+    const running = processes.filter((p) => p.child);
     await Promise.all(
       running.map(
         (p) =>

@@ -10,7 +10,7 @@
  * Patterns are anchored regular expressions in the subset that both JavaScript
  * and ingress-nginx (PCRE) read the same way. First match wins.
  */
-export const FUNCTIONS = ['tus-upload', 'finalize', 'sign', 'stream', 'metadata', 'transcoder'] as const;
+export const FUNCTIONS = ['tus-upload', 'finalize', 'sign', 'stream', 'metadata', 'videos', 'transcoder'] as const;
 export type FunctionName = (typeof FUNCTIONS)[number];
 
 export interface PublicRoute {
@@ -34,6 +34,9 @@ export const PUBLIC_ROUTES: readonly PublicRoute[] = [
   { pattern: '^/media/sign$', methods: ['POST', 'OPTIONS'], function: 'sign' },
   { pattern: '^/media/videos$', methods: ['GET', 'OPTIONS'], function: 'metadata' },
   { pattern: `^/media/videos/${UUID}/(metadata|renditions)$`, methods: ['GET', 'HEAD', 'OPTIONS'], function: 'metadata' },
+  // Before stream, whose pattern covers `/hold` (never a media path: no extension).
+  { pattern: `^/media/videos/${UUID}$`, methods: ['PATCH', 'DELETE', 'OPTIONS'], function: 'videos' },
+  { pattern: `^/media/videos/${UUID}/hold$`, methods: ['PUT', 'DELETE', 'OPTIONS'], function: 'videos' },
   { pattern: '^/media/videos/[^/]+/.+$', methods: ['GET', 'HEAD', 'OPTIONS'], function: 'stream' },
 ];
 

@@ -35,6 +35,7 @@ import {
   EDGE_TOKEN_HEADER,
   type EdgeSend,
 } from '../../shared/delivery/edge.js';
+import { DELETED_MARK } from '../../shared/lifecycle/tombstone.js';
 
 export interface MediaEdgeOptions {
   /** Argument of `listen`: `127.0.0.1:3000` locally, `8080` in the pod. */
@@ -128,6 +129,8 @@ function grantLocations(videoDir: string): string {
       if ($request_method !~ ^(GET|HEAD)$) { return 418; }
       if ($pv_token_ambiguous) { return 418; }
       if ($pv_path_not_plain) { return 418; }
+      # A deleted video (shared/lifecycle/tombstone.ts): no grant, cached or not, sends a byte; the function answers 410.
+      if (-f ${videoDir}/$pv_video/${DELETED_MARK}) { return 418; }
       error_page 418 = @pulsevault_stream;
       auth_request ${EDGE_GRANT_LOCATION};
 ${GRANT_HEADERS.map((h) => `      auth_request_set ${grantVariable(h)} ${upstreamVariable(h)};`).join('\n')}

@@ -87,10 +87,16 @@ export function invokeTimeoutMs(config: Config): number {
   return (config.transcode.timeoutSeconds + 60) * 1000;
 }
 
+/** Resolves after `ms` or on abort, whichever comes first; either way its abort listener goes (waits loop for the whole run). */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
   });
 }
 

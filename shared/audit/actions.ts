@@ -25,6 +25,10 @@ export const AUDIT_ACTIONS = {
   'transcode.chunk.start': 'transcode',
   'transcode.chunk.complete': 'transcode',
   'transcode.preview': 'transcode',
+  'video.updated': 'admin',
+  'video.deleted': 'admin',
+  'video.hold': 'admin',
+  'video.hold_released': 'admin',
 } as const satisfies Record<string, AuditCategory>;
 
 export type AuditAction = keyof typeof AUDIT_ACTIONS;

@@ -99,9 +99,9 @@ export function grantSeconds(claims: TokenClaims, nowSeconds = Math.floor(Date.n
   return Math.max(0, claims.exp - nowSeconds);
 }
 
-/** Extensions nginx sends under a grant: media files, never playlists (rewritten per token) or JSON. */
+/** Extensions nginx sends under a grant: media files, never playlists and thumbnail indexes (rewritten per token) or JSON. */
 export const EDGE_SENT_TYPES: Readonly<Record<string, string>> = Object.fromEntries(
-  Object.entries(MEDIA_TYPES).filter(([ext]) => !['m3u8', 'mpd', 'json'].includes(ext)),
+  Object.entries(MEDIA_TYPES).filter(([ext]) => !['m3u8', 'mpd', 'vtt', 'json'].includes(ext)),
 );
 
 /** The one UUID rule (shared/platform/ids.ts), without its anchors. */

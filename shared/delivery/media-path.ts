@@ -109,11 +109,12 @@ export function parseGrantUnit(raw: string): string {
   return raw;
 }
 
-export type PlaylistKind = 'm3u8' | 'mpd';
+/** Files that name other files of the video, rewritten per token: HLS, DASH and WebVTT (seek-thumbnail indexes). */
+export type PlaylistKind = 'm3u8' | 'mpd' | 'vtt';
 
 export function playlistKind(mediaPath: string): PlaylistKind | null {
   const ext = extensionOf(mediaPath);
-  return ext === 'm3u8' || ext === 'mpd' ? ext : null;
+  return ext === 'm3u8' || ext === 'mpd' || ext === 'vtt' ? ext : null;
 }
 
 export function mediaTypeOf(mediaPath: string): string {
@@ -121,8 +122,9 @@ export function mediaTypeOf(mediaPath: string): string {
 }
 
 /**
- * What a token for `mediaPath` grants: a playlist or manifest grants its whole
- * directory (its variants, segments, init and key files), anything else only itself.
+ * What a token for `mediaPath` grants: a playlist, manifest or thumbnail index grants
+ * its whole directory (its variants, segments, init and key files, sprite sheets),
+ * anything else only itself.
  */
 export function scopeForPath(mediaPath: string): string {
   if (!playlistKind(mediaPath)) return mediaPath;

@@ -84,6 +84,7 @@ export function metadataView(meta: VideoMeta, includePrivate: boolean): Record<s
       ? { renditionsReady: [meta.preview.rendition], preview: { hlsMaster: meta.preview.hlsMaster, dashManifest: meta.preview.dashManifest } }
       : {}),
     uploadedAt: meta.uploadedAt,
+    size: meta.size,
     duration: meta.duration,
     width: meta.width,
     height: meta.height,
@@ -92,6 +93,8 @@ export function metadataView(meta: VideoMeta, includePrivate: boolean): Record<s
     ...(meta.status === 'transcoded' && meta.outputs?.poster ? { poster: meta.outputs.poster } : {}),
     ...(meta.status === 'transcoded' && meta.outputs?.thumbnails ? { thumbnails: meta.outputs.thumbnails } : {}),
     ...(includePrivate ? { metadata: meta.metadata } : {}),
+    // Records facts for whoever manages the video, not for every token holder (a hold says a matter is open).
+    ...(includePrivate ? { legalHold: meta.legalHold ?? null, retainUntil: meta.retainUntil ?? null } : {}),
   };
 }
 

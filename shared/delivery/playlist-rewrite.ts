@@ -8,6 +8,9 @@
  * - DASH is parsed as XML (@xmldom/xmldom, which never fetches external entities):
  *   BaseURL text, SegmentTemplate@media/@initialization/@index,
  *   Initialization/RepresentationIndex@sourceURL, SegmentURL@media/@index.
+ * - WebVTT thumbnail indexes (`thumbnails.vtt`): a cue whose payload is one image
+ *   reference (`thumbs_0_000.jpg#xywh=0,0,160,90`), so a standard seek-thumbnail
+ *   plug-in fetches the sprite sheets with the token; other cue text is left alone.
  *
  * Only same-origin references (relative or absolute paths) are tokenised; URLs with
  * a scheme or `//host` keep their form so a token never leaves for another host.
@@ -106,7 +109,31 @@ export function rewriteMpd(text: string, addToken: AddToken): string {
   return new XMLSerializer().serializeToString(doc);
 }
 
-const REWRITERS: Record<PlaylistKind, (text: string, addToken: AddToken) => string> = { m3u8: rewriteM3u8, mpd: rewriteMpd };
+/** A cue payload that is one image reference, with or without a media fragment (`#xywh=`). */
+const IMAGE_REFERENCE = /^[^\s#?]+\.(?:jpe?g|png|webp)(?:\?[^\s#]*)?(?:#\S*)?$/i;
+
+export function rewriteVtt(text: string, addToken: AddToken): string {
+  const lines = text.split('\n');
+  if (!/^(?:\uFEFF)?WEBVTT(?:[ \t]|\r?$)/.test(lines[0] ?? '')) throw new AppError(500, 'vtt_invalid', 'thumbnail index is not a WebVTT file');
+  let inCue = false;
+  return lines
+    .map((line) => {
+      const cr = line.endsWith('\r') ? '\r' : '';
+      const body = cr ? line.slice(0, -1) : line;
+      if (body.trim() === '') {
+        inCue = false;
+        return line;
+      }
+      if (body.includes('-->')) {
+        inCue = true;
+        return line;
+      }
+      return inCue && IMAGE_REFERENCE.test(body.trim()) ? addToken(body.trim()) + cr : line;
+    })
+    .join('\n');
+}
+
+const REWRITERS: Record<PlaylistKind, (text: string, addToken: AddToken) => string> = { m3u8: rewriteM3u8, mpd: rewriteMpd, vtt: rewriteVtt };
 
 /**
  * Rewritten playlists as templates, keyed by file identity (path + ETag), so

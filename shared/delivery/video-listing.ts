@@ -1,16 +1,19 @@
 /**
- * `GET /media/videos?status=&owner=&limit=&cursor=`: list videos from the
- * PostgreSQL mirror, newest upload first.
+ * `GET /media/videos?status=&owner=&limit=&cursor=`: list videos, newest upload
+ * first, from the PostgreSQL mirror when one is configured, else from the media
+ * volume itself (every meta.json read per page: fine for the hundreds of videos
+ * of a small site; the mirror is what scales).
  *
- * Keyset pagination on (uploaded_at, id): the opaque cursor carries the last row's
+ * Keyset pagination on (uploadedAt, id): the opaque cursor carries the last row's
  * key, and the next page is the rows strictly before it. Pages stay stable while
- * uploads arrive (new videos sort before every cursor) and each page costs an
- * index range scan however deep the caller pages. Admins see every video and may
- * filter by owner; anyone else sees only their own.
+ * uploads arrive (new videos sort before every cursor); on the mirror each page
+ * costs an index range scan however deep the caller pages. Admins see every
+ * video and may filter by owner; anyone else sees only their own.
  */
-import { BadRequestError, ForbiddenError, NotImplementedError, ServiceUnavailableError } from '../platform/errors.js';
+import { opendir } from 'node:fs/promises';
+import { BadRequestError, ForbiddenError, NotFoundError, ServiceUnavailableError } from '../platform/errors.js';
 import { hasRole, MAX_SUBJECT_LENGTH, type Role } from '../auth/jwt.js';
-import { isVideoId } from '../video/store.js';
+import { isVideoId, MetaCorruptError, type MediaStore, type VideoMeta } from '../video/store.js';
 import { isVideoStatus, VIDEO_STATUSES, type VideoStatus } from '../video/state.js';
 import { isUnavailable, type MetadataMirror } from '../mirror/mirror.js';
 
@@ -44,9 +47,14 @@ export interface ListedVideo {
   renditions: string[];
   size: number;
   checksum: string;
-  /** Only when the mirror holds them (METADATA_MIRROR_PHI=true). */
+  /**
+   * From the volume always (every listed video is the caller's to manage, as for the
+   * metadata view's private fields); from the mirror only when it holds them (METADATA_MIRROR_PHI=true).
+   */
   title?: string;
   description?: string;
+  /** Relative to the video (`hls/poster.jpg`), once transcoded; a token for the master opens it. Volume listing only. */
+  poster?: string;
 }
 
 export interface ListingBody {
@@ -134,17 +142,23 @@ function toListed(r: ListedRow): ListedVideo {
   };
 }
 
-/** One page of `query` for `caller`, served from the mirror. */
-export async function listVideos(mirror: MetadataMirror | null, query: ListingQuery, caller: ListingCaller): Promise<ListingBody> {
-  if (!mirror) {
-    throw new NotImplementedError('video listing needs the metadata mirror: set METADATA_DSN to a PostgreSQL database and run `pulsevault reindex`');
-  }
+/** Where a listing reads from: the mirror when configured, the media volume otherwise. */
+export interface ListingSource {
+  mirror: MetadataMirror | null;
+  store: MediaStore;
+}
+
+/** One page of `query` for `caller`. */
+export async function listVideos(source: ListingSource, query: ListingQuery, caller: ListingCaller): Promise<ListingBody> {
   const isAdmin = hasRole(caller, 'admin');
   if (!isAdmin && query.owner !== null && query.owner !== caller.userId) {
     throw new ForbiddenError('only admins may list the videos of another owner');
   }
   const owner = isAdmin ? query.owner : caller.userId;
+  return source.mirror ? listFromMirror(source.mirror, query, owner) : listFromVolume(source.store, query, owner);
+}
 
+async function listFromMirror(mirror: MetadataMirror, query: ListingQuery, owner: string | null): Promise<ListingBody> {
   const where: string[] = [];
   const values: unknown[] = [];
   const bind = (v: unknown) => `$${values.push(v)}`;
@@ -164,11 +178,89 @@ ORDER BY uploaded_at DESC, id DESC LIMIT ${bind(query.limit + 1)}`;
     if (!isUnavailable(err)) throw err;
     throw new ServiceUnavailableError('the metadata mirror database is unavailable; retry later', 'mirror_unavailable');
   }
-  const page = rows.slice(0, query.limit);
-  const last = page.at(-1);
+  return page(rows.map(toListed), query.limit);
+}
+
+/** meta.json files read at once while listing the volume. */
+const VOLUME_READ_BATCH = 32;
+
+function fromMeta(meta: VideoMeta): ListedVideo {
+  const text = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
+  const title = text(meta.metadata.title);
+  const description = text(meta.metadata.description);
   return {
-    videos: page.map(toListed),
-    nextCursor: rows.length > query.limit && last ? encodeCursor(last.uploaded_at, last.id) : null,
-    limit: query.limit,
+    videoId: meta.videoId,
+    owner: meta.owner,
+    status: meta.status,
+    progress: meta.status === 'transcoding' ? (meta.progress ?? null) : null,
+    // Normalised like the mirror's timestamptz, so cursors are the same for both sources.
+    uploadedAt: new Date(meta.uploadedAt).toISOString(),
+    updatedAt: new Date(meta.updatedAt).toISOString(),
+    duration: meta.duration,
+    width: meta.width,
+    height: meta.height,
+    renditions: meta.renditions,
+    size: meta.size,
+    checksum: meta.checksum,
+    ...(title !== undefined ? { title } : {}),
+    ...(description !== undefined ? { description } : {}),
+    ...(meta.status === 'transcoded' && meta.outputs?.poster ? { poster: meta.outputs.poster } : {}),
+  };
+}
+
+/** Newest upload first, then the greater id, as the mirror's ORDER BY uploaded_at DESC, id DESC. */
+const listingOrder = (a: ListedVideo, b: ListedVideo) =>
+  a.uploadedAt === b.uploadedAt ? (a.videoId < b.videoId ? 1 : a.videoId > b.videoId ? -1 : 0) : a.uploadedAt < b.uploadedAt ? 1 : -1;
+
+async function listFromVolume(store: MediaStore, query: ListingQuery, owner: string | null): Promise<ListingBody> {
+  const { after } = query;
+  const isBeforeCursor = (v: ListedVideo) => !after || v.uploadedAt < after.uploadedAt || (v.uploadedAt === after.uploadedAt && v.videoId < after.id);
+  const matches: ListedVideo[] = [];
+  const readBatch = async (ids: string[]) => {
+    const metas = await Promise.all(
+      ids.map((id) =>
+        store.read(id).catch((err: unknown) => {
+          // A directory finalize is still filling has no meta.json yet; a corrupt one is the scrub's to report.
+          if (err instanceof NotFoundError || err instanceof MetaCorruptError) return null;
+          throw err;
+        }),
+      ),
+    );
+    for (const meta of metas) {
+      if (!meta || (owner !== null && meta.owner !== owner) || (query.status !== null && meta.status !== query.status)) continue;
+      const listed = fromMeta(meta);
+      if (isBeforeCursor(listed)) matches.push(listed);
+    }
+  };
+
+  let dir;
+  try {
+    dir = await opendir(store.videoDir);
+  } catch (err) {
+    // No video was ever stored (finalize creates the directory).
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return page([], query.limit);
+    throw err;
+  }
+  let batch: string[] = [];
+  for await (const entry of dir) {
+    if (!entry.isDirectory() || !isVideoId(entry.name)) continue;
+    batch.push(entry.name);
+    if (batch.length >= VOLUME_READ_BATCH) {
+      await readBatch(batch);
+      batch = [];
+    }
+  }
+  await readBatch(batch);
+  return page(matches.sort(listingOrder).slice(0, query.limit + 1), query.limit);
+}
+
+/** The first `limit` of `sorted` (which holds up to limit + 1: one more means another page follows). */
+function page(sorted: ListedVideo[], limit: number): ListingBody {
+  const videos = sorted.slice(0, limit);
+  const last = videos.at(-1);
+  return {
+    videos,
+    nextCursor: sorted.length > limit && last ? encodeCursor(new Date(last.uploadedAt), last.videoId) : null,
+    limit,
   };
 }

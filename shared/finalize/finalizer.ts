@@ -20,6 +20,7 @@
  *   publishing rename. Audit and enqueue are at-least-once: a crash right after either repeats it.
  */
 import { chmod, mkdir, rename, rm } from 'node:fs/promises';
+import { defaultRetainUntil } from '../lifecycle/retention.js';
 import path from 'node:path';
 import type { AuditLog } from '../audit/client.js';
 import { fsyncDir } from '../platform/atomic-file.js';
@@ -332,6 +333,8 @@ export class Finalizer {
       metadata: pending.metadata,
       uploadId: entry.uploadId,
     };
+    const retainUntil = defaultRetainUntil(this.d.config, entry.createdAt);
+    if (retainUntil) meta.retainUntil = retainUntil;
     await this.staging.write(meta); // meta.tmp → fsync → rename → fsync dir
     this.d.onStep?.('after-meta');
     await audit();

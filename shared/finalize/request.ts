@@ -24,6 +24,17 @@ export const MAX_BODY_BYTES = 64 * 1024;
 
 const CONTROL_OR_SEPARATOR = /[\u0000-\u001f\u007f/\\]/;
 
+/** The user's metadata object (title, description, …), within METADATA_BOUNDS and MAX_METADATA_BYTES (finalize and PATCH). */
+export const userMetadataSchema = z
+  .record(z.string(), z.unknown())
+  .superRefine((v, ctx) => {
+    // Shape first, without recursion: stringify (and canonicalize, later) would overflow the stack on deep nesting.
+    const exceeded = exceededJsonBound(v, METADATA_BOUNDS);
+    if (exceeded === 'depth') ctx.addIssue({ code: 'custom', message: `must be nested at most ${METADATA_BOUNDS.maxDepth} levels deep` });
+    else if (exceeded === 'members') ctx.addIssue({ code: 'custom', message: `must hold at most ${METADATA_BOUNDS.maxMembers} keys and array items` });
+    else if (Buffer.byteLength(JSON.stringify(v)) > MAX_METADATA_BYTES) ctx.addIssue({ code: 'custom', message: `must be at most ${MAX_METADATA_BYTES} bytes as JSON` });
+  });
+
 const schema = z.strictObject({
   uploadId: z.string().refine(isUploadId, 'must be the upload id (a UUID) from the upload URL'),
   filename: z
@@ -39,23 +50,19 @@ const schema = z.strictObject({
     .max(MAX_SUBJECT_LENGTH, `must be at most ${MAX_SUBJECT_LENGTH} characters`)
     .refine((v) => !/[\u0000-\u001f\u007f]/.test(v), 'must not contain control characters')
     .optional(),
-  metadata: z
-    .record(z.string(), z.unknown())
-    .superRefine((v, ctx) => {
-      // Shape first, without recursion: stringify (and canonicalize, later) would overflow the stack on deep nesting.
-      const exceeded = exceededJsonBound(v, METADATA_BOUNDS);
-      if (exceeded === 'depth') ctx.addIssue({ code: 'custom', message: `must be nested at most ${METADATA_BOUNDS.maxDepth} levels deep` });
-      else if (exceeded === 'members') ctx.addIssue({ code: 'custom', message: `must hold at most ${METADATA_BOUNDS.maxMembers} keys and array items` });
-      else if (Buffer.byteLength(JSON.stringify(v)) > MAX_METADATA_BYTES) ctx.addIssue({ code: 'custom', message: `must be at most ${MAX_METADATA_BYTES} bytes as JSON` });
-    })
-    .default({}),
+  metadata: userMetadataSchema.default({}),
 });
 
 export type FinalizeRequest = z.output<typeof schema>;
 
 export function parseFinalizeRequest(body: unknown): FinalizeRequest {
+  return parseStrictBody(schema, body);
+}
+
+/** A JSON object body against a strict schema: 400 naming the unknown field or the broken rule, never the value. */
+export function parseStrictBody<S extends z.ZodType>(bodySchema: S, body: unknown): z.output<S> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequestError('request body must be a JSON object', 'invalid_body');
-  const result = schema.safeParse(body);
+  const result = bodySchema.safeParse(body);
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
   if (issue.code === 'unrecognized_keys') throw new BadRequestError(`unknown field(s): ${issue.keys.join(', ')}`, 'unknown_field');

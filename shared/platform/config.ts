@@ -119,6 +119,7 @@ const VARIABLES = {
   MAX_UPLOAD_BYTES: { default: String(20 * 1024 ** 3), parse: int(1, Number.MAX_SAFE_INTEGER) },
   UPLOAD_EXPIRY_HOURS: { default: '24', parse: int(1, 24 * 365) },
   UPLOAD_SWEEP_INTERVAL_SECONDS: { default: '600', parse: int(1, 24 * 3600) },
+  RETENTION_DAYS: { default: '0', parse: int(0, 100 * 366) },
   PUBLIC_URL: { default: '', parse: url },
   TRUST_PROXY: {
     default: '',
@@ -237,6 +238,8 @@ export interface Config {
   maxUploadBytes: number;
   uploadExpiryHours: number;
   uploadSweepIntervalMs: number;
+  /** Site default retention in days from upload (finalize stamps retainUntil); 0 = off. */
+  retentionDays: number;
   publicUrl: string | null;
   /**
    * The proxies whose X-Forwarded-* headers are believed (CIDRs or addresses): the ingress
@@ -380,6 +383,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     maxUploadBytes: p.MAX_UPLOAD_BYTES,
     uploadExpiryHours: p.UPLOAD_EXPIRY_HOURS,
     uploadSweepIntervalMs: p.UPLOAD_SWEEP_INTERVAL_SECONDS * 1000,
+    retentionDays: p.RETENTION_DAYS,
     publicUrl: orNull(p.PUBLIC_URL.replace(/\/+$/, '')),
     trustedProxies: p.TRUST_PROXY,
     corsOrigins: p.CORS_ORIGINS,

@@ -103,3 +103,11 @@ export class RedisLease {
     this.heartbeat = null;
   }
 }
+
+/**
+ * Take a lease away from whoever holds it (a disposal stops the video's transcodes): the holder's
+ * next extend finds it gone and its keepAlive reports the loss. Resolves with how many keys went.
+ */
+export async function revokeLeases(redis: Redis, keys: readonly string[]): Promise<number> {
+  return keys.length === 0 ? 0 : redis.del(...keys);
+}

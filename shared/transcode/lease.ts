@@ -6,7 +6,7 @@
  * attempt takes over.
  */
 import type { Redis } from '../platform/redis.js';
-import { RedisLease } from '../platform/redis-lease.js';
+import { RedisLease, revokeLeases } from '../platform/redis-lease.js';
 
 export const leaseKey = (videoId: string) => `pulsevault:transcode:lease:${videoId}`;
 
@@ -28,4 +28,16 @@ export async function acquireLease(redis: Redis, videoId: string, ttlMs: number)
       await lease.release();
     },
   };
+}
+
+/** Revoke every transcode lease of the video (whole, join, each chunk, preview): their ffmpeg runs are aborted. */
+export async function revokeTranscodeLeases(redis: Redis, videoId: string): Promise<number> {
+  const keys: string[] = [leaseKey(videoId)];
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', `${leaseKey(videoId)}:*`, 'COUNT', 100);
+    keys.push(...found);
+    cursor = next;
+  } while (cursor !== '0');
+  return revokeLeases(redis, keys);
 }

@@ -81,7 +81,8 @@ export class QueueRecovery {
     const fresh = randomUUID();
     if ((await redis.set(REDIS_EPOCH_KEY, fresh, 'NX')) === 'OK') {
       losses().inc();
-      log.warn('Redis holds no PulseVault state (it lost its data, or is new): recovering the transcode queue from meta.json');
+      // Info, not a warning: a new Redis is normal; the pass warns when it finds jobs that were lost.
+      log.info('Redis holds no PulseVault state (it lost its data, or is new): recovering the transcode queue from meta.json');
       return fresh;
     }
     return (await redis.get(REDIS_EPOCH_KEY)) ?? fresh;

@@ -65,7 +65,7 @@ export async function requeueVideos({ redis, store, audit, log }: RequeueDeps, o
     try {
       const meta = await store.read(videoId);
       const selected = o.select === 'waiting' ? WAITING.has(meta.status) : meta.status !== 'transcoded' || !(await exists(path.join(store.dir(videoId), OUTPUT_DIR, MASTER_NAME)));
-      if (!selected) return void counts.upToDate++;
+      if (!selected || meta.status === 'deleted') return void counts.upToDate++;
       if (o.dryRun) return void counts.enqueued++;
       // enqueueTranscode audits a status change; a waiting video keeps its status, so say why its job is back —
       // before adding it: a job is never re-created unaudited (a failed audit leaves the video to the next pass).

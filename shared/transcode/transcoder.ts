@@ -73,7 +73,7 @@ export type TranscodeResult =
   | { outcome: 'fanned_out'; chunks: number }
   | { outcome: 'chunk_transcoded'; chunk: number }
   | { outcome: 'preview_published'; rendition: string }
-  | { outcome: 'skipped'; reason: 'video_failed' };
+  | { outcome: 'skipped'; reason: 'video_failed' | 'video_deleted' };
 
 const transcodes = () =>
   counter({ name: 'pulsevault_transcodes_total', help: 'Transcode attempts by outcome (success, failure, skipped = already transcoded).', labelNames: ['status'] as const });
@@ -144,6 +144,14 @@ function transcodeRecorder(audit: AuditLog, videoId: string, requestId: string |
     audit.record({ category: 'transcode', action, outcome, reason, videoId, requestId });
 }
 
+/** A disposed-of video's job is acked (200) and does nothing (shared/lifecycle/dispose.ts). */
+const DELETED: TranscodeResult = { outcome: 'skipped', reason: 'video_deleted' };
+const isDeletedVideo = async (store: MediaStore, videoId: string) => (await store.read(videoId).catch(() => null))?.status === 'deleted';
+async function unpublish(videoDir: string, name: string): Promise<TranscodeResult> {
+  await rm(path.join(videoDir, name), { recursive: true, force: true });
+  return DELETED;
+}
+
 const isTranscoded = async (store: MediaStore, videoId: string, meta: VideoMeta) =>
   meta.status === 'transcoded' && (await exists(path.join(store.dir(videoId), OUTPUT_DIR, MASTER_NAME)));
 
@@ -160,6 +168,7 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
   const joining = job.part?.kind === 'join';
   const videoDir = store.dir(videoId);
   const meta = await store.read(videoId);
+  if (meta.status === 'deleted') return DELETED;
   if (await isTranscoded(store, videoId, meta)) {
     transcodes().inc({ status: 'skipped' });
     return { outcome: 'already_transcoded' };
@@ -242,6 +251,8 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
         thumbnails: `${OUTPUT_DIR}/${THUMBNAIL_INDEX}`,
       },
     });
+    // Deleted while encoding, before its lease was revoked: what was just published goes too.
+    if (done.status === 'deleted') return await unpublish(videoDir, OUTPUT_DIR);
     const { renditions } = done;
     // Only once published and recorded: a crash before this leaves the chunks for the join's retry.
     if (plan) {
@@ -255,6 +266,8 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
     log.info({ videoId, renditions, seconds, attempt: job.attempt, joined: plan?.starts.length ?? 0 }, 'transcoded');
     return { outcome: 'transcoded', renditions, seconds };
   } catch (err) {
+    // A disposal revoked the lease (ffmpeg aborted): nothing to retry.
+    if (await isDeletedVideo(store, videoId)) return DELETED;
     transcodes().inc({ status: 'failure' });
     const reason = err instanceof AppError ? err.code : 'internal';
     log.warn({ videoId, attempt: job.attempt, reason, err: err instanceof AppError ? err.message : err }, 'transcode failed');
@@ -272,6 +285,7 @@ async function loadPart(store: MediaStore, videoId: string): Promise<{ done: Tra
   const meta = await store.read(videoId);
   if (await isTranscoded(store, videoId, meta)) return { done: { outcome: 'already_transcoded' } };
   if (meta.status === 'failed') return { done: { outcome: 'skipped', reason: 'video_failed' } };
+  if (meta.status === 'deleted') return { done: DELETED };
   const plan = await readPlan(videoDir);
   if (!plan) throw new UnprocessableError('the video has no chunk plan', 'no_chunk_plan');
   return { meta, videoDir, plan };
@@ -360,10 +374,12 @@ async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, request
       await publishDir(workDir, videoDir, PREVIEW_DIR);
       log.info({ videoId, rendition: lowest.name, seconds: (Date.now() - started) / 1000 }, 'preview published');
     }
-    await markPreviewReady(store, videoId, preview);
+    const { meta: announced } = await markPreviewReady(store, videoId, preview);
+    if (announced.status === 'deleted') return await unpublish(videoDir, PREVIEW_DIR);
     await transcodeRecorder(audit, videoId, requestId)('transcode.preview', 'success');
     return { outcome: 'preview_published', rendition: lowest.name };
   } catch (err) {
+    if (await isDeletedVideo(store, videoId)) return DELETED;
     if (await isTranscoded(store, videoId, await store.read(videoId))) return { outcome: 'already_transcoded' };
     throw err;
   } finally {

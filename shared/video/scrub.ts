@@ -8,14 +8,15 @@
  * each original is hashed in chunks, paced to a byte rate so a scrub can run
  * beside production without starving stream requests of disk bandwidth.
  */
-import { opendir, readFile, stat } from 'node:fs/promises';
+import { opendir, readdir, readFile, stat } from 'node:fs/promises';
+import { DELETED_MARK } from '../lifecycle/tombstone.js';
 import path from 'node:path';
 import { fileChecksum } from './checksum.js';
 import { isVideoId, MetaCorruptError, parseMeta } from './store.js';
 
 const CHUNK = 4 * 1024 * 1024;
 
-export type ProblemKind = 'meta_missing' | 'meta_corrupt' | 'original_missing' | 'original_unreadable' | 'size_mismatch' | 'checksum_mismatch';
+export type ProblemKind = 'meta_missing' | 'meta_corrupt' | 'disposal_unfinished' | 'original_missing' | 'original_unreadable' | 'size_mismatch' | 'checksum_mismatch';
 
 export interface Problem {
   videoId: string;
@@ -75,6 +76,12 @@ export async function scrubVideo(videoDir: string, videoId: string, pacer: Pacer
   } catch (err) {
     if (err instanceof MetaCorruptError) return problem('meta_corrupt', err.message);
     throw err;
+  }
+  // A tombstone proves a disposal: nothing may be left but itself and the deleted mark (shared/lifecycle/).
+  if (meta.status === 'deleted') {
+    const left = (await readdir(dir)).filter((name) => name !== 'meta.json' && name !== DELETED_MARK);
+    if (!meta.deletion?.disposedAt || left.length > 0) return problem('disposal_unfinished', `${left.length} entries left; disposedAt ${meta.deletion?.disposedAt ? 'set' : 'not set'}`);
+    return null;
   }
   // The original's name comes from meta.json: it must name a file inside this directory.
   if (typeof meta.original !== 'string' || meta.original !== path.basename(meta.original) || meta.original.startsWith('.')) {

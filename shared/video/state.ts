@@ -9,6 +9,9 @@
  *                |    retry   ↓           |
  *                └──────── failed ←───────┘ (requeue: failed/transcoded → queued)
  *
+ *   any status → deleted (dispose: shared/lifecycle/dispose.ts). Terminal: every other
+ *   move keeps a deleted video deleted, so a late transcode write never resurrects it.
+ *
  * Each move lists the statuses it moves FROM and the statuses it KEEPS (leaves
  * as they are, because a known race already moved the video on). Any other
  * starting status is a bug or a hand-edited meta.json: the move is refused with
@@ -16,9 +19,9 @@
  */
 import { ConflictError } from '../platform/errors.js';
 import type { VideoCodecFamily } from '../transcode/ladder.js';
-import type { MediaStore, RenditionRung, VideoMeta, VideoOutputs } from './store.js';
+import type { Deletion, MediaStore, RenditionRung, VideoMeta, VideoOutputs } from './store.js';
 
-export const VIDEO_STATUSES = ['uploaded', 'queued', 'transcoding', 'transcoded', 'failed'] as const;
+export const VIDEO_STATUSES = ['uploaded', 'queued', 'transcoding', 'transcoded', 'failed', 'deleted'] as const;
 export type VideoStatus = (typeof VIDEO_STATUSES)[number];
 
 export function isVideoStatus(value: unknown): value is VideoStatus {
@@ -42,26 +45,28 @@ interface Move {
 /** Every legal transition, in one place. */
 export const MOVES = {
   /** Finalize queued the first job. The job may already have reached a transcoder (and even finished or failed). */
-  queue: { to: 'queued', from: ['uploaded'], keep: ['queued', 'transcoding', 'transcoded', 'failed'] },
+  queue: { to: 'queued', from: ['uploaded'], keep: ['queued', 'transcoding', 'transcoded', 'failed', 'deleted'] },
   /** A new job for an existing video (requeue). A video that already has a job on it is left alone. */
-  requeue: { to: 'queued', from: ['uploaded', 'failed', 'transcoded'], keep: ['queued', 'transcoding'] },
+  requeue: { to: 'queued', from: ['uploaded', 'failed', 'transcoded'], keep: ['queued', 'transcoding', 'deleted'] },
   /**
    * A transcoder took the job. From `uploaded`: the job beat finalize's `queued`; `transcoding`: a
    * redelivery after a crash or a lost lease; `transcoded`: the published outputs are missing;
    * `failed`: the connector gave up on an invocation that was still starting.
    */
-  start: { to: 'transcoding', from: ['uploaded', 'queued', 'transcoding', 'transcoded', 'failed'], keep: [] },
+  start: { to: 'transcoding', from: ['uploaded', 'queued', 'transcoding', 'transcoded', 'failed'], keep: ['deleted'] },
   /** Progress is only news while transcoding; a late write after another status is dropped. */
-  progress: { to: 'transcoding', from: ['transcoding'], keep: ['uploaded', 'queued', 'transcoded', 'failed'] },
+  progress: { to: 'transcoding', from: ['transcoding'], keep: ['uploaded', 'queued', 'transcoded', 'failed', 'deleted'] },
   /**
    * The outputs are published, so the video is transcoded whatever the connector concluded meanwhile
    * (`queued`/`failed` after it timed out the invocation); `transcoded` again after a lease takeover.
    */
-  complete: { to: 'transcoded', from: ['transcoding', 'queued', 'failed', 'transcoded'], keep: [] },
+  complete: { to: 'transcoded', from: ['transcoding', 'queued', 'failed', 'transcoded'], keep: ['deleted'] },
   /** An attempt failed and another is scheduled. A video that is transcoded stays transcoded. */
-  retry: { to: 'queued', from: ['uploaded', 'queued', 'transcoding', 'failed'], keep: ['transcoded'] },
+  retry: { to: 'queued', from: ['uploaded', 'queued', 'transcoding', 'failed'], keep: ['transcoded', 'deleted'] },
   /** The last attempt failed (the job is dead-lettered). A video that is transcoded stays transcoded. */
-  fail: { to: 'failed', from: ['uploaded', 'queued', 'transcoding', 'failed'], keep: ['transcoded'] },
+  fail: { to: 'failed', from: ['uploaded', 'queued', 'transcoding', 'failed'], keep: ['transcoded', 'deleted'] },
+  /** The video is disposed of: its tombstone replaces it, from whatever status it had. */
+  dispose: { to: 'deleted', from: ['uploaded', 'queued', 'transcoding', 'transcoded', 'failed'], keep: ['deleted'] },
 } as const satisfies Record<string, Move>;
 
 export type MoveName = keyof typeof MOVES;
@@ -89,14 +94,15 @@ export interface Transition {
  * Apply `move` under the store's lock. A kept video is still written back unchanged, so the
  * store's listeners (the PostgreSQL mirror, caches) hear of it as they did before this module.
  */
-async function transition(store: MediaStore, videoId: string, move: MoveName, change: (meta: VideoMeta) => VideoMeta): Promise<Transition> {
+async function transition(store: MediaStore, videoId: string, move: MoveName, change: (meta: VideoMeta) => VideoMeta | Promise<VideoMeta>): Promise<Transition> {
   let moved = false;
-  const meta = await store.update(videoId, (current) => {
+  const meta = await store.update(videoId, async (current) => {
     const outcome = outcomeOf(move, current.status);
     if (outcome === 'illegal') throw new IllegalTransitionError(videoId, move, current.status);
     if (outcome === 'keep') return current;
+    const changed = await change(current);
     moved = true;
-    return { ...change(current), status: MOVES[move].to };
+    return { ...changed, status: MOVES[move].to };
   });
   return { meta, moved };
 }
@@ -157,4 +163,18 @@ export function markRetrying(store: MediaStore, videoId: string, failureReason: 
 /** The last attempt failed. */
 export function markFailed(store: MediaStore, videoId: string, failureReason: string): Promise<Transition> {
   return transition(store, videoId, 'fail', (m) => ({ ...m, failureReason, progress: 0 }));
+}
+
+/**
+ * The video becomes its tombstone: everything that may be PHI (filename, user metadata) and every
+ * pointer to an output goes; the original's checksum and size stay as the proof of what is destroyed.
+ * `commit` runs under the lock first, on the current meta.json (shared/lifecycle/dispose.ts: the hold
+ * check, the durable audit entry, the deleted mark); if it throws, nothing is written.
+ */
+export function markDeleted(store: MediaStore, videoId: string, deletion: Omit<Deletion, 'disposedAt'>, commit: (current: VideoMeta) => Promise<void>): Promise<Transition> {
+  return transition(store, videoId, 'dispose', async (m) => {
+    await commit(m);
+    const { failureReason: _f, progress: _p, outputs: _o, preview: _v, ladder: _l, codecs: _c, transcodeAttempt: _a, transcodeStartedAt: _s, transcodedAt: _t, legalHold: _h, ...kept } = m;
+    return { ...kept, filename: '', metadata: {}, renditions: [], deletion: { ...deletion, disposedAt: null } };
+  });
 }

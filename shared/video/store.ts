@@ -86,8 +86,29 @@ export interface VideoMeta {
   ladder?: RenditionRung[];
   /** Video codec families the ladder was encoded in. */
   codecs?: VideoCodecFamily[];
+  /** Until when the record must be kept (ISO): finalize sets it from RETENTION_DAYS, an admin's PATCH may change it. */
+  retainUntil?: string | null;
+  /** While set, delete and retention refuse (409 legal_hold). `reason` is a code (shared/lifecycle/reasons.ts). */
+  legalHold?: LegalHold | null;
+  /** Set when the video is disposed of (status `deleted`): what the tombstone proves. */
+  deletion?: Deletion;
   /** SHA-256 of the canonical document without this field (stamped by MediaStore.write). */
   metaChecksum?: string;
+}
+
+export interface LegalHold {
+  since: string;
+  reason: string;
+}
+
+/** A tombstone's record of the disposal (meta.json keeps `checksum` and `size` of the destroyed original). */
+export interface Deletion {
+  deletedAt: string;
+  /** The caller's keyed pseudonym (shared/audit/subject.ts), never the subject. */
+  deletedBy: string | null;
+  reason: string;
+  /** When the last byte was removed; null while the disposal is unfinished (a sweep finishes it). */
+  disposedAt: string | null;
 }
 
 export class MetaCorruptError extends AppError {

@@ -2,7 +2,8 @@
  * Real clients end to end, against the local stack as `npm start` runs it
  * (NODE_ENV=development, so with the dev token it prints):
  * the web console in headless Chromium uploads a clip with tus-js-client,
- * finalizes it and follows the transcode; hls.js plays the signed master and
+ * finalizes it and follows the transcode, lists it in its library (poster,
+ * title, duration, status, renditions) and shares a signed link; hls.js plays the signed master and
  * dash.js the signed manifest, each fetching segments of two rungs through the
  * token; an expired token plays nothing; ffprobe reads the signed master over
  * HTTP; an upload paused and reloaded resumes where it stopped.
@@ -135,6 +136,12 @@ describe('web console and real players, end to end', () => {
     seen = [];
     await page.getByLabel('Video file').setInputFiles(clip);
     await page.getByLabel(/^Title/).fill('End-to-end clip');
+    // Every figure the transcode meter shows, recorded in the page (a poll from here could miss one).
+    await page.evaluate(`{
+      const percent = document.querySelector('#transcode-percent');
+      window.percentLog = [];
+      new MutationObserver(() => window.percentLog.push(percent.value)).observe(percent, { childList: true, characterData: true, subtree: true });
+    }`);
     await page.getByRole('button', { name: 'Upload', exact: true }).click();
 
     await waitFor(async () => (await text('#upload-percent')) === '100 %', UPLOAD_DEADLINE, 'the upload progress bar to reach 100 %', 200);
@@ -153,6 +160,12 @@ describe('web console and real players, end to end', () => {
     await waitFor(async () => (await text('#video-status')) === 'transcoded', TRANSCODE_DEADLINE, 'the console to show `transcoded`', 500);
     expect(meta().status).toBe('transcoded');
     expect(await text('#transcode-percent')).toBe('100 %');
+    // From finalize on the meter works (indeterminate, then filling): it never sat at a "0 %" that meant nothing.
+    const percents = (await page.evaluate('window.percentLog')) as string[];
+    expect(percents.at(-1)).toBe('100 %');
+    expect(percents).not.toContain('0 %');
+    expect(await text('#video-title')).toBe('End-to-end clip');
+    expect(await text('#video-duration')).toBe('0:06');
     // Status came from the metadata function through signed URLs only.
     const polls = seen.filter((s) => s.url.pathname === videoUrl('metadata'));
     expect(polls.length).toBeGreaterThan(0);
@@ -271,11 +284,79 @@ describe('web console and real players, end to end', () => {
     const sheet = await waitFor(() => seen.find((x) => x.url.pathname === videoUrl('hls/thumbs_0_000.jpg')), PLAY_DEADLINE, 'the sprite sheet', 200);
     expect(sheet.status).toBe(200);
     expect(sheet.headers['content-type']).toBe('image/jpeg');
-    // The index opens with the same token (scope hls/), and names that sheet.
-    const vtt = await fetch(`${stack.url}${videoUrl('hls/thumbnails.vtt')}?token=${sheet.url.searchParams.get('token')}`);
+    // The index opens with the same token (scope hls/), and its cues carry it, as a standard
+    // thumbnail plug-in needs: each cue's URL, resolved against the index and taken as it is, opens.
+    const token = sheet.url.searchParams.get('token')!;
+    const vttUrl = `${stack.url}${videoUrl('hls/thumbnails.vtt')}?token=${token}`;
+    const vtt = await fetch(vttUrl);
     expect(vtt.status).toBe(200);
-    expect(await vtt.text()).toContain('thumbs_0_000.jpg#xywh=160,0,160,90');
+    expect(vtt.headers.get('content-type')).toMatch(/^text\/vtt/);
+    const cues = [...(await vtt.text()).matchAll(/^(\S+)#xywh=(\d+,\d+,\d+,\d+)$/gm)];
+    expect(cues.map((c) => c[2])).toContain('160,0,160,90');
+    for (const [, cueUrl] of cues) {
+      const image = await fetch(new URL(cueUrl!, vttUrl));
+      expect(image.status, cueUrl).toBe(200);
+      expect(image.headers.get('content-type')).toBe('image/jpeg');
+      await image.arrayBuffer();
+    }
   }, 2 * PLAY_DEADLINE);
+
+  it('lists the video in the library with its poster, title, duration, status and renditions, and opens it from there', async () => {
+    await page.getByRole('button', { name: 'Refresh' }).click();
+    const card = page.locator(`#library-list .card[data-video-id="${videoId}"]`);
+    await card.waitFor({ timeout: PLAY_DEADLINE });
+    expect(await card.locator('.card-title').textContent()).toBe('End-to-end clip');
+    expect(await card.locator('.duration').textContent()).toBe('0:06');
+    expect(await card.locator('.badge').textContent()).toBe('transcoded');
+    expect(await card.locator('.card-facts').textContent()).toContain('240p · 360p');
+    // The generated poster, through a signed URL, really decoded.
+    const poster = card.locator('.poster img');
+    await waitFor(async () => (await poster.evaluate((img) => (img as unknown as { naturalWidth: number }).naturalWidth)) > 0, PLAY_DEADLINE, 'the poster to load', 200);
+    expect(new URL((await poster.getAttribute('src'))!, stack.url).searchParams.get('token')).toBeTruthy();
+
+    await page.getByRole('button', { name: '← All videos' }).click();
+    expect(await page.locator('#video').isHidden()).toBe(true);
+    await card.click();
+    await waitFor(async () => (await text('#video-status')) === 'transcoded', PLAY_DEADLINE, 'the detail view of the listed video', 200);
+    expect(await text('#video-title')).toBe('End-to-end clip');
+    expect(await page.getByLabel('Video ID').inputValue()).toBe(videoId);
+  }, 2 * PLAY_DEADLINE);
+
+  it('makes a share link: a signed URL of the master that plays, with its expiry', async () => {
+    await waitFor(() => page.getByRole('button', { name: /Play HLS/ }).isEnabled(), PLAY_DEADLINE, 'the player', 200);
+    const actions = page.getByRole('toolbar', { name: 'Video actions' });
+    await actions.getByRole('button', { name: 'Share link' }).click();
+    await page.locator('#share-box').waitFor({ state: 'visible' });
+    const shared = new URL(await page.getByLabel('Signed link').inputValue());
+    expect(shared.pathname).toBe(videoUrl(meta().outputs!.hlsMaster!));
+    expect(shared.searchParams.get('token')).toBeTruthy();
+    expect(await text('#share-expiry')).toMatch(/^Opens until .+ \(\d+ min\)/);
+    const res = await fetch(shared);
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain('#EXTM3U');
+  }, 2 * PLAY_DEADLINE);
+
+  it('lays the page out for a phone (390×844): the header on one line, the player on the first screen', async () => {
+    const desktop = path.join(ARTIFACTS, 'console-desktop.png');
+    await page.screenshot({ path: desktop, fullPage: true });
+    expect(statSync(desktop).size).toBeGreaterThan(10_000);
+    const desktopSize = page.viewportSize();
+    await page.setViewportSize({ width: 390, height: 844 });
+    try {
+      const header = (await page.locator('header.bar').boundingBox())!;
+      expect(header.height).toBeLessThan(64);
+      const player = (await page.locator('#video-element').boundingBox())!;
+      expect(player.y + player.height).toBeLessThan(844);
+      expect(player.width).toBeGreaterThan(330);
+      // Nothing wider than the screen.
+      expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390);
+      const phone = path.join(ARTIFACTS, 'console-phone.png');
+      await page.screenshot({ path: phone, fullPage: true });
+      expect(statSync(phone).size).toBeGreaterThan(10_000);
+    } finally {
+      if (desktopSize) await page.setViewportSize(desktopSize);
+    }
+  }, PLAY_DEADLINE);
 
   it('an expired token: hls.js and dash.js fail with 403 and nothing is served', async () => {
     const { hlsMaster, dashManifest } = meta().outputs!;

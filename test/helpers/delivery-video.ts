@@ -9,14 +9,14 @@ import { makeClip } from './media.js';
 
 const run = promisify(execFile);
 
-export async function makeVideo(videoDir: string, fields: Partial<VideoMeta> = {}): Promise<{ videoId: string; dir: string; meta: VideoMeta }> {
+export async function makeVideo(videoDir: string, fields: Partial<VideoMeta> = {}, { seconds = 3 } = {}): Promise<{ videoId: string; dir: string; meta: VideoMeta }> {
   const videoId = randomUUID();
   const store = new MediaStore(videoDir);
   const dir = store.dir(videoId);
   await mkdir(path.join(dir, 'hls'), { recursive: true });
   await mkdir(path.join(dir, 'dash'), { recursive: true });
   const ff = (...args: string[]) => run('ffmpeg', ['-v', 'error', '-y', ...args], { cwd: dir });
-  await makeClip(path.join(dir, 'original.mp4'), { seconds: 3, extra: ['-movflags', '+faststart'] });
+  await makeClip(path.join(dir, 'original.mp4'), { seconds, extra: ['-movflags', '+faststart'] });
   await ff('-i', 'original.mp4', '-c', 'copy', '-f', 'hls', '-hls_time', '1', '-hls_segment_type', 'fmp4', '-hls_playlist_type', 'vod', '-hls_segment_filename', 'hls/240p_%03d.m4s', '-hls_fmp4_init_filename', '240p_init.mp4', 'hls/240p.m3u8');
   await ff('-i', 'original.mp4', '-c', 'copy', '-f', 'dash', '-seg_duration', '1', 'dash/manifest.mpd');
   await writeFile(path.join(dir, 'hls', 'master.m3u8'), '#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=300000,RESOLUTION=320x240\n240p.m3u8\n');
@@ -31,7 +31,7 @@ export async function makeVideo(videoDir: string, fields: Partial<VideoMeta> = {
     original: 'original.mp4',
     size: 0,
     checksum: 'sha256:00',
-    duration: 3,
+    duration: seconds,
     width: 320,
     height: 240,
     fps: 25,

@@ -1,6 +1,7 @@
-// PulseVault web console: sign in with a JWT, upload with tus (pause, resume,
-// resume after a reload), finalize, watch the transcode, play with hls.js or
-// dash.js from signed URLs. Plain browser JavaScript, no build step.
+// PulseVault web console: sign in with a JWT, browse your videos (GET /media/videos),
+// upload with tus (pause, resume, resume after a reload), finalize, watch the
+// transcode, play with hls.js or dash.js from signed URLs, share a signed link.
+// Plain browser JavaScript, no build step.
 'use strict';
 
 (() => {
@@ -12,6 +13,7 @@
   const POLL_MS = 1500;
   // Re-sign a URL when it has less than this left (a metadata poll, a player restart).
   const RESIGN_MARGIN_MS = 15000;
+  const LIBRARY_PAGE = 12;
   const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
   const $ = (id) => document.getElementById(id);
@@ -32,14 +34,38 @@
     uploadProgress: $('upload-progress'),
     uploadPercent: $('upload-percent'),
     uploadStatus: $('upload-status'),
+    library: $('library'),
+    libraryList: $('library-list'),
+    libraryEmpty: $('library-empty'),
+    libraryMore: $('library-more'),
+    libraryRefresh: $('library-refresh'),
     video: $('video'),
+    back: $('back'),
+    videoTitle: $('video-title'),
     openForm: $('open-form'),
     videoId: $('video-id'),
     videoStatus: $('video-status'),
+    videoDuration: $('video-duration'),
+    videoSize: $('video-size'),
+    videoUploaded: $('video-uploaded'),
     videoRenditions: $('video-renditions'),
+    share: $('share'),
+    edit: $('edit'),
+    editForm: $('edit-form'),
+    editTitle: $('edit-title'),
+    editDescription: $('edit-description'),
+    editCancel: $('edit-cancel'),
+    remove: $('delete'),
+    deleteForm: $('delete-form'),
+    deleteReason: $('delete-reason'),
+    deleteCancel: $('delete-cancel'),
+    videoRetention: $('video-retention'),
+    videoHold: $('video-hold'),
+    shareBox: $('share-box'),
+    shareUrl: $('share-url'),
+    shareExpiry: $('share-expiry'),
     transcodeProgress: $('transcode-progress'),
     transcodePercent: $('transcode-percent'),
-    player: $('player'),
     playHls: $('play-hls'),
     playDash: $('play-dash'),
     rendition: $('rendition'),
@@ -59,11 +85,35 @@
     ui.alert.hidden = true;
     ui.alert.textContent = '';
   }
+  /** A fraction fills the bar; null makes it indeterminate (working, no figure yet). */
   function setMeter(progress, output, fraction) {
+    if (fraction === null) {
+      progress.removeAttribute('value');
+      output.value = '…';
+      return;
+    }
     const percent = Math.max(0, Math.min(100, Math.floor(fraction * 100)));
     progress.value = percent;
     output.value = `${percent} %`;
   }
+
+  /** 75.2 → `1:15`; 3725 → `1:02:05`. */
+  function formatDuration(seconds) {
+    if (typeof seconds !== 'number' || !Number.isFinite(seconds)) return '–';
+    const s = Math.round(seconds);
+    const hms = [Math.floor(s / 3600), Math.floor((s % 3600) / 60), s % 60];
+    const [h, m, sec] = hms.map((n) => String(n).padStart(2, '0'));
+    return hms[0] > 0 ? `${hms[0]}:${m}:${sec}` : `${hms[1]}:${sec}`;
+  }
+  function formatSize(bytes) {
+    if (typeof bytes !== 'number') return '–';
+    const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+    let n = bytes;
+    let i = 0;
+    for (; n >= 1024 && i < units.length - 1; i++) n /= 1024;
+    return `${n.toFixed(i === 0 || n >= 100 ? 0 : 1)} ${units[i]}`;
+  }
+  const formatWhen = (iso) => (iso ? new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' }) : '–');
 
   // ---------- sign-in (the JWT lives in sessionStorage: this tab only) ----------
 
@@ -84,13 +134,19 @@
     const signedIn = Boolean(claims);
     ui.signIn.hidden = signedIn;
     ui.upload.hidden = !signedIn;
-    ui.video.hidden = !signedIn;
+    ui.library.hidden = !signedIn;
     ui.identity.hidden = !signedIn;
     ui.signOut.hidden = !signedIn;
-    if (!signedIn) return;
+    if (!signedIn) {
+      ui.video.hidden = true;
+      ui.libraryList.replaceChildren();
+      return;
+    }
     const roles = Object.values(claims).find((v) => Array.isArray(v) && v.every((r) => typeof r === 'string'));
-    const until = claims.exp ? new Date(claims.exp * 1000).toLocaleTimeString() : 'no expiry';
-    ui.identity.textContent = `Signed in${roles ? ` · ${roles.join(', ')}` : ''} · until ${until}`;
+    const until = claims.exp ? new Date(claims.exp * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : 'no expiry';
+    ui.identity.textContent = `${roles ? `${roles.join(', ')} · ` : ''}until ${until}`;
+    ui.identity.title = `Signed in${roles ? ` as ${roles.join(', ')}` : ''}, until ${until}`;
+    void loadLibrary(true);
   }
 
   function signIn(jwt) {
@@ -130,6 +186,8 @@
       body = JSON.stringify(options.json);
     }
     const res = await fetch(path, { method: options.method || 'GET', headers, body, cache: 'no-store' });
+    // The ETag an edit quotes in If-Match (GET …/metadata, PATCH answer it).
+    if (options.onEtag) options.onEtag(res.headers.get('etag'));
     const data = await res.json().catch(() => null);
     if (!res.ok) {
       if (res.status === 401 && options.auth !== false) signOut('Your sign-in is no longer valid. Sign in again.');
@@ -148,6 +206,75 @@
     const expiresAt = answer.expiresAt ? Date.parse(answer.expiresAt) : Date.now() + (answer.expiresIn ?? 60) * 1000;
     signed.set(key, { url: answer.url, expiresAt, signedAt: Date.now() });
     return answer.url;
+  }
+
+  // ---------- library (GET /media/videos: the caller's own videos, every video for an admin) ----------
+
+  let libraryCursor = null;
+
+  async function loadLibrary(fromStart) {
+    if (fromStart) libraryCursor = null;
+    const query = new URLSearchParams({ limit: String(LIBRARY_PAGE) });
+    if (libraryCursor) query.set('cursor', libraryCursor);
+    let page;
+    try {
+      page = await api(`/media/videos?${query}`);
+    } catch (err) {
+      if (err.status !== 401) showAlert(`Cannot list the videos: ${err.message}`);
+      return;
+    }
+    if (fromStart) ui.libraryList.replaceChildren();
+    ui.libraryList.append(...page.videos.map(libraryItem));
+    libraryCursor = page.nextCursor;
+    ui.libraryMore.hidden = !page.nextCursor;
+    ui.libraryEmpty.hidden = ui.libraryList.children.length > 0;
+  }
+
+  function statusText(video) {
+    if (video.status === 'transcoding') return video.progress ? `transcoding ${video.progress} %` : 'transcoding';
+    return video.status;
+  }
+
+  function libraryItem(video) {
+    const item = document.createElement('li');
+    const open = document.createElement('button');
+    open.type = 'button';
+    open.className = 'card';
+    open.dataset.videoId = video.videoId;
+    const frame = document.createElement('span');
+    frame.className = 'poster';
+    if (video.poster) {
+      const img = document.createElement('img');
+      img.alt = '';
+      img.loading = 'lazy';
+      frame.append(img);
+      // The poster is a media file like any other: it opens only through a signed URL.
+      void signedUrl(video.videoId, video.poster).then((url) => (img.src = url)).catch(() => img.remove());
+    }
+    const duration = document.createElement('span');
+    duration.className = 'duration';
+    duration.textContent = formatDuration(video.duration);
+    frame.append(duration);
+    const title = document.createElement('span');
+    title.className = 'card-title';
+    title.textContent = video.title || 'Untitled video';
+    const facts = document.createElement('span');
+    facts.className = 'card-facts';
+    const status = document.createElement('span');
+    status.className = `badge badge-${video.status}`;
+    status.textContent = statusText(video);
+    facts.append(status, ` ${video.renditions.length ? video.renditions.join(' · ') : 'no renditions yet'}`);
+    const when = document.createElement('span');
+    when.className = 'card-when';
+    when.textContent = formatWhen(video.uploadedAt);
+    open.append(frame, title, facts, when);
+    open.addEventListener('click', () => {
+      clearAlert();
+      watch(video.videoId, null, video);
+      ui.video.scrollIntoView({ block: 'start' });
+    });
+    item.append(open);
+    return item;
   }
 
   // ---------- upload (tus) ----------
@@ -247,7 +374,8 @@
       const answer = await api('/uploads/finalize', { method: 'POST', json: body });
       ui.uploadStatus.textContent = `Stored with checksum ${String(answer.checksum ?? '').slice(0, 16)}…`;
       ui.uploadForm.reset();
-      watch(answer.videoId, answer.original);
+      watch(answer.videoId, answer.original, { title });
+      void loadLibrary(true);
     } catch (err) {
       ui.uploadStatus.textContent = '';
       showAlert(`Finalize failed: ${err.message}`);
@@ -265,9 +393,25 @@
     watching = null;
   }
 
-  function watch(videoId, original) {
+  function closeVideo() {
     stopWatching();
     destroyPlayer();
+    sessionStorage.removeItem(VIDEO_KEY);
+    ui.video.hidden = true;
+  }
+
+  /** Open the detail view of `videoId`; `known` is what the library or the upload already says of it. */
+  function watch(videoId, original, known = {}) {
+    stopWatching();
+    destroyPlayer();
+    ui.video.hidden = false;
+    ui.videoTitle.textContent = known.title || 'Untitled video';
+    ui.shareBox.hidden = true;
+    ui.editForm.hidden = true;
+    ui.deleteForm.hidden = true;
+    for (const b of [ui.share, ui.edit, ui.remove]) b.disabled = false;
+    ui.videoElement.removeAttribute('poster');
+    for (const dd of [ui.videoDuration, ui.videoSize, ui.videoUploaded]) dd.textContent = '–';
     sessionStorage.setItem(VIDEO_KEY, videoId);
     // Finalize names the original (`original.mov`, …); remember it across a reload of the page.
     if (original) sessionStorage.setItem(`${ORIGINAL_KEY}.${videoId}`, original);
@@ -275,11 +419,13 @@
     ui.videoId.value = videoId;
     ui.videoStatus.textContent = 'loading…';
     ui.videoRenditions.textContent = '–';
-    setMeter(ui.transcodeProgress, ui.transcodePercent, 0);
-    ui.player.hidden = true;
+    setMeter(ui.transcodeProgress, ui.transcodePercent, null);
+    ui.playHls.disabled = true;
+    ui.playDash.disabled = true;
+    ui.playerStatus.textContent = 'Not playable yet.';
     ui.scrub.disabled = true;
     ui.scrubThumb.hidden = true;
-    watching = { videoId, original, timer: null, outputs: null, preview: false, thumbnails: null };
+    watching = { videoId, original, timer: null, outputs: null, preview: false, thumbnails: null, etag: null, meta: null };
     void poll(watching);
   }
 
@@ -317,9 +463,11 @@
   async function poll(w) {
     let meta;
     try {
-      meta = await api(await viewUrl(w, 'metadata'), { auth: false });
+      // With the Bearer too: the owner (or an admin) also gets the title.
+      meta = await api(await viewUrl(w, 'metadata'), { onEtag: (etag) => (w.etag = etag) });
     } catch (err) {
       if (watching !== w) return;
+      if (err.status === 410) return showDeleted(w);
       ui.videoStatus.textContent = 'unavailable';
       if (err.status === 404) return showAlert('No video with that ID.');
       if (err.status === 401 || err.status === 403) return showAlert(`Not allowed to view this video: ${err.message}`);
@@ -327,6 +475,7 @@
       return;
     }
     if (watching !== w) return;
+    w.meta = meta;
     render(meta);
     if (meta.status === 'transcoded') return void showPlayer(w, meta);
     if (meta.status === 'failed') return showAlert('Transcoding failed. An operator can requeue it (pulsevault requeue).');
@@ -335,11 +484,109 @@
     w.timer = setTimeout(() => void poll(w), POLL_MS);
   }
 
+  /**
+   * The bar works from finalize on: stored and queued (no figure yet) it is indeterminate,
+   * as is a transcode before its first progress figure; then it fills.
+   */
   function render(meta) {
-    const progress = meta.status === 'transcoded' ? 100 : Number(meta.progress ?? 0);
-    ui.videoStatus.textContent = meta.status === 'transcoding' ? `transcoding (${progress} %)` : meta.status;
-    setMeter(ui.transcodeProgress, ui.transcodePercent, progress / 100);
+    const progress = Number(meta.progress ?? 0);
+    const labels = { uploaded: 'stored, waiting for the transcoder', queued: 'queued for transcoding' };
+    const preview = meta.preview ? ' · preview ready' : '';
+    ui.videoStatus.textContent = meta.status === 'transcoding' ? `transcoding (${progress > 0 ? `${progress} %` : 'starting'})${preview}` : labels[meta.status] ?? meta.status;
+    const fraction = meta.status === 'transcoded' ? 1 : meta.status === 'failed' ? 0 : meta.status === 'transcoding' && progress > 0 ? progress / 100 : null;
+    setMeter(ui.transcodeProgress, ui.transcodePercent, fraction);
+    if (typeof meta.metadata?.title === 'string' && meta.metadata.title) ui.videoTitle.textContent = meta.metadata.title;
+    ui.videoDuration.textContent = formatDuration(meta.duration);
+    ui.videoUploaded.textContent = formatWhen(meta.uploadedAt);
+    ui.videoRetention.textContent = meta.retainUntil ? formatWhen(meta.retainUntil) : 'until deleted';
+    ui.videoHold.textContent = meta.legalHold ? `held since ${formatWhen(meta.legalHold.since)} (${meta.legalHold.reason})` : 'none';
+    // A held video cannot be deleted (409 legal_hold): say so on the button.
+    ui.remove.disabled = Boolean(meta.legalHold);
+    ui.remove.title = meta.legalHold ? 'Under a legal hold: an admin must release it first' : '';
+    if (typeof meta.size === 'number') ui.videoSize.textContent = formatSize(meta.size);
     if (Array.isArray(meta.renditions) && meta.renditions.length > 0) ui.videoRenditions.textContent = meta.renditions.join(', ');
+    if (meta.poster && watching && !ui.videoElement.poster) {
+      const w = watching;
+      void signedUrl(w.videoId, meta.poster).then((url) => watching === w && (ui.videoElement.poster = url)).catch(() => {});
+    }
+  }
+
+  // ---------- edit and delete (PATCH/DELETE /media/videos/<id>, docs/api.md "Edit, hold and delete") ----------
+
+  function openEdit() {
+    const w = watching;
+    if (!w?.meta) return;
+    ui.deleteForm.hidden = true;
+    ui.editTitle.value = typeof w.meta.metadata?.title === 'string' ? w.meta.metadata.title : '';
+    ui.editDescription.value = typeof w.meta.metadata?.description === 'string' ? w.meta.metadata.description : '';
+    ui.editForm.hidden = false;
+    ui.editTitle.focus();
+  }
+
+  async function saveEdit() {
+    const w = watching;
+    if (!w) return;
+    try {
+      const meta = await api(`/media/videos/${encodeURIComponent(w.videoId)}`, {
+        method: 'PATCH',
+        headers: { 'If-Match': w.etag ?? '' },
+        json: { title: ui.editTitle.value, description: ui.editDescription.value },
+        onEtag: (etag) => (w.etag = etag),
+      });
+      if (watching !== w) return;
+      w.meta = meta;
+      render(meta);
+      ui.editForm.hidden = true;
+    } catch (err) {
+      if (err.status === 412) {
+        showAlert('Someone changed this video meanwhile: its details are reloaded, edit again.');
+        return void poll(w);
+      }
+      if (err.status === 410) return showDeleted(w);
+      showAlert(`Cannot save: ${err.message}`);
+    }
+  }
+
+  async function confirmDelete() {
+    const w = watching;
+    if (!w || !ui.deleteReason.value) return;
+    try {
+      await api(`/media/videos/${encodeURIComponent(w.videoId)}?reason=${encodeURIComponent(ui.deleteReason.value)}`, { method: 'DELETE' });
+      if (watching === w) showDeleted(w);
+    } catch (err) {
+      showAlert(err.code === 'legal_hold' ? 'This video is under a legal hold and cannot be deleted.' : `Cannot delete: ${err.message}`);
+    }
+  }
+
+  /** The video is gone (410 video_deleted, or our own DELETE): the player stops, nothing is offered. */
+  function showDeleted(w) {
+    if (w.timer) clearTimeout(w.timer);
+    destroyPlayer();
+    ui.videoStatus.textContent = 'deleted';
+    ui.playerStatus.textContent = 'This video was deleted.';
+    ui.playHls.disabled = true;
+    ui.playDash.disabled = true;
+    ui.editForm.hidden = true;
+    ui.deleteForm.hidden = true;
+    ui.shareBox.hidden = true;
+    for (const b of [ui.share, ui.edit, ui.remove]) b.disabled = true;
+  }
+
+  // ---------- share (a signed link to the video, and until when it opens) ----------
+
+  async function share() {
+    const w = watching;
+    if (!w) return;
+    // The HLS master once transcoded (its token opens the whole rendition tree), the original before.
+    const path = w.outputs?.hlsMaster && !w.preview ? w.outputs.hlsMaster : statusPaths.get(w.videoId);
+    if (!path) return showAlert('Nothing of this video can be shared yet.');
+    const answer = await api('/media/sign', { method: 'POST', json: { videoId: w.videoId, path } });
+    if (watching !== w) return;
+    ui.shareUrl.value = new URL(answer.url, location.href).href;
+    const expires = new Date(answer.expiresAt);
+    ui.shareExpiry.textContent = `Opens until ${expires.toLocaleTimeString()} (${Math.round(answer.expiresIn / 60)} min); anyone holding it can watch until then.`;
+    ui.shareBox.hidden = false;
+    ui.shareUrl.select();
   }
 
   /** Where the player manifests are: meta.outputs when the metadata says, else the renditions listing. */
@@ -358,7 +605,6 @@
     w.outputs = outputs;
     w.renditions = Array.isArray(meta.renditions) ? meta.renditions : [];
     w.preview = Boolean(meta.preview);
-    ui.player.hidden = false;
     ui.playHls.disabled = !outputs.hlsMaster;
     ui.playDash.disabled = !outputs.dashManifest;
     if (w.preview) {
@@ -376,8 +622,8 @@
   // ---------- seek thumbnails ----------
 
   /**
-   * `thumbnails.vtt` (cues `<sheet>.jpg#xywh=x,y,w,h`) sits beside the master, so the
-   * master's token (scope: its directory) opens the index and every sprite sheet.
+   * `thumbnails.vtt` (cues `<sheet>.jpg?token=…#xywh=x,y,w,h`) sits beside the master, so the
+   * master's token (scope: its directory) opens the index, which hands it on to every sprite sheet.
    */
   async function loadThumbnails(w, master, index, duration) {
     const token = new URL(await signedUrl(w.videoId, master), location.href).searchParams.get('token') ?? '';
@@ -388,7 +634,6 @@
     const seconds = (t) => t.split(':').reduce((acc, x) => acc * 60 + Number(x), 0);
     const cues = [...(await res.text()).matchAll(/^([\d:.]+) --> ([\d:.]+)\r?\n(\S+)#xywh=(\d+),(\d+),(\d+),(\d+)$/gm)].map((m) => {
       const sheet = new URL(m[3], vttUrl);
-      sheet.searchParams.set('token', token);
       return { start: seconds(m[1]), end: seconds(m[2]), url: sheet.href, x: Number(m[4]), y: Number(m[5]), width: Number(m[6]), height: Number(m[7]) };
     });
     if (watching !== w || cues.length === 0) return;
@@ -501,6 +746,7 @@
       if (!data.fatal) return;
       const status = data.response?.code;
       if (status === 403) return void onForbidden(p, data.details);
+      if (status === 410) return showDeleted(watching ?? p);
       showAlert(`HLS playback failed${status ? ` (${status})` : ''}: ${data.details}`);
     });
     hls.loadSource(url);
@@ -529,6 +775,7 @@
       const status = e.error?.data?.response?.status ?? e.error?.data?.request?.status;
       const message = e.error?.message ?? 'unknown error';
       if (status === 403 || /\b403\b/.test(message)) return void onForbidden(p, message);
+      if (status === 410 || /\b410\b/.test(message)) return showDeleted(watching ?? p);
       showAlert(`DASH playback failed: ${message}`);
     });
     dash.initialize(ui.videoElement, url, true, startAt);
@@ -573,11 +820,48 @@
   ui.playHls.addEventListener('click', guarded(() => playHls()));
   ui.playDash.addEventListener('click', guarded(() => playDash()));
   ui.rendition.addEventListener('change', chooseRendition);
-  ui.scrub.addEventListener('input', showThumbnail);
+  // The seek bar follows playback, except while the user drags it.
+  let seeking = false;
+  ui.scrub.addEventListener('input', () => {
+    seeking = true;
+    showThumbnail();
+  });
   ui.scrub.addEventListener('change', () => {
+    seeking = false;
     ui.scrubThumb.hidden = true;
     if (player) ui.videoElement.currentTime = Number(ui.scrub.value);
   });
+  ui.videoElement.addEventListener('loadedmetadata', () => {
+    if (!Number.isFinite(ui.videoElement.duration)) return;
+    ui.scrub.max = String(ui.videoElement.duration);
+    ui.scrub.disabled = false;
+  });
+  ui.videoElement.addEventListener('timeupdate', () => {
+    if (!seeking) ui.scrub.value = String(ui.videoElement.currentTime);
+  });
+  ui.back.addEventListener('click', () => {
+    closeVideo();
+    void loadLibrary(true);
+  });
+  ui.share.addEventListener('click', () => void share().catch((err) => showAlert(`Cannot make a share link: ${err.message}`)));
+  ui.edit.addEventListener('click', openEdit);
+  ui.editCancel.addEventListener('click', () => (ui.editForm.hidden = true));
+  ui.editForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    void saveEdit();
+  });
+  ui.remove.addEventListener('click', () => {
+    ui.editForm.hidden = true;
+    ui.deleteReason.value = '';
+    ui.deleteForm.hidden = false;
+  });
+  ui.deleteCancel.addEventListener('click', () => (ui.deleteForm.hidden = true));
+  ui.deleteForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    void confirmDelete();
+  });
+  ui.libraryMore.addEventListener('click', () => void loadLibrary(false));
+  ui.libraryRefresh.addEventListener('click', () => void loadLibrary(true));
 
   showSignedIn();
   const lastVideo = sessionStorage.getItem(VIDEO_KEY);
