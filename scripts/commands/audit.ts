@@ -22,7 +22,7 @@ import { listLogFiles } from '../../shared/audit/files.js';
 import { auditReport, reindexFile, type ReportQuery } from '../../shared/audit/report.js';
 import { reportCsv, reportTable } from '../../shared/audit/report-format.js';
 import { indexPath } from '../../shared/audit/report-index.js';
-import { subjectPseudonym } from '../../shared/audit/subject.js';
+import { subjectPseudonyms } from '../../shared/audit/subject.js';
 import { verifyAuditLog } from '../../shared/audit/verify.js';
 import { loadConfigOrExit, type Config } from '../../shared/platform/config.js';
 import { isVideoId } from '../../shared/video/store.js';
@@ -95,11 +95,6 @@ export async function run(args: string[]): Promise<number> {
   const format = values.format ?? 'table';
   process.stdout.write(format === 'json' ? `${JSON.stringify(report, null, 2)}\n` : format === 'csv' ? reportCsv(report) : reportTable(report));
   return report.breaks.length === 0 ? 0 : 1;
-}
-
-/** A raw subject's pseudonyms: under the current secret and, after a rotation, the previous one. */
-export function subjectPseudonyms(config: Config, subject: string): string[] {
-  return [config.hmacSecret, config.hmacSecretPrevious].filter((s): s is string => !!s).map((secret) => subjectPseudonym(secret, subject));
 }
 
 async function verify(config: Config, range: { from?: string; to?: string; category?: AuditCategory }): Promise<number> {

@@ -10,7 +10,7 @@
  * Patterns are anchored regular expressions in the subset that both JavaScript
  * and ingress-nginx (PCRE) read the same way. First match wins.
  */
-export const FUNCTIONS = ['tus-upload', 'finalize', 'sign', 'stream', 'metadata', 'transcoder'] as const;
+export const FUNCTIONS = ['tus-upload', 'finalize', 'sign', 'stream', 'metadata', 'transcoder', 'audit-report'] as const;
 export type FunctionName = (typeof FUNCTIONS)[number];
 
 export interface PublicRoute {
@@ -35,6 +35,7 @@ export const PUBLIC_ROUTES: readonly PublicRoute[] = [
   { pattern: '^/media/videos$', methods: ['GET', 'OPTIONS'], function: 'metadata' },
   { pattern: `^/media/videos/${UUID}/(metadata|renditions)$`, methods: ['GET', 'HEAD', 'OPTIONS'], function: 'metadata' },
   { pattern: '^/media/videos/[^/]+/.+$', methods: ['GET', 'HEAD', 'OPTIONS'], function: 'stream' },
+  { pattern: '^/admin/audit/report$', methods: ['GET'], function: 'audit-report' },
 ];
 
 const compiled = PUBLIC_ROUTES.map((route) => ({ route, re: new RegExp(route.pattern) }));

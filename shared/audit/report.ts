@@ -131,6 +131,15 @@ export async function auditReport(auditDir: string, signingKey: string, query: R
   return report;
 }
 
+/** An index that cannot be written (the audit volume mounted read-only, k8s/) only costs the next report a verification. */
+async function writeIndex(auditDir: string, key: string, builder: IndexBuilder, header: Parameters<IndexBuilder['write']>[1]): Promise<void> {
+  try {
+    await builder.write(auditDir, header, key);
+  } catch (err) {
+    if (!['EROFS', 'EACCES', 'EPERM'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+  }
+}
+
 /** A query no entry matches (no pseudonym is empty). */
 const NOTHING: ReportQuery = { subjects: [''] };
 
@@ -289,6 +298,6 @@ async function verifyAndScan(auditDir: string, key: string, file: LogFile, query
   });
   const ends = first && last ? { first: first as AuditEntry, last: last as AuditEntry } : null;
   const links = ends && { firstSeq: ends.first.seq, chainIn: ends.first.prevHash, lastSeq: ends.last.seq, lastHash: ends.last.hash };
-  if (builder && links) await builder.write(auditDir, { file: file.name, size: covered, ...links }, key);
+  if (builder && links) await writeIndex(auditDir, key, builder, { file: file.name, size: covered, ...links });
   return { lines, breaks, withheld, links: breaks.length === 0 ? links : null, indexed: false };
 }
