@@ -93,8 +93,13 @@ export async function run(args: string[]): Promise<number> {
   };
   const report = await auditReport(config.auditDir, config.auditSigningKey!, query, { buildIndex: true });
   const format = values.format ?? 'table';
-  process.stdout.write(format === 'json' ? `${JSON.stringify(report, null, 2)}\n` : format === 'csv' ? reportCsv(report) : reportTable(report));
+  await writeOut(format === 'json' ? `${JSON.stringify(report, null, 2)}\n` : format === 'csv' ? reportCsv(report) : reportTable(report));
   return report.breaks.length === 0 ? 0 : 1;
+}
+
+/** Write to stdout and wait until it is handed to the OS: the CLI exits right after, and a pipe is written asynchronously. */
+function writeOut(text: string): Promise<void> {
+  return new Promise((resolve, reject) => process.stdout.write(text, (err) => (err ? reject(err) : resolve())));
 }
 
 async function verify(config: Config, range: { from?: string; to?: string; category?: AuditCategory }): Promise<number> {
@@ -134,7 +139,9 @@ async function exportSince(config: Config, since: string | null, limit: number):
   try {
     for await (const { entry, cursor: after } of exportEntries(config.auditDir, since ? parseCursor(since)! : START_CURSOR)) {
       if (exported === limit) break;
-      if (!process.stdout.write(`${JSON.stringify(toEcs(entry, after))}\n`)) await new Promise((resolve) => process.stdout.once('drain', resolve));
+      const line = `${JSON.stringify(toEcs(entry, after))}\n`;
+      if (process.stdout.writableNeedDrain) await writeOut(line);
+      else process.stdout.write(line);
       cursor = after;
       exported += 1;
     }
@@ -143,6 +150,7 @@ async function exportSince(config: Config, since: string | null, limit: number):
     process.stderr.write(`export stopped: ${err.message}\n`);
     status = 1;
   }
+  await writeOut('');
   process.stderr.write(`exported ${exported} entr${exported === 1 ? 'y' : 'ies'}\ncursor ${cursor ?? 'access:0,upload:0,transcode:0,admin:0'}\n`);
   return status;
 }
