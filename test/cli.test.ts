@@ -14,7 +14,7 @@ import { bashBlocks, documentationFiles } from './helpers/markdown.js';
 import { runToExit, type Finished } from './helpers/node-process.js';
 import { createTestDatabase, type TestDatabase } from './helpers/postgres.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
-import { TEST_AUDIT_KEY } from './helpers/secrets.js';
+import { TEST_AUDIT_KEY, TEST_HMAC_SECRET } from './helpers/secrets.js';
 
 const REPO = process.cwd();
 const LAUNCHER = path.join(REPO, 'bin/pulsevault.js');
@@ -192,7 +192,7 @@ describe('every pulsevault line the documentation shows', () => {
     mkdirSync(path.join(mediaRoot, 'audit'), { recursive: true });
     const cwd = path.join(scratch, 'docs-cwd');
     mkdirSync(cwd, { recursive: true });
-    const env = { MEDIA_ROOT: mediaRoot, REDIS_URL: redis.url, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY, METADATA_DSN: database.dsn, LOG_LEVEL: 'warn' };
+    const env = { MEDIA_ROOT: mediaRoot, REDIS_URL: redis.url, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY, HMAC_SECRET: TEST_HMAC_SECRET, METADATA_DSN: database.dsn, LOG_LEVEL: 'warn' };
     for (const { file, line, args } of shown) {
       expect(args.join(' '), `${file}: ${line} (quoted arguments are not supported here)`).not.toMatch(/["']/);
       const run = await pulsevault(args, env, cwd);

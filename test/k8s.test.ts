@@ -242,6 +242,21 @@ describe('the media volume reaches the functions (Kyverno)', () => {
     expect(pod.securityContext.seccompProfile).toEqual({ type: 'RuntimeDefault' });
   });
 
+  it('mounts the volume read-only for the audit report, and only for it (pulsevault.io/audit-reader)', () => {
+    const readOnlyRule = policy.spec.rules.find((r: Obj) => r.name === 'media-volume-read-only-for-audit-readers') as Obj;
+    const readerKey = /labels\."([^"]+)"/.exec(readOnlyRule.preconditions.all[0].key as string)![1]!;
+    expect(readerKey).toBe('pulsevault.io/audit-reader');
+    expect(stack.functions.filter((f) => f.labels[readerKey] === 'true').map((f) => f.name)).toEqual(['audit-report']);
+    const both = (d: Obj) => (d.spec.template.metadata.labels[readerKey] === 'true' ? (strategicMerge(mutate(d), readOnlyRule.mutate.patchStrategicMerge) as Obj) : mutate(d));
+    for (const fn of stack.functions) {
+      const pod = both(faasNetesDeployment(fn)).spec.template.spec as Obj;
+      const volume = (pod.volumes as Obj[]).find((v) => v.persistentVolumeClaim)!;
+      const mount = (pod.containers[0].volumeMounts as Obj[]).find((m) => m.name === volume.name)!;
+      const readOnly = fn.name === 'audit-report';
+      expect([!!mount.readOnly, !!volume.persistentVolumeClaim.readOnly, mount.mountPath], fn.name).toEqual([readOnly, readOnly, MEDIA_ROOT]);
+    }
+  });
+
   it('leaves other Deployments alone and is idempotent across redeploys', () => {
     const other = faasNetesDeployment({ ...stack.functions[0]!, name: 'someone-else', labels: {} });
     expect(mutate(other)).toBe(other);

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { SIZES, type BenchContext, type Mode } from './context.js';
 import { benchAudit, verifyAuditChain } from './scenarios/audit.js';
+import { benchAuditReport } from './scenarios/audit-report.js';
 import { benchFanout } from './scenarios/fanout.js';
 import { benchQueue } from './scenarios/queue.js';
 import { benchSign } from './scenarios/sign.js';
@@ -112,6 +113,8 @@ await scenario([7], '7. Audit', async () => {
   auditRows = await benchAudit(ctx);
   return auditRows;
 });
+
+await scenario([9], '9. Audit report', () => benchAuditReport(ctx));
 
 progress('stopping the local stack');
 await stack.stop();

@@ -29,6 +29,8 @@ export const AUDIT_ACTIONS = {
   'video.deleted': 'admin',
   'video.hold': 'admin',
   'video.hold_released': 'admin',
+  'audit.report': 'admin',
+  'audit.report.subject': 'admin',
 } as const satisfies Record<string, AuditCategory>;
 
 export type AuditAction = keyof typeof AUDIT_ACTIONS;

@@ -111,15 +111,23 @@ export async function readFileEnds(file: string): Promise<FileEnds> {
  * than the memory a verifier should need). Resolves with the number of complete
  * lines and what follows the last newline (a torn write, or '').
  */
-export async function forEachLine(file: string, onLine: (text: string, line: number) => void, chunkBytes = 1024 * 1024): Promise<{ lines: number; torn: string }> {
+export async function forEachLine(
+  file: string,
+  onLine: (text: string, line: number) => void,
+  chunkBytes = 1024 * 1024,
+  /** Start here (a line's first byte) instead of at the file's start; lines are counted from there. */
+  fromByte = 0,
+): Promise<{ lines: number; torn: string }> {
   const fd = await open(file, 'r');
   try {
     let lines = 0;
+    let position = fromByte;
     /** The start of a line whose end is in a later chunk. */
     let carry: Buffer[] = [];
     for (;;) {
-      const { bytesRead, buffer } = await fd.read(Buffer.allocUnsafe(chunkBytes), 0, chunkBytes, null);
+      const { bytesRead, buffer } = await fd.read(Buffer.allocUnsafe(chunkBytes), 0, chunkBytes, position);
       if (bytesRead === 0) break;
+      position += bytesRead;
       const data = buffer.subarray(0, bytesRead);
       let start = 0;
       for (let nl = data.indexOf(10); nl !== -1; nl = data.indexOf(10, start)) {

@@ -33,3 +33,11 @@ export function subjectPseudonym(hmacSecret: string, subject: string): string {
   }
   return pseudonym;
 }
+
+/**
+ * Every pseudonym a subject may appear under: with the current secret and, after a
+ * rotation, the previous one (entries written before it carry the old pseudonym).
+ */
+export function subjectPseudonyms(secrets: { hmacSecret: string; hmacSecretPrevious: string | null }, subject: string): string[] {
+  return [secrets.hmacSecret, secrets.hmacSecretPrevious].filter((s): s is string => !!s).map((secret) => subjectPseudonym(secret, subject));
+}

@@ -358,7 +358,7 @@ function boundaryBreak(
 }
 
 /** Every file the signed manifest lists must exist; without a valid manifest, nothing proves none was deleted. */
-async function checkManifest(auditDir: string, key: string, anyLogFile: boolean, goneFromRun: (logName: string) => boolean, report: VerifyReport): Promise<void> {
+export async function checkManifest(auditDir: string, key: string, anyLogFile: boolean, goneFromRun: (logName: string) => boolean, report: VerifyReport): Promise<void> {
   const read = await readManifest(auditDir, key);
   const where = `${CHECKPOINT_DIR}/${MANIFEST_FILE}`;
   if (read.state === 'absent') {
@@ -373,7 +373,7 @@ async function checkManifest(auditDir: string, key: string, anyLogFile: boolean,
   }
 }
 
-async function findOrphanCheckpoints(auditDir: string, goneFromRun: (logName: string) => boolean, report: VerifyReport): Promise<void> {
+export async function findOrphanCheckpoints(auditDir: string, goneFromRun: (logName: string) => boolean, report: VerifyReport): Promise<void> {
   let names: string[];
   try {
     names = await readdir(path.join(auditDir, CHECKPOINT_DIR));
