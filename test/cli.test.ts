@@ -4,7 +4,7 @@
  * line and a non-zero exit for what the operator must fix, and every `pulsevault` line
  * the documentation shows.
  */
-import { accessSync, constants, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -180,6 +180,13 @@ describe('every pulsevault line the documentation shows', () => {
       }),
     ),
   );
+
+  it('docs/operations.md lists every command in its table', () => {
+    const table = readFileSync('docs/operations.md', 'utf8');
+    const commands = readdirSync('scripts/commands').filter((f) => f.endsWith('.ts')).map((f) => f.slice(0, -3));
+    expect(commands.length).toBeGreaterThanOrEqual(7);
+    for (const c of commands) expect(table, c).toMatch(new RegExp(`^\\| \`${c}[ \`]`, 'm'));
+  });
 
   it('finds them (the extraction works)', () => {
     const commands = new Set(shown.map((s) => s.args[0]));

@@ -22,6 +22,7 @@ import { startRedis, type TestRedis } from './helpers/redis.js';
 import { TEST_HMAC_SECRET } from './helpers/secrets.js';
 import { addVideo } from './helpers/videos.js';
 import { waitFor } from './helpers/wait.js';
+import { STACK_START_DEADLINE_MS } from './helpers/stack.js';
 
 const mediaRoot = mkdtempSync(path.join(tmpdir(), 'pv-capacity-'));
 let redis: TestRedis;
@@ -63,7 +64,7 @@ beforeAll(async () => {
       spawnNode(['dist/services/queue-connector/main.js'], { ...baseTestEnv(), REDIS_URL: redis.url, MEDIA_ROOT: mediaRoot, GATEWAY_URL: `http://127.0.0.1:${port}`, TRANSCODE_CONCURRENCY: '5', STACK_FILE: 'stack.yml' }),
     );
   }
-}, 60_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 
 afterAll(async () => {
   for (const c of connectors) c.child.kill('SIGTERM');

@@ -12,7 +12,7 @@ import { DEAD_LETTER_STREAM, DELAYED_SET, TRANSCODE_STREAM, activeKey, enqueueTr
 import { retryDelayMs } from '../services/queue-connector/connector.js';
 import { expectValidLadder } from './helpers/ladder.js';
 import { makeClip } from './helpers/media.js';
-import { startStack, type TestStack } from './helpers/stack.js';
+import { startStack, type TestStack, STACK_START_DEADLINE_MS } from './helpers/stack.js';
 import { stackClients, type StackClients } from './helpers/stack-clients.js';
 import { waitFor } from './helpers/wait.js';
 import { childPids } from './helpers/processes.js';
@@ -62,7 +62,7 @@ beforeAll(async () => {
   ({ redis, store, audit, transcodeEntries, untilStatus } = stackClients(stack));
   enqueue = (videoId) => enqueueTranscode(redis, videoId, null, { store, audit });
   clip = await makeClip(path.join(stack.mediaRoot, 'clip.mp4'), { seconds: 6, width: 1280, height: 720 });
-}, 120_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 
 afterAll(async () => {
   await audit?.close();

@@ -15,6 +15,7 @@ import { startFunctionProcess, type FunctionProcess } from './helpers/function-p
 import { makeClip } from './helpers/media.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 import { createUpload, finalize, patch, sha256, uploadIdOf } from './helpers/uploads.js';
+import { STACK_START_DEADLINE_MS } from './helpers/stack.js';
 
 let redis: TestRedis;
 let scratch: string;
@@ -29,7 +30,7 @@ beforeAll(async () => {
   mkdirSync(mediaRoot);
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16k', 'tmpfs', mediaRoot]);
   auditWriter = await startAuditWriter(redis.url, path.join(scratch, 'audit'));
-}, 120_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 afterAll(async () => {
   await Promise.all(processes.map((p) => p.stop('SIGKILL')));
   await auditWriter?.stop();

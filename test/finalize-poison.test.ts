@@ -15,6 +15,7 @@ import { makeClip } from './helpers/media.js';
 import { baseTestEnv, spawnNode } from './helpers/node-process.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 import { createUpload, finalize, offsetOf, patch, uploadIdOf } from './helpers/uploads.js';
+import { STACK_START_DEADLINE_MS } from './helpers/stack.js';
 
 let redis: TestRedis;
 let clip: Buffer;
@@ -31,7 +32,7 @@ beforeAll(async () => {
   auditWriter = await startAuditWriter(redis.url, path.join(mediaRoot, 'audit'));
   clip = readFileSync(await makeClip(path.join(mediaRoot, 'clip.mp4'), { seconds: 1 }));
   tus = await startFunctionProcess('tus-upload', env);
-}, 120_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 afterAll(async () => {
   await fin?.stop('SIGKILL');
   await tus?.stop('SIGKILL');

@@ -6,7 +6,7 @@ import { loadConfig } from '../shared/platform/config.js';
 import { MediaStore } from '../shared/video/store.js';
 import { attachMirror, type AttachedMirror } from '../shared/mirror/attach.js';
 import { createTestDatabase, memoryLogger, videoMeta, type TestDatabase } from './helpers/postgres.js';
-import { startStack, type TestStack } from './helpers/stack.js';
+import { startStack, type TestStack, STACK_START_DEADLINE_MS } from './helpers/stack.js';
 
 const JWT_SECRET = 'listing-test-jwt-secret-0123456789abcdef01';
 const jwt = (sub: string, roles: string[]) =>
@@ -24,7 +24,7 @@ beforeAll(async () => {
   mirror = attachMirror(store, stack.redis.client(), config, memoryLogger().log);
   await mirror!.mirror.ready();
   for (const owner of ['alice', 'alice', 'bob']) await store.write(videoMeta({ owner }));
-}, 120_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 
 afterAll(async () => {
   await mirror?.close();

@@ -34,17 +34,21 @@ const byListingOrder = (a: VideoMeta, b: VideoMeta) => b.uploadedAt.localeCompar
 
 const list = (query: string, caller: ListingCaller = admin) => listVideos({ mirror, store: unusedStore }, parseListingQuery(new URLSearchParams(query)), caller);
 
-async function allPages(query: string, caller: ListingCaller = admin, between?: () => Promise<void>): Promise<ListingBody[]> {
-  const pages: ListingBody[] = [];
-  let cursor: string | null = null;
-  do {
-    const page = await list(`${query}${cursor ? `&cursor=${cursor}` : ''}`, caller);
-    pages.push(page);
-    cursor = page.nextCursor;
-    await between?.();
-  } while (cursor);
-  return pages;
-}
+/** Every page of `query` from `listPage`, following nextCursor. */
+const pager =
+  (listPage: (query: string, caller: ListingCaller) => Promise<ListingBody>) =>
+  async (query: string, caller: ListingCaller = admin, between?: () => Promise<void>): Promise<ListingBody[]> => {
+    const pages: ListingBody[] = [];
+    let cursor: string | null = null;
+    do {
+      const page = await listPage(`${query}${cursor ? `&cursor=${cursor}` : ''}`, caller);
+      pages.push(page);
+      cursor = page.nextCursor;
+      await between?.();
+    } while (cursor);
+    return pages;
+  };
+const allPages = pager(list);
 
 async function statusOf(promise: Promise<unknown>): Promise<number> {
   try {
@@ -192,16 +196,7 @@ describe('video listing from the media volume (no mirror configured)', () => {
   let store: MediaStore;
   const written: VideoMeta[] = [];
   const listVolume = (query: string, caller: ListingCaller = admin) => listVideos({ mirror: null, store }, parseListingQuery(new URLSearchParams(query)), caller);
-  const pagesOf = async (query: string, caller: ListingCaller = admin) => {
-    const pages: ListingBody[] = [];
-    let cursor: string | null = null;
-    do {
-      const page = await listVolume(`${query}${cursor ? `&cursor=${cursor}` : ''}`, caller);
-      pages.push(page);
-      cursor = page.nextCursor;
-    } while (cursor);
-    return pages;
-  };
+  const pagesOf = pager(listVolume);
 
   beforeAll(async () => {
     root = mkdtempSync(path.join(tmpdir(), 'pv-listing-volume-'));

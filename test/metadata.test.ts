@@ -10,7 +10,7 @@ import { MetadataReader } from '../shared/delivery/metadata-view.js';
 import { createTokenCodec } from '../shared/delivery/tokens.js';
 import { makeVideo } from './helpers/delivery-video.js';
 import { startRedis } from './helpers/redis.js';
-import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
+import { startStack, TEST_HMAC_SECRET, type TestStack, STACK_START_DEADLINE_MS } from './helpers/stack.js';
 import { waitFor } from './helpers/wait.js';
 
 const JWT_SECRET = 'metadata-test-jwt-secret-0123456789abcdef01';
@@ -31,7 +31,7 @@ beforeAll(async () => {
   stack = await startStack({ env: { AUTH_JWT_SECRET: JWT_SECRET } });
   const videoDir = path.join(stack.mediaRoot, 'videos');
   [video, other] = await Promise.all([makeVideo(videoDir, { owner: 'owner-1' }), makeVideo(videoDir, { status: 'transcoding', progress: 40, renditions: [], outputs: {} })]);
-}, 120_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 afterAll(async () => {
   await stack?.stop();
 });

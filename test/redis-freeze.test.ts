@@ -11,7 +11,7 @@ import { SignJWT } from 'jose';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { MediaStore } from '../shared/video/store.js';
 import { makeClip } from './helpers/media.js';
-import { startStack, type TestStack } from './helpers/stack.js';
+import { startStack, type TestStack, STACK_START_DEADLINE_MS } from './helpers/stack.js';
 import { createUpload, patch, TUS, uploadIdOf } from './helpers/uploads.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -60,7 +60,7 @@ beforeAll(async () => {
     makeClip(path.join(tmp, 'clip.mp4'), { seconds: 1 }).then((f) => readFileSync(f)),
   ]);
   bearer = await new SignJWT({ roles: ['uploader'] }).setProtectedHeader({ alg: 'HS256' }).setSubject('clinician-7').setExpirationTime('10m').sign(new TextEncoder().encode(JWT_SECRET));
-}, 120_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 
 afterAll(async () => {
   stack?.redis.signal('SIGCONT');

@@ -12,7 +12,7 @@ import { MediaStore } from '../shared/video/store.js';
 import { RECOVERY_AUDIT_REASON } from '../shared/transcode/recovery.js';
 import { readAuditEntries } from './helpers/audit.js';
 import { makeClip } from './helpers/media.js';
-import { startStack, type TestStack } from './helpers/stack.js';
+import { startStack, type TestStack, STACK_START_DEADLINE_MS } from './helpers/stack.js';
 import { tusUpload, uploadIdOf } from './helpers/uploads.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -28,7 +28,7 @@ beforeAll(async () => {
     startStack({ env: { RENDITIONS: '240p', FFMPEG_PRESET: 'ultrafast', TRANSCODE_LEASE_SECONDS: '5', TRANSCODE_RETRY_BASE_SECONDS: '1', REDIS_COMMAND_TIMEOUT_MS: '1000' } }),
     makeClip(path.join(tmp, 'clip.mp4'), { seconds: 1 }).then((f) => readFileSync(f)),
   ]);
-}, 120_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 
 afterAll(async () => {
   await stack?.stop();

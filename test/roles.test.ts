@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeVideo } from './helpers/delivery-video.js';
-import { startStack, type TestStack } from './helpers/stack.js';
+import { startStack, type TestStack, STACK_START_DEADLINE_MS } from './helpers/stack.js';
 import { createUpload, patch, TUS, uploadIdOf } from './helpers/uploads.js';
 
 const JWT_SECRET = 'roles-test-jwt-secret-0123456789abcdef0123';
@@ -60,7 +60,7 @@ beforeAll(async () => {
     body: JSON.stringify({ videoId: video.videoId, path: 'original.mp4' }),
   });
   mediaToken = new URL(((await signed.json()) as { url: string }).url, stack.url).searchParams.get('token')!;
-}, 120_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 afterAll(async () => {
   await stack?.stop();
 });

@@ -137,12 +137,14 @@ describe('template runtime', () => {
   });
 
   it('keeps the lock file faas-netes’ exec probe reads while serving, and reports draining on SIGTERM', async () => {
-    const base = await startRuntime({ write_timeout: '10s', exec_timeout: '10s', healthcheck_interval: '1s' });
+    // A healthcheck_interval far longer than the steps below: they all run inside it even on a loaded machine
+    // (with 1 s they did not: a late /echo-id found the listener closed).
+    const base = await startRuntime({ write_timeout: '60s', exec_timeout: '60s', healthcheck_interval: '30s' });
     expect(existsSync(path.join(tmp, '.lock'))).toBe(true);
     const slow = fetch(`${base}/slow`).then((r) => r.text());
     child!.kill('SIGTERM');
     // During healthcheck_interval the replica still serves, but says it is not ready.
-    await waitFor(async () => (await fetch(`${base}/_/ready`)).status === 503, 2_000, 'ready → 503');
+    await waitFor(async () => (await fetch(`${base}/_/ready`)).status === 503, 20_000, 'ready → 503');
     expect(existsSync(path.join(tmp, '.lock'))).toBe(false);
     expect(await (await fetch(`${base}/echo-id`)).text()).toMatch(/^[0-9a-f-]{36}$/);
     expect(await slow).toBe('start\nend\n');

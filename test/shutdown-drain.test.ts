@@ -21,6 +21,7 @@ import { TEST_HMAC_SECRET } from './helpers/secrets.js';
 import { createUpload, offsetOf, patch, streamingPatch, uploadIdOf } from './helpers/uploads.js';
 import { addVideo } from './helpers/videos.js';
 import { waitFor } from './helpers/wait.js';
+import { STACK_START_DEADLINE_MS } from './helpers/stack.js';
 
 /** The fixed drain the runtime used to have; the requests below outlive it after SIGTERM. */
 const SHUTDOWN_TIMEOUT_SECONDS = 1;
@@ -91,7 +92,7 @@ beforeAll(async () => {
   videoId = (await addVideo(store, null, { status: 'transcoded' })).videoId;
   original = randomBytes(ORIGINAL_BYTES);
   writeFileSync(path.join(store.dir(videoId), 'original.mp4'), original);
-}, 60_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 
 afterAll(async () => {
   await Promise.all(started.map((p) => p.stop('SIGKILL')));

@@ -8,7 +8,7 @@ import { freePort } from '../services/devstack/supervisor.js';
 import { subjectPseudonym } from '../shared/audit/subject.js';
 import { readAuditEntries } from './helpers/audit.js';
 import { makeVideo } from './helpers/delivery-video.js';
-import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
+import { startStack, TEST_HMAC_SECRET, type TestStack, STACK_START_DEADLINE_MS } from './helpers/stack.js';
 
 const JWT_SECRET = 'sign-test-jwt-secret-0123456789abcdef012345';
 let stack: TestStack;
@@ -29,7 +29,7 @@ async function sign(body: unknown, bearer?: string) {
 beforeAll(async () => {
   stack = await startStack({ env: { AUTH_JWT_SECRET: JWT_SECRET, AUTH_ISSUER: 'https://idp.test' } });
   video = await makeVideo(path.join(stack.mediaRoot, 'videos'), { owner: 'owner-1' });
-}, 120_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 afterAll(async () => {
   await stack?.stop();
 });

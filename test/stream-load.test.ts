@@ -9,7 +9,7 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTokenCodec } from '../shared/delivery/tokens.js';
-import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
+import { startStack, TEST_HMAC_SECRET, type TestStack, STACK_START_DEADLINE_MS } from './helpers/stack.js';
 import { waitFor } from './helpers/wait.js';
 
 const SIZE = 2 * 1024 ** 3;
@@ -34,7 +34,7 @@ beforeAll(async () => {
   closeSync(fd);
   const health = (await (await fetch(`${stack.url}/`)).json()) as { functions: { stream: { replicas: { pid: number }[] } } };
   pid = health.functions.stream.replicas[0]!.pid;
-}, 120_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 afterAll(async () => {
   await stack?.stop();
 });

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTokenCodec } from '../shared/delivery/tokens.js';
 import { readAuditEntries } from './helpers/audit.js';
 import { makeVideo } from './helpers/delivery-video.js';
-import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
+import { startStack, TEST_HMAC_SECRET, type TestStack, STACK_START_DEADLINE_MS } from './helpers/stack.js';
 import { waitFor } from './helpers/wait.js';
 import { rawRequest, type RawReply } from './helpers/raw-http.js';
 
@@ -41,7 +41,7 @@ beforeAll(async () => {
   [video, other] = await Promise.all([makeVideo(videoDir), makeVideo(videoDir)]);
   writeFileSync(path.join(stack.mediaRoot, 'outside.mp4'), OUTSIDE);
   symlinkSync(path.join(stack.mediaRoot, 'outside.mp4'), path.join(video.dir, 'hls', 'planted.m4s'));
-}, 120_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 afterAll(async () => {
   await stack?.stop();
 });

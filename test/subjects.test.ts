@@ -14,7 +14,7 @@ import { readAuditEntries, startAuditWriter } from './helpers/audit.js';
 import { startFunctionProcess, type FunctionProcess } from './helpers/function-process.js';
 import { makeClip } from './helpers/media.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
-import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
+import { startStack, TEST_HMAC_SECRET, type TestStack, STACK_START_DEADLINE_MS } from './helpers/stack.js';
 import { createUpload, patch, uploadIdOf } from './helpers/uploads.js';
 
 const JWT_SECRET = 'subjects-test-jwt-secret-0123456789abcdef01';
@@ -33,7 +33,7 @@ beforeAll(async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'pv-subjects-'));
   roots.push(dir);
   clip = readFileSync(await makeClip(path.join(dir, 'c.mp4'), { seconds: 1 }));
-}, 120_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 afterAll(async () => {
   await stack?.stop();
   for (const r of roots) rmSync(r, { recursive: true, force: true });

@@ -14,7 +14,7 @@ import type { MediaStore } from '../shared/video/store.js';
 import { expectValidLadder } from './helpers/ladder.js';
 import { makeClip } from './helpers/media.js';
 import { parentPid, pidsWith } from './helpers/processes.js';
-import { startStack, type TestStack } from './helpers/stack.js';
+import { startStack, type TestStack, STACK_START_DEADLINE_MS } from './helpers/stack.js';
 import { stackClients, type StackClients } from './helpers/stack-clients.js';
 import { addVideo } from './helpers/videos.js';
 import { waitFor } from './helpers/wait.js';
@@ -48,7 +48,7 @@ beforeAll(async () => {
   ({ redis, store, audit, transcodeEntries, untilStatus } = stackClients(stack));
   // moov first: a truncated copy still probes with its full duration (the failure test).
   clip = await makeClip(path.join(stack.mediaRoot, 'clip.mp4'), { seconds: CHUNKS * 4, width: 1280, height: 720, extra: ['-movflags', '+faststart'] });
-}, 180_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 
 afterAll(async () => {
   await audit?.close();

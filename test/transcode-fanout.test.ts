@@ -20,6 +20,7 @@ import { expectValidLadder } from './helpers/ladder.js';
 import { makeClip } from './helpers/media.js';
 import { startTranscoder, transcodeJob as job, type TranscoderHarness } from './helpers/transcoder.js';
 import { addVideo } from './helpers/videos.js';
+import { STACK_START_DEADLINE_MS } from './helpers/stack.js';
 
 const run = promisify(execFile);
 const tmp = mkdtempSync(path.join(tmpdir(), 'pv-fanout-'));
@@ -57,7 +58,7 @@ beforeAll(async () => {
   expect(results.get(fanned.videoId)).toEqual({ outcome: 'fanned_out', chunks: 3 });
   expect(results.get(`${fanned.videoId}:preview`)).toEqual({ outcome: 'preview_published', rendition: '240p' });
   expect(await transcodeVideo(harness.depsWith({ TRANSCODE_CHUNK_SEGMENTS: '0' }), codecs, job(single.videoId))).toMatchObject({ outcome: 'transcoded' });
-}, 120_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 
 afterAll(async () => {
   await harness.close();

@@ -13,7 +13,7 @@ import { SignJWT } from 'jose';
 import * as tus from 'tus-js-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UPLOAD_OWNER_KEY } from '../shared/uploads/owner.js';
-import { startStack, type TestStack } from './helpers/stack.js';
+import { startStack, type TestStack, STACK_START_DEADLINE_MS } from './helpers/stack.js';
 import { createUpload, offsetOf, patch, TUS, uploadIdOf } from './helpers/uploads.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -25,7 +25,7 @@ beforeAll(async () => {
   stack = await startStack({ env: { AUTH_JWT_SECRET: JWT_SECRET } });
   const token = await new SignJWT({ roles: ['uploader'] }).setProtectedHeader({ alg: 'HS256' }).setSubject('josé@example.org').setExpirationTime('5m').sign(new TextEncoder().encode(JWT_SECRET));
   auth = { Authorization: `Bearer ${token}` };
-}, 120_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 afterAll(async () => {
   await stack?.stop();
 });

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MediaStore } from '../shared/video/store.js';
 import { UPLOAD_OWNER_KEY } from '../shared/uploads/owner.js';
 import { makeClip } from './helpers/media.js';
-import { startStack, type TestStack } from './helpers/stack.js';
+import { startStack, type TestStack, STACK_START_DEADLINE_MS } from './helpers/stack.js';
 import { createUpload, patch, TUS, uploadIdOf } from './helpers/uploads.js';
 
 const JWT_SECRET = 'upload-auth-test-jwt-secret-0123456789abcd';
@@ -21,7 +21,7 @@ let clip: Buffer;
 beforeAll(async () => {
   stack = await startStack({ env: { AUTH_JWT_SECRET: JWT_SECRET } });
   clip = readFileSync(await makeClip(path.join(mkdtempSync(path.join(tmpdir(), 'pv-upauth-')), 'c.mp4'), { seconds: 1 }));
-}, 120_000);
+}, STACK_START_DEADLINE_MS + 60_000);
 afterAll(async () => {
   await stack?.stop();
 });

@@ -45,11 +45,11 @@ export class WriterLease {
     return this.lease.fence;
   }
 
-  /** Try once to take the lease (or to confirm a suspended holding); true when this process now holds it. */
+  /** Try once to take the lease (or to confirm a suspended or clock-expired holding); true when this process now holds it. */
   async tryAcquire(): Promise<boolean> {
     const started = performance.now();
-    if (this.lease.held && this.suspended && (await this.lease.extend())) {
-      // Still our key: nobody else can have held the lease meanwhile.
+    if (this.lease.held && (await this.lease.extend())) {
+      // Still our key (it never lapsed: a lapsed key cannot come back with our token): nobody else can have held the lease meanwhile.
       this.suspended = false;
       this.validUntil = started + this.ttlMs;
       return true;

@@ -206,7 +206,10 @@ export class AuditWriter {
     while (!this.stopping) {
       let recovering = false;
       try {
-        if (!this.lease.canAppend() || !(await this.lease.renew())) {
+        // Renew first: a loop turn slowed past the safety margin (a loaded CPU) finds the key still ours and
+        // carries on; checking canAppend first gave the lease up, stood by behind our own key until it
+        // lapsed, and refused every entry in flight meanwhile.
+        if (!(await this.lease.renew()) || !this.lease.canAppend()) {
           await this.setActive(false);
           if (!(await this.acquire())) break;
         }
@@ -397,7 +400,8 @@ export class AuditWriter {
   /** The next batch; the acknowledgements not yet sent go out in the same write, before the XREAD. */
   private async read(): Promise<[string, string[]][]> {
     const acks = this.takeUnsent();
-    const args = ['COUNT', this.batchSize, 'BLOCK', 1_000, 'STREAMS', AUDIT_STREAM, this.lastReadId] as const;
+    // The lease is renewed between turns: a turn blocked here must leave room for that (an eighth of a 2 s lease, 1 s of the default 10 s).
+    const args = ['COUNT', this.batchSize, 'BLOCK', Math.min(1_000, Math.floor(this.leaseMs / 8)), 'STREAMS', AUDIT_STREAM, this.lastReadId] as const;
     if (!acks) return ((await this.o.reader.xread(...args)) as StreamReply)?.[0]?.[1] ?? [];
     const replies = await publishAll(this.o.reader.pipeline(), acks).xread(...args).exec();
     const [readErr, reply] = replies!.pop()!;

@@ -10,10 +10,9 @@
  * costs an index range scan however deep the caller pages. Admins see every
  * video and may filter by owner; anyone else sees only their own.
  */
-import { opendir } from 'node:fs/promises';
 import { BadRequestError, ForbiddenError, NotFoundError, ServiceUnavailableError } from '../platform/errors.js';
 import { hasRole, MAX_SUBJECT_LENGTH, type Role } from '../auth/jwt.js';
-import { isVideoId, MetaCorruptError, type MediaStore, type VideoMeta } from '../video/store.js';
+import { isVideoId, MetaCorruptError, videoIdBatches, type MediaStore, type VideoMeta } from '../video/store.js';
 import { isVideoStatus, VIDEO_STATUSES, type VideoStatus } from '../video/state.js';
 import { isUnavailable, type MetadataMirror } from '../mirror/mirror.js';
 
@@ -233,24 +232,14 @@ async function listFromVolume(store: MediaStore, query: ListingQuery, owner: str
     }
   };
 
-  let dir;
   try {
-    dir = await opendir(store.videoDir);
+    for await (const ids of videoIdBatches(store.videoDir, VOLUME_READ_BATCH)) await readBatch(ids);
   } catch (err) {
     // No video was ever stored (finalize creates the directory).
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return page([], query.limit);
+    const { code, path } = err as NodeJS.ErrnoException;
+    if (code === 'ENOENT' && path === store.videoDir) return page([], query.limit);
     throw err;
   }
-  let batch: string[] = [];
-  for await (const entry of dir) {
-    if (!entry.isDirectory() || !isVideoId(entry.name)) continue;
-    batch.push(entry.name);
-    if (batch.length >= VOLUME_READ_BATCH) {
-      await readBatch(batch);
-      batch = [];
-    }
-  }
-  await readBatch(batch);
   return page(matches.sort(listingOrder).slice(0, query.limit + 1), query.limit);
 }
 

@@ -1,7 +1,7 @@
 /**
  * Reconcile the mirror with VIDEO_DIR (`pulsevault reindex`): the disk wins.
  *
- * Streams the directory with `fs.opendir` in batches, so memory stays flat
+ * Streams the directory in batches (videoIdBatches: fs.opendir), so memory stays flat
  * however many videos there are; the ids seen go to a temporary table instead
  * of a Set. Safe beside production: every statement is short and autocommitted,
  * meta.json is only read (atomic renames mean it is never seen half-written),
@@ -9,9 +9,8 @@
  * with older data nor removed (see the `repair` guard in rows.ts). Idempotent:
  * a second run over an unchanged disk reports no change.
  */
-import { opendir } from 'node:fs/promises';
 import type { Logger } from '../platform/log.js';
-import { isVideoId, MetaCorruptError, type MediaStore, type VideoMeta } from '../video/store.js';
+import { MetaCorruptError, videoIdBatches, type MediaStore, type VideoMeta } from '../video/store.js';
 import { NotFoundError } from '../platform/errors.js';
 import type { MetadataMirror } from './mirror.js';
 import { toRow } from './rows.js';
@@ -87,17 +86,7 @@ export async function reindex(mirror: MetadataMirror, store: MediaStore, log: Lo
     };
 
     // A missing VIDEO_DIR (unmounted volume) throws here, before anything is removed.
-    const dir = await opendir(store.videoDir);
-    let batch: string[] = [];
-    for await (const entry of dir) {
-      if (!entry.isDirectory() || !isVideoId(entry.name)) continue;
-      batch.push(entry.name);
-      if (batch.length >= batchSize) {
-        await flush(batch);
-        batch = [];
-      }
-    }
-    await flush(batch);
+    for await (const ids of videoIdBatches(store.videoDir, batchSize)) await flush(ids);
 
     const removed = await client.query(
       'DELETE FROM videos v WHERE v.mirrored_at < $1 AND NOT EXISTS (SELECT 1 FROM reindex_seen s WHERE s.id = v.id)',

@@ -7,7 +7,7 @@
  * meta.json is reported (MetaCorruptError), never silently served.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, opendir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import canonicalize from 'canonicalize';
 import { writeFileAtomic } from '../platform/atomic-file.js';
@@ -22,6 +22,20 @@ import type { VideoStatus } from './state.js';
 
 export function isVideoId(id: string): boolean {
   return isUuid(id);
+}
+
+/** The ids of the video directories under `videoDir`, `size` at a time, streamed (opendir: no listing held in memory). */
+export async function* videoIdBatches(videoDir: string, size: number): AsyncGenerator<string[]> {
+  let batch: string[] = [];
+  for await (const entry of await opendir(videoDir)) {
+    if (!entry.isDirectory() || !isVideoId(entry.name)) continue;
+    batch.push(entry.name);
+    if (batch.length >= size) {
+      yield batch;
+      batch = [];
+    }
+  }
+  if (batch.length > 0) yield batch;
 }
 
 /** One published rendition, as the transcoder encoded it. */

@@ -49,6 +49,9 @@ export function stackWarnings(url: string, output: string, maxLines = 80): strin
   return `--- local stack at ${url}: last ${lines.length} warning/error lines ---\n${lines.join('\n')}`;
 }
 
+/** Ready in ~10 s on a quiet 2-core machine: 18× that, for a machine running two suites at once. Hooks that start a stack allow this plus a minute. */
+export const STACK_START_DEADLINE_MS = 180_000;
+
 /** Stacks of this test file still running: test/setup/stack-diagnostics.ts prints their warnings when a test fails. */
 export const liveStacks = new Set<TestStack>();
 
@@ -91,7 +94,7 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
         if (child.exitCode !== null) throw new Error(`stack exited with ${child.exitCode}:\n${output()}`);
         const res = await fetch(`${url}/`).catch(() => null);
         return res?.ok && ((await res.json()) as { status: string }).status === 'ok';
-      }, 60_000, 'the local stack to be ready');
+      }, STACK_START_DEADLINE_MS, 'the local stack to be ready');
       // The audit writer is a service without a health port: ready once it holds its lease.
       await untilAuditWriterReady(options.env?.REDIS_URL ?? redis.url);
     } catch (err) {
