@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import { redisAnswers } from '../../services/devstack/local-redis.js';
+import { redisAnswers } from '../../shared/platform/redis.js';
 import { freePort } from '../../services/devstack/supervisor.js';
 import { waitFor } from './wait.js';
 
@@ -36,7 +36,8 @@ export async function startRedis(options: { appendonly?: boolean; password?: str
     const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', options.appendonly ? 'yes' : 'no'];
     if (options.password) args.push('--requirepass', options.password);
     child = spawn('redis-server', args, { stdio: 'ignore' });
-    await waitFor(() => redisAnswers(url, options.password ?? null), 10_000, 'redis-server to start');
+    const redis = { url, host: '127.0.0.1', port, password: options.password ?? null, db: 0, commandTimeoutMs: 1_000, sentinel: null };
+    await waitFor(() => redisAnswers(redis), 10_000, 'redis-server to start');
   }
 
   async function stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
