@@ -120,11 +120,12 @@ export class RedisLease {
     return (await this.redis.eval(RELEASE, 1, this.key, token).catch(() => 0)) === 1;
   }
 
-  /** WAIT covers every earlier write of this connection (the fence INCR too); bounded well inside a TTL. */
+  /** WAIT covers every earlier write of this connection (the fence INCR too); bounded inside a TTL and the command deadline. */
   private async replicated(): Promise<void> {
     const wanted = this.options.replicas ?? 0;
     if (wanted === 0) return;
-    const confirmed = await this.redis.wait(wanted, Math.min(1_000, Math.floor(this.options.ttlMs / 4)));
+    const deadline = this.redis.options.commandTimeout ?? 2_000;
+    const confirmed = await this.redis.wait(wanted, Math.max(1, Math.floor(Math.min(this.options.ttlMs / 4, deadline / 2))));
     if (confirmed < wanted) throw new LeaseUnconfirmedError(this.key, confirmed, wanted);
   }
 
