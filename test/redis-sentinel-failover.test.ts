@@ -19,6 +19,8 @@ import { loadConfig } from '../shared/platform/config.js';
 import { createLogger } from '../shared/platform/log.js';
 import { createRedis, type Redis } from '../shared/platform/redis.js';
 import { MediaStore } from '../shared/video/store.js';
+import { activeKey } from '../shared/transcode/queue.js';
+import { RECOVERY_AUDIT_REASON } from '../shared/transcode/recovery.js';
 import { readAuditEntries } from './helpers/audit.js';
 import { makeClip } from './helpers/media.js';
 import { baseTestEnv, spawnNode, type NodeProcess } from './helpers/node-process.js';
@@ -38,6 +40,7 @@ let standby: NodeProcess;
 let redis: Redis;
 let audit: AuditLog;
 let clip: Buffer;
+let longClip: Buffer;
 const tmp = mkdtempSync(path.join(tmpdir(), 'pv-failover-'));
 
 beforeAll(async () => {
@@ -49,6 +52,8 @@ beforeAll(async () => {
     }),
     makeClip(path.join(tmp, 'clip.mp4'), { seconds: 1 }).then((f) => readFileSync(f)),
   ]);
+  // Long enough that its transcode is still running when the failover is over.
+  longClip = readFileSync(await makeClip(path.join(tmp, 'long.mp4'), { seconds: 30 }));
   // A second audit writer on the same files, standing by for the lease: the failover must never let both append.
   standby = spawnNode(['dist/services/audit-writer/main.js'], { ...baseTestEnv(), ...sentinels.env, MEDIA_ROOT: stack.mediaRoot, LOG_LEVEL: 'info' });
   const config = loadConfig({ ...sentinels.env, HMAC_SECRET: TEST_HMAC_SECRET, MEDIA_ROOT: stack.mediaRoot, REDIS_COMMAND_TIMEOUT_MS: '1000' }, { secretsDir: '/nonexistent' });
@@ -87,8 +92,8 @@ async function timed(what: string, call: (signal: AbortSignal) => Promise<Respon
   }
 }
 
-async function uploadAndFinalize(answers: Answer[]): Promise<{ videoId: string }> {
-  const url = await tusUpload(`${stack.url}/uploads`, clip, {
+async function uploadAndFinalize(answers: Answer[], data = clip): Promise<{ videoId: string }> {
+  const url = await tusUpload(`${stack.url}/uploads`, data, {
     retryDelays: Array.from({ length: 60 }, () => 250),
     onAfterResponse: (_req, res) => void answers.push({ what: 'tus', status: res.getStatus(), ms: 0, at: Date.now() }),
   });
@@ -202,3 +207,32 @@ it('a SIGKILLed primary: 503s or success only, recovery without restarts, nothin
   expect([...first].filter((g) => second.has(g))).toEqual([]);
   expect(standby.child.exitCode).toBeNull();
 }, 300_000);
+
+it('a job only the killed primary had (asynchronous replication lost it) is re-created from meta.json after the failover', async () => {
+  await sentinels.restartKilled();
+  const primary = sentinels.node(await sentinels.primaryPort());
+  const replicas = sentinels.nodes.filter((n) => n !== primary);
+  const direct = primary.client();
+  // The worst case min-replicas-max-lag allows: the replicas stopped hearing from the primary, which still acknowledges writes.
+  for (const r of replicas) r.signal('SIGSTOP');
+  let videoId: string;
+  try {
+    await direct.config('SET', 'min-replicas-to-write', '0');
+    await direct.client('KILL', 'TYPE', 'replica');
+    ({ videoId } = await uploadAndFinalize([], longClip));
+    expect(await direct.exists(activeKey(videoId))).toBe(1); // acknowledged: finalize answered 200 with the job queued
+    await sentinels.killPrimary();
+  } finally {
+    for (const r of replicas) r.signal('SIGCONT');
+  }
+  await waitFor(async () => (await sentinels.primaryPort()) !== primary.port, 60_000, 'a replica to be promoted', 200);
+
+  // The promoted replica never had the job; the connector sees a new primary and re-creates it from meta.json.
+  const store = new MediaStore(path.join(stack.mediaRoot, 'videos'));
+  await waitFor(async () => (await store.read(videoId)).status === 'transcoded', 120_000, 'the video whose job was lost to be transcoded', 200);
+  const requeued = readAuditEntries(path.join(stack.mediaRoot, 'audit')).filter((e) => e.action === 'transcode.requeued' && e.videoId === videoId);
+  // At least once: a pass cut short right after the failover (the new primary refusing writes until a replica
+  // is in sync, min-replicas-to-write) audits its attempt and runs again.
+  expect(requeued.length).toBeGreaterThanOrEqual(1);
+  for (const e of requeued) expect(e.reason).toBe(RECOVERY_AUDIT_REASON);
+}, 240_000);

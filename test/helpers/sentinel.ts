@@ -25,6 +25,10 @@ export interface TestSentinels {
   primaryPort(): Promise<number>;
   /** SIGKILL the current primary (no shutdown, no last write); resolves with its port. */
   killPrimary(): Promise<number>;
+  /** Start the killed nodes again, empty: the Sentinels make them replicas of the primary; resolves once both replicas are in sync. */
+  restartKilled(): Promise<void>;
+  /** The data node serving on `port`. */
+  node(port: number): TestRedis;
   close(): Promise<void>;
 }
 
@@ -64,23 +68,11 @@ export async function startSentinels(o: { downAfterMs?: number; failoverTimeoutM
     return c;
   };
   const clients = ports.map(sentinel);
-  const primaryClient = primary.client();
 
   const masterInfo = async (c: Redis) => {
     const flat = (await c.call('SENTINEL', 'MASTER', SENTINEL_MASTER)) as string[];
     return Object.fromEntries(flat.flatMap((v, i) => (i % 2 === 0 ? [[v, flat[i + 1]]] : [])));
   };
-  // Ready when every Sentinel knows both replicas and both other Sentinels (they find each other through hello messages).
-  await waitFor(async () => {
-    for (const c of clients) {
-      const m = await masterInfo(c);
-      if (m['num-slaves'] !== '2' || m['num-other-sentinels'] !== '2' || !/^master$/.test(m.flags ?? '')) return false;
-    }
-    // …and both replicas are in sync (min-replicas-to-write refuses writes until one is).
-    return ((await primaryClient.info('replication')).match(/state=online/g) ?? []).length === 2;
-  }, 60_000, 'the Sentinels to know every replica and each other, the replicas in sync', 200);
-  primaryClient.disconnect();
-
   const primaryPort = async () => {
     for (const c of clients) {
       try {
@@ -92,7 +84,26 @@ export async function startSentinels(o: { downAfterMs?: number; failoverTimeoutM
     }
     throw new Error('no Sentinel answers');
   };
+  const replicasInSync = async () => {
+    const port = await primaryPort();
+    const c = nodes.find((n) => n.port === port)!.client();
+    try {
+      return ((await c.info('replication')).match(/state=online/g) ?? []).length === 2;
+    } finally {
+      c.disconnect();
+    }
+  };
+  // Ready when every Sentinel knows both replicas and both other Sentinels (they find each other through hello messages).
+  await waitFor(async () => {
+    for (const c of clients) {
+      const m = await masterInfo(c);
+      if (m['num-slaves'] !== '2' || m['num-other-sentinels'] !== '2' || !/^master$/.test(m.flags ?? '')) return false;
+    }
+    // …and both replicas are in sync (min-replicas-to-write refuses writes until one is).
+    return replicasInSync();
+  }, 60_000, 'the Sentinels to know every replica and each other, the replicas in sync', 200);
 
+  const killed: TestRedis[] = [];
   return {
     env: {
       REDIS_SENTINELS: ports.map((p) => `127.0.0.1:${p}`).join(','),
@@ -106,9 +117,16 @@ export async function startSentinels(o: { downAfterMs?: number; failoverTimeoutM
     primaryPort,
     async killPrimary() {
       const port = await primaryPort();
-      await nodes.find((n) => n.port === port)!.kill();
+      const node = nodes.find((n) => n.port === port)!;
+      await node.kill();
+      killed.push(node);
       return port;
     },
+    async restartKilled() {
+      for (const node of killed.splice(0)) await node.start();
+      await waitFor(replicasInSync, 60_000, 'the restarted nodes to be replicas in sync', 200);
+    },
+    node: (port) => nodes.find((n) => n.port === port)!,
     async close() {
       for (const c of clients) c.disconnect();
       await Promise.all(
