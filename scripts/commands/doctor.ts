@@ -36,7 +36,7 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(`cannot render ${dir} with kubectl kustomize: ${(err as Error).message.split('\n')[0]}\n`);
     return 1;
   }
-  const problems = [...siteProblems(rendered), ...workloadProblems(rendered, readStack(stackFile))];
+  const problems = [...siteProblems(rendered), ...workloadProblems(rendered, readStack(stackFile)), ...sentinelProblems(rendered, readStack(stackFile))];
   const secrets = [...new Set(readStack(stackFile).functions.flatMap((f) => f.secrets).concat(SERVICES.flatMap((s) => serviceDeployment(rendered, s).secrets)))].sort();
   if (problems.length > 0) {
     process.stdout.write(`${problems.map((p) => `problem: ${p}`).join('\n')}\n${problems.length} problem(s): fix them before deploying.\n`);
@@ -70,6 +70,30 @@ function workloadProblems(rendered: Manifest[], stack: ReturnType<typeof readSta
   for (const name of SERVICES) {
     const svc = serviceDeployment(rendered, name);
     check(`service ${name}`, svc.env, svc.secrets, false);
+  }
+  return problems;
+}
+
+/**
+ * Redis through Sentinel (docs/deploy.md "Redis high availability (Sentinel)"): every workload names
+ * the same Sentinels and master, can read the Sentinels' password, and the single Redis is gone.
+ */
+function sentinelProblems(rendered: Manifest[], stack: ReturnType<typeof readStack>): string[] {
+  const workloads = [
+    ...stack.functions.map((fn) => ({ who: `function ${fn.name}`, env: functionEnvironment(fn, rendered), secrets: fn.secrets })),
+    ...SERVICES.map((name) => ({ who: `service ${name}`, ...serviceDeployment(rendered, name) })),
+  ];
+  const setting = (env: Record<string, string>) => `${env.REDIS_SENTINELS ?? ''} ${env.REDIS_SENTINEL_NAME ?? ''}`.trim();
+  const through = workloads.filter((w) => (w.env.REDIS_SENTINELS ?? '') !== '');
+  if (through.length === 0) return [];
+  const problems: string[] = [];
+  const expected = setting(through[0]!.env);
+  for (const w of workloads) {
+    if (setting(w.env) !== expected) problems.push(`${w.who}: REDIS_SENTINELS/REDIS_SENTINEL_NAME differ from ${through[0]!.who}'s (every process must use the same Redis)`);
+    if (!w.secrets.includes('redis-sentinel-password')) problems.push(`${w.who}: does not mount the secret redis-sentinel-password the Sentinels require`);
+  }
+  if (rendered.some((m) => m.kind === 'StatefulSet' && m.metadata?.name === 'redis')) {
+    problems.push('the single Redis (k8s/redis.yaml) is still deployed beside REDIS_SENTINELS: remove it from k8s/kustomization.yaml');
   }
   return problems;
 }
