@@ -35,6 +35,9 @@ describe('config', () => {
     [{ TRUST_PROXY: 'maybe' }, 'TRUST_PROXY'],
     [{ REDIS_URL: 'not a url' }, 'REDIS_URL'],
     [{ LOCAL_REPLICAS: 'tus-upload' }, 'LOCAL_REPLICAS'],
+    [{ REDIS_SENTINELS: 'sentinel-0' }, 'REDIS_SENTINELS'],
+    [{ REDIS_SENTINELS: 'sentinel-0:26379,sentinel-1:99999' }, 'REDIS_SENTINELS'],
+    [{ REDIS_SENTINELS: 'a:1', REDIS_SENTINEL_NAME: 'my master' }, 'REDIS_SENTINEL_NAME'],
   ])('rejects %o naming %s', (env, variable) => {
     let error: unknown;
     try {
@@ -69,6 +72,15 @@ describe('config', () => {
     writeFileSync(path.join(dir, 'redis-password'), 'pw');
     const c = loadConfig({}, { secretsDir: dir });
     expect(c.hmacSecret).toBe('s'.repeat(40));
+    expect(c.redis.password).toBe('pw');
+  });
+
+  it('connects through Sentinel only when REDIS_SENTINELS is set, its password a secret of its own', () => {
+    expect(load({}).redis.sentinel).toBeNull();
+    const dir = mkdtempSync(path.join(tmpdir(), 'pv-secrets-'));
+    writeFileSync(path.join(dir, 'redis-sentinel-password'), 'sentinel-pw\n');
+    const c = loadConfig({ HMAC_SECRET: SECRET, REDIS_SENTINELS: ' redis-0.redis:26379, [::1]:26380 ', REDIS_PASSWORD: 'pw' }, { secretsDir: dir });
+    expect(c.redis.sentinel).toEqual({ sentinels: [{ host: 'redis-0.redis', port: 26379 }, { host: '::1', port: 26380 }], name: 'pulsevault', password: 'sentinel-pw' });
     expect(c.redis.password).toBe('pw');
   });
 

@@ -110,3 +110,49 @@ describe('Redis memory limit', () => {
     expect((await enqueueTranscode(redis, randomUUID())).enqueued).toBe(true);
   });
 });
+
+describe('Redis HA (k8s/redis-sentinel)', () => {
+  const ha = parseAllDocuments(readFileSync('k8s/redis-sentinel/redis-sentinel.yaml', 'utf8')).map((d) => d.toJS());
+  const haConfig = ha.find((d) => d?.kind === 'ConfigMap')!.data as Record<string, string>;
+  const haSetting = (file: string, name: string) => new RegExp(`^${name} (.+)$`, 'm').exec(haConfig[file]!)?.[1];
+  const sts = ha.find((d) => d?.kind === 'StatefulSet')!;
+  const sentinelKeda = parseAllDocuments(readFileSync('k8s/redis-sentinel/keda/transcoder-scaledobject.yaml', 'utf8')).map((d) => d.toJS());
+  const haTrigger = sentinelKeda.find((d) => d?.kind === 'ScaledObject')!.spec.triggers[0] as Trigger & { authenticationRef: { name: string } };
+
+  it('three pods, one per node, each a Redis and a Sentinel; quorum 2 of 3 and a primary that refuses writes without a replica', () => {
+    expect(sts.spec.replicas).toBe(3);
+    expect(sts.spec.template.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey).toBe('kubernetes.io/hostname');
+    expect(sts.spec.template.spec.containers.map((c: { name: string }) => c.name)).toEqual(expect.arrayContaining(['redis', 'sentinel']));
+    expect(haConfig['init.sh']).toContain("printf 'sentinel monitor pulsevault %s 6379 2\\n'");
+    expect(haSetting('redis.conf', 'min-replicas-to-write')).toBe('1');
+    expect(haSetting('redis.conf', 'appendonly')).toBe('yes');
+    expect(haSetting('redis.conf', 'maxmemory-policy')).toBe(setting('maxmemory-policy'));
+    // Detection well inside the audit writer lease (AUDIT_WRITER_LEASE_SECONDS default 10 s).
+    expect(Number(haSetting('sentinel.conf', 'sentinel down-after-milliseconds pulsevault'))).toBeLessThan(10_000);
+  });
+
+  it('the KEDA trigger asks the same Sentinels for the same stream, with both passwords', () => {
+    expect(haTrigger.type).toBe('redis-sentinel-streams');
+    expect(haTrigger.metadata.stream).toBe(TRANSCODE_STREAM);
+    expect(haTrigger.metadata.sentinelMaster).toBe('pulsevault');
+    const pods = haTrigger.metadata.addresses!.split(',');
+    expect(pods).toEqual([0, 1, 2].map((i) => `${sts.metadata.name}-${i}.${sts.spec.serviceName}.${sts.metadata.namespace}.svc.cluster.local:26379`));
+    // Only XLEN mode (no consumerGroup): the same metric as k8s/keda.
+    expect(haTrigger.metadata.consumerGroup).toBeUndefined();
+    expect(haTrigger.metadata.streamLength).toBe(trigger.metadata.streamLength);
+    const auth = sentinelKeda.find((d) => d?.kind === 'TriggerAuthentication')!;
+    expect(auth.metadata.name).toBe(haTrigger.authenticationRef.name);
+    expect(auth.spec.secretTargetRef.map((r: { parameter: string; name: string }) => `${r.parameter}=${r.name}`).sort()).toEqual(['password=redis-password', 'sentinelPassword=redis-sentinel-password']);
+  });
+
+  it('the Sentinel port is open to PulseVault, the pods themselves and KEDA; the pods call only each other and DNS', () => {
+    const [policy] = parseAllDocuments(readFileSync('k8s/redis-sentinel/network-policies.yaml', 'utf8')).map((d) => d.toJS());
+    expect(policy.spec.podSelector.matchLabels).toEqual({ 'app.kubernetes.io/name': sts.spec.template.metadata.labels['app.kubernetes.io/name'] });
+    const clients = policy.spec.ingress[0];
+    expect(clients.ports.map((p: { port: number }) => p.port)).toEqual([6379, 26379]);
+    const froms = clients.from.map((f: object) => JSON.stringify(f));
+    for (const peer of [{ 'pulsevault.io/redis-client': 'true' }, { 'pulsevault.io/media-volume': 'true' }, { 'app.kubernetes.io/name': 'redis-ha' }]) expect(froms).toContain(JSON.stringify({ podSelector: { matchLabels: peer } }));
+    expect(froms).toContain(JSON.stringify({ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'keda' } } }));
+    expect(policy.spec.egress.map((e: { ports: { port: number }[] }) => e.ports.map((p) => p.port))).toEqual([[6379, 26379], [53, 53]]);
+  });
+});

@@ -249,6 +249,18 @@ describe('pulsevault doctor', () => {
     expect(Object.fromEntries(listed)['pulsevault-tls']).toMatch(/^Ingress pulsevault-/);
     expect(code).toBe(0);
   });
+
+  it('with REDIS_SENTINELS, names every workload without the Sentinel password and the single Redis still deployed', async () => {
+    const { code, stdout } = await doctor(
+      siteK8s({
+        AUTH_JWKS_URL: 'https://login.hospital.test/jwks', AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, PUBLIC_URL: 'https://videos.hospital.test', PUBLIC_HOST: 'videos.hospital.test', MEDIA_STORAGE_CLASS: 'nfs-encrypted',
+        REDIS_SENTINELS: 'redis-ha-0.redis-ha.openfaas-fn.svc.cluster.local:26379,redis-ha-1.redis-ha.openfaas-fn.svc.cluster.local:26379', REDIS_SENTINEL_NAME: 'pulsevault',
+      }),
+    );
+    expect(code).toBe(1);
+    for (const who of ['function sign', 'function transcoder', 'service audit-writer']) expect(stdout).toContain(`problem: ${who}: does not mount the secret redis-sentinel-password`);
+    expect(stdout).toMatch(/^problem: the single Redis \(k8s\/redis.yaml\) is still deployed beside REDIS_SENTINELS/m);
+  });
 });
 
 /** The first line a TCP server sends (retried until it accepts connections). */

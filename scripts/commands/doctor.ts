@@ -67,6 +67,7 @@ export async function run(args: string[]): Promise<number> {
     { checked: 'the site block (k8s/site.env)', problems: siteBlock },
     { checked: `the CA bundle (ConfigMap ${CA_BUNDLE_CONFIGMAP}): ${bundle.certificates.length} certificate(s)`, problems: bundle.problems },
     { checked: 'each function and service loads its configuration with NODE_ENV=production (loaded here, nothing started)', problems: workloadProblems(main, stack) },
+    { checked: 'the Redis Sentinel settings: the same REDIS_SENTINELS/REDIS_SENTINEL_NAME and secret redis-sentinel-password in every process, no single Redis beside them', problems: sentinelProblems(main, stack) },
     {
       checked: `the identity provider's JWKS at AUTH_JWKS_URL, fetched from here trusting the public roots and the CA bundle`,
       // Not fetched while the site block has no usable URL (that check names it).
@@ -223,6 +224,30 @@ function workloadProblems(rendered: Manifest[], stack: Stack): string[] {
   for (const name of SERVICES) {
     const svc = serviceDeployment(rendered, name);
     check(`service ${name}`, svc.env, svc.secrets, false);
+  }
+  return problems;
+}
+
+/**
+ * Redis through Sentinel (docs/deploy.md "Redis high availability (Sentinel)"): every workload names
+ * the same Sentinels and master, can read the Sentinels' password, and the single Redis is gone.
+ */
+function sentinelProblems(rendered: Manifest[], stack: ReturnType<typeof readStack>): string[] {
+  const workloads = [
+    ...stack.functions.map((fn) => ({ who: `function ${fn.name}`, env: functionEnvironment(fn, rendered), secrets: fn.secrets })),
+    ...SERVICES.map((name) => ({ who: `service ${name}`, ...serviceDeployment(rendered, name) })),
+  ];
+  const setting = (env: Record<string, string>) => `${env.REDIS_SENTINELS ?? ''} ${env.REDIS_SENTINEL_NAME ?? ''}`.trim();
+  const through = workloads.filter((w) => (w.env.REDIS_SENTINELS ?? '') !== '');
+  if (through.length === 0) return [];
+  const problems: string[] = [];
+  const expected = setting(through[0]!.env);
+  for (const w of workloads) {
+    if (setting(w.env) !== expected) problems.push(`${w.who}: REDIS_SENTINELS/REDIS_SENTINEL_NAME differ from ${through[0]!.who}'s (every process must use the same Redis)`);
+    if (!w.secrets.includes('redis-sentinel-password')) problems.push(`${w.who}: does not mount the secret redis-sentinel-password the Sentinels require`);
+  }
+  if (rendered.some((m) => m.kind === 'StatefulSet' && m.metadata?.name === 'redis')) {
+    problems.push('the single Redis (k8s/redis.yaml) is still deployed beside REDIS_SENTINELS: remove it from k8s/kustomization.yaml');
   }
   return problems;
 }

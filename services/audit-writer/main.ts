@@ -13,7 +13,7 @@ import { stopWithParent } from '../../shared/platform/lifecycle.js';
 import { createLogger } from '../../shared/platform/log.js';
 import { healthReport } from '../../shared/platform/health.js';
 import { initMetrics, serveMetrics } from '../../shared/platform/metrics.js';
-import { createRedis } from '../../shared/platform/redis.js';
+import { createRedis, replicasToConfirm } from '../../shared/platform/redis.js';
 
 const config = loadConfigOrExit({ require: ['AUDIT_SIGNING_KEY'] });
 const log = createLogger('audit-writer', config.logLevel);
@@ -39,6 +39,7 @@ const writer = new AuditWriter({
   reader,
   log,
   leaseMs: config.auditWriterLeaseMs,
+  leaseReplicas: replicasToConfirm(config),
   checkpointEveryMs: config.auditCheckpointIntervalMs,
   onActive: intake ? (active) => (active ? intake.open() : intake.close()) : undefined,
 });

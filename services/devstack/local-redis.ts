@@ -1,17 +1,17 @@
 /**
- * Redis for the local stack: its own `redis-server` child unless the configuration
- * names one (then that one, or a child on its local port when none answers there),
- * data under MEDIA_ROOT/redis either way.
+ * Redis for the local stack: through the configured Sentinels when REDIS_SENTINELS is set;
+ * else its own `redis-server` child unless the configuration names one (then that one, or a
+ * child on its local port when none answers there), data under MEDIA_ROOT/redis either way.
  */
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Redis } from 'ioredis';
 import type { Config } from '../../shared/platform/config.js';
 import type { Logger } from '../../shared/platform/log.js';
 import { localRedisUrlFile } from './local-defaults.js';
 import { freePort } from './supervisor.js';
 import { spawnTethered } from './tethered.js';
+import { redisAddress, redisAnswers } from '../../shared/platform/redis.js';
 
 export interface LocalRedis {
   /** URL the children get as REDIS_URL. */
@@ -19,29 +19,20 @@ export interface LocalRedis {
   stop(): Promise<void>;
 }
 
-/** True when a Redis server answers PING at `url` (one quick attempt, no retries). */
-export async function redisAnswers(url: string, password: string | null = null): Promise<boolean> {
-  const client = new Redis(url, {
-    ...(password ? { password } : {}),
-    lazyConnect: true,
-    connectTimeout: 1_000,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-  });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-    return (await client.ping()) === 'PONG';
-  } catch {
-    return false;
-  } finally {
-    client.disconnect();
+/** A given Sentinel setup: it must answer now (the stack never starts Sentinels of its own). */
+async function useSentinels(config: Config, log: Logger): Promise<LocalRedis> {
+  if (!(await redisAnswers(config.redis))) {
+    throw new Error(`no Redis primary answers through ${redisAddress(config.redis)} (check REDIS_SENTINELS, REDIS_SENTINEL_NAME and the passwords)`);
   }
+  log.info({ redis: redisAddress(config.redis) }, 'using the configured Redis through Sentinel');
+  // The children connect through REDIS_SENTINELS too (it wins over REDIS_URL), inherited from this environment.
+  return { url: config.redis.url ?? `redis://${config.redis.host}:${config.redis.port}/${config.redis.db}`, stop: async () => {} };
 }
 
 export async function ensureRedis(config: Config, log: Logger): Promise<LocalRedis> {
+  if (config.redis.sentinel) return useSentinels(config, log);
   const url = config.redis.url ?? `redis://${config.redis.host}:${config.redis.port}/${config.redis.db}`;
-  if (await redisAnswers(url, config.redis.password)) {
+  if (await redisAnswers({ ...config.redis, url })) {
     log.info({ redis: new URL(url).host }, 'using the configured Redis');
     return { url, stop: async () => {} };
   }
@@ -55,11 +46,11 @@ export async function ensureRedis(config: Config, log: Logger): Promise<LocalRed
 }
 
 /**
- * Whether the configuration names a Redis to use (REDIS_URL, or a REDIS_HOST/REDIS_PORT other
+ * Whether the configuration names a Redis to use (REDIS_SENTINELS, REDIS_URL, or a REDIS_HOST/REDIS_PORT other
  * than the default localhost:6379): only then does the local stack share one; otherwise it runs its own.
  */
 export function namesRedis(config: Config): boolean {
-  return config.redis.url !== null || config.redis.host !== 'localhost' || config.redis.port !== 6379;
+  return config.redis.sentinel !== null || config.redis.url !== null || config.redis.host !== 'localhost' || config.redis.port !== 6379;
 }
 
 /** Where the local stack's Redis keeps its data. */
@@ -95,7 +86,7 @@ async function spawnRedisServer(config: Config, url: string, port: number): Prom
   const child: ChildProcess = spawnTethered('redis-server', args, 'SIGTERM', process.env, 'ignore');
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const deadline = Date.now() + 10_000;
-  while (!(await redisAnswers(url, config.redis.password))) {
+  while (!(await redisAnswers({ ...config.redis, url }))) {
     if (child.exitCode !== null || Date.now() > deadline) throw new Error('redis-server did not start; install it (apt-get install redis-server) or set REDIS_URL');
     await new Promise((r) => setTimeout(r, 100));
   }

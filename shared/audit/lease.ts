@@ -16,6 +16,11 @@
  * appends without Redis (direct submission). So after any lost connection it
  * appends again only once Redis confirms the holding (tryAcquire extends it
  * when the key is still ours, else takes a new one).
+ *
+ * Replicated Redis (Sentinel): each acquisition and extension counts only once a
+ * replica has it (WAIT), so the replica a failover promotes holds at least the
+ * expiry this writer's clock counts from; a standby cannot take the lease there
+ * earlier than this writer stops appending.
  */
 import { performance } from 'node:perf_hooks';
 import type { Redis } from '../platform/redis.js';
@@ -32,12 +37,14 @@ export class WriterLease {
     private readonly redis: Redis,
     private readonly ttlMs: number,
     private readonly safetyMs: number,
+    /** Replicas that must confirm each acquisition and extension (WAIT), so a failover cannot hand the lease on early. */
+    private readonly replicas = 0,
   ) {
     this.lease = this.newHolding();
   }
 
   private newHolding(): RedisLease {
-    return new RedisLease(this.redis, AUDIT_LEASE_KEY, { ttlMs: this.ttlMs, fenceKey: AUDIT_FENCE_KEY });
+    return new RedisLease(this.redis, AUDIT_LEASE_KEY, { ttlMs: this.ttlMs, fenceKey: AUDIT_FENCE_KEY, replicas: this.replicas });
   }
 
   /** The generation of the current holding (a later holder has a larger one). */

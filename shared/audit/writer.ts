@@ -69,6 +69,8 @@ export interface WriterOptions {
   redis: Redis;
   log: Logger;
   leaseMs?: number;
+  /** Replicas that must confirm the writer lease (WAIT) before it counts: see shared/platform/redis.ts replicasToConfirm. */
+  leaseReplicas?: number;
   /** How often a growing file's checkpoint is refreshed. */
   checkpointEveryMs?: number;
   /** Most entries per batch (one fsync per file per batch). */
@@ -184,7 +186,7 @@ export class AuditWriter {
     this.checkpointEveryMs = o.checkpointEveryMs ?? 5_000;
     this.batchSize = o.batchSize ?? 2_000;
     this.now = o.now ?? Date.now;
-    this.lease = new WriterLease(o.redis, this.leaseMs, Math.min(2_000, this.leaseMs / 4));
+    this.lease = new WriterLease(o.redis, this.leaseMs, Math.min(2_000, this.leaseMs / 4), o.leaseReplicas ?? 0);
     // Redis may come back empty, the lease key free for a standby: after a lost connection, confirm before appending.
     for (const conn of [o.redis, o.reader]) conn.on('close', () => this.lease.suspend());
   }

@@ -28,6 +28,7 @@ const SECRET_FILES: Record<string, string> = {
   HMAC_SECRET: 'hmac-secret',
   HMAC_SECRET_PREVIOUS: 'hmac-secret-previous',
   REDIS_PASSWORD: 'redis-password',
+  REDIS_SENTINEL_PASSWORD: 'redis-sentinel-password',
   AUTH_JWT_SECRET: 'auth-jwt-secret',
   AUDIT_SIGNING_KEY: 'audit-signing-key',
   AUDIT_INTAKE_KEY: 'audit-intake-key',
@@ -82,6 +83,16 @@ const list = z
   .trim()
   .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean));
 
+/** `host:port,host:port` (IPv6 in brackets) as socket addresses. */
+const hostPorts = list
+  .refine((l) => l.every((e) => /^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):\d{1,5}$/.test(e) && Number(e.split(':').pop()) >= 1 && Number(e.split(':').pop()) <= 65535), 'must be a comma-separated list of host:port')
+  .transform((l) =>
+    l.map((e) => {
+      const at = e.lastIndexOf(':');
+      return { host: e.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port: Number(e.slice(at + 1)) };
+    }),
+  );
+
 /**
  * The variables, their defaults (as strings, as they would appear in `.env`) and
  * parsers. `.env.example` lists each of them; a test keeps the two in step.
@@ -109,6 +120,9 @@ const VARIABLES = {
   REDIS_PASSWORD: { default: '', parse: z.string() },
   REDIS_DB: { default: '0', parse: int(0, 15) },
   REDIS_COMMAND_TIMEOUT_MS: { default: '2000', parse: int(50, 60_000) },
+  REDIS_SENTINELS: { default: '', parse: hostPorts },
+  REDIS_SENTINEL_NAME: { default: 'pulsevault', parse: z.string().trim().regex(/^[A-Za-z0-9._-]+$/, 'must be a Sentinel master name') },
+  REDIS_SENTINEL_PASSWORD: { default: '', parse: z.string() },
 
   METADATA_DSN: {
     default: '',
@@ -232,7 +246,16 @@ export interface Config {
   tokenExpirySeconds: number;
   tokenClockSkewSeconds: number;
   /** commandTimeoutMs: the deadline of every Redis command on a request path (a frozen Redis answers 503, never hangs). */
-  redis: { url: string | null; host: string; port: number; password: string | null; db: number; commandTimeoutMs: number };
+  redis: {
+    url: string | null;
+    host: string;
+    port: number;
+    password: string | null;
+    db: number;
+    commandTimeoutMs: number;
+    /** Set: connect through these Sentinels to the primary they name (url/host/port are then unused). */
+    sentinel: { sentinels: { host: string; port: number }[]; name: string; password: string | null } | null;
+  };
   metadataDsn: string | null;
   metadataMirrorPhi: boolean;
   maxUploadBytes: number;
@@ -377,6 +400,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
       password: orNull(p.REDIS_PASSWORD),
       db: p.REDIS_DB,
       commandTimeoutMs: p.REDIS_COMMAND_TIMEOUT_MS,
+      sentinel:
+        p.REDIS_SENTINELS.length > 0 ? { sentinels: p.REDIS_SENTINELS, name: p.REDIS_SENTINEL_NAME, password: orNull(p.REDIS_SENTINEL_PASSWORD) } : null,
     },
     metadataDsn: orNull(p.METADATA_DSN),
     metadataMirrorPhi: p.METADATA_MIRROR_PHI,

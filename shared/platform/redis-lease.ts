@@ -11,6 +11,9 @@
  *   never prolong or delete the new holder's.
  * - With a fence key, each acquisition INCRs a counter whose value leads the
  *   token: a larger fence is a later holder.
+ * - With `replicas`, an acquisition or extension counts only once `WAIT` says that many replicas
+ *   have it: Redis replicates asynchronously, and a failover to a replica that missed it would
+ *   hand the lease (or an earlier expiry of it) to another holder while this one still trusts it.
  * - `keepAlive` extends it every third of the TTL and reports loss: the key gone
  *   or someone else's, or no confirmation from Redis for a whole TTL (unreachable
  *   or frozen: the lease may have lapsed meanwhile, so it must be presumed lost).
@@ -25,6 +28,16 @@ export interface LeaseOptions {
   ttlMs: number;
   /** Counter INCRed at each acquisition attempt; its value is the holder's fence. */
   fenceKey?: string;
+  /** Replicas that must confirm an acquisition or extension (WAIT) before it counts; 0 (default) = none. */
+  replicas?: number;
+}
+
+/** An acquisition or extension Redis applied but fewer replicas than asked confirmed: not to be trusted yet. */
+export class LeaseUnconfirmedError extends Error {
+  constructor(key: string, confirmed: number, wanted: number) {
+    super(`lease ${key}: ${confirmed} of ${wanted} replicas confirmed`);
+    this.name = 'LeaseUnconfirmedError';
+  }
 }
 
 export class RedisLease {
@@ -49,6 +62,13 @@ export class RedisLease {
     const fence = this.options.fenceKey ? await this.redis.incr(this.options.fenceKey) : 0;
     const token = `${fence}:${randomBytes(12).toString('hex')}`;
     if ((await this.redis.set(this.key, token, 'PX', this.options.ttlMs, 'NX')) !== 'OK') return false;
+    try {
+      await this.replicated();
+    } catch (err) {
+      // Ours on the primary only: give it back rather than hold what a failover may hand to another.
+      await this.redis.eval(RELEASE, 1, this.key, token).catch(() => 0);
+      throw err;
+    }
     this.token = token;
     this.fence = fence;
     return true;
@@ -56,14 +76,17 @@ export class RedisLease {
 
   /**
    * Push the expiry a whole TTL ahead if the lease is still ours. false: it is gone or
-   * someone else's (and no longer held here). Redis errors are thrown: how long the lease
+   * someone else's (and no longer held here). Redis errors (and LeaseUnconfirmedError) are thrown: how long the lease
    * can still be trusted is the caller's call (keepAlive: one TTL since the last confirmation).
    */
   async extend(): Promise<boolean> {
     const token = this.token;
     if (!token) return false;
     const extended = await this.redis.eval(EXTEND, 1, this.key, token, String(this.options.ttlMs));
-    if (extended === 1) return true;
+    if (extended === 1) {
+      await this.replicated();
+      return true;
+    }
     if (this.token === token) this.token = null;
     return false;
   }
@@ -95,6 +118,15 @@ export class RedisLease {
     this.drop();
     if (!token) return false;
     return (await this.redis.eval(RELEASE, 1, this.key, token).catch(() => 0)) === 1;
+  }
+
+  /** WAIT covers every earlier write of this connection (the fence INCR too); bounded inside a TTL and the command deadline. */
+  private async replicated(): Promise<void> {
+    const wanted = this.options.replicas ?? 0;
+    if (wanted === 0) return;
+    const deadline = this.redis.options.commandTimeout ?? 2_000;
+    const confirmed = await this.redis.wait(wanted, Math.max(1, Math.floor(Math.min(this.options.ttlMs / 4, deadline / 2))));
+    if (confirmed < wanted) throw new LeaseUnconfirmedError(this.key, confirmed, wanted);
   }
 
   private drop(): void {

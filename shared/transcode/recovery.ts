@@ -14,6 +14,13 @@
  * leaves the marker behind, so another connector runs it again; a second pass
  * adds nothing already queued. A brand-new Redis looks just like an emptied
  * one: its first pass finds nothing waiting, or heals what the last one lost.
+ *
+ * A failover loses less, and silently: Redis replicates asynchronously, so the
+ * promoted replica can miss the last writes the old primary acknowledged (a job
+ * finalize enqueued, an ack) while the epoch key, written long before, survives.
+ * So the marker also holds the primary's replication id (INFO `master_replid`,
+ * new on every promotion and restart): a pass runs after each failover as well,
+ * and re-creates only what the disk says waits and Redis has no job for.
  */
 import { randomUUID } from 'node:crypto';
 import type { AuditLog } from '../audit/client.js';
@@ -49,11 +56,11 @@ export class QueueRecovery {
 
   constructor(private readonly d: RecoveryDeps) {}
 
-  /** Two GETs when nothing is to do: call it often. A needed pass runs in the background. */
+  /** Two GETs and an INFO when nothing is to do: call it often. A needed pass runs in the background. */
   async check(): Promise<void> {
     if (this.pass) return;
     const { redis, queue } = this.d;
-    const epoch = await this.epoch();
+    const epoch = `${await this.epoch()}/${await this.replicationId()}`;
     if ((await redis.get(RECOVERED_EPOCH_KEY)) === epoch) return;
     await queue.ensureGroup();
     const lease = new RedisLease(redis, RECOVERY_LEASE_KEY, { ttlMs: this.d.leaseMs });
@@ -72,6 +79,11 @@ export class QueueRecovery {
   /** Resolves when a running pass has ended (shutdown, tests). */
   async idle(): Promise<void> {
     await this.pass;
+  }
+
+  /** The primary's replication id: a failover (or a restart) changes it. */
+  private async replicationId(): Promise<string> {
+    return /^master_replid:(\w+)/m.exec(await this.d.redis.info('replication'))?.[1] ?? 'unknown';
   }
 
   private async epoch(): Promise<string> {

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import { redisAnswers } from '../../services/devstack/local-redis.js';
+import { redisAnswers } from '../../shared/platform/redis.js';
 import { freePort } from '../../services/devstack/supervisor.js';
 import { waitFor } from './wait.js';
 
@@ -24,8 +24,11 @@ export interface TestRedis {
   kill(): Promise<void>;
 }
 
-/** `password`: requirepass, as k8s/redis.yaml runs it (clients then authenticate like the functions do). */
-export async function startRedis(options: { appendonly?: boolean; password?: string } = {}): Promise<TestRedis> {
+/**
+ * `password`: requirepass, as k8s/redis.yaml runs it (clients then authenticate like the functions do).
+ * `args`: more redis-server arguments (a replica's --replicaof, test/helpers/sentinel.ts).
+ */
+export async function startRedis(options: { appendonly?: boolean; password?: string; args?: string[] } = {}): Promise<TestRedis> {
   const port = await freePort();
   const dir = mkdtempSync(path.join(tmpdir(), 'pv-redis-'));
   const url = `redis://127.0.0.1:${port}`;
@@ -35,8 +38,10 @@ export async function startRedis(options: { appendonly?: boolean; password?: str
   async function start(): Promise<void> {
     const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', options.appendonly ? 'yes' : 'no'];
     if (options.password) args.push('--requirepass', options.password);
+    args.push(...(options.args ?? []));
     child = spawn('redis-server', args, { stdio: 'ignore' });
-    await waitFor(() => redisAnswers(url, options.password ?? null), 10_000, 'redis-server to start');
+    const redis = { url, host: '127.0.0.1', port, password: options.password ?? null, db: 0, commandTimeoutMs: 1_000, sentinel: null };
+    await waitFor(() => redisAnswers(redis), 10_000, 'redis-server to start');
   }
 
   async function stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {

@@ -6,8 +6,9 @@
  *    Redis Streams hop on the same Redis, XADD → a consumer blocked in
  *    XREADGROUP.
  */
-import { Redis } from 'ioredis';
 import path from 'node:path';
+import { loadConfig } from '../../../shared/platform/config.js';
+import { createRedis, type Redis } from '../../../shared/platform/redis.js';
 import { activeKey } from '../../../shared/transcode/queue.js';
 import type { BenchContext } from '../context.js';
 import { makeClip } from '../media.js';
@@ -33,8 +34,9 @@ async function pulsevaultLatencies(ctx: BenchContext, redis: Redis, jobs: number
 
 async function streamsLatencies(redisUrl: string, jobs: number): Promise<number[]> {
   const key = 'bench:queue-reference';
-  const producer = new Redis(redisUrl);
-  const consumer = new Redis(redisUrl);
+  const config = loadConfig({ REDIS_URL: redisUrl }, { require: [] });
+  const producer = createRedis(config, { name: 'bench-queue-reference' });
+  const consumer = createRedis(config, { name: 'bench-queue-reference:read', blocking: true });
   try {
     await producer.xgroup('CREATE', key, 'bench', '$', 'MKSTREAM');
     const latencies: number[] = [];
@@ -59,7 +61,7 @@ export async function benchQueue(ctx: BenchContext): Promise<Row[]> {
   const jobs = sizes.queueJobs;
   const clip = path.join(ctx.scratch, 'queue-clip.mp4');
   await makeClip(clip, { seconds: 1, width: 320, height: 180, fps: 25 });
-  const redis = new Redis(stack.redisUrl);
+  const redis = createRedis(loadConfig({ REDIS_URL: stack.redisUrl }, { require: [] }), { name: 'bench-queue' });
   let pv;
   try {
     ctx.progress(`6. queue: ${jobs} jobs, one at a time`);
