@@ -200,7 +200,7 @@ describe('pulsevault doctor', () => {
     expect(stdout).toContain('problem: Deployment queue-connector: image registry.local:5000/pulsevault-services:latest is in the placeholder registry and has no release tag');
     expect(stdout).toContain('problem: CronJob pulsevault-reindex: image registry.local:5000/pulsevault-services:latest');
     for (const fn of stack.functions) expect(stdout).toContain(`problem: stack.yml function ${fn.name}: image registry.local:5000/pulsevault-${fn.name}:latest`);
-    expect(stdout).toMatch(/^ok: \d+ objects of k8s, k8s\/keda, k8s\/mirror, k8s\/monitoring against the API server's validation rules/m);
+    expect(stdout).toMatch(/^ok: \d+ objects of k8s, k8s\/keda, k8s\/mirror, k8s\/monitoring(, k8s\/[a-z/-]+)* against the API server's validation rules/m);
     expect(stdout).toMatch(/^not checked: the identity provider's JWKS/m);
     expect(stdout).not.toMatch(/starts/);
   });
@@ -245,7 +245,7 @@ describe('pulsevault doctor', () => {
     expect(stdout).toContain('ok: the CA bundle (ConfigMap pulsevault-ca-bundle): 1 certificate(s)');
     expect(stdout).toMatch(/^ok: the identity provider's JWKS at AUTH_JWKS_URL, fetched from here/m);
     const listed = [...stdout.matchAll(/^ {2}([a-z0-9-]+) \((.+)\)$/gm)].map((m) => [m[1], m[2]]);
-    expect(listed.map(([name]) => name)).toEqual(['audit-intake-key', 'audit-signing-key', 'basic-auth-password', 'hmac-secret', 'metadata-dsn', 'pulsevault-registry', 'pulsevault-tls', 'redis-password']);
+    expect(listed.map(([name]) => name)).toEqual(['audit-intake-key', 'audit-signing-key', 'basic-auth-password', 'hmac-secret', 'metadata-dsn', 'pulsevault-registry', 'pulsevault-tls', 'redis-password', 'redis-sentinel-password']);
     expect(Object.fromEntries(listed)['pulsevault-tls']).toMatch(/^Ingress pulsevault-/);
     expect(code).toBe(0);
   });
