@@ -14,6 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditReport, type AuditReport } from '../shared/audit/report.js';
 import { checkpointPath, signCheckpoint, writeCheckpoint } from '../shared/audit/checkpoint.js';
 import { indexPath } from '../shared/audit/report-index.js';
+import { toEcs } from '../shared/audit/export.js';
+import type { AuditEntry } from '../shared/audit/entry.js';
 import { subjectPseudonym } from '../shared/audit/subject.js';
 import { writeAuditVolume } from '../scripts/bench/audit-volume.js';
 import { findPhi } from './helpers/phi.js';
@@ -192,7 +194,7 @@ describe('pulsevault audit report / reindex / export', () => {
 
     const csv = await cli(dir, 'report', '--video', VIDEOS[0]!, '--from', DAYS[2]!, '--category', 'access', '--format', 'csv');
     const rows = csv.stdout.trim().split('\r\n');
-    expect(rows[0]).toBe('record,time,category,action,outcome,reason,subject,role,video_id,client_ip,request_id,seq,file,line,detail');
+    expect(rows[0]).toBe('record,time,category,action,outcome,reason,subject,role,video_id,resource,client_ip,request_id,seq,file,line,detail');
     expect(rows.slice(1).every((r) => r.startsWith('entry,2026-03-03T') && r.includes(VIDEOS[0]!))).toBe(true);
     expect(rows.length - 1).toBe(allEntries(dir).filter((e) => e.videoId === VIDEOS[0] && e.seq > 2 * PER_DAY).length);
 
@@ -211,7 +213,7 @@ describe('pulsevault audit report / reindex / export', () => {
     writeFileSync(file, readFileSync(file, 'utf8').replace('"granted"', '"denied"'));
     const result = await cli(dir, 'report', '--video', VIDEOS[0]!, '--format', 'csv');
     expect((result as { code: number }).code).toBe(1);
-    expect(result.stdout).toMatch(/^break,,access,,,,,,,,,,access-2026-03-01\.log,2,modified: /m);
+    expect(result.stdout).toMatch(/^break,,access,,,,,,,,,,,access-2026-03-01\.log,2,modified: /m);
   });
 
   it('exports ECS JSON lines, resumable from the cursor it prints, without PHI', async () => {
@@ -233,5 +235,12 @@ describe('pulsevault audit report / reindex / export', () => {
     scratch.push(exportDir);
     writeFileSync(path.join(exportDir, 'export.jsonl'), first.stdout + rest.stdout);
     expect(findPhi({ auditDir: exportDir, output: '' }, RAW_SUBJECTS).findings).toEqual([]);
+  });
+
+  it("exports an entry's resource as the media URL path it disclosed (ECS url.path)", () => {
+    const entry = JSON.parse(readFileSync(path.join(copy(), 'access-2026-03-01.log'), 'utf8').split('\n')[0]!) as AuditEntry;
+    const withResource = toEcs({ ...entry, resource: 'hls/720p/seg_003.m4s' }, 'cursor');
+    expect(withResource).toMatchObject({ url: { path: `/media/videos/${entry.videoId}/hls/720p/seg_003.m4s` }, pulsevault: { resource: 'hls/720p/seg_003.m4s' } });
+    expect(toEcs(entry, 'cursor').url).toBeUndefined();
   });
 });

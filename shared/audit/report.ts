@@ -47,6 +47,8 @@ export interface ReportLine {
   subject: string | null;
   role: string | null;
   videoId: string | null;
+  /** The path within the video (rendition, file, signed scope); null when the entry names none. */
+  resource: string | null;
   clientIp: string | null;
   requestId: string | null;
   seq: number;
@@ -168,6 +170,7 @@ function reportLine(e: AuditEntry, file: string, line: number): ReportLine {
     subject: e.actor?.userId ?? null,
     role: e.actor?.role ?? null,
     videoId: e.videoId,
+    resource: e.resource ?? null,
     clientIp: e.clientIp,
     requestId: e.requestId,
     seq: e.seq,
