@@ -6,7 +6,7 @@
  * the CLI's report, reindex and export.
  */
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -205,6 +205,25 @@ describe('pulsevault audit report / reindex / export', () => {
     const usage = await cli(dir, 'report', '--format', 'xml');
     expect((usage as { code: number }).code).toBe(64);
     expect(usage.stderr).toContain('--video or --subject');
+  });
+
+  it('reindex on an audit dir it may not write fails with exit 73 and one line naming the fix, writing nothing', async () => {
+    const dir = copy();
+    await cli(dir, 'reindex');
+    const before = readFileSync(indexPath(dir, `access-${DAYS[0]}.log`));
+    // As root, permissions do not bind: run as an unprivileged user, as the pod runs; the dir as a read-only mount leaves it.
+    chmodSync(path.dirname(dir), 0o755);
+    for (const d of [path.join(dir, 'index'), dir]) chmodSync(d, 0o555);
+    try {
+      const result = await run(process.execPath, [path.resolve('dist/scripts/pulsevault.js'), 'audit', 'reindex'], { env: env(dir), uid: 65534, gid: 65534 }).catch((err: { code: number; stdout: string; stderr: string }) => err);
+      expect((result as { code: number }).code).toBe(73);
+      expect(result.stdout).not.toContain('indexed');
+      expect(result.stderr.trim().split('\n')).toHaveLength(1);
+      expect(result.stderr).toMatch(/^pulsevault audit: cannot write the report index in .*\(EACCES\); reindex needs AUDIT_DIR writable/);
+    } finally {
+      for (const d of [dir, path.join(dir, 'index')]) chmodSync(d, 0o755);
+    }
+    expect(readFileSync(indexPath(dir, `access-${DAYS[0]}.log`))).toEqual(before);
   });
 
   it('exits 1 and prints the break when the range holds one', async () => {
