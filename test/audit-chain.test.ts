@@ -18,7 +18,7 @@ import { checkpointPath, readCheckpoint, signCheckpoint, writeCheckpoint } from 
 import { auditEntrySchema, canonicalEntry, chainEntry, compareStreamIds, hashEntry, parseSubmittedEvent, type AuditEntry } from '../shared/audit/entry.js';
 import { anonymizeIp } from '../shared/audit/ip.js';
 import { subjectPseudonym } from '../shared/audit/subject.js';
-import { forEachLine } from '../shared/audit/files.js';
+import { forEachLine, parseEntryLine } from '../shared/audit/files.js';
 import { verifyAuditLog, type BreakKind } from '../shared/audit/verify.js';
 import { AuditWriter } from '../shared/audit/writer.js';
 import { loadConfig } from '../shared/platform/config.js';
@@ -32,6 +32,8 @@ const A1 = 'access-2026-03-01.log';
 const A2 = 'access-2026-03-02.log';
 const A4 = 'access-2026-03-04.log'; // 03-03 had no events: the chain links 02 to 04
 const U1 = 'upload-2026-03-01.log';
+const OLD_ENTRY_LINE =
+  '{"action":"stream","actor":{"role":"clinician","userId":"sub-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},"category":"access","clientIp":"198.51.100.0","occurredAt":"2025-11-02T09:15:00.000Z","outcome":"granted","prevHash":"0000000000000000000000000000000000000000000000000000000000000000","reason":null,"requestId":"req-1","seq":1,"streamId":"1762074900000-0","ts":"2025-11-02T09:15:00.001Z","videoId":"0b7c6a52-9d7e-4c1e-8f3a-5d2b9e1c4a10","hash":"15605e2bfe24b38d0ce659415334b8be6a87ed9c6ce76486d79e194534d802ce"}';
 
 let redis: TestRedis;
 let pristine: string;
@@ -48,15 +50,16 @@ beforeAll(async () => {
   void writer.start();
   const producer = new Redis(redis.url);
   const audit: AuditLog = createAuditLog(config, producer, log);
-  const record = (category: 'access' | 'upload', n: number) =>
-    audit.record({ ...(category === 'access' ? { category, action: 'stream' } : { category, action: 'finalize' }), outcome: 'granted', videoId: VIDEO, clientIp: '198.51.100.23', requestId: `req-${category}-${n}`, actor: { userId: 'u-42', role: 'clinician' } });
+  const record = (category: 'access' | 'upload', n: number, resource?: string) =>
+    audit.record({ ...(category === 'access' ? { category, action: 'stream' } : { category, action: 'finalize' }), outcome: 'granted', videoId: VIDEO, clientIp: '198.51.100.23', requestId: `req-${category}-${n}`, actor: { userId: 'u-42', role: 'clinician' }, resource });
   let n = 0;
   for (let i = 0; i < 5; i++) await record('access', ++n);
   for (let i = 0; i < 3; i++) await record('upload', ++n);
   clock = Date.parse('2026-03-02T08:00:00.000Z');
   for (let i = 0; i < 5; i++) await record('access', ++n);
+  // Entries with a resource chained after entries without one (as written before the field existed).
   clock = Date.parse('2026-03-04T08:00:00.000Z');
-  for (let i = 0; i < 5; i++) await record('access', ++n);
+  for (let i = 0; i < 5; i++) await record('access', ++n, `hls/720p/seg_00${i}.m4s`);
   await audit.close();
   await writer.stop();
   for (const c of [producer, ...connections]) c.disconnect();
@@ -329,8 +332,16 @@ describe('entries carry no PHI and no raw IP', () => {
       { outcome: 'maybe' },
       { occurredAt: 'yesterday' },
       { extra: 'field' },
+      { resource: '../../etc/passwd' },
+      { resource: 'hls/./720p.m3u8' },
+      { resource: '/hls/720p.m3u8' },
+      { resource: 'Jane Doe knee.mp4' },
+      { resource: `hls/${'a'.repeat(200)}` },
+      { resource: '' },
+      { resource: null },
     ]) expect(parseSubmittedEvent(JSON.stringify({ ...valid, ...hostile })), JSON.stringify(hostile)).toBeNull();
     expect(parseSubmittedEvent(JSON.stringify({ ...valid, clientIp: '2001:db8:1::' }))).not.toBeNull();
+    for (const resource of ['hls/720p/seg_003.m4s', 'original.mp4', 'hls/', 'metadata']) expect(parseSubmittedEvent(JSON.stringify({ ...valid, resource })), resource).not.toBeNull();
   });
 
   it('hashes the canonical form: key order does not matter, content does', () => {
@@ -342,10 +353,21 @@ describe('entries carry no PHI and no raw IP', () => {
   });
 
   it('writes the entry as canonicalize (RFC 8785) does, every field included', () => {
-    const { hash: _hash, ...rest } = JSON.parse(readLines(pristine, A1)[0]!) as AuditEntry;
-    for (const entry of [rest, { ...rest, actor: null, reason: 'token_expired', clientIp: null }]) expect(canonicalEntry(entry, entry)).toBe(canonicalize(entry));
+    const { hash: _hash, ...rest } = JSON.parse(readLines(pristine, A4)[0]!) as AuditEntry;
+    expect(rest.resource).toBe('hls/720p/seg_000.m4s');
+    const { resource: _resource, ...withoutResource } = rest;
+    for (const entry of [rest, withoutResource, { ...rest, actor: null, reason: 'token_expired', clientIp: null }]) expect(canonicalEntry(entry, entry)).toBe(canonicalize(entry));
     const fields = Object.keys(auditEntrySchema.shape).filter((k) => k !== 'hash');
     expect(Object.keys(JSON.parse(canonicalEntry(rest, rest)) as object).sort()).toEqual(fields.sort());
+    expect(JSON.parse(readLines(pristine, A1)[0]!)).not.toHaveProperty('resource');
+  });
+
+  it('still verifies a line written before `resource` existed, and the chain mixing both forms', async () => {
+    // Written by the writer as it was before the field (its hash from then, not recomputed).
+    const old = parseEntryLine(OLD_ENTRY_LINE);
+    expect(old).toMatchObject({ entry: { seq: 1, videoId: VIDEO } });
+    expect(parseEntryLine(OLD_ENTRY_LINE.replace('"req-1"', '"req-2"'))).toEqual({ error: 'hash does not match its content' });
+    expect((await verifyAuditLog(pristine, TEST_AUDIT_KEY)).breaks).toEqual([]);
   });
 
   it('orders stream ids numerically', () => {

@@ -91,16 +91,22 @@ describe('GET /admin/audit/report', () => {
     expect(signs.every((l) => l.outcome === 'granted' && !!l.requestId && l.clientIp === '127.0.0.0')).toBe(true);
     const denied = reported.filter((l) => l.outcome === 'denied');
     expect(denied).toHaveLength(1);
-    expect(denied[0]).toMatchObject({ action: 'stream', videoId });
+    expect(denied[0]).toMatchObject({ action: 'stream', videoId, resource: 'hls/master.m3u8' });
+    // Each line says what of the video: the scope signed, the playlist or the rendition's files granted.
+    expect(signs.every((l) => l.resource === 'hls/')).toBe(true);
+    const streamed = new Set(reported.filter((l) => l.action === 'stream' && l.outcome === 'granted').map((l) => l.resource));
+    expect(streamed).toContain('hls/master.m3u8');
+    expect(streamed).toContain('hls/240p.m3u8');
+    expect([...streamed].every((r) => typeof r === 'string' && r.startsWith('hls/'))).toBe(true);
     // Through the media edge, playlists are audited per request and segments per grant (fewer entries than requests).
     expect(reported.filter((l) => l.action === 'stream' && l.outcome === 'granted').length).toBeGreaterThanOrEqual(2 * VIEWERS.length);
 
     const csv = await report(`videoId=${videoId}&category=access`, { Accept: 'text/csv' });
     expect(csv.headers.get('content-type')).toMatch(/^text\/csv/);
     const rows = (await csv.text()).trim().split('\r\n');
-    expect(rows[0]).toBe('record,time,category,action,outcome,reason,subject,role,video_id,client_ip,request_id,seq,file,line,detail');
-    expect(rows.slice(1).map((r) => `access:${r.split(',')[11]}`).sort()).toEqual(idsOf(reported));
-    expect(rows.some((r) => r.includes(',stream,denied,'))).toBe(true);
+    expect(rows[0]).toBe('record,time,category,action,outcome,reason,subject,role,video_id,resource,client_ip,request_id,seq,file,line,detail');
+    expect(rows.slice(1).map((r) => `access:${r.split(',')[12]}`).sort()).toEqual(idsOf(reported));
+    expect(rows.some((r) => r.includes(',stream,denied,') && r.includes(`,${videoId},hls/master.m3u8,`))).toBe(true);
   });
 
   it("a subject's report matches the entries that subject made; the raw subject is in no file", async () => {

@@ -6,7 +6,7 @@
  * the CLI's report, reindex and export.
  */
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -14,6 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditReport, type AuditReport } from '../shared/audit/report.js';
 import { checkpointPath, signCheckpoint, writeCheckpoint } from '../shared/audit/checkpoint.js';
 import { indexPath } from '../shared/audit/report-index.js';
+import { toEcs } from '../shared/audit/export.js';
+import type { AuditEntry } from '../shared/audit/entry.js';
 import { subjectPseudonym } from '../shared/audit/subject.js';
 import { writeAuditVolume } from '../scripts/bench/audit-volume.js';
 import { findPhi } from './helpers/phi.js';
@@ -192,7 +194,7 @@ describe('pulsevault audit report / reindex / export', () => {
 
     const csv = await cli(dir, 'report', '--video', VIDEOS[0]!, '--from', DAYS[2]!, '--category', 'access', '--format', 'csv');
     const rows = csv.stdout.trim().split('\r\n');
-    expect(rows[0]).toBe('record,time,category,action,outcome,reason,subject,role,video_id,client_ip,request_id,seq,file,line,detail');
+    expect(rows[0]).toBe('record,time,category,action,outcome,reason,subject,role,video_id,resource,client_ip,request_id,seq,file,line,detail');
     expect(rows.slice(1).every((r) => r.startsWith('entry,2026-03-03T') && r.includes(VIDEOS[0]!))).toBe(true);
     expect(rows.length - 1).toBe(allEntries(dir).filter((e) => e.videoId === VIDEOS[0] && e.seq > 2 * PER_DAY).length);
 
@@ -205,13 +207,32 @@ describe('pulsevault audit report / reindex / export', () => {
     expect(usage.stderr).toContain('--video or --subject');
   });
 
+  it('reindex on an audit dir it may not write fails with exit 73 and one line naming the fix, writing nothing', async () => {
+    const dir = copy();
+    await cli(dir, 'reindex');
+    const before = readFileSync(indexPath(dir, `access-${DAYS[0]}.log`));
+    // As root, permissions do not bind: run as an unprivileged user, as the pod runs; the dir as a read-only mount leaves it.
+    chmodSync(path.dirname(dir), 0o755);
+    for (const d of [path.join(dir, 'index'), dir]) chmodSync(d, 0o555);
+    try {
+      const result = await run(process.execPath, [path.resolve('dist/scripts/pulsevault.js'), 'audit', 'reindex'], { env: env(dir), uid: 65534, gid: 65534 }).catch((err: { code: number; stdout: string; stderr: string }) => err);
+      expect((result as { code: number }).code).toBe(73);
+      expect(result.stdout).not.toContain('indexed');
+      expect(result.stderr.trim().split('\n')).toHaveLength(1);
+      expect(result.stderr).toMatch(/^pulsevault audit: cannot write the report index in .*\(EACCES\); reindex needs AUDIT_DIR writable/);
+    } finally {
+      for (const d of [dir, path.join(dir, 'index')]) chmodSync(d, 0o755);
+    }
+    expect(readFileSync(indexPath(dir, `access-${DAYS[0]}.log`))).toEqual(before);
+  });
+
   it('exits 1 and prints the break when the range holds one', async () => {
     const dir = copy();
     const file = path.join(dir, 'access-2026-03-01.log');
     writeFileSync(file, readFileSync(file, 'utf8').replace('"granted"', '"denied"'));
     const result = await cli(dir, 'report', '--video', VIDEOS[0]!, '--format', 'csv');
     expect((result as { code: number }).code).toBe(1);
-    expect(result.stdout).toMatch(/^break,,access,,,,,,,,,,access-2026-03-01\.log,2,modified: /m);
+    expect(result.stdout).toMatch(/^break,,access,,,,,,,,,,,access-2026-03-01\.log,2,modified: /m);
   });
 
   it('exports ECS JSON lines, resumable from the cursor it prints, without PHI', async () => {
@@ -233,5 +254,12 @@ describe('pulsevault audit report / reindex / export', () => {
     scratch.push(exportDir);
     writeFileSync(path.join(exportDir, 'export.jsonl'), first.stdout + rest.stdout);
     expect(findPhi({ auditDir: exportDir, output: '' }, RAW_SUBJECTS).findings).toEqual([]);
+  });
+
+  it("exports an entry's resource as the media URL path it disclosed (ECS url.path)", () => {
+    const entry = JSON.parse(readFileSync(path.join(copy(), 'access-2026-03-01.log'), 'utf8').split('\n')[0]!) as AuditEntry;
+    const withResource = toEcs({ ...entry, resource: 'hls/720p/seg_003.m4s' }, 'cursor');
+    expect(withResource).toMatchObject({ url: { path: `/media/videos/${entry.videoId}/hls/720p/seg_003.m4s` }, pulsevault: { resource: 'hls/720p/seg_003.m4s' } });
+    expect(toEcs(entry, 'cursor').url).toBeUndefined();
   });
 });

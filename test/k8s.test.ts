@@ -337,14 +337,34 @@ describe('workloads', () => {
     expect(secrets).toEqual([variables.find((v) => v.name === 'METADATA_DSN')!.secretFile]);
   });
 
-  it('processes that mount the media volume mount the one PVC at MEDIA_ROOT; the CronJobs read-only but retention, which disposes of videos', () => {
+  it('the audit reindex CronJob runs `audit reindex` daily, one at a time, with the volume writable and only the audit signing key', () => {
+    const scrub = named('CronJob', 'pulsevault-scrub');
+    const job = named('CronJob', 'pulsevault-audit-reindex');
+    expect(job.spec.schedule).toMatch(/^\d{1,2} \d{1,2} \* \* \*$/);
+    expect(job.spec.concurrencyPolicy).toBe('Forbid');
+    expect(job.spec.jobTemplate.spec.activeDeadlineSeconds).toBeLessThan(86_400);
+    const s = podTemplate(scrub).spec as Obj;
+    const r = podTemplate(job).spec as Obj;
+    expect(r.securityContext).toEqual(s.securityContext);
+    expect(r.automountServiceAccountToken).toBe(false);
+    const rc = r.containers[0] as Obj;
+    expect(rc.command).toEqual(['node', 'dist/scripts/pulsevault.js', 'audit', 'reindex']);
+    for (const key of ['image', 'envFrom', 'securityContext']) expect(rc[key], key).toEqual((s.containers[0] as Obj)[key]);
+    const media = (r.volumes as Obj[]).find((v) => v.persistentVolumeClaim?.claimName === pvc.metadata.name)!;
+    expect(media.persistentVolumeClaim.readOnly).toBeUndefined();
+    expect(rc.volumeMounts.find((m: Obj) => m.name === media.name).readOnly).toBeUndefined();
+    const secrets = (r.volumes as Obj[]).flatMap((v) => (v.projected?.sources ?? []).map((x: Obj) => x.secret.name));
+    expect(secrets).toEqual([variables.find((v) => v.name === 'AUDIT_SIGNING_KEY')!.secretFile]);
+  });
+
+  it('processes that mount the media volume mount the one PVC at MEDIA_ROOT; the CronJobs read-only but retention (disposes of videos) and audit reindex (writes the index)', () => {
     for (const w of workloads) {
       const pod = podTemplate(w).spec as Obj;
       const media = (pod.volumes ?? []).find((v: Obj) => v.persistentVolumeClaim?.claimName === pvc.metadata.name);
       if (!media) continue;
       const mount = pod.containers[0].volumeMounts.find((m: Obj) => m.name === media.name);
       expect(mount?.mountPath, w.metadata.name).toBe(MEDIA_ROOT);
-      if (w.kind === 'CronJob') expect(Boolean(mount.readOnly && media.persistentVolumeClaim.readOnly), w.metadata.name).toBe(w.metadata.name !== 'pulsevault-retention');
+      if (w.kind === 'CronJob') expect(Boolean(mount.readOnly && media.persistentVolumeClaim.readOnly), w.metadata.name).toBe(!['pulsevault-retention', 'pulsevault-audit-reindex'].includes(w.metadata.name));
     }
   });
 

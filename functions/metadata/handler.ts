@@ -55,7 +55,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
     if (view !== 'metadata' && view !== 'renditions') throw new NotFoundError('no such route');
     ctx.route = `${req.method} /media/videos/:videoId/${view}`;
 
-    const attempt: AccessAttempt = { action: view, req, requestId: ctx.requestId, videoId: url.videoId, principal: null };
+    const attempt: AccessAttempt = { action: view, req, requestId: ctx.requestId, videoId: url.videoId, resource: view, principal: null };
     const body = await access.check(attempt, async () => {
       const token = mediaToken(url);
       if (!isVideoId(url.videoId)) throw new NotFoundError('no such video');

@@ -50,7 +50,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
       if (!parsed.success) throw new BadRequestError(`invalid sign request: ${parsed.error.issues[0]?.path.join('.') ?? ''} ${parsed.error.issues[0]?.message ?? ''}`.trim());
       const { videoId, expiresIn } = parsed.data;
       attempt.videoId = videoId;
-      const path = parseMediaPath(parsed.data.path);
+      const path = (attempt.resource = parseMediaPath(parsed.data.path));
       const scope = scopeForPath(path);
       const meta = await reader.read(videoId);
       if (!mayManageVideo(principal, meta.owner)) throw new ForbiddenError('only the owner of a video or an admin may sign its URLs', 'not_owner');
@@ -61,6 +61,8 @@ export default defineFunction(({ config, log, onShutdown }) => {
 
     const exp = Math.floor(Date.now() / 1000) + grant.expiresIn;
     const token = tokens.sign({ videoId: grant.videoId, exp, scope: grant.scope });
+    // What the token opens: the file, or a playlist's whole directory.
+    attempt.resource = grant.scope;
     await access.granted(attempt);
     sendJson(
       res,

@@ -10,7 +10,7 @@
  * meta.json is never read: the token alone says which video and which paths,
  * and the file system says what exists.
  */
-import { createAccessAudit } from '../../shared/delivery/access-audit.js';
+import { createAccessAudit, type AccessAttempt } from '../../shared/delivery/access-audit.js';
 import { createAuditLog } from '../../shared/audit/client.js';
 import { createCors } from '../../shared/delivery/cors.js';
 import { asksForGrant, edgeRedirect, grantSecondsFor, viaEdge } from '../../shared/delivery/edge.js';
@@ -57,7 +57,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new MethodNotAllowedError(['GET', 'HEAD', 'OPTIONS']);
 
     const url = parseMediaUrl(req.url ?? '/');
-    const attempt = { action: 'stream' as const, req, requestId: ctx.requestId, videoId: url.videoId };
+    const attempt: AccessAttempt = { action: 'stream', req, requestId: ctx.requestId, videoId: url.videoId, resource: url.rest };
 
     if (asksForGrant(req)) {
       let seconds: number;
@@ -78,7 +78,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
     const { token, mediaPath, handle, stat, realPath } = await access.check(attempt, async () => {
       const token = mediaToken(url);
       if (!isVideoId(url.videoId)) throw new NotFoundError('no such video');
-      const mediaPath = parseUrlMediaPath(url.rest);
+      const mediaPath = (attempt.resource = parseUrlMediaPath(url.rest));
       tokens.verify(token, url.videoId, mediaPath);
       await refuseIfDeleted(config.videoDir, url.videoId);
       return { token: token!, mediaPath, ...(await files.open(url.videoId, mediaPath)) };

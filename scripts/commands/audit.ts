@@ -12,17 +12,19 @@
  *   the cursor to resume from goes to stderr as `cursor <c>`.
  *
  * Exit 0 when all holds, 1 on any break, 64 on bad usage, 66 when verify finds no audit file
- * in range (nothing verified is not an intact chain). Needs AUDIT_SIGNING_KEY (and
+ * in range (nothing verified is not an intact chain), 73 when reindex cannot write the index
+ * (a read-only audit volume). Needs AUDIT_SIGNING_KEY (and
  * AUDIT_DIR or MEDIA_ROOT) like the writer.
  */
 import { access, rm } from 'node:fs/promises';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { AUDIT_CATEGORIES, type AuditCategory } from '../../shared/audit/entry.js';
 import { ExportBreakError, exportEntries, parseCursor, START_CURSOR, toEcs } from '../../shared/audit/export.js';
 import { listLogFiles } from '../../shared/audit/files.js';
-import { auditReport, reindexFile, type ReportQuery } from '../../shared/audit/report.js';
+import { auditReport, isUnwritable, reindexFile, type ReportQuery } from '../../shared/audit/report.js';
 import { reportCsv, reportTable } from '../../shared/audit/report-format.js';
-import { indexPath } from '../../shared/audit/report-index.js';
+import { INDEX_DIR, indexPath } from '../../shared/audit/report-index.js';
 import { subjectPseudonyms } from '../../shared/audit/subject.js';
 import { verifyAuditLog } from '../../shared/audit/verify.js';
 import { loadConfigOrExit, type Config } from '../../shared/platform/config.js';
@@ -31,6 +33,8 @@ import { isVideoId } from '../../shared/video/store.js';
 export const summary =
   'the audit log: audit verify|reindex [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--category C]; audit report --video ID|--subject SUB [--from] [--to] [--category] [--format table|json|csv]; audit export [--since CURSOR] [--limit N]';
 
+/** sysexits.h: an output file cannot be created. */
+const EX_CANTCREAT = 73;
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const SUBCOMMANDS = ['verify', 'report', 'reindex', 'export'] as const;
 const FORMATS = ['table', 'json', 'csv'];
@@ -128,12 +132,22 @@ async function reindex(config: Config, range: { from?: string; to?: string; cate
   const files = [...(await listLogFiles(config.auditDir)).values()]
     .flat()
     .filter((f) => (!range.from || f.day >= range.from) && (!range.to || f.day <= range.to) && (!range.category || f.category === range.category));
-  for (const f of files) await rm(indexPath(config.auditDir, f.name), { force: true });
   let breaks = 0;
-  for (const f of files) {
-    const found = await reindexFile(config.auditDir, config.auditSigningKey!, f);
-    for (const b of found) process.stdout.write(`BREAK ${b.file}${b.line === null ? '' : `:${b.line}`} ${b.kind}: ${b.detail} (not indexed)\n`);
-    breaks += found.length;
+  try {
+    for (const f of files) await rm(indexPath(config.auditDir, f.name), { force: true });
+    for (const f of files) {
+      const found = await reindexFile(config.auditDir, config.auditSigningKey!, f);
+      for (const b of found) process.stdout.write(`BREAK ${b.file}${b.line === null ? '' : `:${b.line}`} ${b.kind}: ${b.detail} (not indexed)\n`);
+      breaks += found.length;
+    }
+  } catch (err) {
+    if (!isUnwritable(err)) throw err;
+    // Reports stay right without an index (only slower); saying "indexed" here would be a lie.
+    process.stderr.write(
+      `pulsevault audit: cannot write the report index in ${path.join(config.auditDir, INDEX_DIR)} (${(err as NodeJS.ErrnoException).code}); ` +
+        'reindex needs AUDIT_DIR writable: run it where the audit volume is mounted read-write (k8s/audit-reindex-cronjob.yaml)\n',
+    );
+    return EX_CANTCREAT;
   }
   process.stdout.write(`indexed ${files.length} file(s) in ${config.auditDir}${breaks > 0 ? `, ${breaks} break(s)` : ''}\n`);
   return breaks === 0 ? 0 : 1;

@@ -49,6 +49,8 @@ interface AuditEventFields {
   /** The caller's raw IP; the audit module anonymises it before it is stored. */
   clientIp?: string | null;
   requestId?: string | null;
+  /** The media path or signed scope within the video (`hls/720p/seg_003.m4s`, `original.mp4`); never a title or filename. */
+  resource?: string | null;
 }
 
 /** An event of one category, its action from the one table of actions (./actions.ts): `stream`, `sign`, `finalize`, `transcode.start`, … */
@@ -288,6 +290,7 @@ export function toSubmittedEvent(event: AuditEvent, now = new Date()): Submitted
     videoId: event.videoId ?? null,
     clientIp: anonymizeIp(event.clientIp),
     requestId: event.requestId ?? null,
+    ...(event.resource != null && { resource: event.resource }),
     occurredAt: now.toISOString(),
   });
   if (!parsed.success) {

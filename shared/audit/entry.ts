@@ -8,8 +8,9 @@
  * carry ids only: every field is validated to its type — the action from the
  * one table (./actions.ts) and in its category, the client IP an address
  * already anonymised, the user id a pseudonym (./subject.ts), every other id a
- * bounded token with no spaces — which keeps free text (a title, a filename, a
- * name typed into a header) out by construction, whoever submits it.
+ * bounded token with no spaces, the resource a relative media path inside the
+ * video's UUID folder — which keeps free text (a title, a filename, a name typed
+ * into a header) out by construction, whoever submits it.
  */
 import { hash } from 'node:crypto';
 import { z } from 'zod';
@@ -29,6 +30,20 @@ const code = z.string().regex(/^[a-z][a-z0-9._-]{0,63}$/, 'must be a lowercase c
 const id = z.string().regex(/^[A-Za-z0-9._:|@/+=-]{1,128}$/, 'must be an id (no spaces, at most 128 characters)');
 const uuid = z.string().regex(UUID_PATTERN, 'must be a lowercase UUID');
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+/**
+ * A path inside the video's folder (`hls/720p/seg_003.m4s`, `original.mp4`) or a signed scope
+ * (`hls/`, `*`): relative, ASCII names that start with no dot (so no `.`/`..` segment), bounded. Media file names are the
+ * pipeline's own, never the uploader's, so no PHI can ride in it.
+ */
+const resource = z
+  .string()
+  .regex(/^(\*|(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\/)*(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?)$/, 'must be a media path inside the video (like `hls/720p/seg_003.m4s`)')
+  .min(1)
+  .max(200);
+/** Whether a value may stand as an entry's `resource` (callers holding a path a request named drop any other). */
+export function isAuditResource(value: string): boolean {
+  return resource.safeParse(value).success;
+}
 const isoTime = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
 
 const action = z.enum(Object.keys(AUDIT_ACTIONS) as [AuditAction, ...AuditAction[]]);
@@ -49,6 +64,11 @@ const eventFields = {
     videoId: uuid.nullable(),
     clientIp: anonymisedIp.nullable(),
     requestId: id.nullable(),
+    /**
+     * What of the video was disclosed: the rendition/path served or refused, the scope signed.
+     * Absent (not null) when the action has none, so entries from before the field keep their hash.
+     */
+    resource: resource.optional(),
     /** When it happened, by the submitting process' clock. */
     occurredAt: isoTime,
 };
@@ -108,7 +128,8 @@ export type ChainLink = Pick<AuditEntry, 'seq' | 'ts' | 'streamId' | 'prevHash'>
  * integer, null or the actor object, so putting the keys in sorted order is all
  * it takes: JSON.stringify then writes what the generic `canonicalize` would,
  * at a fraction of its cost (this runs for every entry the writer chains and
- * the verifier checks). A field added to the entry must be added here
+ * the verifier checks); an absent optional field is left out, as canonicalize
+ * leaves out an undefined one. A field added to the entry must be added here
  * (test/audit-chain checks the two agree).
  */
 export function canonicalEntry(e: SubmittedEvent, link: ChainLink): string {
@@ -122,6 +143,8 @@ export function canonicalEntry(e: SubmittedEvent, link: ChainLink): string {
     prevHash: link.prevHash,
     reason: e.reason,
     requestId: e.requestId,
+    // Omitted when absent: an entry written before the field existed hashes as it did then.
+    ...(e.resource !== undefined && { resource: e.resource }),
     seq: link.seq,
     streamId: link.streamId,
     ts: link.ts,

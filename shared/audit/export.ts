@@ -58,7 +58,9 @@ export function toEcs(e: AuditEntry, cursor: string): Record<string, unknown> {
     user: e.actor ? { id: e.actor.userId ?? undefined, roles: e.actor.role ? [e.actor.role] : undefined } : undefined,
     source: e.clientIp ? { ip: e.clientIp } : undefined,
     http: e.requestId ? { request: { id: e.requestId } } : undefined,
-    pulsevault: { category: e.category, outcome: e.outcome, video_id: e.videoId ?? undefined, seq: e.seq, hash: e.hash, prev_hash: e.prevHash, cursor },
+    // The media URL path the entry disclosed (served, refused, or opened by a signed token).
+    url: e.resource && e.videoId ? { path: `/media/videos/${e.videoId}/${e.resource}` } : undefined,
+    pulsevault: { category: e.category, outcome: e.outcome, video_id: e.videoId ?? undefined, resource: e.resource, seq: e.seq, hash: e.hash, prev_hash: e.prevHash, cursor },
   };
 }
 

@@ -4,7 +4,7 @@
  */
 import type { AuditReport } from './report.js';
 
-const COLUMNS = ['record', 'time', 'category', 'action', 'outcome', 'reason', 'subject', 'role', 'video_id', 'client_ip', 'request_id', 'seq', 'file', 'line', 'detail'] as const;
+const COLUMNS = ['record', 'time', 'category', 'action', 'outcome', 'reason', 'subject', 'role', 'video_id', 'resource', 'client_ip', 'request_id', 'seq', 'file', 'line', 'detail'] as const;
 
 /** RFC 4180: quote a field holding a comma, quote or newline (entries hold ids only, but a break's detail is prose). */
 const csvField = (v: string | number | null) => {
@@ -15,19 +15,19 @@ const csvField = (v: string | number | null) => {
 export function reportCsv(report: AuditReport): string {
   const rows: (string | number | null)[][] = [[...COLUMNS]];
   for (const l of report.lines) {
-    rows.push(['entry', l.time, l.category, l.action, l.outcome, l.reason, l.subject, l.role, l.videoId, l.clientIp, l.requestId, l.seq, l.file, l.line, null]);
+    rows.push(['entry', l.time, l.category, l.action, l.outcome, l.reason, l.subject, l.role, l.videoId, l.resource, l.clientIp, l.requestId, l.seq, l.file, l.line, null]);
   }
   for (const b of report.breaks) {
     const withheld = b.withheld > 0 ? ` (${b.withheld} matching line(s) not reported)` : '';
-    rows.push(['break', null, b.category, null, null, null, null, null, null, null, null, null, b.file, b.line, `${b.kind}: ${b.detail}${withheld}`]);
+    rows.push(['break', null, b.category, null, null, null, null, null, null, null, null, null, null, b.file, b.line, `${b.kind}: ${b.detail}${withheld}`]);
   }
   return `${rows.map((r) => r.map(csvField).join(',')).join('\r\n')}\r\n`;
 }
 
 export function reportTable(report: AuditReport): string {
   const rows = [
-    ['time', 'category', 'action', 'outcome', 'reason', 'subject', 'video', 'client ip', 'request id'],
-    ...report.lines.map((l) => [l.time, l.category, l.action, l.outcome, l.reason ?? '', l.subject ?? '', l.videoId ?? '', l.clientIp ?? '', l.requestId ?? '']),
+    ['time', 'category', 'action', 'outcome', 'reason', 'subject', 'video', 'resource', 'client ip', 'request id'],
+    ...report.lines.map((l) => [l.time, l.category, l.action, l.outcome, l.reason ?? '', l.subject ?? '', l.videoId ?? '', l.resource ?? '', l.clientIp ?? '', l.requestId ?? '']),
   ];
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   const out = rows.map((r) => r.map((v, c) => v.padEnd(widths[c]!)).join('  ').trimEnd());

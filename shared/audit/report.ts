@@ -47,6 +47,8 @@ export interface ReportLine {
   subject: string | null;
   role: string | null;
   videoId: string | null;
+  /** The path within the video (rendition, file, signed scope); null when the entry names none. */
+  resource: string | null;
   clientIp: string | null;
   requestId: string | null;
   seq: number;
@@ -73,6 +75,8 @@ export interface AuditReport {
 export interface ReportOptions {
   /** Write an index for a file that had none (or a stale one) once its chain verified. */
   buildIndex?: boolean;
+  /** Let an index that cannot be written fail the call (a rebuild that writes nothing is no rebuild). */
+  indexRequired?: boolean;
 }
 
 /** Where a file's verified lines join the chain and where they end. */
@@ -131,12 +135,20 @@ export async function auditReport(auditDir: string, signingKey: string, query: R
   return report;
 }
 
-/** An index that cannot be written (the audit volume mounted read-only, k8s/) only costs the next report a verification. */
-async function writeIndex(auditDir: string, key: string, builder: IndexBuilder, header: Parameters<IndexBuilder['write']>[1]): Promise<void> {
+/** The codes of a volume that may not be written (mounted read-only, or not ours). */
+export function isUnwritable(err: unknown): boolean {
+  return ['EROFS', 'EACCES', 'EPERM'].includes((err as NodeJS.ErrnoException).code ?? '');
+}
+
+/**
+ * An index that cannot be written (the audit volume mounted read-only, k8s/) only costs the next
+ * report a verification, unless the caller is there to write it.
+ */
+async function writeIndex(auditDir: string, key: string, builder: IndexBuilder, header: Parameters<IndexBuilder['write']>[1], required: boolean): Promise<void> {
   try {
     await builder.write(auditDir, header, key);
   } catch (err) {
-    if (!['EROFS', 'EACCES', 'EPERM'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+    if (required || !isUnwritable(err)) throw err;
   }
 }
 
@@ -145,7 +157,7 @@ const NOTHING: ReportQuery = { subjects: [''] };
 
 /** Verify one file and write its index afresh when its chain is intact; the breaks that kept it from being indexed. */
 export async function reindexFile(auditDir: string, signingKey: string, file: LogFile): Promise<Break[]> {
-  return (await verifyAndScan(auditDir, signingKey, file, NOTHING, { buildIndex: true })).breaks;
+  return (await verifyAndScan(auditDir, signingKey, file, NOTHING, { buildIndex: true, indexRequired: true })).breaks;
 }
 
 function dayAndCategory(file: string): { day: string | null; category: AuditCategory | null } {
@@ -168,6 +180,7 @@ function reportLine(e: AuditEntry, file: string, line: number): ReportLine {
     subject: e.actor?.userId ?? null,
     role: e.actor?.role ?? null,
     videoId: e.videoId,
+    resource: e.resource ?? null,
     clientIp: e.clientIp,
     requestId: e.requestId,
     seq: e.seq,
@@ -298,6 +311,6 @@ async function verifyAndScan(auditDir: string, key: string, file: LogFile, query
   });
   const ends = first && last ? { first: first as AuditEntry, last: last as AuditEntry } : null;
   const links = ends && { firstSeq: ends.first.seq, chainIn: ends.first.prevHash, lastSeq: ends.last.seq, lastHash: ends.last.hash };
-  if (builder && links) await writeIndex(auditDir, key, builder, { file: file.name, size: covered, ...links });
+  if (builder && links) await writeIndex(auditDir, key, builder, { file: file.name, size: covered, ...links }, options.indexRequired === true);
   return { lines, breaks, withheld, links: breaks.length === 0 ? links : null, indexed: false };
 }

@@ -1,12 +1,13 @@
 /**
  * `access` audit entries for media delivery (sign, stream, metadata): one per
  * granted and per denied request, with ids only (video UUID, user id, role,
- * reason) — never the token, the path's PHI or a raw IP (shared/audit/client.ts
+ * reason, the media path within the video) — never the token, the path's PHI or a raw IP (shared/audit/client.ts
  * anonymises it). Fail closed: when the entry cannot be recorded the request
  * is refused with 503 instead of being served unaudited.
  */
 import type { IncomingMessage } from 'node:http';
 import type { AuditLog } from '../audit/client.js';
+import { isAuditResource } from '../audit/entry.js';
 import { auditRole, type Principal } from '../auth/jwt.js';
 import { AppError, ForbiddenError, ServiceUnavailableError } from '../platform/errors.js';
 import { clientIp } from '../platform/http.js';
@@ -21,6 +22,11 @@ export interface AccessAttempt {
   requestId: string;
   /** Recorded only when it is a UUID (never a raw path segment). */
   videoId: string | null;
+  /**
+   * The path within the video served, refused or signed (`hls/720p/seg_003.m4s`, the scope `hls/`,
+   * `metadata`). Recorded only when it has a media path's form (a request's hostile path is dropped).
+   */
+  resource?: string | null;
   principal?: Principal | null;
 }
 
@@ -53,6 +59,7 @@ export function createAccessAudit(audit: AuditLog, log: Logger, trustedProxies: 
         videoId: attempt.videoId && isVideoId(attempt.videoId) ? attempt.videoId : null,
         clientIp: clientIp(attempt.req, trustedProxies),
         requestId: attempt.requestId,
+        resource: attempt.resource && isAuditResource(attempt.resource) ? attempt.resource : null,
       });
     } catch (err) {
       log.error({ err: (err as Error).message, action: attempt.action, outcome }, 'audit entry could not be recorded; refusing access');
