@@ -35,13 +35,16 @@ export const summary =
 
 /** sysexits.h: an output file cannot be created. */
 const EX_CANTCREAT = 73;
+const RANGE = `[--from YYYY-MM-DD] [--to YYYY-MM-DD] [--category ${AUDIT_CATEGORIES.join('|')}]`;
+const USAGE = `usage: pulsevault audit verify ${RANGE} | audit reindex ${RANGE} | audit report --video ID|--subject SUB ${RANGE} [--format table|json|csv] | audit export [--since CURSOR] [--limit N]`;
+
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const SUBCOMMANDS = ['verify', 'report', 'reindex', 'export'] as const;
 const FORMATS = ['table', 'json', 'csv'];
 
 function usage(problems: string[]): number {
   // One line naming the fix, as every CLI error (docs/operations.md).
-  process.stderr.write(`pulsevault audit: ${problems.join('; ')} (usage: pulsevault ${summary.slice(summary.indexOf('audit'))})\n`);
+  process.stderr.write(`pulsevault audit: ${problems.join('; ')} (${USAGE})\n`);
   return 64;
 }
 
