@@ -2,7 +2,8 @@
  * The records lifecycle's domain (shared/lifecycle/) over a real redis-server, a real audit writer
  * and real video directories (ffmpeg lavfi renditions): a disposal failed at every step leaves a
  * video that plays whole or is refused everywhere, and a retry or the sweep finishes it; audit
- * down changes nothing; holds and retention.
+ * down changes nothing; holds and retention; the PostgreSQL mirror (real, on 127.0.0.1) marks the
+ * row deleted.
  */
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -13,6 +14,7 @@ import { createAuditLog, type AuditLog } from '../shared/audit/client.js';
 import { DISPOSAL_STEPS, disposeVideo, sweepDisposals, type LifecycleDeps } from '../shared/lifecycle/dispose.js';
 import { setLegalHold } from '../shared/lifecycle/hold.js';
 import { runRetention } from '../shared/lifecycle/retention.js';
+import { attachMirror } from '../shared/mirror/attach.js';
 import { DELETED_MARK, isDeleted, refuseIfDeleted } from '../shared/lifecycle/tombstone.js';
 import { loadConfig, type Config } from '../shared/platform/config.js';
 import { createLogger } from '../shared/platform/log.js';
@@ -20,6 +22,7 @@ import { leaseKey } from '../shared/transcode/lease.js';
 import { MediaStore } from '../shared/video/store.js';
 import { readAuditEntries, startAuditWriter } from './helpers/audit.js';
 import { makeVideo } from './helpers/delivery-video.js';
+import { createTestDatabase } from './helpers/postgres.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 import { TEST_AUDIT_KEY, TEST_HMAC_SECRET } from './helpers/secrets.js';
 
@@ -103,6 +106,24 @@ describe('disposal', () => {
       else continue; // never marked: nothing for a sweep to finish, the video is whole
       expect(filesOf(v.dir), `${failAt}, ${finish}`).toEqual([DELETED_MARK, 'meta.json']);
       expect((await store.read(v.videoId)).deletion?.disposedAt, `${failAt}, ${finish}`).toEqual(expect.any(String));
+    }
+  });
+
+  it('the PostgreSQL mirror keeps the row, marked deleted, with the title and renditions it mirrored gone', async () => {
+    const db = await createTestDatabase();
+    const mirrorConfig = loadConfig({ HMAC_SECRET: TEST_HMAC_SECRET, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY, REDIS_URL: redis.url, MEDIA_ROOT: root, METADATA_DSN: db.dsn, METADATA_MIRROR_PHI: 'true' }, { secretsDir: '/nonexistent' });
+    const mirroredStore = new MediaStore(config.videoDir, redis.client());
+    const mirror = attachMirror(mirroredStore, redis.client(), mirrorConfig, deps.log, { intervalMs: 3_600_000 })!;
+    try {
+      const v = await video();
+      await mirroredStore.update(v.videoId, (m) => ({ ...m, progress: 100 })); // mirrored as a live video first
+      const row = async () => (await db.client.query('SELECT status, title, description, renditions, checksum, size FROM videos WHERE id = $1', [v.videoId])).rows[0];
+      expect(await row()).toMatchObject({ status: 'transcoded', title: 'PHI-title', renditions: ['240p'] });
+      await disposeVideo({ ...deps, store: mirroredStore }, v.videoId, 'duplicate', request);
+      expect(await row()).toEqual({ status: 'deleted', title: null, description: null, renditions: [], checksum: v.meta.checksum, size: String(v.meta.size) });
+    } finally {
+      await mirror.close();
+      await db.drop();
     }
   });
 

@@ -28,6 +28,8 @@ import { createRedis } from '../../shared/platform/redis.js';
 import { isVideoId, MediaStore, type VideoMeta } from '../../shared/video/store.js';
 
 const SWEEP_INTERVAL_MS = 5 * 60_000;
+/** Observes each disposal step; the crash test kills the process there (test/helpers/crashing-videos.mjs). */
+export const stepObserver: Pick<LifecycleDeps, 'onStep'> = {};
 const ROUTE = /^\/media\/videos\/([^/?]+)(\/hold)?(?:\?(.*))?$/;
 
 /** The reason code of a request: `?reason=` or a JSON body `{reason}`. */
@@ -47,7 +49,7 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
   const audit = createAuditLog(config, redis, log);
   const store = new MediaStore(config.videoDir, redis);
   const mirror = attachMirror(store, redis, config, log);
-  const deps: LifecycleDeps = { config, store, redis, audit, log };
+  const deps: LifecycleDeps = { config, store, redis, audit, log, onStep: stepObserver.onStep };
   const cors = createCors({ origins: config.corsOrigins, methods: ['PATCH', 'DELETE', 'PUT', 'OPTIONS'], allowHeaders: ['Authorization', 'Content-Type', 'If-Match'], exposeHeaders: ['ETag'] });
 
   const past = gauge({ name: 'pulsevault_videos_past_retention', help: 'Videos past their retainUntil and not yet disposed of, by whether a legal hold keeps them (as of the last sweep).', labelNames: ['held'] as const });

@@ -41,7 +41,7 @@ export interface LifecycleDeps {
   redis: Redis;
   audit: AuditLog;
   log: Logger;
-  /** Tests' seam: called before each step (test/lifecycle-crash.test.ts fails a disposal there). */
+  /** Tests' seam: called before each step (test/lifecycle.test.ts fails a disposal there, test/lifecycle-crash.test.ts kills the process). */
   onStep?: (step: DisposalStep, videoId: string) => void | Promise<void>;
 }
 

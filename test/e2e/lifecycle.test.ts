@@ -1,6 +1,6 @@
 /**
  * The console's records controls in headless Chromium against the local stack (media edge in
- * front): a video deleted while it plays stops on the 410 its next segment gets; edit saves the
+ * front): a video deleted while it plays (hls.js, dash.js) stops on the 410 its next segment gets; edit saves the
  * title with the ETag; delete asks for a reason and a confirmation; hold and retention are shown.
  */
 import { existsSync } from 'node:fs';
@@ -51,24 +51,28 @@ describe('console: edit, delete, hold and retention', () => {
     await stack?.stop();
   });
 
-  it('a video deleted while it plays: its next segment gets 410 video_deleted and the player stops', async () => {
-    // 60 s in 2 s segments: hls.js buffers 30 s ahead, so it still fetches segments after the delete.
+  /** 60 s in short segments: hls.js buffers 30 s ahead, dash.js 12 s, so either still fetches segments after the delete. */
+  const players = [
+    { button: 'Play HLS (hls.js)', tree: 'hls' },
+    { button: 'Play DASH (dash.js)', tree: 'dash' },
+  ];
+  it.each(players)('a video deleted while $button plays it: its next segment gets 410 video_deleted and the player stops', async ({ button, tree }) => {
     const v = await makeVideo(videoDir(), {}, { seconds: 60 });
     await open(v.videoId);
     expect(await text('#video-hold')).toBe('none');
     expect(await text('#video-retention')).toBe('until deleted');
-    await page.getByRole('button', { name: 'Play HLS (hls.js)' }).click();
+    await page.getByRole('button', { name: button }).click();
     await waitFor(async () => (await currentTime()) > 0.5, DEADLINE, 'playback to start');
 
     // Deleted by another client (the API), while this one plays.
     const res = await fetch(`${stack.url}/media/videos/${v.videoId}?reason=recorded_in_error`, { method: 'DELETE', headers: { Authorization: `Bearer ${devToken}` } });
     expect(res.status).toBe(200);
     await waitFor(async () => (await text('#player-status')) === 'This video was deleted.', DEADLINE, 'the player to stop on a 410');
-    expect(refused.some((r) => r.status === 410 && r.url.startsWith(`/media/videos/${v.videoId}/hls/`))).toBe(true);
+    expect(refused.some((r) => r.status === 410 && r.url.startsWith(`/media/videos/${v.videoId}/${tree}/`))).toBe(true);
     expect(await text('#video-status')).toBe('deleted');
     expect(await page.locator('#video-element').evaluate((e) => (e as unknown as { src: string }).src)).toBe('');
-    expect(await page.getByRole('button', { name: 'Play HLS (hls.js)' }).isDisabled()).toBe(true);
-  });
+    for (const p of players) expect(await page.getByRole('button', { name: p.button }).isDisabled()).toBe(true);
+  }, 3 * DEADLINE); // a 60 s clip made by ffmpeg, then two polled waits, on a loaded machine
 
   it('edits the title and description with the ETag, then deletes with a reason and a confirmation', async () => {
     const v = await makeVideo(videoDir());
