@@ -135,7 +135,7 @@ describe('web console and real players, end to end', () => {
   it('uploads a clip through the console, reaches 100 %, finalizes and follows the transcode to `transcoded`', async () => {
     seen = [];
     await page.getByLabel('Video file').setInputFiles(clip);
-    await page.getByLabel(/^Title/).fill('End-to-end clip');
+    await page.getByLabel(/^Title \(optional/).fill('End-to-end clip');
     // Every figure the transcode meter shows, recorded in the page (a poll from here could miss one).
     await page.evaluate(`{
       const percent = document.querySelector('#transcode-percent');
