@@ -28,8 +28,7 @@ import { verifyAuditLog } from '../../shared/audit/verify.js';
 import { loadConfigOrExit, type Config } from '../../shared/platform/config.js';
 import { isVideoId } from '../../shared/video/store.js';
 
-export const summary =
-  'the audit log: audit verify|reindex [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--category C]; audit report --video ID|--subject SUB [--from] [--to] [--category] [--format table|json|csv]; audit export [--since CURSOR] [--limit N]';
+export const summary = `the audit log: audit verify|reindex [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--category ${AUDIT_CATEGORIES.join('|')}]; audit report --video ID|--subject SUB [--from] [--to] [--category] [--format table|json|csv]; audit export [--since CURSOR] [--limit N]`;
 
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const SUBCOMMANDS = ['verify', 'report', 'reindex', 'export'] as const;
@@ -37,7 +36,7 @@ const FORMATS = ['table', 'json', 'csv'];
 
 function usage(problems: string[]): number {
   // One line naming the fix, as every CLI error (docs/operations.md).
-  process.stderr.write(`pulsevault audit: ${problems.join('; ')} (usage: pulsevault ${summary.slice(summary.indexOf('audit'))})\n`);
+  process.stderr.write(`pulsevault audit: ${problems.join('; ')} (usage: pulsevault ${summary.slice(summary.indexOf('audit verify'))})\n`);
   return 64;
 }
 
