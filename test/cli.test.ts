@@ -148,7 +148,7 @@ describe('what the operator must fix: one line, non-zero exit', () => {
       const run = await pulsevault(args, { MEDIA_ROOT: scratch, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY });
       expect(run.code, args.join(' ')).toBe(64);
       expectOneLine(run);
-      expect(run.stderr).toMatch(/^pulsevault audit: .+ \(usage: pulsevault audit verify \[--from YYYY-MM-DD\] \[--to YYYY-MM-DD\] \[--category access\|/);
+      expect(run.stderr).toMatch(/^pulsevault audit: .+ \(usage: pulsevault audit verify\|reindex \[--from YYYY-MM-DD\] \[--to YYYY-MM-DD\] \[--category access\|/);
     }
   });
 

@@ -30,8 +30,7 @@ import { verifyAuditLog } from '../../shared/audit/verify.js';
 import { loadConfigOrExit, type Config } from '../../shared/platform/config.js';
 import { isVideoId } from '../../shared/video/store.js';
 
-export const summary =
-  'the audit log: audit verify|reindex [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--category C]; audit report --video ID|--subject SUB [--from] [--to] [--category] [--format table|json|csv]; audit export [--since CURSOR] [--limit N]';
+export const summary = `the audit log: audit verify|reindex [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--category ${AUDIT_CATEGORIES.join('|')}]; audit report --video ID|--subject SUB [--from] [--to] [--category] [--format table|json|csv]; audit export [--since CURSOR] [--limit N]`;
 
 /** sysexits.h: an output file cannot be created. */
 const EX_CANTCREAT = 73;

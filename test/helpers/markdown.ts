@@ -27,3 +27,14 @@ export function bashBlocks(file: string): CodeBlock[] {
 export function documentationFiles(): string[] {
   return ['README.md', ...readdirSync('docs').filter((f) => f.endsWith('.md')).map((f) => path.join('docs', f))];
 }
+
+/** The body rows of the table between `<!-- name -->` and `<!-- /name -->` in a Markdown file, each as its cells. */
+export function markedTable(file: string, name: string): string[][] {
+  const text = readFileSync(file, 'utf8');
+  const start = text.indexOf(`<!-- ${name} -->\n`);
+  const end = text.indexOf(`<!-- /${name} -->`, start);
+  if (start < 0 || end < 0) throw new Error(`${file} has no table marked ${name}`);
+  const rows = text.slice(start, end).split('\n').filter((l) => l.startsWith('|'));
+  // Drop the header and its |---| line; a cell's text loses its surrounding spaces.
+  return rows.slice(2).map((row) => row.slice(1, -1).split('|').map((cell) => cell.trim()));
+}

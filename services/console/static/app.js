@@ -143,7 +143,8 @@
       return;
     }
     const roles = Object.values(claims).find((v) => Array.isArray(v) && v.every((r) => typeof r === 'string'));
-    const until = claims.exp ? new Date(claims.exp * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : 'no expiry';
+    // With its date: a development token lasts 12 h, so a bare time is often tomorrow's.
+    const until = claims.exp ? formatWhen(new Date(claims.exp * 1000).toISOString()) : 'no expiry';
     ui.identity.textContent = `${roles ? `${roles.join(', ')} · ` : ''}until ${until}`;
     ui.identity.title = `Signed in${roles ? ` as ${roles.join(', ')}` : ''}, until ${until}`;
     void loadLibrary(true);
