@@ -34,8 +34,6 @@ export const summary = `the audit log: audit verify|reindex [--from YYYY-MM-DD] 
 
 /** sysexits.h: an output file cannot be created. */
 const EX_CANTCREAT = 73;
-const RANGE = `[--from YYYY-MM-DD] [--to YYYY-MM-DD] [--category ${AUDIT_CATEGORIES.join('|')}]`;
-const USAGE = `usage: pulsevault audit verify ${RANGE} | audit reindex ${RANGE} | audit report --video ID|--subject SUB ${RANGE} [--format table|json|csv] | audit export [--since CURSOR] [--limit N]`;
 
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const SUBCOMMANDS = ['verify', 'report', 'reindex', 'export'] as const;
@@ -43,7 +41,7 @@ const FORMATS = ['table', 'json', 'csv'];
 
 function usage(problems: string[]): number {
   // One line naming the fix, as every CLI error (docs/operations.md).
-  process.stderr.write(`pulsevault audit: ${problems.join('; ')} (${USAGE})\n`);
+  process.stderr.write(`pulsevault audit: ${problems.join('; ')} (usage: pulsevault ${summary.slice(summary.indexOf('audit verify'))})\n`);
   return 64;
 }
 

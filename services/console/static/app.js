@@ -735,7 +735,9 @@
       video.src = url;
       return void video.play().catch(() => {});
     }
-    const hls = new window.Hls({ startPosition: startAt > 0 ? startAt : -1 });
+    // A short forward buffer, as dash.js keeps (12 s): on loopback hls.js would fetch a whole short
+    // video at once, and a deletion or an expired token would then go unnoticed until its end.
+    const hls = new window.Hls({ startPosition: startAt > 0 ? startAt : -1, maxBufferLength: 12, maxMaxBufferLength: 12 });
     const p = { kind: 'hls', instance: hls, videoId: w.videoId, path: w.outputs.hlsMaster };
     player = p;
     hls.on(window.Hls.Events.MANIFEST_PARSED, (_event, data) => {
@@ -744,10 +746,11 @@
     });
     hls.on(window.Hls.Events.LEVEL_SWITCHED, (_event, data) => playing(hls.levels[data.level]?.height));
     hls.on(window.Hls.Events.ERROR, (_event, data) => {
-      if (!data.fatal) return;
       const status = data.response?.code;
-      if (status === 403) return void onForbidden(p, data.details);
+      // Gone for good: hls.js would retry a segment's 410 as if it were passing (not fatal).
       if (status === 410) return showDeleted(watching ?? p);
+      if (!data.fatal) return;
+      if (status === 403) return void onForbidden(p, data.details);
       showAlert(`HLS playback failed${status ? ` (${status})` : ''}: ${data.details}`);
     });
     hls.loadSource(url);
