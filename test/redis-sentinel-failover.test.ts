@@ -22,6 +22,7 @@ import { MediaStore } from '../shared/video/store.js';
 import { activeKey } from '../shared/transcode/queue.js';
 import { RECOVERY_AUDIT_REASON } from '../shared/transcode/recovery.js';
 import { readAuditEntries } from './helpers/audit.js';
+import { childPids } from './helpers/processes.js';
 import { makeClip } from './helpers/media.js';
 import { baseTestEnv, spawnNode, type NodeProcess } from './helpers/node-process.js';
 import { startSentinels, type TestSentinels } from './helpers/sentinel.js';
@@ -219,6 +220,11 @@ it('a job only the killed primary had (asynchronous replication lost it) is re-c
   const replicas = sentinels.nodes.filter((n) => n !== primary);
   const direct = primary.client();
   // The worst case min-replicas-max-lag allows: the replicas stopped hearing from the primary, which still acknowledges writes.
+  // The connector paused too: a job it picked up before the kill would be transcoded from the old primary's
+  // queue and prove nothing about the recovery (it dispatches within ~30 ms of finalize).
+  const [connector] = childPids(stack.process.pid!, 'queue-connector/main.js');
+  expect(connector).toBeDefined();
+  process.kill(connector!, 'SIGSTOP');
   for (const r of replicas) r.signal('SIGSTOP');
   let videoId: string;
   try {
@@ -230,7 +236,11 @@ it('a job only the killed primary had (asynchronous replication lost it) is re-c
   } finally {
     for (const r of replicas) r.signal('SIGCONT');
   }
-  await waitFor(async () => (await sentinels.primaryPort()) !== primary.port, 60_000, 'a replica to be promoted', 200);
+  try {
+    await waitFor(async () => (await sentinels.primaryPort()) !== primary.port, 60_000, 'a replica to be promoted', 200);
+  } finally {
+    process.kill(connector!, 'SIGCONT');
+  }
 
   // The promoted replica never had the job; the connector sees a new primary and re-creates it from meta.json.
   const store = new MediaStore(path.join(stack.mediaRoot, 'videos'));
