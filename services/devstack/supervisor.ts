@@ -44,10 +44,18 @@ export async function freePort(): Promise<number> {
   if (high - low >= 1_000) {
     for (let attempt = 0; attempt < 50; attempt++) {
       const port = low + Math.floor(Math.random() * (high - low + 1));
-      if (await listenable(port)) return port;
+      // Never the same port twice from one process: the check does not reserve it, and a stack asks
+      // for a dozen before any child listens (two functions on one port crash-loop on EADDRINUSE).
+      if (!handedOut.has(port) && (await listenable(port))) return handOut(port);
     }
   }
-  return listenOn(0);
+  return handOut(await listenOn(0));
+}
+
+const handedOut = new Set<number>();
+function handOut(port: number): number {
+  handedOut.add(port);
+  return port;
 }
 
 async function listenable(port: number): Promise<boolean> {
