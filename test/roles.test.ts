@@ -28,16 +28,17 @@ interface Caller {
 /**
  * Expected answers per endpoint; `private` = the metadata view includes filename and user metadata;
  * `listed` = the owner's video is in the caller's listing (read from the media volume: no mirror here);
- * edit/remove = PATCH/DELETE /media/videos/:id (owner or admin), hold = PUT/DELETE …/hold (admins).
+ * edit/remove = PATCH/DELETE /media/videos/:id (owner or admin), hold = PUT/DELETE …/hold (admins),
+ * report = GET /admin/audit/report (admins).
  */
-type Expected = { create: number; finalize: number; sign: number; private: boolean; list: number; listed: boolean; edit: number; remove: number; hold: number };
+type Expected = { create: number; finalize: number; sign: number; private: boolean; list: number; listed: boolean; edit: number; remove: number; hold: number; report: number };
 const TABLE: [Caller, Expected][] = [
-  [{ name: 'anonymous', sub: null, roles: [] }, { create: 401, finalize: 401, sign: 401, private: false, list: 401, listed: false, edit: 401, remove: 401, hold: 401 }],
-  [{ name: 'owner, no role', sub: OWNER, roles: [] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403, listed: false, edit: 403, remove: 403, hold: 403 }],
-  [{ name: 'owner as viewer', sub: OWNER, roles: ['viewer'] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403, listed: false, edit: 403, remove: 403, hold: 403 }],
-  [{ name: 'owner as uploader', sub: OWNER, roles: ['uploader'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 200, listed: true, edit: 200, remove: 200, hold: 403 }],
-  [{ name: 'another uploader', sub: 'uploader-2', roles: ['uploader', 'viewer'] }, { create: 201, finalize: 404, sign: 403, private: false, list: 200, listed: false, edit: 403, remove: 403, hold: 403 }],
-  [{ name: 'admin', sub: 'root', roles: ['admin'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 200, listed: true, edit: 200, remove: 200, hold: 200 }],
+  [{ name: 'anonymous', sub: null, roles: [] }, { create: 401, finalize: 401, sign: 401, private: false, list: 401, listed: false, edit: 401, remove: 401, hold: 401, report: 401 }],
+  [{ name: 'owner, no role', sub: OWNER, roles: [] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403, listed: false, edit: 403, remove: 403, hold: 403, report: 403 }],
+  [{ name: 'owner as viewer', sub: OWNER, roles: ['viewer'] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403, listed: false, edit: 403, remove: 403, hold: 403, report: 403 }],
+  [{ name: 'owner as uploader', sub: OWNER, roles: ['uploader'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 200, listed: true, edit: 200, remove: 200, hold: 403, report: 403 }],
+  [{ name: 'another uploader', sub: 'uploader-2', roles: ['uploader', 'viewer'] }, { create: 201, finalize: 404, sign: 403, private: false, list: 200, listed: false, edit: 403, remove: 403, hold: 403, report: 403 }],
+  [{ name: 'admin', sub: 'root', roles: ['admin'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 200, listed: true, edit: 200, remove: 200, hold: 200, report: 200 }],
 ];
 const ADMIN: Caller = { name: 'admin', sub: 'root', roles: ['admin'] };
 
@@ -114,6 +115,11 @@ describe.each(TABLE)('$name', (caller, expected) => {
       body: JSON.stringify({ description: `edited by ${caller.name}` }),
     });
     expect(res.status).toBe(expected.edit);
+  });
+
+  it(`GET /admin/audit/report?videoId= → ${expected.report}`, async () => {
+    const res = await fetch(`${stack.url}/admin/audit/report?videoId=${video.videoId}`, { headers: await auth(caller) });
+    expect(res.status).toBe(expected.report);
   });
 
   it(`PUT and DELETE /media/videos/:id/hold → ${expected.hold}`, async () => {
