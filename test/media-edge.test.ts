@@ -211,6 +211,32 @@ describe('npm start with nginx installed: the media edge', () => {
     expect(entries.at(-1)).toMatchObject({ action: 'stream', outcome: 'denied', reason: 'token_malformed', videoId: video.videoId });
   });
 
+  it("edge headers from a client are not believed, on the OpenFaaS path or at the edge: the function answers as without them", async () => {
+    const t = token(video.videoId, 'hls/', 150);
+    const name = '240p_001.m4s';
+    const file = `/media/videos/${video.videoId}/hls/${name}`;
+    const forged = (value: string, tok: string) => ({ 'X-Media-Edge': value, 'X-Media-Edge-Token': tok, 'X-Media-Edge-File': `hls/${name}`, 'X-Media-Edge-Key': 'f'.repeat(64) });
+    for (const value of ['grant', 'accel']) {
+      const before = streamEntries('granted');
+      const res = await rawRequest(stack.url, `/function/stream${file}?token=${t}`, forged(value, t));
+      // The bytes themselves (not an empty grant or an X-Accel-Redirect), and the one entry for them.
+      expect(res.status, value).toBe(200);
+      expect(res.body.equals(bytesOf(name)), value).toBe(true);
+      expect(res.headers['x-accel-expires'], value).toBeUndefined();
+      expect(res.headers['x-accel-redirect'], value).toBeUndefined();
+      expect(streamEntries('granted') - before, value).toBe(1);
+    }
+    // A token that does not cover the file: refused and audited as any request (not an edge_grant_refused, unaudited).
+    const wrong = token(video.videoId, 'dash/', 150);
+    for (const url of [`/function/stream${file}?token=${wrong}`, `${file}?token=${wrong}`]) {
+      const [granted, denied] = [streamEntries('granted'), streamEntries('denied')];
+      const res = await rawRequest(stack.url, url, forged('grant', wrong));
+      expect(res.status, url).toBe(403);
+      expect(JSON.parse(res.body.toString()).error, url).toBe('out_of_scope');
+      expect([streamEntries('granted') - granted, streamEntries('denied') - denied], url).toEqual([0, 1]);
+    }
+  });
+
   it('50 concurrent first requests with 50 distinct tokens: exactly 50 grant entries', async () => {
     // Lifetimes no other test uses (tokens of equal claims are equal strings).
     const distinct = Array.from({ length: 50 }, (_, i) => token(video.videoId, 'hls/', 200 + i));

@@ -28,6 +28,8 @@ import {
   EDGE_GRANT_LOCATION,
   EDGE_GRANT_VALUE,
   EDGE_INTERNAL_PREFIX,
+  EDGE_KEY_HEADER,
+  EDGE_ONLY_HEADERS,
   EDGE_REPEATED_HEADERS,
   EDGE_REQUEST_HEADER,
   EDGE_REQUEST_VALUE,
@@ -52,6 +54,17 @@ export interface MediaEdgeOptions {
   user: string | null;
   /** Where the access log goes (`/dev/stdout` in the pod). */
   accessLog: string;
+  /** The file that defines $pv_edge_key (edgeKeyInclude): written by the local stack, by an init container in the pod. */
+  edgeKeyFile: string;
+}
+
+/**
+ * The include file that gives nginx the edge's key (MEDIA_EDGE_KEY, whose charset needs no quoting).
+ * k8s/media-edge.yaml's init container writes the same line from the secret media-edge-key.
+ */
+export function edgeKeyInclude(key: string): string {
+  if (!/^[A-Za-z0-9+/=._-]{32,}$/.test(key)) throw new Error('MEDIA_EDGE_KEY must be at least 32 of A-Z a-z 0-9 + / = . _ -');
+  return `map $host $pv_edge_key { default "${key}"; }\n`;
 }
 
 /**
@@ -70,8 +83,17 @@ export function nginxHttpBasics(tempDir: string): string {
   keepalive_requests 100000;`;
 }
 
-/** A location's proxy_set_header replaces every inherited one: both levels list these. */
-const PROXY_HEADERS = 'proxy_set_header Connection ""; proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;';
+/**
+ * A location's proxy_set_header replaces every inherited one: both levels list these. The edge-only
+ * headers a client sent are never handed on (an empty value drops the header); the stream locations set their own.
+ */
+const proxyHeaders = (own: Partial<Record<(typeof EDGE_ONLY_HEADERS)[number], string>> = {}) =>
+  [
+    'proxy_set_header Connection "";',
+    'proxy_set_header Host $http_host;',
+    'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;',
+    ...EDGE_ONLY_HEADERS.map((h) => `proxy_set_header ${h} ${own[h] ?? '""'};`),
+  ].join(' ');
 const WHY_HEADER = '# The function decided; nginx keeps only a few of its headers across X-Accel-Redirect.';
 
 /** nginx variable of an upstream response header: `Referrer-Policy` → `$upstream_http_referrer_policy`. */
@@ -97,8 +119,7 @@ ${EDGE_REPEATED_HEADERS.map((h) => `      add_header ${h} ${upstreamVariable(h)}
 const NO_BODY = 'proxy_pass_request_body off;\n      proxy_set_header Content-Length "";';
 /** A media request the stream function decides by itself (X-Accel-Redirect for a granted file, else its answer). */
 const STREAM_DECIDES = `proxy_pass http://pulsevault_stream;
-      ${PROXY_HEADERS}
-      proxy_set_header ${EDGE_REQUEST_HEADER} ${EDGE_REQUEST_VALUE};
+      ${proxyHeaders({ [EDGE_REQUEST_HEADER]: EDGE_REQUEST_VALUE, [EDGE_KEY_HEADER]: '$pv_edge_key' })}
       ${NO_BODY}`;
 
 /** The function's headers a grant carries, which nginx repeats on every file it sends under it. */
@@ -154,10 +175,7 @@ ${Object.entries(EDGE_SENT_TYPES).map(([ext, type]) => `        "${type}" ${ext}
     location = ${EDGE_GRANT_LOCATION} {
       internal;
       proxy_pass http://pulsevault_stream/media/videos/$pv_video/$pv_grant_unit?$pv_args;
-      ${PROXY_HEADERS}
-      proxy_set_header ${EDGE_REQUEST_HEADER} ${EDGE_GRANT_VALUE};
-      proxy_set_header ${EDGE_TOKEN_HEADER} $pv_token;
-      proxy_set_header ${EDGE_FILE_HEADER} $pv_dirs$pv_file;
+      ${proxyHeaders({ [EDGE_REQUEST_HEADER]: EDGE_GRANT_VALUE, [EDGE_TOKEN_HEADER]: '$pv_token', [EDGE_FILE_HEADER]: '$pv_dirs$pv_file', [EDGE_KEY_HEADER]: '$pv_edge_key' })}
       ${NO_BODY}
       proxy_buffering on;
       proxy_cache pulsevault_grants;
@@ -203,6 +221,8 @@ ${nginxHttpBasics(o.tempDir)}
   # Grants of the stream function (shared/delivery/edge.ts), keyed by token, unit and Origin. Under the pod's
   # 64 MiB /tmp; an evicted grant is asked for (and audited) again.
   proxy_cache_path ${temp('grants')} levels=1:2 keys_zone=pulsevault_grants:8m max_size=32m inactive=10m use_temp_path=off;
+  # $pv_edge_key: the secret the stream function believes edge headers with (shared/delivery/edge.ts).
+  include ${o.edgeKeyFile};
   map $pv_dirs $pv_grant_unit { "" $pv_file; default $pv_dirs; }
   map $args $pv_token_ambiguous { "~*(^|&)token=.*&token=" 1; "~(^|&)(?!token=)(?i:token)=" 1; default 0; }
   map $request_uri $pv_path_not_plain { "~^[^?]*(%|//)" 1; default 0; }
@@ -214,7 +234,7 @@ ${o.stream.map((s) => `    server ${s};`).join('\n')}
   }
 ${o.otherwise ? `  upstream pulsevault_gateway {\n    server ${o.otherwise};\n    keepalive 64;\n  }\n` : ''}
   proxy_http_version 1.1;
-  ${PROXY_HEADERS}
+  ${proxyHeaders()}
   # JSON errors, playlists and uploads pass through as the functions wrote them.
   proxy_intercept_errors off;
   proxy_buffering off;
@@ -250,4 +270,5 @@ export const K8S_MEDIA_EDGE: MediaEdgeOptions = {
   tempDir: '/tmp',
   user: null,
   accessLog: '/dev/stdout',
+  edgeKeyFile: '/tmp/edge-key.conf',
 };
