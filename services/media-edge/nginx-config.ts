@@ -128,10 +128,30 @@ const grantVariable = (header: string) => `$pv_grant_${header.toLowerCase().repl
 /** Status codes of nginx's own that the function answers instead (as JSON errors, or via X-Accel-Redirect). */
 const DECIDED_BY_FUNCTION = '301 401 403 404 405 500 502 503 504';
 /**
+ * An answer of nginx's own in our JSON error shape (shared/platform/errors.ts), as sendJson writes it.
  * A range past the end is found by nginx's range filter, after the grant's headers are set and too
- * late to hand the request on: it answers as the function would, in JSON (shared/platform/errors.ts).
+ * late to hand the request on: it answers as the function would.
  */
-const UNSATISFIABLE_BODY = JSON.stringify({ error: 'range_not_satisfiable', message: 'requested range not satisfiable', requestId: '$request_id' });
+function jsonErrorLocation(name: string, status: number, error: string, message: string, noStore = true): string {
+  return `    location ${name} {${name.startsWith('@') ? '' : '\n      internal;'}
+      default_type "application/json; charset=utf-8";${noStore ? '\n      add_header Cache-Control no-store always;' : ''}
+      return ${status} '${JSON.stringify({ error, message, requestId: '$request_id' })}';
+    }`;
+}
+
+/**
+ * What nginx refuses before any function sees the request (a malformed request line or header, a
+ * URL or header too long, TRACE, an internal location asked for from outside): our JSON, not its HTML.
+ */
+const EDGE_REFUSALS: readonly { codes: string; status: number; error: string; message: string }[] = [
+  // 494: request header too large (nginx answers it as 400).
+  { codes: '400 494', status: 400, error: 'bad_request', message: 'malformed request' },
+  { codes: '404', status: 404, error: 'not_found', message: 'no such route' },
+  { codes: '405', status: 405, error: 'method_not_allowed', message: 'method not allowed' },
+  { codes: '414', status: 414, error: 'uri_too_long', message: 'request URL too long' },
+];
+/** A URI, not a named location: nginx cannot redirect a request whose request line it could not read to a named one. */
+const refusalUri = (status: number) => `/_pulsevault_refused/${status}`;
 
 /** Files nginx sends under a cached grant, and the grant request itself. */
 function grantLocations(videoDir: string): string {
@@ -158,6 +178,8 @@ ${GRANT_HEADERS.map((h) => `      auth_request_set ${grantVariable(h)} ${upstrea
 ${GRANT_HEADERS.map((h) => `      add_header ${h} ${grantVariable(h)} always;`).join('\n')}
       alias ${videoDir}/$pv_video/$pv_dirs$pv_file;
       disable_symlinks on;
+      # RFC 9110 §13.1.3, as the function: not modified since a date at or after the file's (nginx's default is an exact match).
+      if_modified_since before;
       # One range or the whole file, as the function plans it.
       max_ranges 1;
       types {
@@ -167,10 +189,7 @@ ${Object.entries(EDGE_SENT_TYPES).map(([ext, type]) => `        "${type}" ${ext}
       error_page 416 = @pulsevault_unsatisfiable;
     }
 
-    location @pulsevault_unsatisfiable {
-      default_type "application/json; charset=utf-8";
-      return 416 '${UNSATISFIABLE_BODY}';
-    }
+${jsonErrorLocation('@pulsevault_unsatisfiable', 416, 'range_not_satisfiable', 'requested range not satisfiable', false)}
 
     location = ${EDGE_GRANT_LOCATION} {
       internal;
@@ -226,7 +245,8 @@ ${nginxHttpBasics(o.tempDir)}
   map $pv_dirs $pv_grant_unit { "" $pv_file; default $pv_dirs; }
   map $args $pv_token_ambiguous { "~*(^|&)token=.*&token=" 1; "~(^|&)(?!token=)(?i:token)=" 1; default 0; }
   map $request_uri $pv_path_not_plain { "~^[^?]*(%|//)" 1; default 0; }
-  map $http_range $pv_range_malformed { "" 0; "~^bytes=(\\d+-\\d*|-\\d+)(,\\s*(\\d+-\\d*|-\\d+))*$" 0; default 1; }
+  # Positions of up to 15 digits (beyond 2^53 the function calls a range malformed, as any other it cannot read).
+  map $http_range $pv_range_malformed { "" 0; "~^bytes=(\\d{1,15}-\\d{0,15}|-\\d{1,15})(,\\s*(\\d{1,15}-\\d{0,15}|-\\d{1,15}))*$" 0; default 1; }
 
   upstream pulsevault_stream {
 ${o.stream.map((s) => `    server ${s};`).join('\n')}
@@ -246,6 +266,9 @@ ${o.otherwise ? `  upstream pulsevault_gateway {\n    server ${o.otherwise};\n  
   server {
     listen ${o.listen};
 ${grantLocations(o.videoDir)}${routeLocations}
+
+${EDGE_REFUSALS.map((r) => `    error_page ${r.codes} ${refusalUri(r.status)};`).join('\n')}
+${EDGE_REFUSALS.map((r) => jsonErrorLocation(`= ${refusalUri(r.status)}`, r.status, r.error, r.message, true)).join('\n')}
 
 ${internalLocation('range', o.videoDir)}
 ${internalLocation('whole', o.videoDir)}
