@@ -14,7 +14,7 @@ import { startAuditWriter } from './helpers/audit.js';
 import { startFunctionProcess, type FunctionProcess } from './helpers/function-process.js';
 import { makeClip } from './helpers/media.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
-import { createUpload, finalize, patch, sha256, uploadIdOf } from './helpers/uploads.js';
+import { createUpload, finalize, offsetOf, patch, sha256, TUS, uploadIdOf } from './helpers/uploads.js';
 import { STACK_START_DEADLINE_MS } from './helpers/stack.js';
 
 let redis: TestRedis;
@@ -63,5 +63,36 @@ describe('finalize on a full media volume', () => {
     const retried = await finalize(fin.url, body);
     expect(retried.status).toBe(200);
     expect(retried.json.checksum).toBe(sha256(clip));
+  });
+
+  it('tus on a full upload volume: create and PATCH answer 507 JSON, the stored offset stays right, and the upload resumes once space returns', async () => {
+    const uploadDir = path.join(scratch, 'tus-full');
+    mkdirSync(uploadDir);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', uploadDir]);
+    try {
+      const tus = await startFunctionProcess('tus-upload', { REDIS_URL: redis.url, MEDIA_ROOT: mediaRoot, UPLOAD_DIR: uploadDir });
+      processes.push(tus);
+      const data = Buffer.alloc(256 * 1024, 7);
+      for (let i = 0; i < data.length; i += 4096) data.writeUInt32BE(i, i); // not all one byte: a misplaced resume would show
+      const url = await createUpload(`${tus.url}/uploads`, data.length);
+      const full = await patch(url, 0, data);
+      expect(full.status).toBe(507);
+      expect(full.headers.get('content-type')).toBe('application/json; charset=utf-8');
+      expect(await full.json()).toMatchObject({ error: 'insufficient_storage', message: expect.stringMatching(/volume is full/) });
+      const stored = await offsetOf(url);
+      expect(stored).toBeLessThan(data.length);
+      expect(readFileSync(path.join(uploadDir, uploadIdOf(url))).equals(data.subarray(0, stored))).toBe(true);
+      // Creating on the full volume: 507 too, not a 500.
+      const created = await fetch(`${tus.url}/uploads`, { method: 'POST', headers: { ...TUS, 'Upload-Length': '10' } });
+      expect(created.status).toBe(507);
+      expect(await created.json()).toMatchObject({ error: 'insufficient_storage' });
+
+      execFileSync('mount', ['-o', 'remount,size=16m', uploadDir]);
+      expect((await patch(url, stored, data.subarray(stored))).status).toBe(204);
+      expect(readFileSync(path.join(uploadDir, uploadIdOf(url))).equals(data)).toBe(true);
+      expect(await createUpload(`${tus.url}/uploads`, 10)).toMatch(/\/uploads\//);
+    } finally {
+      execFileSync('umount', ['-l', uploadDir]);
+    }
   });
 });

@@ -116,6 +116,15 @@ describe('/function/<name>/...', () => {
     expect(seen.at(-1)!.headers['x-forwarded-host']).toBe('vault.example.org');
   });
 
+  it('never hands on an edge-only header (X-Media-Edge…): only the media edge sends those, with its key', async () => {
+    const edge = { 'X-Media-Edge': 'grant', 'X-Media-Edge-Token': 't', 'X-Media-Edge-File': 'hls/a.m4s', 'X-Media-Edge-Key': 'k'.repeat(64) };
+    for (const url of ['/function/stream/media/videos/6f1c2a10-5b0e-4b7e-9d3c-2a4f8e9b1c00/hls/a.m4s?token=t', '/media/videos/6f1c2a10-5b0e-4b7e-9d3c-2a4f8e9b1c00/hls/a.m4s?token=t']) {
+      expect((await fetch(`${base}${url}`, { headers: edge })).status).toBe(200);
+      const h = seen.at(-1)!.headers;
+      expect(Object.keys(h).filter((k) => k.startsWith('x-media-edge')), url).toEqual([]);
+    }
+  });
+
   it('404s an unknown function', async () => {
     const res = await fetch(`${base}/function/nope/`);
     expect(res.status).toBe(404);

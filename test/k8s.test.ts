@@ -15,7 +15,9 @@ import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { describeVariables } from '../shared/platform/config.js';
 import { FUNCTIONS, matchPublicRoute, PUBLIC_ROUTES } from '../services/gateway/routes.js';
-import { K8S_MEDIA_EDGE, mediaEdgeConfig } from '../services/media-edge/nginx-config.js';
+import { edgeKeyInclude, K8S_MEDIA_EDGE, mediaEdgeConfig } from '../services/media-edge/nginx-config.js';
+import { EDGE_ONLY_HEADERS } from '../shared/delivery/edge.js';
+import { tmpdir } from 'node:os';
 import { readStack, subscribers } from '../shared/platform/openfaas-stack.js';
 import { TRANSCODE_STREAM } from '../shared/transcode/queue.js';
 import { apiServerProblems } from '../scripts/api-server-rules.js';
@@ -542,6 +544,42 @@ describe('media edge', () => {
     expect(tmp.medium).toBe('Memory');
     const cacheMiB = Number(/proxy_cache_path \S+ .*max_size=(\d+)m/.exec(mediaEdgeConfig(K8S_MEDIA_EDGE))![1]);
     expect(cacheMiB).toBeLessThanOrEqual(Number(String(tmp.sizeLimit).replace('Mi', '')) / 2);
+  });
+
+  it("gets the edge's key from the secret media-edge-key through its init container, as the local stack writes it", () => {
+    const init = (pod.initContainers as Obj[]).find((c) => c.name === 'edge-key')!;
+    const secretVolume = pod.volumes.find((v: Obj) => v.secret?.secretName === 'media-edge-key');
+    const secretMount = (init.volumeMounts as Obj[]).find((m) => m.name === secretVolume.name)!;
+    expect(secretMount.readOnly).toBe(true);
+    expect((init.volumeMounts as Obj[]).find((m) => m.name === 'tmp')!.mountPath).toBe(K8S_MEDIA_EDGE.tempDir);
+    expect(mediaEdgeConfig(K8S_MEDIA_EDGE)).toContain(`include ${K8S_MEDIA_EDGE.edgeKeyFile};`);
+    expect(readStack('stack.yml').functions.find((f) => f.name === 'stream')!.secrets).toContain('media-edge-key');
+    // The script itself, with its two paths moved into a scratch directory: the same include, or a refusal.
+    const dir = mkdtempSync(path.join(tmpdir(), 'pv-edge-key-'));
+    try {
+      const script = (init.command as string[])[2]!.replaceAll(`${secretMount.mountPath}/`, `${dir}/`).replaceAll(K8S_MEDIA_EDGE.edgeKeyFile, `${dir}/out.conf`);
+      const run = (key: string) => {
+        writeFileSync(path.join(dir, 'media-edge-key'), `${key}\n`);
+        rmSync(path.join(dir, 'out.conf'), { force: true });
+        try {
+          execFileSync('sh', ['-c', script], { stdio: 'pipe' });
+          return readFileSync(path.join(dir, 'out.conf'), 'utf8');
+        } catch {
+          return null;
+        }
+      };
+      const key = 'a'.repeat(20) + '0123456789+/=._-';
+      expect(run(key)).toBe(edgeKeyInclude(key));
+      expect(run('short')).toBeNull();
+      expect(run(`${'a'.repeat(40)}"; }`)).toBeNull();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the ingress drops every edge-only header a client sends', () => {
+    const values = parseYaml(readFileSync(path.join(K8S, 'ingress-nginx-values.yaml'), 'utf8')).controller.proxySetHeaders as Obj;
+    expect(Object.fromEntries(Object.entries(values).map(([k, v]) => [k.toLowerCase(), v]))).toEqual(Object.fromEntries(EDGE_ONLY_HEADERS.map((h) => [h, ''])));
   });
 
   it('logs no query string (token), no client address and no request line', () => {

@@ -87,6 +87,15 @@ describe('npm start with nginx installed: the media edge', () => {
       [original(), { Range: 'bytes=0-9', 'If-Range': etag }],
       [original(), { Range: 'bytes=0-9', 'If-Range': '"stale"' }],
       [original(), { 'If-None-Match': etag, Origin: ORIGIN }],
+      // RFC 9110 §13.1.3 on both: not modified since a date at or after the file's, a future one too; an invalid one is ignored.
+      [original(), { 'If-Modified-Since': new Date(Date.now() + 86_400_000).toUTCString() }],
+      [original(), { 'If-Modified-Since': new Date(Date.now() + 1_000).toUTCString(), Origin: ORIGIN }],
+      [original(), { 'If-Modified-Since': 'not a date' }],
+      [segment(), { 'If-Modified-Since': new Date(Date.now() + 86_400_000).toUTCString() }],
+      // A position no parser can hold: malformed, the whole file on both.
+      [original(), { Range: 'bytes=0-99999999999999999999' }],
+      [segment(), { Range: 'bytes=0-99999999999999999999' }],
+      [segment(), { Range: 'bytes=99999999999999999999-' }],
       [original(), { Range: 'bytes=0-9' }, 'HEAD'],
       [original(), {}, 'HEAD'],
       [segment(), { Origin: ORIGIN }],
@@ -105,6 +114,23 @@ describe('npm start with nginx installed: the media edge', () => {
       const what = `${method ?? 'GET'} ${url.split('?')[0]} ${JSON.stringify(headers)}`;
       expect(contractOf(viaEdge), what).toEqual(contractOf(byFunction));
       expect(bodyOf(viaEdge), what).toEqual(bodyOf(byFunction));
+    }
+  });
+
+  it("answers what nginx itself refuses in the functions' JSON error shape", async () => {
+    const cases: [string, string, Record<string, string>, number, string][] = [
+      ['an internal location', `/_pulsevault_edge/whole/${video.videoId}/original.mp4`, {}, 404, 'not_found'],
+      ['a NUL in the path', `/media/videos/${video.videoId}/hls/240p_000.m4s%00.m3u8?token=x`, {}, 400, 'bad_request'],
+      ['a 20 KB URL', `/media/videos/${video.videoId}/hls/240p_000.m4s?token=${'a'.repeat(20_000)}`, {}, 414, 'uri_too_long'],
+      ['TRACE', `/media/videos/${video.videoId}/hls/240p_000.m4s`, {}, 405, 'method_not_allowed'],
+      ['a 12 KB header', `/media/videos/${video.videoId}/hls/240p_000.m4s`, { Authorization: `Bearer ${'b'.repeat(12_000)}` }, 400, 'bad_request'],
+    ];
+    for (const [what, url, headers, status, error] of cases) {
+      const res = await rawRequest(stack.url, url, headers, what === 'TRACE' ? 'TRACE' : 'GET');
+      expect(res.status, what).toBe(status);
+      expect(res.headers['content-type'], what).toBe('application/json; charset=utf-8');
+      expect(res.headers['cache-control'], what).toBe('no-store');
+      expect(JSON.parse(res.body.toString()), what).toMatchObject({ error, requestId: expect.stringMatching(/^[0-9a-f]{32}$/) });
     }
   });
 
@@ -209,6 +235,32 @@ describe('npm start with nginx installed: the media edge', () => {
     expect(twice.status).toBe(400);
     const entries = readAuditEntries(path.join(stack.mediaRoot, 'audit'));
     expect(entries.at(-1)).toMatchObject({ action: 'stream', outcome: 'denied', reason: 'token_malformed', videoId: video.videoId });
+  });
+
+  it("edge headers from a client are not believed, on the OpenFaaS path or at the edge: the function answers as without them", async () => {
+    const t = token(video.videoId, 'hls/', 150);
+    const name = '240p_001.m4s';
+    const file = `/media/videos/${video.videoId}/hls/${name}`;
+    const forged = (value: string, tok: string) => ({ 'X-Media-Edge': value, 'X-Media-Edge-Token': tok, 'X-Media-Edge-File': `hls/${name}`, 'X-Media-Edge-Key': 'f'.repeat(64) });
+    for (const value of ['grant', 'accel']) {
+      const before = streamEntries('granted');
+      const res = await rawRequest(stack.url, `/function/stream${file}?token=${t}`, forged(value, t));
+      // The bytes themselves (not an empty grant or an X-Accel-Redirect), and the one entry for them.
+      expect(res.status, value).toBe(200);
+      expect(res.body.equals(bytesOf(name)), value).toBe(true);
+      expect(res.headers['x-accel-expires'], value).toBeUndefined();
+      expect(res.headers['x-accel-redirect'], value).toBeUndefined();
+      expect(streamEntries('granted') - before, value).toBe(1);
+    }
+    // A token that does not cover the file: refused and audited as any request (not an edge_grant_refused, unaudited).
+    const wrong = token(video.videoId, 'dash/', 150);
+    for (const url of [`/function/stream${file}?token=${wrong}`, `${file}?token=${wrong}`]) {
+      const [granted, denied] = [streamEntries('granted'), streamEntries('denied')];
+      const res = await rawRequest(stack.url, url, forged('grant', wrong));
+      expect(res.status, url).toBe(403);
+      expect(JSON.parse(res.body.toString()).error, url).toBe('out_of_scope');
+      expect([streamEntries('granted') - granted, streamEntries('denied') - denied], url).toEqual([0, 1]);
+    }
   });
 
   it('50 concurrent first requests with 50 distinct tokens: exactly 50 grant entries', async () => {

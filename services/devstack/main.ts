@@ -21,7 +21,7 @@ import { ensureRedis, namesRedis, startOwnRedis } from './local-redis.js';
 import { freePort, Supervisor } from './supervisor.js';
 import { TETHER } from './tethered.js';
 import { which } from './which.js';
-import { mediaEdgeConfig } from '../media-edge/nginx-config.js';
+import { edgeKeyInclude, mediaEdgeConfig } from '../media-edge/nginx-config.js';
 
 const RUNTIME = path.join(REPO_ROOT, 'dist/templates/pulsevault-node20/runtime/main.js');
 
@@ -69,6 +69,8 @@ const baseEnv: NodeJS.ProcessEnv = {
   AUDIT_WRITER_URL: `tcp://127.0.0.1:${auditIntakePort}`,
   // The writer and the functions are all children of this run: a fresh random key each run is enough.
   AUDIT_INTAKE_KEY: config.auditIntakeKey ?? randomBytes(32).toString('hex'),
+  // nginx (the media edge) proves its edge headers to the stream function with it; also per run.
+  MEDIA_EDGE_KEY: config.mediaEdgeKey ?? randomBytes(32).toString('hex'),
   MEDIA_ROOT: config.mediaRoot,
   UPLOAD_DIR: config.uploadDir,
   VIDEO_DIR: config.videoDir,
@@ -113,6 +115,8 @@ let edgeDir: string | null = null;
 if (nginx) {
   edgeDir = mkdtempSync(path.join(tmpdir(), 'pv-edge-'));
   const conf = path.join(edgeDir, 'nginx.conf');
+  const edgeKeyFile = path.join(edgeDir, 'edge-key.conf');
+  writeFileSync(edgeKeyFile, edgeKeyInclude(baseEnv.MEDIA_EDGE_KEY!), { mode: 0o600 });
   const me = userInfo();
   writeFileSync(
     conf,
@@ -125,6 +129,7 @@ if (nginx) {
       user: me.uid === 0 ? me.username : null,
       // Not /dev/stdout: nginx cannot open it when it is a socket, as Node's stdio pipes are.
       accessLog: path.join(edgeDir, 'access.log'),
+      edgeKeyFile,
     }),
   );
   // nginx in the foreground through the tether; SIGQUIT: it finishes the responses in flight, then exits.

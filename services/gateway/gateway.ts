@@ -11,6 +11,7 @@
  */
 import { createServer, request as httpRequest, Agent, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
+import { isEdgeOnlyHeader } from '../../shared/delivery/edge.js';
 import { toHttpError, MethodNotAllowedError, NotFoundError, ServiceUnavailableError } from '../../shared/platform/errors.js';
 import { sendJson, requestPath } from '../../shared/platform/http.js';
 import type { Logger } from '../../shared/platform/log.js';
@@ -38,7 +39,8 @@ export function createGateway(backend: GatewayBackend, log: Logger, extra: Extra
     const target = backend.pick(fn);
     if (!target) throw new ServiceUnavailableError(`function ${fn} has no ready replica`, 'function_unavailable');
     const headers: Record<string, string | string[]> = {};
-    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
+    // Edge-only headers (shared/delivery/edge.ts) come from the media edge, never from a caller of the gateway.
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k) && !isEdgeOnlyHeader(k)) headers[k] = v;
     // As the OpenFaaS gateway: keep the caller's forwarded headers, add them when absent.
     const remote = req.socket.remoteAddress ?? '';
     headers['x-forwarded-for'] ??= `${remote.includes(':') ? `[${remote}]` : remote}:${req.socket.remotePort ?? 0}`;

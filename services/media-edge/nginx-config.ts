@@ -28,6 +28,8 @@ import {
   EDGE_GRANT_LOCATION,
   EDGE_GRANT_VALUE,
   EDGE_INTERNAL_PREFIX,
+  EDGE_KEY_HEADER,
+  EDGE_ONLY_HEADERS,
   EDGE_REPEATED_HEADERS,
   EDGE_REQUEST_HEADER,
   EDGE_REQUEST_VALUE,
@@ -52,6 +54,17 @@ export interface MediaEdgeOptions {
   user: string | null;
   /** Where the access log goes (`/dev/stdout` in the pod). */
   accessLog: string;
+  /** The file that defines $pv_edge_key (edgeKeyInclude): written by the local stack, by an init container in the pod. */
+  edgeKeyFile: string;
+}
+
+/**
+ * The include file that gives nginx the edge's key (MEDIA_EDGE_KEY, whose charset needs no quoting).
+ * k8s/media-edge.yaml's init container writes the same line from the secret media-edge-key.
+ */
+export function edgeKeyInclude(key: string): string {
+  if (!/^[A-Za-z0-9+/=._-]{32,}$/.test(key)) throw new Error('MEDIA_EDGE_KEY must be at least 32 of A-Z a-z 0-9 + / = . _ -');
+  return `map $host $pv_edge_key { default "${key}"; }\n`;
 }
 
 /**
@@ -70,8 +83,17 @@ export function nginxHttpBasics(tempDir: string): string {
   keepalive_requests 100000;`;
 }
 
-/** A location's proxy_set_header replaces every inherited one: both levels list these. */
-const PROXY_HEADERS = 'proxy_set_header Connection ""; proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;';
+/**
+ * A location's proxy_set_header replaces every inherited one: both levels list these. The edge-only
+ * headers a client sent are never handed on (an empty value drops the header); the stream locations set their own.
+ */
+const proxyHeaders = (own: Partial<Record<(typeof EDGE_ONLY_HEADERS)[number], string>> = {}) =>
+  [
+    'proxy_set_header Connection "";',
+    'proxy_set_header Host $http_host;',
+    'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;',
+    ...EDGE_ONLY_HEADERS.map((h) => `proxy_set_header ${h} ${own[h] ?? '""'};`),
+  ].join(' ');
 const WHY_HEADER = '# The function decided; nginx keeps only a few of its headers across X-Accel-Redirect.';
 
 /** nginx variable of an upstream response header: `Referrer-Policy` → `$upstream_http_referrer_policy`. */
@@ -97,8 +119,7 @@ ${EDGE_REPEATED_HEADERS.map((h) => `      add_header ${h} ${upstreamVariable(h)}
 const NO_BODY = 'proxy_pass_request_body off;\n      proxy_set_header Content-Length "";';
 /** A media request the stream function decides by itself (X-Accel-Redirect for a granted file, else its answer). */
 const STREAM_DECIDES = `proxy_pass http://pulsevault_stream;
-      ${PROXY_HEADERS}
-      proxy_set_header ${EDGE_REQUEST_HEADER} ${EDGE_REQUEST_VALUE};
+      ${proxyHeaders({ [EDGE_REQUEST_HEADER]: EDGE_REQUEST_VALUE, [EDGE_KEY_HEADER]: '$pv_edge_key' })}
       ${NO_BODY}`;
 
 /** The function's headers a grant carries, which nginx repeats on every file it sends under it. */
@@ -107,10 +128,30 @@ const grantVariable = (header: string) => `$pv_grant_${header.toLowerCase().repl
 /** Status codes of nginx's own that the function answers instead (as JSON errors, or via X-Accel-Redirect). */
 const DECIDED_BY_FUNCTION = '301 401 403 404 405 500 502 503 504';
 /**
+ * An answer of nginx's own in our JSON error shape (shared/platform/errors.ts), as sendJson writes it.
  * A range past the end is found by nginx's range filter, after the grant's headers are set and too
- * late to hand the request on: it answers as the function would, in JSON (shared/platform/errors.ts).
+ * late to hand the request on: it answers as the function would.
  */
-const UNSATISFIABLE_BODY = JSON.stringify({ error: 'range_not_satisfiable', message: 'requested range not satisfiable', requestId: '$request_id' });
+function jsonErrorLocation(name: string, status: number, error: string, message: string, noStore = true): string {
+  return `    location ${name} {${name.startsWith('@') ? '' : '\n      internal;'}
+      default_type "application/json; charset=utf-8";${noStore ? '\n      add_header Cache-Control no-store always;' : ''}
+      return ${status} '${JSON.stringify({ error, message, requestId: '$request_id' })}';
+    }`;
+}
+
+/**
+ * What nginx refuses before any function sees the request (a malformed request line or header, a
+ * URL or header too long, TRACE, an internal location asked for from outside): our JSON, not its HTML.
+ */
+const EDGE_REFUSALS: readonly { codes: string; status: number; error: string; message: string }[] = [
+  // 494: request header too large (nginx answers it as 400).
+  { codes: '400 494', status: 400, error: 'bad_request', message: 'malformed request' },
+  { codes: '404', status: 404, error: 'not_found', message: 'no such route' },
+  { codes: '405', status: 405, error: 'method_not_allowed', message: 'method not allowed' },
+  { codes: '414', status: 414, error: 'uri_too_long', message: 'request URL too long' },
+];
+/** A URI, not a named location: nginx cannot redirect a request whose request line it could not read to a named one. */
+const refusalUri = (status: number) => `/_pulsevault_refused/${status}`;
 
 /** Files nginx sends under a cached grant, and the grant request itself. */
 function grantLocations(videoDir: string): string {
@@ -137,6 +178,8 @@ ${GRANT_HEADERS.map((h) => `      auth_request_set ${grantVariable(h)} ${upstrea
 ${GRANT_HEADERS.map((h) => `      add_header ${h} ${grantVariable(h)} always;`).join('\n')}
       alias ${videoDir}/$pv_video/$pv_dirs$pv_file;
       disable_symlinks on;
+      # RFC 9110 §13.1.3, as the function: not modified since a date at or after the file's (nginx's default is an exact match).
+      if_modified_since before;
       # One range or the whole file, as the function plans it.
       max_ranges 1;
       types {
@@ -146,18 +189,12 @@ ${Object.entries(EDGE_SENT_TYPES).map(([ext, type]) => `        "${type}" ${ext}
       error_page 416 = @pulsevault_unsatisfiable;
     }
 
-    location @pulsevault_unsatisfiable {
-      default_type "application/json; charset=utf-8";
-      return 416 '${UNSATISFIABLE_BODY}';
-    }
+${jsonErrorLocation('@pulsevault_unsatisfiable', 416, 'range_not_satisfiable', 'requested range not satisfiable', false)}
 
     location = ${EDGE_GRANT_LOCATION} {
       internal;
       proxy_pass http://pulsevault_stream/media/videos/$pv_video/$pv_grant_unit?$pv_args;
-      ${PROXY_HEADERS}
-      proxy_set_header ${EDGE_REQUEST_HEADER} ${EDGE_GRANT_VALUE};
-      proxy_set_header ${EDGE_TOKEN_HEADER} $pv_token;
-      proxy_set_header ${EDGE_FILE_HEADER} $pv_dirs$pv_file;
+      ${proxyHeaders({ [EDGE_REQUEST_HEADER]: EDGE_GRANT_VALUE, [EDGE_TOKEN_HEADER]: '$pv_token', [EDGE_FILE_HEADER]: '$pv_dirs$pv_file', [EDGE_KEY_HEADER]: '$pv_edge_key' })}
       ${NO_BODY}
       proxy_buffering on;
       proxy_cache pulsevault_grants;
@@ -203,10 +240,13 @@ ${nginxHttpBasics(o.tempDir)}
   # Grants of the stream function (shared/delivery/edge.ts), keyed by token, unit and Origin. Under the pod's
   # 64 MiB /tmp; an evicted grant is asked for (and audited) again.
   proxy_cache_path ${temp('grants')} levels=1:2 keys_zone=pulsevault_grants:8m max_size=32m inactive=10m use_temp_path=off;
+  # $pv_edge_key: the secret the stream function believes edge headers with (shared/delivery/edge.ts).
+  include ${o.edgeKeyFile};
   map $pv_dirs $pv_grant_unit { "" $pv_file; default $pv_dirs; }
   map $args $pv_token_ambiguous { "~*(^|&)token=.*&token=" 1; "~(^|&)(?!token=)(?i:token)=" 1; default 0; }
   map $request_uri $pv_path_not_plain { "~^[^?]*(%|//)" 1; default 0; }
-  map $http_range $pv_range_malformed { "" 0; "~^bytes=(\\d+-\\d*|-\\d+)(,\\s*(\\d+-\\d*|-\\d+))*$" 0; default 1; }
+  # Positions of up to 15 digits (beyond 2^53 the function calls a range malformed, as any other it cannot read).
+  map $http_range $pv_range_malformed { "" 0; "~^bytes=(\\d{1,15}-\\d{0,15}|-\\d{1,15})(,\\s*(\\d{1,15}-\\d{0,15}|-\\d{1,15}))*$" 0; default 1; }
 
   upstream pulsevault_stream {
 ${o.stream.map((s) => `    server ${s};`).join('\n')}
@@ -214,7 +254,7 @@ ${o.stream.map((s) => `    server ${s};`).join('\n')}
   }
 ${o.otherwise ? `  upstream pulsevault_gateway {\n    server ${o.otherwise};\n    keepalive 64;\n  }\n` : ''}
   proxy_http_version 1.1;
-  ${PROXY_HEADERS}
+  ${proxyHeaders()}
   # JSON errors, playlists and uploads pass through as the functions wrote them.
   proxy_intercept_errors off;
   proxy_buffering off;
@@ -226,6 +266,9 @@ ${o.otherwise ? `  upstream pulsevault_gateway {\n    server ${o.otherwise};\n  
   server {
     listen ${o.listen};
 ${grantLocations(o.videoDir)}${routeLocations}
+
+${EDGE_REFUSALS.map((r) => `    error_page ${r.codes} ${refusalUri(r.status)};`).join('\n')}
+${EDGE_REFUSALS.map((r) => jsonErrorLocation(`= ${refusalUri(r.status)}`, r.status, r.error, r.message, true)).join('\n')}
 
 ${internalLocation('range', o.videoDir)}
 ${internalLocation('whole', o.videoDir)}
@@ -250,4 +293,5 @@ export const K8S_MEDIA_EDGE: MediaEdgeOptions = {
   tempDir: '/tmp',
   user: null,
   accessLog: '/dev/stdout',
+  edgeKeyFile: '/tmp/edge-key.conf',
 };

@@ -28,10 +28,15 @@
  * 416 itself and tells nginx whether to honour the Range header (`range`, a
  * planned 206) or to send the whole file (`whole`).
  *
- * A request without the header (straight to the function's port) is served by
- * the function itself. A client that sets the header on a direct request gets
- * an empty body: nothing is granted that the token did not.
+ * A request without the header (straight to the function's port, or through
+ * the OpenFaaS gateway) is served by the function itself. The edge headers are
+ * believed only with the edge's key (`X-Media-Edge-Key`, the secret
+ * media-edge-key that nginx and the function share): the function's runtime
+ * drops every edge header of a request without it (admitEdgeHeaders), the
+ * gateway and the ingress strip them, so a client that sends
+ * `X-Media-Edge: grant` gets the file (or the refusal) it would get without.
  */
+import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { UUID_PATTERN } from '../platform/ids.js';
 import { MEDIA_TYPES, mediaToken, parseGrantUnit, parseUrlMediaPath, type MediaUrl } from './media-path.js';
@@ -48,6 +53,23 @@ export const EDGE_GRANT_VALUE = 'grant';
 export const EDGE_TOKEN_HEADER = 'x-media-edge-token';
 /** The file nginx is about to send (its path in the video): a token for that file alone grants this request only. */
 export const EDGE_FILE_HEADER = 'x-media-edge-file';
+/** The shared secret that proves a request comes from the edge (config.mediaEdgeKey). */
+export const EDGE_KEY_HEADER = 'x-media-edge-key';
+/** Headers only the edge may send: all share the prefix, so the gateway and the ingress strip them by it. */
+export const EDGE_ONLY_HEADERS = [EDGE_REQUEST_HEADER, EDGE_TOKEN_HEADER, EDGE_FILE_HEADER, EDGE_KEY_HEADER] as const;
+export const isEdgeOnlyHeader = (name: string) => name.toLowerCase().startsWith(EDGE_REQUEST_HEADER);
+
+/**
+ * Keep the edge headers of a request only when it carries the edge's key; the key itself never
+ * reaches a handler. Without a configured key nothing is believed (the function sends bytes itself).
+ */
+export function admitEdgeHeaders(req: IncomingMessage, key: string | null): void {
+  const given = req.headers[EDGE_KEY_HEADER];
+  const [a, b] = [Buffer.from(typeof given === 'string' ? given : ''), Buffer.from(key ?? '')];
+  const proven = key !== null && a.length === b.length && timingSafeEqual(a, b);
+  for (const name of Object.keys(req.headers)) if (isEdgeOnlyHeader(name) && (!proven || name === EDGE_KEY_HEADER)) delete req.headers[name];
+}
+
 /** nginx's auth_request location (internal) that asks the function for a grant. */
 export const EDGE_GRANT_LOCATION = '/_pulsevault_grant';
 /** nginx's `internal` locations over VIDEO_DIR: `<prefix>range/` and `<prefix>whole/`. */

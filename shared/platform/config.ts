@@ -32,6 +32,7 @@ const SECRET_FILES: Record<string, string> = {
   AUTH_JWT_SECRET: 'auth-jwt-secret',
   AUDIT_SIGNING_KEY: 'audit-signing-key',
   AUDIT_INTAKE_KEY: 'audit-intake-key',
+  MEDIA_EDGE_KEY: 'media-edge-key',
   METADATA_DSN: 'metadata-dsn',
   OPENFAAS_GATEWAY_PASSWORD: 'basic-auth-password',
 };
@@ -165,6 +166,8 @@ const VARIABLES = {
   AUDIT_METRICS_PORT: { default: '0', parse: int(0, 65535) },
   AUDIT_INTAKE_PORT: { default: '0', parse: int(0, 65535) },
   AUDIT_INTAKE_KEY: { default: '', parse: optionalSecret(32) },
+  // nginx sends it in a quoted string of its configuration: no quotes, backslashes or `$`.
+  MEDIA_EDGE_KEY: { default: '', parse: optionalSecret(32).refine((v) => /^[A-Za-z0-9+/=._-]*$/.test(v), 'must be letters, digits and + / = . _ - (openssl rand -hex 32)') },
   AUDIT_WRITER_URL: {
     default: '',
     parse: z
@@ -295,6 +298,8 @@ export interface Config {
    * no direct submission at all (the intake stays closed, functions use the Redis stream).
    */
   auditIntakeKey: string | null;
+  /** The secret the media edge proves itself with (MEDIA_EDGE_KEY); null = edge headers are never believed. */
+  mediaEdgeKey: string | null;
   transcode: {
     enabled: boolean;
     ffmpegThreads: number;
@@ -428,6 +433,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     auditIntakePort: p.AUDIT_INTAKE_PORT === 0 ? null : p.AUDIT_INTAKE_PORT,
     auditWriter: tcpAddress(p.AUDIT_WRITER_URL),
     auditIntakeKey: orNull(p.AUDIT_INTAKE_KEY),
+    mediaEdgeKey: orNull(p.MEDIA_EDGE_KEY),
     transcode: {
       enabled: p.TRANSCODE_ENABLED,
       ffmpegThreads: p.FFMPEG_THREADS,

@@ -42,6 +42,9 @@ export type TusHandler = (req: IncomingMessage, res: ServerResponse, ctx: Reques
 
 type NodeRuntime = { runtime?: { node?: { req?: IncomingMessage } } };
 
+/** As finalize's (shared/finalize/finalizer.ts): a full volume is temporary, the bytes stored so far are kept. */
+const INSUFFICIENT_STORAGE_MESSAGE = 'the upload volume is full; the bytes stored so far are kept — HEAD for the offset and resume once space is freed';
+
 export function createTusHandler({ config, auth, store, locker, log }: TusUploadsOptions): TusHandler {
   const server = new Server({
     path: '/uploads',
@@ -63,6 +66,9 @@ export function createTusHandler({ config, auth, store, locker, log }: TusUpload
       if ('status_code' in err) return undefined; // a tus protocol answer (404, 409, 413, …)
       if (err instanceof LockUnavailableError) return { status_code: 503, body: `${err.message}\n` };
       if (isRedisUnavailable(err)) return { status_code: 503, body: 'Redis is unavailable; retry later\n' };
+      // Thrown, not mapped: it reaches the runtime, which answers our JSON error shape (tus would send text).
+      // The offset is the file's size (FileStore): whatever of the chunk reached the disk counts, a HEAD says where to resume.
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new AppError(507, 'insufficient_storage', INSUFFICIENT_STORAGE_MESSAGE);
       // Never echo an unexpected error: it may name paths. The log has it.
       log.error({ err }, 'tus request failed');
       return { status_code: 500, body: 'internal server error\n' };

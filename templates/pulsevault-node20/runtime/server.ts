@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from '../../../shared/platform/config.js';
 import { registerDiskUsageMetrics } from '../../../shared/platform/disk-usage.js';
+import { admitEdgeHeaders } from '../../../shared/delivery/edge.js';
 import { toHttpError } from '../../../shared/platform/errors.js';
 import { healthReport } from '../../../shared/platform/health.js';
 import type { FunctionSetup, RequestContext } from '../../../shared/platform/handler-contract.js';
@@ -120,6 +121,8 @@ export async function startFunction(name: string, setup: FunctionSetup, config: 
       res.once('close', () => clearTimeout(deadline));
     }
 
+    // Edge headers steer what the stream function sends and audits: only the edge (its key) may set them.
+    admitEdgeHeaders(req, config.mediaEdgeKey);
     try {
       await handle(req, res, ctx);
     } catch (err) {
