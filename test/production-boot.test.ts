@@ -25,7 +25,7 @@ import { waitFor } from './helpers/wait.js';
 
 const REDIS_PASSWORD = 'test-redis-password-0123456789abcdef';
 /** The secret values a site creates with `faas-cli secret create` (test values here). */
-const SECRET_VALUES: Record<string, string> = { 'hmac-secret': TEST_HMAC_SECRET, 'redis-password': REDIS_PASSWORD, 'audit-signing-key': TEST_AUDIT_KEY, 'audit-intake-key': 'test-audit-intake-key-0123456789abcdef0123', 'basic-auth-password': 'test-gateway-password' };
+const SECRET_VALUES: Record<string, string> = { 'hmac-secret': TEST_HMAC_SECRET, 'redis-password': REDIS_PASSWORD, 'audit-signing-key': TEST_AUDIT_KEY, 'audit-intake-key': 'test-audit-intake-key-0123456789abcdef0123', 'basic-auth-password': 'test-gateway-password', 'media-kek': 'k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=' };
 const ISSUER = 'https://idp.test.internal/realms/pulsevault';
 const AUDIENCE = 'pulsevault-test';
 const stack = readStack('stack.yml');
