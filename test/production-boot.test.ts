@@ -245,7 +245,7 @@ describe('pulsevault doctor', () => {
     expect(stdout).toContain('ok: the CA bundle (ConfigMap pulsevault-ca-bundle): 1 certificate(s)');
     expect(stdout).toMatch(/^ok: the identity provider's JWKS at AUTH_JWKS_URL, fetched from here/m);
     const listed = [...stdout.matchAll(/^ {2}([a-z0-9-]+) \((.+)\)$/gm)].map((m) => [m[1], m[2]]);
-    expect(listed.map(([name]) => name)).toEqual(['audit-intake-key', 'audit-signing-key', 'basic-auth-password', 'hmac-secret', 'metadata-dsn', 'pulsevault-registry', 'pulsevault-tls', 'redis-password', 'redis-sentinel-password']);
+    expect(listed.map(([name]) => name)).toEqual(['audit-intake-key', 'audit-signing-key', 'basic-auth-password', 'hmac-secret', 'media-kek', 'metadata-dsn', 'pulsevault-registry', 'pulsevault-tls', 'redis-password', 'redis-sentinel-password']);
     expect(Object.fromEntries(listed)['pulsevault-tls']).toMatch(/^Ingress pulsevault-/);
     expect(code).toBe(0);
   });
