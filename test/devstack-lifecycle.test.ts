@@ -147,7 +147,7 @@ describe('npm start stops as one process tree', () => {
 });
 
 describe('development secrets', () => {
-  it('are generated once under MEDIA_ROOT and kept: the same audit pseudonym and a valid dev token after a restart', async () => {
+  it('are generated once under MEDIA_ROOT and kept: the same audit pseudonym, a valid dev token and the same media KEK after a restart', async () => {
     const mediaRoot = newMediaRoot();
     const pseudonymsIn = (dir: string): string[] =>
       readdirSync(dir, { recursive: true, withFileTypes: true })
@@ -162,6 +162,10 @@ describe('development secrets', () => {
 
     const first = await npmStart(mediaRoot);
     expect(first.output()).toMatch(/HMAC_SECRET is not set: generated a development one, kept under MEDIA_ROOT/);
+    // The media KEK too (encryption at rest works with no setup), said once at start, never its value.
+    expect(first.output().match(/MEDIA_KEK is not set: generated a development one/g)).toHaveLength(1);
+    const kek = readFileSync(devSecretFile(mediaRoot, 'MEDIA_KEK'), 'utf8').trim();
+    expect(first.output()).not.toContain(kek.split(':')[1]);
     const token = /PULSEVAULT_DEV_TOKEN=(\S+)/.exec(first.output())![1]!;
     expect((await signNothing(first, token)).status).toBe(404); // audited as a denial, with the user's pseudonym
     const secret = readFileSync(devSecretFile(mediaRoot, 'HMAC_SECRET'), 'utf8').trim();
@@ -171,6 +175,8 @@ describe('development secrets', () => {
     const second = await npmStart(mediaRoot);
     expect(second.output()).toMatch(/HMAC_SECRET is not set: using the development one kept under MEDIA_ROOT/);
     expect(readFileSync(devSecretFile(mediaRoot, 'HMAC_SECRET'), 'utf8').trim()).toBe(secret);
+    expect(second.output()).toMatch(/MEDIA_KEK is not set: using the development one kept under MEDIA_ROOT/);
+    expect(readFileSync(devSecretFile(mediaRoot, 'MEDIA_KEK'), 'utf8').trim()).toBe(kek);
     // The first run's token is still good (the dev JWT secret is kept too).
     expect((await signNothing(second, token)).status).toBe(404);
     second.npm.kill('SIGINT');

@@ -40,7 +40,7 @@ describe('GET metadata and renditions', () => {
   it('opens with a token for any path of the video, without PHI', async () => {
     const res = await get(video.videoId, 'metadata', token(video.videoId, 'original.mp4'));
     expect(res.status).toBe(200);
-    expect(res.body).toEqual({ videoId: video.videoId, status: 'transcoded', uploadedAt: expect.any(String), size: video.meta.size, duration: 3, width: 320, height: 240, renditions: ['240p'] });
+    expect(res.body).toEqual({ videoId: video.videoId, status: 'transcoded', uploadedAt: expect.any(String), size: video.meta.size, duration: 3, width: 320, height: 240, renditions: ['240p'], encrypted: false });
     const r = await get(video.videoId, 'renditions', token(video.videoId));
     expect(r.body).toEqual({ renditions: ['240p'], status: 'ready', masterPlaylist: 'hls/master.m3u8', dashManifest: 'dash/manifest.mpd' });
     const t = await get(other.videoId, 'renditions', token(other.videoId));

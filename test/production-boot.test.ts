@@ -25,7 +25,7 @@ import { waitFor } from './helpers/wait.js';
 
 const REDIS_PASSWORD = 'test-redis-password-0123456789abcdef';
 /** The secret values a site creates with `faas-cli secret create` (test values here). */
-const SECRET_VALUES: Record<string, string> = { 'hmac-secret': TEST_HMAC_SECRET, 'redis-password': REDIS_PASSWORD, 'audit-signing-key': TEST_AUDIT_KEY, 'audit-intake-key': 'test-audit-intake-key-0123456789abcdef0123', 'basic-auth-password': 'test-gateway-password', 'media-edge-key': 'test-media-edge-key-0123456789abcdef0123456' };
+const SECRET_VALUES: Record<string, string> = { 'hmac-secret': TEST_HMAC_SECRET, 'redis-password': REDIS_PASSWORD, 'audit-signing-key': TEST_AUDIT_KEY, 'audit-intake-key': 'test-audit-intake-key-0123456789abcdef0123', 'basic-auth-password': 'test-gateway-password', 'media-edge-key': 'test-media-edge-key-0123456789abcdef0123456', 'media-kek': 'k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=' };
 const ISSUER = 'https://idp.test.internal/realms/pulsevault';
 const AUDIENCE = 'pulsevault-test';
 const stack = readStack('stack.yml');
@@ -245,7 +245,7 @@ describe('pulsevault doctor', () => {
     expect(stdout).toContain('ok: the CA bundle (ConfigMap pulsevault-ca-bundle): 1 certificate(s)');
     expect(stdout).toMatch(/^ok: the identity provider's JWKS at AUTH_JWKS_URL, fetched from here/m);
     const listed = [...stdout.matchAll(/^ {2}([a-z0-9-]+) \((.+)\)$/gm)].map((m) => [m[1], m[2]]);
-    expect(listed.map(([name]) => name)).toEqual(['audit-intake-key', 'audit-signing-key', 'basic-auth-password', 'hmac-secret', 'media-edge-key', 'metadata-dsn', 'pulsevault-registry', 'pulsevault-tls', 'redis-password', 'redis-sentinel-password']);
+    expect(listed.map(([name]) => name)).toEqual(['audit-intake-key', 'audit-signing-key', 'basic-auth-password', 'hmac-secret', 'media-edge-key', 'media-kek', 'metadata-dsn', 'pulsevault-registry', 'pulsevault-tls', 'redis-password', 'redis-sentinel-password']);
     expect(Object.fromEntries(listed)['pulsevault-tls']).toMatch(/^Ingress pulsevault-/);
     expect(code).toBe(0);
   });

@@ -16,6 +16,7 @@ import { attachMirror } from '../../shared/mirror/attach.js';
 import { createRedis } from '../../shared/platform/redis.js';
 import { RedisLocker } from '../../shared/uploads/locker.js';
 import { openUploadStore } from '../../shared/uploads/store.js';
+import { openVideoKeys } from '../../shared/keys/video-keys.js';
 
 const RECOVERY_INTERVAL_MS = 60_000;
 
@@ -30,7 +31,7 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
   const redis = createRedis(config, { name: 'finalize', log });
   const locker = new RedisLocker(redis);
   const audit = createAuditLog(config, redis, log);
-  const videos = new MediaStore(config.videoDir, redis);
+  const videos = new MediaStore(config.videoDir, redis, await openVideoKeys(config));
   const mirror = attachMirror(videos, redis, config, log);
   const finalizer = new Finalizer({ config, redis, locker, audit, log, uploads: await openUploadStore(config), videos, onStep: stepObserver.onStep });
 

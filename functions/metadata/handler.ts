@@ -25,13 +25,14 @@ import { openMirror } from '../../shared/mirror/mirror.js';
 import { createRedis } from '../../shared/platform/redis.js';
 import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/delivery/tokens.js';
 import { listVideos, parseListingQuery } from '../../shared/delivery/video-listing.js';
+import { openVideoKeys } from '../../shared/keys/video-keys.js';
 
-export default defineFunction(({ config, log, onShutdown }) => {
+export default defineFunction(async ({ config, log, onShutdown }) => {
   const auth = createAuthenticator(config, log);
   const redis = createRedis(config, { name: 'metadata', log });
   onShutdown(async () => void (await redis.quit()));
   const access = createAccessAudit(createAuditLog(config, redis, log), log, config.trustedProxies);
-  const store = new MediaStore(config.videoDir, redis);
+  const store = new MediaStore(config.videoDir, redis, await openVideoKeys(config));
   const reader = new MetadataReader(store, redis, log);
   const tokens = createTokenCodec(tokenOptionsFromConfig(config));
   const cors = createCors({ origins: config.corsOrigins, methods: ['GET', 'HEAD', 'OPTIONS'], allowHeaders: ['Authorization'], exposeHeaders: ['ETag'] });

@@ -16,7 +16,7 @@ import { createCors } from '../../shared/delivery/cors.js';
 import { asksForGrant, edgeRedirect, grantSecondsFor, viaEdge } from '../../shared/delivery/edge.js';
 import { AppError, ForbiddenError, MethodNotAllowedError, NotFoundError, RangeNotSatisfiableError } from '../../shared/platform/errors.js';
 import { defineFunction } from '../../shared/platform/handler-contract.js';
-import { MediaFiles, mediaToken, mediaTypeOf, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../../shared/delivery/media-path.js';
+import { MediaFiles, mediaToken, mediaTypeOf, parseGrantUnit, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../../shared/delivery/media-path.js';
 import { fileVersionOf, planResponse, streamFile, validatorsOf } from '../../shared/delivery/media-response.js';
 import { isVideoId } from '../../shared/video/store.js';
 import { refuseIfDeleted } from '../../shared/lifecycle/tombstone.js';
@@ -24,11 +24,14 @@ import { counter } from '../../shared/platform/metrics.js';
 import { PlaylistCache } from '../../shared/delivery/playlist-rewrite.js';
 import { createRedis } from '../../shared/platform/redis.js';
 import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/delivery/tokens.js';
+import { encryptedOriginal, isEncryptedOriginal, sendEncryptedOriginal } from '../../shared/crypto/original-response.js';
+import { openVideoKeys } from '../../shared/keys/video-keys.js';
 
 /** Larger "playlists" are refused rather than read into memory. */
 const MAX_PLAYLIST_BYTES = 16 * 1024 * 1024;
 
-export default defineFunction(({ config, log, onShutdown }) => {
+export default defineFunction(async ({ config, log, onShutdown }) => {
+  const keys = await openVideoKeys(config);
   const redis = createRedis(config, { name: 'stream', log });
   onShutdown(async () => void (await redis.quit()));
   const access = createAccessAudit(createAuditLog(config, redis, log), log, config.trustedProxies);
@@ -65,6 +68,8 @@ export default defineFunction(({ config, log, onShutdown }) => {
         seconds = grantSecondsFor(req, url, tokens);
         // Refused here, the whole request comes to the function, which answers it 410.
         await refuseIfDeleted(config.videoDir, url.videoId);
+        // nginx would send ciphertext: the function decrypts these itself.
+        if (await isEncryptedOriginal(config.videoDir, url.videoId, parseGrantUnit(url.rest))) throw new Error('encrypted');
       } catch {
         edgeGrants.inc({ outcome: 'refused' });
         // Not audited here: nginx now sends the whole request, which is decided and audited as usual.
@@ -90,6 +95,11 @@ export default defineFunction(({ config, log, onShutdown }) => {
       throw err;
     }
     const headers = { ...fixedHeaders, ...cors.headers(req), 'Content-Type': mediaTypeOf(mediaPath) };
+    const encrypted = await encryptedOriginal(keys, url.videoId, mediaPath, handle).catch(async (err: unknown) => {
+      await handle.close();
+      throw err;
+    });
+    if (encrypted) return void bytesServed.inc(await sendEncryptedOriginal(req, res, encrypted, validatorsOf(stat), headers, { ...fixedHeaders, ...cors.headers(req) }));
 
     const kind = playlistKind(mediaPath);
     if (kind) {

@@ -14,12 +14,13 @@ import { createRedis } from '../../shared/platform/redis.js';
 import { checkEncoders, transcodeVideo } from '../../shared/transcode/transcoder.js';
 import { ffmpegDiesWithParent } from '../../shared/transcode/ffmpeg-run.js';
 import { registerQueueMetrics, transcodeJobSchema } from '../../shared/transcode/queue.js';
+import { openVideoKeys } from '../../shared/keys/video-keys.js';
 
 export default defineFunction(async ({ config, log, onShutdown }) => {
   const codecs = await checkEncoders(config);
   const redis = createRedis(config, { name: 'transcoder', log });
   const audit = createAuditLog(config, redis, log);
-  const store = new MediaStore(config.videoDir, redis);
+  const store = new MediaStore(config.videoDir, redis, await openVideoKeys(config));
   const mirror = attachMirror(store, redis, config, log);
   registerQueueMetrics(redis);
   onShutdown(async () => {

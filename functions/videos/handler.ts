@@ -26,6 +26,7 @@ import { clientIp, readJsonBody, sendJson } from '../../shared/platform/http.js'
 import { gauge } from '../../shared/platform/metrics.js';
 import { createRedis } from '../../shared/platform/redis.js';
 import { isVideoId, MediaStore, type VideoMeta } from '../../shared/video/store.js';
+import { openVideoKeys } from '../../shared/keys/video-keys.js';
 
 const SWEEP_INTERVAL_MS = 5 * 60_000;
 /** Observes each disposal step; the crash test kills the process there (test/helpers/crashing-videos.mjs). */
@@ -47,7 +48,7 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
   const auth = createAuthenticator(config, log);
   const redis = createRedis(config, { name: 'videos', log });
   const audit = createAuditLog(config, redis, log);
-  const store = new MediaStore(config.videoDir, redis);
+  const store = new MediaStore(config.videoDir, redis, await openVideoKeys(config));
   const mirror = attachMirror(store, redis, config, log);
   const deps: LifecycleDeps = { config, store, redis, audit, log, onStep: stepObserver.onStep };
   const cors = createCors({ origins: config.corsOrigins, methods: ['PATCH', 'DELETE', 'PUT', 'OPTIONS'], allowHeaders: ['Authorization', 'Content-Type', 'If-Match'], exposeHeaders: ['ETag'] });

@@ -15,6 +15,7 @@ import { createLogger } from '../../shared/platform/log.js';
 import { MediaStore } from '../../shared/video/store.js';
 import { errorCode, MetadataMirror } from '../../shared/mirror/mirror.js';
 import { reindex } from '../../shared/mirror/reconcile.js';
+import { openVideoKeys } from '../../shared/keys/video-keys.js';
 
 export const summary = 'reconcile the PostgreSQL metadata mirror (METADATA_DSN) with VIDEO_DIR';
 
@@ -29,7 +30,7 @@ export async function run(args: string[]): Promise<number> {
   const mirror = new MetadataMirror(config.metadataDsn!, config.metadataMirrorPhi, log);
   const started = Date.now();
   try {
-    const report = await reindex(mirror, new MediaStore(config.videoDir), log);
+    const report = await reindex(mirror, new MediaStore(config.videoDir, null, await openVideoKeys(config)), log);
     const seconds = (Date.now() - started) / 1000;
     process.stdout.write(
       args.includes('--json')

@@ -8,8 +8,9 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfigOrExit } from '../../shared/platform/config.js';
 import { scrub, type ScrubReport } from '../../shared/video/scrub.js';
+import { videoKeysFromConfig } from '../../shared/keys/video-keys.js';
 
-export const summary = 're-hash every original against meta.json (and meta.json itself); exit 1 on any mismatch';
+export const summary = 're-hash every original against meta.json (and meta.json itself; encrypted ones: every chunk tag); exit 1 on any mismatch';
 
 const DEFAULT_RATE_MB = 50;
 const MB = 1_000_000;
@@ -46,8 +47,10 @@ export async function run(args: string[]): Promise<number> {
     process.stderr.write(`--rate must be a number of MB/s, 0 for unlimited (got ${JSON.stringify(values.rate)})\n`);
     return 64;
   }
-  // Scrub reads the disk only: it needs no secret.
-  const videoDir = path.resolve(values['video-dir'] ?? loadConfigOrExit({ require: [] }).videoDir);
+  // Scrub reads the disk only: it needs no secret but the KEK (encrypted originals are checked by decrypting them).
+  const config = loadConfigOrExit({ require: [] });
+  const videoDir = path.resolve(values['video-dir'] ?? config.videoDir);
+  const keys = videoKeysFromConfig(config);
 
   const progress = progressPrinter(process.stderr);
   let report: ScrubReport;
@@ -56,6 +59,7 @@ export async function run(args: string[]): Promise<number> {
       bytesPerSecond: rate * MB,
       onProblem: (p) => process.stdout.write(`${JSON.stringify(p)}\n`),
       onProgress: progress,
+      keys,
     });
   } catch (err) {
     process.stderr.write(`scrub: cannot read ${videoDir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`);

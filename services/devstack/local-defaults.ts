@@ -24,6 +24,8 @@ export const LOCAL_MEDIA_ROOT = path.join(REPO_ROOT, 'data');
 const DEV_SECRETS = {
   HMAC_SECRET: { file: '.dev-hmac-secret', make: () => randomBytes(32).toString('base64url') },
   AUDIT_SIGNING_KEY: { file: '.dev-audit-signing-key', make: () => randomBytes(32).toString('hex') },
+  /** Wraps the per-video data keys (shared/keys/): beside the media it protects nothing from a copy of MEDIA_ROOT, so development only. */
+  MEDIA_KEK: { file: '.dev-media-kek', make: () => `dev-${randomBytes(4).toString('hex')}:${randomBytes(32).toString('base64')}` },
   /** Signs the dev token (services/devstack/dev-auth.ts); not an environment variable of the stack. */
   DEV_JWT_SECRET: { file: '.dev-jwt-secret', make: () => randomBytes(32).toString('base64url') },
 } as const;
@@ -73,7 +75,7 @@ function loadDotEnv(env: NodeJS.ProcessEnv): void {
 
 /**
  * Fills in what a local run needs and the environment (or `.env`) leaves unset: MEDIA_ROOT
- * (./data) and, outside production, HMAC_SECRET and AUDIT_SIGNING_KEY from the secrets kept
+ * (./data) and, outside production, HMAC_SECRET, AUDIT_SIGNING_KEY and MEDIA_KEK from the secrets kept
  * under MEDIA_ROOT. `npm start` in development makes missing ones (`create`); the CLI, and
  * tests (NODE_ENV=test), only read what `npm start` made. Returns the kept secrets now in use.
  */
@@ -83,7 +85,7 @@ export function applyLocalDefaults(env: NodeJS.ProcessEnv, { create = false } = 
   env.MEDIA_ROOT ||= LOCAL_MEDIA_ROOT;
   const make = create && (env.NODE_ENV || 'development') === 'development';
   const used: KeptSecret[] = [];
-  for (const name of ['HMAC_SECRET', 'AUDIT_SIGNING_KEY'] as const) {
+  for (const name of ['HMAC_SECRET', 'AUDIT_SIGNING_KEY', 'MEDIA_KEK'] as const) {
     if (env[name]) continue;
     const secret = keptDevSecret(env.MEDIA_ROOT, name, make);
     if (!secret) continue;

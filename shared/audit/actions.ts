@@ -29,6 +29,8 @@ export const AUDIT_ACTIONS = {
   'video.deleted': 'admin',
   'video.hold': 'admin',
   'video.hold_released': 'admin',
+  'keys.rewrapped': 'admin',
+  'keys.rotated': 'admin',
   'audit.report': 'admin',
   'audit.report.subject': 'admin',
 } as const satisfies Record<string, AuditCategory>;

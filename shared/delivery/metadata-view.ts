@@ -34,7 +34,7 @@ export class MetadataReader {
       if (cached !== null) {
         // Verified like the file (checksum); a bad entry is dropped and the disk answers.
         try {
-          return parseMeta(videoId, cached);
+          return await this.store.open(parseMeta(videoId, cached));
         } catch {
           this.log.warn({ videoId }, 'cached meta.json failed its integrity check; reading the disk');
         }
@@ -55,7 +55,7 @@ export class MetadataReader {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError('no such video');
       throw err;
     }
-    const meta = parseMeta(videoId, text);
+    const meta = await this.store.open(parseMeta(videoId, text));
     if (cacheUp) {
       try {
         await this.redis.set(key, text, 'EX', CACHE_TTL_SECONDS);
@@ -89,6 +89,8 @@ export function metadataView(meta: VideoMeta, includePrivate: boolean): Record<s
     width: meta.width,
     height: meta.height,
     renditions: meta.renditions,
+    // Whether the original is stored encrypted at rest (docs/hipaa.md).
+    encrypted: meta.encrypted === true,
     // Relative to the video; a token for the master (scope hls/) opens them.
     ...(meta.status === 'transcoded' && meta.outputs?.poster ? { poster: meta.outputs.poster } : {}),
     ...(meta.status === 'transcoded' && meta.outputs?.thumbnails ? { thumbnails: meta.outputs.thumbnails } : {}),

@@ -3,6 +3,7 @@
  *
  *   lock upload → journal? (retry or crash: finish it) → complete? → probe →
  *   journal intent (videoId chosen) → move into VIDEO_DIR/.staging/<videoId>/original.<ext>
+ *   (with the vault's keys: data key made, then encrypted into it while hashing, see shared/crypto/)
  *   → sha256 → meta.json → audit (durable) → rename the staging dir to VIDEO_DIR/<videoId>
  *   (atomic publish) → drop the tus info file → journal audited → enqueue transcode → status
  *   queued → journal done
@@ -31,7 +32,8 @@ import { newId } from '../platform/ids.js';
 import type { Logger } from '../platform/log.js';
 import { gauge } from '../platform/metrics.js';
 import { MediaStore, type VideoMeta } from '../video/store.js';
-import { fileChecksum } from '../video/checksum.js';
+import { encryptFile, plaintextChecksum } from '../crypto/chunked.js';
+import { deriveKey } from '../keys/video-keys.js';
 import { probe } from '../video/probe.js';
 import { markQueued, type VideoStatus } from '../video/state.js';
 import type { Redis } from '../platform/redis.js';
@@ -112,7 +114,7 @@ export class Finalizer {
   constructor(private readonly d: FinalizerDeps) {
     this.journal = FinalizeJournal.of(d.config.videoDir);
     // Same filesystem as VIDEO_DIR, so publishing is one rename; not a UUID, so no reader lists it.
-    this.staging = new MediaStore(path.join(d.config.videoDir, '.staging'));
+    this.staging = new MediaStore(path.join(d.config.videoDir, '.staging'), null, d.videos.keys);
   }
 
   async finalize(request: FinalizeRequest, caller: Caller, ctx: FinalizeContext): Promise<{ response: FinalizeResponse; replayed: boolean }> {
@@ -300,17 +302,30 @@ export class Finalizer {
     const originalName = `original.${entry.extension}`;
     const original = path.join(stagingDir, originalName);
     const source = this.d.uploads.dataPath(entry.uploadId);
+    const keys = this.d.videos.keys;
+    let hashed: { checksum: string; size: number; encrypted: boolean } | null = null;
     if (!(await exists(original))) {
       if (!(await exists(source))) throw new UploadVanishedError();
       await mkdir(stagingDir, { recursive: true });
-      await moveFile(source, original);
-      await chmod(original, 0o640); // media is not world-readable (the volume is 750 for uid 1000)
+      if (keys) {
+        // Made (or, after a crash, found) before any ciphertext exists: the original is never without its key.
+        const dataKey = await keys.create(entry.videoId);
+        const part = `${original}.part`;
+        hashed = { ...(await encryptFile(source, part, deriveKey(dataKey, 'original'), entry.videoId)), encrypted: true };
+        await rename(part, original);
+        await fsyncDir(stagingDir);
+        await rm(source); // the plaintext upload goes as soon as its ciphertext is durable
+        await fsyncDir(path.dirname(source));
+      } else {
+        await moveFile(source, original);
+        await chmod(original, 0o640); // media is not world-readable (the volume is 750 for uid 1000)
+      }
     } else {
-      await rm(source, { force: true }); // a cross-filesystem copy that completed just before a crash
+      await rm(source, { force: true }); // a copy (or encryption) that completed just before a crash
     }
     this.d.onStep?.('after-move');
 
-    const { checksum, size } = await fileChecksum(original);
+    const { checksum, size, encrypted } = hashed ?? (await plaintextChecksum(original, entry.videoId, async () => (keys ? keys.dataKey(entry.videoId) : null)));
     const p = pending.probe;
     const meta: VideoMeta = {
       videoId: entry.videoId,
@@ -332,6 +347,7 @@ export class Finalizer {
       renditions: [],
       metadata: pending.metadata,
       uploadId: entry.uploadId,
+      ...(encrypted ? { encrypted } : {}),
     };
     const retainUntil = defaultRetainUntil(this.d.config, entry.createdAt);
     if (retainUntil) meta.retainUntil = retainUntil;

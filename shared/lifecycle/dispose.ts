@@ -5,6 +5,8 @@
  *   audit     `video.deleted` durable in the audit log (audit down → 503, nothing changed);
  *   mark      the deleted mark (./tombstone.ts): from here every reader answers 410;
  *   tombstone meta.json becomes the tombstone (shared/video/state.ts markDeleted; the mirror follows);
+ *   shred     the video's data key is destroyed (shared/keys/): before a single media file goes, every
+ *             copy of its ciphertext — on this disk's free blocks, in snapshots and backups — is noise;
  *   stop      the video's transcode leases are revoked: a running ffmpeg is aborted, and a transcode
  *             that still publishes finds the tombstone and removes what it published;
  *   remove    every file but meta.json and the mark: original, renditions, preview, thumbnails,
@@ -14,13 +16,13 @@
  * The first three happen under the video's meta.json lock, so a legal hold and a delete never
  * cross. A crash after `mark` leaves a video refused everywhere; a retry (the same DELETE) or the
  * sweep (`sweepDisposals`: the videos function's timer, `pulsevault retention run`) finishes it.
- * Destroying a per-video encryption key becomes one more step before `disposed`.
  */
 import { readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { AuditLog } from '../audit/client.js';
 import { subjectPseudonym } from '../audit/subject.js';
 import { FinalizeJournal } from '../finalize/journal.js';
+import { destroyDataKey } from '../keys/video-keys.js';
 import type { Config } from '../platform/config.js';
 import { ConflictError, NotFoundError } from '../platform/errors.js';
 import type { Logger } from '../platform/log.js';
@@ -32,7 +34,7 @@ import { isVideoId, type Deletion, type MediaStore, type VideoMeta } from '../vi
 import type { DeleteReason } from './reasons.js';
 import { DELETED_MARK, writeDeletedMark } from './tombstone.js';
 
-export const DISPOSAL_STEPS = ['audit', 'mark', 'tombstone', 'stop', 'remove', 'disposed'] as const;
+export const DISPOSAL_STEPS = ['audit', 'mark', 'tombstone', 'shred', 'stop', 'remove', 'disposed'] as const;
 export type DisposalStep = (typeof DISPOSAL_STEPS)[number];
 
 export interface LifecycleDeps {
@@ -92,9 +94,11 @@ export async function disposeVideo(deps: LifecycleDeps, videoId: string, reason:
 
 /** The steps after the tombstone, for a tombstone in any state (idempotent). */
 export async function finishDisposal(deps: LifecycleDeps, tombstone: VideoMeta): Promise<VideoMeta> {
-  const { store, redis, log } = deps;
+  const { store, redis, log, config } = deps;
   const { videoId } = tombstone;
   const step = async (name: DisposalStep) => deps.onStep?.(name, videoId);
+  await step('shred');
+  await destroyDataKey(config.keyDir, videoId);
   await step('stop');
   await revokeTranscodeLeases(redis, videoId);
   await clearChunkProgress(redis, videoId);

@@ -35,6 +35,8 @@ const SECRET_FILES: Record<string, string> = {
   MEDIA_EDGE_KEY: 'media-edge-key',
   METADATA_DSN: 'metadata-dsn',
   OPENFAAS_GATEWAY_PASSWORD: 'basic-auth-password',
+  MEDIA_KEK: 'media-kek',
+  MEDIA_KEK_PREVIOUS: 'media-kek-previous',
 };
 
 const bool = z
@@ -54,6 +56,19 @@ const int = (min: number, max: number) =>
 
 const optionalSecret = (minBytes: number) =>
   z.string().refine((v) => v === '' || Buffer.byteLength(v) >= minBytes, `must be empty or at least ${minBytes} bytes`);
+
+/** A key-encryption key as `<kek id>:<32 bytes, base64>`: the id names it in every wrapped data key (shared/keys/kek.ts). */
+const KEK_SPEC = /^([a-z][a-z0-9._-]{0,63}):([A-Za-z0-9+/_-]{43}=?)$/;
+const kekOf = (spec: string) => {
+  const m = KEK_SPEC.exec(spec.trim());
+  const key = m ? Buffer.from(m[2]!, 'base64') : null;
+  return m && key?.length === 32 ? { id: m[1]!, key } : null;
+};
+const keks = z
+  .string()
+  .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+  .refine((l) => l.every((e) => kekOf(e) !== null), 'must be <kek id: lowercase code>:<32 random bytes in base64> (comma-separated for MEDIA_KEK_PREVIOUS), e.g. from: echo "k1:$(openssl rand -base64 32)"')
+  .transform((l) => l.map((e) => kekOf(e)!));
 
 /** OpenFaaS duration: Go syntax (`15m`, `1m30s`, `500ms`) or whole seconds, as of-watchdog reads it; 0 = none. */
 const GO_DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
@@ -109,6 +124,9 @@ const VARIABLES = {
   UPLOAD_DIR: { default: '', parse: z.string().trim() },
   VIDEO_DIR: { default: '', parse: z.string().trim() },
   AUDIT_DIR: { default: '', parse: z.string().trim() },
+  KEY_DIR: { default: '', parse: z.string().trim() },
+  MEDIA_KEK: { default: '', parse: keks.refine((l) => l.length <= 1, 'must be one key') },
+  MEDIA_KEK_PREVIOUS: { default: '', parse: keks },
 
   HMAC_SECRET: { default: '', parse: optionalSecret(32) },
   HMAC_SECRET_PREVIOUS: { default: '', parse: optionalSecret(32) },
@@ -244,6 +262,10 @@ export interface Config {
   uploadDir: string;
   videoDir: string;
   auditDir: string;
+  /** Wrapped per-video data keys, one file each (shared/keys/video-keys.ts); apart from VIDEO_DIR so a delete reaches media backups. */
+  keyDir: string;
+  /** The key-encryption key new data keys are wrapped under, and earlier ones still read; null = media stored in the clear. */
+  mediaKek: { current: { id: string; key: Buffer }; previous: { id: string; key: Buffer }[] } | null;
   hmacSecret: string;
   hmacSecretPrevious: string | null;
   tokenExpirySeconds: number;
@@ -394,6 +416,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     uploadDir: path.resolve(p.UPLOAD_DIR || path.join(mediaRoot, 'uploads')),
     videoDir: path.resolve(p.VIDEO_DIR || path.join(mediaRoot, 'videos')),
     auditDir: path.resolve(p.AUDIT_DIR || path.join(mediaRoot, 'audit')),
+    keyDir: path.resolve(p.KEY_DIR || path.join(mediaRoot, 'keys')),
+    mediaKek: p.MEDIA_KEK[0] ? { current: p.MEDIA_KEK[0], previous: p.MEDIA_KEK_PREVIOUS } : null,
     hmacSecret: p.HMAC_SECRET,
     hmacSecretPrevious: orNull(p.HMAC_SECRET_PREVIOUS),
     tokenExpirySeconds: p.TOKEN_EXPIRY_SECONDS,

@@ -16,6 +16,7 @@ import path from 'node:path';
 import type { AuditLog } from '../audit/client.js';
 import type { AuditActionOf } from '../audit/actions.js';
 import type { Config } from '../platform/config.js';
+import { openPlaintextSource, type PlaintextSource } from '../crypto/loopback.js';
 import { AppError, ConflictError, UnprocessableError } from '../platform/errors.js';
 import { exists } from '../platform/exists.js';
 import type { Logger } from '../platform/log.js';
@@ -180,10 +181,12 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
   const started = Date.now();
   const record = transcodeRecorder(audit, videoId, requestId);
   let workDir: string | null = null;
+  let original: PlaintextSource | null = null;
   try {
     const cleaned = await removeLeftovers(videoDir);
     if (cleaned > 0) log.info({ videoId, cleaned }, 'removed leftovers of an interrupted transcode');
-    const source = path.join(videoDir, meta.original);
+    original = await openPlaintextSource(store.keys, videoDir, videoId, meta.original);
+    const { source } = original;
     if (!joining) {
       await markTranscoding(store, videoId, job.attempt);
       await record('transcode.start', 'success');
@@ -275,6 +278,7 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
     throw err;
   } finally {
     if (workDir) await removeLeftovers(videoDir).catch(() => undefined);
+    await original?.close();
     await lease.release();
   }
 }
@@ -307,11 +311,13 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
   const lease = await takeLease(deps, `${videoId}:chunk:${index}`, 'chunk');
   const record = transcodeRecorder(audit, videoId, requestId);
   let work: string | null = null;
+  let original: PlaintextSource | null = null;
   try {
     if (!(await chunkDone(videoDir, index))) {
       const started = Date.now();
       await record('transcode.chunk.start', 'success');
-      const source = path.join(videoDir, meta.original);
+      original = await openPlaintextSource(store.keys, videoDir, videoId, meta.original);
+      const { source } = original;
       const probed = await probeOriginal(source);
       work = await chunkWorkFile(videoDir, index);
       const chunkSeconds = range.seconds ?? probed.duration - range.start;
@@ -339,6 +345,7 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
     await record('transcode.error', 'failure', reason).catch(() => undefined);
     throw err;
   } finally {
+    await original?.close();
     await lease.release();
   }
 }
@@ -360,12 +367,14 @@ async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, request
   const lease = await takeLease(deps, `${videoId}:preview`, 'preview');
   const preview = { rendition: lowest.name, hlsMaster: `${PREVIEW_DIR}/${MASTER_NAME}`, dashManifest: `${PREVIEW_DIR}/${MANIFEST_NAME}` };
   const workParent = chunksDir(videoDir);
+  let original: PlaintextSource | null = null;
   try {
     // A redelivery after the publish only announces it again.
     if (!(await exists(path.join(videoDir, preview.hlsMaster)))) {
       const started = Date.now();
       await removeLeftovers(workParent);
-      const source = path.join(videoDir, meta.original);
+      original = await openPlaintextSource(store.keys, videoDir, videoId, meta.original);
+      const { source } = original;
       const probed = await probeOriginal(source);
       const workDir = await createWorkDir(workParent);
       const { args, streams } = buildEncodeCommand({ ...plan.settings, rungs: [lowest], codecs: [plan.settings.codecs[0]!], source, outDir: workDir });
@@ -384,6 +393,7 @@ async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, request
     throw err;
   } finally {
     await removeLeftovers(workParent).catch(() => undefined);
+    await original?.close();
     await lease.release();
   }
 }

@@ -1,8 +1,10 @@
 /**
  * The vault's integrity check (`pulsevault scrub`): for every video directory,
  * verify meta.json's own checksum (parseMeta), then re-hash the original and
- * compare it with the checksum meta.json recorded at finalize. Problems carry
- * ids only, no PHI.
+ * compare it with the checksum meta.json recorded at finalize. An encrypted
+ * original (shared/crypto/chunked.ts) is decrypted chunk by chunk: every tag is
+ * checked (a flipped ciphertext byte is `ciphertext_tampered`) and the plaintext
+ * is hashed. Problems carry ids only, no PHI.
  *
  * It streams: VIDEO_DIR is read with opendir (no listing held in memory) and
  * each original is hashed in chunks, paced to a byte rate so a scrub can run
@@ -11,12 +13,20 @@
 import { opendir, readdir, readFile, stat } from 'node:fs/promises';
 import { DELETED_MARK } from '../lifecycle/tombstone.js';
 import path from 'node:path';
-import { fileChecksum } from './checksum.js';
+import { encryptedSize, IntegrityError, isEncryptedFile, MissingKeyError, plaintextChecksum } from '../crypto/chunked.js';
+import type { VideoKeys } from '../keys/video-keys.js';
 import { isVideoId, MetaCorruptError, parseMeta } from './store.js';
 
-const CHUNK = 4 * 1024 * 1024;
-
-export type ProblemKind = 'meta_missing' | 'meta_corrupt' | 'disposal_unfinished' | 'original_missing' | 'original_unreadable' | 'size_mismatch' | 'checksum_mismatch';
+export type ProblemKind =
+  | 'meta_missing'
+  | 'meta_corrupt'
+  | 'disposal_unfinished'
+  | 'original_missing'
+  | 'original_unreadable'
+  | 'size_mismatch'
+  | 'checksum_mismatch'
+  | 'ciphertext_tampered'
+  | 'key_missing';
 
 export interface Problem {
   videoId: string;
@@ -60,7 +70,7 @@ export class Pacer {
 const errno = (err: unknown) => (err as NodeJS.ErrnoException).code;
 
 /** Check one video directory; resolves with its problem, or null when it is intact. */
-export async function scrubVideo(videoDir: string, videoId: string, pacer: Pacer, onBytes: (n: number) => void = () => {}): Promise<Problem | null> {
+export async function scrubVideo(videoDir: string, videoId: string, pacer: Pacer, onBytes: (n: number) => void = () => {}, keys: VideoKeys | null = null): Promise<Problem | null> {
   const dir = path.join(videoDir, videoId);
   const problem = (kind: ProblemKind, detail: string): Problem => ({ videoId, problem: kind, detail });
 
@@ -94,18 +104,18 @@ export async function scrubVideo(videoDir: string, videoId: string, pacer: Pacer
   } catch (err) {
     return problem('original_missing', errno(err) === 'ENOENT' ? `${meta.original} does not exist` : `${meta.original} unreadable (${errno(err)})`);
   }
-  if (size !== meta.size) return problem('size_mismatch', `${meta.original} has ${size} bytes, meta.json records ${meta.size}`);
+  const expected = (await isEncryptedFile(original)) ? encryptedSize(meta.size) : meta.size;
+  if (size !== expected) return problem('size_mismatch', `${meta.original} has ${size} bytes, ${expected} expected for the ${meta.size} meta.json records`);
   let actual: string;
   try {
-    ({ checksum: actual } = await fileChecksum(original, {
-      chunkBytes: CHUNK,
-      onChunk: (n) => {
-        onBytes(n);
-        return pacer.consumed(n);
-      },
+    ({ checksum: actual } = await plaintextChecksum(original, videoId, async () => (keys ? keys.dataKey(videoId) : null), (n) => {
+      onBytes(n);
+      return pacer.consumed(n);
     }));
   } catch (err) {
-    return problem('original_unreadable', `${meta.original} could not be read (${errno(err) ?? String(err)})`);
+    if (err instanceof IntegrityError) return problem('ciphertext_tampered', `${meta.original}: ${err.message}`);
+    if (err instanceof MissingKeyError) return problem('key_missing', `${meta.original} is encrypted and ${keys ? 'its data key is missing' : 'no MEDIA_KEK is configured'}`);
+    return problem('original_unreadable', `${meta.original} could not be read (${errno(err) ?? (err instanceof Error ? err.name : 'unknown')})`);
   }
   if (actual !== meta.checksum) return problem('checksum_mismatch', `${meta.original} hashes to ${actual}, meta.json records ${meta.checksum}`);
   return null;
@@ -122,7 +132,7 @@ export interface ScrubReport {
 export async function scrub(
   videoDir: string,
   /** `bytesPerSecond` 0 = unpaced. */
-  options: { bytesPerSecond: number; onProblem(p: Problem): void; onProgress(r: ScrubReport): void; clock?: Clock },
+  options: { bytesPerSecond: number; onProblem(p: Problem): void; onProgress(r: ScrubReport): void; clock?: Clock; keys?: VideoKeys | null },
 ): Promise<ScrubReport> {
   const clock = options.clock ?? realClock;
   const started = clock.now();
@@ -141,7 +151,7 @@ export async function scrub(
     const found = await scrubVideo(videoDir, entry.name, pacer, (n) => {
       report.bytes += n;
       tick();
-    });
+    }, options.keys ?? null);
     report.videos++;
     if (found) {
       report.problems++;

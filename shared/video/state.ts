@@ -174,7 +174,7 @@ export function markFailed(store: MediaStore, videoId: string, failureReason: st
 export function markDeleted(store: MediaStore, videoId: string, deletion: Omit<Deletion, 'disposedAt'>, commit: (current: VideoMeta) => Promise<void>): Promise<Transition> {
   return transition(store, videoId, 'dispose', async (m) => {
     await commit(m);
-    const { failureReason: _f, progress: _p, outputs: _o, preview: _v, ladder: _l, codecs: _c, transcodeAttempt: _a, transcodeStartedAt: _s, transcodedAt: _t, legalHold: _h, ...kept } = m;
+    const { failureReason: _f, progress: _p, outputs: _o, preview: _v, ladder: _l, codecs: _c, transcodeAttempt: _a, transcodeStartedAt: _s, transcodedAt: _t, legalHold: _h, sealed: _phi, ...kept } = m;
     return { ...kept, filename: '', metadata: {}, renditions: [], deletion: { ...deletion, disposedAt: null } };
   });
 }

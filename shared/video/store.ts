@@ -5,11 +5,18 @@
  * meta.json carries `metaChecksum`, a SHA-256 over the RFC 8785 serialisation of
  * the document without that field. Every read verifies it, so a corrupted
  * meta.json is reported (MetaCorruptError), never silently served.
+ *
+ * With the vault's keys (shared/keys/), the PHI fields of an encrypted video are sealed on every
+ * write and opened on every read (shared/crypto/fields.ts): callers see plain documents, the disk
+ * and the Redis cache hold only the sealed form, and the checksum covers that form. A store
+ * without keys (tools that need no PHI) keeps a sealed document's `sealed` as it found it.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, opendir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import canonicalize from 'canonicalize';
+import { openFields, sealFields, type SealedFields } from '../crypto/fields.js';
+import { deriveKey, type VideoKeys } from '../keys/video-keys.js';
 import { writeFileAtomic } from '../platform/atomic-file.js';
 import { AppError, NotFoundError } from '../platform/errors.js';
 import { isUuid } from '../platform/ids.js';
@@ -106,6 +113,10 @@ export interface VideoMeta {
   legalHold?: LegalHold | null;
   /** Set when the video is disposed of (status `deleted`): what the tombstone proves. */
   deletion?: Deletion;
+  /** The original is stored encrypted (shared/crypto/chunked.ts) under the video's data key. */
+  encrypted?: boolean;
+  /** On disk only: filename and metadata, sealed under the video's key (readers with keys never see it). */
+  sealed?: SealedFields;
   /** SHA-256 of the canonical document without this field (stamped by MediaStore.write). */
   metaChecksum?: string;
 }
@@ -160,6 +171,7 @@ export class MediaStore {
   constructor(
     readonly videoDir: string,
     private readonly redis: Redis | null = null,
+    readonly keys: VideoKeys | null = null,
   ) {}
 
   /** Called after every successful meta.json write (e.g. the PostgreSQL mirror). Listener errors never fail the write. */
@@ -185,16 +197,35 @@ export class MediaStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError('no such video');
       throw err;
     }
-    return parseMeta(videoId, raw);
+    return this.open(parseMeta(videoId, raw));
+  }
+
+  /** A verified stored document as callers see it: its sealed fields opened (when this store has the keys). */
+  async open(meta: VideoMeta): Promise<VideoMeta> {
+    if (!meta.sealed || !this.keys) return meta;
+    const dataKey = await this.keys.dataKey(meta.videoId);
+    if (!dataKey) return meta; // shredded: the sealed fields are unreadable for good
+    const { sealed, ...rest } = meta;
+    return { ...rest, ...openFields(deriveKey(dataKey, 'meta'), meta.videoId, sealed) };
+  }
+
+  /** The document as stored: PHI sealed when the video has a key (an empty filename and metadata need no sealing). */
+  private async seal(meta: VideoMeta): Promise<VideoMeta> {
+    if (meta.sealed || !this.keys || (meta.filename === '' && Object.keys(meta.metadata).length === 0)) return meta;
+    const dataKey = await this.keys.dataKey(meta.videoId);
+    if (!dataKey) return meta;
+    return { ...meta, filename: '', metadata: {}, sealed: sealFields(deriveKey(dataKey, 'meta'), meta.videoId, meta) };
   }
 
   /** Write meta.json crash-safely (stamps updatedAt and metaChecksum), then invalidate caches. */
   async write(meta: VideoMeta): Promise<VideoMeta> {
     const { metaChecksum: _old, ...doc } = { ...meta, updatedAt: new Date().toISOString() };
-    const stamped: VideoMeta = { ...doc, metaChecksum: metaChecksum(doc) };
+    const stored = await this.seal(doc);
+    const checksum = metaChecksum(stored);
     await mkdir(this.dir(meta.videoId), { recursive: true });
-    await writeFileAtomic(this.metaPath(meta.videoId), `${JSON.stringify(stamped, null, 2)}\n`, `meta.tmp.${randomBytes(4).toString('hex')}.json`);
+    await writeFileAtomic(this.metaPath(meta.videoId), `${JSON.stringify({ ...stored, metaChecksum: checksum }, null, 2)}\n`, `meta.tmp.${randomBytes(4).toString('hex')}.json`);
     await this.redis?.del(metaCacheKey(meta.videoId)).catch(() => undefined);
+    const stamped: VideoMeta = { ...doc, metaChecksum: checksum };
     for (const listener of this.listeners) {
       try {
         await listener(stamped);

@@ -111,7 +111,7 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
     segmentRow(`3a′. The same, straight to the stream function's port (the function sends the bytes itself: no edge, no gateway)`, pvDirect),
     segmentRow(`3a″. One 1 MiB segment under a token for that file only (the function decides and audits every request), ${SEGMENT_CONNECTIONS} connections, through ${front}`, pvOneSegment),
     {
-      scenario: `3b. Random ${RANGE_BYTES / MIB_BYTES} MiB ranges of the ${fileSize / MIB_BYTES} MiB original with a valid token, ${RANGE_CONNECTIONS} connections, ${sizes.wrkSeconds} s, through ${front}`,
+      scenario: `3b. Random ${RANGE_BYTES / MIB_BYTES} MiB ranges of the ${fileSize / MIB_BYTES} MiB original (encrypted at rest: the stream function decrypts; nginx sends the stored file) with a valid token, ${RANGE_CONNECTIONS} connections, ${sizes.wrkSeconds} s, through ${front}`,
       pulsevault: figureOf(pvRanges, (r) => r.megabytesPerSecond, 'MB/s'),
       reference: figureOf(ngRanges, (r) => r.megabytesPerSecond, 'MB/s'),
       referenceName,

@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { loadConfigOrExit } from '../../../shared/platform/config.js';
+import { ConfigError, loadConfigOrExit } from '../../../shared/platform/config.js';
 import type { FunctionSetup } from '../../../shared/platform/handler-contract.js';
 import { stopWithParent } from '../../../shared/platform/lifecycle.js';
 import { createLogger } from '../../../shared/platform/log.js';
@@ -43,6 +43,11 @@ try {
   running = await startFunction(name, mod.default, config, log);
   log.info({ port: config.port }, 'function ready');
 } catch (err) {
+  // Found only at set-up (a KEK that does not open the key store): one line, as for a bad variable.
+  if (err instanceof ConfigError) {
+    process.stderr.write(`${err.message}\n`);
+    process.exit(78); // EX_CONFIG
+  }
   log.fatal({ err }, 'function failed to start');
   process.exit(1);
 }

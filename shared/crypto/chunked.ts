@@ -1,0 +1,285 @@
+/**
+ * The encrypted original's format: AES-256-GCM in fixed-size chunks, so any byte range decrypts
+ * by reading only the chunks it touches.
+ *
+ *   header (32 bytes): magic "PVAEAD01" ‖ chunk size u32 ‖ reserved u32 (0) ‖ plaintext size u64 ‖ nonce prefix (8 random)
+ *   chunk i:           ciphertext (chunk size; the last one shorter) ‖ tag (16)
+ *
+ * The nonce of chunk i is prefix ‖ u32(i); the key is the video's (derived for 'original'). Every
+ * chunk's AAD is header ‖ videoId (16 bytes) ‖ u32(i) ‖ final flag, so a chunk moved, a chunk
+ * cut off the end, a header edited or a file copied onto another video fails its tag. A failed tag
+ * is an error, never bytes (IntegrityError).
+ */
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
+import { deriveKey } from '../keys/video-keys.js';
+import { AppError } from '../platform/errors.js';
+import { fileChecksum } from '../video/checksum.js';
+
+export const MAGIC = Buffer.from('PVAEAD01');
+export const HEADER_BYTES = 32;
+export const CHUNK_BYTES = 64 * 1024;
+const TAG_BYTES = 16;
+/** Chunks read, decrypted and handed on at once (4 MiB of plaintext): one read() per window. */
+const WINDOW_CHUNKS = 64;
+
+/** A chunk failed its tag, or the header does not fit the file: the ciphertext was altered. */
+export class IntegrityError extends AppError {
+  constructor(readonly chunk: number | null) {
+    super(500, 'media_integrity', chunk === null ? 'the encrypted file is malformed' : `chunk ${chunk} of the encrypted file failed its authentication tag`);
+  }
+}
+
+export interface Header {
+  raw: Buffer;
+  chunkBytes: number;
+  size: number;
+  prefix: Buffer;
+}
+
+export const chunkCount = (size: number, chunkBytes: number) => Math.max(1, Math.ceil(size / chunkBytes));
+/** The ciphertext file's length for `size` plaintext bytes. */
+export const encryptedSize = (size: number, chunkBytes = CHUNK_BYTES) => HEADER_BYTES + size + TAG_BYTES * chunkCount(size, chunkBytes);
+
+function makeHeader(size: number, chunkBytes: number): Header {
+  const raw = Buffer.alloc(HEADER_BYTES);
+  MAGIC.copy(raw, 0);
+  raw.writeUInt32BE(chunkBytes, 8);
+  raw.writeBigUInt64BE(BigInt(size), 16);
+  const prefix = randomBytes(8);
+  prefix.copy(raw, 24);
+  return { raw, chunkBytes, size, prefix };
+}
+
+export function parseHeader(raw: Buffer, fileSize: number): Header {
+  if (raw.length < HEADER_BYTES || !raw.subarray(0, 8).equals(MAGIC)) throw new IntegrityError(null);
+  const chunkBytes = raw.readUInt32BE(8);
+  const size = Number(raw.readBigUInt64BE(16));
+  if (chunkBytes < 1024 || chunkBytes > 16 * 1024 * 1024 || raw.readUInt32BE(12) !== 0 || encryptedSize(size, chunkBytes) !== fileSize) throw new IntegrityError(null);
+  return { raw: Buffer.from(raw.subarray(0, HEADER_BYTES)), chunkBytes, size, prefix: Buffer.from(raw.subarray(24, 32)) };
+}
+
+function uuidBytes(videoId: string): Buffer {
+  const b = Buffer.from(videoId.replaceAll('-', ''), 'hex');
+  if (b.length !== 16) throw new Error('not a video id');
+  return b;
+}
+
+class ChunkCipher {
+  private readonly id: Buffer;
+  readonly count: number;
+
+  constructor(
+    private readonly key: Buffer,
+    readonly header: Header,
+    videoId: string,
+  ) {
+    this.id = uuidBytes(videoId);
+    this.count = chunkCount(header.size, header.chunkBytes);
+  }
+
+  private nonceAndAad(i: number): { nonce: Buffer; aad: Buffer } {
+    const nonce = Buffer.alloc(12);
+    this.header.prefix.copy(nonce, 0);
+    nonce.writeUInt32BE(i, 8);
+    const aad = Buffer.alloc(HEADER_BYTES + 16 + 5);
+    this.header.raw.copy(aad, 0);
+    this.id.copy(aad, HEADER_BYTES);
+    aad.writeUInt32BE(i, HEADER_BYTES + 16);
+    aad[HEADER_BYTES + 20] = i === this.count - 1 ? 1 : 0;
+    return { nonce, aad };
+  }
+
+  /** Plaintext length of chunk i. */
+  plainLength(i: number): number {
+    return i < this.count - 1 ? this.header.chunkBytes : this.header.size - (this.count - 1) * this.header.chunkBytes;
+  }
+
+  /** Offset of chunk i in the file. */
+  offset(i: number): number {
+    return HEADER_BYTES + i * (this.header.chunkBytes + TAG_BYTES);
+  }
+
+  seal(i: number, plain: Buffer): Buffer[] {
+    const { nonce, aad } = this.nonceAndAad(i);
+    const c = createCipheriv('aes-256-gcm', this.key, nonce).setAAD(aad);
+    const body = c.update(plain);
+    c.final();
+    return [body, c.getAuthTag()];
+  }
+
+  open(i: number, sealed: Buffer): Buffer {
+    const { nonce, aad } = this.nonceAndAad(i);
+    const d = createDecipheriv('aes-256-gcm', this.key, nonce).setAAD(aad);
+    d.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
+    const plain = d.update(sealed.subarray(0, sealed.length - TAG_BYTES));
+    try {
+      d.final();
+    } catch {
+      throw new IntegrityError(i);
+    }
+    return plain;
+  }
+}
+
+/**
+ * Encrypt `source` into `target` (created; the caller renames it into place), hashing the plaintext
+ * as it goes: one pass over the source. Returns the plaintext's `sha256:<hex>` and size.
+ */
+export async function encryptFile(source: string, target: string, key: Buffer, videoId: string): Promise<{ checksum: string; size: number }> {
+  const input = await open(source, 'r');
+  try {
+    const size = (await input.stat()).size;
+    const header = makeHeader(size, CHUNK_BYTES);
+    const cipher = new ChunkCipher(key, header, videoId);
+    const hash = createHash('sha256');
+    const output = await open(target, 'w', 0o640);
+    try {
+      await output.write(header.raw, 0, HEADER_BYTES, 0);
+      const window = Buffer.allocUnsafe(CHUNK_BYTES * WINDOW_CHUNKS);
+      for (let first = 0; first < cipher.count; first += WINDOW_CHUNKS) {
+        const last = Math.min(cipher.count, first + WINDOW_CHUNKS) - 1;
+        const want = (last - first) * CHUNK_BYTES + cipher.plainLength(last);
+        const got = await readFully(input, window, want, first * CHUNK_BYTES);
+        if (got !== want) throw new AppError(409, 'source_changed', 'the upload changed while it was being encrypted');
+        const parts: Buffer[] = [];
+        for (let i = first; i <= last; i++) {
+          const plain = window.subarray((i - first) * CHUNK_BYTES, (i - first) * CHUNK_BYTES + cipher.plainLength(i));
+          hash.update(plain);
+          parts.push(...cipher.seal(i, plain));
+        }
+        await output.writev(parts, cipher.offset(first));
+      }
+      await output.sync();
+    } finally {
+      await output.close();
+    }
+    return { checksum: `sha256:${hash.digest('hex')}`, size };
+  } finally {
+    await input.close();
+  }
+}
+
+async function readFully(handle: FileHandle, buffer: Buffer, length: number, position: number): Promise<number> {
+  let read = 0;
+  while (read < length) {
+    const { bytesRead } = await handle.read(buffer, read, length - read, position + read);
+    if (bytesRead === 0) break;
+    read += bytesRead;
+  }
+  return read;
+}
+
+/** Whether an open file is in this format (its first bytes are the magic): originals stored before encryption are not. */
+export async function isEncrypted(handle: FileHandle): Promise<boolean> {
+  const probe = Buffer.alloc(MAGIC.length);
+  const { bytesRead } = await handle.read(probe, 0, MAGIC.length, 0);
+  return bytesRead === MAGIC.length && probe.equals(MAGIC);
+}
+
+/** Whether the file at `file` is in this format; false when it cannot be opened. */
+export async function isEncryptedFile(file: string): Promise<boolean> {
+  const handle = await open(file, 'r').catch(() => null);
+  if (!handle) return false;
+  return isEncrypted(handle).finally(() => handle.close());
+}
+
+/** An encrypted original opened for reading: ranges of its plaintext, each chunk checked before a byte leaves. */
+export class EncryptedFile {
+  private constructor(
+    private readonly handle: FileHandle,
+    private readonly cipher: ChunkCipher,
+  ) {}
+
+  static async open(handle: FileHandle, key: Buffer, videoId: string): Promise<EncryptedFile> {
+    const raw = Buffer.alloc(HEADER_BYTES);
+    await readFully(handle, raw, HEADER_BYTES, 0);
+    const header = parseHeader(raw, (await handle.stat()).size);
+    return new EncryptedFile(handle, new ChunkCipher(key, header, videoId));
+  }
+
+  /** Plaintext size. */
+  get size(): number {
+    return this.cipher.header.size;
+  }
+
+  /** Plaintext bytes start..end (inclusive), as windows of at most 4 MiB; reads only the chunks they lie in. */
+  async *range(start: number, end: number): AsyncGenerator<Buffer> {
+    if (end < start) return;
+    const cs = this.cipher.header.chunkBytes;
+    const lastChunk = Math.floor(end / cs);
+    for (let first = Math.floor(start / cs); first <= lastChunk; first += WINDOW_CHUNKS) {
+      const last = Math.min(lastChunk, first + WINDOW_CHUNKS - 1);
+      const from = this.cipher.offset(first);
+      const length = this.cipher.offset(last) + this.cipher.plainLength(last) + TAG_BYTES - from;
+      const sealed = Buffer.allocUnsafe(length);
+      if ((await readFully(this.handle, sealed, length, from)) !== length) throw new IntegrityError(null);
+      const plain: Buffer[] = [];
+      for (let i = first; i <= last; i++) {
+        const at = this.cipher.offset(i) - from;
+        plain.push(this.cipher.open(i, sealed.subarray(at, at + this.cipher.plainLength(i) + TAG_BYTES)));
+      }
+      const joined = plain.length === 1 ? plain[0]! : Buffer.concat(plain);
+      const skip = first * cs < start ? start - first * cs : 0;
+      const stop = Math.min(joined.length, end - first * cs + 1);
+      yield joined.subarray(skip, stop);
+    }
+  }
+
+  /** A range decrypted into one buffer (ranges a player asks for, up to a few MiB). */
+  async read(start: number, end: number): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    for await (const part of this.range(start, end)) parts.push(part);
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  }
+
+  close(): Promise<void> {
+    return this.handle.close();
+  }
+}
+
+/**
+ * The scrub's check: decrypt every chunk (each tag verified) and hash the plaintext.
+ * `onBytes` after each window (the scrub paces itself there).
+ */
+export async function verifyEncryptedFile(file: string, key: Buffer, videoId: string, onBytes: (n: number) => void | Promise<void> = () => {}): Promise<{ checksum: string; size: number }> {
+  const enc = await EncryptedFile.open(await open(file, 'r'), key, videoId);
+  try {
+    const hash = createHash('sha256');
+    // An empty original still has its one (empty) chunk, whose tag is checked too.
+    for await (const part of enc.range(0, Math.max(0, enc.size - 1))) {
+      hash.update(part);
+      await onBytes(part.length);
+    }
+    return { checksum: `sha256:${hash.digest('hex')}`, size: enc.size };
+  } finally {
+    await enc.close();
+  }
+}
+
+/**
+ * The plaintext checksum of an original, encrypted or not (finalize after a crash, the scrub):
+ * an encrypted one is decrypted chunk by chunk, every tag checked. `dataKey` null with an
+ * encrypted file is an error the caller reports (the key is missing or shredded).
+ */
+export async function plaintextChecksum(
+  file: string,
+  videoId: string,
+  dataKey: () => Promise<Buffer | null>,
+  onBytes: (n: number) => void | Promise<void> = () => {},
+): Promise<{ checksum: string; size: number; encrypted: boolean }> {
+  const handle = await open(file, 'r');
+  const encrypted = await isEncrypted(handle).finally(() => handle.close());
+  if (!encrypted) return { ...(await fileChecksum(file, { chunkBytes: CHUNK_BYTES * WINDOW_CHUNKS, onChunk: onBytes })), encrypted };
+  const key = await dataKey();
+  if (!key) throw new MissingKeyError();
+  return { ...(await verifyEncryptedFile(file, deriveKey(key, 'original'), videoId, onBytes)), encrypted };
+}
+
+/** An encrypted file whose video has no data key (shredded, or KEY_DIR is not the one it was made with). */
+export class MissingKeyError extends AppError {
+  constructor() {
+    super(500, 'key_missing', 'the video is encrypted and its data key is missing');
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * Serving an encrypted original (shared/crypto/chunked.ts) over HTTP: the same validators,
+ * conditionals and single ranges as any media file (shared/delivery/media-response.ts), over the
+ * plaintext's size, decrypting only the chunks a range lies in. nginx cannot send these bytes
+ * (they are ciphertext on disk), so the media edge never gets a grant or a redirect for one.
+ *
+ * A chunk that fails its tag is never sent: a range up to WHOLE_READ_MAX_BYTES is decrypted before
+ * the status line (the client gets a 500 `media_integrity`); a longer one that fails mid-way is cut
+ * off (the connection is destroyed), so a client never receives a byte that did not authenticate.
+ */
+import { once } from 'node:events';
+import type { FileHandle } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import path from 'node:path';
+import { deriveKey, type VideoKeys } from '../keys/video-keys.js';
+import { planResponse, WHOLE_READ_MAX_BYTES, type Validators } from '../delivery/media-response.js';
+import { RangeNotSatisfiableError } from '../platform/errors.js';
+import { EncryptedFile, isEncrypted, isEncryptedFile, MissingKeyError } from './chunked.js';
+
+/** Only the original is stored in this format (renditions are published by the transcoder as players read them). */
+const ORIGINAL = /^original\.[a-z0-9]+$/;
+
+/** The open file as an encrypted original to decrypt, or null when it is served as it is. */
+export async function encryptedOriginal(keys: VideoKeys | null, videoId: string, mediaPath: string, handle: FileHandle): Promise<EncryptedFile | null> {
+  if (!ORIGINAL.test(mediaPath) || !(await isEncrypted(handle))) return null;
+  const dataKey = keys ? await keys.dataKey(videoId) : null;
+  if (!dataKey) throw new MissingKeyError();
+  return EncryptedFile.open(handle, deriveKey(dataKey, 'original'), videoId);
+}
+
+/** Whether `videoDir/videoId/mediaPath` is an encrypted original (the edge's grant is refused for it). */
+export async function isEncryptedOriginal(videoDir: string, videoId: string, mediaPath: string): Promise<boolean> {
+  return ORIGINAL.test(mediaPath) && isEncryptedFile(path.join(videoDir, videoId, mediaPath));
+}
+
+/**
+ * Answer a GET/HEAD of an encrypted original and close it. `headers` go on every answer,
+ * `errorHeaders` on a 416. Resolves with the plaintext bytes sent.
+ */
+export async function sendEncryptedOriginal(
+  req: IncomingMessage,
+  res: ServerResponse,
+  file: EncryptedFile,
+  validators: Validators,
+  headers: Record<string, string>,
+  errorHeaders: Record<string, string>,
+): Promise<number> {
+  try {
+    const plan = planResponse({ size: file.size, validators }, req.headers);
+    if (plan.status === 416) throw new RangeNotSatisfiableError(file.size, { ...errorHeaders, ETag: plan.headers.ETag! });
+    if (plan.status === 304 || req.method === 'HEAD') {
+      const { 'Content-Type': _type, ...headersOf304 } = headers;
+      res.writeHead(plan.status, { ...(plan.status === 304 ? headersOf304 : headers), ...plan.headers });
+      res.end();
+      return 0;
+    }
+    const length = plan.end - plan.start + 1;
+    if (length <= WHOLE_READ_MAX_BYTES) {
+      const body = length > 0 ? await file.read(plan.start, plan.end) : Buffer.alloc(0);
+      res.writeHead(plan.status, { ...headers, ...plan.headers });
+      res.end(body);
+      return body.length;
+    }
+    res.writeHead(plan.status, { ...headers, ...plan.headers });
+    let sent = 0;
+    try {
+      for await (const part of file.range(plan.start, plan.end)) {
+        if (res.destroyed) break;
+        sent += part.length;
+        // A client that goes away (ffmpeg seeking drops its connection) ends the wait too.
+        if (!res.write(part)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+      }
+      res.end();
+    } catch {
+      res.destroy(); // mid-body: cut off rather than send an unauthenticated byte
+    }
+    return sent;
+  } finally {
+    await file.close();
+  }
+}

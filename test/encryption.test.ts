@@ -1,0 +1,242 @@
+/**
+ * Encryption at rest (shared/keys/, shared/crypto/): the chunked format alone, then one real stack
+ * with a MEDIA_KEK: finalize encrypts, the folder holds no plaintext, stream decrypts ranges at
+ * chunk boundaries, the transcoder reads the original over loopback, a flipped ciphertext byte is
+ * refused and found by the scrub, a rotated KEK still reads old videos, a wrong KEK stops a
+ * function with one line, and a delete shreds the key so an earlier copy of the folder is noise.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { cpSync, mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync, openSync, readSync, writeSync, closeSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAuditLog } from '../shared/audit/client.js';
+import { CHUNK_BYTES, EncryptedFile, encryptFile, IntegrityError, verifyEncryptedFile } from '../shared/crypto/chunked.js';
+import { createTokenCodec } from '../shared/delivery/tokens.js';
+import { SecretKek } from '../shared/keys/kek.js';
+import { VideoKeys } from '../shared/keys/video-keys.js';
+import { disposeVideo } from '../shared/lifecycle/dispose.js';
+import { loadConfig } from '../shared/platform/config.js';
+import { newId } from '../shared/platform/ids.js';
+import { createLogger } from '../shared/platform/log.js';
+import { scrubVideo, Pacer } from '../shared/video/scrub.js';
+import { MediaStore } from '../shared/video/store.js';
+import { freePort } from '../services/devstack/supervisor.js';
+import { makeClip } from './helpers/media.js';
+import { STACK_START_DEADLINE_MS, startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
+import { createUpload, finalize, patch, sha256, uploadIdOf } from './helpers/uploads.js';
+import { waitFor } from './helpers/wait.js';
+
+const kekSpec = (id: string) => `${id}:${randomBytes(32).toString('base64')}`;
+const KEK1 = kekSpec('k1');
+const kekOf = (spec: string) => ({ id: spec.split(':')[0]!, key: Buffer.from(spec.split(':')[1]!, 'base64') });
+const FILENAME = 'Jane-Doe-knee-MRI-2024.mp4';
+const TITLE = 'Follow-up of Jane Doe';
+const DESCRIPTION = 'Post-op week 6, left knee';
+
+/** Shannon entropy in bits per byte. */
+function entropy(b: Buffer): number {
+  const counts = new Array<number>(256).fill(0);
+  for (const x of b) counts[x]!++;
+  return -counts.reduce((h, c) => (c ? h + (c / b.length) * Math.log2(c / b.length) : h), 0);
+}
+
+describe('the chunked format', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'pv-chunked-'));
+  const plain = randomBytes(3 * CHUNK_BYTES + 1234);
+  const key = randomBytes(32);
+  const videoId = newId();
+  const file = path.join(dir, 'enc');
+
+  beforeAll(async () => {
+    writeFileSync(path.join(dir, 'plain'), plain);
+    expect(await encryptFile(path.join(dir, 'plain'), file, key, videoId)).toEqual({ checksum: sha256(plain), size: plain.length });
+  });
+
+  it('decrypts any range, reading only its chunks, at and across chunk boundaries', async () => {
+    const enc = await EncryptedFile.open(await open(file, 'r'), key, videoId);
+    try {
+      expect(enc.size).toBe(plain.length);
+      const c = CHUNK_BYTES;
+      for (const [s, e] of [[0, 0], [c - 1, c], [c, c], [c - 1, c - 1], [c, 2 * c - 1], [5, 3 * c + 10], [3 * c, plain.length - 1], [plain.length - 1, plain.length - 1], [0, plain.length - 1]] as const) {
+        expect((await enc.read(s, e)).equals(plain.subarray(s, e + 1)), `${s}-${e}`).toBe(true);
+      }
+    } finally {
+      await enc.close();
+    }
+  });
+
+  it('refuses a flipped byte, a wrong key and another video id: errors, never bytes', async () => {
+    const bytes = readFileSync(file);
+    const flipped = Buffer.from(bytes);
+    flipped[32 + CHUNK_BYTES + 16 + 7]! ^= 1; // inside chunk 1
+    writeFileSync(path.join(dir, 'flipped'), flipped);
+    const enc = await EncryptedFile.open(await open(path.join(dir, 'flipped'), 'r'), key, videoId);
+    try {
+      expect((await enc.read(0, 100)).equals(plain.subarray(0, 101))).toBe(true); // chunk 0 is intact
+      await expect(enc.read(CHUNK_BYTES + 5, CHUNK_BYTES + 6)).rejects.toBeInstanceOf(IntegrityError);
+    } finally {
+      await enc.close();
+    }
+    await expect(verifyEncryptedFile(path.join(dir, 'flipped'), key, videoId)).rejects.toMatchObject({ chunk: 1 });
+    await expect(verifyEncryptedFile(file, randomBytes(32), videoId)).rejects.toBeInstanceOf(IntegrityError);
+    await expect(verifyEncryptedFile(file, key, newId())).rejects.toBeInstanceOf(IntegrityError);
+    writeFileSync(path.join(dir, 'cut'), bytes.subarray(0, bytes.length - 1)); // truncated: the header no longer fits
+    await expect(verifyEncryptedFile(path.join(dir, 'cut'), key, videoId)).rejects.toBeInstanceOf(IntegrityError);
+  });
+
+  it('rotation rewraps a key without changing it; a store with only the new KEK reads it; a wrong KEK is refused at start-up', async () => {
+    const keyDir = path.join(dir, 'keys');
+    const v = newId();
+    const old = new VideoKeys(keyDir, new SecretKek(kekOf(KEK1)));
+    await old.verifyKeks();
+    const dataKey = await old.create(v);
+    const k2 = kekOf(kekSpec('k2'));
+    const rotating = new VideoKeys(keyDir, new SecretKek(k2, [kekOf(KEK1)]));
+    await rotating.verifyKeks();
+    expect(await rotating.rewrap(v)).toBe('rewrapped');
+    expect(await rotating.rewrap(v)).toBe('current'); // resumable: done ones are skipped
+    expect(await rotating.retireUnusedKeks()).toEqual(['k1']);
+    const after = new VideoKeys(keyDir, new SecretKek(k2));
+    await after.verifyKeks();
+    expect((await after.dataKey(v))!.equals(dataKey)).toBe(true);
+    expect(readFileSync(after.file(v), 'utf8')).not.toContain(dataKey.toString('base64'));
+    await expect(new VideoKeys(keyDir, new SecretKek({ id: 'k2', key: randomBytes(32) })).verifyKeks()).rejects.toThrow(/MEDIA_KEK holds a wrong key for KEK "k2"/);
+    await expect(new VideoKeys(keyDir, new SecretKek(kekOf(kekSpec('k3')))).verifyKeks()).rejects.toThrow(/MEDIA_KEK lacks KEK "k2"/);
+  });
+});
+
+describe('an encrypted vault, end to end', () => {
+  let stack: TestStack;
+  let clip: Buffer;
+  let videoId: string;
+  const codec = createTokenCodec({ secret: TEST_HMAC_SECRET, maxLifetimeSeconds: 300, clockSkewSeconds: 30 });
+  const token = (scope: string) => codec.sign({ videoId, exp: Math.floor(Date.now() / 1000) + 120, scope });
+  const keys = () => new VideoKeys(path.join(stack.mediaRoot, 'keys'), new SecretKek(kekOf(KEK1)));
+  const folder = () => path.join(stack.mediaRoot, 'videos', videoId);
+  const original = async (range?: string) => fetch(`${stack.url}/media/videos/${videoId}/original.mp4?token=${token('original.mp4')}`, { headers: range ? { Range: range } : {} });
+
+  beforeAll(async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'pv-encrypted-'));
+    [stack, clip] = await Promise.all([
+      startStack({ env: { MEDIA_KEK: KEK1, RENDITIONS: '240p', FFMPEG_PRESET: 'ultrafast', TRANSCODE_CHUNK_SEGMENTS: '0' } }),
+      makeClip(path.join(dir, 'clip.mp4'), { seconds: 2 }).then((f) => readFileSync(f)),
+    ]);
+    const url = await createUpload(`${stack.url}/uploads`, clip.length);
+    expect((await patch(url, 0, clip)).status).toBe(204);
+    const res = await finalize(stack.url, { uploadId: uploadIdOf(url), filename: FILENAME, userId: 'clinician-7', metadata: { title: TITLE, description: DESCRIPTION } });
+    expect(res.status).toBe(200);
+    expect(res.json).toMatchObject({ checksum: sha256(clip), size: clip.length });
+    videoId = res.json.videoId as string;
+  }, STACK_START_DEADLINE_MS + 60_000);
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('stores no plaintext: a high-entropy original without the source\'s boxes, meta.json without PHI, no key in the folder', async () => {
+    const stored = readFileSync(path.join(folder(), 'original.mp4'));
+    expect(stored.length).toBeGreaterThan(clip.length);
+    expect(stored.includes(Buffer.from('ftyp'))).toBe(false);
+    expect(stored.includes(Buffer.from('mdat'))).toBe(false);
+    expect(stored.includes(clip.subarray(clip.length - 4096, clip.length - 4000))).toBe(false);
+    expect(entropy(stored.subarray(32))).toBeGreaterThan(7.9);
+    const meta = readFileSync(path.join(folder(), 'meta.json'), 'utf8');
+    for (const phi of [FILENAME, TITLE, DESCRIPTION, 'Jane']) expect(meta).not.toContain(phi);
+    expect(JSON.parse(meta)).toMatchObject({ encrypted: true, filename: '', metadata: {} });
+    expect(readdirSync(folder()).some((n) => n.includes('key'))).toBe(false);
+    // Transparent to readers with the keys.
+    expect(await new MediaStore(path.join(stack.mediaRoot, 'videos'), null, keys()).read(videoId)).toMatchObject({ filename: FILENAME, metadata: { title: TITLE, description: DESCRIPTION } });
+    const m = await fetch(`${stack.url}/media/videos/${videoId}/metadata?token=${token('original.mp4')}`);
+    expect(await m.json()).toMatchObject({ videoId, encrypted: true, size: clip.length });
+  });
+
+  it('streams the decrypted original: whole, HEAD, and ranges at chunk boundaries', async () => {
+    const whole = await original();
+    expect(whole.status).toBe(200);
+    expect(Buffer.from(await whole.arrayBuffer()).equals(clip)).toBe(true);
+    const head = await fetch(`${stack.url}/media/videos/${videoId}/original.mp4?token=${token('original.mp4')}`, { method: 'HEAD' });
+    expect(head.headers.get('content-length')).toBe(String(clip.length));
+    const c = CHUNK_BYTES;
+    for (const [s, e] of [[0, 0], [c - 1, c], [c, 2 * c - 1], [clip.length - 1, clip.length - 1]] as const) {
+      const r = await original(`bytes=${s}-${e}`);
+      expect(r.status, `${s}-${e}`).toBe(206);
+      expect(r.headers.get('content-range')).toBe(`bytes ${s}-${e}/${clip.length}`);
+      expect(Buffer.from(await r.arrayBuffer()).equals(clip.subarray(s, e + 1)), `${s}-${e}`).toBe(true);
+    }
+    expect((await original(`bytes=${clip.length}-`)).status).toBe(416);
+  });
+
+  it('transcodes from the encrypted original (ffmpeg reads it over loopback)', async () => {
+    const store = new MediaStore(path.join(stack.mediaRoot, 'videos'));
+    await waitFor(async () => (await store.read(videoId)).status === 'transcoded', 120_000, 'the video to be transcoded', 250);
+    const meta = await store.read(videoId);
+    expect(meta.renditions).toEqual(['240p']);
+    expect(existsSync(path.join(folder(), meta.outputs!.hlsMaster!))).toBe(true);
+    expect(existsSync(path.join(folder(), meta.outputs!.poster!))).toBe(true);
+  });
+
+  it('a flipped ciphertext byte: stream answers an error for its chunk (never bytes), the scrub flags it', async () => {
+    const file = path.join(folder(), 'original.mp4');
+    const at = 32 + CHUNK_BYTES + 16 + 100; // chunk 1
+    const fd = openSync(file, 'r+');
+    const one = Buffer.alloc(1);
+    readSync(fd, one, 0, 1, at);
+    writeSync(fd, Buffer.from([one[0]! ^ 0x40]), 0, 1, at);
+    try {
+      expect((await original('bytes=0-99')).status).toBe(206);
+      const bad = await original(`bytes=${CHUNK_BYTES}-${CHUNK_BYTES + 99}`);
+      expect(bad.status).toBe(500);
+      expect(await bad.json()).toMatchObject({ error: 'media_integrity' });
+      const problem = await scrubVideo(path.join(stack.mediaRoot, 'videos'), videoId, new Pacer(0), () => {}, keys());
+      expect(problem).toMatchObject({ problem: 'ciphertext_tampered' });
+    } finally {
+      writeSync(fd, one, 0, 1, at);
+      closeSync(fd);
+    }
+    expect(await scrubVideo(path.join(stack.mediaRoot, 'videos'), videoId, new Pacer(0), () => {}, keys())).toBeNull();
+  });
+
+  it('a wrong KEK stops a function at start-up with one line', async () => {
+    const err = await promisify(execFile)(process.execPath, ['dist/templates/pulsevault-node20/runtime/main.js', 'dist/functions/stream/handler.js'], {
+      env: { PATH: process.env.PATH, HMAC_SECRET: TEST_HMAC_SECRET, MEDIA_ROOT: stack.mediaRoot, MEDIA_KEK: `k1:${randomBytes(32).toString('base64')}`, SECRETS_DIR: path.join(stack.mediaRoot, 'none'), PORT: String(await freePort()), NODE_ENV: 'test' },
+    }).then(
+      () => null,
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(err?.code).toBe(78);
+    expect(err?.stderr.trim().split('\n')).toHaveLength(1);
+    expect(err?.stderr).toMatch(/^invalid configuration: MEDIA_KEK holds a wrong key for KEK "k1"/);
+  });
+
+  it('delete shreds the data key first: a copy of the folder from before cannot be decrypted', async () => {
+    const copy = mkdtempSync(path.join(tmpdir(), 'pv-shred-copy-'));
+    cpSync(folder(), copy, { recursive: true });
+    const config = loadConfig({ HMAC_SECRET: TEST_HMAC_SECRET, MEDIA_ROOT: stack.mediaRoot, REDIS_URL: stack.redis.url, MEDIA_KEK: KEK1 }, { secretsDir: path.join(stack.mediaRoot, 'none') });
+    const log = createLogger('test', 'error');
+    const store = new MediaStore(config.videoDir, stack.redis.client(), keys());
+    const audit = createAuditLog(config, stack.redis.client(), log);
+    try {
+      const steps: string[] = [];
+      await disposeVideo({ config, store, redis: stack.redis.client(), audit, log, onStep: (s) => void steps.push(`${s}:${existsSync(keys().file(videoId))}`) }, videoId, 'duplicate', { actor: null, requestId: null, clientIp: null });
+      expect(steps).toContain('shred:true');
+      expect(steps).toContain('stop:false'); // gone before any media file
+    } finally {
+      await audit.close();
+    }
+    expect(await keys().dataKey(videoId)).toBeNull();
+    // The copy, with the vault's KEK and key store as they are now: neither original nor PHI opens.
+    const sealed = JSON.parse(readFileSync(path.join(copy, 'meta.json'), 'utf8')) as { sealed?: unknown };
+    expect(sealed.sealed).toBeDefined();
+    const restored = mkdtempSync(path.join(tmpdir(), 'pv-shred-restore-'));
+    cpSync(copy, path.join(restored, videoId), { recursive: true });
+    const reread = await new MediaStore(restored, null, keys()).read(videoId);
+    expect(reread.filename).toBe('');
+    expect(JSON.stringify(reread)).not.toContain('Jane');
+    const problem = await scrubVideo(restored, videoId, new Pacer(0), () => {}, keys());
+    expect(problem).toMatchObject({ problem: 'key_missing' });
+    expect(readFileSync(path.join(restored, videoId, 'original.mp4')).includes(Buffer.from('ftyp'))).toBe(false);
+  });
+});
