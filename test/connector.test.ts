@@ -9,7 +9,7 @@ import type { AuditLog } from '../shared/audit/client.js';
 import type { MediaStore } from '../shared/video/store.js';
 import type { Redis } from '../shared/platform/redis.js';
 import { DEAD_LETTER_STREAM, DELAYED_SET, TRANSCODE_STREAM, activeKey, enqueueTranscode, queueStats } from '../shared/transcode/queue.js';
-import { retryDelayMs } from '../services/queue-connector/connector.js';
+import { retryDelayMs } from '../shared/transcode/connector.js';
 import { expectValidLadder } from './helpers/ladder.js';
 import { makeClip } from './helpers/media.js';
 import { startStack, type TestStack, STACK_START_DEADLINE_MS } from './helpers/stack.js';

@@ -10,7 +10,7 @@ import {
   enqueueTranscode,
   queueStats,
 } from '../shared/transcode/queue.js';
-import { retryDelayMs } from '../services/queue-connector/connector.js';
+import { retryDelayMs } from '../shared/transcode/connector.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 import { waitFor } from './helpers/wait.js';
 

@@ -16,8 +16,8 @@ import { attachMirror } from '../../shared/mirror/attach.js';
 import { createRedis } from '../../shared/platform/redis.js';
 import { registerQueueMetrics, TranscodeQueue } from '../../shared/transcode/queue.js';
 import { QueueRecovery } from '../../shared/transcode/recovery.js';
-import { QueueConnector } from './connector.js';
-import { SubscriberDirectory } from './subscribers.js';
+import { QueueConnector } from '../../shared/transcode/connector.js';
+import { SubscriberDirectory } from '../../shared/transcode/subscribers.js';
 
 // The connector signs nothing: it needs Redis, the gateway and the media volume, not HMAC_SECRET.
 const config = loadConfigOrExit({ require: [] });

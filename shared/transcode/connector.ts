@@ -23,14 +23,14 @@
  */
 import { request } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import type { AuditLog } from '../../shared/audit/client.js';
-import type { Config } from '../../shared/platform/config.js';
-import type { Logger } from '../../shared/platform/log.js';
-import type { MediaStore } from '../../shared/video/store.js';
-import { markFailed, markRetrying } from '../../shared/video/state.js';
-import { counter } from '../../shared/platform/metrics.js';
-import { isMissingGroup, TRANSCODE_TOPIC, TranscodeQueue, type QueueEntry, type TranscodeJob } from '../../shared/transcode/queue.js';
-import type { QueueRecovery } from '../../shared/transcode/recovery.js';
+import type { AuditLog } from '../audit/client.js';
+import type { Config } from '../platform/config.js';
+import type { Logger } from '../platform/log.js';
+import type { MediaStore } from '../video/store.js';
+import { markFailed, markRetrying } from '../video/state.js';
+import { counter } from '../platform/metrics.js';
+import { isMissingGroup, TRANSCODE_TOPIC, TranscodeQueue, type QueueEntry, type TranscodeJob } from './queue.js';
+import type { QueueRecovery } from './recovery.js';
 import type { SubscriberDirectory } from './subscribers.js';
 
 export const CONNECTOR_NAME = 'pulsevault-queue-connector';
