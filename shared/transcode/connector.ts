@@ -1,83 +1,47 @@
 /**
- * The queue connector: reads transcode jobs from the Redis stream and invokes
+ * The queue connector's loop: reads transcode jobs from the Redis stream and invokes
  * every function subscribed to the `transcode` topic through the gateway, as an
  * OpenFaaS connector does — plus what OpenFaaS connectors lack: concurrency bounded
  * by the transcoders' slots (ready replicas × max_inflight, across all connectors via
- * the group's pending count; TRANSCODE_CONCURRENCY caps one connector), ack only after success, retries with exponential back-off and
- * jitter, a dead-letter stream, and take-over of a dead connector's jobs.
- *
- * Per job: 2xx → ack. 409 `transcode_in_progress` / 429 → another transcoder is
- * on it (a reclaimed job): wait and ask again, no attempt spent. 503, or no
- * connection to the gateway at all → nobody could try (no ready replica, a
- * rollout, the gateway restarting): back off and ask again, no attempt spent.
- * Anything else — 502 included, which is what a transcoder the job crashed
- * looks like — → retry later (meta.json `queued`), or after
- * TRANSCODE_MAX_ATTEMPTS dead-letter it (meta.json `failed` with the reason).
- * Both are audited. A part of a fanned-out video (preview, chunk, join) is retried
- * alone and leaves the video `transcoding`; out of attempts a chunk or the join
- * fails the video (a preview does not: it only plays early).
+ * the group's pending count; TRANSCODE_CONCURRENCY caps one connector), ack only after
+ * success, retries, a dead-letter stream, and take-over of a dead connector's jobs.
+ * What each answer means (ack, wait, retry, dead letter, status, audit) is job.ts;
+ * here is only the delivery: which functions, the HTTP request, its answer as a Delivery.
  *
  * Redis losing its data (NOGROUP, an emptied instance) is healed here too: the
  * group is recreated at once and the jobs meta.json says are waiting come back
- * through the recovery pass (shared/transcode/recovery.ts), checked every few seconds.
+ * through the recovery pass (recovery.ts), checked every few seconds.
  */
 import { request } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import type { AuditLog } from '../audit/client.js';
 import type { Config } from '../platform/config.js';
 import type { Logger } from '../platform/log.js';
-import type { MediaStore } from '../video/store.js';
-import { markFailed, markRetrying } from '../video/state.js';
-import { counter } from '../platform/metrics.js';
-import { isMissingGroup, TRANSCODE_TOPIC, TranscodeQueue, type QueueEntry, type TranscodeJob } from './queue.js';
+import { JobLife, type Delivery } from './job.js';
+import { isMissingGroup, TRANSCODE_TOPIC, type QueueEntry, type TranscodeJob } from './queue.js';
 import type { QueueRecovery } from './recovery.js';
 import type { SubscriberDirectory } from './subscribers.js';
 
 export const CONNECTOR_NAME = 'pulsevault-queue-connector';
-const MAX_RETRY_DELAY_MS = 15 * 60_000;
-const READ_BLOCK_MS = 1_000;
-/** Longer than a read's BLOCK plus the capacity check, so it never lapses under a connector still reading. */
-const DISPATCH_LEASE_MS = 10_000;
 const NO_SUBSCRIBER_WAIT_MS = 5_000;
 /** How often a connector looks again while every transcoder slot is taken. */
 const CAPACITY_RECHECK_MS = 1_000;
-const UNAVAILABLE_MAX_WAIT_MS = 30_000;
 /** How soon an emptied Redis is noticed (two GETs per check). */
 const RECOVERY_CHECK_MS = 2_000;
 /** Errors of a request that never reached the gateway. */
 const NOT_CONNECTED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 
-const outcomes = counter({
-  name: 'pulsevault_queue_jobs_total',
-  help: 'Jobs the queue connector finished handling, by outcome (acked, retried, dead_lettered).',
-  labelNames: ['outcome'] as const,
-});
-
 export interface ConnectorDeps {
   config: Config;
-  queue: TranscodeQueue;
+  life: JobLife;
   recovery: QueueRecovery;
-  store: MediaStore;
-  audit: AuditLog;
   log: Logger;
   directory: SubscriberDirectory;
 }
 
-/** A failed invocation: a lowercase code (the function's error code, or `http_<status>`, `unreachable`, …) and the HTTP status. */
-interface Failure {
-  code: string;
-  status: number | null;
-}
-type Invocation = { kind: 'ok' } | { kind: 'busy' } | { kind: 'unavailable'; code: string } | ({ kind: 'failed' } & Failure) | { kind: 'aborted' };
+type Invocation = Delivery | { kind: 'aborted' };
 
 /** Audit reasons are lowercase codes; anything else a function answers becomes `http_<status>`. */
 const CODE = /^[a-z][a-z0-9._-]{0,63}$/;
-
-/** Exponential back-off with jitter: base·2^(attempt−1), capped, times a random factor in [0.5, 1). */
-export function retryDelayMs(baseSeconds: number, attempt: number, random = Math.random()): number {
-  const ceiling = Math.min(baseSeconds * 1000 * 2 ** (attempt - 1), MAX_RETRY_DELAY_MS);
-  return Math.round(ceiling * (0.5 + random / 2));
-}
 
 /**
  * The HTTP timeout towards the gateway: longer than the transcoder's exec_timeout
@@ -100,6 +64,16 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/** Of the subscribers' answers, the one that decides: a failure, then no space, then nobody could try, then busy; all ok → ok. */
+const PRECEDENCE: Delivery['kind'][] = ['failed', 'no_space', 'unavailable', 'busy'];
+function decisive(results: Delivery[]): Delivery {
+  for (const kind of PRECEDENCE) {
+    const found = results.find((r) => r.kind === kind);
+    if (found) return found;
+  }
+  return { kind: 'ok' };
+}
+
 export class QueueConnector {
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly stopping = new AbortController();
@@ -109,17 +83,16 @@ export class QueueConnector {
 
   /** Runs until stop(); resolves when the read loop has ended. */
   async run(): Promise<void> {
-    const { config, queue, recovery, log } = this.d;
-    const leaseMs = config.transcode.leaseSeconds * 1000;
-    await queue.ensureGroup();
+    const { config, life, recovery, log } = this.d;
+    await life.ensureGroup();
     const beat = setInterval(() => {
-      queue.heartbeat([...this.inFlight.keys()]).catch((err: unknown) => log.warn({ err }, 'heartbeat failed'));
-    }, Math.max(500, Math.floor(leaseMs / 3)));
+      life.heartbeat([...this.inFlight.keys()]).catch((err: unknown) => log.warn({ err }, 'heartbeat failed'));
+    }, life.heartbeatEveryMs);
     // A timer of its own: the read loop may sit waiting for a free slot for as long as a transcode lasts.
     const checkRecovery = () => void recovery.check().catch((err: unknown) => log.debug({ err: (err as Error).message }, 'queue recovery check failed'));
     checkRecovery();
     const recoveryTimer = setInterval(checkRecovery, RECOVERY_CHECK_MS);
-    log.info({ consumer: queue.consumer, concurrency: config.transcode.concurrency, leaseSeconds: config.transcode.leaseSeconds }, 'queue connector started');
+    log.info({ consumer: life.consumer, concurrency: config.transcode.concurrency, leaseSeconds: config.transcode.leaseSeconds }, 'queue connector started');
     try {
       while (!this.stopping.signal.aborted) {
         const free = config.transcode.concurrency - this.inFlight.size;
@@ -128,36 +101,17 @@ export class QueueConnector {
           continue;
         }
         try {
-          await queue.promoteDue();
-          // Jobs of a connector that stopped heartbeating first (already counted in the group's in-flight), then new ones.
-          let entries = (await queue.reclaim(leaseMs, free)).filter((e) => !this.inFlight.has(e.id));
-          if (entries.length === 0) {
-            // Cluster-wide, not per connector: never more jobs handed out than the transcoders have slots. Counting
-            // and reading happen under one lease, so two connectors never both count the same free slots.
-            const dispatch = queue.dispatchLease(DISPATCH_LEASE_MS);
-            if (!(await dispatch.tryAcquire())) {
-              await sleep(CAPACITY_RECHECK_MS, this.stopping.signal);
-              continue;
-            }
-            let slots: number;
-            try {
-              slots = Math.min(free, (await this.capacity()) - (await queue.inFlight()));
-              // An empty read has already waited its BLOCK: loop straight back to it.
-              if (slots > 0) entries = await queue.read(slots, READ_BLOCK_MS);
-            } finally {
-              await dispatch.release().catch(() => false);
-            }
-            if (slots <= 0) {
-              await sleep(CAPACITY_RECHECK_MS, this.stopping.signal);
-              continue;
-            }
+          const entries = await life.take(free, () => this.capacity(), (id) => this.inFlight.has(id));
+          if (entries === 'full') {
+            await sleep(CAPACITY_RECHECK_MS, this.stopping.signal);
+            continue;
           }
           for (const entry of entries) this.start(entry);
         } catch (err) {
           if (this.stopping.signal.aborted) break;
           if (isMissingGroup(err)) {
             log.warn('the transcode stream or its consumer group is gone (Redis lost its data?): recreating it');
-            await queue.ensureGroup().catch(() => undefined);
+            await life.ensureGroup().catch(() => undefined);
             continue;
           }
           log.error({ err }, 'queue read failed; retrying');
@@ -195,15 +149,10 @@ export class QueueConnector {
   }
 
   private async handle(entry: QueueEntry): Promise<void> {
-    const { queue, log } = this.d;
-    if (!entry.job) {
-      log.error({ entry: entry.id }, 'malformed job; dead-lettered');
-      outcomes.inc({ outcome: 'dead_lettered' });
-      return queue.deadLetter(entry, 'malformed_job');
-    }
-    const job = entry.job;
-    const leaseMs = this.d.config.transcode.leaseSeconds * 1000;
-    let unavailableWaits = 0;
+    const { life, log } = this.d;
+    const { job } = entry;
+    if (!job) return life.malformed(entry);
+    let waits = 0;
     for (;;) {
       if (this.stopping.signal.aborted) return;
       const functions = await this.d.directory.subscribers(TRANSCODE_TOPIC).catch((err: unknown) => {
@@ -217,53 +166,13 @@ export class QueueConnector {
       }
       const results = await Promise.all(functions.map((fn) => this.invoke(fn, job)));
       if (results.some((r) => r.kind === 'aborted')) return;
-      const failed = results.find((r): r is { kind: 'failed' } & Failure => r.kind === 'failed');
-      if (failed) return this.fail(entry, job, failed);
-      const unavailable = results.find((r) => r.kind === 'unavailable');
-      if (unavailable) {
-        unavailableWaits += 1;
-        const delay = Math.min(retryDelayMs(this.d.config.transcode.retryBaseSeconds, unavailableWaits), UNAVAILABLE_MAX_WAIT_MS);
-        log.warn({ videoId: job.videoId, code: unavailable.code, waits: unavailableWaits, retryInMs: delay }, 'no transcoder could take the job; asking again, no attempt spent');
-        await sleep(delay, this.stopping.signal);
-        continue;
-      }
-      if (results.some((r) => r.kind === 'busy')) {
-        log.info({ videoId: job.videoId }, 'a transcoder is already on this video; waiting for it');
-        await sleep(leaseMs / 2, this.stopping.signal);
-        continue;
-      }
-      await queue.ack(entry);
-      outcomes.inc({ outcome: 'acked' });
-      log.info({ videoId: job.videoId, attempt: job.attempt, functions }, 'job done');
-      return;
+      const delivery = decisive(results as Delivery[]);
+      // Only the waits that back off count towards their back-off; waiting for a busy transcoder does not.
+      if (delivery.kind === 'unavailable' || delivery.kind === 'no_space') waits += 1;
+      const next = await life.settle({ ...entry, job }, delivery, waits);
+      if (next.kind === 'settled') return;
+      await sleep(next.ms, this.stopping.signal);
     }
-  }
-
-  /**
-   * Audit first: if that fails the entry stays pending, is taken over after the
-   * lease and tried again with the same attempt number — nothing is lost unaudited.
-   */
-  private async fail(entry: QueueEntry, job: TranscodeJob, failure: Failure): Promise<void> {
-    const { config, queue, store, audit, log } = this.d;
-    const last = job.attempt >= config.transcode.maxAttempts;
-    const reason = failure.code;
-    const part = job.part ? `${job.part.kind === 'chunk' ? `chunk ${job.part.index}` : job.part.kind}: ` : '';
-    const failureReason = `${part}${reason} (${failure.status ? `HTTP ${failure.status}, ` : ''}attempt ${job.attempt} of ${config.transcode.maxAttempts})`;
-    await audit.record({ category: 'transcode', action: last ? 'transcode.failed' : 'transcode.retry', outcome: 'failure', reason, videoId: job.videoId });
-    if (last) {
-      await queue.deadLetter(entry, reason);
-      outcomes.inc({ outcome: 'dead_lettered' });
-      log.error({ videoId: job.videoId, part: job.part ?? null, attempts: job.attempt, reason }, 'transcode failed for good; dead-lettered');
-    } else {
-      const delay = retryDelayMs(config.transcode.retryBaseSeconds, job.attempt);
-      await queue.retryLater(entry, { ...job, attempt: job.attempt + 1 }, delay);
-      outcomes.inc({ outcome: 'retried' });
-      log.warn({ videoId: job.videoId, part: job.part ?? null, attempt: job.attempt, reason, retryInMs: delay }, 'transcode failed; retry scheduled');
-    }
-    // A part retried alone leaves the video `transcoding` (its other chunks go on); out of attempts, the whole
-    // video has failed — unless the part was the preview, which only plays early: the chunks go on without it.
-    if (job.part && (!last || job.part.kind === 'preview')) return;
-    await (last ? markFailed : markRetrying)(store, job.videoId, failureReason).catch((err: unknown) => log.warn({ videoId: job.videoId, err: (err as Error).message }, 'could not record the failure in meta.json'));
   }
 
   /** POST the job to /function/<name> through the gateway (no fetch: undici cuts headers after 300 s). */
@@ -295,6 +204,7 @@ export class QueueConnector {
             code = '';
           }
           if (status === 429 || (status === 409 && code === 'transcode_in_progress')) return resolve({ kind: 'busy' });
+          if (status === 507) return resolve({ kind: 'no_space', code: CODE.test(code) ? code : 'http_507' });
           if (status === 503) return resolve({ kind: 'unavailable', code: CODE.test(code) ? code : 'http_503' });
           resolve({ kind: 'failed', code: CODE.test(code) ? code : `http_${status}`, status });
         });

@@ -24,7 +24,8 @@ import { counter, histogram } from '../platform/metrics.js';
 import { probe, type ProbeResult } from '../video/probe.js';
 import { markPreviewReady, markProgress, markTranscoded, markTranscoding } from '../video/state.js';
 import type { Redis } from '../platform/redis.js';
-import { enqueueParts, type TranscodeJob } from './queue.js';
+import { enqueueFanOut, enqueueJoin } from './job.js';
+import type { TranscodeJob } from './queue.js';
 import { buildChunkCommand, buildEncodeCommand, buildJoinCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME, SEGMENT_SECONDS } from './ffmpeg-command.js';
 import { thumbnailOutput, THUMBNAIL_INDEX, writeThumbnailIndex, type ThumbnailRange } from './thumbnails.js';
 import {
@@ -205,11 +206,10 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
         // A re-plan of the same plan (a requeue, a recovery) keeps the chunks done and the preview a player may be on.
         if (!(await writePlan(videoDir, fanned))) await rm(path.join(videoDir, PREVIEW_DIR), { recursive: true, force: true });
         await clearChunkProgress(redis, videoId);
-        // Chunks kept from an earlier plan with the same settings are not redone. The preview goes first:
-        // the first free replica makes the video playable early while the others take the chunks.
+        // Chunks kept from an earlier plan with the same settings are not redone.
         const missing = await missingChunks(videoDir, fanned);
         for (const index of starts.keys()) if (!missing.includes(index)) await recordChunkProgress(redis, videoId, fanned, index, 1, probed);
-        await enqueueParts(redis, job, missing.length > 0 ? [{ kind: 'preview' }, ...missing.map((index) => ({ kind: 'chunk' as const, index }))] : [{ kind: 'join' }]);
+        await enqueueFanOut(redis, job, missing);
         await record('transcode.fanout', 'success');
         log.info({ videoId, chunks: starts.length, toEncode: missing.length, chunkSeconds: fanned.chunkSeconds }, 'transcode fanned out');
         return { outcome: 'fanned_out', chunks: starts.length };
@@ -330,7 +330,7 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
       await record('transcode.chunk.complete', 'success');
       log.info({ videoId, chunk: index, of: plan.starts.length, seconds: (Date.now() - started) / 1000, attempt: job.attempt }, 'chunk transcoded');
     }
-    if ((await missingChunks(videoDir, plan)).length === 0) await enqueueParts(redis, job, [{ kind: 'join' }]);
+    if ((await missingChunks(videoDir, plan)).length === 0) await enqueueJoin(redis, job);
     return { outcome: 'chunk_transcoded', chunk: index };
   } catch (err) {
     const reason = err instanceof AppError ? err.code : 'internal';
