@@ -13,7 +13,8 @@ import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { parseAllDocuments } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { enqueueTranscode, TRANSCODE_GROUP, TRANSCODE_STREAM, TranscodeQueue } from '../shared/transcode/queue.js';
+import { TRANSCODE_GROUP, TRANSCODE_STREAM, TranscodeQueue } from '../shared/transcode/queue.js';
+import { enqueueTranscode } from '../shared/transcode/job.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 
 type Trigger = { type: string; metadata: Record<string, string> };

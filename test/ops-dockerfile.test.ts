@@ -4,7 +4,10 @@
  * pattern; both images ship compiled JavaScript and production dependencies only, as
  * a non-root user.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { execSync } from 'node:child_process';
+import { copyFileSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readStack } from '../shared/platform/openfaas-stack.js';
 
@@ -106,6 +109,50 @@ describe('function template (templates/pulsevault-node20/Dockerfile)', () => {
     const stack = readStack('stack.yml');
     const withFfmpeg = stack.functions.filter((f) => f.buildArgs.INSTALL_FFMPEG === 'true').map((f) => f.name).sort();
     expect(withFfmpeg).toEqual(['finalize', 'transcoder']);
+  });
+});
+
+/** Bytes of the files under `dir` (links not followed). */
+function treeBytes(dir: string): number {
+  let total = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const file = path.join(dir, entry.name);
+    total += entry.isDirectory() ? treeBytes(file) : lstatSync(file).size;
+  }
+  return total;
+}
+
+describe('function image dependencies', () => {
+  /** The ship stage's dependency install, as written (less the cache clean: that would be this machine's cache). */
+  const install = stages('templates/pulsevault-node20/Dockerfile')
+    .stages.at(-1)!
+    .instructions.find((i) => i.op === 'RUN' && /\bnpm ci\b/.test(i.args))!
+    .args.split('&&')
+    .map((c) => c.trim())
+    .filter((c) => !c.startsWith('npm cache'));
+
+  it('hold no browser bundle: the console serves those from devDependencies', () => {
+    const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
+    for (const bundle of ['dashjs', 'hls.js', 'tus-js-client']) {
+      expect(pkg.dependencies, bundle).not.toHaveProperty(bundle);
+      expect(pkg.devDependencies, bundle).toHaveProperty(bundle);
+    }
+  });
+
+  // The ship stage's install replayed from the lockfile (offline from the npm cache where it can): ~15 s quiet.
+  it('install to at most 40 MB of node_modules in the ship stage', { timeout: 300_000 }, () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'pv-ship-'));
+    try {
+      copyFileSync('package.json', path.join(dir, 'package.json'));
+      copyFileSync('package-lock.json', path.join(dir, 'package-lock.json'));
+      for (const command of install) execSync(command.replace(/^npm ci\b/, 'npm ci --prefer-offline'), { cwd: dir, stdio: 'pipe', timeout: 280_000 });
+      expect(existsSync(path.join(dir, 'node_modules', 'dashjs'))).toBe(false);
+      expect(existsSync(path.join(dir, 'node_modules', 'ioredis')), 'a production dependency is installed').toBe(true);
+      const mb = treeBytes(path.join(dir, 'node_modules')) / 1e6;
+      expect(mb, `node_modules is ${mb.toFixed(1)} MB`).toBeLessThanOrEqual(40);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

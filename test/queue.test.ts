@@ -2,15 +2,8 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Redis } from '../shared/platform/redis.js';
-import {
-  DEAD_LETTER_STREAM,
-  TRANSCODE_GROUP,
-  TRANSCODE_STREAM,
-  TranscodeQueue,
-  enqueueTranscode,
-  queueStats,
-} from '../shared/transcode/queue.js';
-import { retryDelayMs } from '../services/queue-connector/connector.js';
+import { DEAD_LETTER_STREAM, TRANSCODE_GROUP, TRANSCODE_STREAM, TranscodeQueue, queueStats } from '../shared/transcode/queue.js';
+import { enqueueTranscode, retryDelayMs } from '../shared/transcode/job.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 import { waitFor } from './helpers/wait.js';
 

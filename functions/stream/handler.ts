@@ -3,32 +3,30 @@
  * file of a video to the holder of a signed URL, with ranges and validators,
  * and rewrites playlists so every child URI carries the same token.
  *
- * Per request: one HMAC, one realpath + open + fstat, one audit entry, then the
- * bytes straight from the file descriptor — or, behind the media edge
- * (shared/delivery/edge.ts), an X-Accel-Redirect so that nginx sends them, or a
- * grant of a whole rendition directory that nginx caches for the token's life.
+ * Per request: one HMAC, one realpath + open + fstat, one audit entry, then one of
+ * three answers (shared/delivery/): a grant of a whole rendition directory that the
+ * media edge caches for the token's life (stream-grant.ts), a playlist rewritten for
+ * the token (stream-playlist.ts), or the bytes — from the file descriptor, or behind
+ * the media edge an X-Accel-Redirect so that nginx sends them (stream-bytes.ts).
  * meta.json is never read: the token alone says which video and which paths,
  * and the file system says what exists.
  */
 import { createAccessAudit, type AccessAttempt } from '../../shared/delivery/access-audit.js';
 import { createAuditLog } from '../../shared/audit/client.js';
 import { createCors } from '../../shared/delivery/cors.js';
-import { asksForGrant, edgeRedirect, grantSecondsFor, viaEdge } from '../../shared/delivery/edge.js';
-import { AppError, ForbiddenError, MethodNotAllowedError, NotFoundError, RangeNotSatisfiableError } from '../../shared/platform/errors.js';
+import { asksForGrant } from '../../shared/delivery/edge.js';
+import { MethodNotAllowedError, NotFoundError } from '../../shared/platform/errors.js';
 import { defineFunction } from '../../shared/platform/handler-contract.js';
-import { MediaFiles, mediaToken, mediaTypeOf, parseGrantUnit, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../../shared/delivery/media-path.js';
-import { fileVersionOf, planResponse, streamFile, validatorsOf } from '../../shared/delivery/media-response.js';
+import { MediaFiles, mediaToken, mediaTypeOf, parseMediaUrl, parseUrlMediaPath, playlistKind } from '../../shared/delivery/media-path.js';
 import { isVideoId } from '../../shared/video/store.js';
 import { refuseIfDeleted } from '../../shared/lifecycle/tombstone.js';
-import { counter } from '../../shared/platform/metrics.js';
 import { PlaylistCache } from '../../shared/delivery/playlist-rewrite.js';
 import { createRedis } from '../../shared/platform/redis.js';
+import { sendBytes } from '../../shared/delivery/stream-bytes.js';
+import { answerGrant } from '../../shared/delivery/stream-grant.js';
+import { sendPlaylist } from '../../shared/delivery/stream-playlist.js';
 import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/delivery/tokens.js';
-import { encryptedOriginal, isEncryptedOriginal, sendEncryptedOriginal } from '../../shared/crypto/original-response.js';
 import { openVideoKeys } from '../../shared/keys/video-keys.js';
-
-/** Larger "playlists" are refused rather than read into memory. */
-const MAX_PLAYLIST_BYTES = 16 * 1024 * 1024;
 
 export default defineFunction(async ({ config, log, onShutdown }) => {
   const keys = await openVideoKeys(config);
@@ -44,8 +42,6 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
     allowHeaders: ['Range', 'If-Range', 'If-None-Match', 'If-Modified-Since'],
     exposeHeaders: ['Content-Length', 'Content-Range', 'Accept-Ranges', 'ETag', 'Last-Modified'],
   });
-  const bytesServed = counter({ name: 'pulsevault_stream_bytes_total', help: 'Media bytes the stream function sent itself (not those the media edge sends; see its access log).' });
-  const edgeGrants = counter({ name: 'pulsevault_stream_edge_grants_total', help: 'Grants the media edge asked for, by outcome (a refusal is then decided, and audited, per request).', labelNames: ['outcome'] as const });
   const fixedHeaders: Record<string, string> = {
     'Cache-Control': 'private',
     'X-Content-Type-Options': 'nosniff',
@@ -61,26 +57,10 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
 
     const url = parseMediaUrl(req.url ?? '/');
     const attempt: AccessAttempt = { action: 'stream', req, requestId: ctx.requestId, videoId: url.videoId, resource: url.rest };
+    const fileHeaders = { ...fixedHeaders, ...cors.headers(req) };
+    if (asksForGrant(req)) return answerGrant({ videoDir: config.videoDir, tokens, access }, req, res, url, attempt, fileHeaders);
 
-    if (asksForGrant(req)) {
-      let seconds: number;
-      try {
-        seconds = grantSecondsFor(req, url, tokens);
-        // Refused here, the whole request comes to the function, which answers it 410.
-        await refuseIfDeleted(config.videoDir, url.videoId);
-        // nginx would send ciphertext: the function decrypts these itself.
-        if (await isEncryptedOriginal(config.videoDir, url.videoId, parseGrantUnit(url.rest))) throw new Error('encrypted');
-      } catch {
-        edgeGrants.inc({ outcome: 'refused' });
-        // Not audited here: nginx now sends the whole request, which is decided and audited as usual.
-        throw new ForbiddenError('the edge sends this request to be decided on its own', 'edge_grant_refused');
-      }
-      await access.granted(attempt);
-      edgeGrants.inc({ outcome: 'granted' });
-      res.writeHead(200, { ...fixedHeaders, ...cors.headers(req), 'X-Accel-Expires': String(seconds), 'Content-Length': '0' });
-      return void res.end();
-    }
-    const { token, mediaPath, handle, stat, realPath } = await access.check(attempt, async () => {
+    const { token, mediaPath, ...opened } = await access.check(attempt, async () => {
       const token = mediaToken(url);
       if (!isVideoId(url.videoId)) throw new NotFoundError('no such video');
       const mediaPath = (attempt.resource = parseUrlMediaPath(url.rest));
@@ -91,46 +71,12 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
     try {
       await access.granted(attempt);
     } catch (err) {
-      await handle.close();
+      await opened.handle.close();
       throw err;
     }
-    const headers = { ...fixedHeaders, ...cors.headers(req), 'Content-Type': mediaTypeOf(mediaPath) };
-    const encrypted = await encryptedOriginal(keys, url.videoId, mediaPath, handle).catch(async (err: unknown) => {
-      await handle.close();
-      throw err;
-    });
-    if (encrypted) return void bytesServed.inc(await sendEncryptedOriginal(req, res, encrypted, validatorsOf(stat), headers, { ...fixedHeaders, ...cors.headers(req) }));
-
+    const headers = { ...fileHeaders, 'Content-Type': mediaTypeOf(mediaPath) };
     const kind = playlistKind(mediaPath);
-    if (kind) {
-      let body: string;
-      try {
-        if (stat.size > MAX_PLAYLIST_BYTES) throw new AppError(500, 'playlist_too_large', 'playlist too large to serve');
-        const key = `${url.videoId}/${mediaPath}@${fileVersionOf(stat)}`;
-        body = await playlists.render(kind, key, () => handle.readFile('utf8'), token);
-      } finally {
-        await handle.close();
-      }
-      // Rewritten per token: no validators and no ranges (players fetch playlists whole).
-      res.writeHead(200, { ...headers, 'Accept-Ranges': 'none', 'Content-Length': String(Buffer.byteLength(body)) });
-      return void res.end(req.method === 'HEAD' ? undefined : body);
-    }
-
-    const plan = planResponse({ size: Number(stat.size), validators: validatorsOf(stat) }, req.headers);
-    const edge = viaEdge(req);
-    if (plan.status === 416 || plan.status === 304 || req.method === 'HEAD' || edge) await handle.close();
-    // About the file, as nginx answers it: the file's validator and the media headers, not an error's no-store.
-    if (plan.status === 416) throw new RangeNotSatisfiableError(Number(stat.size), { ...fixedHeaders, ...cors.headers(req), ETag: plan.headers.ETag! });
-    if (edge && plan.status !== 304) {
-      // nginx sends the bytes (or the headers of a HEAD) as planned here.
-      const send = plan.status === 206 ? 'range' : 'whole';
-      res.writeHead(200, { ...headers, ETag: plan.headers.ETag!, ...(plan.status === 200 ? { 'Accept-Ranges': 'bytes' } : {}), 'X-Accel-Redirect': edgeRedirect(send, url.videoId, realPath), 'Content-Length': '0' });
-      return void res.end();
-    }
-    // As nginx: a 304 has no body whose type to give.
-    const { 'Content-Type': _type, ...headersOf304 } = headers;
-    res.writeHead(plan.status, { ...(plan.status === 304 ? headersOf304 : headers), ...plan.headers });
-    if (plan.status === 304 || req.method === 'HEAD') return void res.end();
-    bytesServed.inc(await streamFile(res, handle, plan.start, plan.end));
+    if (kind) return sendPlaylist(playlists, req, res, opened, kind, `${url.videoId}/${mediaPath}`, token, headers);
+    return sendBytes(req, res, keys, url.videoId, mediaPath, opened, headers, fileHeaders);
   };
 });

@@ -16,8 +16,9 @@ import { attachMirror } from '../../shared/mirror/attach.js';
 import { createRedis } from '../../shared/platform/redis.js';
 import { registerQueueMetrics, TranscodeQueue } from '../../shared/transcode/queue.js';
 import { QueueRecovery } from '../../shared/transcode/recovery.js';
-import { QueueConnector } from './connector.js';
-import { SubscriberDirectory } from './subscribers.js';
+import { QueueConnector } from '../../shared/transcode/connector.js';
+import { JobLife } from '../../shared/transcode/job.js';
+import { SubscriberDirectory } from '../../shared/transcode/subscribers.js';
 
 // The connector signs nothing: it needs Redis, the gateway and the media volume, not HMAC_SECRET.
 const config = loadConfigOrExit({ require: [] });
@@ -34,10 +35,8 @@ const mirror = attachMirror(store, redis, config, log);
 const queue = new TranscodeQueue(redis, blocking, consumer);
 const connector = new QueueConnector({
   config,
-  queue,
+  life: new JobLife({ config, queue, store, audit, log }),
   recovery: new QueueRecovery({ redis, queue, store, audit, log, leaseMs: config.transcode.leaseSeconds * 1000 }),
-  store,
-  audit,
   log,
   directory: new SubscriberDirectory(config, log),
 });

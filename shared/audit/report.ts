@@ -17,6 +17,7 @@
  */
 import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
+import type { AuditAction } from './actions.js';
 import { readCheckpoint, type Checkpoint } from './checkpoint.js';
 import { AUDIT_CATEGORIES, type AuditCategory, type AuditEntry } from './entry.js';
 import { forEachLine, listLogFiles, parseEntryLine, type LogFile } from './files.js';
@@ -41,7 +42,7 @@ export interface ReportLine {
   time: string;
   occurredAt: string;
   category: AuditCategory;
-  action: string;
+  action: AuditAction;
   outcome: string;
   reason: string | null;
   subject: string | null;

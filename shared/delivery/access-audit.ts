@@ -6,6 +6,7 @@
  * is refused with 503 instead of being served unaudited.
  */
 import type { IncomingMessage } from 'node:http';
+import type { AuditActionOf } from '../audit/actions.js';
 import type { AuditLog } from '../audit/client.js';
 import { isAuditResource } from '../audit/entry.js';
 import { auditRole, type Principal } from '../auth/jwt.js';
@@ -17,7 +18,7 @@ import { isVideoId } from '../video/store.js';
 import { TokenError } from './tokens.js';
 
 export interface AccessAttempt {
-  action: 'sign' | 'stream' | 'metadata' | 'renditions';
+  action: AuditActionOf<'access'>;
   req: IncomingMessage;
   requestId: string;
   /** Recorded only when it is a UUID (never a raw path segment). */

@@ -35,9 +35,9 @@ import { MediaStore, type VideoMeta } from '../video/store.js';
 import { encryptFile, plaintextChecksum } from '../crypto/chunked.js';
 import { deriveKey } from '../keys/video-keys.js';
 import { probe } from '../video/probe.js';
-import { markQueued, type VideoStatus } from '../video/state.js';
+import type { VideoStatus } from '../video/state.js';
 import type { Redis } from '../platform/redis.js';
-import { enqueueTranscode } from '../transcode/queue.js';
+import { enqueueFirstTranscode } from '../transcode/job.js';
 import type { RedisLocker } from '../uploads/locker.js';
 import type { UploadStore } from '../uploads/store.js';
 import { moveFile } from './files.js';
@@ -262,9 +262,7 @@ export class Finalizer {
       // Written through the real store (the staging one has no listeners): mirrors and caches hear of
       // the new video here, whether or not it moves to `queued`.
       if (this.d.config.transcode.enabled) {
-        await enqueueTranscode(this.d.redis, entry.videoId, entry.traceparent);
-        this.d.onStep?.('after-enqueue');
-        await markQueued(this.d.videos, entry.videoId);
+        await enqueueFirstTranscode(this.d.redis, this.d.videos, entry.videoId, entry.traceparent, () => this.d.onStep?.('after-enqueue'));
       } else {
         await this.d.videos.update(entry.videoId, (m) => m);
       }

@@ -47,11 +47,16 @@ export class ProgressParser {
   }
 }
 
+/** ffmpeg's words for a full disk (on any output: segments, playlists, the chunk file). */
+const NO_SPACE = /No space left on device/i;
+
 export class FfmpegError extends AppError {
   constructor(readonly reason: string, message: string) {
-    super(500, reason, message);
+    // A full disk is 507: the queue waits for space without spending an attempt (shared/transcode/job.ts).
+    super(reason === NO_SPACE_REASON ? 507 : 500, reason, message);
   }
 }
+export const NO_SPACE_REASON = 'no_space';
 
 export interface RunOptions {
   onProgress?: (p: FfmpegProgress) => void;
@@ -66,7 +71,7 @@ export function ffmpegDiesWithParent(): boolean {
   return pdeathsigAvailable;
 }
 
-/** Run ffmpeg to completion; rejects with FfmpegError (`ffmpeg_failed`, `aborted`). */
+/** Run ffmpeg to completion; rejects with FfmpegError (`ffmpeg_failed`, `no_space`, `aborted`). */
 export function runFfmpeg(args: string[], o: RunOptions = {}): Promise<void> {
   return new Promise((resolve, reject) => {
     if (o.signal?.aborted) return reject(new FfmpegError('aborted', String(o.signal.reason ?? 'aborted')));
@@ -86,7 +91,7 @@ export function runFfmpeg(args: string[], o: RunOptions = {}): Promise<void> {
       if (o.signal?.aborted) return reject(new FfmpegError('aborted', String(o.signal.reason ?? 'aborted')));
       if (code === 0) return resolve();
       const last = stderr.trim().split('\n').slice(-3).join(' | ');
-      reject(new FfmpegError('ffmpeg_failed', `ffmpeg exited with ${code ?? signal}: ${last}`));
+      reject(new FfmpegError(NO_SPACE.test(stderr) ? NO_SPACE_REASON : 'ffmpeg_failed', `ffmpeg exited with ${code ?? signal}: ${last}`));
     });
   });
 }

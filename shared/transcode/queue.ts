@@ -15,14 +15,12 @@
  *   is the video id for a whole-video job, `<videoId>:preview|chunk:<n>|join`
  *   for the parts of a fanned-out one (each part retried and dead-lettered alone).
  *
+ * What a job's outcome means (retry, dead letter, status, audit) is shared/transcode/job.ts.
  * Multi-key scripts assume one Redis (not Cluster), as the rest of PulseVault does.
  */
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { UUID_PATTERN } from '../platform/ids.js';
-import type { AuditLog } from '../audit/client.js';
-import type { MediaStore } from '../video/store.js';
-import { markRequeued } from '../video/state.js';
 import { gauge } from '../platform/metrics.js';
 import type { Redis } from '../platform/redis.js';
 import { RedisLease } from '../platform/redis-lease.js';
@@ -142,13 +140,6 @@ for i = 3, #ARGV do
 end
 return n`;
 
-export interface EnqueueOptions {
-  /** When given, meta.json moves to `queued` (from uploaded, failed or transcoded) before the job is added. */
-  store?: MediaStore;
-  audit?: AuditLog;
-  requestId?: string | null;
-}
-
 export interface EnqueueResult {
   job: TranscodeJob;
   /** false when the video already had a job waiting, running or scheduled for retry. */
@@ -156,20 +147,13 @@ export interface EnqueueResult {
   entryId: string;
 }
 
-/**
- * Add a transcode job for `videoId` (finalize, requeue). Idempotent: a video
- * that already has a live job is not queued twice.
- */
-export async function enqueueTranscode(redis: Redis, videoId: string, traceparent: string | null = null, options: EnqueueOptions = {}): Promise<EnqueueResult> {
-  const job: TranscodeJob = { videoId, attempt: 1, enqueuedAt: new Date().toISOString(), traceId: traceIdOf(traceparent), traceparent };
-  if (options.store) {
-    const { moved } = await markRequeued(options.store, videoId);
-    if (moved) await options.audit?.record({ category: 'transcode', action: 'transcode.queued', outcome: 'success', videoId, requestId: options.requestId ?? null });
-  }
-  return addJob(redis, job);
+/** A first attempt at the whole of `videoId` (shared/transcode/job.ts adds parts and decides when). */
+export function newJob(videoId: string, traceparent: string | null): TranscodeJob {
+  return { videoId, attempt: 1, enqueuedAt: new Date().toISOString(), traceId: traceIdOf(traceparent), traceparent };
 }
 
-async function addJob(redis: Redis, job: TranscodeJob): Promise<EnqueueResult> {
+/** Add `job` unless its key (video, or video's part) already has a live job. */
+export async function addJob(redis: Redis, job: TranscodeJob): Promise<EnqueueResult> {
   const key = jobKey(job);
   const [added, entryId] = (await redis.eval(ENQUEUE, 3, TRANSCODE_STREAM, activeKey(key), DELAYED_SET, JSON.stringify(job), key)) as [number, string];
   return { job, enqueued: added === 1, entryId };
@@ -178,15 +162,6 @@ async function addJob(redis: Redis, job: TranscodeJob): Promise<EnqueueResult> {
 /** Whether the video has a job waiting, running or scheduled for retry. */
 export async function hasLiveJob(redis: Redis, videoId: string): Promise<boolean> {
   return (await redis.eval(HAS_LIVE_JOB, 3, TRANSCODE_STREAM, activeKey(videoId), DELAYED_SET, videoId)) === 1;
-}
-
-/** Add the jobs of a fanned-out video's parts (chunks, join); parts already queued are left alone. meta.json is not touched. */
-export async function enqueueParts(redis: Redis, parent: TranscodeJob, parts: TranscodePart[]): Promise<EnqueueResult[]> {
-  const results: EnqueueResult[] = [];
-  for (const part of parts) {
-    results.push(await addJob(redis, { videoId: parent.videoId, part, attempt: 1, enqueuedAt: new Date().toISOString(), traceId: parent.traceId, traceparent: parent.traceparent ?? null }));
-  }
-  return results;
 }
 
 /** The trace id of a W3C traceparent (`00-<trace id>-<span id>-<flags>`), or a fresh one. */
@@ -260,7 +235,6 @@ export class TranscodeQueue {
     return entries.filter(([, fields]) => fields !== null).map(([id, fields]) => toEntry(id, fields));
   }
 
-  /** Jobs handed out and not yet acked, by every connector of the group (XPENDING). */
   /**
    * The lease a connector holds while it counts free transcoder slots and reads that many jobs: without it two
    * connectors could both count the same free slots (the group's pending count moves only once one has read).
@@ -269,6 +243,7 @@ export class TranscodeQueue {
     return new RedisLease(this.redis, DISPATCH_LEASE_KEY, { ttlMs });
   }
 
+  /** Jobs handed out and not yet acked, by every connector of the group (XPENDING). */
   async inFlight(): Promise<number> {
     return Number(((await this.redis.xpending(TRANSCODE_STREAM, TRANSCODE_GROUP)) as [number, ...unknown[]])[0]);
   }

@@ -18,7 +18,8 @@ import type { Redis } from '../platform/redis.js';
 import { isVideoId, type MediaStore } from '../video/store.js';
 import type { VideoStatus } from '../video/state.js';
 import { MASTER_NAME } from './playlists.js';
-import { enqueueTranscode, hasLiveJob } from './queue.js';
+import { enqueueTranscode } from './job.js';
+import { hasLiveJob } from './queue.js';
 import { OUTPUT_DIR } from './transcoder.js';
 
 const PARALLEL = 8;

@@ -1,15 +1,17 @@
 /**
- * One transcode job, end to end: lease the video, probe the original, encode
- * the ladder in one ffmpeg run into a work directory, write the playlists and
- * a poster, publish atomically, and move meta.json through
- * `transcoding (progress) → transcoded`, auditing each step. A video longer than
- * one chunk is fanned out instead (fanout.ts): this job plans it and queues its
- * parts — the preview, the chunks, the join — which come back here one by one.
+ * One transcode job, end to end, by what it is: the whole video (lease it,
+ * probe the original, encode the ladder in one ffmpeg run into a work directory),
+ * its fan-out (a video longer than one chunk: plan the chunks, fanout.ts, and
+ * queue the parts — preview, chunks, join — which come back here one by one), a
+ * chunk, the preview, or the join (the chunks into the ladder). The whole video
+ * and the join end alike (publishLadder): playlists and a poster, an atomic
+ * publish, meta.json `transcoding (progress) → transcoded`, each step audited.
  *
  * Idempotent: a video already transcoded (status and outputs on disk) is not
  * redone; a delivery while another transcoder holds the lease is refused with
  * 409 `transcode_in_progress` (the connector waits and asks again).
- * Failures are left to the connector to turn into `queued` (retry) or `failed`.
+ * Failures are answered with their code; what they mean — retry, `failed`, or for
+ * a full disk (507 `no_space`) waiting without spending an attempt — is job.ts's.
  */
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -25,8 +27,9 @@ import { counter, histogram } from '../platform/metrics.js';
 import { probe, type ProbeResult } from '../video/probe.js';
 import { markPreviewReady, markProgress, markTranscoded, markTranscoding } from '../video/state.js';
 import type { Redis } from '../platform/redis.js';
-import { enqueueParts, type TranscodeJob } from './queue.js';
-import { buildChunkCommand, buildEncodeCommand, buildJoinCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME, SEGMENT_SECONDS } from './ffmpeg-command.js';
+import { enqueueFanOut, enqueueJoin } from './job.js';
+import type { TranscodeJob } from './queue.js';
+import { buildChunkCommand, buildEncodeCommand, buildJoinCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME, SEGMENT_SECONDS, type EncodeOptions } from './ffmpeg-command.js';
 import { thumbnailOutput, THUMBNAIL_INDEX, writeThumbnailIndex, type ThumbnailRange } from './thumbnails.js';
 import {
   checkChunkCovers,
@@ -46,7 +49,7 @@ import {
   writePlan,
   type ChunkPlan,
 } from './fanout.js';
-import { FfmpegError, listEncoders, runFfmpeg } from './ffmpeg-run.js';
+import { FfmpegError, listEncoders, NO_SPACE_REASON, runFfmpeg } from './ffmpeg-run.js';
 import type { VideoCodecFamily } from './ladder.js';
 import { acquireLease, type Lease } from './lease.js';
 import { MASTER_NAME, writePlaylists } from './playlists.js';
@@ -145,6 +148,14 @@ function transcodeRecorder(audit: AuditLog, videoId: string, requestId: string |
     audit.record({ category: 'transcode', action, outcome, reason, videoId, requestId });
 }
 
+/**
+ * A full disk — ENOSPC from the file system (work directory, playlists, publish), as ffmpeg's own
+ * is already — becomes 507 `no_space`, so the queue waits for space instead of spending attempts.
+ */
+function asTranscodeFailure(err: unknown): unknown {
+  return (err as NodeJS.ErrnoException | null)?.code === 'ENOSPC' ? new FfmpegError(NO_SPACE_REASON, `the media volume is full: ${(err as Error).message}`) : err;
+}
+
 /** A disposed-of video's job is acked (200) and does nothing (shared/lifecycle/dispose.ts). */
 const DELETED: TranscodeResult = { outcome: 'skipped', reason: 'video_deleted' };
 const isDeletedVideo = async (store: MediaStore, videoId: string) => (await store.read(videoId).catch(() => null))?.status === 'deleted';
@@ -156,17 +167,39 @@ async function unpublish(videoDir: string, name: string): Promise<TranscodeResul
 const isTranscoded = async (store: MediaStore, videoId: string, meta: VideoMeta) =>
   meta.status === 'transcoded' && (await exists(path.join(store.dir(videoId), OUTPUT_DIR, MASTER_NAME)));
 
-/** A job for a whole video, one of its chunks, or its join (shared/transcode/fanout.ts). */
+/** A job for a whole video, one of its chunks, its preview, or its join (shared/transcode/fanout.ts). */
 export async function transcodeVideo(deps: TranscoderDeps, codecs: VideoCodecFamily[], job: TranscodeJob, requestId: string | null = null): Promise<TranscodeResult> {
-  if (job.part?.kind === 'chunk') return transcodeChunk(deps, job, job.part.index, requestId);
-  if (job.part?.kind === 'preview') return transcodePreview(deps, job, requestId);
-  return transcodeWhole(deps, codecs, job, requestId);
+  switch (job.part?.kind) {
+    case 'chunk':
+      return transcodeChunk(deps, job, job.part.index, requestId);
+    case 'preview':
+      return transcodePreview(deps, job, requestId);
+    case 'join':
+      return underVideoLease(deps, job, requestId, (step) => joinChunks(deps, job, step));
+    case undefined:
+      return underVideoLease(deps, job, requestId, (step) => transcodeWhole(deps, codecs, job, step));
+  }
 }
 
-async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], job: TranscodeJob, requestId: string | null): Promise<TranscodeResult> {
-  const { config, redis, store, audit, log } = deps;
+/** What the whole-video and join steps run with: the video as read, its directory and original, and its audit. */
+interface VideoStep {
+  meta: VideoMeta;
+  videoDir: string;
+  source: string;
+  lease: Lease;
+  record: ReturnType<typeof transcodeRecorder>;
+  /** Set while a work directory exists: removed if the step does not publish it. */
+  workDir: string | null;
+}
+
+/**
+ * The frame of a job that publishes the ladder (the whole video, or its join): nothing to do for a
+ * deleted or already transcoded video; the video's lease; leftovers of an interrupted run removed;
+ * a failure counted, audited and answered with its code (507 `no_space` for a full disk).
+ */
+async function underVideoLease(deps: TranscoderDeps, job: TranscodeJob, requestId: string | null, body: (step: VideoStep) => Promise<TranscodeResult>): Promise<TranscodeResult> {
+  const { store, audit, log } = deps;
   const { videoId } = job;
-  const joining = job.part?.kind === 'join';
   const videoDir = store.dir(videoId);
   const meta = await store.read(videoId);
   if (meta.status === 'deleted') return DELETED;
@@ -175,112 +208,148 @@ async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], 
     return { outcome: 'already_transcoded' };
   }
   // A chunk was dead-lettered (the video failed) after this join was queued: nothing may be published.
-  if (joining && meta.status === 'failed') return { outcome: 'skipped', reason: 'video_failed' };
+  if (job.part?.kind === 'join' && meta.status === 'failed') return { outcome: 'skipped', reason: 'video_failed' };
   const lease = await takeLease(deps, videoId, 'video');
-
-  const started = Date.now();
   const record = transcodeRecorder(audit, videoId, requestId);
-  let workDir: string | null = null;
   let original: PlaintextSource | null = null;
+  let step: VideoStep | null = null;
   try {
     const cleaned = await removeLeftovers(videoDir);
     if (cleaned > 0) log.info({ videoId, cleaned }, 'removed leftovers of an interrupted transcode');
     original = await openPlaintextSource(store.keys, videoDir, videoId, meta.original);
-    const { source } = original;
-    if (!joining) {
-      await markTranscoding(store, videoId, job.attempt);
-      await record('transcode.start', 'success');
-    }
-    const probed = await probeOriginal(source);
-
-    let plan: ChunkPlan | null = null;
-    if (joining) {
-      plan = await readPlan(videoDir);
-      if (!plan) throw new UnprocessableError('the video has no chunk plan to join', 'no_chunk_plan');
-      const missing = await missingChunks(videoDir, plan);
-      if (missing.length > 0) throw new UnprocessableError(`chunks ${missing.join(', ')} are missing`, 'chunks_missing');
-      await record('transcode.join', 'success');
-    } else {
-      const starts = planChunks(probed.duration, config.transcode.chunkSegments);
-      if (starts) {
-        const { source: _s, outDir: _o, ...settings } = encodeOptionsFor(config, probed, codecs, source, videoDir);
-        const fanned: ChunkPlan = { chunkSeconds: config.transcode.chunkSegments * SEGMENT_SECONDS, starts, settings };
-        // A re-plan of the same plan (a requeue, a recovery) keeps the chunks done and the preview a player may be on.
-        if (!(await writePlan(videoDir, fanned))) await rm(path.join(videoDir, PREVIEW_DIR), { recursive: true, force: true });
-        await clearChunkProgress(redis, videoId);
-        // Chunks kept from an earlier plan with the same settings are not redone. The preview goes first:
-        // the first free replica makes the video playable early while the others take the chunks.
-        const missing = await missingChunks(videoDir, fanned);
-        for (const index of starts.keys()) if (!missing.includes(index)) await recordChunkProgress(redis, videoId, fanned, index, 1, probed);
-        await enqueueParts(redis, job, missing.length > 0 ? [{ kind: 'preview' }, ...missing.map((index) => ({ kind: 'chunk' as const, index }))] : [{ kind: 'join' }]);
-        await record('transcode.fanout', 'success');
-        log.info({ videoId, chunks: starts.length, toEncode: missing.length, chunkSeconds: fanned.chunkSeconds }, 'transcode fanned out');
-        return { outcome: 'fanned_out', chunks: starts.length };
-      }
-    }
-
-    workDir = await createWorkDir(videoDir);
-    const settings = plan ? plan.settings : encodeOptionsFor(config, probed, codecs, source, workDir);
-    const { rungs } = settings;
-    const top = rungs[rungs.length - 1]!;
-    const whole: ThumbnailRange = { index: 0, start: 0, seconds: probed.duration };
-    const encode = { ...settings, source, outDir: workDir, ...(plan ? {} : { thumbnails: thumbnailOutput(top, whole, workDir) }) };
-    const { args, streams } = buildEncodeCommand(encode);
-    if (plan) {
-      const list = path.join(workDir, 'chunks.ffconcat');
-      await writeConcatList(videoDir, plan, list);
-      await runEncode(config, buildJoinCommand(encode, list, streams), lease, probed.duration, async () => undefined, log);
-      await rm(list);
-      await copyChunkThumbnails(videoDir, workDir);
-      await writeThumbnailIndex(workDir, top, plan.starts.map((start, index) => ({ index, start, seconds: chunkRange(plan, index).seconds ?? probed.duration - start })));
-    } else {
-      // Encoding is ~all of the work; 99 % until the outputs are published.
-      await runEncode(config, args, lease, probed.duration, (f) => markProgress(store, videoId, Math.min(99, Math.floor(f * 100))), log);
-      await writeThumbnailIndex(workDir, top, [whole]);
-    }
-
-    await runFfmpeg(buildPosterCommand(source, path.join(workDir, POSTER_NAME), Math.min(probed.duration / 2, 2), top));
-    await writePlaylists(workDir, streams, probed.fps);
-    await publishDir(workDir, videoDir, OUTPUT_DIR);
-    workDir = null;
-
-    const { meta: done } = await markTranscoded(store, videoId, {
-      ladder: rungs.map((r) => ({ name: r.name, width: r.width, height: r.height, kbps: r.kbps })),
-      codecs: encode.codecs,
-      outputs: {
-        hlsMaster: `${OUTPUT_DIR}/${MASTER_NAME}`,
-        dashManifest: `${OUTPUT_DIR}/${MANIFEST_NAME}`,
-        poster: `${OUTPUT_DIR}/${POSTER_NAME}`,
-        thumbnails: `${OUTPUT_DIR}/${THUMBNAIL_INDEX}`,
-      },
-    });
-    // Deleted while encoding, before its lease was revoked: what was just published goes too.
-    if (done.status === 'deleted') return await unpublish(videoDir, OUTPUT_DIR);
-    const { renditions } = done;
-    // Only once published and recorded: a crash before this leaves the chunks for the join's retry.
-    if (plan) {
-      await removeChunks(videoDir);
-      await clearChunkProgress(redis, videoId);
-    }
-    await record('transcode.complete', 'success');
-    const seconds = (Date.now() - started) / 1000;
-    transcodes().inc({ status: 'success' });
-    duration().observe({ ladder: top.name }, seconds);
-    log.info({ videoId, renditions, seconds, attempt: job.attempt, joined: plan?.starts.length ?? 0 }, 'transcoded');
-    return { outcome: 'transcoded', renditions, seconds };
-  } catch (err) {
+    step = { meta, videoDir, source: original.source, lease, record, workDir: null };
+    return await body(step);
+  } catch (thrown) {
     // A disposal revoked the lease (ffmpeg aborted): nothing to retry.
     if (await isDeletedVideo(store, videoId)) return DELETED;
+    const err = asTranscodeFailure(thrown);
     transcodes().inc({ status: 'failure' });
     const reason = err instanceof AppError ? err.code : 'internal';
     log.warn({ videoId, attempt: job.attempt, reason, err: err instanceof AppError ? err.message : err }, 'transcode failed');
     await record('transcode.error', 'failure', reason).catch(() => undefined);
     throw err;
   } finally {
-    if (workDir) await removeLeftovers(videoDir).catch(() => undefined);
+    if (step?.workDir) await removeLeftovers(videoDir).catch(() => undefined);
     await original?.close();
     await lease.release();
   }
+}
+
+/** The whole video in one encode — or, longer than one chunk, its fan-out instead. */
+async function transcodeWhole(deps: TranscoderDeps, codecs: VideoCodecFamily[], job: TranscodeJob, step: VideoStep): Promise<TranscodeResult> {
+  const { config, store } = deps;
+  const { videoId } = job;
+  const started = Date.now();
+  await markTranscoding(store, videoId, job.attempt);
+  await step.record('transcode.start', 'success');
+  const probed = await probeOriginal(step.source);
+  const starts = planChunks(probed.duration, config.transcode.chunkSegments);
+  if (starts) return fanOut(deps, codecs, job, step, probed, starts);
+
+  const workDir = (step.workDir = await createWorkDir(step.videoDir));
+  const settings = encodeOptionsFor(config, probed, codecs, step.source, workDir);
+  const top = settings.rungs.at(-1)!;
+  const whole: ThumbnailRange = { index: 0, start: 0, seconds: probed.duration };
+  const encode = { ...settings, thumbnails: thumbnailOutput(top, whole, workDir) };
+  const { args, streams } = buildEncodeCommand(encode);
+  // Encoding is ~all of the work; 99 % until the outputs are published.
+  await runEncode(config, args, step.lease, probed.duration, (f) => markProgress(store, videoId, Math.min(99, Math.floor(f * 100))), deps.log);
+  await writeThumbnailIndex(workDir, top, [whole]);
+  return publishLadder(deps, job, step, { probed, settings, streams, started, plan: null });
+}
+
+/**
+ * Plan the chunks on disk and queue the parts (preview, the chunks not done yet — or the join
+ * straight away), which come back to this transcoder one by one.
+ */
+async function fanOut(deps: TranscoderDeps, codecs: VideoCodecFamily[], job: TranscodeJob, step: VideoStep, probed: ProbeResult, starts: number[]): Promise<TranscodeResult> {
+  const { config, redis, log } = deps;
+  const { videoId } = job;
+  const { source: _s, outDir: _o, ...settings } = encodeOptionsFor(config, probed, codecs, step.source, step.videoDir);
+  const plan: ChunkPlan = { chunkSeconds: config.transcode.chunkSegments * SEGMENT_SECONDS, starts, settings };
+  // A re-plan of the same plan (a requeue, a recovery) keeps the chunks done and the preview a player may be on.
+  if (!(await writePlan(step.videoDir, plan))) await rm(path.join(step.videoDir, PREVIEW_DIR), { recursive: true, force: true });
+  await clearChunkProgress(redis, videoId);
+  // Chunks kept from an earlier plan with the same settings are not redone.
+  const missing = await missingChunks(step.videoDir, plan);
+  for (const index of starts.keys()) if (!missing.includes(index)) await recordChunkProgress(redis, videoId, plan, index, 1, probed);
+  await enqueueFanOut(redis, job, missing);
+  await step.record('transcode.fanout', 'success');
+  log.info({ videoId, chunks: starts.length, toEncode: missing.length, chunkSeconds: plan.chunkSeconds }, 'transcode fanned out');
+  return { outcome: 'fanned_out', chunks: starts.length };
+}
+
+/** Every chunk on disk: copy them into the ladder's layout with the audio encoded once, and publish. */
+async function joinChunks(deps: TranscoderDeps, job: TranscodeJob, step: VideoStep): Promise<TranscodeResult> {
+  const { config, log } = deps;
+  const { videoDir } = step;
+  const started = Date.now();
+  const probed = await probeOriginal(step.source);
+  const plan = await readPlan(videoDir);
+  if (!plan) throw new UnprocessableError('the video has no chunk plan to join', 'no_chunk_plan');
+  const missing = await missingChunks(videoDir, plan);
+  if (missing.length > 0) throw new UnprocessableError(`chunks ${missing.join(', ')} are missing`, 'chunks_missing');
+  await step.record('transcode.join', 'success');
+
+  const workDir = (step.workDir = await createWorkDir(videoDir));
+  const encode = { ...plan.settings, source: step.source, outDir: workDir };
+  const { streams } = buildEncodeCommand(encode);
+  const list = path.join(workDir, 'chunks.ffconcat');
+  await writeConcatList(videoDir, plan, list);
+  await runEncode(config, buildJoinCommand(encode, list, streams), step.lease, probed.duration, async () => undefined, log);
+  await rm(list);
+  await copyChunkThumbnails(videoDir, workDir);
+  const top = plan.settings.rungs.at(-1)!;
+  await writeThumbnailIndex(workDir, top, plan.starts.map((start, index) => ({ index, start, seconds: chunkRange(plan, index).seconds ?? probed.duration - start })));
+  return publishLadder(deps, job, step, { probed, settings: encode, streams, started, plan });
+}
+
+interface Encoded {
+  probed: ProbeResult;
+  settings: EncodeOptions;
+  streams: ReturnType<typeof buildEncodeCommand>['streams'];
+  started: number;
+  /** The joined plan, whose chunks go once the publish is recorded; null for a whole-video encode. */
+  plan: ChunkPlan | null;
+}
+
+/** Poster and playlists into the work directory, publish it atomically as `hls/`, and record it in meta.json and the audit. */
+async function publishLadder(deps: TranscoderDeps, job: TranscodeJob, step: VideoStep, { probed, settings, streams, started, plan }: Encoded): Promise<TranscodeResult> {
+  const { redis, store, log } = deps;
+  const { videoId } = job;
+  const { videoDir } = step;
+  const workDir = step.workDir!;
+  const { rungs } = settings;
+  const top = rungs[rungs.length - 1]!;
+  await runFfmpeg(buildPosterCommand(step.source, path.join(workDir, POSTER_NAME), Math.min(probed.duration / 2, 2), top));
+  await writePlaylists(workDir, streams, probed.fps);
+  await publishDir(workDir, videoDir, OUTPUT_DIR);
+  step.workDir = null;
+
+  const { meta: done } = await markTranscoded(store, videoId, {
+    ladder: rungs.map((r) => ({ name: r.name, width: r.width, height: r.height, kbps: r.kbps })),
+    codecs: settings.codecs,
+    outputs: {
+      hlsMaster: `${OUTPUT_DIR}/${MASTER_NAME}`,
+      dashManifest: `${OUTPUT_DIR}/${MANIFEST_NAME}`,
+      poster: `${OUTPUT_DIR}/${POSTER_NAME}`,
+      thumbnails: `${OUTPUT_DIR}/${THUMBNAIL_INDEX}`,
+    },
+  });
+  // Deleted while encoding, before its lease was revoked: what was just published goes too.
+  if (done.status === 'deleted') return await unpublish(videoDir, OUTPUT_DIR);
+  const { renditions } = done;
+  // Only once published and recorded: a crash before this leaves the chunks for the join's retry.
+  if (plan) {
+    await removeChunks(videoDir);
+    await clearChunkProgress(redis, videoId);
+  }
+  await step.record('transcode.complete', 'success');
+  const seconds = (Date.now() - started) / 1000;
+  transcodes().inc({ status: 'success' });
+  duration().observe({ ladder: top.name }, seconds);
+  log.info({ videoId, renditions, seconds, attempt: job.attempt, joined: plan?.starts.length ?? 0 }, 'transcoded');
+  return { outcome: 'transcoded', renditions, seconds };
 }
 
 /** What a part of a fanned-out video starts from, or its answer when nothing is left to do (published, or failed). */
@@ -336,9 +405,10 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
       await record('transcode.chunk.complete', 'success');
       log.info({ videoId, chunk: index, of: plan.starts.length, seconds: (Date.now() - started) / 1000, attempt: job.attempt }, 'chunk transcoded');
     }
-    if ((await missingChunks(videoDir, plan)).length === 0) await enqueueParts(redis, job, [{ kind: 'join' }]);
+    if ((await missingChunks(videoDir, plan)).length === 0) await enqueueJoin(redis, job);
     return { outcome: 'chunk_transcoded', chunk: index };
-  } catch (err) {
+  } catch (thrown) {
+    const err = asTranscodeFailure(thrown);
     const reason = err instanceof AppError ? err.code : 'internal';
     log.warn({ videoId, chunk: index, attempt: job.attempt, reason, err: err instanceof AppError ? err.message : err }, 'chunk transcode failed');
     if (work) await rm(work, { force: true }).catch(() => undefined);
@@ -390,7 +460,7 @@ async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, request
   } catch (err) {
     if (await isDeletedVideo(store, videoId)) return DELETED;
     if (await isTranscoded(store, videoId, await store.read(videoId))) return { outcome: 'already_transcoded' };
-    throw err;
+    throw asTranscodeFailure(err);
   } finally {
     await removeLeftovers(workParent).catch(() => undefined);
     await original?.close();

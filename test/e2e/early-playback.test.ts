@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditLog, type AuditLog } from '../../shared/audit/client.js';
 import { loadConfig } from '../../shared/platform/config.js';
 import { createLogger } from '../../shared/platform/log.js';
-import { enqueueTranscode } from '../../shared/transcode/queue.js';
+import { enqueueTranscode } from '../../shared/transcode/job.js';
 import { MediaStore } from '../../shared/video/store.js';
 import { launchChromium, type TestBrowser } from '../helpers/browser.js';
 import { makeClip } from '../helpers/media.js';

@@ -5,9 +5,9 @@
  * gateway serves the same listing built from stack.yml, so one code path covers
  * both; when the gateway cannot be asked, STACK_FILE is read directly.
  */
-import type { Config } from '../../shared/platform/config.js';
-import type { Logger } from '../../shared/platform/log.js';
-import { readStack, subscribers } from '../../shared/platform/openfaas-stack.js';
+import type { Config } from '../platform/config.js';
+import type { Logger } from '../platform/log.js';
+import { readStack, subscribers } from '../platform/openfaas-stack.js';
 
 const CACHE_MS = 10_000;
 
