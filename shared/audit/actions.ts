@@ -31,6 +31,9 @@ export const AUDIT_ACTIONS = {
   'video.hold_released': 'admin',
   'audit.report': 'admin',
   'audit.report.subject': 'admin',
+  'webhook.created': 'admin',
+  'webhook.rotated': 'admin',
+  'webhook.deleted': 'admin',
 } as const satisfies Record<string, AuditCategory>;
 
 export type AuditAction = keyof typeof AUDIT_ACTIONS;
