@@ -235,3 +235,35 @@ describe('outbox and sender (real redis-server, real receiver)', () => {
     }
   });
 });
+
+describe('docs/api.md receiver', () => {
+  it('verifies a real delivery, unmodified', async () => {
+    const doc = readFileSync('docs/api.md', 'utf8');
+    const code = /<!-- receiver -->\n```js\n([\s\S]*?)\n```/.exec(doc)?.[1];
+    expect(code).toBeTruthy();
+    const { freePort } = await import('../services/devstack/supervisor.js');
+    const { spawn } = await import('node:child_process');
+    const port = await freePort();
+    const secret = `whsec_${Buffer.alloc(32, 7).toString('base64')}`;
+    // cwd = the repository: the snippet's `standardwebhooks` resolves from its node_modules.
+    const child = spawn(process.execPath, ['--input-type=module', '-e', code!], { env: { ...process.env, WEBHOOK_SECRET: secret, PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    const d = new Deliverer(LOOPBACK, 10_000, false);
+    try {
+      const body = JSON.stringify({ type: 'video.ready', timestamp: new Date().toISOString(), data: { videoId: '6b1f3c2e-1d2a-4b3c-9d4e-5f6a7b8c9d0e' } });
+      const url = `http://127.0.0.1:${port}/hooks`;
+      const outcome = await waitFor(async () => {
+        const o = await d.attempt(url, signDelivery([secret], 'msg_doc', new Date(), body), body);
+        return o.ok || o.status !== null ? o : false; // not listening yet: no status
+      }, 10_000, 'the receiver to answer');
+      expect(outcome).toMatchObject({ ok: true, status: 204 });
+      await waitFor(() => out.includes('verified msg_doc video.ready 6b1f3c2e-'), 5_000, 'the receiver to log the verification');
+      // A wrong secret is refused by the same receiver.
+      expect(await d.attempt(url, signDelivery([`whsec_${Buffer.alloc(32, 8).toString('base64')}`], 'msg_bad', new Date(), body), body)).toMatchObject({ ok: false, status: 400 });
+    } finally {
+      d.close();
+      child.kill();
+    }
+  });
+});

@@ -219,6 +219,16 @@ export class WebhookSender {
   }
 }
 
+/** The dead letters per endpoint id (`pulsevault webhooks list`). */
+export async function deadLetterCounts(webhooksDir: string): Promise<Record<string, number>> {
+  const root = path.join(webhooksDir, 'dead');
+  const counts: Record<string, number> = {};
+  for (const id of await readdir(root).catch(() => [] as string[])) {
+    counts[id] = (await readdir(path.join(root, id)).catch(() => [] as string[])).filter((n) => isEventId(n.slice(0, -5))).length;
+  }
+  return counts;
+}
+
 /** `pulsevault webhooks replay`: every dead letter (of one endpoint, or all) is due again now, its attempts reset. */
 export async function replayDeadLetters(redis: Redis, webhooksDir: string, endpointId: string | null = null): Promise<number> {
   const root = path.join(webhooksDir, 'dead');
