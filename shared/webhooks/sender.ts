@@ -21,6 +21,7 @@
  * outbox out again. An endpoint that already had it sees the same `webhook-id` again (receivers
  * deduplicate by it), never a lost event.
  */
+import { randomUUID } from 'node:crypto';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../platform/atomic-file.js';
@@ -36,6 +37,8 @@ const FED = (eventId: string) => `pulsevault:webhooks:fed:${eventId}`;
 const DUE = (endpointId: string) => `pulsevault:webhooks:due:${endpointId}`;
 const ATTEMPTS = (endpointId: string) => `pulsevault:webhooks:attempts:${endpointId}`;
 const TARGETS = (eventId: string) => `pulsevault:webhooks:targets:${eventId}`;
+/** Marks "this Redis holds the fed keys this process remembers"; missing → Redis lost its data. */
+const EPOCH = 'pulsevault:webhooks:epoch';
 
 // Take the earliest due delivery: its score moves a lease ahead. KEYS: due set. ARGV: now, lease end.
 const CLAIM = `
@@ -72,6 +75,9 @@ export class WebhookSender {
   private readonly endpoints: EndpointStore;
   private readonly loops = new Map<string, Promise<void>>();
   private readonly failing = new Map<string, number>();
+  /** Events this process saw fed, valid while Redis keeps `epoch` (a scan then skips them without a read). */
+  private readonly fed = new Set<string>();
+  private epoch: string | null = null;
   private stopped = false;
   private timer: NodeJS.Timeout | null = null;
 
@@ -105,10 +111,19 @@ export class WebhookSender {
   /** Fan out new outbox events, start a loop per endpoint with something due, refresh the gauges. */
   async scan(): Promise<void> {
     const endpoints = await this.endpoints.list();
-    const events = await this.readOutbox();
     const { redis } = this.o;
+    const epoch = await redis.get(EPOCH);
+    if (epoch === null || epoch !== this.epoch) {
+      // Redis is new or came back empty: forget what was fed, so every outbox event is fed again.
+      this.fed.clear();
+      await redis.set(EPOCH, randomUUID(), 'NX');
+      this.epoch = await redis.get(EPOCH);
+    }
+    const events = await this.readOutbox();
     for (const event of events) {
-      if ((await redis.set(FED(event.id), '1', 'NX')) !== 'OK') continue;
+      const first = (await redis.set(FED(event.id), '1', 'NX')) === 'OK';
+      this.fed.add(event.id);
+      if (!first) continue;
       const targets = endpoints.filter((e) => subscribes(e, event.type));
       if (targets.length === 0) {
         await rm(path.join(this.outbox, `${event.id}.json`), { force: true });
@@ -139,7 +154,7 @@ export class WebhookSender {
     }
     const events: WebhookEvent[] = [];
     for (const name of names) {
-      if (!name.endsWith('.json') || !isEventId(name.slice(0, -5))) continue;
+      if (!name.endsWith('.json') || !isEventId(name.slice(0, -5)) || this.fed.has(name.slice(0, -5))) continue;
       const raw = await readFile(path.join(this.outbox, name), 'utf8').catch(() => null);
       if (raw) events.push(JSON.parse(raw) as WebhookEvent);
     }
@@ -211,7 +226,10 @@ export class WebhookSender {
   private async settle(endpointId: string, eventId: string): Promise<void> {
     const { redis } = this.o;
     await redis.multi().zrem(DUE(endpointId), eventId).hdel(ATTEMPTS(endpointId), `${eventId}:n`, `${eventId}:first`).srem(TARGETS(eventId), endpointId).exec();
-    if ((await redis.scard(TARGETS(eventId))) === 0) await rm(path.join(this.outbox, `${eventId}.json`), { force: true });
+    if ((await redis.scard(TARGETS(eventId))) === 0) {
+      await rm(path.join(this.outbox, `${eventId}.json`), { force: true });
+      this.fed.delete(eventId);
+    }
   }
 
   deadFile(endpointId: string, eventId: string): string {
