@@ -29,16 +29,17 @@ interface Caller {
  * Expected answers per endpoint; `private` = the metadata view includes filename and user metadata;
  * `listed` = the owner's video is in the caller's listing (read from the media volume: no mirror here);
  * edit/remove = PATCH/DELETE /media/videos/:id (owner or admin), hold = PUT/DELETE …/hold (admins),
- * report = GET /admin/audit/report (admins).
+ * report = GET /admin/audit/report (admins); webhooks = GET/POST /admin/webhooks and DELETE …/<id>
+ * (admins: 200/201/204; others the refusal given).
  */
-type Expected = { create: number; finalize: number; sign: number; private: boolean; list: number; listed: boolean; edit: number; remove: number; hold: number; report: number };
+type Expected = { create: number; finalize: number; sign: number; private: boolean; list: number; listed: boolean; edit: number; remove: number; hold: number; report: number; webhooks: number };
 const TABLE: [Caller, Expected][] = [
-  [{ name: 'anonymous', sub: null, roles: [] }, { create: 401, finalize: 401, sign: 401, private: false, list: 401, listed: false, edit: 401, remove: 401, hold: 401, report: 401 }],
-  [{ name: 'owner, no role', sub: OWNER, roles: [] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403, listed: false, edit: 403, remove: 403, hold: 403, report: 403 }],
-  [{ name: 'owner as viewer', sub: OWNER, roles: ['viewer'] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403, listed: false, edit: 403, remove: 403, hold: 403, report: 403 }],
-  [{ name: 'owner as uploader', sub: OWNER, roles: ['uploader'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 200, listed: true, edit: 200, remove: 200, hold: 403, report: 403 }],
-  [{ name: 'another uploader', sub: 'uploader-2', roles: ['uploader', 'viewer'] }, { create: 201, finalize: 404, sign: 403, private: false, list: 200, listed: false, edit: 403, remove: 403, hold: 403, report: 403 }],
-  [{ name: 'admin', sub: 'root', roles: ['admin'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 200, listed: true, edit: 200, remove: 200, hold: 200, report: 200 }],
+  [{ name: 'anonymous', sub: null, roles: [] }, { create: 401, finalize: 401, sign: 401, private: false, list: 401, listed: false, edit: 401, remove: 401, hold: 401, report: 401, webhooks: 401 }],
+  [{ name: 'owner, no role', sub: OWNER, roles: [] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403, listed: false, edit: 403, remove: 403, hold: 403, report: 403, webhooks: 403 }],
+  [{ name: 'owner as viewer', sub: OWNER, roles: ['viewer'] }, { create: 403, finalize: 403, sign: 403, private: false, list: 403, listed: false, edit: 403, remove: 403, hold: 403, report: 403, webhooks: 403 }],
+  [{ name: 'owner as uploader', sub: OWNER, roles: ['uploader'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 200, listed: true, edit: 200, remove: 200, hold: 403, report: 403, webhooks: 403 }],
+  [{ name: 'another uploader', sub: 'uploader-2', roles: ['uploader', 'viewer'] }, { create: 201, finalize: 404, sign: 403, private: false, list: 200, listed: false, edit: 403, remove: 403, hold: 403, report: 403, webhooks: 403 }],
+  [{ name: 'admin', sub: 'root', roles: ['admin'] }, { create: 201, finalize: 200, sign: 200, private: true, list: 200, listed: true, edit: 200, remove: 200, hold: 200, report: 200, webhooks: 200 }],
 ];
 const ADMIN: Caller = { name: 'admin', sub: 'root', roles: ['admin'] };
 
@@ -52,7 +53,7 @@ async function auth(caller: Caller): Promise<Record<string, string>> {
 }
 
 beforeAll(async () => {
-  stack = await startStack({ env: { AUTH_JWT_SECRET: JWT_SECRET } });
+  stack = await startStack({ env: { AUTH_JWT_SECRET: JWT_SECRET, WEBHOOK_ALLOWED_HOSTS: '127.0.0.1/32' } });
   video = await makeVideo(path.join(stack.mediaRoot, 'videos'), { owner: OWNER });
   clip = readFileSync(path.join(stack.mediaRoot, 'videos', video.videoId, 'original.mp4'));
   const signed = await fetch(`${stack.url}/media/sign`, {
@@ -115,6 +116,28 @@ describe.each(TABLE)('$name', (caller, expected) => {
       body: JSON.stringify({ description: `edited by ${caller.name}` }),
     });
     expect(res.status).toBe(expected.edit);
+  });
+
+  it(`GET, POST /admin/webhooks, DELETE /admin/webhooks/<id> → ${expected.webhooks}`, async () => {
+    const admin = await auth(ADMIN);
+    const made = await fetch(`${stack.url}/admin/webhooks`, { method: 'POST', headers: { 'content-type': 'application/json', ...admin }, body: JSON.stringify({ url: 'http://127.0.0.1:9/hooks', events: ['video.ready'] }) });
+    expect(made.status).toBe(201);
+    const { id, secret } = (await made.json()) as { id: string; secret: string };
+    expect(secret).toMatch(/^whsec_/);
+    const headers = await auth(caller);
+    const list = await fetch(`${stack.url}/admin/webhooks`, { headers });
+    const post = await fetch(`${stack.url}/admin/webhooks`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ url: 'http://127.0.0.1:9/other', events: ['video.failed'] }) });
+    const del = await fetch(`${stack.url}/admin/webhooks/${id}`, { method: 'DELETE', headers });
+    const allowed = expected.webhooks === 200;
+    expect([list.status, post.status, del.status]).toEqual(allowed ? [200, 201, 204] : [expected.webhooks, expected.webhooks, expected.webhooks]);
+    if (allowed) {
+      const listed = (await list.json()) as { endpoints: { id: string }[] };
+      expect(listed.endpoints.map((e) => e.id)).toContain(id);
+      expect(JSON.stringify(listed)).not.toContain('whsec_');
+      await fetch(`${stack.url}/admin/webhooks/${((await post.json()) as { id: string }).id}`, { method: 'DELETE', headers: admin });
+    } else {
+      await fetch(`${stack.url}/admin/webhooks/${id}`, { method: 'DELETE', headers: admin });
+    }
   });
 
   it(`GET /admin/audit/report?videoId= → ${expected.report}`, async () => {

@@ -19,6 +19,7 @@ import { benchSign } from './scenarios/sign.js';
 import { benchStream } from './scenarios/stream.js';
 import { benchTranscode } from './scenarios/transcode.js';
 import { benchUpload } from './scenarios/upload.js';
+import { benchWebhooks } from './scenarios/webhooks.js';
 import { startBenchStack } from './stack.js';
 import { renderTable, type Row } from './table.js';
 import { ROOT, which } from './tools.js';
@@ -115,6 +116,7 @@ await scenario([7], '7. Audit', async () => {
 });
 
 await scenario([9], '9. Audit report', () => benchAuditReport(ctx));
+await scenario([10], '10. Webhooks', () => benchWebhooks(ctx));
 
 progress('stopping the local stack');
 await stack.stop();

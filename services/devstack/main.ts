@@ -30,6 +30,7 @@ const SERVICES = [
   // Stopped last: the functions' final audit entries reach it directly, not through the stream.
   { name: 'audit-writer', entry: 'dist/services/audit-writer/main.js', metricsPortVariable: 'AUDIT_METRICS_PORT', stopLast: true },
   { name: 'queue-connector', entry: 'dist/services/queue-connector/main.js', metricsPortVariable: 'QUEUE_CONNECTOR_METRICS_PORT', stopLast: false },
+  { name: 'webhook-sender', entry: 'dist/services/webhook-sender/main.js', metricsPortVariable: 'WEBHOOK_METRICS_PORT', stopLast: false },
 ];
 
 // `.env`, then media in ./data and development secrets kept under MEDIA_ROOT, unless set (never in production).

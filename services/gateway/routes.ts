@@ -10,7 +10,7 @@
  * Patterns are anchored regular expressions in the subset that both JavaScript
  * and ingress-nginx (PCRE) read the same way. First match wins.
  */
-export const FUNCTIONS = ['tus-upload', 'finalize', 'sign', 'stream', 'metadata', 'videos', 'transcoder', 'audit-report'] as const;
+export const FUNCTIONS = ['tus-upload', 'finalize', 'sign', 'stream', 'metadata', 'videos', 'transcoder', 'audit-report', 'webhooks'] as const;
 export type FunctionName = (typeof FUNCTIONS)[number];
 
 export interface PublicRoute {
@@ -39,6 +39,7 @@ export const PUBLIC_ROUTES: readonly PublicRoute[] = [
   { pattern: `^/media/videos/${UUID}/hold$`, methods: ['PUT', 'DELETE', 'OPTIONS'], function: 'videos' },
   { pattern: '^/media/videos/[^/]+/.+$', methods: ['GET', 'HEAD', 'OPTIONS'], function: 'stream' },
   { pattern: '^/admin/audit/report$', methods: ['GET'], function: 'audit-report' },
+  { pattern: `^/admin/webhooks(/${UUID}(/rotate)?)?$`, methods: ['GET', 'POST', 'DELETE'], function: 'webhooks' },
 ];
 
 const compiled = PUBLIC_ROUTES.map((route) => ({ route, re: new RegExp(route.pattern) }));

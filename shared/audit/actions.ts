@@ -33,6 +33,9 @@ export const AUDIT_ACTIONS = {
   'keys.rotated': 'admin',
   'audit.report': 'admin',
   'audit.report.subject': 'admin',
+  'webhook.created': 'admin',
+  'webhook.rotated': 'admin',
+  'webhook.deleted': 'admin',
 } as const satisfies Record<string, AuditCategory>;
 
 export type AuditAction = keyof typeof AUDIT_ACTIONS;

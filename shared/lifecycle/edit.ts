@@ -15,6 +15,7 @@ import { AppError, BadRequestError, ForbiddenError } from '../platform/errors.js
 import type { VideoMeta } from '../video/store.js';
 import type { LifecycleDeps, LifecycleRequest } from './dispose.js';
 import { refuseIfDeleted } from './tombstone.js';
+import { eventFor, recordEvent } from '../webhooks/events.js';
 
 const text = z.string().refine((v) => Buffer.byteLength(v) <= MAX_METADATA_BYTES, `must be at most ${MAX_METADATA_BYTES} bytes`);
 const isoTime = z.iso.datetime({ offset: false }).transform((v) => new Date(v).toISOString());
@@ -72,6 +73,8 @@ export async function editVideo(deps: LifecycleDeps, videoId: string, patch: Vid
     const { next, changed } = applyPatch(meta, patch, principal);
     if (changed.length === 0) return meta;
     await deps.audit.record({ category: 'admin', action: 'video.updated', outcome: 'success', reason: changed.join('.'), actor: request.actor, videoId, clientIp: request.clientIp, requestId: request.requestId });
+    // The webhook event is durable before meta.json changes, in the same locked step (shared/webhooks/events.ts).
+    await recordEvent(deps.store.videoDir, eventFor('video.updated', meta, next));
     return next;
   });
 }

@@ -109,6 +109,12 @@ const hostPorts = list
     }),
   );
 
+/** Hostnames (`*.example.com` for subdomains), addresses and CIDRs (shared/webhooks/allow-list.ts reads them). */
+const allowEntries = list.refine(
+  (l) => l.every((e) => (e.includes('/') ? ipaddr.isValidCIDR(e) : ipaddr.isValid(e) || /^(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/.test(e))),
+  'must be a comma-separated list of hostnames (*.example.com for subdomains), addresses and CIDRs',
+);
+
 /**
  * The variables, their defaults (as strings, as they would appear in `.env`) and
  * parsers. `.env.example` lists each of them; a test keeps the two in step.
@@ -213,6 +219,14 @@ const VARIABLES = {
   TRANSCODE_RETRY_BASE_SECONDS: { default: '30', parse: int(1, 3600) },
   TRANSCODE_CHUNK_SEGMENTS: { default: '15', parse: int(0, 1800) },
   QUEUE_CONNECTOR_METRICS_PORT: { default: '0', parse: int(0, 65535) },
+
+  WEBHOOK_ALLOWED_HOSTS: { default: '', parse: allowEntries },
+  WEBHOOK_ALLOWED_HTTP_HOSTS: { default: '', parse: allowEntries },
+  WEBHOOK_TIMEOUT_SECONDS: { default: '10', parse: int(1, 10) },
+  WEBHOOK_RETRY_BASE: { default: '30s', parse: durationMs },
+  WEBHOOK_RETRY_FOR: { default: '24h', parse: durationMs },
+  WEBHOOK_ROTATION_WINDOW: { default: '24h', parse: durationMs },
+  WEBHOOK_METRICS_PORT: { default: '0', parse: int(0, 65535) },
 
   GATEWAY_URL: { default: 'http://127.0.0.1:8080', parse: url },
   OPENFAAS_GATEWAY_USER: { default: 'admin', parse: z.string() },
@@ -340,6 +354,18 @@ export interface Config {
     chunkSegments: number;
     /** Port of the queue connector's /metrics (null: none; the local stack reads queue gauges from the transcoder). */
     connectorMetricsPort: number | null;
+  };
+  /** Signed webhooks (shared/webhooks/): the SSRF allow-list, the attempt deadline, the retry schedule. */
+  webhooks: {
+    allowedHosts: string[];
+    allowedHttpHosts: string[];
+    timeoutMs: number;
+    retryBaseMs: number;
+    /** Retries stop this long after the first attempt: dead letter (at least 24 h in production). */
+    retryForMs: number;
+    /** How long a rotated-out secret still signs (two signatures meanwhile). */
+    rotationWindowMs: number;
+    metricsPort: number | null;
   };
   gateway: { url: string; user: string; password: string | null };
   stackFile: string | null;
@@ -473,6 +499,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
       chunkSegments: p.TRANSCODE_CHUNK_SEGMENTS,
       connectorMetricsPort: p.QUEUE_CONNECTOR_METRICS_PORT === 0 ? null : p.QUEUE_CONNECTOR_METRICS_PORT,
     },
+    webhooks: {
+      allowedHosts: p.WEBHOOK_ALLOWED_HOSTS,
+      allowedHttpHosts: p.WEBHOOK_ALLOWED_HTTP_HOSTS,
+      timeoutMs: p.WEBHOOK_TIMEOUT_SECONDS * 1000,
+      retryBaseMs: p.WEBHOOK_RETRY_BASE,
+      retryForMs: p.WEBHOOK_RETRY_FOR,
+      rotationWindowMs: p.WEBHOOK_ROTATION_WINDOW,
+      metricsPort: p.WEBHOOK_METRICS_PORT === 0 ? null : p.WEBHOOK_METRICS_PORT,
+    },
     gateway: {
       url: p.GATEWAY_URL.replace(/\/+$/, ''),
       user: p.OPENFAAS_GATEWAY_USER,
@@ -495,6 +530,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
   if (config.nodeEnv === 'production' && (config.auditIntakePort || config.auditWriter) && !config.auditIntakeKey) {
     throw new ConfigError('AUDIT_INTAKE_KEY', 'is required in production with AUDIT_INTAKE_PORT or AUDIT_WRITER_URL (mount the secret audit-intake-key)');
   }
+  // The issue's promise to integrators: a down receiver has at least a day to come back.
+  if (config.nodeEnv === 'production' && config.webhooks.retryForMs < 24 * 3_600_000) throw new ConfigError('WEBHOOK_RETRY_FOR', 'must be at least 24h in production');
   return config;
 }
 

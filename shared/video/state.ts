@@ -19,6 +19,7 @@
  */
 import { ConflictError } from '../platform/errors.js';
 import type { VideoCodecFamily } from '../transcode/ladder.js';
+import { eventFor, recordEvent, type EventType } from '../webhooks/events.js';
 import type { Deletion, MediaStore, RenditionRung, VideoMeta, VideoOutputs } from './store.js';
 
 export const VIDEO_STATUSES = ['uploaded', 'queued', 'transcoding', 'transcoded', 'failed', 'deleted'] as const;
@@ -93,16 +94,19 @@ export interface Transition {
 /**
  * Apply `move` under the store's lock. A kept video is still written back unchanged, so the
  * store's listeners (the PostgreSQL mirror, caches) hear of it as they did before this module.
+ * `event`: the webhook event a real move records in the outbox, fsynced before meta.json is
+ * written (shared/webhooks/events.ts), so no crash separates the change from its event.
  */
-async function transition(store: MediaStore, videoId: string, move: MoveName, change: (meta: VideoMeta) => VideoMeta | Promise<VideoMeta>): Promise<Transition> {
+async function transition(store: MediaStore, videoId: string, move: MoveName, change: (meta: VideoMeta) => VideoMeta | Promise<VideoMeta>, event: EventType | null = null): Promise<Transition> {
   let moved = false;
   const meta = await store.update(videoId, async (current) => {
     const outcome = outcomeOf(move, current.status);
     if (outcome === 'illegal') throw new IllegalTransitionError(videoId, move, current.status);
     if (outcome === 'keep') return current;
-    const changed = await change(current);
+    const next: VideoMeta = { ...(await change(current)), status: MOVES[move].to };
+    if (event) await recordEvent(store.videoDir, eventFor(event, current, next));
     moved = true;
-    return { ...changed, status: MOVES[move].to };
+    return next;
   });
   return { meta, moved };
 }
@@ -114,7 +118,7 @@ function withoutFailure(meta: VideoMeta): VideoMeta {
 
 /** Finalize: the first transcode job is queued. */
 export function markQueued(store: MediaStore, videoId: string): Promise<Transition> {
-  return transition(store, videoId, 'queue', (m) => m);
+  return transition(store, videoId, 'queue', (m) => m, 'video.finalized');
 }
 
 /** A new transcode job for a video that has none (requeue); clears a previous failure. */
@@ -134,7 +138,7 @@ export function markProgress(store: MediaStore, videoId: string, progress: numbe
 
 /** A fanned-out video's preview is published (only news while transcoding, as progress). */
 export function markPreviewReady(store: MediaStore, videoId: string, preview: NonNullable<VideoMeta['preview']>): Promise<Transition> {
-  return transition(store, videoId, 'progress', (m) => ({ ...m, preview }));
+  return transition(store, videoId, 'progress', (m) => ({ ...m, preview }), 'video.preview_ready');
 }
 
 export interface TranscodedOutputs {
@@ -152,7 +156,7 @@ export function markTranscoded(store: MediaStore, videoId: string, done: Transco
     codecs: done.codecs,
     transcodedAt: new Date().toISOString(),
     outputs: done.outputs,
-  }));
+  }), 'video.ready');
 }
 
 /** An attempt failed and the connector scheduled another. */
@@ -162,7 +166,7 @@ export function markRetrying(store: MediaStore, videoId: string, failureReason: 
 
 /** The last attempt failed. */
 export function markFailed(store: MediaStore, videoId: string, failureReason: string): Promise<Transition> {
-  return transition(store, videoId, 'fail', (m) => ({ ...m, failureReason, progress: 0 }));
+  return transition(store, videoId, 'fail', (m) => ({ ...m, failureReason, progress: 0 }), 'video.failed');
 }
 
 /**
@@ -176,5 +180,5 @@ export function markDeleted(store: MediaStore, videoId: string, deletion: Omit<D
     await commit(m);
     const { failureReason: _f, progress: _p, outputs: _o, preview: _v, ladder: _l, codecs: _c, transcodeAttempt: _a, transcodeStartedAt: _s, transcodedAt: _t, legalHold: _h, sealed: _phi, ...kept } = m;
     return { ...kept, filename: '', metadata: {}, renditions: [], deletion: { ...deletion, disposedAt: null } };
-  });
+  }, 'video.deleted');
 }
