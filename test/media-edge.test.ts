@@ -50,13 +50,13 @@ const bodyOf = (r: RawReply) => (isJson(r) ? { ...JSON.parse(r.body.toString()),
  * HEAD on each connection answers at once (issue 31: behind nginx's pooled upstream connections it hung
  * 45 s, or the gateway answered 502, when the function closed the connection on its early refusal).
  */
-async function concurrentPatchesAtOneOffset(base: string): Promise<void> {
+async function concurrentPatchesAtOneOffset(base: string, allowedOrigin: string | undefined): Promise<void> {
   const size = 8 * 1024 * 1024;
   const url = await createUpload(`${base}/uploads`, 2 * size);
   const agent = new Agent({ keepAlive: true, maxSockets: 2 });
   const send = (method: string, body?: Buffer) =>
     new Promise<{ status: number; headers: Record<string, unknown>; body: string }>((resolve, reject) => {
-      const headers = body ? { ...TUS, 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' } : TUS;
+      const headers = body ? { ...TUS, Origin: ORIGIN, 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' } : TUS;
       // 10 s: a HEAD answers in milliseconds, a PATCH of 8 MiB on loopback in well under a second.
       const req = request(url, { method, agent, headers, signal: AbortSignal.timeout(10_000) }, (res) => {
         let text = '';
@@ -75,6 +75,8 @@ async function concurrentPatchesAtOneOffset(base: string): Promise<void> {
     expect([409, 423]).toContain(refused!.status);
     expect(String(refused!.headers['content-type'])).toMatch(/^application\/json/);
     expect(JSON.parse(refused!.body)).toMatchObject({ error: expect.any(String), message: expect.any(String) });
+    // Still a tus answer a browser can read: Tus-Resumable, and CORS as CORS_ORIGINS says.
+    expect([refused!.headers['tus-resumable'], refused!.headers['access-control-allow-origin']]).toEqual(['1.0.0', allowedOrigin]);
     const heads = await Promise.all([send('HEAD'), send('HEAD')]);
     expect(heads.map((h) => [h.status, h.headers['upload-offset']])).toEqual([[200, String(size)], [200, String(size)]]);
   } finally {
@@ -347,7 +349,7 @@ describe('npm start with nginx installed: the media edge', () => {
   });
 
   it('concurrent PATCHes at one offset through nginx: one 204, a JSON refusal, and the next request on each connection answers', async () => {
-    await concurrentPatchesAtOneOffset(stack.url);
+    await concurrentPatchesAtOneOffset(stack.url, ORIGIN);
   });
 
   it('logs each request without its query string (no token) and without the client address', async () => {
@@ -385,6 +387,6 @@ describe('npm start without the media edge (MEDIA_EDGE=off, as without nginx)', 
   });
 
   it('concurrent PATCHes at one offset through the gateway: one 204, a JSON refusal, and the next request on each connection answers', async () => {
-    await concurrentPatchesAtOneOffset(stack.url);
+    await concurrentPatchesAtOneOffset(stack.url, undefined);
   });
 });
