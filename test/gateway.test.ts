@@ -2,7 +2,8 @@
  * The local gateway: routing table, /function/<name> prefix stripping, the
  * headers the OpenFaaS gateway sets, and bodies that stream (never buffered).
  */
-import { createServer, request, type IncomingMessage, type Server } from 'node:http';
+import { Agent, createServer, request, type IncomingMessage, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../shared/platform/log.js';
@@ -38,6 +39,11 @@ beforeAll(async () => {
         // The rest only after the client proves it saw the first chunk (it aborts or asks below).
         req.socket.once('close', () => res.destroy());
         return;
+      }
+      if (req.url === '/refuse') {
+        // An early refusal, as a function's: answered at once, the request body not read.
+        res.writeHead(409, { 'Content-Type': 'application/json' });
+        return void res.end(JSON.stringify({ error: 'upload_offset_conflict', message: 'refused' }));
       }
       req.resume();
       req.on('end', () => res.end(JSON.stringify({ fn })));
@@ -128,6 +134,42 @@ describe('/function/<name>/...', () => {
   it('404s an unknown function', async () => {
     const res = await fetch(`${base}/function/nope/`);
     expect(res.status).toBe(404);
+  });
+});
+
+describe('an answer before the request body was read', () => {
+  /** One keep-alive connection: what is sent after an early refusal goes on the same socket, if it is still open. */
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  afterAll(() => agent.destroy());
+  const send = (path: string, method: string, body?: Buffer) =>
+    new Promise<{ status: number; body: string; socket: Socket }>((resolve, reject) => {
+      // 10 s: each answers in milliseconds; a connection left with an unread body would hang until then.
+      const req = request(`${base}${path}`, { method, agent, signal: AbortSignal.timeout(10_000) }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode!, body: text, socket: req.socket! }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+
+  it("hands on the function's refusal of an 8 MiB body, drops the rest, and the connection carries the next request", async () => {
+    const refused = await send('/function/tus-upload/refuse', 'PATCH', Buffer.alloc(8 * 1024 * 1024, 1));
+    expect(refused.status).toBe(409);
+    expect(JSON.parse(refused.body)).toMatchObject({ error: 'upload_offset_conflict' });
+    const next = await send('/function/tus-upload/next', 'GET');
+    expect(next.status).toBe(200);
+    expect(next.socket).toBe(refused.socket);
+  });
+
+  it('refuses an 8 MiB body itself (405, 404) and the connection carries the next request', async () => {
+    const body = Buffer.alloc(8 * 1024 * 1024, 1);
+    const refused = [await send('/uploads', 'PUT', body), await send('/nowhere', 'POST', body)];
+    expect(refused.map((r) => [r.status, JSON.parse(r.body).error])).toEqual([[405, 'method_not_allowed'], [404, 'not_found']]);
+    const next = await send('/function/tus-upload/next', 'GET');
+    expect(next.status).toBe(200);
+    expect(new Set([...refused, next].map((r) => r.socket)).size).toBe(1);
   });
 });
 

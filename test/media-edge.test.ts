@@ -4,7 +4,9 @@
  * stack's function sending them itself (`/function/stream/…`, no edge header),
  * and the fallback stack without nginx (MEDIA_EDGE=off).
  */
+import { randomBytes } from 'node:crypto';
 import { readFileSync, symlinkSync } from 'node:fs';
+import { Agent, request } from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTokenCodec } from '../shared/delivery/tokens.js';
@@ -13,6 +15,7 @@ import { makeVideo } from './helpers/delivery-video.js';
 import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
 import { waitFor } from './helpers/wait.js';
 import { rawRequest, type RawReply } from './helpers/raw-http.js';
+import { createUpload, TUS } from './helpers/uploads.js';
 
 const ORIGIN = 'https://player.example';
 const codec = createTokenCodec({ secret: TEST_HMAC_SECRET, maxLifetimeSeconds: 300, clockSkewSeconds: 30 });
@@ -40,6 +43,46 @@ const isJson = (r: RawReply) => String(r.headers['content-type']).startsWith('ap
 const contractOf = (r: RawReply) => ({ status: r.status, ...Object.fromEntries(CONTRACT.filter((h) => !(h === 'content-length' && isJson(r))).map((h) => [h, r.headers[h]])) });
 /** Bytes, or a JSON error without its per-request id. */
 const bodyOf = (r: RawReply) => (isJson(r) ? { ...JSON.parse(r.body.toString()), requestId: null } : r.body.toString('base64'));
+
+/**
+ * Two 8 MiB PATCHes of one upload at offset 0 over a keep-alive pool of two connections: exactly one
+ * 204, the other refused (409/423) with a JSON body while most of its body is still unsent, and then a
+ * HEAD on each connection answers at once (issue 31: behind nginx's pooled upstream connections it hung
+ * 45 s, or the gateway answered 502, when the function closed the connection on its early refusal).
+ */
+async function concurrentPatchesAtOneOffset(base: string, allowedOrigin: string | undefined): Promise<void> {
+  const size = 8 * 1024 * 1024;
+  const url = await createUpload(`${base}/uploads`, 2 * size);
+  const agent = new Agent({ keepAlive: true, maxSockets: 2 });
+  const send = (method: string, body?: Buffer) =>
+    new Promise<{ status: number; headers: Record<string, unknown>; body: string }>((resolve, reject) => {
+      const headers = body ? { ...TUS, Origin: ORIGIN, 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' } : TUS;
+      // 10 s: a HEAD answers in milliseconds, a PATCH of 8 MiB on loopback in well under a second.
+      const req = request(url, { method, agent, headers, signal: AbortSignal.timeout(10_000) }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: text }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  try {
+    const body = randomBytes(size);
+    const patches = await Promise.all([send('PATCH', body), send('PATCH', body)]);
+    const [won, refused] = patches.sort((x, y) => x.status - y.status);
+    expect(won!.status).toBe(204);
+    expect([409, 423]).toContain(refused!.status);
+    expect(String(refused!.headers['content-type'])).toMatch(/^application\/json/);
+    expect(JSON.parse(refused!.body)).toMatchObject({ error: expect.any(String), message: expect.any(String) });
+    // Still a tus answer a browser can read: Tus-Resumable, and CORS as CORS_ORIGINS says.
+    expect([refused!.headers['tus-resumable'], refused!.headers['access-control-allow-origin']]).toEqual(['1.0.0', allowedOrigin]);
+    const heads = await Promise.all([send('HEAD'), send('HEAD')]);
+    expect(heads.map((h) => [h.status, h.headers['upload-offset']])).toEqual([[200, String(size)], [200, String(size)]]);
+  } finally {
+    agent.destroy();
+  }
+}
 
 describe('npm start with nginx installed: the media edge', () => {
   let stack: TestStack;
@@ -305,6 +348,10 @@ describe('npm start with nginx installed: the media edge', () => {
     }
   });
 
+  it('concurrent PATCHes at one offset through nginx: one 204, a JSON refusal, and the next request on each connection answers', async () => {
+    await concurrentPatchesAtOneOffset(stack.url, ORIGIN);
+  });
+
   it('logs each request without its query string (no token) and without the client address', async () => {
     const accessLog = /"accessLog":"([^"]+)"/.exec(stack.output())![1]!;
     const seg = segment();
@@ -337,5 +384,9 @@ describe('npm start without the media edge (MEDIA_EDGE=off, as without nginx)', 
     expect(res.body.equals(readFileSync(path.join(video.dir, 'original.mp4')).subarray(10, 20))).toBe(true);
     expect(res.headers.server).toBeUndefined();
     expect(res.headers['x-pulsevault-function']).toBe('stream');
+  });
+
+  it('concurrent PATCHes at one offset through the gateway: one 204, a JSON refusal, and the next request on each connection answers', async () => {
+    await concurrentPatchesAtOneOffset(stack.url, undefined);
   });
 });

@@ -13,7 +13,7 @@ import { createServer, request as httpRequest, Agent, type IncomingMessage, type
 import { randomUUID } from 'node:crypto';
 import { isEdgeOnlyHeader } from '../../shared/delivery/edge.js';
 import { toHttpError, MethodNotAllowedError, NotFoundError, ServiceUnavailableError } from '../../shared/platform/errors.js';
-import { sendJson, requestPath } from '../../shared/platform/http.js';
+import { discardRequestBody, sendJson, requestPath } from '../../shared/platform/http.js';
 import type { Logger } from '../../shared/platform/log.js';
 import { matchPublicRoute, parseFunctionPath } from './routes.js';
 
@@ -49,7 +49,9 @@ export function createGateway(backend: GatewayBackend, log: Logger, extra: Extra
     headers['x-start-time'] = String(Date.now() * 1e6);
 
     const upstream = httpRequest(`${target}${path}`, { method: req.method, headers, agent });
+    let answer: IncomingMessage | undefined;
     upstream.on('response', (up) => {
+      answer = up;
       const out: Record<string, string | string[]> = {};
       for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
       res.writeHead(up.statusCode ?? 502, up.statusMessage, out);
@@ -57,12 +59,21 @@ export function createGateway(backend: GatewayBackend, log: Logger, extra: Extra
       up.on('error', () => res.destroy());
     });
     upstream.on('error', (err) => {
+      // The function answered and then stopped reading what we still had to send (an early refusal):
+      // its answer is whole, the client gets it; only the rest of the client's body is dropped.
+      if (answer?.complete) return void req.unpipe(upstream);
       log.warn({ fn, err: err.message }, 'upstream request failed');
       if (!res.headersSent) {
-        sendJson(res, 502, { error: 'bad_gateway', message: `function ${fn} did not answer` }, { Connection: 'close' });
+        sendJson(res, 502, { error: 'bad_gateway', message: `function ${fn} did not answer` });
       } else {
         res.destroy();
       }
+    });
+    // Answered before the client's body was all sent on: drop the rest (bounded), so the client's
+    // connection — a pooled one of the media edge — carries its next request.
+    res.once('finish', () => {
+      req.unpipe(upstream);
+      discardRequestBody(req);
     });
     // A client that goes away aborts the upstream request too (frees the function's file descriptors).
     res.on('close', () => {
@@ -104,9 +115,9 @@ export function createGateway(backend: GatewayBackend, log: Logger, extra: Extra
       const e = toHttpError(err);
       if (!e.expected) log.error({ err }, 'gateway error');
       if (res.headersSent) return void res.destroy();
-      // The request body was not read; close the connection rather than drain it.
-      res.setHeader('Connection', 'close');
       sendJson(res, e.status, { error: e.code, message: e.message }, e.headers);
+      // The request body was not read: drop it (bounded) so the connection can carry the next request.
+      res.once('finish', () => discardRequestBody(req));
     });
   });
   server.requestTimeout = 0; // uploads and transcodes are long; the functions own their timeouts

@@ -119,3 +119,39 @@ export function requestPath(req: IncomingMessage): string {
   const q = url.indexOf('?');
   return q === -1 ? url : url.slice(0, q);
 }
+
+/** How much of a refused request's body is read and dropped to keep its connection (see discardRequestBody). */
+export const DISCARD_LIMIT = { bytes: 16 * 1024 * 1024, ms: 5_000, lingerMs: 2_000 };
+
+/**
+ * Once an answer has gone out before the request body was read (an early refusal: 409, 423, 429,
+ * 4xx of ours), read the rest and drop it, so the connection stays usable: the media edge and the
+ * gateway keep their upstream connections alive and send the next request on this one. Answering
+ * `Connection: close` instead makes the sender's next write fail (EPIPE/RST), often before it has
+ * parsed our answer (a 502 at the gateway, a stalled pooled connection at nginx). Bounded: past
+ * `limit.bytes` or `limit.ms` the connection is half-closed (FIN, the answer already sent stays
+ * readable) and, after `limit.lingerMs` more of dropping, destroyed.
+ */
+export function discardRequestBody(req: IncomingMessage, limit = DISCARD_LIMIT): void {
+  if (req.complete || req.destroyed) return;
+  const socket = req.socket;
+  let left = limit.bytes;
+  let linger: NodeJS.Timeout | undefined;
+  const stop = () => {
+    if (linger) return;
+    socket.end();
+    linger = setTimeout(() => socket.destroy(), limit.lingerMs).unref();
+  };
+  const timer = setTimeout(stop, limit.ms).unref();
+  const onData = (chunk: Buffer) => {
+    left -= chunk.length;
+    if (left < 0) stop();
+  };
+  const done = () => {
+    clearTimeout(timer);
+    req.off('data', onData);
+  };
+  req.on('data', onData).once('end', done).once('close', done);
+  socket.once('close', () => clearTimeout(linger));
+  req.resume();
+}

@@ -11,6 +11,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { EVENTS, Server, TUS_RESUMABLE } from '@tus/server';
 import { requireRole, type Authenticator } from '../auth/jwt.js';
+import { createCors } from '../delivery/cors.js';
 import type { Config } from '../platform/config.js';
 import { AppError, MethodNotAllowedError, NotFoundError } from '../platform/errors.js';
 import type { RequestContext } from '../platform/handler-contract.js';
@@ -45,7 +46,12 @@ type NodeRuntime = { runtime?: { node?: { req?: IncomingMessage } } };
 /** As finalize's (shared/finalize/finalizer.ts): a full volume is temporary, the bytes stored so far are kept. */
 const INSUFFICIENT_STORAGE_MESSAGE = 'the upload volume is full; the bytes stored so far are kept — HEAD for the offset and resume once space is freed';
 
+/** tus answers a stale Upload-Offset in text; it is the refusal two PATCHes racing at one offset get. */
+const OFFSET_CONFLICT_MESSAGE = "Upload-Offset is not the upload's offset: HEAD for it and resume from there";
+
 export function createTusHandler({ config, auth, store, locker, log }: TusUploadsOptions): TusHandler {
+  // Our JSON answers replace tus's response, CORS headers included (a browser reads no status without them).
+  const cors = createCors({ origins: config.corsOrigins, methods: [], allowHeaders: [], exposeHeaders: ['Tus-Resumable'] });
   const server = new Server({
     path: '/uploads',
     datastore: store,
@@ -62,8 +68,12 @@ export function createTusHandler({ config, auth, store, locker, log }: TusUpload
     getFileIdFromRequest: (_req, lastPath) => (lastPath && isUploadId(lastPath) ? lastPath : undefined),
     // srvx hands hooks a web Request; the Node request behind it says who authenticated.
     onUploadCreate: async (req, upload) => ({ metadata: withOwner((req as NodeRuntime).runtime?.node?.req, upload.metadata) }),
-    onResponseError: (_req, err) => {
-      if ('status_code' in err) return undefined; // a tus protocol answer (404, 409, 413, …)
+    onResponseError: (req, err) => {
+      if ('status_code' in err && err.status_code === 409) {
+        const node = (req as NodeRuntime).runtime?.node?.req;
+        throw new AppError(409, 'upload_offset_conflict', OFFSET_CONFLICT_MESSAGE, node ? cors.headers(node) : {});
+      }
+      if ('status_code' in err) return undefined; // a tus protocol answer (404, 413, …)
       if (err instanceof LockUnavailableError) return { status_code: 503, body: `${err.message}\n` };
       if (isRedisUnavailable(err)) return { status_code: 503, body: 'Redis is unavailable; retry later\n' };
       // Thrown, not mapped: it reaches the runtime, which answers our JSON error shape (tus would send text).

@@ -18,7 +18,7 @@ import { admitEdgeHeaders } from '../../../shared/delivery/edge.js';
 import { toHttpError } from '../../../shared/platform/errors.js';
 import { healthReport } from '../../../shared/platform/health.js';
 import type { FunctionSetup, RequestContext } from '../../../shared/platform/handler-contract.js';
-import { sendJson, requestPath } from '../../../shared/platform/http.js';
+import { discardRequestBody, sendJson, requestPath } from '../../../shared/platform/http.js';
 import { continueTrace, formatTraceparent } from '../../../shared/platform/tracing.js';
 import type { Logger } from '../../../shared/platform/log.js';
 import { httpRequestDuration, initMetrics, metricsContentType, registry } from '../../../shared/platform/metrics.js';
@@ -74,6 +74,9 @@ export async function startFunction(name: string, setup: FunctionSetup, config: 
     res.setHeader('X-Call-Id', requestId);
     res.setHeader('X-PulseVault-Function', name);
     if (closing) res.setHeader('Connection', 'close');
+    // Answered before the body was read (a refusal, ours or tus's): drop the rest, bounded, so the
+    // edge's or the gateway's pooled connection gets our answer and can carry its next request.
+    res.once('finish', () => discardRequestBody(req));
     res.once('close', () => {
       // Draining: a keep-alive socket freed by this response must not hold the shutdown open.
       if (draining) server.closeIdleConnections();
@@ -104,7 +107,6 @@ export async function startFunction(name: string, setup: FunctionSetup, config: 
     }
 
     if (maxInflight > 0 && inflight >= maxInflight) {
-      if (!req.complete) res.setHeader('Connection', 'close');
       return sendJson(res, 429, { error: 'too_many_requests', message: `this replica is handling ${maxInflight} requests`, requestId });
     }
     inflight++;
@@ -130,8 +132,6 @@ export async function startFunction(name: string, setup: FunctionSetup, config: 
       if (e.expected) ctx.log.debug({ status: e.status, code: e.code }, 'request refused');
       else ctx.log.error({ err }, 'unhandled error');
       if (!res.headersSent) {
-        // An unread request body would keep the socket busy; the client gets the error and the connection closes.
-        if (!req.complete) res.setHeader('Connection', 'close');
         sendJson(res, e.status, { error: e.code, message: e.message, requestId }, e.headers);
       } else {
         res.destroy();
