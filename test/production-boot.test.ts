@@ -170,11 +170,11 @@ describe('production boot from stack.yml + k8s/ + documented secrets', () => {
     expect(await p.exited).toBe(0);
   }, 60_000);
 
-  it.each(['audit-writer', 'queue-connector'])('service %s starts in production from its Deployment', async (name) => {
+  it.each(['audit-writer', 'queue-connector', 'webhook-sender'])('service %s starts in production from its Deployment', async (name) => {
     const svc = serviceDeployment(rendered, name);
     expect(svc.env.NODE_ENV).toBe('production');
     const port = await freePort();
-    const metricsPort = name === 'audit-writer' ? 'AUDIT_METRICS_PORT' : 'QUEUE_CONNECTOR_METRICS_PORT';
+    const metricsPort = ({ 'audit-writer': 'AUDIT_METRICS_PORT', 'queue-connector': 'QUEUE_CONNECTOR_METRICS_PORT', 'webhook-sender': 'WEBHOOK_METRICS_PORT' } as const)[name]!;
     expect(svc.env[metricsPort]).toBe('8080');
     expect(svc.command[0]).toBe('node');
     // The writer's intake port as its Deployment sets it, moved to a free one here.
