@@ -153,7 +153,8 @@ describe('an identity provider behind an internal CA (HTTPS JWKS on loopback, CA
   it('trusted through NODE_EXTRA_CA_CERTS (as k8s/ mounts the CA bundle): a function verifies tokens; without it, 503 with the cause in its log', async () => {
     const redis = await startRedis();
     const media = mkdtempSync(path.join(tmpdir(), 'pv-auth-ca-media-'));
-    const env = { NODE_ENV: 'production', AUTH_JWKS_URL: idp.url, REDIS_HOST: '127.0.0.1', REDIS_PORT: String(redis.port), MEDIA_ROOT: media };
+    // finalize needs its KEK in production (encryption at rest, shared/keys).
+    const env = { NODE_ENV: 'production', AUTH_JWKS_URL: idp.url, REDIS_HOST: '127.0.0.1', REDIS_PORT: String(redis.port), MEDIA_ROOT: media, MEDIA_KEK: `k1:${Buffer.alloc(32, 7).toString('base64')}` };
     const trusting = await startFunctionProcess('finalize', { ...env, NODE_EXTRA_CA_CERTS: ca.caFile });
     const distrusting = await startFunctionProcess('finalize', env);
     try {
