@@ -25,15 +25,20 @@ if (typeof mod.default !== 'function') {
   process.exit(70);
 }
 
-// Registered before start-up: a stop that arrives while the function is still starting has nothing to drain.
+// Registered before start-up. A stop while the function is still starting may find it already serving
+// (it listens before its last start-up step): the start-up then shuts it down as usual once it is up, and
+// a start-up that never finishes is cut short after STARTING_STOP_MS.
+const STARTING_STOP_MS = 5_000;
 let running: RunningFunction | null = null;
 let stopping = false;
+let startingStop: NodeJS.Timeout | undefined;
+const shutdown = (fn: RunningFunction) => void fn.shutdown().then(() => process.exit(0));
 const stop = (reason: string) => {
   if (stopping) return;
   stopping = true;
   log.info({ reason }, 'stopping');
-  if (!running) process.exit(0);
-  void running.shutdown().then(() => process.exit(0));
+  if (running) return shutdown(running);
+  startingStop = setTimeout(() => process.exit(0), STARTING_STOP_MS);
 };
 process.once('SIGTERM', () => stop('SIGTERM'));
 process.once('SIGINT', () => stop('SIGINT'));
@@ -42,6 +47,10 @@ stopWithParent(stop);
 try {
   running = await startFunction(name, mod.default, config, log);
   log.info({ port: config.port }, 'function ready');
+  if (stopping) {
+    clearTimeout(startingStop);
+    shutdown(running);
+  }
 } catch (err) {
   // Found only at set-up (a KEK that does not open the key store): one line, as for a bad variable.
   if (err instanceof ConfigError) {
