@@ -5,7 +5,8 @@
  * `expiresAt` (deliveries are signed with both meanwhile, ./signing.ts).
  */
 import { randomUUID } from 'node:crypto';
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { readdirIfExists } from '../platform/exists.js';
 import path from 'node:path';
 import { z } from 'zod';
 import { writeFileAtomic } from '../platform/atomic-file.js';
@@ -77,13 +78,7 @@ export class EndpointStore {
   }
 
   async list(): Promise<EndpointRecord[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
-    }
+    const names = await readdirIfExists(this.dir);
     const ids = names.filter((n) => n.endsWith('.json') && isUuid(n.slice(0, -5))).map((n) => n.slice(0, -5));
     const records = await Promise.all(ids.map((id) => this.get(id).catch(() => null)));
     return records.filter((r): r is EndpointRecord => r !== null).sort((a, b) => a.createdAt.localeCompare(b.createdAt));

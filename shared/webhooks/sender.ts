@@ -23,6 +23,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { readdirIfExists } from '../platform/exists.js';
 import path from 'node:path';
 import { writeFileAtomic } from '../platform/atomic-file.js';
 import type { Logger } from '../platform/log.js';
@@ -145,13 +146,7 @@ export class WebhookSender {
   }
 
   private async readOutbox(): Promise<WebhookEvent[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.outbox);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
-    }
+    const names = await readdirIfExists(this.outbox);
     const events: WebhookEvent[] = [];
     for (const name of names) {
       if (!name.endsWith('.json') || !isEventId(name.slice(0, -5)) || this.fed.has(name.slice(0, -5))) continue;
