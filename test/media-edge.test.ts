@@ -49,16 +49,21 @@ const bodyOf = (r: RawReply) => (isJson(r) ? { ...JSON.parse(r.body.toString()),
  * 204, the other refused (409/423) with a JSON body while most of its body is still unsent, and then a
  * HEAD on each connection answers at once (issue 31: behind nginx's pooled upstream connections it hung
  * 45 s, or the gateway answered 502, when the function closed the connection on its early refusal).
+ * nginx itself closes a client connection whose body it had not finished reading when the answer came
+ * (a FIN right after the refusal; it cannot keep it alive): a HEAD that a client sent on it in that
+ * instant is sent again on a new connection, as RFC 9112 §9.3.1 lets clients (browsers do) retry an
+ * idempotent request; a stall or a 502 still fails.
  */
-async function concurrentPatchesAtOneOffset(base: string, allowedOrigin: string | undefined): Promise<void> {
+async function concurrentPatchesAtOneOffset(base: string, allowedOrigin: string | undefined, serverMayClose: boolean): Promise<void> {
   const size = 8 * 1024 * 1024;
   const url = await createUpload(`${base}/uploads`, 2 * size);
   const agent = new Agent({ keepAlive: true, maxSockets: 2 });
-  const send = (method: string, body?: Buffer) =>
-    new Promise<{ status: number; headers: Record<string, unknown>; body: string }>((resolve, reject) => {
+  type Reply = { status: number; headers: Record<string, unknown>; body: string };
+  const send = (method: string, body?: Buffer, via: Agent | false = agent): Promise<Reply> =>
+    new Promise<Reply>((resolve, reject) => {
       const headers = body ? { ...TUS, Origin: ORIGIN, 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' } : TUS;
       // 10 s: a HEAD answers in milliseconds, a PATCH of 8 MiB on loopback in well under a second.
-      const req = request(url, { method, agent, headers, signal: AbortSignal.timeout(10_000) }, (res) => {
+      const req = request(url, { method, agent: via, headers, signal: AbortSignal.timeout(10_000) }, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (d: string) => (text += d));
@@ -77,7 +82,9 @@ async function concurrentPatchesAtOneOffset(base: string, allowedOrigin: string 
     expect(JSON.parse(refused!.body)).toMatchObject({ error: expect.any(String), message: expect.any(String) });
     // Still a tus answer a browser can read: Tus-Resumable, and CORS as CORS_ORIGINS says.
     expect([refused!.headers['tus-resumable'], refused!.headers['access-control-allow-origin']]).toEqual(['1.0.0', allowedOrigin]);
-    const heads = await Promise.all([send('HEAD'), send('HEAD')]);
+    const closedUnderIt = (err: NodeJS.ErrnoException) => err.code === 'ECONNRESET' || err.message === 'socket hang up';
+    const head = () => send('HEAD').catch((err: NodeJS.ErrnoException) => (serverMayClose && closedUnderIt(err) ? send('HEAD', undefined, false) : Promise.reject(err)));
+    const heads = await Promise.all([head(), head()]);
     expect(heads.map((h) => [h.status, h.headers['upload-offset']])).toEqual([[200, String(size)], [200, String(size)]]);
   } finally {
     agent.destroy();
@@ -348,8 +355,8 @@ describe('npm start with nginx installed: the media edge', () => {
     }
   });
 
-  it('concurrent PATCHes at one offset through nginx: one 204, a JSON refusal, and the next request on each connection answers', async () => {
-    await concurrentPatchesAtOneOffset(stack.url, ORIGIN);
+  it('concurrent PATCHes at one offset through nginx: one 204, a JSON refusal, and the next requests answer (nginx closes the refused connection at once)', async () => {
+    await concurrentPatchesAtOneOffset(stack.url, ORIGIN, true);
   });
 
   it('logs each request without its query string (no token) and without the client address', async () => {
@@ -387,6 +394,6 @@ describe('npm start without the media edge (MEDIA_EDGE=off, as without nginx)', 
   });
 
   it('concurrent PATCHes at one offset through the gateway: one 204, a JSON refusal, and the next request on each connection answers', async () => {
-    await concurrentPatchesAtOneOffset(stack.url, undefined);
+    await concurrentPatchesAtOneOffset(stack.url, undefined, false);
   });
 });

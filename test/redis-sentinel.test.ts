@@ -48,8 +48,9 @@ it('a lease asking for more replicas than confirm it is not held, and its key is
 it('follows a failover: requests fail fast as unavailable meanwhile, then reach the new primary; a blocking reader resumes', async () => {
   const redis = connect('requests');
   const reader = connect('reader', true);
-  await redis.set('test:before', 'kept');
-  await redis.wait(2, 2_000); // replicated, so the promoted replica has it
+  // Replicated, so the promoted replica has it. Polled: on a loaded machine the first command (the Sentinel
+  // lookup and connect come first) or a WAIT can outlast this connection's 500 ms deadline.
+  await waitFor(async () => (await redis.set('test:before', 'kept')) === 'OK' && (await redis.wait(2, 400)) === 2, 30_000, 'the write before the kill to reach both replicas', 100);
   // As the audit writer reads: XREAD BLOCK from the last id seen, issued again when it ends empty. (A blocking
   // command ioredis ends empty client-side can still run on the server after the reconnect and its reply is
   // dropped; harmless for a read from an id or an XREADGROUP, whose entries stay pending until XACK — never
