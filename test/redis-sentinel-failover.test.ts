@@ -151,8 +151,16 @@ it('a SIGKILLed primary: 503s or success only, recovery without restarts, nothin
       }
     }
   };
+  // A client whose upload gave up (tus's retries, or finalize's minute, spent during the outage) starts a new one.
+  const uploadFailures: string[] = [];
   const uploader = async () => {
-    while (loading) finalized.push((await uploadAndFinalize(answers)).videoId);
+    while (loading) {
+      try {
+        finalized.push((await uploadAndFinalize(answers)).videoId);
+      } catch (err) {
+        uploadFailures.push(String(err));
+      }
+    }
   };
   const load = [
     ...Array.from({ length: 2 }, signAndStream),
@@ -161,26 +169,38 @@ it('a SIGKILLed primary: 503s or success only, recovery without restarts, nothin
   ];
 
   const succeededSince = (what: string, since: number) => answers.some((a) => a.what === what && a.status === 200 && a.at > since);
-  await waitFor(() => succeededSince('segment', 0) && acknowledged.length > AUDIT_CLIENTS && finalized.length > 0, 60_000, 'the load to be running', 100);
-  const killedPort = await sentinels.killPrimary();
-  const killedAt = Date.now();
-  const acknowledgedBefore = acknowledged.length;
-
-  await waitFor(() => succeededSince('sign', killedAt) && succeededSince('segment', killedAt) && succeededSince('finalize', killedAt), 60_000, 'sign, segments and finalize to work again', 100);
+  // What the clients saw since `since`, for a failure message (the stack's warnings alone do not say which client stalled).
+  const seenSince = (since: number) => {
+    const statuses = (what: string) => answers.filter((a) => a.what === what && a.at > since).map((a) => a.status).join(',') || 'none';
+    return `audit: ${acknowledged.length} acknowledged, ${refused.length} refused in all; since: finalize ${statuses('finalize')}; tus ${statuses('tus').slice(-200)}; upload failures: ${uploadFailures.length} (${uploadFailures.slice(-2).join(' | ')})`;
+  };
+  const explained = <T>(since: number, wait: Promise<T>) => wait.catch((err: Error) => Promise.reject(new Error(`${err.message}; ${seenSince(since)}`)));
+  let killedPort = 0;
+  let killedAt = 0;
   // Recovery: the first success after the first refusal (a request in flight at the kill can still succeed just after it).
   const firstAt = (what: string) => {
     const refusedAt = answers.find((a) => a.what === what && a.status !== 200 && a.at > killedAt)?.at ?? killedAt;
     const ok = answers.find((a) => a.what === what && a.status === 200 && a.at > refusedAt);
     return ok ? `${ok.at - killedAt} ms` : 'none yet';
   };
-  const recoveredAt = Date.now();
-  // Keep the load on a little after the recovery, so each kind of client is seen working again.
-  await waitFor(() => acknowledged.length > acknowledgedBefore + AUDIT_CLIENTS && answers.filter((a) => a.what === 'finalize' && a.status === 200 && a.at > recoveredAt).length >= 1, 60_000, 'audit and finalize to carry on', 100);
-  loading = false;
-  await Promise.all(load);
+  try {
+    await waitFor(() => succeededSince('segment', 0) && acknowledged.length > AUDIT_CLIENTS && finalized.length > 0, 60_000, 'the load to be running', 100);
+    killedPort = await sentinels.killPrimary();
+    killedAt = Date.now();
+    const acknowledgedBefore = acknowledged.length;
+
+    await explained(killedAt, waitFor(() => succeededSince('sign', killedAt) && succeededSince('segment', killedAt) && succeededSince('finalize', killedAt), 60_000, 'sign, segments and finalize to work again', 100));
+    const recoveredAt = Date.now();
+    // Keep the load on a little after the recovery, so each kind of client is seen working again.
+    await explained(recoveredAt, waitFor(() => acknowledged.length > acknowledgedBefore + AUDIT_CLIENTS && answers.filter((a) => a.what === 'finalize' && a.status === 200 && a.at > recoveredAt).length >= 1, 60_000, 'audit and finalize to carry on', 100));
+  } finally {
+    // Also when a wait above failed: a load left running would starve the next test.
+    loading = false;
+    await Promise.allSettled(load);
+  }
   console.log(
     `redis-sentinel-failover: primary :${killedPort} killed; first success after a refusal: sign ${firstAt('sign')}, segment ${firstAt('segment')}, finalize ${firstAt('finalize')} after the kill; ` +
-      `${answers.length} answers (${answers.filter((a) => a.status === 503).length} × 503), ${acknowledged.length} audit entries acknowledged, ${refused.length} refused, ${finalized.length} videos finalized`,
+      `${answers.length} answers (${answers.filter((a) => a.status === 503).length} × 503), ${acknowledged.length} audit entries acknowledged, ${refused.length} refused, ${finalized.length} videos finalized, ${uploadFailures.length} uploads given up and started again`,
   );
   expect(await sentinels.primaryPort()).not.toBe(killedPort);
 

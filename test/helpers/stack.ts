@@ -45,8 +45,23 @@ export function stackWarnings(url: string, output: string, maxLines = 80): strin
       return true;
     }
   };
-  const lines = output.split('\n').filter(worthShowing).slice(-maxLines);
-  return `--- local stack at ${url}: last ${lines.length} warning/error lines ---\n${lines.join('\n')}`;
+  // One line per kind (function and message), its latest, with how often it came: an outage's hundreds of
+  // identical refusals then leave room for the one line that says why.
+  const kinds = new Map<string, { line: string; count: number }>();
+  for (const line of output.split('\n').filter(worthShowing)) {
+    let kind = line;
+    try {
+      const { function: fn, msg } = JSON.parse(line) as { function?: unknown; msg?: unknown };
+      kind = `${String(fn)}\u0000${String(msg)}`;
+    } catch {
+      // not a JSON log line: shown as it is
+    }
+    const seen = kinds.get(kind);
+    kinds.delete(kind); // re-inserted last: the Map keeps the order of latest occurrence
+    kinds.set(kind, { line, count: (seen?.count ?? 0) + 1 });
+  }
+  const lines = [...kinds.values()].slice(-maxLines).map(({ line, count }) => (count > 1 ? `(${count}×, the latest:) ${line}` : line));
+  return `--- local stack at ${url}: last ${lines.length} kinds of warning/error lines ---\n${lines.join('\n')}`;
 }
 
 /** Ready in ~10 s on a quiet 2-core machine: 18× that, for a machine running two suites at once. Hooks that start a stack allow this plus a minute. */
