@@ -29,7 +29,9 @@ import { markPreviewReady, markProgress, markTranscoded, markTranscoding } from 
 import type { Redis } from '../platform/redis.js';
 import { enqueueFanOut, enqueueJoin } from './job.js';
 import type { TranscodeJob } from './queue.js';
-import { buildChunkCommand, buildEncodeCommand, buildJoinCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME, SEGMENT_SECONDS, type EncodeOptions } from './ffmpeg-command.js';
+import { buildChunkCommand, buildEncodeCommand, buildJoinCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME, SEGMENT_SECONDS, type EncodeOptions, type StreamPlan } from './ffmpeg-command.js';
+import { encryptRenditions } from './encrypt-renditions.js';
+import { renditionKey } from '../keys/video-keys.js';
 import { thumbnailOutput, THUMBNAIL_INDEX, writeThumbnailIndex, type ThumbnailRange } from './thumbnails.js';
 import {
   checkChunkCovers,
@@ -323,6 +325,7 @@ async function publishLadder(deps: TranscoderDeps, job: TranscodeJob, step: Vide
   const top = rungs[rungs.length - 1]!;
   await runFfmpeg(buildPosterCommand(step.source, path.join(workDir, POSTER_NAME), Math.min(probed.duration / 2, 2), top));
   await writePlaylists(workDir, streams, probed.fps);
+  await encryptIfKeyed(store, videoId, workDir, streams);
   await publishDir(workDir, videoDir, OUTPUT_DIR);
   step.workDir = null;
 
@@ -350,6 +353,12 @@ async function publishLadder(deps: TranscoderDeps, job: TranscodeJob, step: Vide
   duration().observe({ ladder: top.name }, seconds);
   log.info({ videoId, renditions, seconds, attempt: job.attempt, joined: plan?.starts.length ?? 0 }, 'transcoded');
   return { outcome: 'transcoded', renditions, seconds };
+}
+
+/** A video with a data key gets encrypted renditions; one stored in the clear keeps clear ones (as before encryption at rest). */
+async function encryptIfKeyed(store: MediaStore, videoId: string, workDir: string, streams: StreamPlan): Promise<void> {
+  const dataKey = await store.keys?.dataKey(videoId);
+  if (dataKey) await encryptRenditions(workDir, streams, videoId, renditionKey(dataKey));
 }
 
 /** What a part of a fanned-out video starts from, or its answer when nothing is left to do (published, or failed). */
@@ -450,6 +459,7 @@ async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, request
       const { args, streams } = buildEncodeCommand({ ...plan.settings, rungs: [lowest], codecs: [plan.settings.codecs[0]!], source, outDir: workDir });
       await runEncode(config, args, lease, probed.duration, async () => undefined, log);
       await writePlaylists(workDir, streams, probed.fps);
+      await encryptIfKeyed(store, videoId, workDir, streams);
       await publishDir(workDir, videoDir, PREVIEW_DIR);
       log.info({ videoId, rendition: lowest.name, seconds: (Date.now() - started) / 1000 }, 'preview published');
     }
