@@ -182,7 +182,7 @@ function videoSubsamples(data: Buffer, kind: 'avc' | 'hevc', lengthSize: number)
 }
 
 interface Run {
-  /** Where the trun's data_offset field is in the serialised traf's payload (to move it). */
+  /** The trun box, whose data_offset (payload bytes 8–11) moves when the moof grows. */
   trun: Box;
   dataOffset: number;
   sizes: number[];
@@ -282,9 +282,9 @@ export function encryptMediaSegment(segment: Buffer, key: Buffer, sample: Sample
     const count = Buffer.alloc(4);
     count.writeUInt32BE(entries.length);
     const sizes = entries.map((e) => e.length);
-    const uniform = sizes.every((s) => s === sizes[0]) && sizes[0]! <= 0xff;
-    const saiz = leaf('saiz', Buffer.concat([fullHeader(0, 0), Buffer.from([uniform ? sizes[0]! : 0]), count, uniform ? Buffer.alloc(0) : Buffer.from(sizes.map((s) => Math.min(s, 0xff)))]));
-    if (!uniform && sizes.some((s) => s > 0xff)) throw new CencError('a sample with too many subsamples');
+    if (sizes.some((s) => s > 0xff)) throw new CencError('a sample with too many subsamples for saiz');
+    const uniform = sizes.every((s) => s === sizes[0]);
+    const saiz = leaf('saiz', Buffer.concat([fullHeader(0, 0), Buffer.from([uniform ? sizes[0]! : 0]), count, uniform ? Buffer.alloc(0) : Buffer.from(sizes)]));
     const saio = leaf('saio', Buffer.concat([fullHeader(0, 0), Buffer.from([0, 0, 0, 1]), Buffer.alloc(4)]));
     const senc = leaf('senc', Buffer.concat([fullHeader(0, sample.kind === 'audio' ? 0 : 0x2), count, ...entries]));
     traf.children!.push(saiz, saio, senc);

@@ -31,6 +31,7 @@ import { enqueueFanOut, enqueueJoin } from './job.js';
 import type { TranscodeJob } from './queue.js';
 import { buildChunkCommand, buildEncodeCommand, buildJoinCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME, SEGMENT_SECONDS, type EncodeOptions, type StreamPlan } from './ffmpeg-command.js';
 import { encryptRenditions } from './encrypt-renditions.js';
+import { CencError } from '../crypto/cenc.js';
 import { renditionKey } from '../keys/video-keys.js';
 import { thumbnailOutput, THUMBNAIL_INDEX, writeThumbnailIndex, type ThumbnailRange } from './thumbnails.js';
 import {
@@ -358,7 +359,13 @@ async function publishLadder(deps: TranscoderDeps, job: TranscodeJob, step: Vide
 /** A video with a data key gets encrypted renditions; one stored in the clear keeps clear ones (as before encryption at rest). */
 async function encryptIfKeyed(store: MediaStore, videoId: string, workDir: string, streams: StreamPlan): Promise<void> {
   const dataKey = await store.keys?.dataKey(videoId);
-  if (dataKey) await encryptRenditions(workDir, streams, videoId, renditionKey(dataKey));
+  if (!dataKey) return;
+  try {
+    await encryptRenditions(workDir, streams, videoId, renditionKey(dataKey));
+  } catch (err) {
+    // Not passing: the same encode would be refused again (an AV1 ladder, docs/transcoding.md).
+    throw err instanceof CencError ? new UnprocessableError(`the renditions cannot be encrypted: ${err.message}`, 'renditions_not_encryptable') : err;
+  }
 }
 
 /** What a part of a fanned-out video starts from, or its answer when nothing is left to do (published, or failed). */
