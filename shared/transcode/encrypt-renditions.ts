@@ -13,7 +13,7 @@ import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { XMLSerializer, type Element } from '@xmldom/xmldom';
 import { CencError, encryptInitSegment, encryptMediaSegment, keyIdOf } from '../crypto/cenc.js';
-import { MANIFEST_NAME, initSegmentName, type StreamPlan } from './ffmpeg-command.js';
+import { MANIFEST_NAME, initSegmentName } from './ffmpeg-command.js';
 import { MASTER_NAME, parseManifest } from './playlists.js';
 
 /** The key URL's last segment, inside the published directory (the playlist's token covers it). */
@@ -28,11 +28,15 @@ async function replace(file: string, bytes: Buffer | string): Promise<void> {
   await rename(`${file}.enc.tmp`, file);
 }
 
-/** Encrypt the streams written into `dir` under `key` (16 bytes); the key id is the video id. */
-export async function encryptRenditions(dir: string, streams: StreamPlan, videoId: string, key: Buffer): Promise<void> {
+/**
+ * Encrypt every stream in `dir` (each `init_<n>.m4s` with its `seg_<n>_*.m4s`) under `key`
+ * (16 bytes), and signal it in the manifest and media playlists; the key id is the video id.
+ */
+export async function encryptRenditions(dir: string, videoId: string, key: Buffer): Promise<void> {
   const kid = keyIdOf(videoId);
   const names = await readdir(dir);
-  const indexes = [...streams.video.map((s) => s.index), ...(streams.audio ? [streams.audio.index] : [])];
+  const indexes = names.flatMap((n) => /^init_(\d+)\.m4s$/.exec(n)?.[1] ?? []).map(Number);
+  if (indexes.length === 0) throw new CencError('no init segments to encrypt');
   for (const index of indexes) {
     const initFile = path.join(dir, initSegmentName(index));
     let encrypted;

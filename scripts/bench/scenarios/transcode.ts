@@ -43,12 +43,12 @@ export async function benchTranscode(ctx: BenchContext): Promise<Row[]> {
   const outDir = path.join(ctx.scratch, 'by-hand');
   await mkdir(outDir);
   const options = encodeOptionsFor(config, probed, ['h264'], clip, outDir);
-  const { args: single, streams } = buildEncodeCommand(options);
+  const single = buildEncodeCommand(options).args;
   ctx.progress('5. the same ffmpeg command by hand');
   const handSeconds = await timeOnce(ffmpeg, single);
   ctx.progress('5. CENC-encrypting what it wrote (encrypted renditions)');
   const encryptStarted = performance.now();
-  await encryptRenditions(outDir, streams, newId(), randomBytes(16));
+  await encryptRenditions(outDir, newId(), randomBytes(16));
   const encryptSeconds = (performance.now() - encryptStarted) / 1000;
 
   ctx.progress(`5. one ffmpeg per rung (${options.rungs.length} rungs)`);
