@@ -46,7 +46,7 @@ describe('console route', () => {
     ['/console/styles.css', 'text/css; charset=utf-8', 'services/console/static/styles.css'],
     ['/console/vendor/tus.min.js', 'text/javascript; charset=utf-8', 'node_modules/tus-js-client/dist/tus.min.js'],
     ['/console/vendor/hls.min.js', 'text/javascript; charset=utf-8', 'node_modules/hls.js/dist/hls.min.js'],
-    ['/console/vendor/dash.mediaplayer.min.js', 'text/javascript; charset=utf-8', 'node_modules/dashjs/dist/modern/umd/dash.mediaplayer.min.js'],
+    ['/console/vendor/dash.all.min.js', 'text/javascript; charset=utf-8', 'node_modules/dashjs/dist/modern/umd/dash.all.min.js'],
   ])('GET %s → %s, the file itself, same-origin CSP, no referrer', async (url, type, file) => {
     const res = await fetch(`${base}${url}`, { headers: { 'Accept-Encoding': 'identity' } });
     expect(res.status).toBe(200);

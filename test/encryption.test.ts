@@ -17,7 +17,7 @@ import { createAuditLog } from '../shared/audit/client.js';
 import { CHUNK_BYTES, EncryptedFile, encryptFile, IntegrityError, verifyEncryptedFile } from '../shared/crypto/chunked.js';
 import { createTokenCodec } from '../shared/delivery/tokens.js';
 import { SecretKek } from '../shared/keys/kek.js';
-import { VideoKeys } from '../shared/keys/video-keys.js';
+import { renditionKey, VideoKeys } from '../shared/keys/video-keys.js';
 import { disposeVideo } from '../shared/lifecycle/dispose.js';
 import { loadConfig } from '../shared/platform/config.js';
 import { newId } from '../shared/platform/ids.js';
@@ -25,6 +25,8 @@ import { createLogger } from '../shared/platform/log.js';
 import { scrubVideo, Pacer } from '../shared/video/scrub.js';
 import { MediaStore } from '../shared/video/store.js';
 import { freePort } from '../services/devstack/supervisor.js';
+import { readAuditEntries } from './helpers/audit.js';
+import { launchChromium } from './helpers/browser.js';
 import { makeClip } from './helpers/media.js';
 import { STACK_START_DEADLINE_MS, startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
 import { createUpload, finalize, patch, sha256, uploadIdOf } from './helpers/uploads.js';
@@ -36,6 +38,34 @@ const kekOf = (spec: string) => ({ id: spec.split(':')[0]!, key: Buffer.from(spe
 const FILENAME = 'Jane-Doe-knee-MRI-2024.mp4';
 const TITLE = 'Follow-up of Jane Doe';
 const DESCRIPTION = 'Post-op week 6, left knee';
+
+/** In the page: play `kind` with ClearKey from `license` until 1 s has played (or an error). */
+const PLAY_ENCRYPTED = `async function ({ kind, master, mpd, license }) {
+  const video = document.createElement('video');
+  video.muted = true;
+  document.body.append(video);
+  let error = null;
+  video.addEventListener('error', () => { error = 'media error ' + (video.error && video.error.code); });
+  let player;
+  if (kind === 'hls') {
+    player = new Hls({ emeEnabled: true, drmSystems: { 'org.w3.clearkey': { licenseUrl: license } } });
+    player.on(Hls.Events.ERROR, (_e, d) => { if (d.fatal) error = d.details; });
+    player.loadSource(master);
+    player.attachMedia(video);
+    video.play().catch(() => {});
+  } else {
+    player = dashjs.MediaPlayer().create();
+    player.setProtectionData({ 'org.w3.clearkey': { serverURL: license } });
+    player.on('error', (e) => { error = (e.error && e.error.message) || 'dash.js error'; });
+    player.initialize(video, mpd, true);
+  }
+  const end = Date.now() + 60000;
+  while (!error && video.currentTime < 1 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+  const result = { error, currentTime: video.currentTime, width: video.videoWidth, frames: video.getVideoPlaybackQuality().totalVideoFrames };
+  player.destroy();
+  video.remove();
+  return result;
+}`;
 
 /** Shannon entropy in bits per byte. */
 function entropy(b: Buffer): number {
@@ -176,6 +206,86 @@ describe('an encrypted vault, end to end', () => {
     expect(meta.renditions).toEqual(['240p']);
     expect(existsSync(path.join(folder(), meta.outputs!.hlsMaster!))).toBe(true);
     expect(existsSync(path.join(folder(), meta.outputs!.poster!))).toBe(true);
+  });
+
+  it('renditions are CENC-encrypted: every init segment describes encrypted samples, no segment decodes without the key, and each decodes with it', async () => {
+    const hls = path.join(folder(), 'hls');
+    const names = readdirSync(hls);
+    const inits = names.filter((n) => /^init_\d+\.m4s$/.test(n));
+    expect(inits.length).toBe(2); // 240p and audio
+    const key = renditionKey((await keys().dataKey(videoId))!).toString('hex');
+    const decode = (file: string, withKey: boolean) =>
+      promisify(execFile)('ffmpeg', ['-v', 'error', ...(withKey ? ['-decryption_key', key] : []), '-i', file, '-f', 'null', '-'], { maxBuffer: 64 * 1024 * 1024 }).then(
+        (r) => r.stderr,
+        (e: { stderr: string }) => e.stderr || 'failed',
+      );
+    const tmp = mkdtempSync(path.join(tmpdir(), 'pv-cenc-'));
+    for (const init of inits) {
+      const index = /\d+/.exec(init)![0];
+      const initBytes = readFileSync(path.join(hls, init));
+      expect(initBytes.includes(Buffer.from('encv')) || initBytes.includes(Buffer.from('enca')), init).toBe(true);
+      expect(initBytes.includes(Buffer.from('tenc')), init).toBe(true);
+      const segments = names.filter((n) => n.startsWith(`seg_${index}_`));
+      expect(segments.length).toBeGreaterThan(0);
+      for (const seg of segments) {
+        const file = path.join(tmp, `${seg}.mp4`);
+        writeFileSync(file, Buffer.concat([initBytes, readFileSync(path.join(hls, seg))]));
+        expect(await decode(file, false), `${seg} without the key`).not.toBe('');
+        expect(await decode(file, true), `${seg} with the key`).toBe('');
+      }
+    }
+    const manifest = readFileSync(path.join(hls, 'manifest.mpd'), 'utf8');
+    expect(manifest).toContain(`cenc:default_KID="${videoId}"`);
+    expect(readFileSync(path.join(hls, '240p.m3u8'), 'utf8')).toMatch(/^#EXT-X-KEY:METHOD=SAMPLE-AES-CTR,KEYFORMAT="org.w3.clearkey"/m);
+    for (const n of names) expect(readFileSync(path.join(hls, n)).includes(Buffer.from(key, 'hex')), n).toBe(false);
+  });
+
+  it('the key URL refuses without a token, with another video\'s or another scope\'s, and for GET; granted, it answers the ClearKey license, no-store, audited without the key', async () => {
+    const keyUrl = (t: string | null) => `${stack.url}/media/videos/${videoId}/hls/clearkey${t === null ? '' : `?token=${t}`}`;
+    const post = (t: string | null) => fetch(keyUrl(t), { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"kids":[],"type":"temporary"}' });
+    expect((await post(null)).status).toBe(403);
+    const other = codec.sign({ videoId: newId(), exp: Math.floor(Date.now() / 1000) + 120, scope: 'hls/' });
+    const wrongVideo = await post(other);
+    expect(wrongVideo.status).toBe(403);
+    expect(await wrongVideo.json()).toMatchObject({ error: 'wrong_video' });
+    expect((await post(token('original.mp4'))).status).toBe(403);
+    expect((await fetch(keyUrl(token('hls/')))).status).toBe(405);
+    const granted = await post(token('hls/'));
+    expect(granted.status).toBe(200);
+    expect(granted.headers.get('cache-control')).toBe('no-store');
+    const key = renditionKey((await keys().dataKey(videoId))!);
+    expect(await granted.json()).toEqual({ keys: [{ kty: 'oct', kid: Buffer.from(videoId.replaceAll('-', ''), 'hex').toString('base64url'), k: key.toString('base64url') }], type: 'temporary' });
+    const auditDir = path.join(stack.mediaRoot, 'audit');
+    const entries = await waitFor(() => {
+      const e = readAuditEntries(auditDir).filter((x) => x.action === 'content_key');
+      return e.some((x) => x.outcome === 'granted' && x.videoId === videoId) && e.filter((x) => x.outcome === 'denied').length >= 3 ? e : null;
+    }, 30_000, 'the key fetches audited');
+    expect(entries.find((x) => x.outcome === 'granted')).toMatchObject({ category: 'access', resource: 'hls/clearkey', videoId });
+    expect(entries.map((x) => x.reason)).toEqual(expect.arrayContaining(['token_missing', 'wrong_video', 'out_of_scope']));
+    const written = JSON.stringify(readAuditEntries(auditDir)) + stack.output();
+    expect(written).not.toContain(key.toString('base64url'));
+    expect(written).not.toContain(key.toString('hex'));
+  });
+
+  it('hls.js and dash.js play the encrypted renditions in Chromium through the media edge, with the key from the key URL', async () => {
+    const browser = await launchChromium();
+    try {
+      const page = await browser.context.newPage();
+      await page.goto(`${stack.url}/console/`);
+      await page.addScriptTag({ url: '/console/vendor/hls.min.js' });
+      await page.addScriptTag({ url: '/console/vendor/dash.all.min.js' });
+      const t = token('hls/');
+      const base = `${stack.url}/media/videos/${videoId}/hls`;
+      for (const kind of ['hls', 'dash'] as const) {
+        const args = { kind, master: `${base}/master.m3u8?token=${t}`, mpd: `${base}/manifest.mpd?token=${t}`, license: `${base}/clearkey?token=${t}` };
+        const played = (await page.evaluate(`(${PLAY_ENCRYPTED})(${JSON.stringify(args)})`)) as { error: string | null; currentTime: number; width: number; frames: number };
+        expect(played, kind).toMatchObject({ error: null, width: 320 });
+        expect(played.currentTime, kind).toBeGreaterThanOrEqual(1);
+        expect(played.frames, kind).toBeGreaterThan(10);
+      }
+    } finally {
+      await browser.close();
+    }
   });
 
   it('a flipped ciphertext byte: stream answers an error for its chunk (never bytes), the scrub flags it', async () => {

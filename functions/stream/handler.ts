@@ -1,7 +1,9 @@
 /**
  * stream: `GET|HEAD /media/videos/:videoId/:path?token=` — serves one media
  * file of a video to the holder of a signed URL, with ranges and validators,
- * and rewrites playlists so every child URI carries the same token.
+ * and rewrites playlists so every child URI carries the same token;
+ * `POST /media/videos/:videoId/:dir/clearkey?token=` — the content key of
+ * encrypted renditions (shared/delivery/content-key.ts).
  *
  * Per request: one HMAC, one realpath + open + fstat, one audit entry, then one of
  * three answers (shared/delivery/): a grant of a whole rendition directory that the
@@ -14,6 +16,7 @@
 import { createAccessAudit, type AccessAttempt } from '../../shared/delivery/access-audit.js';
 import { createAuditLog } from '../../shared/audit/client.js';
 import { createCors } from '../../shared/delivery/cors.js';
+import { answerContentKey, isContentKeyPath } from '../../shared/delivery/content-key.js';
 import { asksForGrant } from '../../shared/delivery/edge.js';
 import { MethodNotAllowedError, NotFoundError } from '../../shared/platform/errors.js';
 import { defineFunction } from '../../shared/platform/handler-contract.js';
@@ -38,8 +41,9 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
   const playlists = new PlaylistCache();
   const cors = createCors({
     origins: config.corsOrigins,
-    methods: ['GET', 'HEAD', 'OPTIONS'],
-    allowHeaders: ['Range', 'If-Range', 'If-None-Match', 'If-Modified-Since'],
+    methods: ['GET', 'HEAD', 'POST', 'OPTIONS'],
+    // Content-Type: the players' POST of a ClearKey license request.
+    allowHeaders: ['Range', 'If-Range', 'If-None-Match', 'If-Modified-Since', 'Content-Type'],
     exposeHeaders: ['Content-Length', 'Content-Range', 'Accept-Ranges', 'ETag', 'Last-Modified'],
   });
   const fixedHeaders: Record<string, string> = {
@@ -53,11 +57,15 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
   return async (req, res, ctx) => {
     ctx.route = `${req.method} /media/videos/:videoId/:path`;
     if (req.method === 'OPTIONS') return cors.preflight(req, res);
-    if (req.method !== 'GET' && req.method !== 'HEAD') throw new MethodNotAllowedError(['GET', 'HEAD', 'OPTIONS']);
-
     const url = parseMediaUrl(req.url ?? '/');
     const attempt: AccessAttempt = { action: 'stream', req, requestId: ctx.requestId, videoId: url.videoId, resource: url.rest };
     const fileHeaders = { ...fixedHeaders, ...cors.headers(req) };
+    if (isContentKeyPath(url.rest)) {
+      ctx.route = `${req.method} /media/videos/:videoId/:dir/clearkey`;
+      if (req.method !== 'POST') throw new MethodNotAllowedError(['POST', 'OPTIONS']);
+      return answerContentKey({ videoDir: config.videoDir, keys, tokens, access }, res, url, attempt, fileHeaders);
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') throw new MethodNotAllowedError(['GET', 'HEAD', 'OPTIONS']);
     if (asksForGrant(req)) return answerGrant({ videoDir: config.videoDir, tokens, access }, req, res, url, attempt, fileHeaders);
 
     const { token, mediaPath, ...opened } = await access.check(attempt, async () => {

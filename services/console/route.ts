@@ -56,8 +56,8 @@ export const SECURITY_HEADERS = {
 export function consoleFiles(root: string): Map<string, string> {
   const require = createRequire(path.join(root, 'package.json'));
   const staticDir = path.join(root, 'services/console/static');
-  // dashjs exports only its bundles' entry points; the smaller media-player build sits beside them.
-  const dashDir = path.dirname(require.resolve('dashjs'));
+  // dashjs exports only its bundles' entry points; the full build (the media player with EME
+  // protection, which encrypted renditions need) is the one it resolves to.
   return new Map([
     ['', path.join(staticDir, 'index.html')],
     ['index.html', path.join(staticDir, 'index.html')],
@@ -65,7 +65,7 @@ export function consoleFiles(root: string): Map<string, string> {
     ['styles.css', path.join(staticDir, 'styles.css')],
     ['vendor/tus.min.js', require.resolve('tus-js-client/dist/tus.min.js')],
     ['vendor/hls.min.js', require.resolve('hls.js/dist/hls.min.js')],
-    ['vendor/dash.mediaplayer.min.js', path.join(dashDir, 'dash.mediaplayer.min.js')],
+    ['vendor/dash.all.min.js', require.resolve('dashjs')],
   ]);
 }
 

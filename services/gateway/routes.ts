@@ -37,7 +37,8 @@ export const PUBLIC_ROUTES: readonly PublicRoute[] = [
   // Before stream, whose pattern covers `/hold` (never a media path: no extension).
   { pattern: `^/media/videos/${UUID}$`, methods: ['PATCH', 'DELETE', 'OPTIONS'], function: 'videos' },
   { pattern: `^/media/videos/${UUID}/hold$`, methods: ['PUT', 'DELETE', 'OPTIONS'], function: 'videos' },
-  { pattern: '^/media/videos/[^/]+/.+$', methods: ['GET', 'HEAD', 'OPTIONS'], function: 'stream' },
+  // POST: the content-key URL of encrypted renditions (`<dir>/clearkey`).
+  { pattern: '^/media/videos/[^/]+/.+$', methods: ['GET', 'HEAD', 'POST', 'OPTIONS'], function: 'stream' },
   { pattern: '^/admin/audit/report$', methods: ['GET'], function: 'audit-report' },
   { pattern: `^/admin/webhooks(/${UUID}(/rotate)?)?$`, methods: ['GET', 'POST', 'DELETE'], function: 'webhooks' },
 ];

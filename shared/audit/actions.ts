@@ -12,6 +12,7 @@ export const AUDIT_ACTIONS = {
   stream: 'access',
   metadata: 'access',
   renditions: 'access',
+  content_key: 'access',
   finalize: 'upload',
   'transcode.queued': 'transcode',
   'transcode.requeued': 'transcode',

@@ -29,10 +29,15 @@ interface KeyFile extends WrappedKey {
 }
 
 /** What a derived key protects; each gets its own key, so no nonce space is shared between formats. */
-export type KeyPurpose = 'original' | 'meta';
+export type KeyPurpose = 'original' | 'meta' | 'rendition';
 
 export function deriveKey(dataKey: Buffer, purpose: KeyPurpose): Buffer {
   return Buffer.from(hkdfSync('sha256', dataKey, Buffer.alloc(0), `pulsevault ${purpose} v1`, 32));
+}
+
+/** The 128-bit content key of a video's renditions (CENC is AES-128): what the key URL hands a player. */
+export function renditionKey(dataKey: Buffer): Buffer {
+  return deriveKey(dataKey, 'rendition').subarray(0, 16);
 }
 
 const CHECK_CONTEXT = 'pulsevault-kek-check';

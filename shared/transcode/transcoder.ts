@@ -30,6 +30,9 @@ import type { Redis } from '../platform/redis.js';
 import { enqueueFanOut, enqueueJoin } from './job.js';
 import type { TranscodeJob } from './queue.js';
 import { buildChunkCommand, buildEncodeCommand, buildJoinCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME, SEGMENT_SECONDS, type EncodeOptions } from './ffmpeg-command.js';
+import { encryptRenditions } from './encrypt-renditions.js';
+import { CencError } from '../crypto/cenc.js';
+import { renditionKey } from '../keys/video-keys.js';
 import { thumbnailOutput, THUMBNAIL_INDEX, writeThumbnailIndex, type ThumbnailRange } from './thumbnails.js';
 import {
   checkChunkCovers,
@@ -323,6 +326,7 @@ async function publishLadder(deps: TranscoderDeps, job: TranscodeJob, step: Vide
   const top = rungs[rungs.length - 1]!;
   await runFfmpeg(buildPosterCommand(step.source, path.join(workDir, POSTER_NAME), Math.min(probed.duration / 2, 2), top));
   await writePlaylists(workDir, streams, probed.fps);
+  await encryptIfKeyed(store, videoId, workDir);
   await publishDir(workDir, videoDir, OUTPUT_DIR);
   step.workDir = null;
 
@@ -350,6 +354,18 @@ async function publishLadder(deps: TranscoderDeps, job: TranscodeJob, step: Vide
   duration().observe({ ladder: top.name }, seconds);
   log.info({ videoId, renditions, seconds, attempt: job.attempt, joined: plan?.starts.length ?? 0 }, 'transcoded');
   return { outcome: 'transcoded', renditions, seconds };
+}
+
+/** A video with a data key gets encrypted renditions; one stored in the clear keeps clear ones (as before encryption at rest). */
+async function encryptIfKeyed(store: MediaStore, videoId: string, workDir: string): Promise<void> {
+  const dataKey = await store.keys?.dataKey(videoId);
+  if (!dataKey) return;
+  try {
+    await encryptRenditions(workDir, videoId, renditionKey(dataKey));
+  } catch (err) {
+    // Not passing: the same encode would be refused again (an AV1 ladder, docs/transcoding.md).
+    throw err instanceof CencError ? new UnprocessableError(`the renditions cannot be encrypted: ${err.message}`, 'renditions_not_encryptable') : err;
+  }
 }
 
 /** What a part of a fanned-out video starts from, or its answer when nothing is left to do (published, or failed). */
@@ -450,6 +466,7 @@ async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, request
       const { args, streams } = buildEncodeCommand({ ...plan.settings, rungs: [lowest], codecs: [plan.settings.codecs[0]!], source, outDir: workDir });
       await runEncode(config, args, lease, probed.duration, async () => undefined, log);
       await writePlaylists(workDir, streams, probed.fps);
+      await encryptIfKeyed(store, videoId, workDir);
       await publishDir(workDir, videoDir, PREVIEW_DIR);
       log.info({ videoId, rendition: lowest.name, seconds: (Date.now() - started) / 1000 }, 'preview published');
     }

@@ -8,6 +8,9 @@
  * token; an expired token plays nothing; ffprobe reads the signed master over
  * HTTP; an upload paused and reloaded resumes where it stopped.
  *
+ * The stack has a MEDIA_KEK: the clip is stored encrypted and its renditions are CENC, so both
+ * players fetch the content key from the key URL.
+ *
  * One stack, one browser and one clip (transcoded once) for the whole file.
  */
 import { execFile } from 'node:child_process';
@@ -100,7 +103,8 @@ describe('web console and real players, end to end', () => {
     mkdirSync(ARTIFACTS, { recursive: true });
     // 640x360 with audio: the ladder 240p,360p gives two video rungs (never upscaled).
     [stack, clip] = await Promise.all([
-      startStack({ env: { NODE_ENV: 'development', RENDITIONS: '240p,360p', TOKEN_CLOCK_SKEW_SECONDS: '0', LOG_LEVEL: 'warn' } }),
+      // A KEK: the original is stored encrypted and the renditions CENC-encrypted, so the players fetch the content key (the other e2e files play clear videos).
+      startStack({ env: { NODE_ENV: 'development', RENDITIONS: '240p,360p', TOKEN_CLOCK_SKEW_SECONDS: '0', LOG_LEVEL: 'warn', MEDIA_KEK: `e2e:${randomBytes(32).toString('base64')}` } }),
       makeClip(path.join(workDir, 'clip.mp4'), { seconds: 6, width: 640, height: 360 }),
     ]);
     devToken = await waitFor(() => /^PULSEVAULT_DEV_TOKEN=(\S+)$/m.exec(stack.output())?.[1], 15_000, 'the dev token on the stack output');
@@ -256,6 +260,10 @@ describe('web console and real players, end to end', () => {
       expect(s.status, s.url.pathname).toBe(200);
     }
     expect([...(await fetchedRungs())].sort((a, b) => a - b)).toEqual([...new Set(rungs.values())].sort((a, b) => a - b));
+    // The renditions are encrypted: the player got the content key from the key URL beside the playlist.
+    const keyFetches = media.filter((s) => s.url.pathname === videoUrl('hls/clearkey'));
+    expect(keyFetches.length).toBeGreaterThan(0);
+    expect(keyFetches.every((s) => s.request.method() === 'POST' && s.headers['cache-control'] === 'no-store')).toBe(true);
     expect(await page.locator('#alert').isHidden()).toBe(true);
   }
 
@@ -305,6 +313,8 @@ describe('web console and real players, end to end', () => {
     await page.getByRole('button', { name: 'Refresh' }).click();
     const card = page.locator(`#library-list .card[data-video-id="${videoId}"]`);
     await card.waitFor({ timeout: PLAY_DEADLINE });
+    // The card of an earlier listing (taken while the video was queued) may still be shown until the refresh lands.
+    await waitFor(async () => (await card.locator('.badge').textContent()) === 'transcoded', PLAY_DEADLINE, 'the refreshed card', 100);
     expect(await card.locator('.card-title').textContent()).toBe('End-to-end clip');
     expect(await card.locator('.duration').textContent()).toBe('0:06');
     expect(await card.locator('.badge').textContent()).toBe('transcoded');

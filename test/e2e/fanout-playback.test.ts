@@ -27,7 +27,7 @@ const TYPES: Record<string, string> = { '.m3u8': 'application/vnd.apple.mpegurl'
  * `from` to `to`, counting `waiting` events after playback began.
  */
 const PAGE = `<!doctype html><meta charset="utf-8"><title>fan-out playback</title>
-<script src="/vendor/hls.min.js"></script><script src="/vendor/dash.mediaplayer.min.js"></script>
+<script src="/vendor/hls.min.js"></script><script src="/vendor/dash.all.min.js"></script>
 <script>
 async function playAcross(kind, url, from, to) {
   const video = document.createElement('video');

@@ -6,11 +6,14 @@
  *    one after another (what the single-pass split design saves). Plus the
  *    realtime factor (clip seconds per wall second).
  */
+import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfig } from '../../../shared/platform/config.js';
 import { probe } from '../../../shared/video/probe.js';
 import { buildEncodeCommand, encodeOptionsFor } from '../../../shared/transcode/ffmpeg-command.js';
+import { encryptRenditions } from '../../../shared/transcode/encrypt-renditions.js';
+import { newId } from '../../../shared/platform/ids.js';
 import type { BenchContext } from '../context.js';
 import { makeClip } from '../media.js';
 import type { Row } from '../table.js';
@@ -43,6 +46,10 @@ export async function benchTranscode(ctx: BenchContext): Promise<Row[]> {
   const single = buildEncodeCommand(options).args;
   ctx.progress('5. the same ffmpeg command by hand');
   const handSeconds = await timeOnce(ffmpeg, single);
+  ctx.progress('5. CENC-encrypting what it wrote (encrypted renditions)');
+  const encryptStarted = performance.now();
+  await encryptRenditions(outDir, newId(), randomBytes(16));
+  const encryptSeconds = (performance.now() - encryptStarted) / 1000;
 
   ctx.progress(`5. one ffmpeg per rung (${options.rungs.length} rungs)`);
   const perRung: string[][] = [];
@@ -86,6 +93,15 @@ export async function benchTranscode(ctx: BenchContext): Promise<Row[]> {
       referenceName: 'the same ffmpeg command by hand',
       better: 'higher',
       commands: [pipeline, commandLine(ffmpeg, single)],
+    },
+    {
+      scenario: '5d. Encrypted renditions: the ffmpeg command + CENC packaging vs the ffmpeg command alone',
+      pulsevault: { value: handSeconds + encryptSeconds, unit: 's' },
+      reference: { value: handSeconds, unit: 's' },
+      referenceName: "the transcoder's ffmpeg command run by hand (clear segments, as before encryption at rest)",
+      better: 'lower',
+      commands: [commandLine(ffmpeg, single), 'then encryptRenditions(outDir) in this process (shared/transcode/encrypt-renditions.ts): every init and media segment rewritten, manifest and playlists signalled'],
+      note: `CENC packaging alone: ${encryptSeconds.toFixed(2)} s; 5a's pipeline includes it (the bench stack has a development MEDIA_KEK)`,
     },
   ];
 }

@@ -722,6 +722,16 @@
     await (p.kind === 'hls' ? playHls : playDash)(at);
   }
 
+  /**
+   * The content-key URL of encrypted renditions (ClearKey, docs/api.md): beside the signed playlist,
+   * with its token. Clear renditions never ask for it.
+   */
+  function contentKeyUrl(signedPlaylistUrl) {
+    const u = new URL(signedPlaylistUrl, location.href);
+    u.pathname = u.pathname.replace(/[^/]+$/, 'clearkey');
+    return u.toString();
+  }
+
   async function playHls(startAt = 0) {
     const w = watching;
     if (!w?.outputs?.hlsMaster) return;
@@ -737,7 +747,13 @@
     }
     // A short forward buffer, as dash.js keeps (12 s): on loopback hls.js would fetch a whole short
     // video at once, and a deletion or an expired token would then go unnoticed until its end.
-    const hls = new window.Hls({ startPosition: startAt > 0 ? startAt : -1, maxBufferLength: 12, maxMaxBufferLength: 12 });
+    const hls = new window.Hls({
+      startPosition: startAt > 0 ? startAt : -1,
+      maxBufferLength: 12,
+      maxMaxBufferLength: 12,
+      emeEnabled: true,
+      drmSystems: { 'org.w3.clearkey': { licenseUrl: contentKeyUrl(url) } },
+    });
     const p = { kind: 'hls', instance: hls, videoId: w.videoId, path: w.outputs.hlsMaster };
     player = p;
     hls.on(window.Hls.Events.MANIFEST_PARSED, (_event, data) => {
@@ -762,13 +778,14 @@
     if (!w?.outputs?.dashManifest) return;
     clearAlert();
     destroyPlayer();
-    await loadScript('vendor/dash.mediaplayer.min.js');
+    await loadScript('vendor/dash.all.min.js');
     const url = await signedUrl(w.videoId, w.outputs.dashManifest);
     const dash = window.dashjs.MediaPlayer().create();
     const events = window.dashjs.MediaPlayer.events;
     const p = { kind: 'dash', instance: dash, videoId: w.videoId, path: w.outputs.dashManifest };
     player = p;
     dash.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: true } } } });
+    dash.setProtectionData({ 'org.w3.clearkey': { serverURL: contentKeyUrl(url) } });
     dash.on(events.STREAM_INITIALIZED, () => {
       fillRenditions(dash.getRepresentationsByType('video').map((r) => r.height), -1);
     });
