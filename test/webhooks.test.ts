@@ -3,8 +3,8 @@
  * unmodified (a rotation's two secrets both verify), the outbox written in the same locked step
  * as meta.json with no PHI in it, the allow-list bypass corpus refused at connect time, and the
  * sender against a real redis-server and a real HTTP receiver on loopback: a receiver failing
- * three times then succeeding, a receiver down across a Redis restart that lost its data, a
- * delivery claimed by a sender that died mid-delivery made again with the same webhook-id.
+ * three times then succeeding, a receiver down across a Redis restart that lost its data, the
+ * sender process killed -9 mid-delivery and restarted: delivered again with the same webhook-id.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -24,6 +24,7 @@ import { outboxDir, webhooksDir, type WebhookEvent } from '../shared/webhooks/ev
 import { WebhookSender } from '../shared/webhooks/sender.js';
 import { signDelivery } from '../shared/webhooks/signing.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
+import { baseTestEnv, spawnNode } from './helpers/node-process.js';
 import { waitFor } from './helpers/wait.js';
 
 const log = createLogger('webhooks-test', 'error');
@@ -177,31 +178,37 @@ describe('outbox and sender (real redis-server, real receiver)', () => {
     }
   });
 
-  it('a delivery claimed by a sender that died mid-delivery is made again, same webhook-id, after its claim lapses', async () => {
+  it('the sender process killed -9 mid-delivery: restarted, it delivers again with the same webhook-id, and the outbox empties', async () => {
     let hang = true;
     const rx = await receiver((_, res) => (hang ? undefined : res.writeHead(200).end()));
     const endpoints = new EndpointStore(webhooksDir(videoDir()));
     const ep = await endpoints.create({ url: rx.url, events: ['video.failed'] }, LOOPBACK, false);
     const store = new MediaStore(videoDir(), conn);
-    await markFailed(store, '6b1f3c2e-1d2a-4b3c-9d4e-5f6a7b8c9d0e', 'ffmpeg');
-    // The first sender claims the delivery for 500 ms and is then gone, its request unanswered.
-    const dying = new Deliverer(LOOPBACK, 60_000, false);
-    const first = sender(dying, 500);
-    first.start();
-    await waitFor(() => rx.hits.length === 1, 10_000, 'the first attempt');
-    void first.stop();
-    hang = false;
-    const deliverer = new Deliverer(LOOPBACK, 10_000, false);
-    const second = sender(deliverer, 500);
-    second.start();
+    const videoId = '5a0e3c2e-1d2a-4b3c-9d4e-5f6a7b8c9d0e';
+    await store.write(meta(videoId));
+    await markFailed(store, videoId, 'ffmpeg');
+    // The real service as a Deployment runs it; a 1 s attempt deadline makes its claim 3 s.
+    const env = { ...baseTestEnv(), REDIS_URL: redis.url, VIDEO_DIR: videoDir(), WEBHOOK_ALLOWED_HOSTS: '127.0.0.1/32', WEBHOOK_TIMEOUT_SECONDS: '1', WEBHOOK_RETRY_BASE: '50ms' };
+    const first = spawnNode(['dist/services/webhook-sender/main.js'], env);
+    let second: ReturnType<typeof spawnNode> | null = null;
     try {
-      await waitFor(() => rx.hits.length >= 2, 10_000, 'the delivery made again');
+      await waitFor(() => {
+        if (first.child.exitCode !== null) throw new Error(`the sender exited: ${first.output()}`);
+        return rx.hits.length >= 1;
+      }, 15_000, 'the first attempt, held open by the receiver');
+      first.child.kill('SIGKILL');
+      expect(await first.exited).toBe(null);
+      // Its claim on the delivery is still in Redis; nothing answered the request.
+      expect(readdirSync(outboxDir(videoDir()))).toHaveLength(1);
+      hang = false;
+      second = spawnNode(['dist/services/webhook-sender/main.js'], env);
+      await waitFor(() => rx.hits.length >= 2 && readdirSync(outboxDir(videoDir())).length === 0, 15_000, 'the delivery made again by the restarted sender');
       expect(rx.hits[1]!.headers['webhook-id']).toBe(rx.hits[0]!.headers['webhook-id']);
-      expect(new Webhook(ep.secrets[0]!.secret).verify(rx.hits[1]!.body, rx.hits[1]!.headers)).toMatchObject({ type: 'video.failed', data: { status: 'failed' } });
+      for (const hit of rx.hits) expect(new Webhook(ep.secrets[0]!.secret).verify(hit.body, hit.headers)).toMatchObject({ type: 'video.failed', data: { videoId, status: 'failed' } });
     } finally {
-      await second.stop();
-      deliverer.close();
-      dying.close();
+      first.child.kill('SIGKILL');
+      second?.child.kill('SIGTERM');
+      if (second) expect(await second.exited).toBe(0);
       rx.server.closeAllConnections();
       rx.server.close();
       await endpoints.remove(ep.id);
