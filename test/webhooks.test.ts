@@ -6,6 +6,7 @@
  * three times then succeeding, a receiver down across a Redis restart that lost its data, the
  * sender process killed -9 mid-delivery and restarted: delivered again with the same webhook-id.
  */
+import type { LookupAddress } from 'node:dns';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -117,6 +118,52 @@ describe('allow-list', () => {
       loop.close();
       target.server.close();
       redirecting.server.close();
+    } finally {
+      d.close();
+      rx.server.close();
+    }
+  });
+});
+
+describe('allow-list: DNS answers judged at connect time (the resolver played by the test)', () => {
+  it('refuses names resolving to loopback, the metadata service or IPv4-mapped loopback, and a name whose second answer differs from its first', async () => {
+    // Every connection the receiver answers is closed after it, so each attempt connects (and resolves) anew.
+    const rx = await receiver((_, res) => res.writeHead(204, { connection: 'close' }).end());
+    const port = new URL(rx.url).port;
+    let rebinds = 0;
+    const answers: Record<string, () => LookupAddress[]> = {
+      'loopback.example': () => [{ address: '127.0.0.1', family: 4 }],
+      'metadata.example': () => [{ address: '169.254.169.254', family: 4 }],
+      'mapped.example': () => [{ address: '::ffff:127.0.0.1', family: 6 }],
+      // The receiver first (allowed by its CIDR), the metadata service on the next connect.
+      'rebind.example': () => [{ address: ++rebinds === 1 ? '127.0.0.1' : '169.254.169.254', family: 4 }],
+      'mixed.example': () => [{ address: '169.254.169.254', family: 4 }, { address: '127.0.0.1', family: 4 }],
+    };
+    const asked: string[] = [];
+    const resolve = async (hostname: string): Promise<LookupAddress[]> => {
+      asked.push(hostname);
+      const answer = answers[hostname];
+      if (!answer) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: 'ENOTFOUND' });
+      return answer();
+    };
+    const d = new Deliverer(parseAllowList(['loopback.example', 'metadata.example', 'mapped.example']), 2_000, false, resolve);
+    const headers = signDelivery(['whsec_' + Buffer.alloc(32, 1).toString('base64')], 'msg_x', new Date(), '{}');
+    try {
+      for (const name of ['loopback.example', 'metadata.example', 'mapped.example']) {
+        expect(await d.attempt(`http://${name}:${port}/hooks`, headers, '{}'), name).toEqual({ ok: false, status: null, reason: `EWEBHOOKREFUSED: ${name} resolves only to addresses outside WEBHOOK_ALLOWED_HOSTS` });
+      }
+      expect(rx.hits).toHaveLength(0);
+
+      // With the receiver's loopback allow-listed by CIDR: the rebinding name's first answer is delivered to,
+      // its second (on a new connection) refused; a mixed answer connects only to the allowed address.
+      const byCidr = new Deliverer(parseAllowList(['127.0.0.1/32', 'rebind.example', 'mixed.example']), 2_000, false, resolve);
+      expect(await byCidr.attempt(`http://rebind.example:${port}/hooks`, headers, '{}')).toEqual({ ok: true, status: 204 });
+      expect(await byCidr.attempt(`http://rebind.example:${port}/hooks`, headers, '{}')).toEqual({ ok: false, status: null, reason: 'EWEBHOOKREFUSED: rebind.example resolves only to addresses outside WEBHOOK_ALLOWED_HOSTS' });
+      expect(asked.filter((n) => n === 'rebind.example')).toHaveLength(2);
+      expect(rx.hits).toHaveLength(1);
+      expect(await byCidr.attempt(`http://mixed.example:${port}/hooks`, headers, '{}')).toEqual({ ok: true, status: 204 });
+      expect(rx.hits).toHaveLength(2);
+      byCidr.close();
     } finally {
       d.close();
       rx.server.close();
