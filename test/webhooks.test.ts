@@ -22,7 +22,7 @@ import { addressAllowed, checkEndpointUrl, parseAllowList } from '../shared/webh
 import { Deliverer } from '../shared/webhooks/deliver.js';
 import { EndpointStore, signingSecrets } from '../shared/webhooks/endpoints.js';
 import { outboxDir, webhooksDir, type WebhookEvent } from '../shared/webhooks/events.js';
-import { WebhookSender } from '../shared/webhooks/sender.js';
+import { replayDeadLetters, WebhookSender } from '../shared/webhooks/sender.js';
 import { signDelivery } from '../shared/webhooks/signing.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 import { baseTestEnv, spawnNode } from './helpers/node-process.js';
@@ -187,8 +187,8 @@ describe('outbox and sender (real redis-server, real receiver)', () => {
   });
 
   const videoDir = () => path.join(root, 'videos');
-  const sender = (deliverer: Deliverer, claimMs = 5_000) =>
-    new WebhookSender({ redis: conn, webhooksDir: webhooksDir(videoDir()), deliverer, log, retryBaseMs: 30, retryForMs: 60_000, claimMs, pollMs: 50 });
+  const sender = (deliverer: Deliverer, claimMs = 5_000, retryForMs = 60_000) =>
+    new WebhookSender({ redis: conn, webhooksDir: webhooksDir(videoDir()), deliverer, log, retryBaseMs: 30, retryForMs, claimMs, pollMs: 50 });
 
   it('records the event in the same step as meta.json, with ids, status and times only', async () => {
     const store = new MediaStore(videoDir(), conn);
@@ -217,6 +217,37 @@ describe('outbox and sender (real redis-server, real receiver)', () => {
       await waitFor(() => rx.hits.length >= 4 && readdirSync(outboxDir(videoDir())).length === 0, 20_000, 'four attempts and an empty outbox');
       expect(new Set(rx.hits.map((h) => h.headers['webhook-id'])).size).toBe(1);
       for (const hit of rx.hits) expect(new Webhook(ep.secrets[0]!.secret).verify(hit.body, hit.headers)).toMatchObject({ type: 'video.finalized' });
+    } finally {
+      await s.stop();
+      deliverer.close();
+      rx.server.close();
+      await endpoints.remove(ep.id);
+    }
+  });
+
+  it('retries exhausted: a dead letter on disk, the outbox emptied; `webhooks replay` delivers it, same webhook-id, and the dead letter goes', async () => {
+    let up = false;
+    const rx = await receiver((_, res) => res.writeHead(up ? 204 : 500).end());
+    const endpoints = new EndpointStore(webhooksDir(videoDir()));
+    const ep = await endpoints.create({ url: rx.url, events: ['video.failed'] }, LOOPBACK, false);
+    const store = new MediaStore(videoDir(), conn);
+    const videoId = '4f0e3c2e-1d2a-4b3c-9d4e-5f6a7b8c9d0e';
+    await store.write(meta(videoId));
+    await markFailed(store, videoId, 'ffmpeg');
+    const deliverer = new Deliverer(LOOPBACK, 10_000, false);
+    const s = sender(deliverer, 5_000, 150);
+    const deadDir = path.join(webhooksDir(videoDir()), 'dead', ep.id);
+    s.start();
+    try {
+      await waitFor(() => readdirSync(outboxDir(videoDir())).length === 0 && readdirSync(deadDir).length === 1, 10_000, 'the dead letter');
+      const failedAttempts = rx.hits.length;
+      expect(failedAttempts).toBeGreaterThanOrEqual(1);
+      up = true;
+      expect(await replayDeadLetters(conn, webhooksDir(videoDir()))).toBe(1);
+      await waitFor(() => rx.hits.length > failedAttempts && readdirSync(deadDir).length === 0, 10_000, 'the replayed delivery');
+      expect(new Set(rx.hits.map((h) => h.headers['webhook-id'])).size).toBe(1);
+      expect(new Webhook(ep.secrets[0]!.secret).verify(rx.hits.at(-1)!.body, rx.hits.at(-1)!.headers)).toMatchObject({ type: 'video.failed', data: { videoId } });
+      expect(await replayDeadLetters(conn, webhooksDir(videoDir()))).toBe(0);
     } finally {
       await s.stop();
       deliverer.close();
