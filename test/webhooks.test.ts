@@ -8,7 +8,7 @@
  */
 import type { LookupAddress } from 'node:dns';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Webhook } from 'standardwebhooks';
@@ -20,7 +20,8 @@ import { markFailed, markQueued } from '../shared/video/state.js';
 import { MediaStore, type VideoMeta } from '../shared/video/store.js';
 import { addressAllowed, checkEndpointUrl, parseAllowList } from '../shared/webhooks/allow-list.js';
 import { Deliverer } from '../shared/webhooks/deliver.js';
-import { EndpointStore, signingSecrets } from '../shared/webhooks/endpoints.js';
+import { SecretKek } from '../shared/keys/kek.js';
+import { EndpointStore, endpointStoreFromConfig, signingSecrets } from '../shared/webhooks/endpoints.js';
 import { outboxDir, webhooksDir, type WebhookEvent } from '../shared/webhooks/events.js';
 import { replayDeadLetters, WebhookSender } from '../shared/webhooks/sender.js';
 import { signDelivery } from '../shared/webhooks/signing.js';
@@ -80,6 +81,53 @@ describe('signing', () => {
       expect(signingSecrets(rotated, Date.now() + 120_000)).toEqual([rotated.secrets[0]!.secret]);
       // The endpoint file on disk is the durable record.
       expect(readdirSync(path.join(root, 'endpoints'))).toEqual([`${created.id}.json`]);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('endpoint secrets at rest', () => {
+  it('with a KEK the file holds only the wrapped secret; it reads back, signs, and fails loudly without the KEK', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'pv-wh-'));
+    const kek = new SecretKek({ id: 'k1', key: Buffer.alloc(32, 3) });
+    try {
+      const list = parseAllowList(['hooks.example.com']);
+      const wrapped = new EndpointStore(root, kek);
+      const created = await wrapped.create({ url: 'https://hooks.example.com/in', events: ['video.ready'] }, list, true);
+      const secret = created.secrets[0]!.secret;
+      const file = readFileSync(path.join(root, 'endpoints', `${created.id}.json`), 'utf8');
+      expect(file).not.toContain(secret.slice('whsec_'.length));
+      expect(file).not.toContain(Buffer.from(secret.slice('whsec_'.length), 'base64').toString('hex'));
+      expect(JSON.parse(file).secrets).toEqual([{ wrapped: { kekId: 'k1', alg: 'A256GCMKW', wrapped: expect.any(String) }, expiresAt: null }]);
+      expect((await wrapped.get(created.id)).secrets[0]!.secret).toBe(secret);
+      const body = '{"type":"video.ready"}';
+      expect(new Webhook(secret).verify(body, { ...signDelivery(signingSecrets(await wrapped.get(created.id)), 'msg_1', new Date(), body) })).toEqual(JSON.parse(body));
+      // Without the KEK, or with another one: an error naming the KEK, never the secret; the listing fails instead of dropping it.
+      const clear = new EndpointStore(root);
+      await expect(clear.get(created.id)).rejects.toThrow(/MEDIA_KEK .*wrapped under KEK "k1"/);
+      await expect(clear.list()).rejects.toThrow(/MEDIA_KEK/);
+      const other = new EndpointStore(root, new SecretKek({ id: 'k2', key: Buffer.alloc(32, 4) }));
+      const refused = await other.get(created.id).catch((err: Error) => err);
+      expect(refused).toBeInstanceOf(Error);
+      expect(String((refused as Error).message)).toMatch(/KEK "k1"/);
+      expect(String((refused as Error).message)).not.toContain(secret.slice(6));
+      // A wrapped secret copied onto another endpoint does not open (bound to the endpoint's id).
+      const second = await wrapped.create({ url: 'https://hooks.example.com/other', events: ['video.ready'] }, list, true);
+      const secondFile = path.join(root, 'endpoints', `${second.id}.json`);
+      writeFileSync(secondFile, JSON.stringify({ ...JSON.parse(readFileSync(secondFile, 'utf8')), secrets: JSON.parse(file).secrets }));
+      await expect(wrapped.get(second.id)).rejects.toThrow(/does not open/);
+
+      // A file written before the KEK (in the clear) still reads; its next change (a rotation) is written wrapped.
+      const legacy = await clear.create({ url: 'https://hooks.example.com/legacy', events: ['video.ready'] }, list, true);
+      expect((await wrapped.get(legacy.id)).secrets[0]!.secret).toBe(legacy.secrets[0]!.secret);
+      const rotated = await wrapped.rotate(legacy.id, 60_000);
+      const legacyFile = readFileSync(path.join(root, 'endpoints', `${legacy.id}.json`), 'utf8');
+      for (const s of rotated.secrets) expect(legacyFile).not.toContain(s.secret.slice(6));
+      expect(signingSecrets(await wrapped.get(legacy.id))).toEqual(signingSecrets(rotated));
+
+      // Production without MEDIA_KEK does not start with endpoint secrets in the clear.
+      expect(() => endpointStoreFromConfig({ videoDir: path.join(root, 'videos'), mediaKek: null, nodeEnv: 'production' })).toThrow(/MEDIA_KEK is required in production/);
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
@@ -259,14 +307,16 @@ describe('outbox and sender (real redis-server, real receiver)', () => {
   it('the sender process killed -9 mid-delivery: restarted, it delivers again with the same webhook-id, and the outbox empties', async () => {
     let hang = true;
     const rx = await receiver((_, res) => (hang ? undefined : res.writeHead(200).end()));
-    const endpoints = new EndpointStore(webhooksDir(videoDir()));
+    // The endpoint's secret wrapped by the KEK the sender process is given (as in production).
+    const kek = { id: 'k1', key: Buffer.alloc(32, 9) };
+    const endpoints = new EndpointStore(webhooksDir(videoDir()), new SecretKek(kek));
     const ep = await endpoints.create({ url: rx.url, events: ['video.failed'] }, LOOPBACK, false);
     const store = new MediaStore(videoDir(), conn);
     const videoId = '5a0e3c2e-1d2a-4b3c-9d4e-5f6a7b8c9d0e';
     await store.write(meta(videoId));
     await markFailed(store, videoId, 'ffmpeg');
     // The real service as a Deployment runs it; a 1 s attempt deadline makes its claim 3 s.
-    const env = { ...baseTestEnv(), REDIS_URL: redis.url, VIDEO_DIR: videoDir(), WEBHOOK_ALLOWED_HOSTS: '127.0.0.1/32', WEBHOOK_TIMEOUT_SECONDS: '1', WEBHOOK_RETRY_BASE: '50ms' };
+    const env = { ...baseTestEnv(), REDIS_URL: redis.url, VIDEO_DIR: videoDir(), WEBHOOK_ALLOWED_HOSTS: '127.0.0.1/32', WEBHOOK_TIMEOUT_SECONDS: '1', WEBHOOK_RETRY_BASE: '50ms', MEDIA_KEK: `k1:${kek.key.toString('base64')}` };
     const first = spawnNode(['dist/services/webhook-sender/main.js'], env);
     let second: ReturnType<typeof spawnNode> | null = null;
     try {

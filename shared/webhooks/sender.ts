@@ -79,6 +79,8 @@ export interface SenderOptions {
   redis: Redis;
   /** `<MEDIA_ROOT>/webhooks`: outbox/, endpoints/, dead/. */
   webhooksDir: string;
+  /** The endpoints (their secrets wrapped by the KEK in production); default: `<webhooksDir>/endpoints`, secrets in the clear. */
+  endpoints?: EndpointStore;
   deliverer: Deliverer;
   log: Logger;
   /** First retry delay; doubles per attempt, full jitter, capped at an hour. */
@@ -111,7 +113,7 @@ export class WebhookSender {
   private timer: NodeJS.Timeout | null = null;
 
   constructor(private readonly o: SenderOptions) {
-    this.endpoints = new EndpointStore(o.webhooksDir);
+    this.endpoints = o.endpoints ?? new EndpointStore(o.webhooksDir);
   }
 
   get outbox(): string {
