@@ -107,6 +107,8 @@ describe('endpoint secrets at rest', () => {
       const clear = new EndpointStore(root);
       await expect(clear.get(created.id)).rejects.toThrow(/MEDIA_KEK .*wrapped under KEK "k1"/);
       await expect(clear.list()).rejects.toThrow(/MEDIA_KEK/);
+      // What an admin lists needs no secret, hence no KEK.
+      expect(await clear.views()).toEqual([{ id: created.id, url: 'https://hooks.example.com/in', events: ['video.ready'], createdAt: created.createdAt }]);
       const other = new EndpointStore(root, new SecretKek({ id: 'k2', key: Buffer.alloc(32, 4) }));
       const refused = await other.get(created.id).catch((err: Error) => err);
       expect(refused).toBeInstanceOf(Error);

@@ -59,7 +59,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
       await store.remove(id);
       res.writeHead(204, { 'Cache-Control': 'no-store' }).end();
     } else if (req.method === 'GET') {
-      sendJson(res, 200, { endpoints: (await store.list()).map(endpointView) }, { 'Cache-Control': 'no-store' });
+      sendJson(res, 200, { endpoints: await store.views() }, { 'Cache-Control': 'no-store' });
     } else {
       const created = await store.create(await readJsonBody(req), allowList, production);
       // Audited after the file exists (its id is only known then); an audit outage removes it again.

@@ -45,7 +45,7 @@ const wrapContext = (endpointId: string) => `webhook-endpoint:${endpointId}`;
 
 /** What an admin may see of an endpoint after its creation: everything but the secrets. */
 export type EndpointView = Omit<EndpointRecord, 'secrets'>;
-export const endpointView = ({ secrets: _s, ...rest }: EndpointRecord): EndpointView => rest;
+export const endpointView = ({ secrets: _s, ...rest }: EndpointView & { secrets: unknown }): EndpointView => rest;
 
 export const createSchema = z.strictObject({
   url: z.string().max(2048),
@@ -88,15 +88,18 @@ export class EndpointStore {
   }
 
   async get(id: string): Promise<EndpointRecord> {
-    let stored: StoredRecord;
+    const stored = await this.stored(id);
+    const secrets = await Promise.all(stored.secrets.map(async (s) => ('secret' in s ? s : { secret: await this.unwrap(s.wrapped, stored.id), expiresAt: s.expiresAt })));
+    return { ...stored, secrets };
+  }
+
+  private async stored(id: string): Promise<StoredRecord> {
     try {
-      stored = storedSchema.parse(JSON.parse(await readFile(this.file(id), 'utf8')));
+      return storedSchema.parse(JSON.parse(await readFile(this.file(id), 'utf8')));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError('no such webhook endpoint');
       throw err;
     }
-    const secrets = await Promise.all(stored.secrets.map(async (s) => ('secret' in s ? s : { secret: await this.unwrap(s.wrapped, stored.id), expiresAt: s.expiresAt })));
-    return { ...stored, secrets };
   }
 
   private async unwrap(wrapped: WrappedKey, endpointId: string): Promise<string> {
@@ -104,16 +107,26 @@ export class EndpointStore {
     return `${SECRET_PREFIX}${(await this.kek.unwrap(wrapped, wrapContext(endpointId))).toString('base64')}`;
   }
 
-  async list(): Promise<EndpointRecord[]> {
+  /** Every endpoint with its secrets (the sender). */
+  list(): Promise<EndpointRecord[]> {
+    return this.every((id) => this.get(id));
+  }
+
+  /** Every endpoint as an admin sees it: no secret is read, so no KEK is needed (GET /admin/webhooks, `pulsevault webhooks list`). */
+  async views(): Promise<EndpointView[]> {
+    return (await this.every((id) => this.stored(id))).map(endpointView);
+  }
+
+  private async every<T extends { createdAt: string }>(read: (id: string) => Promise<T>): Promise<T[]> {
     const names = await readdirIfExists(this.dir);
     const ids = names.filter((n) => n.endsWith('.json') && isUuid(n.slice(0, -5))).map((n) => n.slice(0, -5));
     // Only a file removed since the listing is skipped: one that does not read (a KEK missing) is an error, not an endpoint dropped.
-    const records = await Promise.all(ids.map((id) => this.get(id).catch((err: unknown) => (err instanceof NotFoundError ? null : Promise.reject(err)))));
-    return records.filter((r): r is EndpointRecord => r !== null).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+    const records = await Promise.all(ids.map((id) => read(id).catch((err: unknown) => (err instanceof NotFoundError ? null : Promise.reject(err)))));
+    return records.filter((r): r is Awaited<T> => r !== null).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
 
   async remove(id: string): Promise<void> {
-    await this.get(id);
+    await this.stored(id);
     await rm(this.file(id), { force: true });
   }
 
