@@ -345,6 +345,41 @@ describe('outbox and sender (real redis-server, real receiver)', () => {
     }
   });
 
+  it('Redis losing its data while one endpoint’s delivery is in flight: that delivery settling does not remove the event another endpoint still needs', async () => {
+    let release: (() => void) | null = null;
+    // A holds its first request open (answered after the loss); a repeat is answered at once.
+    const a = await receiver((n, res) => (n === 1 ? (release = () => res.writeHead(204).end()) : res.writeHead(204).end()));
+    let bUp = false;
+    const b = await receiver((_, res) => res.writeHead(bUp ? 204 : 503).end());
+    const endpoints = new EndpointStore(webhooksDir(videoDir()));
+    const epA = await endpoints.create({ url: a.url, events: ['video.failed'] }, LOOPBACK, false);
+    const epB = await endpoints.create({ url: b.url, events: ['video.failed'] }, LOOPBACK, false);
+    const store = new MediaStore(videoDir(), conn);
+    const videoId = '3e0e3c2e-1d2a-4b3c-9d4e-5f6a7b8c9d0e';
+    await store.write(meta(videoId));
+    await markFailed(store, videoId, 'ffmpeg');
+    const deliverer = new Deliverer(LOOPBACK, 10_000, false);
+    const s = sender(deliverer);
+    s.start();
+    try {
+      await waitFor(() => a.hits.length === 1 && b.hits.length >= 1, 10_000, 'both endpoints tried');
+      await redis.kill(); // every delivery state gone while A's request is open
+      await redis.start();
+      release!();
+      bUp = true;
+      await waitFor(() => b.hits.some((h, i) => i > 0) && readdirSync(outboxDir(videoDir())).length === 0, 20_000, 'B delivered after the loss');
+      expect(new Set([...a.hits, ...b.hits].map((h) => h.headers['webhook-id'])).size).toBe(1);
+    } finally {
+      await s.stop();
+      deliverer.close();
+      a.server.closeAllConnections();
+      a.server.close();
+      b.server.close();
+      await endpoints.remove(epA.id);
+      await endpoints.remove(epB.id);
+    }
+  });
+
   it('a receiver down across a Redis restart that lost its data still gets the event, rebuilt from the outbox', async () => {
     let up = false;
     const rx = await receiver((_, res) => res.writeHead(up ? 200 : 503).end());

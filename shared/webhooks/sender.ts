@@ -18,10 +18,11 @@
  * production), then dead-lettered: `<webhooks>/dead/<endpointId>/<eventId>.json`, durable, until
  * `pulsevault webhooks replay` schedules it again.
  *
- * Per delivery the hot path is one claim script, the POST, and one settle transaction: the
- * endpoint record comes from the last scan (a deleted endpoint is confirmed on disk before its
- * deliveries are dropped; a rotation signs with the new secret from the next scan on, ≤ pollMs
- * later, while the old one is still valid), and the event's bytes from the scan that fed it.
+ * Per delivery the hot path is one script (settle the last event, claim the next) and the POST:
+ * the endpoint record comes from the last scan (a deletion or a rotation is seen at the next
+ * scan, ≤ pollMs later; the old secret is still valid meanwhile; an endpoint the scan no longer
+ * lists is confirmed gone on disk before its deliveries are dropped), and the event's bytes from
+ * the scan that fed it.
  *
  * Redis lost its data: the fed keys are gone too, so the next scan fans every event still in the
  * outbox out again. An endpoint that already had it sees the same `webhook-id` again (receivers
@@ -53,14 +54,15 @@ const EPOCH = 'pulsevault:webhooks:epoch';
 // dead-lettered, or gone), then claim the earliest due one (its score moves a lease ahead, so two
 // senders never take the same one). KEYS: due set, attempts hash, the settled event's targets.
 // ARGV: now, lease end, settled event id ('' for none), endpoint id, claim (1) or only settle (0).
-// Returns {endpoints still to get the settled event (-1: none settled), claimed id, replayed dead letter}.
+// Returns {endpoints still to get the settled event (-1: none settled, or this endpoint was no longer
+// among its targets: Redis lost them, and the outbox file must stay for the scan to feed it again), claimed id,
+// replayed dead letter}.
 const STEP = `
 local left = -1
 if ARGV[3] ~= '' then
   redis.call('ZREM', KEYS[1], ARGV[3])
   redis.call('HDEL', KEYS[2], ARGV[3] .. ':n', ARGV[3] .. ':first', ARGV[3] .. ':dead')
-  redis.call('SREM', KEYS[3], ARGV[4])
-  left = redis.call('SCARD', KEYS[3])
+  if redis.call('SREM', KEYS[3], ARGV[4]) == 1 then left = redis.call('SCARD', KEYS[3]) end
 end
 if ARGV[5] ~= '1' then return {left} end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
