@@ -11,6 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
+import ipaddr from 'ipaddr.js';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { describeVariables } from '../shared/platform/config.js';
@@ -431,7 +432,11 @@ describe('workloads', () => {
 describe('network policies', () => {
   // The base install; the optional KEDA component adds one policy of its own (checked last).
   const policies = manifests.filter((m) => m.doc.kind === 'NetworkPolicy' && !m.file.includes('/keda/')).map((m) => m.doc);
-  const selects = (sel: Obj | undefined, labels: Record<string, string>) => Object.entries(sel?.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
+  const selects = (sel: Obj | undefined, labels: Record<string, string>) =>
+    Object.entries(sel?.matchLabels ?? {}).every(([k, v]) => labels[k] === v) &&
+    ((sel?.matchExpressions ?? []) as Obj[]).every(({ key, operator, values }) =>
+      operator === 'In' ? values.includes(labels[key]) : operator === 'NotIn' ? !values.includes(labels[key]) : operator === 'Exists' ? key in labels : operator === 'DoesNotExist' ? !(key in labels) : false,
+    );
   const functionPodLabels = stack.functions.map((f) => ({ faas_function: f.name, ...f.labels }));
   const podLabels = (kind: string, name: string) => podTemplate(named(kind, name)).metadata.labels as Record<string, string>;
   /** Peers allowed to reach a pod with these labels on a port, as [namespaceSelector?, podSelector?] pairs. */
@@ -506,6 +511,28 @@ describe('network policies', () => {
     expect(reaches(podLabels('Deployment', 'media-edge'))).toBe(false);
     expect(reaches(podLabels('CronJob', 'pulsevault-scrub'))).toBe(false);
     expect(reaches({ app: 'anything-else' })).toBe(false);
+  });
+
+  it('only the webhook sender may leave the cluster: every other pod reaches cluster pods and private networks only, never the metadata service', () => {
+    const inNamespace = (kind: string) => manifests.filter((m) => m.doc.kind === kind && m.doc.metadata.namespace === 'openfaas-fn' && !m.file.includes('/keda/')).map((m) => ({ name: `${kind} ${m.doc.metadata.name}`, labels: podTemplate(m.doc).metadata.labels as Record<string, string> }));
+    const pods: { name: string; labels: Record<string, string> }[] = [...functionPodLabels.map((labels) => ({ name: `function ${labels.faas_function}`, labels: labels as Record<string, string> })), ...['Deployment', 'StatefulSet', 'CronJob'].flatMap(inNamespace)];
+    expect(pods.map((p) => p.name)).toEqual(expect.arrayContaining(['function webhooks', 'Deployment webhook-sender', 'Deployment queue-connector', 'Deployment audit-writer', 'Deployment media-edge', 'StatefulSet redis']));
+    // Where a pod's egress may go: null = anywhere (no Egress policy selects it); else the union of every rule.
+    const egressOf = (labels: Record<string, string>) => {
+      const own = policies.filter((p) => p.spec.policyTypes.includes('Egress') && selects(p.spec.podSelector, labels));
+      return own.length === 0 ? null : own.flatMap((p) => (p.spec.egress ?? []) as Obj[]).flatMap((r) => (r.to ?? [{ ipBlock: { cidr: '0.0.0.0/0' } }]) as Obj[]);
+    };
+    const reachesAddress = (peers: Obj[], address: string) =>
+      peers.some((p) => p.ipBlock && ipaddr.parse(address).match(ipaddr.parseCIDR(p.ipBlock.cidr)) && !(p.ipBlock.except ?? []).some((e: string) => ipaddr.parse(address).match(ipaddr.parseCIDR(e))));
+    for (const { name, labels } of pods) {
+      const peers = egressOf(labels);
+      expect(peers, `${name} has no egress policy`).not.toBeNull();
+      expect(reachesAddress(peers!, '169.254.169.254'), name).toBe(false);
+      expect(reachesAddress(peers!, '93.184.216.34'), name).toBe(name === 'Deployment webhook-sender');
+      if (labels['app.kubernetes.io/name'] !== 'redis') expect(peers!.some((p) => p.ipBlock?.cidr === '10.0.0.0/8' || p.namespaceSelector || p.podSelector), name).toBe(true);
+    }
+    // Redis is not widened by the inside-only policy: its only egress is its own `egress: []`.
+    expect(egressOf(podLabels('StatefulSet', 'redis'))).toEqual([]);
   });
 
   it('the KEDA component lets only the keda namespace reach Redis in addition', () => {

@@ -16,8 +16,7 @@ import { defineFunction } from '../../shared/platform/handler-contract.js';
 import { clientIp, readJsonBody, sendJson } from '../../shared/platform/http.js';
 import { createRedis } from '../../shared/platform/redis.js';
 import { parseAllowList } from '../../shared/webhooks/allow-list.js';
-import { EndpointStore, endpointView } from '../../shared/webhooks/endpoints.js';
-import { webhooksDir } from '../../shared/webhooks/events.js';
+import { endpointStoreFromConfig, endpointView } from '../../shared/webhooks/endpoints.js';
 
 const ROUTE = /^\/admin\/webhooks(?:\/([^/]+)(\/rotate)?)?$/;
 
@@ -27,7 +26,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
   onShutdown(async () => void (await redis.quit()));
   const audit = createAuditLog(config, redis, log);
   onShutdown(() => audit.close());
-  const store = new EndpointStore(webhooksDir(config.videoDir));
+  const store = endpointStoreFromConfig(config);
   const allowList = parseAllowList(config.webhooks.allowedHosts, config.webhooks.allowedHttpHosts);
   const production = config.nodeEnv === 'production';
 
@@ -60,7 +59,7 @@ export default defineFunction(({ config, log, onShutdown }) => {
       await store.remove(id);
       res.writeHead(204, { 'Cache-Control': 'no-store' }).end();
     } else if (req.method === 'GET') {
-      sendJson(res, 200, { endpoints: (await store.list()).map(endpointView) }, { 'Cache-Control': 'no-store' });
+      sendJson(res, 200, { endpoints: await store.views() }, { 'Cache-Control': 'no-store' });
     } else {
       const created = await store.create(await readJsonBody(req), allowList, production);
       // Audited after the file exists (its id is only known then); an audit outage removes it again.

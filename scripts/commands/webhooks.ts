@@ -7,7 +7,7 @@
 import { redisOrExplain } from '../cli-redis.js';
 import { loadConfigOrExit } from '../../shared/platform/config.js';
 import { isUuid } from '../../shared/platform/ids.js';
-import { EndpointStore, endpointView } from '../../shared/webhooks/endpoints.js';
+import { EndpointStore } from '../../shared/webhooks/endpoints.js';
 import { webhooksDir } from '../../shared/webhooks/events.js';
 import { deadLetterCounts, replayDeadLetters } from '../../shared/webhooks/sender.js';
 
@@ -20,7 +20,7 @@ export async function run(args: string[]): Promise<number> {
   const dir = webhooksDir(config.videoDir);
   if (sub === 'list' && rest.length === 0) {
     const dead = await deadLetterCounts(dir);
-    const endpoints = (await new EndpointStore(dir).list()).map((e) => ({ ...endpointView(e), deadLetters: dead[e.id] ?? 0 }));
+    const endpoints = (await new EndpointStore(dir).views()).map((e) => ({ ...e, deadLetters: dead[e.id] ?? 0 }));
     process.stdout.write(`${JSON.stringify({ endpoints })}\n`);
     return 0;
   }

@@ -4,7 +4,7 @@
  * The only PulseVault process with egress beyond the cluster (k8s/ NetworkPolicies). No HTTP
  * port, except /metrics when WEBHOOK_METRICS_PORT is set.
  */
-import { loadConfigOrExit } from '../../shared/platform/config.js';
+import { ConfigError, loadConfigOrExit } from '../../shared/platform/config.js';
 import { healthReport } from '../../shared/platform/health.js';
 import { stopWithParent } from '../../shared/platform/lifecycle.js';
 import { createLogger } from '../../shared/platform/log.js';
@@ -12,10 +12,21 @@ import { initMetrics, serveMetrics } from '../../shared/platform/metrics.js';
 import { createRedis } from '../../shared/platform/redis.js';
 import { parseAllowList } from '../../shared/webhooks/allow-list.js';
 import { Deliverer } from '../../shared/webhooks/deliver.js';
+import { endpointStoreFromConfig } from '../../shared/webhooks/endpoints.js';
 import { webhooksDir } from '../../shared/webhooks/events.js';
 import { WebhookSender } from '../../shared/webhooks/sender.js';
 
 const config = loadConfigOrExit({ require: [] });
+// Endpoint secrets are read through the KEK: production without MEDIA_KEK stops here, as a bad variable does.
+const endpoints = (() => {
+  try {
+    return endpointStoreFromConfig(config);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`${err.message}\n`);
+    process.exit(78); // EX_CONFIG
+  }
+})();
 const log = createLogger('webhook-sender', config.logLevel);
 initMetrics('webhook-sender');
 
@@ -25,6 +36,7 @@ const deliverer = new Deliverer(parseAllowList(w.allowedHosts, w.allowedHttpHost
 const sender = new WebhookSender({
   redis,
   webhooksDir: webhooksDir(config.videoDir),
+  endpoints,
   deliverer,
   log,
   retryBaseMs: w.retryBaseMs,

@@ -5,8 +5,13 @@
  * redirect is followed (node:http never follows one): a 3xx is a failed attempt like any non-2xx.
  * The deadline covers the whole attempt, connect to last byte. Nothing of the URL but its origin,
  * and nothing of the body or the secret, goes into a result that may be logged.
+ *
+ * Every new connection resolves the name again and checks what came back (a pooled keep-alive
+ * connection is to an address already checked): a name whose second answer differs from the
+ * first (DNS rebinding) is judged on the second. The resolver is a parameter so a test can be the
+ * DNS server; the check around it is the one production runs.
  */
-import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions } from 'node:dns';
 import http from 'node:http';
 import https from 'node:https';
 import type { LookupFunction } from 'node:net';
@@ -17,10 +22,15 @@ import type { SignedHeaders } from './signing.js';
 
 export type AttemptOutcome = { ok: true; status: number } | { ok: false; status: number | null; reason: string };
 
-function guardedLookup(list: Omit<AllowList, 'http'>): LookupFunction {
+/** Every address `hostname` resolves to (the system resolver: dns.lookup, as Node's own connect uses). */
+export type Resolve = (hostname: string, options: LookupAllOptions) => Promise<LookupAddress[]>;
+
+const systemResolve: Resolve = (hostname, options) =>
+  new Promise((resolve, reject) => dnsLookup(hostname, options, (err, addresses) => (err ? reject(err) : resolve(addresses))));
+
+function guardedLookup(list: Omit<AllowList, 'http'>, resolve: Resolve): LookupFunction {
   return (hostname, options, callback) => {
-    dnsLookup(hostname, { ...options, all: true }, (err, addresses: LookupAddress[]) => {
-      if (err) return callback(err, '', 0);
+    resolve(hostname, { ...options, all: true }).then((addresses) => {
       const allowed = addresses.filter((a) => addressAllowed(list, hostname, a.address));
       if (allowed.length === 0) {
         const refused = Object.assign(new Error(`${hostname} resolves only to addresses outside WEBHOOK_ALLOWED_HOSTS`), { code: 'EWEBHOOKREFUSED' });
@@ -28,7 +38,7 @@ function guardedLookup(list: Omit<AllowList, 'http'>): LookupFunction {
       }
       if (options.all) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, allowed);
       callback(null, allowed[0]!.address, allowed[0]!.family);
-    });
+    }, (err: NodeJS.ErrnoException) => callback(err, '', 0));
   };
 }
 
@@ -41,8 +51,9 @@ export class Deliverer {
     private readonly timeoutMs: number,
     /** Production: plain HTTP only to hosts on the list's HTTP part. */
     private readonly production: boolean,
+    resolve: Resolve = systemResolve,
   ) {
-    const lookup = guardedLookup(list);
+    const lookup = guardedLookup(list, resolve);
     this.httpAgent = new http.Agent({ keepAlive: true, lookup });
     this.httpsAgent = new https.Agent({ keepAlive: true, lookup });
   }
