@@ -3,13 +3,14 @@
  * set) in place, as finalize stores them now (shared/crypto/migrate.ts): resumable and crash-safe
  * (a rerun finishes what a kill left; videos already encrypted are skipped), audited
  * (`video.encrypted`), progress on stderr, one JSON line per video that failed or must wait on
- * stdout and a summary line at the end. Deleted videos are left to their disposal; videos being
+ * stdout and a summary line at the end. `--switch-grace-ms`: how long requests the media edge let
+ * through just before a video's mark get to open its plaintext original before the switch. Deleted videos are left to their disposal; videos being
  * transcoded wait for a later run (`busy`). Exit 0 when every video is encrypted (or deleted), 1
  * when some failed or were busy (run it again).
  */
 import { parseArgs } from 'node:util';
 import { createAuditLog } from '../../shared/audit/client.js';
-import { encryptVideo, type EncryptDeps, type EncryptOutcome } from '../../shared/crypto/migrate.js';
+import { encryptVideo, SWITCH_GRACE_MS, type EncryptDeps, type EncryptOutcome } from '../../shared/crypto/migrate.js';
 import { videoKeysFromConfig } from '../../shared/keys/video-keys.js';
 import { loadConfigOrExit } from '../../shared/platform/config.js';
 import { AppError } from '../../shared/platform/errors.js';
@@ -20,21 +21,22 @@ import { redisOrExplain } from '../cli-redis.js';
 
 export const summary = 'encrypt videos stored in the clear in place (--all or one video id): resumable, crash-safe, audited';
 
-const USAGE = 'usage: pulsevault encrypt --all | pulsevault encrypt <videoId>\n';
+const USAGE = 'usage: pulsevault encrypt [--switch-grace-ms N (default 1000)] --all | <videoId>\n';
 
 /** Told as each step of a video becomes durable; the crash tests kill the process here. */
 export const stepObserver: Pick<EncryptDeps, 'onStep'> = {};
 
 export async function run(args: string[]): Promise<number> {
-  let values: { all?: boolean };
+  let values: { all?: boolean; 'switch-grace-ms'?: string };
   let positionals: string[];
   try {
-    ({ values, positionals } = parseArgs({ args, allowPositionals: true, options: { all: { type: 'boolean' } } }));
+    ({ values, positionals } = parseArgs({ args, allowPositionals: true, options: { all: { type: 'boolean' }, 'switch-grace-ms': { type: 'string' } } }));
   } catch (err) {
     process.stderr.write(`${(err as Error).message}\n${USAGE}`);
     return 64;
   }
-  if (values.all ? positionals.length > 0 : positionals.length !== 1 || !isUuid(positionals[0]!)) {
+  const switchGraceMs = Number(values['switch-grace-ms'] ?? SWITCH_GRACE_MS);
+  if (!Number.isInteger(switchGraceMs) || switchGraceMs < 0 || (values.all ? positionals.length > 0 : positionals.length !== 1 || !isUuid(positionals[0]!))) {
     process.stderr.write(USAGE);
     return 64;
   }
@@ -59,7 +61,7 @@ export async function run(args: string[]): Promise<number> {
     const c = counts;
     process.stderr.write(`encrypt: ${c.encrypted} encrypted (${(bytes / 1024 ** 3).toFixed(2)} GiB), ${c.already} already, ${c.deleted} deleted, ${c.busy} busy (transcoding), ${c.failed} failed\n`);
   };
-  const deps: EncryptDeps = { store, keys, redis, audit, onStep: stepObserver.onStep, onBytes: (n) => (bytes += n) };
+  const deps: EncryptDeps = { store, keys, redis, audit, switchGraceMs, onStep: stepObserver.onStep, onBytes: (n) => (bytes += n) };
   const one = async (videoId: string) => {
     try {
       const outcome = await encryptVideo(deps, videoId);

@@ -4,13 +4,17 @@
  * PHI fields of meta.json sealed (the store seals them on write once the key exists), `encrypted: true`.
  *
  *   data key (made, or found after a crash) → ciphertext beside the original (`<original>.encrypting`,
- *   fsynced; its plaintext hash must be meta.json's checksum) → audit entry (durable) → under the
- *   video's meta lock: rename over the original (atomic; the plaintext's last link goes) → fsync dir →
- *   meta.json rewritten (sealed, `encrypted: true`)
+ *   fsynced; its plaintext hash must be meta.json's checksum) → the edge's mark → audit entry
+ *   (durable) → the grace → under the video's meta lock: rename over the original (atomic; the
+ *   plaintext's last link goes) → fsync dir → meta.json rewritten (sealed, `encrypted: true`)
  *
  * Every reader decides per opened file (the magic, ./original-response.ts), so a range read is
  * answered from the plaintext or the ciphertext, whole, at any instant, and one already reading the
- * plaintext keeps its open file. A kill at any point leaves either the plaintext original (and at
+ * plaintext keeps its open file. The media edge is the exception: nginx caches a grant for a
+ * plaintext original for its token's life and would then send the ciphertext under it. The mark
+ * (ENCRYPTED_IN_PLACE_MARK, tested by nginx before it sends an original, as the deleted mark) sends
+ * every later request of that original to the stream function; the grace lets a request that
+ * passed nginx's test just before the mark open the file before the rename (it keeps the plaintext). A kill at any point leaves either the plaintext original (and at
  * most a stale `.encrypting`, rewritten by the rerun) or the ciphertext one whose meta.json the rerun
  * finishes. The key file is made before any ciphertext, so ciphertext never lacks its key.
  *
@@ -21,11 +25,12 @@
  * the same lock before it opens the original).
  */
 import { rename, rm } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import type { AuditLog } from '../audit/client.js';
 import { deriveKey, destroyDataKey, type VideoKeys } from '../keys/video-keys.js';
 import { isDeleted } from '../lifecycle/tombstone.js';
-import { fsyncDir } from '../platform/atomic-file.js';
+import { fsyncDir, writeFileAtomic } from '../platform/atomic-file.js';
 import { AppError } from '../platform/errors.js';
 import type { Redis } from '../platform/redis.js';
 import { leaseKey } from '../transcode/lease.js';
@@ -38,6 +43,11 @@ export type EncryptStep = (typeof ENCRYPT_STEPS)[number];
 
 export type EncryptOutcome = 'encrypted' | 'already' | 'deleted' | 'busy';
 
+/** Left beside an original encrypted in place, for good: nginx never sends such an original itself (services/media-edge). */
+export const ENCRYPTED_IN_PLACE_MARK = '.encrypted-in-place';
+/** Between the mark and the switch: far above the time nginx takes from testing for the mark to opening the file. */
+export const SWITCH_GRACE_MS = 1000;
+
 export interface EncryptDeps {
   /** The vault's store, with Redis (its meta lock, the cache it invalidates) and the keys. */
   store: MediaStore;
@@ -45,6 +55,8 @@ export interface EncryptDeps {
   redis: Redis;
   audit: AuditLog;
   onStep?: (step: EncryptStep) => void;
+  /** SWITCH_GRACE_MS unless told. */
+  switchGraceMs?: number;
   /** Plaintext bytes encrypted so far (progress lines). */
   onBytes?: (n: number) => void;
 }
@@ -90,9 +102,12 @@ export async function encryptVideo(d: EncryptDeps, videoId: string): Promise<Enc
     throw new OriginalMismatchError();
   }
   d.onStep?.('after-ciphertext');
+  await writeFileAtomic(path.join(d.store.dir(videoId), ENCRYPTED_IN_PLACE_MARK), '');
+  const marked = Date.now();
   // Before the switch: an encrypted original always has its entry (a crash after it repeats it).
   await d.audit.record({ category: 'admin', action: 'video.encrypted', outcome: 'success', actor: OPERATOR, videoId });
   d.onStep?.('after-audit');
+  await sleep(Math.max(0, (d.switchGraceMs ?? SWITCH_GRACE_MS) - (Date.now() - marked)));
   return switchOver(d, videoId, part);
 }
 
