@@ -18,6 +18,7 @@ import { createTokenCodec } from '../shared/delivery/tokens.js';
 import { SecretKek } from '../shared/keys/kek.js';
 import { deriveKey, VideoKeys } from '../shared/keys/video-keys.js';
 import { DELETED_MARK } from '../shared/lifecycle/tombstone.js';
+import { leaseKey } from '../shared/transcode/lease.js';
 import { metaLockKey, MediaStore, type VideoMeta } from '../shared/video/store.js';
 import { readAuditEntries, startAuditWriter } from './helpers/audit.js';
 import { startFunctionProcess, type FunctionProcess } from './helpers/function-process.js';
@@ -124,11 +125,15 @@ const encryptedEntries = (videoId: string) => readAuditEntries(auditDir()).filte
 describe('pulsevault encrypt', () => {
   it('encrypts every plaintext video in place while ranges read identically; skips deleted and transcoding videos; a rerun has nothing to do', async () => {
     const big = path.join(root, 'big.bin');
-    writeFileSync(big, randomBytes(24 * 1024 * 1024));
+    writeFileSync(big, randomBytes(16 * 1024 * 1024));
     const small = await plaintextVideo(clipFile);
     const large = await plaintextVideo(big);
     const transcoding = await plaintextVideo(clipFile, { status: 'transcoding' });
     const deleted = await plaintextVideo(clipFile);
+    // Transcoded, but a chunk of a new transcode is under way (its lease is held).
+    const leased = await plaintextVideo(clipFile);
+    const chunkLease = `${leaseKey(leased.videoId)}:chunk:0`;
+    await redis.client().set(chunkLease, 'another-replica', 'PX', 60_000);
     writeFileSync(path.join(videoDir(), deleted.videoId, DELETED_MARK), '{}\n');
     await expectRangesIdentical(large.videoId, large.bytes);
 
@@ -149,9 +154,9 @@ describe('pulsevault encrypt', () => {
     await reading;
     expect(reads).toBeGreaterThan(0);
     expect(done.code, done.output).toBe(1); // one video waits for its transcode
-    expect(done.summary).toMatchObject({ kek: 'k1', encrypted: 2, already: 0, deleted: 1, busy: 1, failed: 0 });
-    expect(run.jsonLines()).toContainEqual({ videoId: transcoding.videoId, busy: 'transcoding' });
-    expect(done.output).toMatch(/^encrypt: 2 encrypted \(0\.02 GiB\), 0 already, 1 deleted, 1 busy \(transcoding\), 0 failed$/m);
+    expect(done.summary).toMatchObject({ kek: 'k1', encrypted: 2, already: 0, deleted: 1, busy: 2, failed: 0 });
+    for (const v of [transcoding, leased]) expect(run.jsonLines()).toContainEqual({ videoId: v.videoId, busy: 'transcoding' });
+    expect(done.output).toMatch(/^encrypt: 2 encrypted \(0\.02 GiB\), 0 already, 1 deleted, 2 busy \(transcoding\), 0 failed$/m);
     expect(done.output).not.toContain(TITLE);
 
     for (const v of [small, large]) {
@@ -159,19 +164,23 @@ describe('pulsevault encrypt', () => {
       await expectRangesIdentical(v.videoId, v.bytes);
       expect(encryptedEntries(v.videoId)).toBe(1);
     }
-    for (const v of [transcoding, deleted]) {
+    for (const v of [transcoding, leased, deleted]) {
       expect(readFileSync(path.join(videoDir(), v.videoId, 'original.mp4')).equals(clip)).toBe(true);
       expect(await keysWith(KEK1).dataKey(v.videoId)).toBeNull();
     }
 
     const again = await cli(['encrypt', ...NO_GRACE, '--all']).done;
-    expect(again.summary).toMatchObject({ encrypted: 0, already: 2, deleted: 1, busy: 1 });
-    // Transcoded since: the one video it waited for.
+    expect(again.summary).toMatchObject({ encrypted: 0, already: 2, deleted: 1, busy: 2 });
+    // Transcoded since: the videos it waited for.
     await plainStore().update(transcoding.videoId, (m) => ({ ...m, status: 'transcoded' }));
+    await redis.client().del(chunkLease);
     const one = await cli(['encrypt', ...NO_GRACE, transcoding.videoId]).done;
     expect(one.code, one.output).toBe(0);
     expect(one.summary).toMatchObject({ encrypted: 1 });
-    await expectEncrypted(transcoding.videoId, clip);
+    const rest = await cli(['encrypt', ...NO_GRACE, '--all']).done;
+    expect(rest.code, rest.output).toBe(0);
+    expect(rest.summary).toMatchObject({ encrypted: 1, already: 3, deleted: 1, busy: 0, failed: 0 });
+    for (const v of [transcoding, leased]) await expectEncrypted(v.videoId, clip);
 
     for (const bad of [['not-a-video'], ['--all', transcoding.videoId], ['--switch-grace-ms', '-1', '--all']]) expect((await cli(['encrypt', ...bad]).done).code, bad.join(' ')).toBe(64);
     const noKek = await cli(['encrypt', '--all'], { MEDIA_KEK: '' }).done;

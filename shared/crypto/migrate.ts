@@ -74,8 +74,13 @@ const TRANSCODING: ReadonlySet<VideoMeta['status']> = new Set(['queued', 'transc
 /** Whether any transcode lease of the video (whole, join, chunk, preview) is held. */
 async function transcodeLeaseHeld(redis: Redis, videoId: string): Promise<boolean> {
   if ((await redis.exists(leaseKey(videoId))) === 1) return true;
-  const [, found] = await redis.scan('0', 'MATCH', `${leaseKey(videoId)}:*`, 'COUNT', 1000);
-  return found.length > 0;
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', `${leaseKey(videoId)}:*`, 'COUNT', 1000);
+    if (found.length > 0) return true;
+    cursor = next;
+  } while (cursor !== '0');
+  return false;
 }
 
 async function isGone(store: MediaStore, meta: VideoMeta): Promise<boolean> {
