@@ -96,7 +96,10 @@ export async function encryptVideo(d: EncryptDeps, videoId: string): Promise<Enc
     if (before.encrypted === true) return 'already';
     return switchOver(d, videoId, null); // renamed just before a crash: meta.json is what is left
   }
-  if (TRANSCODING.has(before.status) || (await transcodeLeaseHeld(d.redis, videoId))) return 'busy';
+  if (TRANSCODING.has(before.status) || (await transcodeLeaseHeld(d.redis, videoId))) {
+    await rm(part, { force: true }); // a killed run's partial ciphertext: the run that encrypts writes it anew
+    return 'busy';
+  }
 
   const dataKey = await d.keys.create(videoId);
   d.onStep?.('after-key');
