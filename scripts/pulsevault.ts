@@ -6,6 +6,7 @@
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ConfigError } from '../shared/platform/config.js';
 
 interface Command {
   summary: string;
@@ -32,6 +33,11 @@ const command = (await import(`./commands/${name}.js`)) as Command;
 try {
   process.exit(await command.run(args));
 } catch (err) {
+  if (err instanceof ConfigError) {
+    // Found past start-up (a KEK the key store does not accept): one line, as loadConfigOrExit says it.
+    process.stderr.write(`pulsevault ${name}: ${err.message}\n`);
+    process.exit(78); // EX_CONFIG
+  }
   const { code, path: where } = err as NodeJS.ErrnoException;
   const status = code === undefined ? undefined : OPERATOR_ERRORS[code];
   if (status === undefined || where === undefined) throw err;

@@ -2,13 +2,18 @@
  * Crash safety of finalize: the process is killed (SIGKILL, by the test's own
  * handler wrapper, helpers/crashing-finalize.mjs) right after each step, then a fresh process starts and its
  * start-up recovery must finish the job: one complete video, no lost upload,
- * and nothing half-made visible to readers in between.
+ * and nothing half-made visible to readers in between. With a MEDIA_KEK too: every step's kill
+ * on one volume, one restart finishing them all, and no plaintext of the media in VIDEO_DIR at any point.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isEncryptedFile, plaintextChecksum } from '../shared/crypto/chunked.js';
 import { FINALIZE_STEPS, type FinalizeStep } from '../shared/finalize/finalizer.js';
+import { SecretKek } from '../shared/keys/kek.js';
+import { VideoKeys } from '../shared/keys/video-keys.js';
 import { isVideoId, MediaStore } from '../shared/video/store.js';
 import { TRANSCODE_STREAM } from '../shared/transcode/queue.js';
 import { readAuditEntries, startAuditWriter } from './helpers/audit.js';
@@ -53,16 +58,19 @@ afterAll(async () => {
 
 interface Volume {
   env: Record<string, string>;
+  /** The vault's keys when the volume has a MEDIA_KEK. */
+  keys: VideoKeys | null;
   uploadDir: string;
   videoDir: string;
   tus: FunctionProcess;
 }
 
-async function volume(uploadBase = tmpdir()): Promise<Volume> {
+async function volume(uploadBase = tmpdir(), kek: Buffer | null = null): Promise<Volume> {
   const mediaRoot = tempDir(tmpdir(), 'pv-crash-');
   const uploadDir = tempDir(uploadBase, 'pv-crash-uploads-');
-  const env = { MEDIA_ROOT: mediaRoot, UPLOAD_DIR: uploadDir };
-  return { env, uploadDir, videoDir: path.join(mediaRoot, 'videos'), tus: await start('tus-upload', env) };
+  const env: Record<string, string> = { MEDIA_ROOT: mediaRoot, UPLOAD_DIR: uploadDir, ...(kek ? { MEDIA_KEK: `k1:${kek.toString('base64')}` } : {}) };
+  const keys = kek ? new VideoKeys(path.join(mediaRoot, 'keys'), new SecretKek({ id: 'k1', key: kek })) : null;
+  return { env, keys, uploadDir, videoDir: path.join(mediaRoot, 'videos'), tus: await start('tus-upload', env) };
 }
 
 async function upload(v: Volume): Promise<string> {
@@ -75,12 +83,14 @@ const body = (uploadId: string) => ({ uploadId, filename: 'scan.mp4', userId: 'u
 
 /** What a reader may see: every video dir is complete, and the upload's bytes exist exactly once. */
 async function assertConsistent(v: Volume, uploadId: string): Promise<void> {
-  const store = new MediaStore(v.videoDir);
+  const store = new MediaStore(v.videoDir, null, v.keys);
   const published = existsSync(v.videoDir) ? readdirSync(v.videoDir).filter(isVideoId) : [];
   const ours: string[] = [];
   for (const videoId of published) {
     const meta = await store.read(videoId); // throws on a missing or corrupt meta.json
-    expect(readFileSync(path.join(v.videoDir, videoId, meta.original)).equals(clip)).toBe(true);
+    const original = path.join(v.videoDir, videoId, meta.original);
+    expect(await isEncryptedFile(original)).toBe(v.keys !== null);
+    expect((await plaintextChecksum(original, videoId, async () => v.keys!.dataKey(videoId))).checksum).toBe(sha256(clip));
     if (meta.uploadId === uploadId) ours.push(path.join(v.videoDir, videoId, meta.original));
   }
   const staged = existsSync(path.join(v.videoDir, '.staging'))
@@ -88,6 +98,19 @@ async function assertConsistent(v: Volume, uploadId: string): Promise<void> {
     : [];
   const copies = [path.join(v.uploadDir, uploadId), ...staged, ...ours].filter((f) => existsSync(f));
   expect(copies).toHaveLength(1);
+  if (v.keys) expectNoPlaintextMedia(v.videoDir);
+}
+
+/** No file under `dir` (staging, journals, leftovers included) holds a stretch of the clip. */
+function expectNoPlaintextMedia(dir: string): void {
+  const sample = clip.subarray(clip.length - 2048, clip.length - 1024);
+  for (const entry of readdirSync(dir, { recursive: true, encoding: 'utf8' })) {
+    const file = path.join(dir, entry);
+    if (!statSync(file).isFile()) continue;
+    const bytes = readFileSync(file);
+    expect(bytes.includes(sample), entry).toBe(false);
+    expect(bytes.includes(Buffer.from('ftyp')), entry).toBe(false);
+  }
 }
 
 async function queued(videoId: string): Promise<number> {
@@ -132,6 +155,35 @@ describe('finalize killed at each step', () => {
     // (a video with a live job is not queued again), so even a crash right after it queues once.
     expect(audited(videoId)).toBe(point === 'after-audit' ? 2 : 1);
     expect(await queued(videoId)).toBe(1);
+    await restarted.stop();
+  });
+
+  it('with a MEDIA_KEK, killed at every step: one restart finishes them all, no plaintext media in VIDEO_DIR throughout', async () => {
+    const v = await volume(tmpdir(), randomBytes(32));
+    const uploads: string[] = [];
+    for (const point of FINALIZE_STEPS) {
+      const uploadId = await upload(v);
+      await crashAt(v, point, uploadId);
+      await assertConsistent(v, uploadId);
+      uploads.push(uploadId);
+    }
+    const restarted = await start('finalize', v.env);
+    expect(restarted.output()).toContain('recovered an interrupted finalize');
+    expect(readdirSync(v.videoDir).filter(isVideoId)).toHaveLength(FINALIZE_STEPS.length);
+    expect(readdirSync(path.join(v.videoDir, '.staging'))).toEqual([]);
+    expectNoPlaintextMedia(v.videoDir);
+    const store = new MediaStore(v.videoDir, null, v.keys);
+    for (const uploadId of uploads) {
+      await assertConsistent(v, uploadId);
+      expect(existsSync(path.join(v.uploadDir, uploadId))).toBe(false);
+      const retry = await finalize(restarted.url, body(uploadId));
+      expect(retry.status).toBe(200);
+      expect(retry.json).toMatchObject({ checksum: sha256(clip), size: clip.length });
+      const videoId = retry.json.videoId as string;
+      expect(await store.read(videoId)).toMatchObject({ uploadId, filename: 'scan.mp4', metadata: { title: 't' }, encrypted: true, status: 'queued' });
+      expect(readFileSync(path.join(v.videoDir, videoId, 'meta.json'), 'utf8')).not.toContain('scan.mp4');
+      expect(await queued(videoId)).toBe(1);
+    }
     await restarted.stop();
   });
 

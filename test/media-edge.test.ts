@@ -5,10 +5,11 @@
  * and the fallback stack without nginx (MEDIA_EDGE=off).
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, symlinkSync } from 'node:fs';
+import { readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ENCRYPTED_IN_PLACE_MARK } from '../shared/crypto/migrate.js';
 import { createTokenCodec } from '../shared/delivery/tokens.js';
 import { readAuditEntries } from './helpers/audit.js';
 import { makeVideo } from './helpers/delivery-video.js';
@@ -213,6 +214,31 @@ describe('npm start with nginx installed: the media edge', () => {
     // Another token (another exp: tokens of equal claims are equal) is another grant.
     expect((await rawRequest(stack.url, hlsFile('240p_000.m4s', token(video.videoId, 'hls/', 100)))).status).toBe(200);
     expect(streamEntries('granted') - before).toBe(2);
+  });
+
+  it('an original encrypted in place (its mark, shared/crypto/migrate.ts): a grant cached while it was plaintext no longer sends it, the function decides each request', async () => {
+    const t = token(video.videoId, 'original.mp4', 135);
+    const url = `/media/videos/${video.videoId}/original.mp4?token=${t}`;
+    const bytes = readFileSync(path.join(video.dir, 'original.mp4'));
+    const ranged = async () => {
+      const res = await rawRequest(stack.url, url, { Range: 'bytes=0-99' });
+      expect(res.status).toBe(206);
+      expect(res.body.equals(bytes.subarray(0, 100))).toBe(true);
+    };
+    const before = streamEntries('granted');
+    for (let i = 0; i < 2; i++) await ranged();
+    expect(streamEntries('granted') - before).toBe(1); // granted once, then sent under the cached grant
+    writeFileSync(path.join(video.dir, ENCRYPTED_IN_PLACE_MARK), '');
+    try {
+      for (let i = 0; i < 2; i++) await ranged();
+      expect(streamEntries('granted') - before).toBe(3); // each one decided (and audited) by the function
+      // The video's other files are still sent under their grants.
+      const seg = token(video.videoId, 'hls/', 136);
+      for (let i = 0; i < 2; i++) expect((await rawRequest(stack.url, hlsFile('240p_000.m4s', seg))).status).toBe(200);
+      expect(streamEntries('granted') - before).toBe(4);
+    } finally {
+      rmSync(path.join(video.dir, ENCRYPTED_IN_PLACE_MARK));
+    }
   });
 
   it('decides and audits per request what a grant does not cover', async () => {

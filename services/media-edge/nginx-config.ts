@@ -37,6 +37,7 @@ import {
   EDGE_TOKEN_HEADER,
   type EdgeSend,
 } from '../../shared/delivery/edge.js';
+import { ENCRYPTED_IN_PLACE_MARK } from '../../shared/crypto/migrate.js';
 import { DELETED_MARK } from '../../shared/lifecycle/tombstone.js';
 
 export interface MediaEdgeOptions {
@@ -172,6 +173,8 @@ function grantLocations(videoDir: string): string {
       if ($pv_path_not_plain) { return 418; }
       # A deleted video (shared/lifecycle/tombstone.ts): no grant, cached or not, sends a byte; the function answers 410.
       if (-f ${videoDir}/$pv_video/${DELETED_MARK}) { return 418; }
+      # An original encrypted in place (pulsevault encrypt): a grant cached while it was plaintext never sends its ciphertext.
+      if (-f ${videoDir}/$pv_video/$pv_original_mark) { return 418; }
       error_page 418 = @pulsevault_stream;
       auth_request ${EDGE_GRANT_LOCATION};
 ${GRANT_HEADERS.map((h) => `      auth_request_set ${grantVariable(h)} ${upstreamVariable(h)};`).join('\n')}
@@ -243,6 +246,8 @@ ${nginxHttpBasics(o.tempDir)}
   # $pv_edge_key: the secret the stream function believes edge headers with (shared/delivery/edge.ts).
   include ${o.edgeKeyFile};
   map $pv_dirs $pv_grant_unit { "" $pv_file; default $pv_dirs; }
+  # For an original, the mark \`pulsevault encrypt\` leaves beside it (shared/crypto/migrate.ts); "" (the directory, never a file) for the rest.
+  map $pv_dirs$pv_file $pv_original_mark { "~^original\\.[a-z0-9]+$" ${ENCRYPTED_IN_PLACE_MARK}; default ""; }
   map $args $pv_token_ambiguous { "~*(^|&)token=.*&token=" 1; "~(^|&)(?!token=)(?i:token)=" 1; default 0; }
   map $request_uri $pv_path_not_plain { "~^[^?]*(%|//)" 1; default 0; }
   # Positions of up to 15 digits (beyond 2^53 the function calls a range malformed, as any other it cannot read).

@@ -32,6 +32,7 @@ export const AUDIT_ACTIONS = {
   'video.hold_released': 'admin',
   'keys.rewrapped': 'admin',
   'keys.rotated': 'admin',
+  'video.encrypted': 'admin',
   'audit.report': 'admin',
   'audit.report.subject': 'admin',
   'webhook.created': 'admin',

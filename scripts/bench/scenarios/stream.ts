@@ -9,7 +9,7 @@
  *    per request), and the peak RSS of the edge's worker plus the stream
  *    process against an nginx worker's.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { MIB_BYTES, type BenchContext } from '../context.js';
 import { writeRandomFile } from '../media.js';
@@ -17,6 +17,7 @@ import { nginxWorkerPeakRssKiB, startNginx, type Nginx } from '../nginx.js';
 import { peakRssKiB } from '../proc.js';
 import type { Row } from '../table.js';
 import { ToolMissing, wrk, type WrkResult } from '../tools.js';
+import { uploadFile } from './upload.js';
 
 /** A rendition directory: a playlist (its token grants the directory) and SEGMENTS segments of 1 MiB. */
 const RENDITION = 'bench';
@@ -25,6 +26,8 @@ const segmentPath = (i: number) => `${RENDITION}/segment-${String(i).padStart(3,
 const SEGMENT_CONNECTIONS = 50;
 const RANGE_CONNECTIONS = 8;
 const RANGE_BYTES = 4 * MIB_BYTES;
+/** The upload as it was before finalize encrypted it: what nginx sends for the ranges' reference. */
+const PLAINTEXT_REFERENCE = 'plaintext-original.mp4';
 const THREADS = 2;
 
 /** More than 1 % failed requests makes a figure meaningless: report it as not measured. */
@@ -79,8 +82,9 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
     nginx = await startNginx(ctx.scratch, stack.videoDir);
     ctx.progress('3. nginx: 1 MiB segment, 50 connections');
     ngSegment = await wrk({ ...segments, url: `${nginx.url}/${videoId}/${playlist}`, shownUrl: `<nginx>/${videoId}/${playlist}` });
-    ctx.progress('3. nginx: ranges of the original');
-    ngRanges = await wrk({ ...run, connections: RANGE_CONNECTIONS, script: 'ranges.lua', env: rangeEnv, url: `${nginx.url}/${videoId}/original.mp4`, shownUrl: `<nginx>/${videoId}/original.mp4` });
+    ctx.progress('3. nginx: ranges of the plaintext original');
+    await copyFile(uploadFile(ctx), path.join(stack.videoDir, videoId, PLAINTEXT_REFERENCE));
+    ngRanges = await wrk({ ...run, connections: RANGE_CONNECTIONS, script: 'ranges.lua', env: rangeEnv, url: `${nginx.url}/${videoId}/${PLAINTEXT_REFERENCE}`, shownUrl: `<nginx>/${videoId}/${PLAINTEXT_REFERENCE}` });
     ngRss = await nginx.workerPeakRssKiB();
   } catch (err) {
     if (!(err instanceof ToolMissing)) throw err;
@@ -111,10 +115,10 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
     segmentRow(`3a′. The same, straight to the stream function's port (the function sends the bytes itself: no edge, no gateway)`, pvDirect),
     segmentRow(`3a″. One 1 MiB segment under a token for that file only (the function decides and audits every request), ${SEGMENT_CONNECTIONS} connections, through ${front}`, pvOneSegment),
     {
-      scenario: `3b. Random ${RANGE_BYTES / MIB_BYTES} MiB ranges of the ${fileSize / MIB_BYTES} MiB original (encrypted at rest: the stream function decrypts; nginx sends the stored file) with a valid token, ${RANGE_CONNECTIONS} connections, ${sizes.wrkSeconds} s, through ${front}`,
+      scenario: `3b. Random ${RANGE_BYTES / MIB_BYTES} MiB ranges of the ${fileSize / MIB_BYTES} MiB original (encrypted at rest: the stream function decrypts; nginx sends the plaintext upload, copied beside it) with a valid token, ${RANGE_CONNECTIONS} connections, ${sizes.wrkSeconds} s, through ${edgePid ? 'the media edge (no grant for an encrypted original: nginx passes each request to the stream function)' : front}`,
       pulsevault: figureOf(pvRanges, (r) => r.megabytesPerSecond, 'MB/s'),
       reference: figureOf(ngRanges, (r) => r.megabytesPerSecond, 'MB/s'),
-      referenceName,
+      referenceName: 'nginx sending the plaintext of the same original, same directory',
       better: 'higher',
       commands: [pvRanges.command, ...(ngRanges ? [ngRanges.command] : []), ...nginxCommand],
       note: notes(pvRanges, ngRanges),

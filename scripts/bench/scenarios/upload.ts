@@ -34,6 +34,9 @@ async function plainChunkedUpload(port: number, file: string, size: number, chun
   }
 }
 
+/** The generated upload, in the clear (scenario 3's nginx reference serves a copy of it). */
+export const uploadFile = (ctx: BenchContext) => path.join(ctx.scratch, 'upload.mp4');
+
 /** Flush dirty pages first, so one run's writeback does not land in the next run's time. */
 const sync = () => run('sync', []);
 
@@ -41,7 +44,7 @@ export async function benchUpload(ctx: BenchContext): Promise<{ rows: Row[]; vid
   const { uploadBytes: size, chunkBytes: chunk } = ctx.sizes;
   const label = `${size / MIB_BYTES} MiB`;
   ctx.progress(`generating a ${label} upload`);
-  const file = path.join(ctx.scratch, 'upload.mp4');
+  const file = uploadFile(ctx);
   const made = await makeLargeVideo(file, size, path.join(ctx.scratch, 'upload-clip.mp4'));
 
   ctx.progress('1. upload through the gateway (tus-js-client)');

@@ -1,0 +1,147 @@
+/**
+ * Encrypting a video stored in the clear (before MEDIA_KEK was set) in place, as finalize would have
+ * stored it: its data key made and wrapped, the original in the chunked format (./chunked.ts), the
+ * PHI fields of meta.json sealed (the store seals them on write once the key exists), `encrypted: true`.
+ *
+ *   data key (made, or found after a crash) → ciphertext beside the original (`<original>.encrypting`,
+ *   fsynced; its plaintext hash must be meta.json's checksum) → the edge's mark → audit entry
+ *   (durable) → the grace → under the video's meta lock: rename over the original (atomic; the
+ *   plaintext's last link goes) → fsync dir → meta.json rewritten (sealed, `encrypted: true`)
+ *
+ * Every reader decides per opened file (the magic, ./original-response.ts), so a range read is
+ * answered from the plaintext or the ciphertext, whole, at any instant, and one already reading the
+ * plaintext keeps its open file. The media edge is the exception: nginx caches a grant for a
+ * plaintext original for its token's life and would then send the ciphertext under it. The mark
+ * (ENCRYPTED_IN_PLACE_MARK, tested by nginx before it sends an original, as the deleted mark) sends
+ * every later request of that original to the stream function; the grace lets a request that
+ * passed nginx's test just before the mark open the file before the rename (it keeps the plaintext). A kill at any point leaves either the plaintext original (and at
+ * most a stale `.encrypting`, rewritten by the rerun) or the ciphertext one whose meta.json the rerun
+ * finishes. The key file is made before any ciphertext, so ciphertext never lacks its key.
+ *
+ * Not touched: a deleted video (the disposal owns it), and one being transcoded (status queued or
+ * transcoding, or a transcode lease held): its ffmpeg may have been handed the plaintext path and
+ * would read the ciphertext under it. Those are `busy` and a later run encrypts them. The status
+ * cannot move to `transcoding` while the switch holds the meta lock (the transcoder writes it through
+ * the same lock before it opens the original).
+ */
+import { rename, rm } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import path from 'node:path';
+import type { AuditLog } from '../audit/client.js';
+import { deriveKey, destroyDataKey, type VideoKeys } from '../keys/video-keys.js';
+import { isDeleted } from '../lifecycle/tombstone.js';
+import { fsyncDir, writeFileAtomic } from '../platform/atomic-file.js';
+import { AppError } from '../platform/errors.js';
+import type { Redis } from '../platform/redis.js';
+import { leaseKey } from '../transcode/lease.js';
+import type { MediaStore, VideoMeta } from '../video/store.js';
+import { encryptFile, isEncryptedFile } from './chunked.js';
+
+/** Points right after each durable step, in order (the crash tests kill the process there). */
+export const ENCRYPT_STEPS = ['after-key', 'after-ciphertext', 'after-audit', 'after-switch'] as const;
+export type EncryptStep = (typeof ENCRYPT_STEPS)[number];
+
+export type EncryptOutcome = 'encrypted' | 'already' | 'deleted' | 'busy';
+
+/** Left beside an original encrypted in place, for good: nginx never sends such an original itself (services/media-edge). */
+export const ENCRYPTED_IN_PLACE_MARK = '.encrypted-in-place';
+/** Between the mark and the switch: far above the time nginx takes from testing for the mark to opening the file. */
+export const SWITCH_GRACE_MS = 1000;
+
+export interface EncryptDeps {
+  /** The vault's store, with Redis (its meta lock, the cache it invalidates) and the keys. */
+  store: MediaStore;
+  keys: VideoKeys;
+  redis: Redis;
+  audit: AuditLog;
+  onStep?: (step: EncryptStep) => void;
+  /** SWITCH_GRACE_MS unless told. */
+  switchGraceMs?: number;
+  /** Plaintext bytes encrypted so far (progress lines). */
+  onBytes?: (n: number) => void;
+}
+
+/** The stored original does not hash to meta.json's checksum: a scrub finding, not something to encrypt. */
+export class OriginalMismatchError extends AppError {
+  constructor() {
+    super(409, 'original_mismatch', 'the original does not match the checksum in meta.json (run pulsevault scrub); it was left as it is');
+  }
+}
+
+const OPERATOR = { userId: null, role: 'operator' };
+const TRANSCODING: ReadonlySet<VideoMeta['status']> = new Set(['queued', 'transcoding']);
+
+/** Whether any transcode lease of the video (whole, join, chunk, preview) is held. */
+async function transcodeLeaseHeld(redis: Redis, videoId: string): Promise<boolean> {
+  if ((await redis.exists(leaseKey(videoId))) === 1) return true;
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', `${leaseKey(videoId)}:*`, 'COUNT', 1000);
+    if (found.length > 0) return true;
+    cursor = next;
+  } while (cursor !== '0');
+  return false;
+}
+
+async function isGone(store: MediaStore, meta: VideoMeta): Promise<boolean> {
+  return meta.status === 'deleted' || meta.deletion !== undefined || (await isDeleted(store.videoDir, meta.videoId));
+}
+
+export async function encryptVideo(d: EncryptDeps, videoId: string): Promise<EncryptOutcome> {
+  const before = await d.store.read(videoId);
+  if (await isGone(d.store, before)) return 'deleted';
+  const original = path.join(d.store.dir(videoId), before.original);
+  const part = `${original}.encrypting`;
+  if (await isEncryptedFile(original)) {
+    if (before.encrypted === true) return 'already';
+    return switchOver(d, videoId, null); // renamed just before a crash: meta.json is what is left
+  }
+  if (TRANSCODING.has(before.status) || (await transcodeLeaseHeld(d.redis, videoId))) {
+    await rm(part, { force: true }); // a killed run's partial ciphertext: the run that encrypts writes it anew
+    return 'busy';
+  }
+
+  const dataKey = await d.keys.create(videoId);
+  d.onStep?.('after-key');
+  const hashed = await encryptFile(original, part, deriveKey(dataKey, 'original'), videoId);
+  d.onBytes?.(hashed.size);
+  if (hashed.checksum !== before.checksum || hashed.size !== before.size) {
+    await rm(part, { force: true });
+    throw new OriginalMismatchError();
+  }
+  d.onStep?.('after-ciphertext');
+  await writeFileAtomic(path.join(d.store.dir(videoId), ENCRYPTED_IN_PLACE_MARK), '');
+  const marked = Date.now();
+  // Before the switch: an encrypted original always has its entry (a crash after it repeats it).
+  await d.audit.record({ category: 'admin', action: 'video.encrypted', outcome: 'success', actor: OPERATOR, videoId });
+  d.onStep?.('after-audit');
+  await sleep(Math.max(0, (d.switchGraceMs ?? SWITCH_GRACE_MS) - (Date.now() - marked)));
+  return switchOver(d, videoId, part);
+}
+
+/** Under the meta lock: the ciphertext renamed over the original (unless already), then meta.json sealed and marked. */
+async function switchOver(d: EncryptDeps, videoId: string, part: string | null): Promise<EncryptOutcome> {
+  const release = await d.store.lock(videoId);
+  try {
+    const meta = await d.store.read(videoId);
+    if (await isGone(d.store, meta)) {
+      if (part) await rm(part, { force: true });
+      // A disposal that shredded before this run made the key: shred it again (idempotent).
+      await destroyDataKey(d.keys.keyDir, videoId);
+      return 'deleted';
+    }
+    if (part) {
+      if (TRANSCODING.has(meta.status) || (await transcodeLeaseHeld(d.redis, videoId))) {
+        await rm(part, { force: true });
+        return 'busy';
+      }
+      await rename(part, path.join(d.store.dir(videoId), meta.original));
+      await fsyncDir(d.store.dir(videoId));
+      d.onStep?.('after-switch');
+    }
+    await d.store.write({ ...meta, encrypted: true });
+    return 'encrypted';
+  } finally {
+    await release();
+  }
+}
