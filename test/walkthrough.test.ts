@@ -29,7 +29,8 @@ describe('docs/api.md and docs/walkthrough.sh', () => {
 });
 
 // Relative Locations as `npm start` answers them; absolute ones as with PUBLIC_URL set (k8s/ sets it).
-describe.each([
+// The two stacks run side by side: a walkthrough mostly waits (uploads, a short transcode, polling).
+describe.concurrent.each([
   ['relative', false],
   ['absolute', true],
 ])('the walkthrough against the local stack, with %s tus Locations', (locations, publicUrl) => {
