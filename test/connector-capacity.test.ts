@@ -16,6 +16,7 @@ import { loadConfig } from '../shared/platform/config.js';
 import { createLogger } from '../shared/platform/log.js';
 import { MediaStore } from '../shared/video/store.js';
 import { queueStats } from '../shared/transcode/queue.js';
+import { SubscriberDirectory } from '../shared/transcode/subscribers.js';
 import { enqueueTranscode } from '../shared/transcode/job.js';
 import { startAuditWriter } from './helpers/audit.js';
 import { baseTestEnv, spawnNode, type NodeProcess } from './helpers/node-process.js';
@@ -30,9 +31,10 @@ let redis: TestRedis;
 let writer: { stop(): Promise<void> };
 let audit: AuditLog;
 const connectors: NodeProcess[] = [];
+let gatewayUrl = '';
 const held: ServerResponse[] = [];
 let maxHeld = 0;
-let readyReplicas = 3;
+let readyReplicas = 0;
 const server = createServer((req, res) => {
   req.resume();
   req.on('end', () => {
@@ -60,9 +62,10 @@ beforeAll(async () => {
   for (let i = 0; i < 8; i++) await enqueueTranscode(client, (await addVideo(store, null)).videoId, null, { store, audit });
   const port = await freePort();
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  gatewayUrl = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 2; i++) {
     connectors.push(
-      spawnNode(['dist/services/queue-connector/main.js'], { ...baseTestEnv(), REDIS_URL: redis.url, MEDIA_ROOT: mediaRoot, GATEWAY_URL: `http://127.0.0.1:${port}`, TRANSCODE_CONCURRENCY: '5', STACK_FILE: 'stack.yml' }),
+      spawnNode(['dist/services/queue-connector/main.js'], { ...baseTestEnv(), REDIS_URL: redis.url, MEDIA_ROOT: mediaRoot, GATEWAY_URL: gatewayUrl, TRANSCODE_CONCURRENCY: '5', STACK_FILE: 'stack.yml' }),
     );
   }
 }, STACK_START_DEADLINE_MS + 60_000);
@@ -88,8 +91,17 @@ async function holdsAt(count: number, ms: number): Promise<void> {
 }
 
 describe('connector dispatch vs transcoder capacity', () => {
-  it('two connectors hand out together only as many jobs as ready replicas × max_inflight, more as replicas become ready', async () => {
+  it('a transcoder that becomes ready is seen within seconds, not after the 10 s listing cache', async () => {
+    const directory = new SubscriberDirectory(loadConfig({ ...baseTestEnv(), REDIS_URL: redis.url, GATEWAY_URL: gatewayUrl, STACK_FILE: 'stack.yml' }), createLogger('test', 'error'));
+    expect(await directory.capacity('transcode')).toBe(0);
+    await holdsAt(0, 1_500);
+    readyReplicas = 3;
+    // Well under the 10 s a listing is otherwise kept: a subscriber with no ready replica is looked up again every second.
+    await waitFor(async () => (await directory.capacity('transcode')) === 3, 8_000, 'the ready replicas seen');
     await waitFor(() => held.length === 3, 20_000, 'the three slots filled');
+  }, 60_000);
+
+  it('two connectors hand out together only as many jobs as ready replicas × max_inflight, more as replicas become ready', async () => {
     await holdsAt(3, 3_000);
     expect((await queueStats(redis.client())).inFlight).toBe(3);
 

@@ -10,6 +10,8 @@ import type { Logger } from '../platform/log.js';
 import { readStack, subscribers } from '../platform/openfaas-stack.js';
 
 const CACHE_MS = 10_000;
+/** While a subscribing function has no ready replica (starting, or scaled up from zero), look again soon: its jobs wait on it. */
+const NOT_READY_CACHE_MS = 1_000;
 
 interface ListedFunction {
   name: string;
@@ -49,7 +51,8 @@ export class SubscriberDirectory {
   }
 
   private async functions(): Promise<ListedFunction[]> {
-    if (!this.cached || Date.now() - this.cached.at > CACHE_MS) this.cached = { at: Date.now(), functions: await this.list() };
+    const maxAge = this.cached?.functions.some((f) => f.annotations?.topic && 'replicas' in f && !f.availableReplicas) ? NOT_READY_CACHE_MS : CACHE_MS;
+    if (!this.cached || Date.now() - this.cached.at > maxAge) this.cached = { at: Date.now(), functions: await this.list() };
     return this.cached.functions;
   }
 
