@@ -11,6 +11,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createHmac } from 'node:crypto';
 import { connect } from 'node:net';
+import { pino } from 'pino';
 import { performance } from 'node:perf_hooks';
 import { freePort } from '../services/devstack/supervisor.js';
 import { AuditUnavailableError, createAuditLog, toSubmittedEvent } from '../shared/audit/client.js';
@@ -680,6 +681,39 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
       await stopChild(writer.proc);
     }
   });
+
+  it('idle: a quiet authenticated connection is ended with BYE idle; its process reconnects for its next event, without a warning; a peer that ignores BYE is closed', async () => {
+    const dir = auditDir();
+    const metricsPort = await freePort();
+    const { writer, port, key, url } = await intakeWriter(dir, { AUDIT_INTAKE_IDLE_SECONDS: '3', AUDIT_METRICS_PORT: String(metricsPort) });
+    const metric = async (pattern: RegExp) => Number(pattern.exec(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text())?.[1] ?? 0);
+    const connections = () => metric(/^pulsevault_audit_intake_connections(?:\{[^}]*\})? (\d+)$/m);
+    const logged: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void logged.push(JSON.parse(line) as { level: number; msg: string }) });
+    const config = loadConfig(baseEnv(dir, { AUDIT_WRITER_URL: url }));
+    const conn = createRedis(config, { name: 'idle-test' });
+    const audit = createAuditLog(config, conn, log);
+    // A raw peer that never answers BYE: the writer closes it itself after its grace.
+    const ignoring = await authenticatedSession(port, key);
+    try {
+      await waitFor(async () => (await connections()) === 2, 20_000, 'the process to connect directly');
+      await audit.record(event('before-idle'));
+      await waitFor(async () => (await connections()) === 0, 30_000, 'the writer to end the quiet connection');
+      await audit.record(event('after-idle')); // through the stream while the new connection authenticates
+      await waitFor(async () => (await connections()) === 1, 20_000, 'the process to connect again');
+      await audit.record(event('reconnected'));
+      expect(readEntries(dir).map((e) => e.requestId)).toEqual(expect.arrayContaining(['before-idle', 'after-idle', 'reconnected']));
+      expect(await metric(/^pulsevault_audit_intake_rejected_connections_total\{reason="idle"[^}]*\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
+      expect(logged.filter((l) => l.level >= 40).map((l) => l.msg)).toEqual([]);
+      expect(await waitFor(() => (ignoring.closed() ? 'closed' : undefined), 30_000, 'BYE, then the writer closing the connection')).toBe('closed');
+      expect(await ignoring.line()).toBe('BYE idle');
+    } finally {
+      await audit.close();
+      conn.disconnect();
+      await stopChild(writer.proc);
+    }
+    expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
+  }, 90_000);
 
   it('splits the wire into lines across any chunking, multi-byte characters included, and refuses a tail past 64 KiB', () => {
     const text = 'a é 1\n\n{"x":"日本"}\nlast\ntail';

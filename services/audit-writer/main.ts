@@ -27,7 +27,7 @@ const intakePort = config.auditIntakePort;
 const intakeSecret = config.auditIntakeKey;
 const intake: AuditIntake | null =
   intakePort && intakeSecret
-    ? new AuditIntake({ host: config.host, port: intakePort, key: intakeKey(intakeSecret), log, sequence: (events) => writer.sequenceDirect(events) })
+    ? new AuditIntake({ host: config.host, port: intakePort, key: intakeKey(intakeSecret), log, idleMs: config.auditIntakeIdleMs, sequence: (events) => writer.sequenceDirect(events) })
     : null;
 // Said once: an intake without its own secret would take entries from anyone who reaches the port.
 if (intakePort && !intakeSecret) log.warn({ port: intakePort }, 'audit intake not opened: AUDIT_INTAKE_KEY is not set; function processes use the Redis stream');

@@ -342,7 +342,7 @@ export function createAuditLog(config: Config, redis: Redis, log: Logger): Audit
       const started = performance.now();
       try {
         if (closed) throw new AuditUnavailableError('closed', 'audit log closed');
-        if (direct?.value.usable) await submitDirectly(direct.value, json);
+        if (direct?.value.canSubmit()) await submitDirectly(direct.value, json);
         else await submitToStream(json, started);
         recordDuration.observe((performance.now() - started) / 1000);
       } catch (err) {

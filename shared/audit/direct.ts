@@ -16,6 +16,7 @@
  *   writer  → `READY` (or `ERR <reason>` and it closes)
  *   process → `<ref> <event JSON>`       ref: decimal, unique on the connection
  *   writer  → `{"durable":[refs],"refused":[refs],"unavailable":[refs]}`
+ *   writer  → `BYE idle`   quiet too long: the process sends no more on it and ends it once answered
  * The key is derived from the dedicated secret AUDIT_INTAKE_KEY (`audit-intake-key`,
  * ≥ 32 random bytes). Not from the Redis password: that may be empty, or given only
  * inside REDIS_URL, and HMAC("") is a key anyone can compute. Without the secret
@@ -97,7 +98,9 @@ const RECONNECT_MAX_MS = 5_000;
  * A process' connection to the writer, shared by every record() of the
  * process. `ready` only once authenticated; on any loss the calls in flight
  * fail (their entries may or may not be durable: fail closed) and it
- * reconnects with backoff, while record() uses the stream.
+ * reconnects with backoff, while record() uses the stream. A connection the
+ * writer ended as idle is not reopened until there is an event to send (that
+ * one takes the stream while the new connection authenticates).
  */
 export class DirectChannel {
   private socket: Socket | null = null;
@@ -110,6 +113,8 @@ export class DirectChannel {
   private retryTimer: NodeJS.Timeout | null = null;
   /** Said once per outage, not per attempt. */
   private warned = false;
+  /** The writer said `BYE idle`: reconnect on the next event, quietly. */
+  private idle = false;
 
   constructor(
     private readonly address: { host: string; port: number },
@@ -119,7 +124,12 @@ export class DirectChannel {
     this.connect();
   }
 
-  get usable(): boolean {
+  /** Whether submit() can be used now; after an idle close, asking starts a new connection. */
+  canSubmit(): boolean {
+    if (this.idle && !this.socket && !this.closed) {
+      this.idle = false;
+      this.connect();
+    }
     return this.ready;
   }
 
@@ -155,7 +165,7 @@ export class DirectChannel {
     let greeted = false;
     socket.on('data', (text: string) => {
       const fits = lines.push(text, (line) => {
-        if (this.ready) return this.onReply(line);
+        if (this.ready) return line === 'BYE idle' ? this.onIdle() : this.onReply(line);
         if (!greeted && line.startsWith(`${PROTOCOL_GREETING} `)) {
           greeted = true;
           socket.write(`AUTH ${authProof(this.key, line.slice(PROTOCOL_GREETING.length + 1))}\n`);
@@ -183,12 +193,24 @@ export class DirectChannel {
       this.socket = null;
       this.outgoing = [];
       this.pending.failAll(new DirectSubmissionError('writer', 'connection to the audit writer lost'));
-      if (this.closed) return;
+      if (this.closed || this.idle) return;
       if (wasReady) this.log.warn('lost the direct connection to the audit writer; using the Redis stream until it is back');
       this.retryTimer = setTimeout(() => this.connect(), this.retryMs);
       this.retryTimer.unref();
       this.retryMs = Math.min(this.retryMs * 2, RECONNECT_MAX_MS);
     });
+  }
+
+  /** The writer ends a quiet connection: what this turn queued still goes out on it, then nothing more. */
+  private onIdle(): void {
+    this.flush();
+    this.ready = false;
+    this.idle = true;
+    this.endWhenAnswered();
+  }
+
+  private endWhenAnswered(): void {
+    if (this.idle && this.pending.size === 0) this.socket?.end();
   }
 
   private onReply(line: string): void {
@@ -201,5 +223,6 @@ export class DirectChannel {
     for (const ref of reply.durable ?? []) this.pending.settle(ref, null);
     for (const ref of reply.refused ?? []) this.pending.settle(ref, new DirectSubmissionError('refused', 'the writer refused the entry'));
     for (const ref of reply.unavailable ?? []) this.pending.settle(ref, new DirectSubmissionError('writer', 'the writer could not make the entry durable'));
+    this.endWhenAnswered();
   }
 }

@@ -16,7 +16,11 @@
  * At most MAX_UNAUTHENTICATED connections wait for their proof: a new one
  * pushes out the oldest, so a flood of connections that never authenticate
  * cannot keep an authenticated process out (authenticated ones have their own
- * limit, MAX_CONNECTIONS).
+ * limit, MAX_CONNECTIONS). An authenticated connection quiet for `idleMs` with
+ * nothing outstanding is told `BYE idle`: the process sends no more on it, ends
+ * it once its last replies are in, and connects again when it next has an event
+ * (so a quiet replica holds no slot); one that does not end it is closed
+ * BYE_GRACE_MS (at most `idleMs`) later.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../platform/log.js';
@@ -32,6 +36,8 @@ const MAX_UNAUTHENTICATED = 128;
 const MAX_UNREAD_REPLY_BYTES = 1024 * 1024;
 const STALLED_MS = 30_000;
 const HALF_CLOSED_GRACE_MS = 5_000;
+/** After `BYE idle`: time for the events the peer sent meanwhile to be answered and for it to end the connection. */
+const BYE_GRACE_MS = 10_000;
 /** Most events per batch handed to the writer (as many as one XREAD of the stream brings). */
 const MAX_BATCH = 2_000;
 
@@ -57,7 +63,7 @@ interface Submitted {
 
 const rejectedConnections = counter({
   name: 'pulsevault_audit_intake_rejected_connections_total',
-  help: 'Direct connections to the audit writer ended for a failed or missing authentication or a protocol error.',
+  help: 'Direct connections the audit writer ended: a failed or missing authentication, a protocol error, a peer that stopped reading, or one idle past AUDIT_INTAKE_IDLE_SECONDS (reason idle).',
   labelNames: ['reason'] as const,
 });
 let openConnections = 0;
@@ -78,7 +84,7 @@ export class AuditIntake {
   private pumping: Promise<void> | null = null;
 
   constructor(
-    private readonly o: { host: string; port: number; key: Buffer; sequence: Sequence; log: Logger },
+    private readonly o: { host: string; port: number; key: Buffer; sequence: Sequence; log: Logger; idleMs: number },
   ) {}
 
   /** Start listening (idempotent); resolves once bound. */
@@ -142,6 +148,15 @@ export class AuditIntake {
       socket.pause();
       stalled ??= setTimeout(() => (rejectedConnections.inc({ reason: 'stalled' }), socket.destroy()), STALLED_MS);
     };
+    let saidBye = false;
+    socket.on('timeout', () => {
+      // Replies still owed are activity to come: the socket times out again once they are written and it stays quiet.
+      if (!authed || saidBye || conn.pending > 0) return;
+      saidBye = true;
+      rejectedConnections.inc({ reason: 'idle' });
+      socket.write('BYE idle\n');
+      setTimeout(() => socket.destroy(), Math.min(BYE_GRACE_MS, this.o.idleMs)).unref();
+    });
     // A peer that half-closed gets its outstanding replies, then the connection is ended either way.
     socket.on('end', () => setTimeout(() => socket.destroy(), HALF_CLOSED_GRACE_MS).unref());
     socket.on('close', () => {
@@ -164,6 +179,7 @@ export class AuditIntake {
           openConnections += 1;
           this.connections.add(conn);
           socket.write('READY\n');
+          socket.setTimeout(this.o.idleMs);
           return;
         }
         const space = line.indexOf(' ');

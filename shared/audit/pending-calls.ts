@@ -39,6 +39,10 @@ export class PendingCalls<K> {
     return true;
   }
 
+  get size(): number {
+    return this.waiting.size;
+  }
+
   failAll(err: Error): void {
     const calls = [...this.waiting.values()];
     this.waiting.clear();

@@ -190,6 +190,7 @@ const VARIABLES = {
   AUDIT_METRICS_PORT: { default: '0', parse: int(0, 65535) },
   AUDIT_INTAKE_PORT: { default: '0', parse: int(0, 65535) },
   AUDIT_INTAKE_KEY: { default: '', parse: optionalSecret(32) },
+  AUDIT_INTAKE_IDLE_SECONDS: { default: '300', parse: int(1, 86_400) },
   // nginx sends it in a quoted string of its configuration: no quotes, backslashes or `$`.
   MEDIA_EDGE_KEY: { default: '', parse: optionalSecret(32).refine((v) => /^[A-Za-z0-9+/=._-]*$/.test(v), 'must be letters, digits and + / = . _ - (openssl rand -hex 32)') },
   AUDIT_WRITER_URL: {
@@ -327,6 +328,8 @@ export interface Config {
   auditMetricsPort: number | null;
   /** Port the audit writer takes events on directly (shared/audit/intake.ts); null = stream only. */
   auditIntakePort: number | null;
+  /** How long an authenticated intake connection may stay quiet before the writer ends it. */
+  auditIntakeIdleMs: number;
   /** Where functions hand audit events to the writer directly; null = through the Redis stream only. */
   auditWriter: { host: string; port: number } | null;
   /**
@@ -481,6 +484,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     auditCheckpointIntervalMs: p.AUDIT_CHECKPOINT_INTERVAL_MS,
     auditMetricsPort: p.AUDIT_METRICS_PORT === 0 ? null : p.AUDIT_METRICS_PORT,
     auditIntakePort: p.AUDIT_INTAKE_PORT === 0 ? null : p.AUDIT_INTAKE_PORT,
+    auditIntakeIdleMs: p.AUDIT_INTAKE_IDLE_SECONDS * 1000,
     auditWriter: tcpAddress(p.AUDIT_WRITER_URL),
     auditIntakeKey: orNull(p.AUDIT_INTAKE_KEY),
     mediaEdgeKey: orNull(p.MEDIA_EDGE_KEY),
