@@ -99,6 +99,21 @@ describe('the chunked format', () => {
     }
   });
 
+  it('concurrent ranges spanning windows each get their own bytes (read buffers are reused between ranges)', async () => {
+    const large = randomBytes(9 * 1024 * 1024 + 4321);
+    writeFileSync(path.join(dir, 'large-plain'), large);
+    await encryptFile(path.join(dir, 'large-plain'), path.join(dir, 'large'), key, videoId);
+    const enc = await EncryptedFile.open(await open(path.join(dir, 'large'), 'r'), key, videoId);
+    try {
+      // Starts and ends off chunk boundaries, 1 to 3 windows each, all in flight at once.
+      const ranges = Array.from({ length: 12 }, (_, i) => [i * 300_007, large.length - 1 - i * 500_009] as const);
+      const reads = await Promise.all(ranges.map(([s, e]) => enc.read(s, e)));
+      reads.forEach((got, i) => expect(got.equals(large.subarray(ranges[i]![0], ranges[i]![1] + 1)), `${ranges[i]}`).toBe(true));
+    } finally {
+      await enc.close();
+    }
+  });
+
   it('refuses a flipped byte, a wrong key and another video id: errors, never bytes', async () => {
     const bytes = readFileSync(file);
     const flipped = Buffer.from(bytes);

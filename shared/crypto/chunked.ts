@@ -23,6 +23,15 @@ export const CHUNK_BYTES = 64 * 1024;
 const TAG_BYTES = 16;
 /** Chunks read, decrypted and handed on at once (4 MiB of plaintext): one read() per window. */
 const WINDOW_CHUNKS = 64;
+/**
+ * Read buffers of whole windows, kept for the next range: a fresh 4 MiB buffer per window is page
+ * faults on every range (with the join of the plaintext, range() ran at ~0.4× of what it does with
+ * neither; figures in docs/benchmarks.md). Decryption copies out of them, so a buffer is free again
+ * as soon as its window is decrypted. At most SPARE_WINDOWS are kept (~17 MiB).
+ */
+const spareWindows: Buffer[] = [];
+const SPARE_WINDOWS = 4;
+const WINDOW_BYTES = (CHUNK_BYTES + TAG_BYTES) * WINDOW_CHUNKS;
 
 /** A chunk failed its tag, or the header does not fit the file: the ciphertext was altered. */
 export class IntegrityError extends AppError {
@@ -204,8 +213,12 @@ export class EncryptedFile {
     return this.cipher.header.size;
   }
 
-  /** Plaintext bytes start..end (inclusive), as windows of at most 4 MiB; reads only the chunks they lie in. */
-  async *range(start: number, end: number): AsyncGenerator<Buffer> {
+  /**
+   * Plaintext bytes start..end (inclusive), a window (at most 4 MiB) at a time, each as its chunks'
+   * plaintexts in order (not joined: the caller writes or hashes them as they are). Reads only the
+   * chunks the range lies in; every chunk's tag is checked before the window is handed on.
+   */
+  async *range(start: number, end: number): AsyncGenerator<Buffer[]> {
     if (end < start) return;
     const cs = this.cipher.header.chunkBytes;
     const lastChunk = Math.floor(end / cs);
@@ -213,25 +226,29 @@ export class EncryptedFile {
       const last = Math.min(lastChunk, first + WINDOW_CHUNKS - 1);
       const from = this.cipher.offset(first);
       const length = this.cipher.offset(last) + this.cipher.plainLength(last) + TAG_BYTES - from;
-      const sealed = Buffer.allocUnsafe(length);
-      if ((await readFully(this.handle, sealed, length, from)) !== length) throw new IntegrityError(null);
+      const spare = spareWindows.pop();
+      const sealed = spare && spare.length >= length ? spare : Buffer.allocUnsafe(Math.max(length, WINDOW_BYTES));
       const plain: Buffer[] = [];
-      for (let i = first; i <= last; i++) {
-        const at = this.cipher.offset(i) - from;
-        plain.push(this.cipher.open(i, sealed.subarray(at, at + this.cipher.plainLength(i) + TAG_BYTES)));
+      try {
+        if ((await readFully(this.handle, sealed, length, from)) !== length) throw new IntegrityError(null);
+        for (let i = first; i <= last; i++) {
+          const at = this.cipher.offset(i) - from;
+          const chunk = this.cipher.open(i, sealed.subarray(at, at + this.cipher.plainLength(i) + TAG_BYTES));
+          const base = i * cs;
+          plain.push(base < start || base + chunk.length > end + 1 ? chunk.subarray(Math.max(0, start - base), Math.min(chunk.length, end - base + 1)) : chunk);
+        }
+      } finally {
+        if (spareWindows.length < SPARE_WINDOWS && sealed.length <= WINDOW_BYTES) spareWindows.push(sealed);
       }
-      const joined = plain.length === 1 ? plain[0]! : Buffer.concat(plain);
-      const skip = first * cs < start ? start - first * cs : 0;
-      const stop = Math.min(joined.length, end - first * cs + 1);
-      yield joined.subarray(skip, stop);
+      yield plain;
     }
   }
 
-  /** A range decrypted into one buffer (ranges a player asks for, up to a few MiB). */
+  /** A range decrypted into one buffer. */
   async read(start: number, end: number): Promise<Buffer> {
     const parts: Buffer[] = [];
-    for await (const part of this.range(start, end)) parts.push(part);
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    for await (const window of this.range(start, end)) parts.push(...window);
+    return Buffer.concat(parts);
   }
 
   close(): Promise<void> {
@@ -248,9 +265,13 @@ export async function verifyEncryptedFile(file: string, key: Buffer, videoId: st
   try {
     const hash = createHash('sha256');
     // An empty original still has its one (empty) chunk, whose tag is checked too.
-    for await (const part of enc.range(0, Math.max(0, enc.size - 1))) {
-      hash.update(part);
-      await onBytes(part.length);
+    for await (const window of enc.range(0, Math.max(0, enc.size - 1))) {
+      let bytes = 0;
+      for (const part of window) {
+        hash.update(part);
+        bytes += part.length;
+      }
+      await onBytes(bytes);
     }
     return { checksum: `sha256:${hash.digest('hex')}`, size: enc.size };
   } finally {

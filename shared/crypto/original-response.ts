@@ -33,6 +33,15 @@ export async function isEncryptedOriginal(videoDir: string, videoId: string, med
   return ORIGINAL.test(mediaPath) && isEncryptedFile(path.join(videoDir, videoId, mediaPath));
 }
 
+/** The chunks' plaintexts in one socket write (corked); false when the response wants a drain first. */
+function writeAll(res: ServerResponse, parts: Buffer[]): boolean {
+  res.cork();
+  let more = true;
+  for (const part of parts) more = res.write(part);
+  res.uncork();
+  return more;
+}
+
 /**
  * Answer a GET/HEAD of an encrypted original and close it. `headers` go on every answer,
  * `errorHeaders` on a 416. Resolves with the plaintext bytes sent.
@@ -56,19 +65,22 @@ export async function sendEncryptedOriginal(
     }
     const length = plan.end - plan.start + 1;
     if (length <= WHOLE_READ_MAX_BYTES) {
-      const body = length > 0 ? await file.read(plan.start, plan.end) : Buffer.alloc(0);
+      const body: Buffer[] = [];
+      for await (const window of file.range(plan.start, plan.end)) body.push(...window);
       res.writeHead(plan.status, { ...headers, ...plan.headers });
-      res.end(body);
-      return body.length;
+      writeAll(res, body);
+      res.end();
+      return length;
     }
     res.writeHead(plan.status, { ...headers, ...plan.headers });
     let sent = 0;
     try {
-      for await (const part of file.range(plan.start, plan.end)) {
+      for await (const window of file.range(plan.start, plan.end)) {
         if (res.destroyed) break;
-        sent += part.length;
+        const more = writeAll(res, window);
+        for (const part of window) sent += part.length;
         // A client that goes away (ffmpeg seeking drops its connection) ends the wait too.
-        if (!res.write(part)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+        if (!more) await Promise.race([once(res, 'drain'), once(res, 'close')]);
       }
       res.end();
     } catch {
