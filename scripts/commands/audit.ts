@@ -31,7 +31,7 @@ import { INDEX_DIR, indexPath } from '../../shared/audit/report-index.js';
 import { subjectPseudonyms } from '../../shared/audit/subject.js';
 import { verifyAuditLog } from '../../shared/audit/verify.js';
 import { loadConfigOrExit, type Config } from '../../shared/platform/config.js';
-import { createRedis, namesRedis } from '../../shared/platform/redis.js';
+import { createRedis, namesRedis, redisAnswers } from '../../shared/platform/redis.js';
 import { isVideoId } from '../../shared/video/store.js';
 
 export const summary = `the audit log: audit verify|reindex [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--category ${AUDIT_CATEGORIES.join('|')}]; audit report --video ID|--subject SUB [--from] [--to] [--category] [--format table|json|csv]; audit export [--since CURSOR] [--limit N]`;
@@ -136,7 +136,8 @@ async function verify(config: Config, range: { from?: string; to?: string; categ
 
 /** The anchors the configured Redis holds, or null when none is configured or it does not answer (verify goes on without them). */
 async function anchorsInRedis(config: Config): Promise<Map<AuditCategory, Anchor> | null> {
-  if (!namesRedis(config)) return null;
+  // One quick try first: a Redis that is down would hold verify up for the command deadline and its retries.
+  if (!namesRedis(config) || !(await redisAnswers(config.redis))) return null;
   const redis = createRedis(config, { name: 'audit-verify' });
   try {
     return await readAnchors(redis);

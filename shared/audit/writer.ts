@@ -22,6 +22,12 @@
  * durable id and the stream's trim follow every 100 ms. A stream entry holds the
  * events one process submitted in one turn (eventsOf).
  *
+ * Between checkpoints: the last line of each file's batch carries a MAC (entry.ts
+ * entryMac) in the same write, so an entry is vouched for once acknowledged, and
+ * lines found after the last MAC and checkpoint on start were never acknowledged
+ * by this writer: they are cut off, never checkpointed. Each checkpointed head is
+ * also anchored in Redis (anchor.ts) against the volume being put back as it was.
+ *
  * Resuming exactly where it stopped: every entry stores its `streamId`. On start
  * (and after any write failure) the state is rebuilt from the files alone — a
  * torn last line is cut off, the last entry of each category gives seq, hash
