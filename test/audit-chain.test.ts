@@ -305,6 +305,7 @@ describe('verifier names each kind of break', () => {
     const env = { PATH: process.env.PATH, HMAC_SECRET: TEST_HMAC_SECRET, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY, SECRETS_DIR: '/nonexistent' };
     const ok = await run(process.execPath, ['dist/scripts/pulsevault.js', 'audit', 'verify'], { env: { ...env, AUDIT_DIR: pristine } });
     expect(ok.stdout).toContain(`ok   ${A2}  5 entries, seq 6..10, checkpoint seq 10 (closed)`);
+    expect(ok.stdout).toContain('note: no Redis configured, or it does not answer: no anchor checked');
     const failed = await run(process.execPath, ['dist/scripts/pulsevault.js', 'audit', 'verify', '--category', 'access'], { env: { ...env, AUDIT_DIR: dir } }).catch((err: { code: number; stdout: string }) => err);
     expect('code' in failed && failed.code).toBe(1);
     expect(failed.stdout).toContain(`BREAK ${A2}:3 deleted: seq 8..8 missing before this line`);
@@ -595,6 +596,10 @@ describe('the tail and the whole volume: entry MACs and the anchor in Redis', ()
     // Every file, checkpoint and the manifest are validly signed: only the anchor shows it.
     expect(await breaksOf(dir)).toEqual([]);
     expect(breaksIn(await verifyAnchored(dir))).toEqual([{ file, line: null, kind: 'rolled back' }]);
+    const env = { PATH: process.env.PATH, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY, SECRETS_DIR: '/nonexistent', AUDIT_DIR: dir, REDIS_URL: anchored.url };
+    const cli = await run(process.execPath, ['dist/scripts/pulsevault.js', 'audit', 'verify'], { env }).catch((err: { code: number; stdout: string }) => err);
+    expect('code' in cli && cli.code).toBe(1);
+    expect(cli.stdout).toContain(`BREAK ${file} rolled back: the chain ends at seq 3, before its anchor in Redis (seq 6 in ${file}`);
 
     // A writer on the older files marks the anchor; its chain growing past seq 6 does not move it on.
     await runWriter(dir, ids('third', 4));
