@@ -19,7 +19,7 @@
  * - a file the signed manifest lists but that is gone is a missing day, even
  *   when its checkpoint went with it (a category's only or newest day);
  * - unsealed: entries after a file's signed checkpoint that no valid entry MAC
- *   vouches for (appended without AUDIT_SIGNING_KEY), or an entry whose MAC
+ *   vouches for (appended without AUDIT_SIGNING_KEY), or one there whose MAC
  *   does not match;
  * - rolled back: given the anchors kept in Redis (./anchor.ts), a category's
  *   chain that ends before its anchor or differs at it (an older copy of the
@@ -385,7 +385,8 @@ class ChainWalk {
     this.accepted.push(e.seq, line, e.hash);
     if (cp.state === 'valid' && e.seq === cp.checkpoint.seq) this.atCheckpoint = { line, hash: e.hash };
     if (e.seq === this.anchorSeq) this.atAnchor = { line, hash: e.hash };
-    if (e.mac !== undefined) {
+    // Only past the checkpoint does a MAC vouch for anything (checking each of a busy day's would cost a third of a verify).
+    if (e.mac !== undefined && !(cp.state === 'valid' && e.seq <= cp.checkpoint.seq)) {
       if (hasValidMac(this.macKey, e)) this.sealedSeq = e.seq;
       else add(line, 'unsealed', 'its MAC does not match (forged, or made with another key)');
     }
