@@ -6,16 +6,17 @@
  */
 import { execFile } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { cpSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import canonicalize from 'canonicalize';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { anchorKey, readAnchors } from '../shared/audit/anchor.js';
 import { AuditEventError, createAuditLog, toSubmittedEvent, type AuditLog } from '../shared/audit/client.js';
 import { checkpointPath, readCheckpoint, signCheckpoint, writeCheckpoint } from '../shared/audit/checkpoint.js';
-import { auditEntrySchema, canonicalEntry, chainEntry, compareStreamIds, hashEntry, parseSubmittedEvent, type AuditEntry } from '../shared/audit/entry.js';
+import { auditEntrySchema, canonicalEntry, chainEntry, compareStreamIds, entryMacKey, hashEntry, hasValidMac, parseSubmittedEvent, type AuditEntry } from '../shared/audit/entry.js';
 import { anonymizeIp } from '../shared/audit/ip.js';
 import { subjectPseudonym } from '../shared/audit/subject.js';
 import { forEachLine, parseEntryLine } from '../shared/audit/files.js';
@@ -204,6 +205,37 @@ describe('verifier names each kind of break', () => {
     expect(breaks).toContainEqual({ file: A2, line: 3, kind: 'inserted', detail: 'forged entry for seq 8 (the chain continues from line 4)' });
   });
 
+  it('unsealed: a correctly chained entry appended after the newest checkpoint of the newest file', async () => {
+    const dir = copy();
+    const lines = readLines(dir, A4);
+    const last = JSON.parse(lines.at(-1)!) as AuditEntry;
+    const { hash: _h, mac: _m, ...event } = last;
+    const forged = { ...event, seq: last.seq + 1, prevHash: last.hash, requestId: 'forged' };
+    const forgedHash = hashEntry(forged);
+    writeLines(dir, A4, [...lines, JSON.stringify({ ...forged, hash: forgedHash })]);
+    expect(await breaksOf(dir)).toEqual([{ file: A4, line: 6, kind: 'unsealed' }]);
+    // A MAC copied from a genuine entry does not fit the forged one.
+    writeLines(dir, A4, [...lines, JSON.stringify({ ...forged, hash: forgedHash, mac: last.mac })]);
+    expect(await breaksOf(dir)).toEqual([{ file: A4, line: 6, kind: 'unsealed' }]);
+  });
+
+  it('unsealed: entries past the checkpoint verify by their MACs, a forged one after them does not', async () => {
+    const dir = copy();
+    // As between two checkpoints: the signed head two entries behind the file's (re-signed here with the test's key).
+    const cp = await readCheckpoint(dir, A4, TEST_AUDIT_KEY);
+    if (cp.state !== 'valid') throw new Error(`the pristine checkpoint of ${A4} is ${cp.state}`);
+    const { mac: _mac, ...body } = cp.checkpoint;
+    const lines = readLines(dir, A4);
+    const atThree = JSON.parse(lines[2]!) as AuditEntry;
+    await writeCheckpoint(dir, signCheckpoint(TEST_AUDIT_KEY, { ...body, seq: atThree.seq, hash: atThree.hash, count: 3 }));
+    expect(await breaksOf(dir)).toEqual([]);
+    const last = JSON.parse(lines.at(-1)!) as AuditEntry;
+    const { hash: _h, mac: _m, ...event } = last;
+    const forged = { ...event, seq: last.seq + 1, prevHash: last.hash, requestId: 'forged' };
+    writeLines(dir, A4, [...lines, JSON.stringify({ ...forged, hash: hashEntry(forged) })]);
+    expect(await breaksOf(dir)).toEqual([{ file: A4, line: 6, kind: 'unsealed' }]);
+  });
+
   it('truncated: the tail of the newest file cut off', async () => {
     const dir = copy();
     writeLines(dir, A4, readLines(dir, A4).slice(0, 3));
@@ -273,6 +305,7 @@ describe('verifier names each kind of break', () => {
     const env = { PATH: process.env.PATH, HMAC_SECRET: TEST_HMAC_SECRET, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY, SECRETS_DIR: '/nonexistent' };
     const ok = await run(process.execPath, ['dist/scripts/pulsevault.js', 'audit', 'verify'], { env: { ...env, AUDIT_DIR: pristine } });
     expect(ok.stdout).toContain(`ok   ${A2}  5 entries, seq 6..10, checkpoint seq 10 (closed)`);
+    expect(ok.stdout).toContain('note: no Redis configured, or it does not answer: no anchor checked');
     const failed = await run(process.execPath, ['dist/scripts/pulsevault.js', 'audit', 'verify', '--category', 'access'], { env: { ...env, AUDIT_DIR: dir } }).catch((err: { code: number; stdout: string }) => err);
     expect('code' in failed && failed.code).toBe(1);
     expect(failed.stdout).toContain(`BREAK ${A2}:3 deleted: seq 8..8 missing before this line`);
@@ -353,11 +386,11 @@ describe('entries carry no PHI and no raw IP', () => {
   });
 
   it('writes the entry as canonicalize (RFC 8785) does, every field included', () => {
-    const { hash: _hash, ...rest } = JSON.parse(readLines(pristine, A4)[0]!) as AuditEntry;
+    const { hash: _hash, mac: _mac, ...rest } = JSON.parse(readLines(pristine, A4)[0]!) as AuditEntry;
     expect(rest.resource).toBe('hls/720p/seg_000.m4s');
     const { resource: _resource, ...withoutResource } = rest;
     for (const entry of [rest, withoutResource, { ...rest, actor: null, reason: 'token_expired', clientIp: null }]) expect(canonicalEntry(entry, entry)).toBe(canonicalize(entry));
-    const fields = Object.keys(auditEntrySchema.shape).filter((k) => k !== 'hash');
+    const fields = Object.keys(auditEntrySchema.shape).filter((k) => k !== 'hash' && k !== 'mac');
     expect(Object.keys(JSON.parse(canonicalEntry(rest, rest)) as object).sort()).toEqual(fields.sort());
     expect(JSON.parse(readLines(pristine, A1)[0]!)).not.toHaveProperty('resource');
   });
@@ -460,5 +493,157 @@ describe('coverage: the signed manifest of files', () => {
     const m = JSON.parse(readFileSync(manifest(edited), 'utf8')) as { files: string[] };
     writeFileSync(manifest(edited), JSON.stringify({ ...m, files: m.files.filter((f) => f !== U1) }));
     expectBreak(await breaksOf(edited), 'checkpoints/manifest.json', null, 'bad checkpoint');
+  });
+});
+
+describe('the tail and the whole volume: entry MACs and the anchor in Redis', () => {
+  // A Redis of their own: the anchors of these volumes, not the pristine one's.
+  let anchored: TestRedis;
+  beforeAll(async () => {
+    anchored = await startRedis();
+  });
+  afterAll(async () => {
+    await anchored?.close();
+  });
+  // Each test is a deployment of its own: a fresh volume behind the last test's anchor would be a rollback.
+  beforeEach(async () => {
+    await anchored.client().flushall();
+  });
+
+  const fresh = () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'pv-audit-anchor-'));
+    scratch.push(dir);
+    return dir;
+  };
+  /** Put `snapshot` back in place of `dir`, as someone with write access to the volume could. */
+  const putBack = (snapshot: string, dir: string) => {
+    rmSync(dir, { recursive: true });
+    cpSync(snapshot, dir, { recursive: true });
+  };
+  const access = (requestId: string) => ({ category: 'access', action: 'stream', outcome: 'granted', videoId: VIDEO, clientIp: '198.51.100.23', requestId, actor: { userId: 'u-42', role: 'clinician' } }) as const;
+
+  /** A real writer on `dir`, the entries recorded through it (concurrently when asked: batches of several), stopped. */
+  async function runWriter(dir: string, requestIds: string[], concurrently = false): Promise<void> {
+    const config = loadConfig({ HMAC_SECRET: TEST_HMAC_SECRET, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY, REDIS_URL: anchored.url, AUDIT_DIR: dir, MEDIA_ROOT: dir }, { secretsDir: '/nonexistent' });
+    const log = createLogger('audit-anchor-test', 'silent');
+    const connections = [new Redis(anchored.url), new Redis(anchored.url)] as const;
+    const writer = new AuditWriter({ auditDir: dir, signingKey: TEST_AUDIT_KEY, redis: connections[0], reader: connections[1], log, leaseMs: 5_000 });
+    void writer.start();
+    const producer = new Redis(anchored.url);
+    const audit = createAuditLog(config, producer, log);
+    if (concurrently) await Promise.all(requestIds.map((id) => audit.record(access(id))));
+    else for (const id of requestIds) await audit.record(access(id));
+    await audit.close();
+    await writer.stop();
+    for (const c of [producer, ...connections]) c.disconnect();
+  }
+  const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}-${i + 1}`);
+  const logOf = (dir: string) => readdirSync(dir).find((name) => name.endsWith('.log'))!;
+  const verifyAnchored = async (dir: string) => {
+    const client = anchored.client();
+    return verifyAuditLog(dir, TEST_AUDIT_KEY, { anchors: await readAnchors(client) });
+  };
+  const breaksIn = (report: { breaks: { file: string; line: number | null; kind: BreakKind }[] }) => report.breaks.map(({ file, line, kind }) => ({ file, line, kind }));
+
+  it('MACs the last entry of each batch, in the same write: the batch is vouched for once durable', async () => {
+    const dir = fresh();
+    await runWriter(dir, ids('batched', 40), true);
+    const entries = readLines(dir, logOf(dir)).map((l) => JSON.parse(l) as AuditEntry);
+    expect(entries).toHaveLength(40);
+    // Several entries per batch, each batch's last one with the MAC; the file ends with one.
+    expect(entries.filter((e) => e.mac).length).toBeLessThan(40);
+    expect(entries.at(-1)!.mac).toMatch(/^[0-9a-f]{64}$/);
+    const macKey = entryMacKey(TEST_AUDIT_KEY);
+    for (const e of entries.filter((x) => x.mac)) expect(hasValidMac(macKey, e)).toBe(true);
+    expect(hasValidMac(entryMacKey('another-signing-key-0123456789abcdef0123'), entries.at(-1)!)).toBe(false);
+    const report = await verifyAnchored(dir);
+    expect(report.breaks).toEqual([]);
+    expect(report.notes).toEqual([]);
+  });
+
+  it('a writer restarted on a forged tail cuts it off rather than vouching for it', async () => {
+    const dir = fresh();
+    await runWriter(dir, ids('before', 3));
+    const file = logOf(dir);
+    const lines = readLines(dir, file);
+    const last = JSON.parse(lines.at(-1)!) as AuditEntry;
+    const { hash: _h, mac: _m, ...event } = last;
+    const forged = { ...event, seq: last.seq + 1, prevHash: last.hash, requestId: 'forged' };
+    writeLines(dir, file, [...lines, JSON.stringify({ ...forged, hash: hashEntry(forged) })]);
+    expect(breaksIn(await verifyAnchored(dir))).toEqual([{ file, line: 4, kind: 'unsealed' }]);
+
+    await runWriter(dir, ['after']);
+    const entries = readLines(dir, file).map((l) => JSON.parse(l) as AuditEntry);
+    expect(entries.map((e) => [e.seq, e.requestId])).toEqual([
+      [1, 'before-1'],
+      [2, 'before-2'],
+      [3, 'before-3'],
+      [4, 'after'],
+    ]);
+    expect((await verifyAnchored(dir)).breaks).toEqual([]);
+  });
+
+  it('rolled back: the volume put back as it was at an older checkpoint, and a writer appending after it', async () => {
+    const dir = fresh();
+    await runWriter(dir, ids('first', 3));
+    const snapshot = fresh();
+    cpSync(dir, snapshot, { recursive: true });
+    await runWriter(dir, ids('second', 3));
+    const file = logOf(dir);
+    expect(await readAnchors(anchored.client())).toEqual(new Map([['access', expect.objectContaining({ file, seq: 6, rolledBack: null })]]));
+
+    putBack(snapshot, dir);
+    // Every file, checkpoint and the manifest are validly signed: only the anchor shows it.
+    expect(await breaksOf(dir)).toEqual([]);
+    expect(breaksIn(await verifyAnchored(dir))).toEqual([{ file, line: null, kind: 'rolled back' }]);
+    const env = { PATH: process.env.PATH, AUDIT_SIGNING_KEY: TEST_AUDIT_KEY, SECRETS_DIR: '/nonexistent', AUDIT_DIR: dir, REDIS_URL: anchored.url };
+    const cli = await run(process.execPath, ['dist/scripts/pulsevault.js', 'audit', 'verify'], { env }).catch((err: { code: number; stdout: string }) => err);
+    expect('code' in cli && cli.code).toBe(1);
+    expect(cli.stdout).toContain(`BREAK ${file} rolled back: the chain ends at seq 3, before its anchor in Redis (seq 6 in ${file}`);
+
+    // A writer on the older files marks the anchor; its chain growing past seq 6 does not move it on.
+    await runWriter(dir, ids('third', 4));
+    const anchor = (await readAnchors(anchored.client())).get('access')!;
+    expect(anchor).toMatchObject({ seq: 6, rolledBack: { volumeSeq: 3 } });
+    const report = await verifyAnchored(dir);
+    expect(breaksIn(report)).toEqual([{ file, line: null, kind: 'rolled back' }]);
+    expect(report.breaks[0]!.detail).toContain('found the files ending at seq 3');
+
+    // Looked into, the mark deleted: the next checkpoint anchors the chain as it now is.
+    await anchored.client().del(anchorKey('access'));
+    await runWriter(dir, ['fourth']);
+    expect((await verifyAnchored(dir)).breaks).toEqual([]);
+  });
+
+  it('rolled back: a different chain of the same length in place of the anchored one', async () => {
+    const dir = fresh();
+    await runWriter(dir, ids('kept', 2));
+    const snapshot = fresh();
+    cpSync(dir, snapshot, { recursive: true });
+    await runWriter(dir, ['anchored']);
+    // The older copy grown by an entry of its own, as a writer on it would have (signed with the key).
+    const other = fresh();
+    cpSync(snapshot, other, { recursive: true });
+    const file = logOf(dir);
+    const lines = readLines(other, file);
+    const last = JSON.parse(lines.at(-1)!) as AuditEntry;
+    const { hash: _h, mac: _m, ...event } = last;
+    const { hash, line } = chainEntry({ ...event, requestId: 'other' }, { seq: 3, ts: last.ts, streamId: last.streamId, prevHash: last.hash });
+    writeLines(other, file, [...lines, line]);
+    const cp = await readCheckpoint(other, file, TEST_AUDIT_KEY);
+    if (cp.state !== 'valid') throw new Error(`the checkpoint of ${file} is ${cp.state}`);
+    const { mac: _mac, ...body } = cp.checkpoint;
+    await writeCheckpoint(other, signCheckpoint(TEST_AUDIT_KEY, { ...body, seq: 3, hash, count: 3 }));
+    putBack(other, dir);
+    expect(await breaksOf(dir)).toEqual([]);
+    expect(breaksIn(await verifyAnchored(dir))).toEqual([{ file, line: 3, kind: 'rolled back' }]);
+  });
+
+  it('no anchor (Redis lost it): a note, not a break', async () => {
+    const dir = fresh();
+    await runWriter(dir, ids('unanchored', 2));
+    const report = await verifyAuditLog(dir, TEST_AUDIT_KEY, { anchors: new Map() });
+    expect(report.breaks).toEqual([]);
+    expect(report.notes).toEqual([expect.stringContaining('no anchor for access in Redis')]);
   });
 });

@@ -1,8 +1,10 @@
 /**
  * `pulsevault audit verify|report|reindex|export`: the audit log's operator tools.
  *
- * - verify [--from DATE] [--to DATE] [--category C]: every file's hash chain and signed
- *   checkpoint; one summary line per file and each break with its file, line and kind.
+ * - verify [--from DATE] [--to DATE] [--category C]: every file's hash chain, entry MACs and
+ *   signed checkpoint, and, when Redis answers, each category's head against its anchor there
+ *   (shared/audit/anchor.ts); one summary line per file, each break with its file, line and
+ *   kind, and a note for what could not be checked.
  * - report --video ID | --subject RAW [--from] [--to] [--category] [--format table|json|csv]:
  *   the accounting of disclosures from verified chain segments (shared/audit/report.ts);
  *   the raw subject is turned into its pseudonyms here (HMAC_SECRET, and
@@ -19,6 +21,7 @@
 import { access, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { readAnchors, type Anchor } from '../../shared/audit/anchor.js';
 import { AUDIT_CATEGORIES, type AuditCategory } from '../../shared/audit/entry.js';
 import { ExportBreakError, exportEntries, parseCursor, START_CURSOR, toEcs } from '../../shared/audit/export.js';
 import { listLogFiles } from '../../shared/audit/files.js';
@@ -28,6 +31,7 @@ import { INDEX_DIR, indexPath } from '../../shared/audit/report-index.js';
 import { subjectPseudonyms } from '../../shared/audit/subject.js';
 import { verifyAuditLog } from '../../shared/audit/verify.js';
 import { loadConfigOrExit, type Config } from '../../shared/platform/config.js';
+import { createRedis, namesRedis, redisAnswers } from '../../shared/platform/redis.js';
 import { isVideoId } from '../../shared/video/store.js';
 
 export const summary = `the audit log: audit verify|reindex [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--category ${AUDIT_CATEGORIES.join('|')}]; audit report --video ID|--subject SUB [--from] [--to] [--category] [--format table|json|csv]; audit export [--since CURSOR] [--limit N]`;
@@ -109,7 +113,9 @@ function writeOut(text: string): Promise<void> {
 }
 
 async function verify(config: Config, range: { from?: string; to?: string; category?: AuditCategory }): Promise<number> {
-  const report = await verifyAuditLog(config.auditDir, config.auditSigningKey!, range);
+  const anchors = await anchorsInRedis(config);
+  const report = await verifyAuditLog(config.auditDir, config.auditSigningKey!, { ...range, ...(anchors && { anchors }) });
+  if (!anchors) report.notes.push('no Redis configured, or it does not answer: no anchor checked; a rollback of the whole volume shows only against an off-volume copy of checkpoints/');
   if (report.files.length === 0) {
     const span = range.from || range.to ? ` from ${range.from ?? 'the start'} to ${range.to ?? 'today'}` : '';
     process.stderr.write(`pulsevault audit: no audit files${range.category ? ` of category ${range.category}` : ''}${span} in ${config.auditDir}: nothing verified; check --from/--to and AUDIT_DIR (or MEDIA_ROOT)\n`);
@@ -121,10 +127,25 @@ async function verify(config: Config, range: { from?: string; to?: string; categ
     out.push(`${f.ok ? 'ok  ' : 'FAIL'} ${f.file}  ${f.entries} entries, ${seqs}, checkpoint ${f.checkpoint}`);
   }
   for (const b of report.breaks) out.push(`BREAK ${b.file}${b.line === null ? '' : `:${b.line}`} ${b.kind}: ${b.detail}`);
+  for (const note of report.notes) out.push(`note: ${note}`);
   const verdict = report.breaks.length === 0 ? `verified ${report.files.length} file(s) in ${config.auditDir}: chain intact` : `${report.breaks.length} break(s) found in ${config.auditDir}`;
   out.push(verdict);
   process.stdout.write(`${out.join('\n')}\n`);
   return report.breaks.length === 0 ? 0 : 1;
+}
+
+/** The anchors the configured Redis holds, or null when none is configured or it does not answer (verify goes on without them). */
+async function anchorsInRedis(config: Config): Promise<Map<AuditCategory, Anchor> | null> {
+  // One quick try first: a Redis that is down would hold verify up for the command deadline and its retries.
+  if (!namesRedis(config) || !(await redisAnswers(config.redis))) return null;
+  const redis = createRedis(config, { name: 'audit-verify' });
+  try {
+    return await readAnchors(redis);
+  } catch {
+    return null;
+  } finally {
+    redis.disconnect();
+  }
 }
 
 /** Every index of the range thrown away and built again from a verification of its file. */

@@ -45,14 +45,6 @@ export async function ensureRedis(config: Config, log: Logger): Promise<LocalRed
   return redis;
 }
 
-/**
- * Whether the configuration names a Redis to use (REDIS_SENTINELS, REDIS_URL, or a REDIS_HOST/REDIS_PORT other
- * than the default localhost:6379): only then does the local stack share one; otherwise it runs its own.
- */
-export function namesRedis(config: Config): boolean {
-  return config.redis.sentinel !== null || config.redis.url !== null || config.redis.host !== 'localhost' || config.redis.port !== 6379;
-}
-
 /** Where the local stack's Redis keeps its data. */
 export const localRedisDir = (config: Pick<Config, 'mediaRoot'>) => path.join(config.mediaRoot, 'redis');
 

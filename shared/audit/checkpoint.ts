@@ -12,6 +12,10 @@
  * category's only day, or its newest). So the writer also keeps a signed
  * manifest, `checkpoints/manifest.json`: every log file it has ever created.
  * A listed file that is gone is a break, whatever else was deleted with it.
+ *
+ * Between checkpoints the last entry of every batch carries a MAC (./entry.ts
+ * entryMac), and each category's newest checkpointed head is also kept off the
+ * volume, in Redis (./anchor.ts), against a volume put back as it was.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -25,7 +29,11 @@ export const CHECKPOINT_DIR = 'checkpoints';
 
 const checkpointSchema = z
   .object({
-    v: z.literal(1),
+    /**
+     * 2: written by a writer that MACs the last entry of every batch, so an entry after this
+     * checkpoint without a MAC was never acknowledged; 1: by a writer before entry MACs.
+     */
+    v: z.union([z.literal(1), z.literal(2)]),
     category: z.enum(AUDIT_CATEGORIES),
     file: z.string(),
     /** seq and prevHash of the file's first entry: where it joins the chain. */

@@ -12,7 +12,7 @@
  * video's UUID folder — which keeps free text (a title, a filename, a name typed
  * into a header) out by construction, whoever submits it.
  */
-import { hash } from 'node:crypto';
+import { createHmac, createSecretKey, hash, hkdfSync, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { UUID_PATTERN } from '../platform/ids.js';
 import { AUDIT_ACTIONS, type AuditAction } from './actions.js';
@@ -106,6 +106,11 @@ export const auditEntrySchema = z
     streamId: z.string().regex(/^\d+-\d+(\.\d+)?$/),
     prevHash: hex64,
     hash: hex64,
+    /**
+     * On the last entry of each batch the writer appends to a file: a MAC of its hash (entryMac),
+     * which vouches for it and, through the chain, for every entry before it. Not part of the hash.
+     */
+    mac: hex64.optional(),
   })
   .strict()
   .refine(...actionInItsCategory);
@@ -162,6 +167,31 @@ export function chainEntry(event: SubmittedEvent, link: ChainLink): { hash: stri
   const canonical = canonicalEntry(event, link);
   const hash = sha256Hex(canonical);
   return { hash, line: `${canonical.slice(0, -1)},"hash":"${hash}"}` };
+}
+
+/**
+ * The key of the entry MACs, derived from AUDIT_SIGNING_KEY (HKDF-SHA256, info
+ * `audit-entry-mac`): like the checkpoints', a key the functions never hold, so
+ * an entry appended after the newest checkpoint cannot be made to verify
+ * without it; its own purpose, so no entry MAC can stand for a checkpoint's.
+ */
+export function entryMacKey(signingKey: string): KeyObject {
+  return createSecretKey(Buffer.from(hkdfSync('sha256', signingKey, '', 'audit-entry-mac', 32)));
+}
+
+/** HMAC-SHA256 (hex) of an entry's hash: the hash covers every field and the chain before it. */
+export function entryMac(key: KeyObject, entryHash: string): string {
+  return createHmac('sha256', key).update(entryHash).digest('hex');
+}
+
+/** Whether an entry carries a MAC made with this key. */
+export function hasValidMac(key: KeyObject, entry: Pick<AuditEntry, 'hash' | 'mac'>): boolean {
+  return entry.mac !== undefined && timingSafeEqual(Buffer.from(entryMac(key, entry.hash), 'hex'), Buffer.from(entry.mac, 'hex'));
+}
+
+/** A stored line (chainEntry's) with its MAC appended. */
+export function withMac(line: string, key: KeyObject, entryHash: string): string {
+  return `${line.slice(0, -1)},"mac":"${entryMac(key, entryHash)}"}`;
 }
 
 /** UTC day (YYYY-MM-DD) of an ISO timestamp. */

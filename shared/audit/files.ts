@@ -144,3 +144,19 @@ export async function forEachLine(
     await fd.close();
   }
 }
+
+/**
+ * Bytes of a log file up to the end of the last line whose entry `keep` accepts, and how many
+ * complete lines follow it (read through once: only for a tail the writer will not extend).
+ */
+export async function lengthThroughLast(file: string, keep: (entry: AuditEntry) => boolean): Promise<{ size: number; after: number }> {
+  let offset = 0;
+  let size = 0;
+  let keptAt = 0;
+  const { lines } = await forEachLine(file, (text, line) => {
+    offset += Buffer.byteLength(text) + 1;
+    const parsed = parseEntryLine(text);
+    if ('entry' in parsed && keep(parsed.entry)) [size, keptAt] = [offset, line];
+  });
+  return { size, after: lines - keptAt };
+}

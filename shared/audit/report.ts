@@ -19,7 +19,7 @@ import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { AuditAction } from './actions.js';
 import { readCheckpoint, type Checkpoint } from './checkpoint.js';
-import { AUDIT_CATEGORIES, type AuditCategory, type AuditEntry } from './entry.js';
+import { AUDIT_CATEGORIES, entryMacKey, hasValidMac, type AuditCategory, type AuditEntry } from './entry.js';
 import { forEachLine, listLogFiles, parseEntryLine, type LogFile } from './files.js';
 import { IndexBuilder, ReportIndex, subjectKey, videoKey } from './report-index.js';
 import { checkManifest, findOrphanCheckpoints, verifyAuditLog, type Break, type VerifyReport } from './verify.js';
@@ -125,7 +125,7 @@ export async function auditReport(auditDir: string, signingKey: string, query: R
     const m = /^(access|upload|transcode|admin)-(\d{4}-\d{2}-\d{2})\.log$/.exec(name);
     return m !== null && !present.has(name) && inRange(m[2]!) && (!query.category || m[1] === query.category);
   };
-  const elsewhere: VerifyReport = { files: [], breaks: [] };
+  const elsewhere: VerifyReport = { files: [], breaks: [], notes: [] };
   await findOrphanCheckpoints(auditDir, gone, elsewhere);
   await checkManifest(auditDir, signingKey, present.size > 0, gone, elsewhere);
   const reported = new Set(elsewhere.breaks.map((b) => `${b.file} ${b.kind}`));
@@ -228,7 +228,7 @@ async function fromIndex(auditDir: string, key: string, file: LogFile, index: Re
   }
   let links: FileLinks = { firstSeq: header.firstSeq, chainIn: header.chainIn, lastSeq: header.lastSeq, lastHash: header.lastHash };
   if (grown || checkpoint.seq > header.lastSeq) {
-    const tail = await walkTail(logPath, header.size, header.lines, links, checkpoint, file.name, query);
+    const tail = await walkTail(logPath, header.size, header.lines, links, checkpoint, key, file.name, query);
     if (!tail) return null;
     lines.push(...tail.lines);
     links = tail.links;
@@ -247,18 +247,24 @@ function candidateLines(index: ReportIndex, query: ReportQuery): number[] {
   return byVideo ?? bySubject ?? [];
 }
 
-/** Lines appended after the indexed part: each must chain to the one before, up to the signed checkpoint at least. */
+/**
+ * Lines appended after the indexed part: each must chain to the one before, up to the signed
+ * checkpoint at least, and any beyond it up to a valid entry MAC (else verify names the break).
+ */
 async function walkTail(
   logPath: string,
   fromByte: number,
   linesBefore: number,
   start: FileLinks,
   checkpoint: Checkpoint,
+  key: string,
   fileName: string,
   query: ReportQuery,
 ): Promise<{ lines: ReportLine[]; links: FileLinks } | null> {
   let { lastSeq, lastHash } = start;
   let broken = false;
+  let sealedSeq = 0;
+  const macKey = entryMacKey(key);
   const lines: ReportLine[] = [];
   await forEachLine(
     logPath,
@@ -268,13 +274,17 @@ async function walkTail(
       if ('error' in parsed || parsed.entry.seq !== lastSeq + 1 || parsed.entry.prevHash !== lastHash) return void (broken = true);
       const e = parsed.entry;
       if (e.seq === checkpoint.seq && e.hash !== checkpoint.hash) return void (broken = true);
+      if (e.mac !== undefined) {
+        if (!hasValidMac(macKey, e)) return void (broken = true);
+        sealedSeq = e.seq;
+      }
       [lastSeq, lastHash] = [e.seq, e.hash];
       if (matches(e, query)) lines.push(reportLine(e, fileName, linesBefore + n));
     },
     undefined,
     fromByte,
   );
-  if (broken || lastSeq < checkpoint.seq) return null;
+  if (broken || lastSeq < checkpoint.seq || lastSeq > Math.max(checkpoint.seq, sealedSeq)) return null;
   return { lines, links: { ...start, lastSeq, lastHash } };
 }
 

@@ -17,15 +17,23 @@
  * - bad checkpoint: a checkpoint (or the manifest) that is missing, unparseable
  *   or not signed with AUDIT_SIGNING_KEY.
  * - a file the signed manifest lists but that is gone is a missing day, even
- *   when its checkpoint went with it (a category's only or newest day).
+ *   when its checkpoint went with it (a category's only or newest day);
+ * - unsealed: entries after a file's signed checkpoint that no valid entry MAC
+ *   vouches for (appended without AUDIT_SIGNING_KEY), or one there whose MAC
+ *   does not match;
+ * - rolled back: given the anchors kept in Redis (./anchor.ts), a category's
+ *   chain that ends before its anchor or differs at it (an older copy of the
+ *   volume put back), or an anchor a writer marked so.
  */
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
+import type { KeyObject } from 'node:crypto';
+import { anchorKey, type Anchor } from './anchor.js';
 import { CHECKPOINT_DIR, MANIFEST_FILE, readCheckpoint, readManifest, type CheckpointRead } from './checkpoint.js';
-import { GENESIS_HASH, parseLogFileName, utcDay, type AuditCategory, type AuditEntry } from './entry.js';
+import { entryMacKey, GENESIS_HASH, hasValidMac, parseLogFileName, utcDay, type AuditCategory, type AuditEntry } from './entry.js';
 import { forEachLine, listLogFiles, parseEntryLine, type LogFile, type ParsedLine } from './files.js';
 
-export type BreakKind = 'modified' | 'deleted' | 'inserted' | 'reordered' | 'truncated' | 'missing day' | 'bad checkpoint';
+export type BreakKind = 'modified' | 'deleted' | 'inserted' | 'reordered' | 'truncated' | 'missing day' | 'bad checkpoint' | 'unsealed' | 'rolled back';
 
 export interface Break {
   file: string;
@@ -47,6 +55,8 @@ export interface FileSummary {
 export interface VerifyReport {
   files: FileSummary[];
   breaks: Break[];
+  /** What could not be checked, though nothing is broken (a category without an anchor). */
+  notes: string[];
 }
 
 export interface VerifyOptions {
@@ -54,6 +64,8 @@ export interface VerifyOptions {
   from?: string;
   to?: string;
   category?: AuditCategory;
+  /** Each category's anchor as Redis holds it (./anchor.ts); without it no rollback is looked for. */
+  anchors?: ReadonlyMap<AuditCategory, Anchor>;
 }
 
 interface Link {
@@ -62,15 +74,19 @@ interface Link {
 }
 
 export async function verifyAuditLog(auditDir: string, signingKey: string, options: VerifyOptions = {}): Promise<VerifyReport> {
-  const report: VerifyReport = { files: [], breaks: [] };
+  const report: VerifyReport = { files: [], breaks: [], notes: [] };
   const inRange = (day: string) => (!options.from || day >= options.from) && (!options.to || day <= options.to);
   const all = await listLogFiles(auditDir);
+  const keys = { signing: signingKey, mac: entryMacKey(signingKey) };
   for (const [category, files] of all) {
     if (options.category && category !== options.category) continue;
     const selected = files.filter((f) => inRange(f.day));
     const startsAtBeginning = selected[0] === files[0];
     const endsAtEnd = selected[selected.length - 1] === files[files.length - 1];
-    await verifyCategory(auditDir, signingKey, selected, { startsAtBeginning, endsAtEnd }, report);
+    // The anchor is the category's newest head: it says something only about a run that reaches the newest file.
+    const anchor = endsAtEnd && options.anchors ? (options.anchors.get(category) ?? null) : undefined;
+    if (anchor === null && selected.length > 0) report.notes.push(`no anchor for ${category} in Redis (lost, or no checkpoint written since): a rollback of its files shows only against an off-volume copy of checkpoints/`);
+    await verifyCategory(auditDir, keys, selected, { startsAtBeginning, endsAtEnd }, anchor ?? null, report);
   }
   const present = new Set([...all.values()].flat().map((f) => f.name));
   /** A log file this run covers (its day in range, its category selected) that is not on disk. */
@@ -86,14 +102,17 @@ export async function verifyAuditLog(auditDir: string, signingKey: string, optio
 
 async function verifyCategory(
   auditDir: string,
-  key: string,
+  keys: { signing: string; mac: KeyObject },
   files: LogFile[],
   scope: { startsAtBeginning: boolean; endsAtEnd: boolean },
+  redisAnchor: Anchor | null,
   report: VerifyReport,
 ): Promise<void> {
   let prev: (Link & { file: string; final: boolean; truncated: boolean }) | null = null;
+  /** The accepted entry at the anchor's seq in the anchor's file, once walked (null: not there). */
+  let atAnchor: { line: number; hash: string } | null | undefined;
   for (const [index, file] of files.entries()) {
-    const cp = await readCheckpoint(auditDir, file.name, key);
+    const cp = await readCheckpoint(auditDir, file.name, keys.signing);
     const breaksBefore = report.breaks.length;
     const add = (line: number | null, kind: BreakKind, detail: string) => report.breaks.push({ file: file.name, line, kind, detail });
 
@@ -105,9 +124,11 @@ async function verifyCategory(
         : cp.state === 'valid'
           ? { seq: cp.checkpoint.firstSeq - 1, hash: cp.checkpoint.chainIn }
           : null; // --from without a checkpoint: trust the first line's link
-    const walk: ChainWalk = new ChainWalk(file, anchor, cp, prev, add);
+    const anchorSeq = redisAnchor?.file === file.name ? redisAnchor.seq : null;
+    const walk: ChainWalk = new ChainWalk(file, anchor, cp, prev, keys.mac, anchorSeq, add);
     const { lines, torn } = await forEachLine(path.join(auditDir, file.name), (text, line) => walk.next(line, parseEntryLine(text)));
     const chain: WalkedChain = walk.end();
+    if (anchorSeq !== null) atAnchor = chain.atAnchor;
     if (torn !== '') add(lines + 1, 'truncated', 'incomplete last line (a write cut short)');
 
     const lastSeq = chain.last?.seq ?? null;
@@ -137,6 +158,13 @@ async function verifyCategory(
         if (index === files.length - 1 && scope.endsAtEnd) add(null, 'missing day', 'the file was closed for a later day, but no later file exists');
       }
     }
+    if (cp.state === 'absent' || (cp.state === 'valid' && !cp.checkpoint.final)) {
+      // Past its checkpoint a file's entries are vouched for by the MAC of a later one (the chain links them to it).
+      const checkpointed = cp.state === 'valid' ? cp.checkpoint.seq : 0;
+      const unsealed = chain.accepted.firstAbove(Math.max(checkpointed, chain.sealedSeq));
+      const named = (line: number) => report.breaks.slice(breaksBefore).some((b) => b.line === line && b.kind === 'unsealed'); // its MAC did not match
+      if (unsealed && !named(unsealed.line)) add(unsealed.line, 'unsealed', `seq ${unsealed.seq}..${lastSeq} after the ${checkpointed ? `signed checkpoint (seq ${checkpointed})` : 'start of the file'} carry no valid MAC: appended without the key`);
+    }
 
     report.files.push({
       file: file.name,
@@ -148,6 +176,26 @@ async function verifyCategory(
     });
     prev = chain.last ? { ...chain.last, file: file.name, final: cp.state === 'valid' && cp.checkpoint.final, truncated } : null;
   }
+  const rolledBack = redisAnchor && anchorBreak(redisAnchor, files, prev, atAnchor);
+  if (rolledBack) report.breaks.push(rolledBack);
+}
+
+/** Where the category's chain stands against its anchor in Redis: a break when it is behind it or not the chain anchored. */
+function anchorBreak(anchor: Anchor, files: LogFile[], head: (Link & { file: string }) | null, atAnchor: { line: number; hash: string } | null | undefined): Break | null {
+  const what = `its anchor in Redis (seq ${anchor.seq} in ${anchor.file}, checkpointed at ${anchor.at})`;
+  if (anchor.rolledBack) {
+    return { file: anchor.file, line: null, kind: 'rolled back', detail: `a writer found the files ending at seq ${anchor.rolledBack.volumeSeq}, behind ${what}, at ${anchor.rolledBack.at}; marked until the key ${anchorKey(files[0]!.category)} is deleted` };
+  }
+  const newest = files[files.length - 1]?.name ?? anchor.file;
+  if (!head || head.seq < anchor.seq) return { file: newest, line: null, kind: 'rolled back', detail: `the chain ends at seq ${head?.seq ?? 'none'}, before ${what}: an older copy of the volume put back` };
+  if (atAnchor === undefined) {
+    // Not walked: outside the range, or its file gone.
+    const day = parseLogFileName(anchor.file)?.day ?? '';
+    if (day < files[0]!.day) return null;
+    return { file: anchor.file, line: null, kind: 'rolled back', detail: `the file of ${what} is not on the volume` };
+  }
+  if (atAnchor === null || atAnchor.hash !== anchor.hash) return { file: anchor.file, line: atAnchor?.line ?? null, kind: 'rolled back', detail: `the chain at seq ${anchor.seq} is not the one anchored by ${what}: a different chain put in its place` };
+  return null;
 }
 
 /** An accepted entry as the walk keeps it (hashKey: see AcceptedEntries). */
@@ -224,6 +272,10 @@ interface WalkedChain {
   last: Link | null;
   /** The accepted entry at the signed checkpoint's seq. */
   atCheckpoint: { line: number; hash: string } | null;
+  /** The accepted entry at the anchor's seq, when it was asked for. */
+  atAnchor: { line: number; hash: string } | null;
+  /** The last accepted entry with a valid MAC (0: none). */
+  sealedSeq: number;
 }
 
 /** Seqs skipped by a jump forward: reordered if some turn up later in the file, deleted if none does. */
@@ -254,12 +306,16 @@ class ChainWalk {
   private held: { line: number; parsed: ParsedLine } | null = null;
   private last: Link | null = null;
   private atCheckpoint: { line: number; hash: string } | null = null;
+  private atAnchor: { line: number; hash: string } | null = null;
+  private sealedSeq = 0;
 
   constructor(
     private readonly file: LogFile,
     anchor: Link | null,
     private readonly cp: CheckpointRead,
     private readonly prev: { file: string; truncated: boolean } | null,
+    private readonly macKey: KeyObject,
+    private readonly anchorSeq: number | null,
     private readonly add: (line: number | null, kind: BreakKind, detail: string) => void,
   ) {
     this.expectedSeq = anchor ? anchor.seq + 1 : null;
@@ -278,7 +334,7 @@ class ChainWalk {
       if (gap.later.size > 0) this.add(gap.line, 'reordered', `seq ${gap.seq} comes before seq ${[...gap.later].sort((a, b) => a - b).join(', ')}`);
       else gap.ifMissing();
     }
-    return { accepted: this.accepted, last: this.last, atCheckpoint: this.atCheckpoint };
+    return { accepted: this.accepted, last: this.last, atCheckpoint: this.atCheckpoint, atAnchor: this.atAnchor, sealedSeq: this.sealedSeq };
   }
 
   private judge(line: number, parsed: ParsedLine, next: ParsedLine | undefined): void {
@@ -328,6 +384,12 @@ class ChainWalk {
     }
     this.accepted.push(e.seq, line, e.hash);
     if (cp.state === 'valid' && e.seq === cp.checkpoint.seq) this.atCheckpoint = { line, hash: e.hash };
+    if (e.seq === this.anchorSeq) this.atAnchor = { line, hash: e.hash };
+    // Only past the checkpoint does a MAC vouch for anything (checking each of a busy day's would cost a third of a verify).
+    if (e.mac !== undefined && !(cp.state === 'valid' && e.seq <= cp.checkpoint.seq)) {
+      if (hasValidMac(this.macKey, e)) this.sealedSeq = e.seq;
+      else add(line, 'unsealed', 'its MAC does not match (forged, or made with another key)');
+    }
     this.last = { seq: e.seq, hash: e.hash };
     this.expectedSeq = e.seq + 1;
     this.expectedPrev = e.hash;

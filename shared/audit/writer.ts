@@ -22,6 +22,12 @@
  * durable id and the stream's trim follow every 100 ms. A stream entry holds the
  * events one process submitted in one turn (eventsOf).
  *
+ * Between checkpoints: the last line of each file's batch carries a MAC (entry.ts
+ * entryMac) in the same write, so an entry is vouched for once acknowledged, and
+ * lines found after the last MAC and checkpoint on start were never acknowledged
+ * by this writer: they are cut off, never checkpointed. Each checkpointed head is
+ * also anchored in Redis (anchor.ts) against the volume being put back as it was.
+ *
  * Resuming exactly where it stopped: every entry stores its `streamId`. On start
  * (and after any write failure) the state is rebuilt from the files alone — a
  * torn last line is cut off, the last entry of each category gives seq, hash
@@ -42,19 +48,25 @@ import type { Logger } from '../platform/log.js';
 import { counter } from '../platform/metrics.js';
 import type { ChainableCommander } from 'ioredis';
 import type { Redis } from '../platform/redis.js';
-import { CHECKPOINT_DIR, readCheckpoint, readManifest, signCheckpoint, writeCheckpoint, writeManifest } from './checkpoint.js';
+import type { KeyObject } from 'node:crypto';
+import { advanceAnchor, markRolledBack, readAnchors } from './anchor.js';
+import { CHECKPOINT_DIR, readCheckpoint, readManifest, signCheckpoint, writeCheckpoint, writeManifest, type CheckpointRead } from './checkpoint.js';
 import {
   AUDIT_CATEGORIES,
   chainEntry,
   compareStreamIds,
+  entryMacKey,
   GENESIS_HASH,
+  hasValidMac,
   logFileName,
   parseSubmittedEvent,
   utcDay,
+  withMac,
+  type AuditEntry,
   type SubmittedEvent,
   type AuditCategory,
 } from './entry.js';
-import { listLogFiles, readFileEnds, type LogFile } from './files.js';
+import { lengthThroughLast, listLogFiles, readFileEnds, type LogFile } from './files.js';
 import type { Outcome } from './intake.js';
 import { WriterLease } from './lease.js';
 import { UUID_PATTERN } from '../platform/ids.js';
@@ -123,6 +135,8 @@ interface PendingFile {
   head: Head;
   file: string;
   lines: string[];
+  /** Hash of the last of `lines`: the one that carries the batch's MAC. */
+  lastHash: string;
   /** The file this one follows (to mark final once this one is durable), if the batch rotated the day. */
   closes: Head | null;
 }
@@ -161,6 +175,8 @@ export class AuditWriter {
   private readonly checkpointEveryMs: number;
   private readonly batchSize: number;
   private readonly now: () => number;
+  /** The entry MACs' key (derived from the signing key). */
+  private readonly macKey: KeyObject;
   private heads = new Map<AuditCategory, Head>();
   /** Every log file created so far, as the signed manifest lists them. */
   private manifest = new Set<string>();
@@ -186,6 +202,7 @@ export class AuditWriter {
     this.checkpointEveryMs = o.checkpointEveryMs ?? 5_000;
     this.batchSize = o.batchSize ?? 2_000;
     this.now = o.now ?? Date.now;
+    this.macKey = entryMacKey(o.signingKey);
     this.lease = new WriterLease(o.redis, this.leaseMs, Math.min(2_000, this.leaseMs / 4), o.leaseReplicas ?? 0);
     // Redis may come back empty, the lease key free for a standby: after a lost connection, confirm before appending.
     for (const conn of [o.redis, o.reader]) conn.on('close', () => this.lease.suspend());
@@ -325,6 +342,24 @@ export class AuditWriter {
     this.heads = heads;
     this.lastReadId = '0-0';
     await this.recoverManifest([...files.values()].flat().map((f) => f.name));
+    await this.checkAnchors(heads).catch((err: unknown) => this.o.log.warn({ err: errorSummary(err) }, 'could not compare the audit files with their anchor in Redis'));
+  }
+
+  /**
+   * Files that end before their category's anchor were put back as they were earlier (or lost
+   * entries): said, and the anchor marked, so that the chain appended from here cannot move it on
+   * and hide that (./anchor.ts). Appending goes on: refusing every access would not bring them back.
+   */
+  private async checkAnchors(heads: Map<AuditCategory, Head>): Promise<void> {
+    for (const [category, anchor] of await readAnchors(this.o.redis)) {
+      const head = heads.get(category)!;
+      if (anchor.rolledBack) {
+        this.o.log.error({ category, anchorSeq: anchor.seq, since: anchor.rolledBack.at }, 'the audit anchor in Redis is marked rolled back: the files were found behind it (run `pulsevault audit verify`)');
+      } else if (head.seq < anchor.seq || (head.seq === anchor.seq && head.hash !== anchor.hash)) {
+        this.o.log.error({ category, volumeSeq: head.seq, anchorSeq: anchor.seq }, 'the audit files end before their anchor in Redis: the volume was rolled back; marking the anchor (run `pulsevault audit verify`)');
+        await markRolledBack(this.o.redis, category, head.seq);
+      }
+    }
   }
 
   /**
@@ -345,16 +380,24 @@ export class AuditWriter {
     for (let i = files.length - 1; i >= 0; i--) {
       const file = files[i]!.name;
       const full = path.join(this.o.auditDir, file);
-      const ends = await readFileEnds(full);
+      let ends = await readFileEnds(full);
       if (ends.tornBytes > 0) {
         // A crash mid-append: those bytes were never fsynced, so never acknowledged.
         this.o.log.warn({ file, bytes: ends.tornBytes }, 'cutting off a torn last line left by a crash');
-        const fd = await open(full, 'r+');
-        try {
-          await fd.truncate(ends.size);
-          await fd.sync();
-        } finally {
-          await fd.close();
+        await cutTo(full, ends.size);
+      }
+      const cp = await readCheckpoint(this.o.auditDir, file, this.o.signingKey);
+      if (ends.last && !this.vouchedFor(ends.last, cp)) {
+        if (cp.state === 'valid' && cp.checkpoint.v === 1) {
+          // Written by a version before entry MACs, which crashed before checkpointing them: its entries were acknowledged.
+          this.o.log.warn({ file, fromSeq: cp.checkpoint.seq + 1, toSeq: ends.last.seq }, 'entries after the checkpoint of a writer before entry MACs: kept, and covered by the next checkpoint');
+        } else {
+          // Every batch ends with a MAC and is acknowledged only once durable: lines after the last one were either
+          // cut short by a crash (never acknowledged) or appended by someone without the key. Not extended either way.
+          const kept = await lengthThroughLast(full, (entry) => this.vouchedFor(entry, cp));
+          this.o.log.error({ file, entries: kept.after, toSeq: ends.last.seq }, 'cutting off entries after the last MAC and checkpoint: a batch cut short by a crash, or appended without the key (verify a copy of the volume)');
+          await cutTo(full, kept.size);
+          ends = await readFileEnds(full);
         }
       }
       if (!ends.first || !ends.last) {
@@ -365,7 +408,6 @@ export class AuditWriter {
       }
       // What we read may still sit only in the page cache (e.g. after a failed fsync): make it durable before acknowledging it.
       await fsyncFile(full);
-      const cp = await readCheckpoint(this.o.auditDir, file, this.o.signingKey);
       const head: Head = {
         category,
         file,
@@ -385,6 +427,11 @@ export class AuditWriter {
       return head;
     }
     return empty;
+  }
+
+  /** Whether an entry of a file with this checkpoint is vouched for: it carries a valid MAC, or the checkpoint covers it. */
+  private vouchedFor(entry: AuditEntry, cp: CheckpointRead): boolean {
+    return hasValidMac(this.macKey, entry) || (cp.state === 'valid' && entry.seq <= cp.checkpoint.seq);
   }
 
   /** A crash between a new day's first write and closing the previous file leaves the latter unfinalised. */
@@ -469,8 +516,9 @@ export class AuditWriter {
       const lastStreamId = streamId ?? head.lastStreamId;
       const { hash, line } = chainEntry(event, { seq: head.seq + 1, ts, streamId: lastStreamId, prevHash: head.hash });
       Object.assign(head, { seq: head.seq + 1, hash, ts, tsMs, lastStreamId });
-      const target = pending.get(head.file!) ?? { head, file: head.file!, lines: [], closes };
+      const target = pending.get(head.file!) ?? { head, file: head.file!, lines: [], lastHash: hash, closes };
       target.lines.push(line);
+      target.lastHash = hash;
       pending.set(head.file!, target);
       written.set(event.category, (written.get(event.category) ?? 0) + 1);
     }
@@ -511,7 +559,11 @@ export class AuditWriter {
     return outcomes;
   }
 
-  /** Write a batch's lines to its file (not yet durable); returns the descriptor to fsync. */
+  /**
+   * Write a batch's lines to its file (not yet durable), the last one with its MAC: written and
+   * fsynced with the batch, so every entry is vouched for once it is acknowledged; returns the
+   * descriptor to fsync.
+   */
   private async append(p: PendingFile): Promise<{ fd: FileHandle; created: boolean }> {
     const full = path.join(this.o.auditDir, p.file);
     let fd = this.fds.get(p.file);
@@ -525,6 +577,7 @@ export class AuditWriter {
       fd = await open(full, 'a', 0o640);
       this.fds.set(p.file, fd);
     }
+    p.lines[p.lines.length - 1] = withMac(p.lines[p.lines.length - 1]!, this.macKey, p.lastHash);
     const data = Buffer.from(`${p.lines.join('\n')}\n`);
     // Synchronous: into the page cache it takes microseconds, less than a round trip through libuv's thread pool.
     const bytesWritten = writeSync(fd.fd, data);
@@ -613,10 +666,11 @@ export class AuditWriter {
   }
 
   private async writeCheckpointOf(head: Head, final: boolean): Promise<void> {
+    const writtenAt = new Date().toISOString();
     await writeCheckpoint(
       this.o.auditDir,
       signCheckpoint(this.o.signingKey, {
-        v: 1,
+        v: 2,
         category: head.category,
         file: head.file!,
         firstSeq: head.firstSeq,
@@ -625,11 +679,14 @@ export class AuditWriter {
         hash: head.hash,
         count: head.seq - head.firstSeq + 1,
         final,
-        writtenAt: new Date().toISOString(),
+        writtenAt,
       }),
     );
     head.checkpointedSeq = head.seq;
     head.checkpointedAt = performance.now();
+    // The category's head off the volume (a closed file's is not its head). Not awaited: appends go on
+    // without Redis; on stop the lease's release, on the same connection, follows it.
+    if (!final) advanceAnchor(this.o.redis, head.category, { file: head.file!, seq: head.seq, hash: head.hash, at: writtenAt }).catch((err: unknown) => this.o.log.warn({ err: errorSummary(err) }, 'could not update the audit anchor in Redis'));
   }
 
   private async closeFiles(): Promise<void> {
@@ -673,6 +730,17 @@ function publishAll(pipeline: ChainableCommander, acks: Acks): ChainableCommande
 
 function errorSummary(err: unknown): string {
   return err instanceof Error ? `${(err as NodeJS.ErrnoException).code ?? err.name}: ${err.message}` : String(err);
+}
+
+/** Cut a log file to its first `size` bytes, durably. */
+async function cutTo(file: string, size: number): Promise<void> {
+  const fd = await open(file, 'r+');
+  try {
+    await fd.truncate(size);
+    await fd.sync();
+  } finally {
+    await fd.close();
+  }
 }
 
 function sleep(ms: number): Promise<void> {

@@ -55,6 +55,15 @@ function newClient(redis: Config['redis'], options: RedisOptions): Redis {
   return redis.url ? new Redis(redis.url, { ...auth, ...options }) : new Redis({ ...auth, host: redis.host, port: redis.port, db: redis.db, ...options });
 }
 
+/**
+ * Whether the configuration names a Redis to use (REDIS_SENTINELS, REDIS_URL, or a REDIS_HOST/REDIS_PORT other
+ * than the default localhost:6379): only then does the local stack share one (otherwise it runs its own), and
+ * only then does `pulsevault audit verify` read the audit anchors (another program's localhost:6379 holds none of ours).
+ */
+export function namesRedis(config: Config): boolean {
+  return config.redis.sentinel !== null || config.redis.url !== null || config.redis.host !== 'localhost' || config.redis.port !== 6379;
+}
+
 /** The address to show in logs: host:port, or the Sentinels and master name (never a password). */
 export function redisAddress(redis: Config['redis']): string {
   if (redis.sentinel) return `sentinel ${redis.sentinel.name}@${redis.sentinel.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}`;

@@ -7,12 +7,15 @@
 import { randomUUID } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { toSubmittedEvent } from '../../../shared/audit/client.js';
+import { subjectPseudonym } from '../../../shared/audit/subject.js';
 import { awaitGo, benchEvent, report, WARM_UP_RECORDS } from './barrier.js';
 
 const [file, countArg, clientsArg] = process.argv.slice(2);
 const count = Number(countArg);
 const clients = Number(clientsArg ?? 1);
-const lines = Array.from({ length: clients }, () => Array.from({ length: count }, () => `${JSON.stringify(toSubmittedEvent(benchEvent(randomUUID())))}\n`));
+// The user id pseudonymised as record() does (events carry a pseudonym, never a subject); any key will do here.
+const line = (event: ReturnType<typeof benchEvent>) => `${JSON.stringify(toSubmittedEvent({ ...event, actor: { role: null, userId: subjectPseudonym('bench-reference', event.actor!.userId!) } }))}\n`;
+const lines = Array.from({ length: clients }, () => Array.from({ length: count }, () => line(benchEvent(randomUUID()))));
 const handle = await open(file!, 'a');
 // Warmed like the audit clients: the same number of appends before the clock starts.
 await Promise.all(
