@@ -573,6 +573,14 @@ describe('media edge', () => {
     expect(cacheMiB).toBeLessThanOrEqual(Number(String(tmp.sizeLimit).replace('Mi', '')) / 2);
   });
 
+  it('never spools what the stream function sends to its temp volume (memory in k8s; an original decrypted in the clear)', () => {
+    const config = mediaEdgeConfig(K8S_MEDIA_EDGE);
+    // Every location that proxies a request for the function to answer, not the grant subrequest (whose answer has no body).
+    const answered = config.split(/\n\s*location /).filter((block) => /proxy_pass http:\/\/pulsevault_stream;/.test(block));
+    expect(answered.length).toBeGreaterThanOrEqual(2);
+    for (const block of answered) expect(block, block.split('\n')[0]).toContain('proxy_max_temp_file_size 0;');
+  });
+
   it("gets the edge's key from the secret media-edge-key through its init container, as the local stack writes it", () => {
     const init = (pod.initContainers as Obj[]).find((c) => c.name === 'edge-key')!;
     const secretVolume = pod.volumes.find((v: Obj) => v.secret?.secretName === 'media-edge-key');

@@ -121,7 +121,9 @@ const NO_BODY = 'proxy_pass_request_body off;\n      proxy_set_header Content-Le
 /** A media request the stream function decides by itself (X-Accel-Redirect for a granted file, else its answer). */
 const STREAM_DECIDES = `proxy_pass http://pulsevault_stream;
       ${proxyHeaders({ [EDGE_REQUEST_HEADER]: EDGE_REQUEST_VALUE, [EDGE_KEY_HEADER]: '$pv_edge_key' })}
-      ${NO_BODY}`;
+      ${NO_BODY}
+      # Never spool an answer to the edge's disk: a decrypted original would sit there in the clear.
+      proxy_max_temp_file_size 0;`;
 
 /** The function's headers a grant carries, which nginx repeats on every file it sends under it. */
 const GRANT_HEADERS = ['Cache-Control', ...EDGE_REPEATED_HEADERS.filter((h) => h !== 'ETag')] as const;
