@@ -104,7 +104,11 @@ describe('queue connector + transcoder (local stack)', () => {
     const meta = await store.read(video.videoId);
     expect(meta.renditions).toEqual(['240p', '360p', '720p']);
     expectValidLadder(store.dir(video.videoId), { sourceDuration: video.duration!, hasAudio: true });
-    const entries = transcodeEntries(video.videoId);
+    // The entry follows the publish (status transcoded) and the audit append: wait for it rather than race it.
+    const entries = await waitFor(() => {
+      const all = transcodeEntries(video.videoId);
+      return all.some((e) => e.action === 'transcode.complete') ? all : undefined;
+    }, 30_000, 'the transcode.complete entry');
     expect(entries.filter((e) => e.action === 'transcode.retry').length).toBeGreaterThanOrEqual(1);
     expect(entries.filter((e) => e.action === 'transcode.complete')).toHaveLength(1);
     await waitFor(() => processesOf(video.videoId).length === 0, 10_000, 'no process working on the video');
