@@ -379,7 +379,7 @@ describe('an encrypted vault, end to end', () => {
     expect(written).not.toContain(key.toString('hex'));
   });
 
-  it('hls.js and dash.js play the encrypted renditions in Chromium through the media edge, with the key from the key URL', async () => {
+  it('hls.js and dash.js play the encrypted renditions in Chromium through the media edge, with the key from the key URL; the page shows the sealed poster and sprites', async () => {
     const browser = await launchChromium();
     try {
       const page = await browser.context.newPage();
@@ -395,6 +395,13 @@ describe('an encrypted vault, end to end', () => {
         expect(played.currentTime, kind).toBeGreaterThanOrEqual(1);
         expect(played.frames, kind).toBeGreaterThan(10);
       }
+      // The sealed images as a page shows them: the poster, and a sprite sheet as a thumbnail plug-in finds it (the cue's URL resolved against the index's).
+      const images = (await page.evaluate(`(async (vtt) => {
+        const cue = /^(thumbs_\\S+?)#xywh=/m.exec(await (await fetch(vtt)).text())[1];
+        const load = async (src) => { const img = new Image(); img.src = src; await img.decode(); return [img.naturalWidth, img.naturalHeight]; };
+        return [await load(vtt.replace('thumbnails.vtt', 'poster.jpg')), await load(new URL(cue, vtt).href)];
+      })(${JSON.stringify(`${base}/thumbnails.vtt?token=${t}`)})`)) as [number, number][];
+      expect(images).toEqual([[320, 240], [160, 120]]);
     } finally {
       await browser.close();
     }
