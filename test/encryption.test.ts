@@ -1,13 +1,14 @@
 /**
  * Encryption at rest (shared/keys/, shared/crypto/): the chunked format alone, then one real stack
  * with a MEDIA_KEK: finalize encrypts, the folder holds no plaintext, stream decrypts ranges at
- * chunk boundaries, the transcoder reads the original over loopback, a flipped ciphertext byte is
+ * chunk boundaries, the transcoder reads the original over loopback and seals the poster and
+ * sprites (served decrypted through the media edge by the function), a flipped ciphertext byte is
  * refused and found by the scrub, a rotated KEK still reads old videos, a wrong KEK stops a
  * function with one line, and a delete shreds the key so an earlier copy of the folder is noise.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync, openSync, readSync, writeSync, closeSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync, openSync, readSync, writeSync, closeSync, type Dirent } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -15,9 +16,10 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditLog } from '../shared/audit/client.js';
 import { CHUNK_BYTES, EncryptedFile, encryptFile, IntegrityError, verifyEncryptedFile } from '../shared/crypto/chunked.js';
+import { IMAGES_SEALED_MARK } from '../shared/crypto/images.js';
 import { createTokenCodec } from '../shared/delivery/tokens.js';
 import { SecretKek } from '../shared/keys/kek.js';
-import { renditionKey, VideoKeys } from '../shared/keys/video-keys.js';
+import { deriveKey, renditionKey, VideoKeys } from '../shared/keys/video-keys.js';
 import { disposeVideo } from '../shared/lifecycle/dispose.js';
 import { loadConfig } from '../shared/platform/config.js';
 import { newId } from '../shared/platform/ids.js';
@@ -26,6 +28,7 @@ import { scrubVideo, Pacer } from '../shared/video/scrub.js';
 import { MediaStore } from '../shared/video/store.js';
 import { freePort } from '../services/devstack/supervisor.js';
 import { readAuditEntries } from './helpers/audit.js';
+import { rawRequest } from './helpers/raw-http.js';
 import { launchChromium } from './helpers/browser.js';
 import { makeClip } from './helpers/media.js';
 import { STACK_START_DEADLINE_MS, startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
@@ -255,6 +258,100 @@ describe('an encrypted vault, end to end', () => {
     for (const n of names) expect(readFileSync(path.join(hls, n)).includes(Buffer.from(key, 'hex')), n).toBe(false);
   });
 
+  /** Every file under the video's folder, as paths within it. */
+  const folderFiles = () => (readdirSync(folder(), { recursive: true, withFileTypes: true }) as Dirent[]).filter((e) => e.isFile()).map((e) => path.relative(folder(), path.join(e.parentPath, e.name)));
+  const imageKey = async () => deriveKey((await keys().dataKey(videoId))!, 'image');
+  /** A sealed image's plaintext, decrypted from the folder with the vault's keys. */
+  const unsealed = async (image: string) => {
+    const enc = await EncryptedFile.open(await open(path.join(folder(), image), 'r'), await imageKey(), videoId);
+    return enc.read(0, enc.size - 1).finally(() => enc.close());
+  };
+  const JPEG_SOI = Buffer.from([0xff, 0xd8, 0xff]);
+
+  it('no file of the transcoded folder holds plaintext: poster and sprite sheets sealed (no JPEG markers), marked, no PHI string anywhere', async () => {
+    const files = folderFiles();
+    const images = files.filter((f) => f.endsWith('.jpg'));
+    expect(images).toEqual(expect.arrayContaining(['hls/poster.jpg', 'hls/thumbs_0_000.jpg']));
+    expect(files).toContain(`hls/${IMAGES_SEALED_MARK}`);
+    for (const f of files) {
+      const bytes = readFileSync(path.join(folder(), f));
+      for (const phi of [FILENAME, TITLE, DESCRIPTION, 'Jane']) expect(bytes.includes(Buffer.from(phi)), `${f}: ${phi}`).toBe(false);
+      expect(bytes.subarray(0, 3).equals(JPEG_SOI), f).toBe(false);
+      // JFIF (APP0) and Lavc (ffmpeg's comment) are in every JPEG ffmpeg writes.
+      expect(bytes.includes(Buffer.from('JFIF')) || bytes.includes(Buffer.from('Lavc')), f).toBe(false);
+    }
+    for (const image of images) {
+      const stored = readFileSync(path.join(folder(), image));
+      expect(stored.subarray(0, 8).toString('latin1'), image).toBe('PVAEAD01');
+      expect(entropy(stored.subarray(32)), image).toBeGreaterThan(7.8);
+      const plain = await unsealed(image);
+      expect(plain.subarray(0, 3).equals(JPEG_SOI), image).toBe(true);
+      expect(stored.includes(plain.subarray(plain.length - 64)), image).toBe(false);
+    }
+  });
+
+  it('poster and a sprite sheet named by thumbnails.vtt come through the media edge decrypted by the stream function, audited, as the function answers them; no token 403', async () => {
+    const t = token('hls/');
+    const base = `/media/videos/${videoId}/hls`;
+    const vtt = await (await fetch(`${stack.url}${base}/thumbnails.vtt?token=${t}`)).text();
+    // A standard thumbnail plug-in resolves the cue's image against the index's URL: the token is in it.
+    const cue = /^(thumbs_0_000\.jpg\?token=[^#\s]+)#xywh=\d+,\d+,\d+,\d+$/m.exec(vtt)?.[1];
+    expect(cue).toBeDefined();
+    const auditDir = path.join(stack.mediaRoot, 'audit');
+    const granted = (resource: string) => readAuditEntries(auditDir).filter((e) => e.action === 'stream' && e.outcome === 'granted' && e.resource === resource).length;
+    const tmp = mkdtempSync(path.join(tmpdir(), 'pv-images-'));
+    for (const [image, url] of [['hls/poster.jpg', `${base}/poster.jpg?token=${t}`], ['hls/thumbs_0_000.jpg', `${base}/${cue}`]] as const) {
+      const before = granted(image);
+      const res = await rawRequest(stack.url, url);
+      expect(res.status, image).toBe(200);
+      expect(res.headers.server, image).toBe('nginx');
+      expect(res.headers['x-pulsevault-function'], image).toBe('stream'); // decided and sent by the function, not sendfile
+      expect(res.headers['content-type'], image).toBe('image/jpeg');
+      expect(res.headers['cache-control'], image).toBe('private');
+      expect(res.headers.etag, image).toMatch(/^"[0-9a-f]+-[0-9a-f]+"$/);
+      expect(res.body.subarray(0, 3).equals(JPEG_SOI), image).toBe(true);
+      expect(res.body.equals(await unsealed(image)), image).toBe(true);
+      expect(Number(res.headers['content-length']), image).toBe(res.body.length);
+      writeFileSync(path.join(tmp, 'got.jpg'), res.body);
+      const decoded = await promisify(execFile)('ffmpeg', ['-v', 'error', '-i', path.join(tmp, 'got.jpg'), '-f', 'null', '-']);
+      expect(decoded.stderr, image).toBe('');
+      // The same answer as the function's own (no edge), and its validators and ranges over the plaintext.
+      const direct = await rawRequest(stack.url, `/function/stream${url}`);
+      expect([direct.status, direct.headers.etag, direct.headers['content-length'], direct.body.equals(res.body)], image).toEqual([200, res.headers.etag, res.headers['content-length'], true]);
+      expect((await rawRequest(stack.url, url, { 'If-None-Match': res.headers.etag as string })).status, image).toBe(304);
+      const range = await rawRequest(stack.url, url, { Range: 'bytes=0-2' });
+      expect([range.status, range.headers['content-range'], range.body.equals(JPEG_SOI)], image).toEqual([206, `bytes 0-2/${res.body.length}`, true]);
+      await waitFor(() => granted(image) - before >= 4, 10_000, `the reads of ${image} audited`);
+      const refused = await rawRequest(stack.url, url.split('?')[0]!);
+      expect(refused.status, image).toBe(403);
+      expect(JSON.parse(refused.body.toString()), image).toMatchObject({ error: 'token_missing' });
+    }
+  });
+
+  it('a flipped byte in a sealed image: never served (500 media_integrity, through the edge and without it), the scrub names the image', async () => {
+    const file = path.join(folder(), 'hls', 'poster.jpg');
+    const at = 32 + 100; // chunk 0
+    const fd = openSync(file, 'r+');
+    const one = Buffer.alloc(1);
+    readSync(fd, one, 0, 1, at);
+    writeSync(fd, Buffer.from([one[0]! ^ 0x01]), 0, 1, at);
+    try {
+      const url = `/media/videos/${videoId}/hls/poster.jpg?token=${token('hls/')}`;
+      for (const via of ['', '/function/stream']) {
+        const bad = await rawRequest(stack.url, `${via}${url}`);
+        expect(bad.status, via).toBe(500);
+        expect(bad.headers['content-type'], via).toMatch(/^application\/json/);
+        expect(JSON.parse(bad.body.toString()), via).toMatchObject({ error: 'media_integrity' });
+      }
+      const problem = await scrubVideo(path.join(stack.mediaRoot, 'videos'), videoId, new Pacer(0), () => {}, keys());
+      expect(problem).toMatchObject({ problem: 'ciphertext_tampered', detail: expect.stringMatching(/^hls\/poster\.jpg: /) });
+    } finally {
+      writeSync(fd, one, 0, 1, at);
+      closeSync(fd);
+    }
+    expect(await scrubVideo(path.join(stack.mediaRoot, 'videos'), videoId, new Pacer(0), () => {}, keys())).toBeNull();
+  });
+
   it('the key URL refuses without a token, with another video\'s or another scope\'s, and for GET; granted, it answers the ClearKey license, no-store, audited without the key', async () => {
     const keyUrl = (t: string | null) => `${stack.url}/media/videos/${videoId}/hls/clearkey${t === null ? '' : `?token=${t}`}`;
     const post = (t: string | null) => fetch(keyUrl(t), { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"kids":[],"type":"temporary"}' });
@@ -282,7 +379,7 @@ describe('an encrypted vault, end to end', () => {
     expect(written).not.toContain(key.toString('hex'));
   });
 
-  it('hls.js and dash.js play the encrypted renditions in Chromium through the media edge, with the key from the key URL', async () => {
+  it('hls.js and dash.js play the encrypted renditions in Chromium through the media edge, with the key from the key URL; the page shows the sealed poster and sprites', async () => {
     const browser = await launchChromium();
     try {
       const page = await browser.context.newPage();
@@ -298,6 +395,13 @@ describe('an encrypted vault, end to end', () => {
         expect(played.currentTime, kind).toBeGreaterThanOrEqual(1);
         expect(played.frames, kind).toBeGreaterThan(10);
       }
+      // The sealed images as a page shows them: the poster, and a sprite sheet as a thumbnail plug-in finds it (the cue's URL resolved against the index's).
+      const images = (await page.evaluate(`(async (vtt) => {
+        const cue = /^(thumbs_\\S+?)#xywh=/m.exec(await (await fetch(vtt)).text())[1];
+        const load = async (src) => { const img = new Image(); img.src = src; await img.decode(); return [img.naturalWidth, img.naturalHeight]; };
+        return [await load(vtt.replace('thumbnails.vtt', 'poster.jpg')), await load(new URL(cue, vtt).href)];
+      })(${JSON.stringify(`${base}/thumbnails.vtt?token=${t}`)})`)) as [number, number][];
+      expect(images).toEqual([[320, 240], [160, 120]]);
     } finally {
       await browser.close();
     }

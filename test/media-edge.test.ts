@@ -9,6 +9,7 @@ import { readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { IMAGES_SEALED_MARK } from '../shared/crypto/images.js';
 import { ENCRYPTED_IN_PLACE_MARK } from '../shared/crypto/migrate.js';
 import { createTokenCodec } from '../shared/delivery/tokens.js';
 import { readAuditEntries } from './helpers/audit.js';
@@ -238,6 +239,36 @@ describe('npm start with nginx installed: the media edge', () => {
       expect(streamEntries('granted') - before).toBe(4);
     } finally {
       rmSync(path.join(video.dir, ENCRYPTED_IN_PLACE_MARK));
+    }
+  });
+
+  it("a clear video's poster and sprites are sent by nginx under the grant; in a directory marked as holding sealed images (shared/crypto/images.ts) the function decides each image request", async () => {
+    const t = token(video.videoId, 'hls/', 137);
+    const jpeg = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), randomBytes(2000)]);
+    writeFileSync(path.join(video.dir, 'hls', 'poster.jpg'), jpeg);
+    writeFileSync(path.join(video.dir, 'hls', 'thumbs_0_000.jpg'), jpeg);
+    const before = streamEntries('granted');
+    for (const name of ['poster.jpg', 'thumbs_0_000.jpg']) {
+      const res = await rawRequest(stack.url, hlsFile(name, t));
+      expect([res.status, res.headers['content-type'], res.headers['x-pulsevault-function']], name).toEqual([200, 'image/jpeg', undefined]);
+      expect(res.body.equals(jpeg), name).toBe(true);
+    }
+    expect(streamEntries('granted') - before).toBe(1); // one grant of hls/, both sent under it
+    writeFileSync(path.join(video.dir, 'hls', IMAGES_SEALED_MARK), '');
+    try {
+      for (const name of ['poster.jpg', 'thumbs_0_000.jpg']) {
+        // Decided by the function under the cached grant too: this vault has no key, so it is an error, never the file.
+        const res = await rawRequest(stack.url, hlsFile(name, t));
+        expect([res.status, res.headers['x-pulsevault-function']], name).toEqual([500, 'stream']);
+        expect(JSON.parse(res.body.toString()), name).toMatchObject({ error: 'key_missing' });
+      }
+      expect(streamEntries('granted') - before).toBe(3);
+      // The directory's other files are still sent under the grant.
+      const seg = await rawRequest(stack.url, hlsFile('240p_000.m4s', t));
+      expect([seg.status, seg.headers['x-pulsevault-function']]).toEqual([200, undefined]);
+      expect(streamEntries('granted') - before).toBe(3);
+    } finally {
+      rmSync(path.join(video.dir, 'hls', IMAGES_SEALED_MARK));
     }
   });
 

@@ -261,7 +261,12 @@ export class EncryptedFile {
  * `onBytes` after each window (the scrub paces itself there).
  */
 export async function verifyEncryptedFile(file: string, key: Buffer, videoId: string, onBytes: (n: number) => void | Promise<void> = () => {}): Promise<{ checksum: string; size: number }> {
-  const enc = await EncryptedFile.open(await open(file, 'r'), key, videoId);
+  const handle = await open(file, 'r');
+  // A header that does not fit the file is refused before there is an EncryptedFile to close.
+  const enc = await EncryptedFile.open(handle, key, videoId).catch(async (err: unknown) => {
+    await handle.close();
+    throw err;
+  });
   try {
     const hash = createHash('sha256');
     // An empty original still has its one (empty) chunk, whose tag is checked too.

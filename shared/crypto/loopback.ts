@@ -13,7 +13,7 @@ import path from 'node:path';
 import type { VideoKeys } from '../keys/video-keys.js';
 import { validatorsOf } from '../delivery/media-response.js';
 import { isEncryptedFile } from './chunked.js';
-import { encryptedOriginal, sendEncryptedOriginal } from './original-response.js';
+import { encryptedOriginal, sendEncryptedFile } from './original-response.js';
 
 export interface PlaintextSource {
   /** What to give ffmpeg as its input: the file itself, or the loopback URL of its plaintext. */
@@ -36,7 +36,7 @@ export async function openPlaintextSource(keys: VideoKeys | null, folder: string
         await handle.close();
         throw err;
       });
-      await sendEncryptedOriginal(req, res, enc!, validators, { 'Content-Type': 'application/octet-stream' }, {});
+      await sendEncryptedFile(req, res, enc!, validators, { 'Content-Type': 'application/octet-stream' }, {});
     })().catch(() => (res.headersSent ? res.destroy() : refuse(500)));
   });
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));

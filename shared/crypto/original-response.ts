@@ -1,8 +1,9 @@
 /**
- * Serving an encrypted original (shared/crypto/chunked.ts) over HTTP: the same validators,
- * conditionals and single ranges as any media file (shared/delivery/media-response.ts), over the
- * plaintext's size, decrypting only the chunks a range lies in. nginx cannot send these bytes
- * (they are ciphertext on disk), so the media edge never gets a grant or a redirect for one.
+ * Serving an encrypted original (shared/crypto/chunked.ts) over HTTP — and a sealed image
+ * (./images.ts), stored in the same format: the same validators, conditionals and single ranges
+ * as any media file (shared/delivery/media-response.ts), over the plaintext's size, decrypting only
+ * the chunks a range lies in. nginx cannot send these bytes (they are ciphertext on disk), so the
+ * media edge never gets a grant or a redirect for one.
  *
  * A chunk that fails its tag is never sent: a range up to WHOLE_READ_MAX_BYTES is decrypted before
  * the status line (the client gets a 500 `media_integrity`); a longer one that fails mid-way is cut
@@ -43,10 +44,10 @@ function writeAll(res: ServerResponse, parts: Buffer[]): boolean {
 }
 
 /**
- * Answer a GET/HEAD of an encrypted original and close it. `headers` go on every answer,
+ * Answer a GET/HEAD of an encrypted file (an original, a sealed image) and close it. `headers` go on every answer,
  * `errorHeaders` on a 416. Resolves with the plaintext bytes sent.
  */
-export async function sendEncryptedOriginal(
+export async function sendEncryptedFile(
   req: IncomingMessage,
   res: ServerResponse,
   file: EncryptedFile,

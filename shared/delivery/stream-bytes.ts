@@ -1,11 +1,14 @@
 /**
  * A media file's bytes to a token's holder, with ranges and validators (planResponse):
  * sent from the open file descriptor, or — behind the media edge — handed to nginx
- * with an X-Accel-Redirect that it sends as planned here. An encrypted original is
- * decrypted here (shared/crypto/original-response.ts): nginx would send its ciphertext.
+ * with an X-Accel-Redirect that it sends as planned here. An encrypted original and a
+ * sealed image (poster, sprite sheet) are decrypted here (shared/crypto/original-response.ts,
+ * shared/crypto/images.ts): nginx would send their ciphertext.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { encryptedOriginal, sendEncryptedOriginal } from '../crypto/original-response.js';
+import type { EncryptedFile } from '../crypto/chunked.js';
+import { sealedImage } from '../crypto/images.js';
+import { encryptedOriginal, sendEncryptedFile } from '../crypto/original-response.js';
 import type { VideoKeys } from '../keys/video-keys.js';
 import { edgeRedirect, viaEdge } from './edge.js';
 import type { OpenedMedia } from './media-path.js';
@@ -15,25 +18,33 @@ import { counter } from '../platform/metrics.js';
 
 const bytesServed = counter({ name: 'pulsevault_stream_bytes_total', help: 'Media bytes the stream function sent itself (not those the media edge sends; see its access log).' });
 
+export interface BytesDeps {
+  videoDir: string;
+  keys: VideoKeys | null;
+}
+
 /**
  * `headers`: the media headers (Content-Type among them); `fileHeaders`: those an answer about the
  * file carries without a body type (a 416). Closes `opened.handle` once it is done with it.
  */
 export async function sendBytes(
+  { videoDir, keys }: BytesDeps,
   req: IncomingMessage,
   res: ServerResponse,
-  keys: VideoKeys | null,
   videoId: string,
   mediaPath: string,
   { handle, stat, realPath }: OpenedMedia,
   headers: Record<string, string>,
   fileHeaders: Record<string, string>,
 ): Promise<void> {
-  const encrypted = await encryptedOriginal(keys, videoId, mediaPath, handle).catch(async (err: unknown) => {
+  let encrypted: EncryptedFile | null;
+  try {
+    encrypted = (await encryptedOriginal(keys, videoId, mediaPath, handle)) ?? (await sealedImage(keys, videoDir, videoId, realPath, handle));
+  } catch (err) {
     await handle.close();
     throw err;
-  });
-  if (encrypted) return void bytesServed.inc(await sendEncryptedOriginal(req, res, encrypted, validatorsOf(stat), headers, fileHeaders));
+  }
+  if (encrypted) return void bytesServed.inc(await sendEncryptedFile(req, res, encrypted, validatorsOf(stat), headers, fileHeaders));
   const plan = planResponse({ size: Number(stat.size), validators: validatorsOf(stat) }, req.headers);
   const edge = viaEdge(req);
   if (plan.status === 416 || plan.status === 304 || req.method === 'HEAD' || edge) await handle.close();

@@ -29,7 +29,7 @@ interface KeyFile extends WrappedKey {
 }
 
 /** What a derived key protects; each gets its own key, so no nonce space is shared between formats. */
-export type KeyPurpose = 'original' | 'meta' | 'rendition';
+export type KeyPurpose = 'original' | 'meta' | 'rendition' | 'image';
 
 export function deriveKey(dataKey: Buffer, purpose: KeyPurpose): Buffer {
   return Buffer.from(hkdfSync('sha256', dataKey, Buffer.alloc(0), `pulsevault ${purpose} v1`, 32));

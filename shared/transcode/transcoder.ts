@@ -32,6 +32,7 @@ import type { TranscodeJob } from './queue.js';
 import { buildChunkCommand, buildEncodeCommand, buildJoinCommand, buildPosterCommand, ENCODERS, encodeOptionsFor, MANIFEST_NAME, SEGMENT_SECONDS, type EncodeOptions } from './ffmpeg-command.js';
 import { encryptRenditions } from './encrypt-renditions.js';
 import { CencError } from '../crypto/cenc.js';
+import { sealImages } from '../crypto/images.js';
 import { renditionKey } from '../keys/video-keys.js';
 import { thumbnailOutput, THUMBNAIL_INDEX, writeThumbnailIndex, type ThumbnailRange } from './thumbnails.js';
 import {
@@ -356,7 +357,10 @@ async function publishLadder(deps: TranscoderDeps, job: TranscodeJob, step: Vide
   return { outcome: 'transcoded', renditions, seconds };
 }
 
-/** A video with a data key gets encrypted renditions; one stored in the clear keeps clear ones (as before encryption at rest). */
+/**
+ * A video with a data key gets encrypted renditions and sealed images (poster, sprite sheets); one
+ * stored in the clear keeps clear ones (as before encryption at rest).
+ */
 async function encryptIfKeyed(store: MediaStore, videoId: string, workDir: string): Promise<void> {
   const dataKey = await store.keys?.dataKey(videoId);
   if (!dataKey) return;
@@ -366,6 +370,7 @@ async function encryptIfKeyed(store: MediaStore, videoId: string, workDir: strin
     // Not passing: the same encode would be refused again (an AV1 ladder, docs/transcoding.md).
     throw err instanceof CencError ? new UnprocessableError(`the renditions cannot be encrypted: ${err.message}`, 'renditions_not_encryptable') : err;
   }
+  await sealImages(workDir, videoId, dataKey);
 }
 
 /** What a part of a fanned-out video starts from, or its answer when nothing is left to do (published, or failed). */

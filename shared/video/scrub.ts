@@ -4,7 +4,9 @@
  * compare it with the checksum meta.json recorded at finalize. An encrypted
  * original (shared/crypto/chunked.ts) is decrypted chunk by chunk: every tag is
  * checked (a flipped ciphertext byte is `ciphertext_tampered`) and the plaintext
- * is hashed. Problems carry ids only, no PHI.
+ * is hashed. Sealed images (poster, sprite sheets: shared/crypto/images.ts) have
+ * every tag checked too; they have no recorded checksum. Problems carry ids and
+ * paths within the video only, no PHI.
  *
  * It streams: VIDEO_DIR is read with opendir (no listing held in memory) and
  * each original is hashed in chunks, paced to a byte rate so a scrub can run
@@ -13,8 +15,9 @@
 import { opendir, readdir, readFile, stat } from 'node:fs/promises';
 import { DELETED_MARK } from '../lifecycle/tombstone.js';
 import path from 'node:path';
-import { encryptedSize, IntegrityError, isEncryptedFile, MissingKeyError, plaintextChecksum } from '../crypto/chunked.js';
-import type { VideoKeys } from '../keys/video-keys.js';
+import { encryptedSize, IntegrityError, isEncryptedFile, MissingKeyError, plaintextChecksum, verifyEncryptedFile } from '../crypto/chunked.js';
+import { sealedImageFiles } from '../crypto/images.js';
+import { deriveKey, type VideoKeys } from '../keys/video-keys.js';
 import { isVideoId, MetaCorruptError, parseMeta } from './store.js';
 
 export type ProblemKind =
@@ -26,6 +29,7 @@ export type ProblemKind =
   | 'size_mismatch'
   | 'checksum_mismatch'
   | 'ciphertext_tampered'
+  | 'image_unreadable'
   | 'key_missing';
 
 export interface Problem {
@@ -73,6 +77,10 @@ const errno = (err: unknown) => (err as NodeJS.ErrnoException).code;
 export async function scrubVideo(videoDir: string, videoId: string, pacer: Pacer, onBytes: (n: number) => void = () => {}, keys: VideoKeys | null = null): Promise<Problem | null> {
   const dir = path.join(videoDir, videoId);
   const problem = (kind: ProblemKind, detail: string): Problem => ({ videoId, problem: kind, detail });
+  const paced = (n: number) => {
+    onBytes(n);
+    return pacer.consumed(n);
+  };
 
   let raw: string;
   try {
@@ -108,16 +116,37 @@ export async function scrubVideo(videoDir: string, videoId: string, pacer: Pacer
   if (size !== expected) return problem('size_mismatch', `${meta.original} has ${size} bytes, ${expected} expected for the ${meta.size} meta.json records`);
   let actual: string;
   try {
-    ({ checksum: actual } = await plaintextChecksum(original, videoId, async () => (keys ? keys.dataKey(videoId) : null), (n) => {
-      onBytes(n);
-      return pacer.consumed(n);
-    }));
+    ({ checksum: actual } = await plaintextChecksum(original, videoId, async () => (keys ? keys.dataKey(videoId) : null), paced));
   } catch (err) {
     if (err instanceof IntegrityError) return problem('ciphertext_tampered', `${meta.original}: ${err.message}`);
     if (err instanceof MissingKeyError) return problem('key_missing', `${meta.original} is encrypted and ${keys ? 'its data key is missing' : 'no MEDIA_KEK is configured'}`);
     return problem('original_unreadable', `${meta.original} could not be read (${errno(err) ?? (err instanceof Error ? err.name : 'unknown')})`);
   }
   if (actual !== meta.checksum) return problem('checksum_mismatch', `${meta.original} hashes to ${actual}, meta.json records ${meta.checksum}`);
+  return scrubSealedImages(dir, videoId, keys, paced, problem);
+}
+
+/** Every tag of the video's sealed images; the first problem found, or null. */
+async function scrubSealedImages(
+  dir: string,
+  videoId: string,
+  keys: VideoKeys | null,
+  paced: (n: number) => Promise<void>,
+  problem: (kind: ProblemKind, detail: string) => Problem,
+): Promise<Problem | null> {
+  const images = await sealedImageFiles(dir);
+  if (images.length === 0) return null;
+  const dataKey = keys ? await keys.dataKey(videoId).catch(() => null) : null;
+  if (!dataKey) return problem('key_missing', `${images[0]} is sealed and ${keys ? 'its data key is missing' : 'no MEDIA_KEK is configured'}`);
+  const key = deriveKey(dataKey, 'image');
+  for (const image of images) {
+    try {
+      await verifyEncryptedFile(path.join(dir, image), key, videoId, paced);
+    } catch (err) {
+      if (err instanceof IntegrityError) return problem('ciphertext_tampered', `${image}: ${err.message}`);
+      return problem('image_unreadable', `${image} could not be read (${errno(err) ?? (err instanceof Error ? err.name : 'unknown')})`);
+    }
+  }
   return null;
 }
 

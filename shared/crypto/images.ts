@@ -1,0 +1,67 @@
+/**
+ * A video's images at rest — the poster and the seek-thumbnail sprite sheets: with a data key they
+ * are sealed in the original's format (./chunked.ts: AES-256-GCM in chunks, every tag checked) under
+ * a key derived for 'image', in the transcoder's work directory before it is published. A mark
+ * (IMAGES_SEALED_MARK), written after the last sealed image, is published with them by the same
+ * rename, so a directory's images and its mark appear together.
+ *
+ * The mark decides, for nginx and the stream function alike: nginx (services/media-edge) hands
+ * every image request of a marked directory to the function, which decrypts it (served as an
+ * encrypted original is, ./original-response.ts); a directory without it keeps clear images that
+ * nginx sends with sendfile. In a marked directory an image that is not whole ciphertext is an
+ * integrity error, never bytes.
+ *
+ * Bound to the video (another video's image does not open), not to the name: sealed images move
+ * within their directory unchanged, and one swapped for another of the same video still opens.
+ */
+import { readdir, rename } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { MEDIA_TYPES } from '../delivery/media-path.js';
+import { deriveKey, type VideoKeys } from '../keys/video-keys.js';
+import { writeFileAtomic } from '../platform/atomic-file.js';
+import { exists } from '../platform/exists.js';
+import { EncryptedFile, encryptFile, MissingKeyError } from './chunked.js';
+
+/** Beside a directory's sealed images (a dot-file: never served). */
+export const IMAGES_SEALED_MARK = '.images-encrypted';
+
+/** The served extensions that are images (MEDIA_TYPES' image/* types). */
+export const IMAGE_EXTENSIONS = Object.keys(MEDIA_TYPES).filter((ext) => MEDIA_TYPES[ext]!.startsWith('image/'));
+const isImage = (name: string) => IMAGE_EXTENSIONS.includes(path.extname(name).slice(1));
+
+/** Seal every image in `dir` (a work directory), then mark it; a directory without images gets no mark. */
+export async function sealImages(dir: string, videoId: string, dataKey: Buffer): Promise<void> {
+  const images = (await readdir(dir)).filter(isImage);
+  if (images.length === 0) return;
+  const key = deriveKey(dataKey, 'image');
+  for (const name of images) {
+    const file = path.join(dir, name);
+    await encryptFile(file, `${file}.seal.tmp`, key, videoId);
+    await rename(`${file}.seal.tmp`, file);
+  }
+  await writeFileAtomic(path.join(dir, IMAGES_SEALED_MARK), '');
+}
+
+/**
+ * The open file as a sealed image to decrypt, or null when it is served as it is (not an image, or
+ * its directory has no mark). `realPath` is its path inside the video's folder (symlinks resolved).
+ */
+export async function sealedImage(keys: VideoKeys | null, videoDir: string, videoId: string, realPath: string, handle: FileHandle): Promise<EncryptedFile | null> {
+  if (!isImage(realPath) || !(await exists(path.join(videoDir, videoId, path.dirname(realPath), IMAGES_SEALED_MARK)))) return null;
+  const dataKey = keys ? await keys.dataKey(videoId) : null;
+  if (!dataKey) throw new MissingKeyError();
+  return EncryptedFile.open(handle, deriveKey(dataKey, 'image'), videoId);
+}
+
+/** The sealed images of a video's folder (`hls/poster.jpg`, …): those in its published, marked directories (the scrub's list). */
+export async function sealedImageFiles(folder: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const entry of await readdir(folder, { withFileTypes: true })) {
+    // Dot-directories are a transcode's work in progress (and `.chunks/`), not published.
+    if (!entry.isDirectory() || entry.name.startsWith('.')) continue;
+    const names = await readdir(path.join(folder, entry.name));
+    if (names.includes(IMAGES_SEALED_MARK)) found.push(...names.filter(isImage).map((n) => `${entry.name}/${n}`));
+  }
+  return found;
+}
