@@ -617,6 +617,8 @@
     if (fromPreview && player?.videoId === w.videoId) {
       return void (player.kind === 'hls' ? playHls : playDash)(ui.videoElement.currentTime).catch((err) => showAlert(`Playback failed: ${err.message}`));
     }
+    // A second look at the metadata (another poll) while it plays: its 'Playing …' stays.
+    if (player?.videoId === w.videoId) return;
     ui.playerStatus.textContent = outputs.dashManifest ? 'Ready to play.' : 'Ready to play (HLS only: no DASH manifest).';
   }
 
