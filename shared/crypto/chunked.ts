@@ -244,13 +244,6 @@ export class EncryptedFile {
     }
   }
 
-  /** A range decrypted into one buffer. */
-  async read(start: number, end: number): Promise<Buffer> {
-    const parts: Buffer[] = [];
-    for await (const window of this.range(start, end)) parts.push(...window);
-    return Buffer.concat(parts);
-  }
-
   close(): Promise<void> {
     return this.handle.close();
   }
