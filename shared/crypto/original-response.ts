@@ -18,7 +18,7 @@ import { planResponse, WHOLE_READ_MAX_BYTES, type Validators } from '../delivery
 import { RangeNotSatisfiableError } from '../platform/errors.js';
 import { EncryptedFile, isEncrypted, isEncryptedFile, MissingKeyError } from './chunked.js';
 
-/** Only the original is stored in this format (renditions are published by the transcoder as players read them). */
+/** The original, decrypted here; sealed images are found by their directory's mark (./images.ts), renditions are CENC that players decrypt. */
 const ORIGINAL = /^original\.[a-z0-9]+$/;
 
 /** The open file as an encrypted original to decrypt, or null when it is served as it is. */

@@ -72,6 +72,8 @@ export class Pacer {
 }
 
 const errno = (err: unknown) => (err as NodeJS.ErrnoException).code;
+/** Why a read failed, in a problem's detail: the errno code, else the error's name. */
+const readFailure = (err: unknown) => errno(err) ?? (err instanceof Error ? err.name : 'unknown');
 
 /** Check one video directory; resolves with its problem, or null when it is intact. */
 export async function scrubVideo(videoDir: string, videoId: string, pacer: Pacer, onBytes: (n: number) => void = () => {}, keys: VideoKeys | null = null): Promise<Problem | null> {
@@ -120,7 +122,7 @@ export async function scrubVideo(videoDir: string, videoId: string, pacer: Pacer
   } catch (err) {
     if (err instanceof IntegrityError) return problem('ciphertext_tampered', `${meta.original}: ${err.message}`);
     if (err instanceof MissingKeyError) return problem('key_missing', `${meta.original} is encrypted and ${keys ? 'its data key is missing' : 'no MEDIA_KEK is configured'}`);
-    return problem('original_unreadable', `${meta.original} could not be read (${errno(err) ?? (err instanceof Error ? err.name : 'unknown')})`);
+    return problem('original_unreadable', `${meta.original} could not be read (${readFailure(err)})`);
   }
   if (actual !== meta.checksum) return problem('checksum_mismatch', `${meta.original} hashes to ${actual}, meta.json records ${meta.checksum}`);
   return scrubSealedImages(dir, videoId, keys, paced, problem);
@@ -144,7 +146,7 @@ async function scrubSealedImages(
       await verifyEncryptedFile(path.join(dir, image), key, videoId, paced);
     } catch (err) {
       if (err instanceof IntegrityError) return problem('ciphertext_tampered', `${image}: ${err.message}`);
-      return problem('image_unreadable', `${image} could not be read (${errno(err) ?? (err instanceof Error ? err.name : 'unknown')})`);
+      return problem('image_unreadable', `${image} could not be read (${readFailure(err)})`);
     }
   }
   return null;
