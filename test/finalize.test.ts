@@ -11,6 +11,7 @@ import { markTranscoded, markTranscoding } from '../shared/video/state.js';
 import { TRANSCODE_STREAM } from '../shared/transcode/queue.js';
 import { subjectPseudonym } from '../shared/audit/subject.js';
 import { readAuditEntries } from './helpers/audit.js';
+import { waitFor } from './helpers/wait.js';
 import { makeClip } from './helpers/media.js';
 import { startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
 import { createUpload, finalize, offsetOf, patch, sha256, TUS, uploadIdOf } from './helpers/uploads.js';
@@ -218,11 +219,22 @@ describe('finalize', () => {
   });
 
   it('counts finalize outcomes and durations', async () => {
-    const metrics = await (await fetch(`${stack.url}/metrics`)).text();
-    for (const outcome of ['finalized', 'replayed', 'rejected']) {
-      expect(metrics).toMatch(new RegExp(`pulsevault_uploads_total\\{[^}]*outcome="${outcome}"[^}]*\\} [1-9]`));
-    }
-    expect(metrics).toMatch(/pulsevault_finalize_duration_seconds_count\{[^}]*outcome="finalized"[^}]*\} [1-9]/);
-    expect(metrics).toMatch(/pulsevault_upload_bytes_total\{[^}]*\} [1-9]/);
+    const expected = [
+      ...['finalized', 'replayed', 'rejected'].map((outcome) => new RegExp(`pulsevault_uploads_total\\{[^}]*outcome="${outcome}"[^}]*\\} [1-9]`)),
+      /pulsevault_finalize_duration_seconds_count\{[^}]*outcome="finalized"[^}]*\} [1-9]/,
+      /pulsevault_upload_bytes_total\{[^}]*\} [1-9]/,
+    ];
+    // The stack sums every replica's own registry; a replica busy past the scrape's deadline is
+    // left out of that scrape, so wait for one scrape that holds them all.
+    const metrics = await waitFor(
+      async () => {
+        const text = await (await fetch(`${stack.url}/metrics`)).text();
+        return expected.every((re) => re.test(text)) && text;
+      },
+      60_000,
+      'a scrape with every finalize and upload counter',
+      500,
+    );
+    for (const re of expected) expect(metrics).toMatch(re);
   });
 });
