@@ -225,7 +225,7 @@ describe('finalize', () => {
       /pulsevault_upload_bytes_total\{[^}]*\} [1-9]/,
     ];
     // The stack sums every replica's own registry; a replica busy past the scrape's deadline is
-    // left out of that scrape, so wait for one scrape that holds them all.
+    // summed with its figures of an earlier scrape, so wait for one that holds them all.
     const metrics = await waitFor(
       async () => {
         const text = await (await fetch(`${stack.url}/metrics`)).text();

@@ -15,6 +15,7 @@ import { registerDiskUsageMetrics } from '../shared/platform/disk-usage.js';
 import { httpRequestDuration, registry } from '../shared/platform/metrics.js';
 import { readStack } from '../shared/platform/openfaas-stack.js';
 import { startStack, type TestStack } from './helpers/stack.js';
+import { waitFor } from './helpers/wait.js';
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 const MONITORING = 'k8s/monitoring';
@@ -234,19 +235,41 @@ describe('media volume gauges on a running stack', () => {
     await stack?.stop();
   });
 
+  const REPLICAS = ['finalize-0', 'metadata-0', 'sign-0', 'stream-0', 'transcoder-0', 'tus-upload-0'];
+  const scrape = async () => (await fetch(`${stack.url}/metrics`)).text();
+  const replicasIn = (text: string) => [...text.matchAll(/^pulsevault_media_volume_size_bytes\{[^}]*replica="([^"]+)"[^}]*\} (\S+)$/gm)];
+  /** A scrape that holds every replica (one still starting, or busy past the 2 s deadline, is missing from a first scrape). */
+  const fullScrape = () => waitFor(async () => {
+    const text = await scrape();
+    return REPLICAS.every((r) => replicasIn(text).some((m) => m[1] === r)) && text;
+  }, 60_000, 'a scrape with every replica', 500);
+
   it('every function reports the size and free space of MEDIA_ROOT at /metrics', async () => {
-    const text = await (await fetch(`${stack.url}/metrics`)).text();
+    const text = await fullScrape();
     expect(text).toContain('# HELP pulsevault_media_volume_size_bytes ');
     expect(text).toContain('# HELP pulsevault_media_volume_available_bytes ');
     const s = await statfs(stack.mediaRoot);
-    const sizes = [...text.matchAll(/^pulsevault_media_volume_size_bytes\{[^}]*replica="([^"]+)"[^}]*\} (\S+)$/gm)];
-    expect(sizes.map((m) => m[1]).sort()).toEqual(expect.arrayContaining(['finalize-0', 'metadata-0', 'sign-0', 'stream-0', 'transcoder-0', 'tus-upload-0']));
+    const sizes = replicasIn(text);
+    expect(sizes.map((m) => m[1]).sort()).toEqual(expect.arrayContaining(REPLICAS));
     for (const m of sizes) expect(Number(m[2])).toBe(s.blocks * s.bsize);
     const available = [...text.matchAll(/^pulsevault_media_volume_available_bytes\{[^}]*\} (\S+)$/gm)].map((m) => Number(m[1]));
     expect(available.length).toBe(sizes.length);
     for (const a of available) {
       expect(a).toBeGreaterThan(0);
       expect(a).toBeLessThanOrEqual(s.blocks * s.bsize);
+    }
+  });
+
+  it('a replica that cannot answer in time keeps its last figures in the sums (no false counter reset)', async () => {
+    await fullScrape();
+    const health = (await (await fetch(`${stack.url}/`)).json()) as { functions: Record<string, { replicas: { pid: number | null }[] }> };
+    const pid = health.functions.sign!.replicas[0]!.pid!;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const text = await scrape(); // waits out the frozen replica's 2 s deadline
+      expect(replicasIn(text).map((m) => m[1])).toContain('sign-0');
+    } finally {
+      process.kill(pid, 'SIGCONT');
     }
   });
 });

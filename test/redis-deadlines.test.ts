@@ -34,14 +34,20 @@ afterAll(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-/** A request-path command fails within its deadline (and some slack for a busy machine), mapped to a 503. */
+/**
+ * Bounds on how long a frozen or absent Redis holds a call: 10× what it takes on a quiet machine
+ * (the deadline), so a busy one passes, yet far below a hang or a retry loop.
+ */
+const BOUND_MS = 10 * DEADLINE_MS;
+
+/** A request-path command fails within its deadline (BOUND_MS on a busy machine), mapped to a 503. */
 async function expectRedisUnavailableWithinDeadline(): Promise<void> {
   const started = Date.now();
   const err = await commands.get('anything').then(
     () => null,
     (e: unknown) => e,
   );
-  expect(Date.now() - started).toBeLessThan(DEADLINE_MS + 1_000);
+  expect(Date.now() - started).toBeLessThan(BOUND_MS);
   expect(toHttpError(err)).toMatchObject({ status: 503, code: 'redis_unavailable', headers: { 'Retry-After': '1' } });
 }
 
@@ -63,7 +69,7 @@ it('while Redis is frozen, a command fails after its deadline as 503 redis_unava
 
     const readStarted = Date.now();
     expect(await blocking.xread('BLOCK', 200, 'STREAMS', 'deadline-test', '$')).toBeNull();
-    expect(Date.now() - readStarted).toBeLessThan(200 + DEADLINE_MS + 1_000);
+    expect(Date.now() - readStarted).toBeLessThan(200 + BOUND_MS);
   } finally {
     server.signal('SIGCONT');
   }

@@ -144,6 +144,9 @@ if (nginx) {
 }
 
 const rr = new Map<string, number>();
+/** Each replica's last metrics snapshot, by replica name. */
+const lastSnapshots = new Map<string, MetricSnapshot>();
+
 const backend: GatewayBackend = {
   has: (fn) => stack.functions.some((f) => f.name === fn),
   pick(fn) {
@@ -176,9 +179,13 @@ const backend: GatewayBackend = {
       sources.map(async ([replica, url]) => {
         try {
           const res = await fetch(`${url}/_/metrics.json`, { signal: AbortSignal.timeout(2_000) });
-          return { replica, metrics: (await res.json()) as MetricSnapshot };
+          const metrics = (await res.json()) as MetricSnapshot;
+          lastSnapshots.set(replica, metrics);
+          return { replica, metrics };
         } catch {
-          return { replica, metrics: [] as MetricSnapshot };
+          // A replica too busy to answer in time keeps its last figures: left out, its counters would
+          // drop from the sums, and Prometheus would read that as a reset.
+          return { replica, metrics: lastSnapshots.get(replica) ?? ([] as MetricSnapshot) };
         }
       }),
     );
