@@ -718,7 +718,7 @@ describe("direct submission (the writer's intake, shared/audit/intake.ts)", () =
       await stopChild(writer.proc);
     }
     expect((await verifyAuditLog(dir, TEST_AUDIT_KEY)).breaks).toEqual([]);
-  }, 90_000);
+  });
 
   it('splits the wire into lines across any chunking, multi-byte characters included, and refuses a tail past 64 KiB', () => {
     const text = 'a é 1\n\n{"x":"日本"}\nlast\ntail';

@@ -173,7 +173,7 @@ describe('an identity provider behind an internal CA (HTTPS JWKS on loopback, CA
       await redis.close();
       rmSync(media, { recursive: true, force: true });
     }
-  }, 90_000);
+  });
 });
 
 describe('without auth configuration', () => {

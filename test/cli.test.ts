@@ -75,7 +75,7 @@ describe('the pulsevault bin', () => {
     const third = await pulsevault([], {}, project, launcher);
     expect(third.stdout).toBe('v2 yes\n');
     expect(third.stderr).toContain('building');
-  }, 120_000);
+  });
 });
 
 describe('local defaults, as npm start', () => {
@@ -214,5 +214,5 @@ describe('every pulsevault line the documentation shows', () => {
       for (let next = queue.shift(); next; next = queue.shift()) await runOne(next);
     }));
     expect(existsSync(path.join(cwd, 'build/console/nginx.conf'))).toBe(true);
-  }, 180_000);
+  });
 });

@@ -126,7 +126,7 @@ describe('k8s/ files', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  }, 120_000);
+  });
 });
 
 describe("the API server's own validation (scripts/api-server-rules.ts)", () => {

@@ -46,5 +46,5 @@ describe('delete during a transcode', () => {
     expect((await t.store.read(v.videoId)).status).toBe('deleted');
     // A redelivery of the job does nothing.
     expect(await transcodeVideo(t.deps, ['h264'], transcodeJob(v.videoId))).toEqual({ outcome: 'skipped', reason: 'video_deleted' });
-  }, 180_000);
+  });
 });

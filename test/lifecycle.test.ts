@@ -186,5 +186,5 @@ describe('audit down', () => {
     } finally {
       writer = await startAuditWriter(redis.url, path.join(root, 'audit'));
     }
-  }, 60_000);
+  });
 });

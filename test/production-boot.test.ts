@@ -169,7 +169,7 @@ describe('production boot from stack.yml + k8s/ + documented secrets', () => {
     }
     p.child.kill('SIGTERM');
     expect(await p.exited).toBe(0);
-  }, 60_000);
+  });
 
   it.concurrent.each(['audit-writer', 'queue-connector', 'webhook-sender'])('service %s starts in production from its Deployment', async (name) => {
     const svc = serviceDeployment(rendered, name);
@@ -190,7 +190,7 @@ describe('production boot from stack.yml + k8s/ + documented secrets', () => {
     }
     p.child.kill('SIGTERM');
     expect(await p.exited).toBe(0);
-  }, 60_000);
+  });
 });
 
 describe('pulsevault doctor', () => {

@@ -132,4 +132,4 @@ it('answers every request path within its deadline while Redis is frozen, and re
   await waitFor(async () => (await store.read(second)).status === 'transcoded', 60_000, 'the retried video to be transcoded', 100);
   const head = await fetch(partial, { method: 'HEAD', headers: TUS });
   expect(head.status).toBe(200);
-}, 150_000);
+});

@@ -92,4 +92,4 @@ it('every finalized video ends transcoded after Redis is killed and restarted em
   expect([...perVideo.values()].every((n) => n === 1)).toBe(true);
   expect(requeued.length).toBeGreaterThanOrEqual(1);
   expect(await dataLosses()).toBe(lossesBefore + 1);
-}, 240_000);
+});

@@ -270,4 +270,4 @@ it('a job only the killed primary had (asynchronous replication lost it) is re-c
   // is in sync, min-replicas-to-write) audits its attempt and runs again.
   expect(requeued.length).toBeGreaterThanOrEqual(1);
   for (const e of requeued) expect(e.reason).toBe(RECOVERY_AUDIT_REASON);
-}, 240_000);
+});

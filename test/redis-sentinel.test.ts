@@ -80,4 +80,4 @@ it('follows a failover: requests fail fast as unavailable meanwhile, then reach 
   expect(await redis.get('test:before')).toBe('kept');
   const id = await redis.xadd('test:stream', '*', 'hello', 'world');
   expect(await waiting).toEqual([[id, ['hello', 'world']]]);
-}, 90_000);
+});

@@ -105,4 +105,4 @@ it('keeps RSS flat for 50 clients reading a 2 GB file and closes descriptors of 
 
   for (const r of readers) r.req.destroy();
   await waitFor(() => openFds() <= fdsBefore + 2, 30_000, 'aborted clients to release their file descriptors');
-}, 180_000);
+});

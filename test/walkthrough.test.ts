@@ -131,5 +131,5 @@ describe.concurrent.each([
     expect(createHash('sha256').update(Buffer.from(await original.arrayBuffer())).digest('hex')).toBe(
       createHash('sha256').update(readFileSync(path.join(workDir, 'clip.mp4'))).digest('hex'),
     );
-  }, 120_000);
+  });
 });
