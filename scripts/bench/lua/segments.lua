@@ -1,7 +1,8 @@
--- wrk: GET segment-000.m4s … segment-<BENCH_SEGMENTS-1>.m4s of the URL's directory in turn,
+-- wrk: GET each of BENCH_NAMES (comma-separated file names) of the URL's directory in turn,
 -- keeping its query (the token), as a player walks a rendition.
 dofile((debug.getinfo(1, 'S').source:match('^@(.*/)') or './') .. 'report.lua')
-local count = tonumber(os.getenv('BENCH_SEGMENTS'))
+local names = {}
+for name in string.gmatch(os.getenv('BENCH_NAMES'), '[^,]+') do names[#names + 1] = name end
 local dir, query
 local n = 0
 init = function(args)
@@ -9,5 +10,5 @@ init = function(args)
 end
 request = function()
   n = n + 1
-  return wrk.format('GET', string.format('%ssegment-%03d.m4s%s', dir, n % count, query))
+  return wrk.format('GET', dir .. names[n % #names + 1] .. query)
 end

@@ -55,7 +55,7 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
   const originalUrl = await stack.sign(videoId, 'original.mp4');
   const shown = (u: string) => `${u.replace(/token=[^&]+/, 'token=$TOKEN')}`;
   const rangeEnv = { BENCH_FILE_SIZE: String(fileSize), BENCH_RANGE_BYTES: String(RANGE_BYTES) };
-  const segmentEnv = { BENCH_SEGMENTS: String(SEGMENTS) };
+  const segmentEnv = { BENCH_NAMES: Array.from({ length: SEGMENTS }, (_, i) => path.basename(segmentPath(i))).join(',') };
   const run = { threads: THREADS, seconds: sizes.wrkSeconds };
   const segments = { ...run, connections: SEGMENT_CONNECTIONS, script: 'segments.lua' as const, env: segmentEnv };
 
