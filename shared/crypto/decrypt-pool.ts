@@ -4,12 +4,14 @@
  * Why: under random 4 MiB ranges (bench row 3b) the stream function spent ~1.3–1.6 ns of CPU per
  * byte sent where AES-256-GCM alone costs ~0.3: every chunk's decipher.update() allocates a fresh
  * zero-filled 64 KiB buffer outside the heap, and the sockets hold them long enough for V8 to
- * promote them and count them as external memory, so the function ran a major GC of its whole heap
- * every few hundred MB (GC threads ~16 % of the machine, memset and malloc ~10 % of the main
+ * promote them and count them as external memory, so the function ran major GCs of its whole heap
+ * back to back (GC threads ~16 % of the machine, memset and malloc ~10 % of the main
  * thread). In a worker that loads only node:crypto the same garbage is collected from a heap of a
  * few MB, and the main thread is left with one socket write per window from a reused buffer.
  *
- * Workers start on first use (unref'd: they never keep a process alive), up to one per core.
+ * Workers start on first use (unref'd: they never keep a process alive), up to one per core but one:
+ * the main thread's socket writes (and, beside it, the edge's nginx) keep a core busy too. On 2 cores
+ * one worker sent as much as two (bench 3b 792/1,026 vs 725/1,143 MB/s) in ~50 MiB less peak RSS.
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -73,7 +75,7 @@ class DecryptWorker {
 }
 
 const workers: DecryptWorker[] = [];
-const MAX_WORKERS = availableParallelism();
+const MAX_WORKERS = Math.max(1, availableParallelism() - 1);
 let nextId = 0;
 
 /** Decrypt one window on the least busy worker (a new one while there are fewer than the cores). */
