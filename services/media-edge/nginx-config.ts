@@ -216,6 +216,12 @@ ${jsonErrorLocation('@pulsevault_unsatisfiable', 416, 'range_not_satisfiable', '
     # What nginx does not send under a grant is decided by the function, request by request.
     location @pulsevault_stream {
       ${STREAM_DECIDES}
+      # Mostly the bytes the function decrypts (originals, sealed images): read from it in large buffers
+      # (in memory only, above), not relayed a page at a time. Edge CPU per byte of 4 MiB ranges ~0.6–0.7
+      # → ~0.4 ns with the default of one page unbuffered. Up to 4 MiB per response being relayed.
+      proxy_buffering on;
+      proxy_buffer_size 64k;
+      proxy_buffers 16 256k;
     }
 `;
 }

@@ -10,28 +10,37 @@
  * cut off the end, a header edited or a file copied onto another video fails its tag. A failed tag
  * is an error, never bytes (IntegrityError).
  */
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import { deriveKey } from '../keys/video-keys.js';
 import { AppError } from '../platform/errors.js';
 import { fileChecksum } from '../video/checksum.js';
+import { ChunkCipher, chunkCount, HEADER_BYTES, TAG_BYTES, type Header } from './chunk-cipher.js';
+import { decryptWindow } from './decrypt-pool.js';
 
+export { chunkCount, HEADER_BYTES, type Header } from './chunk-cipher.js';
 export const MAGIC = Buffer.from('PVAEAD01');
-export const HEADER_BYTES = 32;
 export const CHUNK_BYTES = 64 * 1024;
-const TAG_BYTES = 16;
 /** Chunks read, decrypted and handed on at once (4 MiB of plaintext): one read() per window. */
 const WINDOW_CHUNKS = 64;
 /**
- * Read buffers of whole windows, kept for the next range: a fresh 4 MiB buffer per window is page
- * faults on every range (with the join of the plaintext, range() ran at ~0.4× of what it does with
- * neither; figures in docs/benchmarks.md). Decryption copies out of them, so a buffer is free again
- * as soon as its window is decrypted. At most SPARE_WINDOWS are kept (~17 MiB).
+ * Plaintext buffers of whole windows (shared memory: the decryption workers write into them), kept
+ * for the next range once the socket is done with them: a fresh 4 MiB buffer per window is page
+ * faults on every range (figures in docs/benchmarks.md). At most SPARE_WINDOWS are kept (32 MiB);
+ * a window of a file with larger chunks gets a buffer of its own.
  */
 const spareWindows: Buffer[] = [];
-const SPARE_WINDOWS = 4;
-const WINDOW_BYTES = (CHUNK_BYTES + TAG_BYTES) * WINDOW_CHUNKS;
+const SPARE_WINDOWS = 8;
+const WINDOW_BYTES = CHUNK_BYTES * WINDOW_CHUNKS;
+
+const sharedBuffer = (bytes: number) => Buffer.from(new SharedArrayBuffer(bytes));
+
+/** A window's plaintext (the part of it in the range); release() once nothing reads it any more (the socket's write callback). */
+export interface PlainWindow {
+  bytes: Buffer;
+  release(): void;
+}
 
 /** A chunk failed its tag, or the header does not fit the file: the ciphertext was altered. */
 export class IntegrityError extends AppError {
@@ -40,14 +49,6 @@ export class IntegrityError extends AppError {
   }
 }
 
-export interface Header {
-  raw: Buffer;
-  chunkBytes: number;
-  size: number;
-  prefix: Buffer;
-}
-
-export const chunkCount = (size: number, chunkBytes: number) => Math.max(1, Math.ceil(size / chunkBytes));
 /** The ciphertext file's length for `size` plaintext bytes. */
 export const encryptedSize = (size: number, chunkBytes = CHUNK_BYTES) => HEADER_BYTES + size + TAG_BYTES * chunkCount(size, chunkBytes);
 
@@ -67,69 +68,6 @@ export function parseHeader(raw: Buffer, fileSize: number): Header {
   const size = Number(raw.readBigUInt64BE(16));
   if (chunkBytes < 1024 || chunkBytes > 16 * 1024 * 1024 || raw.readUInt32BE(12) !== 0 || encryptedSize(size, chunkBytes) !== fileSize) throw new IntegrityError(null);
   return { raw: Buffer.from(raw.subarray(0, HEADER_BYTES)), chunkBytes, size, prefix: Buffer.from(raw.subarray(24, 32)) };
-}
-
-function uuidBytes(videoId: string): Buffer {
-  const b = Buffer.from(videoId.replaceAll('-', ''), 'hex');
-  if (b.length !== 16) throw new Error('not a video id');
-  return b;
-}
-
-class ChunkCipher {
-  private readonly id: Buffer;
-  readonly count: number;
-
-  constructor(
-    private readonly key: Buffer,
-    readonly header: Header,
-    videoId: string,
-  ) {
-    this.id = uuidBytes(videoId);
-    this.count = chunkCount(header.size, header.chunkBytes);
-  }
-
-  private nonceAndAad(i: number): { nonce: Buffer; aad: Buffer } {
-    const nonce = Buffer.alloc(12);
-    this.header.prefix.copy(nonce, 0);
-    nonce.writeUInt32BE(i, 8);
-    const aad = Buffer.alloc(HEADER_BYTES + 16 + 5);
-    this.header.raw.copy(aad, 0);
-    this.id.copy(aad, HEADER_BYTES);
-    aad.writeUInt32BE(i, HEADER_BYTES + 16);
-    aad[HEADER_BYTES + 20] = i === this.count - 1 ? 1 : 0;
-    return { nonce, aad };
-  }
-
-  /** Plaintext length of chunk i. */
-  plainLength(i: number): number {
-    return i < this.count - 1 ? this.header.chunkBytes : this.header.size - (this.count - 1) * this.header.chunkBytes;
-  }
-
-  /** Offset of chunk i in the file. */
-  offset(i: number): number {
-    return HEADER_BYTES + i * (this.header.chunkBytes + TAG_BYTES);
-  }
-
-  seal(i: number, plain: Buffer): Buffer[] {
-    const { nonce, aad } = this.nonceAndAad(i);
-    const c = createCipheriv('aes-256-gcm', this.key, nonce).setAAD(aad);
-    const body = c.update(plain);
-    c.final();
-    return [body, c.getAuthTag()];
-  }
-
-  open(i: number, sealed: Buffer): Buffer {
-    const { nonce, aad } = this.nonceAndAad(i);
-    const d = createDecipheriv('aes-256-gcm', this.key, nonce).setAAD(aad);
-    d.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
-    const plain = d.update(sealed.subarray(0, sealed.length - TAG_BYTES));
-    try {
-      d.final();
-    } catch {
-      throw new IntegrityError(i);
-    }
-    return plain;
-  }
 }
 
 /**
@@ -199,13 +137,14 @@ export class EncryptedFile {
   private constructor(
     private readonly handle: FileHandle,
     private readonly cipher: ChunkCipher,
+    private readonly key: Buffer,
   ) {}
 
   static async open(handle: FileHandle, key: Buffer, videoId: string): Promise<EncryptedFile> {
     const raw = Buffer.alloc(HEADER_BYTES);
     await readFully(handle, raw, HEADER_BYTES, 0);
     const header = parseHeader(raw, (await handle.stat()).size);
-    return new EncryptedFile(handle, new ChunkCipher(key, header, videoId));
+    return new EncryptedFile(handle, new ChunkCipher(key, header, videoId), key);
   }
 
   /** Plaintext size. */
@@ -214,34 +153,68 @@ export class EncryptedFile {
   }
 
   /**
-   * Plaintext bytes start..end (inclusive), a window (at most 4 MiB) at a time, each as its chunks'
-   * plaintexts in order (not joined: the caller writes or hashes them as they are). Reads only the
-   * chunks the range lies in; every chunk's tag is checked before the window is handed on.
+   * Plaintext bytes start..end (inclusive), a window (at most 4 MiB) at a time, decrypted by the
+   * workers (./decrypt-pool.ts) one window ahead of the caller. Reads only the chunks the range lies
+   * in; every chunk's tag is checked before its window is handed on. The caller releases each window.
    */
-  async *range(start: number, end: number): AsyncGenerator<Buffer[]> {
+  async *range(start: number, end: number): AsyncGenerator<PlainWindow> {
     if (end < start) return;
     const cs = this.cipher.header.chunkBytes;
     const lastChunk = Math.floor(end / cs);
-    for (let first = Math.floor(start / cs); first <= lastChunk; first += WINDOW_CHUNKS) {
-      const last = Math.min(lastChunk, first + WINDOW_CHUNKS - 1);
-      const from = this.cipher.offset(first);
-      const length = this.cipher.offset(last) + this.cipher.plainLength(last) + TAG_BYTES - from;
-      const spare = spareWindows.pop();
-      const sealed = spare && spare.length >= length ? spare : Buffer.allocUnsafe(Math.max(length, WINDOW_BYTES));
-      const plain: Buffer[] = [];
-      try {
-        if ((await readFully(this.handle, sealed, length, from)) !== length) throw new IntegrityError(null);
-        for (let i = first; i <= last; i++) {
-          const at = this.cipher.offset(i) - from;
-          const chunk = this.cipher.open(i, sealed.subarray(at, at + this.cipher.plainLength(i) + TAG_BYTES));
-          const base = i * cs;
-          plain.push(base < start || base + chunk.length > end + 1 ? chunk.subarray(Math.max(0, start - base), Math.min(chunk.length, end - base + 1)) : chunk);
-        }
-      } finally {
-        if (spareWindows.length < SPARE_WINDOWS && sealed.length <= WINDOW_BYTES) spareWindows.push(sealed);
+    const decrypt = (first: number) => {
+      const window = this.decryptWindow(first, Math.min(lastChunk, first + WINDOW_CHUNKS - 1), start, end);
+      window.catch(() => {}); // awaited below, possibly after the caller's wait for a drain: never an unhandled rejection
+      return window;
+    };
+    let first = Math.floor(start / cs);
+    let next: Promise<PlainWindow> | null = decrypt(first);
+    try {
+      while (next) {
+        const window = await next;
+        first += WINDOW_CHUNKS;
+        next = first <= lastChunk ? decrypt(first) : null;
+        yield window;
       }
-      yield plain;
+    } finally {
+      // A caller that stops early: the window in flight is waited for (its worker reads this file) and freed.
+      if (next) (await next.catch(() => null))?.release();
     }
+  }
+
+  /** Chunks first..last decrypted by a worker into a window buffer: the part of it in start..end. */
+  private async decryptWindow(first: number, last: number, start: number, end: number): Promise<PlainWindow> {
+    const { cipher } = this;
+    const cs = cipher.header.chunkBytes;
+    const from = cipher.offset(first);
+    const plainBytes = (last - first) * cs + cipher.plainLength(last);
+    const buffer = plainBytes <= WINDOW_BYTES ? (spareWindows.pop() ?? sharedBuffer(WINDOW_BYTES)) : sharedBuffer(plainBytes);
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      if (buffer.length === WINDOW_BYTES && spareWindows.length < SPARE_WINDOWS) spareWindows.push(buffer);
+    };
+    const { header } = cipher;
+    const outcome = await decryptWindow({
+      fd: this.handle.fd,
+      from,
+      length: cipher.offset(last) + cipher.plainLength(last) + TAG_BYTES - from,
+      first,
+      last,
+      key: this.key,
+      header: { raw: header.raw, chunkBytes: cs, size: header.size, prefix: header.prefix },
+      videoId: cipher.videoId,
+      out: buffer.buffer as SharedArrayBuffer,
+    }).catch((err: unknown) => {
+      release();
+      throw err;
+    });
+    if (outcome.failed) {
+      release();
+      throw outcome.failed === 'error' ? new Error(`decryption failed: ${outcome.message}`) : new IntegrityError(outcome.failed === 'tag' ? outcome.chunk! : null);
+    }
+    const base = first * cs;
+    return { bytes: buffer.subarray(Math.max(0, start - base), Math.min(plainBytes, end - base + 1)), release };
   }
 
   close(): Promise<void> {
@@ -264,12 +237,9 @@ export async function verifyEncryptedFile(file: string, key: Buffer, videoId: st
     const hash = createHash('sha256');
     // An empty original still has its one (empty) chunk, whose tag is checked too.
     for await (const window of enc.range(0, Math.max(0, enc.size - 1))) {
-      let bytes = 0;
-      for (const part of window) {
-        hash.update(part);
-        bytes += part.length;
-      }
-      await onBytes(bytes);
+      hash.update(window.bytes);
+      window.release();
+      await onBytes(window.bytes.length);
     }
     return { checksum: `sha256:${hash.digest('hex')}`, size: enc.size };
   } finally {

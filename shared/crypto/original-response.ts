@@ -16,7 +16,7 @@ import path from 'node:path';
 import { deriveKey, type VideoKeys } from '../keys/video-keys.js';
 import { planResponse, WHOLE_READ_MAX_BYTES, type Validators } from '../delivery/media-response.js';
 import { RangeNotSatisfiableError } from '../platform/errors.js';
-import { EncryptedFile, isEncrypted, isEncryptedFile, MissingKeyError } from './chunked.js';
+import { EncryptedFile, isEncrypted, isEncryptedFile, MissingKeyError, type PlainWindow } from './chunked.js';
 
 /** The original, decrypted here; sealed images are found by their directory's mark (./images.ts), renditions are CENC that players decrypt. */
 const ORIGINAL = /^original\.[a-z0-9]+$/;
@@ -34,14 +34,8 @@ export async function isEncryptedOriginal(videoDir: string, videoId: string, med
   return ORIGINAL.test(mediaPath) && isEncryptedFile(path.join(videoDir, videoId, mediaPath));
 }
 
-/** The chunks' plaintexts in one socket write (corked); false when the response wants a drain first. */
-function writeAll(res: ServerResponse, parts: Buffer[]): boolean {
-  res.cork();
-  let more = true;
-  for (const part of parts) more = res.write(part);
-  res.uncork();
-  return more;
-}
+/** A window to the socket, its buffer released once the socket is done with it; false when the response wants a drain first. */
+const writeWindow = (res: ServerResponse, window: PlainWindow): boolean => res.write(window.bytes, () => window.release());
 
 /**
  * Answer a GET/HEAD of an encrypted file (an original, a sealed image) and close it. `headers` go on every answer,
@@ -66,10 +60,17 @@ export async function sendEncryptedFile(
     }
     const length = plan.end - plan.start + 1;
     if (length <= WHOLE_READ_MAX_BYTES) {
-      const body: Buffer[] = [];
-      for await (const window of file.range(plan.start, plan.end)) body.push(...window);
+      const body: PlainWindow[] = [];
+      try {
+        for await (const window of file.range(plan.start, plan.end)) body.push(window);
+      } catch (err) {
+        for (const window of body) window.release();
+        throw err;
+      }
       res.writeHead(plan.status, { ...headers, ...plan.headers });
-      writeAll(res, body);
+      res.cork();
+      for (const window of body) writeWindow(res, window);
+      res.uncork();
       res.end();
       return length;
     }
@@ -77,9 +78,12 @@ export async function sendEncryptedFile(
     let sent = 0;
     try {
       for await (const window of file.range(plan.start, plan.end)) {
-        if (res.destroyed) break;
-        const more = writeAll(res, window);
-        for (const part of window) sent += part.length;
+        if (res.destroyed) {
+          window.release();
+          break;
+        }
+        const more = writeWindow(res, window);
+        sent += window.bytes.length;
         // A client that goes away (ffmpeg seeking drops its connection) ends the wait too.
         if (!more) await Promise.race([once(res, 'drain'), once(res, 'close')]);
       }
