@@ -38,14 +38,15 @@ import { rewriteM3u8, rewriteMpd } from '../delivery/playlist-rewrite.js';
 import { renditionKey, type VideoKeys } from '../keys/video-keys.js';
 import { fsyncDir, fsyncFile, writeFileAtomic } from '../platform/atomic-file.js';
 import type { Config } from '../platform/config.js';
+import { UnprocessableError } from '../platform/errors.js';
 import { exists } from '../platform/exists.js';
 import type { Redis } from '../platform/redis.js';
 import { encryptRenditions } from '../transcode/encrypt-renditions.js';
 import { MANIFEST_NAME } from '../transcode/ffmpeg-command.js';
 import { MASTER_NAME } from '../transcode/playlists.js';
 import { OUTPUT_DIR, PREVIEW_DIR } from '../transcode/transcoder.js';
-import type { MediaStore, VideoMeta } from '../video/store.js';
-import { isEncryptedInit } from './cenc.js';
+import type { MediaStore } from '../video/store.js';
+import { CencError, isEncryptedInit } from './cenc.js';
 import { imagesIn, IMAGES_SEALED_MARK, IMAGES_SEALING_MARK, sealImages } from './images.js';
 import { isGone, isTranscoding, OPERATOR } from './migrate-guards.js';
 
@@ -134,13 +135,13 @@ export async function clearMediaLeft(folder: string): Promise<boolean> {
 }
 
 /** `fn` under the video's meta lock, unless it was deleted or is being transcoded meanwhile. */
-async function whileUntouched<T>(d: MediaDeps, videoId: string, fn: (meta: VideoMeta) => Promise<T>): Promise<T | 'busy' | 'deleted'> {
+async function whileUntouched<T>(d: MediaDeps, videoId: string, fn: () => Promise<T>): Promise<T | 'busy' | 'deleted'> {
   const release = await d.store.lock(videoId);
   try {
     const meta = await d.store.read(videoId);
     if (await isGone(d.store, meta)) return 'deleted';
     if (await isTranscoding(d.redis, meta)) return 'busy';
-    return await fn(meta);
+    return await fn();
   } finally {
     await release();
   }
@@ -169,7 +170,14 @@ async function repackage(dir: string, names: string[], videoId: string, dataKey:
   await rm(work, { recursive: true, force: true });
   await mkdir(path.join(work, GENERATION_DIR), { recursive: true, mode: 0o750 });
   for (const name of names.filter((n) => isSegment(n) || isPlaylist(n))) await link(path.join(dir, name), path.join(work, name));
-  await encryptRenditions(work, videoId, renditionKey(dataKey));
+  try {
+    await encryptRenditions(work, videoId, renditionKey(dataKey));
+  } catch (err) {
+    if (!(err instanceof CencError)) throw err;
+    // Every run would fail alike (an AV1 ladder, docs/transcoding.md): a re-transcode under the key is the way.
+    await rm(work, { recursive: true, force: true });
+    throw new UnprocessableError(`the renditions cannot be encrypted: ${err.message}`, 'renditions_not_encryptable');
+  }
   for (const name of names.filter(isSegment)) {
     const moved = path.join(work, GENERATION_DIR, name);
     await rename(path.join(work, name), moved);
