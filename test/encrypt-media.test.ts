@@ -45,7 +45,7 @@ let work: string;
 const videoDir = () => path.join(stack.mediaRoot, 'videos');
 const keys = () => new VideoKeys(path.join(stack.mediaRoot, 'keys'), new SecretKek(kek));
 const codec = createTokenCodec({ secret: TEST_HMAC_SECRET, maxLifetimeSeconds: 300, clockSkewSeconds: 30 });
-const token = (videoId: string) => codec.sign({ videoId, exp: Math.floor(Date.now() / 1000) + 240, scope: 'hls/' });
+const token = (videoId: string, dir = 'hls') => codec.sign({ videoId, exp: Math.floor(Date.now() / 1000) + 240, scope: `${dir}/` });
 
 beforeAll(async () => {
   work = mkdtempSync(path.join(tmpdir(), 'pv-encrypt-media-'));
@@ -68,11 +68,15 @@ afterAll(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-/** The clear video as a new video of the stack's vault, stored before MEDIA_KEK was set: PHI in meta.json. */
-async function plaintextVideo(): Promise<string> {
+/**
+ * The clear video as a new video of the stack's vault, stored before MEDIA_KEK was set: PHI in
+ * meta.json. `withPreview`: and the preview a fanned-out transcode leaves (the same rung, without images).
+ */
+async function plaintextVideo(withPreview = false): Promise<string> {
   const videoId = newId();
   const dir = path.join(videoDir(), videoId);
   cpSync(source, dir, { recursive: true });
+  if (withPreview) cpSync(path.join(source, 'hls'), path.join(dir, 'preview'), { recursive: true, filter: (f) => !/\.(jpg|vtt)$/.test(f) });
   const store = new MediaStore(videoDir());
   const original = readFileSync(path.join(dir, 'original.mp4'));
   await store.write({ ...(await new MediaStore(path.dirname(source)).read(path.basename(source))), videoId, filename: FILENAME, metadata: { title: TITLE }, size: original.length, checksum: sha256(original) });
@@ -85,30 +89,36 @@ function cli(args: string[], script = 'dist/scripts/pulsevault.js', env: Record<
   return { ...p, done: p.exited.then((code) => ({ code, output: p.output(), summary: summary() })) };
 }
 
-const edge = async (videoId: string, rel: string, t = token(videoId)) => {
-  const res = await fetch(`${stack.url}/media/videos/${videoId}/hls/${rel}${rel.includes('?') ? '' : `?token=${t}`}`);
+const edge = async (videoId: string, rel: string, t = token(videoId), dir = 'hls') => {
+  const res = await fetch(`${stack.url}/media/videos/${videoId}/${dir}/${rel}${rel.includes('?') ? '' : `?token=${t}`}`);
   return { status: res.status, body: Buffer.from(await res.arrayBuffer()) };
 };
 const uriLines = (playlist: string) => playlist.split('\n').flatMap((l) => (l.startsWith('#') ? /URI="([^"]+)"/.exec(l)?.[1] ?? [] : l.trim() ? [l.trim()] : [])).filter((u) => !u.startsWith('data:'));
 
-/** What a player fetches through the edge: every media playlist of the master and every init and segment they name, and the poster. */
-async function playable(videoId: string): Promise<Map<string, Buffer>> {
-  const t = token(videoId);
+/**
+ * What a player fetches through the edge: every media playlist of the master and every init and
+ * segment they name; in `hls/`, the poster and sprite sheet too, as they were transcoded.
+ */
+async function playable(videoId: string, dir = 'hls'): Promise<Map<string, Buffer>> {
+  const t = token(videoId, dir);
   const got = new Map<string, Buffer>();
-  const master = await edge(videoId, 'master.m3u8', t);
+  const master = await edge(videoId, 'master.m3u8', t, dir);
   expect(master.status).toBe(200);
   for (const playlist of uriLines(master.body.toString())) {
-    const media = await edge(videoId, playlist);
+    const media = await edge(videoId, playlist, t, dir);
     expect(media.status, playlist).toBe(200);
     for (const uri of uriLines(media.body.toString())) {
-      const file = await edge(videoId, uri);
+      const file = await edge(videoId, uri, t, dir);
       expect(file.status, uri).toBe(200);
       got.set(uri.split('?')[0]!, file.body);
     }
   }
-  const poster = await edge(videoId, 'poster.jpg', t);
-  expect(poster.status).toBe(200);
-  expect(poster.body.equals(readFileSync(path.join(source, 'hls', 'poster.jpg')))).toBe(true);
+  if (dir !== 'hls') return got;
+  for (const image of ['poster.jpg', 'thumbs_0_000.jpg']) {
+    const served = await edge(videoId, image, t);
+    expect(served.status, image).toBe(200);
+    expect(served.body.equals(readFileSync(path.join(source, 'hls', image))), image).toBe(true);
+  }
   return got;
 }
 
@@ -137,7 +147,7 @@ async function expectFullyEncrypted(videoId: string): Promise<void> {
     if (/init_\d+\.m4s$/.test(f)) expect(bytes.includes(Buffer.from('tenc')), f).toBe(true);
   }
   // The segments live in the generation directory only; no work directory or transitional mark is left.
-  expect(files.filter((f) => f.endsWith('.m4s')).every((f) => f.startsWith(`hls/${GENERATION_DIR}/`))).toBe(true);
+  expect(files.filter((f) => f.endsWith('.m4s')).every((f) => /^(hls|preview)\//.test(f) && f.split('/')[1] === GENERATION_DIR)).toBe(true);
   expect(files.filter((f) => f.startsWith('hls/') && !f.includes('/', 4)).sort()).toEqual(
     ['240p.m3u8', 'audio.m3u8', IMAGES_SEALED_MARK, 'manifest.mpd', 'master.m3u8', 'poster.jpg', 'thumbnails.vtt', 'thumbs_0_000.jpg'].map((n) => `hls/${n}`).sort(),
   );
@@ -150,10 +160,11 @@ async function expectFullyEncrypted(videoId: string): Promise<void> {
 
 describe('pulsevault encrypt: renditions and images', () => {
   it('serves the old playlists\' clear segments byte-identical through the grace while the new ones name CENC segments; then removes them: no plaintext left, scrub passes', async () => {
-    const videoId = await plaintextVideo();
+    const videoId = await plaintextVideo(true);
     const dir = path.join(videoDir(), videoId);
     const t = token(videoId);
     const before = await playable(videoId);
+    await playable(videoId, 'preview');
     expect([...before.keys()].every((n) => !n.includes('/'))).toBe(true);
     const oldPlaylist = (await edge(videoId, '240p.m3u8', t)).body.toString();
 
@@ -181,6 +192,13 @@ describe('pulsevault encrypt: renditions and images', () => {
     // Honest meanwhile: clear segments are still on disk.
     expect(await (await fetch(`${stack.url}/media/videos/${videoId}/metadata?token=${t}`)).json()).toMatchObject({ encrypted: false });
 
+    // The preview likewise.
+    for (const [name, bytes] of await playable(videoId, 'preview')) {
+      expect(name.startsWith(`${GENERATION_DIR}/`), name).toBe(true);
+      for (const w of windows) expect(bytes.includes(w), name).toBe(false);
+    }
+    expect(readdirSync(path.join(dir, 'preview')).filter((n) => n.endsWith('.m4s'))).not.toHaveLength(0);
+
     const done = await run.done;
     expect(done.code, done.output).toBe(0);
     expect(done.summary).toMatchObject({ encrypted: 1, retired: 1, failed: 0, busy: 0 });
@@ -188,6 +206,8 @@ describe('pulsevault encrypt: renditions and images', () => {
     expect(done.output).not.toContain(TITLE);
     for (const uri of uriLines(oldPlaylist)) expect((await edge(videoId, uri.split('?')[0]!, t)).status, uri).toBe(404);
     await expectFullyEncrypted(videoId);
+    expect(readdirSync(path.join(dir, 'preview')).sort()).toEqual(['240p.m3u8', 'audio.m3u8', GENERATION_DIR, 'manifest.mpd', 'master.m3u8']);
+    await playable(videoId, 'preview');
     expect(readAuditEntries(path.join(stack.mediaRoot, 'audit')).filter((e) => e.action === 'video.media_encrypted' && e.videoId === videoId)).toHaveLength(1);
 
     const again = await cli(['encrypt', '--switch-grace-ms', '0', '--all']).done;
