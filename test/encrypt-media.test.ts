@@ -168,7 +168,8 @@ describe('pulsevault encrypt: renditions and images', () => {
     expect([...before.keys()].every((n) => !n.includes('/'))).toBe(true);
     const oldPlaylist = (await edge(videoId, '240p.m3u8', t)).body.toString();
 
-    const run = cli(['encrypt', '--switch-grace-ms', '200', '--retire-grace-ms', '20000', videoId]);
+    // A grace long enough for the checks below on a loaded machine.
+    const run = cli(['encrypt', '--switch-grace-ms', '200', '--retire-grace-ms', '60000', videoId]);
     await waitFor(() => existsSync(path.join(dir, 'hls', RETIRE_MARK)) && !existsSync(path.join(dir, 'hls', '.encrypting')), 60_000, 'the playlists switched', 50);
     // During the grace: what a player that loaded the old playlist fetches is the clear bytes, through the edge.
     for (const uri of uriLines(oldPlaylist)) {
