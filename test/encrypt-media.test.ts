@@ -19,6 +19,7 @@ import { createTokenCodec } from '../shared/delivery/tokens.js';
 import { SecretKek } from '../shared/keys/kek.js';
 import { VideoKeys } from '../shared/keys/video-keys.js';
 import { newId } from '../shared/platform/ids.js';
+import { leaseKey } from '../shared/transcode/lease.js';
 import { checkEncoders, transcodeVideo } from '../shared/transcode/transcoder.js';
 import { Pacer, scrubVideo } from '../shared/video/scrub.js';
 import { metaLockKey, MediaStore } from '../shared/video/store.js';
@@ -228,6 +229,26 @@ describe('pulsevault encrypt: renditions and images', () => {
     await playable(videoId);
     await expectFullyEncrypted(videoId);
     expect(existsSync(path.join(videoDir(), videoId, 'hls', IMAGES_SEALING_MARK))).toBe(false);
+  });
+
+  it('a transcode under way when the clear segments are due: left for a later run (busy), which removes them', async () => {
+    const videoId = await plaintextVideo();
+    const hls = path.join(videoDir(), videoId, 'hls');
+    // Switched, with the clear segments due at once.
+    const doomed = await cli(['--switch-grace-ms', '0', '--retire-grace-ms', '0', videoId], 'test/helpers/crashing-encrypt.mjs', { ENCRYPT_CRASH_AT: 'after-playlists' }).done;
+    expect(doomed.code, doomed.output).toBeNull();
+    await stack.redis.client().del(metaLockKey(videoId));
+    const lease = `${leaseKey(videoId)}:preview`;
+    await stack.redis.client().set(lease, 'another-replica', 'PX', 60_000);
+    const waiting = await cli(['encrypt', '--switch-grace-ms', '0', videoId]).done;
+    expect(waiting.code, waiting.output).toBe(1);
+    expect(waiting.summary).toMatchObject({ busy: 1 });
+    expect(readdirSync(hls).filter((n) => n.startsWith('seg_'))).not.toHaveLength(0);
+    expect(existsSync(path.join(hls, RETIRE_MARK))).toBe(true);
+    await stack.redis.client().del(lease);
+    const rerun = await cli(['encrypt', '--switch-grace-ms', '0', videoId]).done;
+    expect(rerun.code, rerun.output).toBe(0);
+    await expectFullyEncrypted(videoId);
   });
 
   it('hls.js keeps playing a clear playlist it loaded before the switch; hls.js and dash.js play the migrated video with the key, through the edge', async () => {
