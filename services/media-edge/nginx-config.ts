@@ -37,7 +37,7 @@ import {
   EDGE_TOKEN_HEADER,
   type EdgeSend,
 } from '../../shared/delivery/edge.js';
-import { IMAGE_EXTENSIONS, IMAGES_SEALED_MARK } from '../../shared/crypto/images.js';
+import { IMAGE_EXTENSIONS, IMAGES_SEALED_MARK, IMAGES_SEALING_MARK } from '../../shared/crypto/images.js';
 import { ENCRYPTED_IN_PLACE_MARK } from '../../shared/crypto/migrate.js';
 import { DELETED_MARK } from '../../shared/lifecycle/tombstone.js';
 
@@ -180,6 +180,8 @@ function grantLocations(videoDir: string): string {
       if (-f ${videoDir}/$pv_video/$pv_original_mark) { return 418; }
       # An image of a directory whose images are sealed (an encrypted video's poster and sprites): the function decrypts it.
       if (-f ${videoDir}/$pv_video/$pv_dirs$pv_image_mark) { return 418; }
+      # Or of one whose images are being sealed in place (pulsevault encrypt): the function tells them apart.
+      if (-f ${videoDir}/$pv_video/$pv_dirs$pv_image_sealing_mark) { return 418; }
       error_page 418 = @pulsevault_stream;
       auth_request ${EDGE_GRANT_LOCATION};
 ${GRANT_HEADERS.map((h) => `      auth_request_set ${grantVariable(h)} ${upstreamVariable(h)};`).join('\n')}
@@ -261,6 +263,7 @@ ${nginxHttpBasics(o.tempDir)}
   map $pv_dirs$pv_file $pv_original_mark { "~^original\\.[a-z0-9]+$" ${ENCRYPTED_IN_PLACE_MARK}; default ""; }
   # For an image, the mark of a directory whose images are sealed (shared/crypto/images.ts); "" (the directory itself) for the rest.
   map $pv_file $pv_image_mark { "~\\.(?:${IMAGE_EXTENSIONS.join('|')})$" ${IMAGES_SEALED_MARK}; default ""; }
+  map $pv_file $pv_image_sealing_mark { "~\\.(?:${IMAGE_EXTENSIONS.join('|')})$" ${IMAGES_SEALING_MARK}; default ""; }
   map $args $pv_token_ambiguous { "~*(^|&)token=.*&token=" 1; "~(^|&)(?!token=)(?i:token)=" 1; default 0; }
   map $request_uri $pv_path_not_plain { "~^[^?]*(%|//)" 1; default 0; }
   # Positions of up to 15 digits (beyond 2^53 the function calls a range malformed, as any other it cannot read).

@@ -33,6 +33,7 @@ export const AUDIT_ACTIONS = {
   'keys.rewrapped': 'admin',
   'keys.rotated': 'admin',
   'video.encrypted': 'admin',
+  'video.media_encrypted': 'admin',
   'audit.report': 'admin',
   'audit.report.subject': 'admin',
   'webhook.created': 'admin',

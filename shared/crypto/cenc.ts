@@ -140,6 +140,15 @@ export function encryptInitSegment(init: Buffer, kid: Buffer): { init: Buffer; s
   return { init: Buffer.concat(boxes.map(serialize)), sample };
 }
 
+/** Whether an init segment describes encrypted samples (an `encv`/`enca` sample entry): a ladder encrypted by its transcode, or one migrated. */
+export function isEncryptedInit(init: Buffer): boolean {
+  let encrypted = false;
+  walk(parseBoxes(init), (box) => {
+    if (box.type === 'encv' || box.type === 'enca') encrypted = true;
+  });
+  return encrypted;
+}
+
 interface Subsample {
   clear: number;
   protected: number;

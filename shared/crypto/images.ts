@@ -13,6 +13,11 @@
  *
  * Bound to the video (another video's image does not open), not to the name: sealed images move
  * within their directory unchanged, and one swapped for another of the same video still opens.
+ *
+ * Images published in the clear (a video encrypted in place, ./migrate-media.ts) are sealed where
+ * they are, each by rename, under another mark (IMAGES_SEALING_MARK) for the while: nginx hands
+ * their requests to the function as well, which decides per opened file by its magic, so each
+ * answer is the same image, from the clear file or the sealed one.
  */
 import { readdir, rename } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
@@ -21,37 +26,63 @@ import { MEDIA_TYPES } from '../delivery/media-path.js';
 import { deriveKey, type VideoKeys } from '../keys/video-keys.js';
 import { writeFileAtomic } from '../platform/atomic-file.js';
 import { exists } from '../platform/exists.js';
-import { EncryptedFile, encryptFile, MissingKeyError } from './chunked.js';
+import { EncryptedFile, encryptFile, isEncrypted, isEncryptedFile, MissingKeyError } from './chunked.js';
 
 /** Beside a directory's sealed images (a dot-file: never served). */
 export const IMAGES_SEALED_MARK = '.images-encrypted';
+/** Beside a published directory's images while they are sealed in place: some are still clear. */
+export const IMAGES_SEALING_MARK = '.images-encrypting';
 
 /** The served extensions that are images (MEDIA_TYPES' image/* types). */
 export const IMAGE_EXTENSIONS = Object.keys(MEDIA_TYPES).filter((ext) => MEDIA_TYPES[ext]!.startsWith('image/'));
 const isImage = (name: string) => IMAGE_EXTENSIONS.includes(path.extname(name).slice(1));
 
-/** Seal every image in `dir` (a work directory), then mark it; a directory without images gets no mark. */
-export async function sealImages(dir: string, videoId: string, dataKey: Buffer): Promise<void> {
-  const images = (await readdir(dir)).filter(isImage);
+/** The images of `dir`, by name. */
+export const imagesIn = async (dir: string) => (await readdir(dir)).filter(isImage);
+
+/**
+ * Seal every image in `dir` (a work directory, or a published one under IMAGES_SEALING_MARK), then
+ * mark it; a directory without images gets no mark. Images already sealed are left as they are (a
+ * sealing in place cut short is finished by sealing the rest). `onSealed`: after each image's rename.
+ */
+export async function sealImages(dir: string, videoId: string, dataKey: Buffer, onSealed?: () => void): Promise<void> {
+  const images = await imagesIn(dir);
   if (images.length === 0) return;
   const key = deriveKey(dataKey, 'image');
   for (const name of images) {
     const file = path.join(dir, name);
+    if (await isEncryptedFile(file)) continue;
     await encryptFile(file, `${file}.seal.tmp`, key, videoId);
     await rename(`${file}.seal.tmp`, file);
+    onSealed?.();
   }
   await writeFileAtomic(path.join(dir, IMAGES_SEALED_MARK), '');
 }
 
 /**
  * The open file as a sealed image to decrypt, or null when it is served as it is (not an image, or
- * its directory has no mark). `realPath` is its path inside the video's folder (symlinks resolved).
+ * its directory has no mark, or it is still clear while its directory is sealed in place). `realPath`
+ * is its path inside the video's folder (symlinks resolved).
  */
 export async function sealedImage(keys: VideoKeys | null, videoDir: string, videoId: string, realPath: string, handle: FileHandle): Promise<EncryptedFile | null> {
-  if (!isImage(realPath) || !(await exists(path.join(videoDir, videoId, path.dirname(realPath), IMAGES_SEALED_MARK)))) return null;
+  if (!isImage(realPath)) return null;
+  const dir = path.join(videoDir, videoId, path.dirname(realPath));
+  if (!(await exists(path.join(dir, IMAGES_SEALED_MARK)))) {
+    // The sealed mark comes last: until then an image is sealed or clear, and its magic says which.
+    if (!(await exists(path.join(dir, IMAGES_SEALING_MARK))) || !(await isEncrypted(handle))) return null;
+  }
   const dataKey = keys ? await keys.dataKey(videoId) : null;
   if (!dataKey) throw new MissingKeyError();
   return EncryptedFile.open(handle, deriveKey(dataKey, 'image'), videoId);
+}
+
+/**
+ * Whether the file at `realPath` is an image of a directory being sealed in place: one the function
+ * found clear is sent from its open file, never handed to nginx, which reopens the path (by then
+ * perhaps the sealed image under the same name).
+ */
+export async function sealingInPlace(videoDir: string, videoId: string, realPath: string): Promise<boolean> {
+  return isImage(realPath) && exists(path.join(videoDir, videoId, path.dirname(realPath), IMAGES_SEALING_MARK));
 }
 
 /** The sealed images of a video's folder (`hls/poster.jpg`, …): those in its published, marked directories (the scrub's list). */

@@ -23,19 +23,21 @@
  * would read the ciphertext under it. Those are `busy` and a later run encrypts them. The status
  * cannot move to `transcoding` while the switch holds the meta lock (the transcoder writes it through
  * the same lock before it opens the original).
+ *
+ * Then its published renditions and images, which its transcode wrote in the clear (./migrate-media.ts).
  */
 import { rename, rm } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import type { AuditLog } from '../audit/client.js';
 import { deriveKey, destroyDataKey, type VideoKeys } from '../keys/video-keys.js';
-import { isDeleted } from '../lifecycle/tombstone.js';
 import { fsyncDir, writeFileAtomic } from '../platform/atomic-file.js';
 import { AppError } from '../platform/errors.js';
 import type { Redis } from '../platform/redis.js';
-import { leaseKey } from '../transcode/lease.js';
-import type { MediaStore, VideoMeta } from '../video/store.js';
+import type { MediaStore } from '../video/store.js';
 import { encryptFile, isEncryptedFile } from './chunked.js';
+import { isGone, isTranscoding, OPERATOR } from './migrate-guards.js';
+import { clearMediaLeft, encryptMedia, type MediaStep } from './migrate-media.js';
 
 /** Points right after each durable step, in order (the crash tests kill the process there). */
 export const ENCRYPT_STEPS = ['after-key', 'after-ciphertext', 'after-audit', 'after-switch'] as const;
@@ -54,9 +56,11 @@ export interface EncryptDeps {
   keys: VideoKeys;
   redis: Redis;
   audit: AuditLog;
-  onStep?: (step: EncryptStep) => void;
+  onStep?: (step: EncryptStep | MediaStep) => void;
   /** SWITCH_GRACE_MS unless told. */
   switchGraceMs?: number;
+  /** Between a rendition directory's switch to encrypted segments and the removal of its clear ones (retireGraceMs()). */
+  retireGraceMs: number;
   /** Plaintext bytes encrypted so far (progress lines). */
   onBytes?: (n: number) => void;
 }
@@ -68,26 +72,22 @@ export class OriginalMismatchError extends AppError {
   }
 }
 
-const OPERATOR = { userId: null, role: 'operator' };
-const TRANSCODING: ReadonlySet<VideoMeta['status']> = new Set(['queued', 'transcoding']);
-
-/** Whether any transcode lease of the video (whole, join, chunk, preview) is held. */
-async function transcodeLeaseHeld(redis: Redis, videoId: string): Promise<boolean> {
-  if ((await redis.exists(leaseKey(videoId))) === 1) return true;
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', `${leaseKey(videoId)}:*`, 'COUNT', 1000);
-    if (found.length > 0) return true;
-    cursor = next;
-  } while (cursor !== '0');
-  return false;
+export interface EncryptResult {
+  outcome: EncryptOutcome;
+  /** When the clear segments still published may be removed (by encryptVideo again), or null. */
+  retireAt: number | null;
 }
 
-async function isGone(store: MediaStore, meta: VideoMeta): Promise<boolean> {
-  return meta.status === 'deleted' || meta.deletion !== undefined || (await isDeleted(store.videoDir, meta.videoId));
+/** The original, then the published media; `encrypted` when either changed. */
+export async function encryptVideo(d: EncryptDeps, videoId: string): Promise<EncryptResult> {
+  const original = await encryptOriginal(d, videoId);
+  if (original === 'deleted' || original === 'busy') return { outcome: original, retireAt: null };
+  const media = await encryptMedia({ ...d, switchGraceMs: d.switchGraceMs ?? SWITCH_GRACE_MS }, videoId);
+  const outcome = media.outcome === 'busy' || media.outcome === 'deleted' ? media.outcome : original === 'encrypted' ? original : media.outcome;
+  return { outcome, retireAt: media.retireAt };
 }
 
-export async function encryptVideo(d: EncryptDeps, videoId: string): Promise<EncryptOutcome> {
+async function encryptOriginal(d: EncryptDeps, videoId: string): Promise<EncryptOutcome> {
   const before = await d.store.read(videoId);
   if (await isGone(d.store, before)) return 'deleted';
   const original = path.join(d.store.dir(videoId), before.original);
@@ -96,7 +96,7 @@ export async function encryptVideo(d: EncryptDeps, videoId: string): Promise<Enc
     if (before.encrypted === true) return 'already';
     return switchOver(d, videoId, null); // renamed just before a crash: meta.json is what is left
   }
-  if (TRANSCODING.has(before.status) || (await transcodeLeaseHeld(d.redis, videoId))) {
+  if (await isTranscoding(d.redis, before)) {
     await rm(part, { force: true }); // a killed run's partial ciphertext: the run that encrypts writes it anew
     return 'busy';
   }
@@ -131,7 +131,7 @@ async function switchOver(d: EncryptDeps, videoId: string, part: string | null):
       return 'deleted';
     }
     if (part) {
-      if (TRANSCODING.has(meta.status) || (await transcodeLeaseHeld(d.redis, videoId))) {
+      if (await isTranscoding(d.redis, meta)) {
         await rm(part, { force: true });
         return 'busy';
       }
@@ -139,7 +139,8 @@ async function switchOver(d: EncryptDeps, videoId: string, part: string | null):
       await fsyncDir(d.store.dir(videoId));
       d.onStep?.('after-switch');
     }
-    await d.store.write({ ...meta, encrypted: true });
+    // Honest from the first instant: the renditions and images the transcode published are still clear.
+    await d.store.write({ ...meta, encrypted: true, ...((await clearMediaLeft(d.store.dir(videoId))) ? { clearMedia: true as const } : {}) });
     return 'encrypted';
   } finally {
     await release();

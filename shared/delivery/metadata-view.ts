@@ -89,8 +89,8 @@ export function metadataView(meta: VideoMeta, includePrivate: boolean): Record<s
     width: meta.width,
     height: meta.height,
     renditions: meta.renditions,
-    // Whether the original is stored encrypted at rest (docs/hipaa.md).
-    encrypted: meta.encrypted === true,
+    // Whether the original is stored encrypted at rest, and the renditions and images too (docs/hipaa.md).
+    encrypted: meta.encrypted === true && meta.clearMedia !== true,
     // Relative to the video; a token for the master (scope hls/) opens them.
     ...(meta.status === 'transcoded' && meta.outputs?.poster ? { poster: meta.outputs.poster } : {}),
     ...(meta.status === 'transcoded' && meta.outputs?.thumbnails ? { thumbnails: meta.outputs.thumbnails } : {}),

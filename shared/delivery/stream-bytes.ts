@@ -7,7 +7,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { EncryptedFile } from '../crypto/chunked.js';
-import { sealedImage } from '../crypto/images.js';
+import { sealedImage, sealingInPlace } from '../crypto/images.js';
 import { encryptedOriginal, sendEncryptedFile } from '../crypto/original-response.js';
 import type { VideoKeys } from '../keys/video-keys.js';
 import { edgeRedirect, viaEdge } from './edge.js';
@@ -46,7 +46,7 @@ export async function sendBytes(
   }
   if (encrypted) return void bytesServed.inc(await sendEncryptedFile(req, res, encrypted, validatorsOf(stat), headers, fileHeaders));
   const plan = planResponse({ size: Number(stat.size), validators: validatorsOf(stat) }, req.headers);
-  const edge = viaEdge(req);
+  const edge = viaEdge(req) && !(await sealingInPlace(videoDir, videoId, realPath));
   if (plan.status === 416 || plan.status === 304 || req.method === 'HEAD' || edge) await handle.close();
   // About the file, as nginx answers it: the file's validator and the media headers, not an error's no-store.
   if (plan.status === 416) throw new RangeNotSatisfiableError(Number(stat.size), { ...fileHeaders, ETag: plan.headers.ETag! });

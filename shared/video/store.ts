@@ -115,6 +115,8 @@ export interface VideoMeta {
   deletion?: Deletion;
   /** The original is stored encrypted (shared/crypto/chunked.ts) under the video's data key. */
   encrypted?: boolean;
+  /** Its published renditions or images are (some of them) still clear: an in-place encryption under way (shared/crypto/migrate-media.ts). */
+  clearMedia?: true;
   /** On disk only: filename and metadata, sealed under the video's key (readers with keys never see it). */
   sealed?: SealedFields;
   /** SHA-256 of the canonical document without this field (stamped by MediaStore.write). */
