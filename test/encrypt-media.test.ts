@@ -23,8 +23,8 @@ import { leaseKey } from '../shared/transcode/lease.js';
 import { checkEncoders, transcodeVideo } from '../shared/transcode/transcoder.js';
 import { Pacer, scrubVideo } from '../shared/video/scrub.js';
 import { metaLockKey, MediaStore } from '../shared/video/store.js';
-import { readAuditEntries } from './helpers/audit.js';
-import { launchChromium } from './helpers/browser.js';
+import { auditEntriesOnceThere } from './helpers/audit.js';
+import { launchChromium, PLAY_ENCRYPTED, playerPage } from './helpers/browser.js';
 import { makeClip } from './helpers/media.js';
 import { baseTestEnv, spawnNode } from './helpers/node-process.js';
 import { STACK_START_DEADLINE_MS, startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
@@ -210,7 +210,7 @@ describe('pulsevault encrypt: renditions and images', () => {
     await expectFullyEncrypted(videoId);
     expect(readdirSync(path.join(dir, 'preview')).sort()).toEqual(['240p.m3u8', 'audio.m3u8', GENERATION_DIR, 'manifest.mpd', 'master.m3u8']);
     await playable(videoId, 'preview');
-    expect(readAuditEntries(path.join(stack.mediaRoot, 'audit')).filter((e) => e.action === 'video.media_encrypted' && e.videoId === videoId)).toHaveLength(1);
+    expect(await auditEntriesOnceThere(path.join(stack.mediaRoot, 'audit'), (e) => e.action === 'video.media_encrypted' && e.videoId === videoId, 1)).toHaveLength(1);
 
     const again = await cli(['encrypt', '--switch-grace-ms', '0', '--all']).done;
     expect(again.code, again.output).toBe(0);
@@ -256,10 +256,7 @@ describe('pulsevault encrypt: renditions and images', () => {
     const dir = path.join(videoDir(), videoId);
     const browser = await launchChromium();
     try {
-      const page = await browser.context.newPage();
-      await page.goto(`${stack.url}/console/`);
-      await page.addScriptTag({ url: '/console/vendor/hls.min.js' });
-      await page.addScriptTag({ url: '/console/vendor/dash.all.min.js' });
+      const page = await playerPage(browser, stack.url);
       const t = token(videoId);
       const base = `${stack.url}/media/videos/${videoId}/hls`;
       const urls = { master: `${base}/master.m3u8?token=${t}`, mpd: `${base}/manifest.mpd?token=${t}`, license: `${base}/clearkey?token=${t}` };
@@ -294,32 +291,7 @@ describe('pulsevault encrypt: renditions and images', () => {
       expect(early.currentTime).toBeGreaterThan(SECONDS - 1);
 
       for (const kind of ['hls', 'dash'] as const) {
-        const played = (await page.evaluate(`(async ({ kind, master, mpd, license }) => {
-          const video = document.createElement('video');
-          video.muted = true;
-          document.body.append(video);
-          let error = null;
-          video.addEventListener('error', () => { error = 'media error ' + (video.error && video.error.code); });
-          let player;
-          if (kind === 'hls') {
-            player = new Hls({ emeEnabled: true, drmSystems: { 'org.w3.clearkey': { licenseUrl: license } } });
-            player.on(Hls.Events.ERROR, (_e, d) => { if (d.fatal) error = d.details; });
-            player.loadSource(master);
-            player.attachMedia(video);
-            video.play().catch(() => {});
-          } else {
-            player = dashjs.MediaPlayer().create();
-            player.setProtectionData({ 'org.w3.clearkey': { serverURL: license } });
-            player.on('error', (e) => { error = (e.error && e.error.message) || 'dash.js error'; });
-            player.initialize(video, mpd, true);
-          }
-          const end = Date.now() + 60000;
-          while (!error && video.currentTime < 1 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
-          const result = { error, currentTime: video.currentTime, width: video.videoWidth };
-          player.destroy();
-          video.remove();
-          return result;
-        })(${JSON.stringify({ kind, ...urls })})`)) as { error: string | null; currentTime: number; width: number };
+        const played = (await page.evaluate(`(${PLAY_ENCRYPTED})(${JSON.stringify({ kind, ...urls })})`)) as { error: string | null; currentTime: number; width: number };
         expect(played, kind).toMatchObject({ error: null, width: 320 });
         expect(played.currentTime, kind).toBeGreaterThanOrEqual(1);
       }

@@ -20,7 +20,7 @@ import { deriveKey, VideoKeys } from '../shared/keys/video-keys.js';
 import { DELETED_MARK } from '../shared/lifecycle/tombstone.js';
 import { leaseKey } from '../shared/transcode/lease.js';
 import { metaLockKey, MediaStore, type VideoMeta } from '../shared/video/store.js';
-import { readAuditEntries, startAuditWriter } from './helpers/audit.js';
+import { auditEntriesOnceThere, startAuditWriter } from './helpers/audit.js';
 import { startFunctionProcess, type FunctionProcess } from './helpers/function-process.js';
 import { makeClip } from './helpers/media.js';
 import { baseTestEnv, spawnNode } from './helpers/node-process.js';
@@ -127,7 +127,9 @@ async function expectEncrypted(videoId: string, bytes: Buffer): Promise<void> {
 
 /** The switch's grace is for the media edge's requests; these tests have none in flight but their own. */
 const NO_GRACE = ['--switch-grace-ms', '0'];
-const encryptedEntries = (videoId: string) => readAuditEntries(auditDir()).filter((e) => e.action === 'video.encrypted' && e.videoId === videoId).length;
+/** How many `video.encrypted` entries the video has, once `expected` have reached the files. */
+const encryptedEntries = async (videoId: string, expected: number) =>
+  (await auditEntriesOnceThere(auditDir(), (e) => e.action === 'video.encrypted' && e.videoId === videoId, expected)).length;
 
 describe('pulsevault encrypt', () => {
   it('encrypts every plaintext video in place while ranges read identically; skips deleted and transcoding videos; a rerun has nothing to do', async () => {
@@ -169,7 +171,7 @@ describe('pulsevault encrypt', () => {
     for (const v of [small, large]) {
       await expectEncrypted(v.videoId, v.bytes);
       await expectRangesIdentical(v.videoId, v.bytes);
-      expect(encryptedEntries(v.videoId)).toBe(1);
+      expect(await encryptedEntries(v.videoId, 1)).toBe(1);
     }
     for (const v of [transcoding, leased, deleted]) {
       expect(readFileSync(path.join(videoDir(), v.videoId, 'original.mp4')).equals(clip)).toBe(true);
@@ -207,7 +209,8 @@ describe('pulsevault encrypt', () => {
     await expectEncrypted(v.videoId, v.bytes);
     await expectRangesIdentical(v.videoId, v.bytes, 2);
     // Audited before the switch: once, or twice when the kill came after the entry and before the switch.
-    expect(encryptedEntries(v.videoId)).toBe(step === 'after-audit' ? 2 : 1);
+    const expected = step === 'after-audit' ? 2 : 1;
+    expect(await encryptedEntries(v.videoId, expected)).toBe(expected);
   });
 
   it('killed while encrypting a large original: nothing lost, the rerun finishes', async () => {
@@ -257,9 +260,8 @@ describe('pulsevault keys rotate | status', () => {
     expect(rotate.summary).toEqual({ kek: 'k2', rewrapped: total - 1, current: 1, failed: 0, retiredKeks: ['k1'] });
     expect(rotate.output).toMatch(/^keys rotate: \d+ rewrapped, \d+ already under k2, 0 failed$/m);
     expect((await cli(['keys', 'status'], { MEDIA_KEK: KEK2 }).done).summary).toEqual({ current: 'k2', keys: { k2: total } });
-    const entries = readAuditEntries(auditDir());
-    expect(entries.filter((e) => e.action === 'keys.rewrapped')).toHaveLength(total - 1);
-    expect(entries.filter((e) => e.action === 'keys.rotated')).toHaveLength(1);
+    expect(await auditEntriesOnceThere(auditDir(), (e) => e.action === 'keys.rewrapped', total - 1)).toHaveLength(total - 1);
+    expect(await auditEntriesOnceThere(auditDir(), (e) => e.action === 'keys.rotated', 1)).toHaveLength(1);
 
     // The new KEK alone opens every video's key unchanged; the old one no longer does.
     const after = keysWith(KEK2);

@@ -29,7 +29,7 @@ import { MediaStore } from '../shared/video/store.js';
 import { freePort } from '../services/devstack/supervisor.js';
 import { readAuditEntries } from './helpers/audit.js';
 import { rawRequest } from './helpers/raw-http.js';
-import { launchChromium } from './helpers/browser.js';
+import { launchChromium, PLAY_ENCRYPTED, playerPage } from './helpers/browser.js';
 import { makeClip } from './helpers/media.js';
 import { STACK_START_DEADLINE_MS, startStack, TEST_HMAC_SECRET, type TestStack } from './helpers/stack.js';
 import { createUpload, finalize, patch, sha256, uploadIdOf } from './helpers/uploads.js';
@@ -42,34 +42,6 @@ const kekOf = (spec: string) => ({ id: spec.split(':')[0]!, key: Buffer.from(spe
 const FILENAME = 'Jane-Doe-knee-MRI-2024.mp4';
 const TITLE = 'Follow-up of Jane Doe';
 const DESCRIPTION = 'Post-op week 6, left knee';
-
-/** In the page: play `kind` with ClearKey from `license` until 1 s has played (or an error). */
-const PLAY_ENCRYPTED = `async function ({ kind, master, mpd, license }) {
-  const video = document.createElement('video');
-  video.muted = true;
-  document.body.append(video);
-  let error = null;
-  video.addEventListener('error', () => { error = 'media error ' + (video.error && video.error.code); });
-  let player;
-  if (kind === 'hls') {
-    player = new Hls({ emeEnabled: true, drmSystems: { 'org.w3.clearkey': { licenseUrl: license } } });
-    player.on(Hls.Events.ERROR, (_e, d) => { if (d.fatal) error = d.details; });
-    player.loadSource(master);
-    player.attachMedia(video);
-    video.play().catch(() => {});
-  } else {
-    player = dashjs.MediaPlayer().create();
-    player.setProtectionData({ 'org.w3.clearkey': { serverURL: license } });
-    player.on('error', (e) => { error = (e.error && e.error.message) || 'dash.js error'; });
-    player.initialize(video, mpd, true);
-  }
-  const end = Date.now() + 60000;
-  while (!error && video.currentTime < 1 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
-  const result = { error, currentTime: video.currentTime, width: video.videoWidth, frames: video.getVideoPlaybackQuality().totalVideoFrames };
-  player.destroy();
-  video.remove();
-  return result;
-}`;
 
 /** Shannon entropy in bits per byte. */
 function entropy(b: Buffer): number {
@@ -383,10 +355,7 @@ describe('an encrypted vault, end to end', () => {
   it('hls.js and dash.js play the encrypted renditions in Chromium through the media edge, with the key from the key URL; the page shows the sealed poster and sprites', async () => {
     const browser = await launchChromium();
     try {
-      const page = await browser.context.newPage();
-      await page.goto(`${stack.url}/console/`);
-      await page.addScriptTag({ url: '/console/vendor/hls.min.js' });
-      await page.addScriptTag({ url: '/console/vendor/dash.all.min.js' });
+      const page = await playerPage(browser, stack.url);
       const t = token('hls/');
       const base = `${stack.url}/media/videos/${videoId}/hls`;
       for (const kind of ['hls', 'dash'] as const) {

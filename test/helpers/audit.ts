@@ -23,6 +23,23 @@ export function readAuditEntries(auditDir: string): AuditLine[] {
  * whole stack. Resolves once it holds its lease: record() calls made before
  * that would wait for it and, on a slow machine, hit their ack timeout.
  */
+/**
+ * The entries of `auditDir` that `match`, once at least `expected` are there: an entry recorded
+ * through the Redis stream (not confirmed by the writer directly) reaches the files a little after
+ * record() resolves, so a count read at once can be short on a busy machine.
+ */
+export async function auditEntriesOnceThere(auditDir: string, match: (e: AuditLine) => boolean, expected: number): Promise<AuditLine[]> {
+  return waitFor(
+    () => {
+      const found = readAuditEntries(auditDir).filter(match);
+      return found.length >= expected && found;
+    },
+    30_000,
+    `${expected} matching audit entries`,
+    100,
+  );
+}
+
 export async function startAuditWriter(redisUrl: string, auditDir: string): Promise<{ stop(): Promise<void> }> {
   const { child, output, exited } = spawnNode(['dist/services/audit-writer/main.js'], {
     ...baseTestEnv(),
