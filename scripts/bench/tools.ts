@@ -46,10 +46,10 @@ export async function run(cmd: string, args: readonly string[], options: { env?:
 }
 
 /** Wall time of one run of a command, in seconds (for runs too long to repeat under hyperfine). */
-export async function timeOnce(cmd: string, args: readonly string[], cwd?: string): Promise<number> {
+export async function timeOnce(cmd: string, args: readonly string[], options: { env?: Record<string, string> } = {}): Promise<number> {
   const started = performance.now();
   await new Promise<void>((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], ...(cwd ? { cwd } : {}) });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.once('error', reject);
