@@ -8,7 +8,7 @@
  * it loaded before the switch, and hls.js and dash.js play the migrated video with the key.
  */
 import { randomBytes } from 'node:crypto';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, type Dirent } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, type Dirent } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -217,12 +217,31 @@ describe('pulsevault encrypt: renditions and images', () => {
     expect(again.summary).toMatchObject({ encrypted: 0, failed: 0 });
   });
 
+  /** Cut short between two seals: the scrub checks the image already sealed (a flipped byte is a finding) and leaves the clear one to the rerun. */
+  async function expectScrubbedMidSealing(videoId: string): Promise<void> {
+    const hls = path.join(videoDir(), videoId, 'hls');
+    const sealed = ['poster.jpg', 'thumbs_0_000.jpg'].filter((n) => readFileSync(path.join(hls, n)).subarray(0, 8).toString('latin1') === 'PVAEAD01');
+    expect(sealed).toHaveLength(1);
+    expect(await scrubVideo(videoDir(), videoId, new Pacer(0), () => {}, keys())).toBeNull();
+    const file = path.join(hls, sealed[0]!);
+    const original = readFileSync(file);
+    const flipped = Buffer.from(original);
+    flipped[flipped.length - 20]! ^= 0x01;
+    writeFileSync(file, flipped);
+    try {
+      expect(await scrubVideo(videoDir(), videoId, new Pacer(0), () => {}, keys())).toMatchObject({ problem: 'ciphertext_tampered', detail: expect.stringContaining(`hls/${sealed[0]}`) });
+    } finally {
+      writeFileSync(file, original);
+    }
+  }
+
   it.each(MEDIA_STEPS.map((s) => [s]))('killed after %s: the video still plays through the edge, the rerun finishes', async (step) => {
     const videoId = await plaintextVideo();
     const doomed = await cli(['--switch-grace-ms', '0', '--retire-grace-ms', '0', videoId], 'test/helpers/crashing-encrypt.mjs', { ENCRYPT_CRASH_AT: step }).done;
     expect(doomed.code, doomed.output).toBeNull();
     await stack.redis.client().del(metaLockKey(videoId));
     await playable(videoId);
+    if (step === 'after-image-sealed') await expectScrubbedMidSealing(videoId);
     const rerun = await cli(['encrypt', '--switch-grace-ms', '0', '--retire-grace-ms', '0', videoId]).done;
     expect(rerun.code, rerun.output).toBe(0);
     expect(rerun.summary).toMatchObject({ failed: 0, busy: 0 });

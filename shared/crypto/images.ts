@@ -85,14 +85,20 @@ export async function sealingInPlace(videoDir: string, videoId: string, realPath
   return isImage(realPath) && exists(path.join(videoDir, videoId, path.dirname(realPath), IMAGES_SEALING_MARK));
 }
 
-/** The sealed images of a video's folder (`hls/poster.jpg`, …): those in its published, marked directories (the scrub's list). */
+/**
+ * The sealed images of a video's folder (`hls/poster.jpg`, …), the scrub's list: every image of its
+ * published, marked directories, and those already sealed in a directory being sealed in place
+ * (its clear ones are the sealing's to do, not damage).
+ */
 export async function sealedImageFiles(folder: string): Promise<string[]> {
   const found: string[] = [];
   for (const entry of await readdir(folder, { withFileTypes: true })) {
     // Dot-directories are a transcode's work in progress (and `.chunks/`), not published.
     if (!entry.isDirectory() || entry.name.startsWith('.')) continue;
     const names = await readdir(path.join(folder, entry.name));
-    if (names.includes(IMAGES_SEALED_MARK)) found.push(...names.filter(isImage).map((n) => `${entry.name}/${n}`));
+    const images = names.filter(isImage).map((n) => `${entry.name}/${n}`);
+    if (names.includes(IMAGES_SEALED_MARK)) found.push(...images);
+    else if (names.includes(IMAGES_SEALING_MARK)) for (const image of images) if (await isEncryptedFile(path.join(folder, image))) found.push(image);
   }
   return found;
 }
