@@ -28,7 +28,8 @@ export class ChunkCipher {
   readonly count: number;
 
   constructor(
-    private readonly key: Buffer,
+    /** Also handed to the decryption workers (./decrypt-pool.ts), which build their own cipher. */
+    readonly key: Buffer,
     readonly header: Header,
     readonly videoId: string,
   ) {

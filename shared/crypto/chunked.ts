@@ -137,14 +137,13 @@ export class EncryptedFile {
   private constructor(
     private readonly handle: FileHandle,
     private readonly cipher: ChunkCipher,
-    private readonly key: Buffer,
   ) {}
 
   static async open(handle: FileHandle, key: Buffer, videoId: string): Promise<EncryptedFile> {
     const raw = Buffer.alloc(HEADER_BYTES);
     await readFully(handle, raw, HEADER_BYTES, 0);
     const header = parseHeader(raw, (await handle.stat()).size);
-    return new EncryptedFile(handle, new ChunkCipher(key, header, videoId), key);
+    return new EncryptedFile(handle, new ChunkCipher(key, header, videoId));
   }
 
   /** Plaintext size. */
@@ -201,7 +200,7 @@ export class EncryptedFile {
       length: cipher.offset(last) + cipher.plainLength(last) + TAG_BYTES - from,
       first,
       last,
-      key: this.key,
+      key: cipher.key,
       header: { raw: header.raw, chunkBytes: cs, size: header.size, prefix: header.prefix },
       videoId: cipher.videoId,
       out: buffer.buffer as SharedArrayBuffer,
