@@ -6,9 +6,9 @@
  * refused and found by the scrub, a rotated KEK still reads old videos, a wrong KEK stops a
  * function with one line, and a delete shreds the key so an earlier copy of the folder is noise.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync, openSync, readSync, writeSync, closeSync, type Dirent } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync, openSync, readSync, writeSync, closeSync, type Dirent } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -88,6 +88,42 @@ describe('the chunked format', () => {
     } finally {
       await enc.close();
     }
+  });
+
+  it('seals files of every window shape (empty, one byte, exactly a window, a window and a byte) that hash and decrypt to their plaintext', async () => {
+    const windowBytes = 64 * CHUNK_BYTES;
+    for (const size of [0, 1, windowBytes, windowBytes + 1]) {
+      const source = randomBytes(size);
+      writeFileSync(path.join(dir, `shape-${size}`), source);
+      expect(await encryptFile(path.join(dir, `shape-${size}`), path.join(dir, `shape-${size}.enc`), key, videoId)).toEqual({ checksum: sha256(source), size });
+      expect(await verifyEncryptedFile(path.join(dir, `shape-${size}.enc`), key, videoId), `${size}`).toEqual({ checksum: sha256(source), size });
+    }
+  });
+
+  it('a full disk while a worker seals: the ENOSPC the finalize maps to 507 (not a bare error), nothing left in flight', async () => {
+    const full = path.join(dir, 'full');
+    mkdirSync(full);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', full]);
+    try {
+      const source = randomBytes(5 * 1024 * 1024); // the second window no longer fits
+      writeFileSync(path.join(dir, 'too-large'), source);
+      await expect(encryptFile(path.join(dir, 'too-large'), path.join(full, 'enc'), key, videoId)).rejects.toMatchObject({ code: 'ENOSPC' });
+    } finally {
+      execFileSync('umount', [full]); // refused (EBUSY) if the worker still held the file open
+    }
+  });
+
+  it('a process that sealed and opened files through the workers exits on its own once they are idle', async () => {
+    const chunked = path.resolve('dist/shared/crypto/chunked.js');
+    const source = randomBytes(5 * 1024 * 1024); // two windows
+    writeFileSync(path.join(dir, 'exit-plain'), source);
+    const script = `const { encryptFile, verifyEncryptedFile } = await import(${JSON.stringify(chunked)});
+      const key = Buffer.alloc(32, 7);
+      await encryptFile(${JSON.stringify(path.join(dir, 'exit-plain'))}, ${JSON.stringify(path.join(dir, 'exit.enc'))}, key, ${JSON.stringify(videoId)});
+      console.log((await verifyEncryptedFile(${JSON.stringify(path.join(dir, 'exit.enc'))}, key, ${JSON.stringify(videoId)})).checksum);`;
+    writeFileSync(path.join(dir, 'exit.mjs'), script);
+    const { stdout } = await promisify(execFile)(process.execPath, [path.join(dir, 'exit.mjs')], { timeout: 30_000 });
+    expect(stdout.trim()).toBe(sha256(source));
   });
 
   it('refuses a flipped byte, a wrong key and another video id: errors, never bytes', async () => {

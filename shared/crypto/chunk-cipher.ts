@@ -1,6 +1,6 @@
 /**
  * One chunk of the chunked format (./chunked.ts, where the format is described): its nonce, AAD,
- * sealing and opening. Apart from chunked.ts so that the decryption workers (./decrypt-worker.ts)
+ * sealing and opening. Apart from chunked.ts so that the cipher workers (./cipher-worker.ts)
  * load node:crypto and nothing else: a small heap is what keeps their garbage collections cheap.
  */
 import { createCipheriv, createDecipheriv } from 'node:crypto';
@@ -28,7 +28,7 @@ export class ChunkCipher {
   readonly count: number;
 
   constructor(
-    /** Also handed to the decryption workers (./decrypt-pool.ts), which build their own cipher. */
+    /** Also handed to the cipher workers (./cipher-pool.ts), which build their own cipher. */
     readonly key: Buffer,
     readonly header: Header,
     readonly videoId: string,

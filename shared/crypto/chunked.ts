@@ -17,7 +17,7 @@ import { deriveKey } from '../keys/video-keys.js';
 import { AppError } from '../platform/errors.js';
 import { fileChecksum } from '../video/checksum.js';
 import { ChunkCipher, chunkCount, HEADER_BYTES, TAG_BYTES, type Header } from './chunk-cipher.js';
-import { decryptWindow } from './decrypt-pool.js';
+import { decryptWindow, sealWindow, workerError, type WindowOutcome } from './cipher-pool.js';
 
 export { chunkCount, HEADER_BYTES, type Header } from './chunk-cipher.js';
 export const MAGIC = Buffer.from('PVAEAD01');
@@ -72,7 +72,8 @@ export function parseHeader(raw: Buffer, fileSize: number): Header {
 
 /**
  * Encrypt `source` into `target` (created; the caller renames it into place), hashing the plaintext
- * as it goes: one pass over the source. Returns the plaintext's `sha256:<hex>` and size.
+ * as it goes: one pass over the source. A worker (./cipher-pool.ts) seals and writes each window
+ * while this thread hashes it and the next one is read. Returns the plaintext's `sha256:<hex>` and size.
  */
 export async function encryptFile(source: string, target: string, key: Buffer, videoId: string): Promise<{ checksum: string; size: number }> {
   const input = await open(source, 'r');
@@ -82,31 +83,54 @@ export async function encryptFile(source: string, target: string, key: Buffer, v
     const cipher = new ChunkCipher(key, header, videoId);
     const hash = createHash('sha256');
     const output = await open(target, 'w', 0o640);
+    const buffers = [spareWindows.pop() ?? sharedBuffer(WINDOW_BYTES), spareWindows.pop() ?? sharedBuffer(WINDOW_BYTES)];
+    const read = async (first: number, into: Buffer): Promise<SourceWindow> => {
+      const last = Math.min(cipher.count, first + WINDOW_CHUNKS) - 1;
+      const want = (last - first) * CHUNK_BYTES + cipher.plainLength(last);
+      const got = await readFully(input, into, want, first * CHUNK_BYTES);
+      if (got !== want) throw new AppError(409, 'source_changed', 'the upload changed while it was being encrypted');
+      return { first, last, plain: into };
+    };
+    let reading: Promise<SourceWindow> | null = read(0, buffers[0]!);
+    let sealing: Promise<WindowOutcome> | null = null;
     try {
       await output.write(header.raw, 0, HEADER_BYTES, 0);
-      const window = Buffer.allocUnsafe(CHUNK_BYTES * WINDOW_CHUNKS);
-      for (let first = 0; first < cipher.count; first += WINDOW_CHUNKS) {
-        const last = Math.min(cipher.count, first + WINDOW_CHUNKS) - 1;
-        const want = (last - first) * CHUNK_BYTES + cipher.plainLength(last);
-        const got = await readFully(input, window, want, first * CHUNK_BYTES);
-        if (got !== want) throw new AppError(409, 'source_changed', 'the upload changed while it was being encrypted');
-        const parts: Buffer[] = [];
-        for (let i = first; i <= last; i++) {
-          const plain = window.subarray((i - first) * CHUNK_BYTES, (i - first) * CHUNK_BYTES + cipher.plainLength(i));
-          hash.update(plain);
-          parts.push(...cipher.seal(i, plain));
-        }
-        await output.writev(parts, cipher.offset(first));
+      for (let turn = 1; reading; turn++) {
+        const { first, last, plain }: SourceWindow = await reading;
+        sealing = sealWindow({ ...workerCipher(cipher), fd: output.fd, first, last, plain: plain.buffer as SharedArrayBuffer });
+        reading = first + WINDOW_CHUNKS < cipher.count ? read(first + WINDOW_CHUNKS, buffers[turn % 2]!) : null;
+        reading?.catch(() => {}); // awaited next turn, or below: never an unhandled rejection
+        hash.update(plain.subarray(0, (last - first) * CHUNK_BYTES + cipher.plainLength(last)));
+        const outcome = await sealing;
+        sealing = null;
+        if (outcome.failed) throw workerError('encryption', outcome);
       }
       await output.sync();
     } finally {
+      // The worker writes through the descriptor and the read fills a buffer: both done before either is let go.
+      await Promise.all([sealing?.catch(() => null), reading?.catch(() => null)]);
       await output.close();
+      for (const b of buffers) if (spareWindows.length < SPARE_WINDOWS) spareWindows.push(b);
     }
     return { checksum: `sha256:${hash.digest('hex')}`, size };
   } finally {
     await input.close();
   }
 }
+
+/** Chunks first..last of the source, read into `plain` from its start. */
+interface SourceWindow {
+  first: number;
+  last: number;
+  plain: Buffer;
+}
+
+/** What a worker needs to rebuild a file's cipher. */
+const workerCipher = ({ key, header, videoId }: ChunkCipher) => ({
+  key,
+  header: { raw: header.raw, chunkBytes: header.chunkBytes, size: header.size, prefix: header.prefix },
+  videoId,
+});
 
 async function readFully(handle: FileHandle, buffer: Buffer, length: number, position: number): Promise<number> {
   let read = 0;
@@ -153,7 +177,7 @@ export class EncryptedFile {
 
   /**
    * Plaintext bytes start..end (inclusive), a window (at most 4 MiB) at a time, decrypted by the
-   * workers (./decrypt-pool.ts) one window ahead of the caller. Reads only the chunks the range lies
+   * workers (./cipher-pool.ts) one window ahead of the caller. Reads only the chunks the range lies
    * in; every chunk's tag is checked before its window is handed on. The caller releases each window.
    */
   async *range(start: number, end: number): AsyncGenerator<PlainWindow> {
@@ -193,16 +217,13 @@ export class EncryptedFile {
       released = true;
       if (buffer.length === WINDOW_BYTES && spareWindows.length < SPARE_WINDOWS) spareWindows.push(buffer);
     };
-    const { header } = cipher;
     const outcome = await decryptWindow({
+      ...workerCipher(cipher),
       fd: this.handle.fd,
       from,
       length: cipher.offset(last) + cipher.plainLength(last) + TAG_BYTES - from,
       first,
       last,
-      key: cipher.key,
-      header: { raw: header.raw, chunkBytes: cs, size: header.size, prefix: header.prefix },
-      videoId: cipher.videoId,
       out: buffer.buffer as SharedArrayBuffer,
     }).catch((err: unknown) => {
       release();
@@ -210,7 +231,7 @@ export class EncryptedFile {
     });
     if (outcome.failed) {
       release();
-      throw outcome.failed === 'error' ? new Error(`decryption failed: ${outcome.message}`) : new IntegrityError(outcome.failed === 'tag' ? outcome.chunk! : null);
+      throw outcome.failed === 'error' ? workerError('decryption', outcome) : new IntegrityError(outcome.failed === 'tag' ? outcome.chunk! : null);
     }
     const base = first * cs;
     return { bytes: buffer.subarray(Math.max(0, start - base), Math.min(plainBytes, end - base + 1)), release };
