@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IMAGES_SEALED_MARK, IMAGES_SEALING_MARK } from '../shared/crypto/images.js';
-import { ENCRYPTED_IN_PLACE_MARK } from '../shared/crypto/migrate.js';
+import { ENCRYPTED_IN_PLACE_MARK } from '../shared/crypto/original-response.js';
 import { GENERATION_DIR, MEDIA_STEPS, RETIRE_MARK } from '../shared/crypto/migrate-media.js';
 import { createTokenCodec } from '../shared/delivery/tokens.js';
 import { SecretKek } from '../shared/keys/kek.js';

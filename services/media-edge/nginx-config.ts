@@ -38,7 +38,7 @@ import {
   type EdgeSend,
 } from '../../shared/delivery/edge.js';
 import { IMAGE_EXTENSIONS, IMAGES_SEALED_MARK, IMAGES_SEALING_MARK } from '../../shared/crypto/images.js';
-import { ENCRYPTED_IN_PLACE_MARK } from '../../shared/crypto/migrate.js';
+import { ENCRYPTED_IN_PLACE_MARK } from '../../shared/crypto/original-response.js';
 import { DELETED_MARK } from '../../shared/lifecycle/tombstone.js';
 
 export interface MediaEdgeOptions {

@@ -14,7 +14,9 @@
  * plaintext original for its token's life and would then send the ciphertext under it. The mark
  * (ENCRYPTED_IN_PLACE_MARK, tested by nginx before it sends an original, as the deleted mark) sends
  * every later request of that original to the stream function; the grace lets a request that
- * passed nginx's test just before the mark open the file before the rename (it keeps the plaintext). A kill at any point leaves either the plaintext original (and at
+ * passed nginx's test just before the mark open the file before the rename (it keeps the plaintext);
+ * once the mark is there, the stream function sends a plaintext original from the file it opened
+ * rather than redirecting nginx to the path, which the rename may have given the ciphertext. A kill at any point leaves either the plaintext original (and at
  * most a stale `.encrypting`, rewritten by the rerun) or the ciphertext one whose meta.json the rerun
  * finishes. The key file is made before any ciphertext, so ciphertext never lacks its key.
  *
@@ -36,6 +38,7 @@ import { AppError } from '../platform/errors.js';
 import type { Redis } from '../platform/redis.js';
 import type { MediaStore } from '../video/store.js';
 import { encryptFile, isEncryptedFile } from './chunked.js';
+import { ENCRYPTED_IN_PLACE_MARK } from './original-response.js';
 import { isGone, isTranscoding, OPERATOR } from './migrate-guards.js';
 import { clearMediaLeft, encryptMedia, type MediaStep } from './migrate-media.js';
 
@@ -45,8 +48,6 @@ export type EncryptStep = (typeof ENCRYPT_STEPS)[number];
 
 export type EncryptOutcome = 'encrypted' | 'already' | 'deleted' | 'busy';
 
-/** Left beside an original encrypted in place, for good: nginx never sends such an original itself (services/media-edge). */
-export const ENCRYPTED_IN_PLACE_MARK = '.encrypted-in-place';
 /** Between the mark and the switch: far above the time nginx takes from testing for the mark to opening the file. */
 export const SWITCH_GRACE_MS = 1000;
 

@@ -16,6 +16,7 @@ import path from 'node:path';
 import { deriveKey, type VideoKeys } from '../keys/video-keys.js';
 import { planResponse, WHOLE_READ_MAX_BYTES, type Validators } from '../delivery/media-response.js';
 import { RangeNotSatisfiableError } from '../platform/errors.js';
+import { exists } from '../platform/exists.js';
 import { EncryptedFile, isEncrypted, isEncryptedFile, MissingKeyError, type PlainWindow } from './chunked.js';
 
 /** The original, decrypted here; sealed images are found by their directory's mark (./images.ts), renditions are CENC that players decrypt. */
@@ -27,6 +28,18 @@ export async function encryptedOriginal(keys: VideoKeys | null, videoId: string,
   const dataKey = keys ? await keys.dataKey(videoId) : null;
   if (!dataKey) throw new MissingKeyError();
   return EncryptedFile.open(handle, deriveKey(dataKey, 'original'), videoId);
+}
+
+/** Left beside an original encrypted in place (./migrate.ts), for good: nginx never sends such an original itself (services/media-edge). */
+export const ENCRYPTED_IN_PLACE_MARK = '.encrypted-in-place';
+
+/**
+ * Whether `mediaPath` is an original being (or done being) encrypted in place: a plaintext one is
+ * then sent from the file the function opened, never by nginx reopening its path, which the switch
+ * may have renamed the ciphertext onto since.
+ */
+export async function encryptingInPlace(videoDir: string, videoId: string, mediaPath: string): Promise<boolean> {
+  return ORIGINAL.test(mediaPath) && exists(path.join(videoDir, videoId, ENCRYPTED_IN_PLACE_MARK));
 }
 
 /** Whether `videoDir/videoId/mediaPath` is an encrypted original (the edge's grant is refused for it). */

@@ -8,7 +8,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { EncryptedFile } from '../crypto/chunked.js';
 import { sealedImage, sealingInPlace } from '../crypto/images.js';
-import { encryptedOriginal, sendEncryptedFile } from '../crypto/original-response.js';
+import { encryptedOriginal, encryptingInPlace, sendEncryptedFile } from '../crypto/original-response.js';
 import type { VideoKeys } from '../keys/video-keys.js';
 import { edgeRedirect, viaEdge } from './edge.js';
 import type { OpenedMedia } from './media-path.js';
@@ -46,7 +46,8 @@ export async function sendBytes(
   }
   if (encrypted) return void bytesServed.inc(await sendEncryptedFile(req, res, encrypted, validatorsOf(stat), headers, fileHeaders));
   const plan = planResponse({ size: Number(stat.size), validators: validatorsOf(stat) }, req.headers);
-  const edge = viaEdge(req) && !(await sealingInPlace(videoDir, videoId, realPath));
+  // Files being encrypted in place are sent from the descriptor opened here: nginx would reopen the path.
+  const edge = viaEdge(req) && !(await sealingInPlace(videoDir, videoId, realPath)) && !(await encryptingInPlace(videoDir, videoId, mediaPath));
   if (plan.status === 416 || plan.status === 304 || req.method === 'HEAD' || edge) await handle.close();
   // About the file, as nginx answers it: the file's validator and the media headers, not an error's no-store.
   if (plan.status === 416) throw new RangeNotSatisfiableError(Number(stat.size), { ...fileHeaders, ETag: plan.headers.ETag! });
