@@ -33,7 +33,7 @@ const WINDOW_CHUNKS = 64;
 const spareWindows: Buffer[] = [];
 const SPARE_WINDOWS = 8;
 const WINDOW_BYTES = CHUNK_BYTES * WINDOW_CHUNKS;
-/** encryptFile flushes what it wrote every this many windows (32 MiB): 256 MiB encrypted in ~460 ms instead of ~545 (fsync at the end only). */
+/** encryptFile flushes what it wrote every this many windows (32 MiB): 256 MiB in ~480 ms instead of ~620 with one fsync at the end (docs/benchmarks.md). */
 const FLUSH_WINDOWS = 8;
 
 const sharedBuffer = (bytes: number) => Buffer.from(new SharedArrayBuffer(bytes));
