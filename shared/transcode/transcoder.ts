@@ -18,7 +18,7 @@ import path from 'node:path';
 import type { AuditLog } from '../audit/client.js';
 import type { AuditActionOf } from '../audit/actions.js';
 import type { Config } from '../platform/config.js';
-import { openPlaintextSource, type PlaintextSource } from '../crypto/loopback.js';
+import { PlaintextSources } from '../crypto/loopback.js';
 import { AppError, ConflictError, UnprocessableError } from '../platform/errors.js';
 import { exists } from '../platform/exists.js';
 import type { Logger } from '../platform/log.js';
@@ -189,7 +189,9 @@ export async function transcodeVideo(deps: TranscoderDeps, codecs: VideoCodecFam
 interface VideoStep {
   meta: VideoMeta;
   videoDir: string;
+  /** What ffmpeg reads the original from: its path, or a loopback URL of `sources` (../crypto/loopback.ts). */
   source: string;
+  sources: PlaintextSources;
   lease: Lease;
   record: ReturnType<typeof transcodeRecorder>;
   /** Set while a work directory exists: removed if the step does not publish it. */
@@ -215,13 +217,13 @@ async function underVideoLease(deps: TranscoderDeps, job: TranscodeJob, requestI
   if (job.part?.kind === 'join' && meta.status === 'failed') return { outcome: 'skipped', reason: 'video_failed' };
   const lease = await takeLease(deps, videoId, 'video');
   const record = transcodeRecorder(audit, videoId, requestId);
-  let original: PlaintextSource | null = null;
+  const sources = new PlaintextSources(store.keys, videoId);
   let step: VideoStep | null = null;
   try {
     const cleaned = await removeLeftovers(videoDir);
     if (cleaned > 0) log.info({ videoId, cleaned }, 'removed leftovers of an interrupted transcode');
-    original = await openPlaintextSource(store.keys, videoDir, videoId, meta.original);
-    step = { meta, videoDir, source: original.source, lease, record, workDir: null };
+    const source = await sources.source(path.join(videoDir, meta.original), 'original');
+    step = { meta, videoDir, source, sources, lease, record, workDir: null };
     return await body(step);
   } catch (thrown) {
     // A disposal revoked the lease (ffmpeg aborted): nothing to retry.
@@ -234,7 +236,7 @@ async function underVideoLease(deps: TranscoderDeps, job: TranscodeJob, requestI
     throw err;
   } finally {
     if (step?.workDir) await removeLeftovers(videoDir).catch(() => undefined);
-    await original?.close();
+    await sources.close();
     await lease.release();
   }
 }
@@ -401,13 +403,12 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
   const lease = await takeLease(deps, `${videoId}:chunk:${index}`, 'chunk');
   const record = transcodeRecorder(audit, videoId, requestId);
   let work: string | null = null;
-  let original: PlaintextSource | null = null;
+  const sources = new PlaintextSources(store.keys, videoId);
   try {
     if (!(await chunkDone(videoDir, index))) {
       const started = Date.now();
       await record('transcode.chunk.start', 'success');
-      original = await openPlaintextSource(store.keys, videoDir, videoId, meta.original);
-      const { source } = original;
+      const source = await sources.source(path.join(videoDir, meta.original), 'original');
       const probed = await probeOriginal(source);
       work = await chunkWorkFile(videoDir, index);
       const chunkSeconds = range.seconds ?? probed.duration - range.start;
@@ -436,7 +437,7 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
     await record('transcode.error', 'failure', reason).catch(() => undefined);
     throw err;
   } finally {
-    await original?.close();
+    await sources.close();
     await lease.release();
   }
 }
@@ -458,14 +459,13 @@ async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, request
   const lease = await takeLease(deps, `${videoId}:preview`, 'preview');
   const preview = { rendition: lowest.name, hlsMaster: `${PREVIEW_DIR}/${MASTER_NAME}`, dashManifest: `${PREVIEW_DIR}/${MANIFEST_NAME}` };
   const workParent = chunksDir(videoDir);
-  let original: PlaintextSource | null = null;
+  const sources = new PlaintextSources(store.keys, videoId);
   try {
     // A redelivery after the publish only announces it again.
     if (!(await exists(path.join(videoDir, preview.hlsMaster)))) {
       const started = Date.now();
       await removeLeftovers(workParent);
-      original = await openPlaintextSource(store.keys, videoDir, videoId, meta.original);
-      const { source } = original;
+      const source = await sources.source(path.join(videoDir, meta.original), 'original');
       const probed = await probeOriginal(source);
       const workDir = await createWorkDir(workParent);
       const { args, streams } = buildEncodeCommand({ ...plan.settings, rungs: [lowest], codecs: [plan.settings.codecs[0]!], source, outDir: workDir });
@@ -485,7 +485,7 @@ async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, request
     throw asTranscodeFailure(err);
   } finally {
     await removeLeftovers(workParent).catch(() => undefined);
-    await original?.close();
+    await sources.close();
     await lease.release();
   }
 }
