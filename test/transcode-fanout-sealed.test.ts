@@ -53,14 +53,19 @@ function chunkEntries(): Dirent[] {
 }
 const relative = (e: Dirent) => path.relative(path.join(folder(), CHUNKS_DIR), path.join(e.parentPath, e.name));
 
-/** Every file of `.chunks/` but the plan is whole ciphertext of ours: the magic, high entropy, no clear MP4 box or JPEG marker. */
-function expectChunksSealed(): string[] {
+/**
+ * Every file of `.chunks/` but the plan is whole ciphertext of ours: the magic, high entropy, none
+ * of the clear formats' markers, and — opened with the key it is sealed under — none of its own
+ * plaintext's box headers or JPEG head.
+ */
+async function expectChunksSealed(): Promise<string[]> {
   const files = chunkEntries().filter((e) => e.isFile()).map(relative).filter((f) => f !== 'plan.json');
   for (const f of files) {
     const bytes = readFileSync(path.join(folder(), CHUNKS_DIR, f));
     expect(bytes.subarray(0, MAGIC.length).equals(MAGIC), `${f} starts with the magic`).toBe(true);
     expect(entropy(bytes.subarray(32)), f).toBeGreaterThan(7.8);
-    expect(clearMarkers(bytes), f).toEqual([]);
+    const plain = await unsealed(path.join(CHUNKS_DIR, f), f.includes('thumbs_') ? 'image' : 'chunk');
+    expect(clearMarkers(bytes, plain), f).toEqual([]);
   }
   return files;
 }
@@ -90,7 +95,7 @@ afterAll(async () => {
 describe('a fanned-out transcode in an encrypted vault', () => {
   it('keeps every committed chunk and chunk sheet sealed while the join waits (no clear work file left)', async () => {
     expect(chunkEntries().filter((e) => !e.isFile())).toEqual([]);
-    expect(expectChunksSealed().sort()).toEqual(['0.mp4', 'thumbs_0_000.jpg']);
+    expect((await expectChunksSealed()).sort()).toEqual(['0.mp4', 'thumbs_0_000.jpg']);
     // What is sealed is the chunk (under its own key) and a JPEG (under the images' key, as published).
     const chunk = await unsealed(`${CHUNKS_DIR}/0.mp4`, 'chunk');
     expect(chunk.subarray(4, 8).toString('latin1')).toBe('ftyp');
@@ -129,13 +134,13 @@ describe('a fanned-out transcode in an encrypted vault', () => {
       });
       expect(await child.exited, `${step}: ${child.output()}`).toBeNull(); // killed by the signal
       expect(await chunkDone(folder(), 1), step).toBe(false);
-      expect(expectChunksSealed().length, step).toBeGreaterThan(2); // the sealed files waiting for their rename
+      expect((await expectChunksSealed()).length, step).toBeGreaterThan(2); // the sealed files waiting for their rename
       // The dead transcoder's lease would lapse within its TTL.
       await harness.redis.del(leaseKey(`${video.videoId}:chunk:1`));
     }
     expect(await transcodeVideo(harness.deps, codecs, chunkJob(1))).toEqual({ outcome: 'chunk_transcoded', chunk: 1 });
     expect(chunkEntries().filter((e) => !e.isFile())).toEqual([]);
-    expect(expectChunksSealed().sort()).toEqual(['0.mp4', '1.mp4', 'thumbs_0_000.jpg', 'thumbs_1_000.jpg']);
+    expect((await expectChunksSealed()).sort()).toEqual(['0.mp4', '1.mp4', 'thumbs_0_000.jpg', 'thumbs_1_000.jpg']);
     expect(await scrub()).toBeNull();
   });
 
