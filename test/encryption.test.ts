@@ -35,6 +35,7 @@ import { STACK_START_DEADLINE_MS, startStack, TEST_HMAC_SECRET, type TestStack }
 import { createUpload, finalize, patch, sha256, uploadIdOf } from './helpers/uploads.js';
 import { waitFor } from './helpers/wait.js';
 import { decryptRange } from './helpers/decrypt.js';
+import { entropy } from './helpers/ciphertext.js';
 
 const kekSpec = (id: string) => `${id}:${randomBytes(32).toString('base64')}`;
 const KEK1 = kekSpec('k1');
@@ -42,13 +43,6 @@ const kekOf = (spec: string) => ({ id: spec.split(':')[0]!, key: Buffer.from(spe
 const FILENAME = 'Jane-Doe-knee-MRI-2024.mp4';
 const TITLE = 'Follow-up of Jane Doe';
 const DESCRIPTION = 'Post-op week 6, left knee';
-
-/** Shannon entropy in bits per byte. */
-function entropy(b: Buffer): number {
-  const counts = new Array<number>(256).fill(0);
-  for (const x of b) counts[x]!++;
-  return -counts.reduce((h, c) => (c ? h + (c / b.length) * Math.log2(c / b.length) : h), 0);
-}
 
 describe('the chunked format', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'pv-chunked-'));

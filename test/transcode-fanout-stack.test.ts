@@ -64,7 +64,7 @@ describe('fan-out across transcoder replicas (local stack)', () => {
     const [ffmpeg, index] = await waitFor(
       () => {
         for (let n = 0; n < CHUNKS; n++) {
-          const [pid] = pidsWith(video.videoId, `${CHUNKS_DIR}/${n}.mp4.tmp-`);
+          const [pid] = pidsWith(video.videoId, `${CHUNKS_DIR}/${n}.tmp-`);
           if (pid) return [pid, n] as const;
         }
         return null;

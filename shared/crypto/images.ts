@@ -48,15 +48,23 @@ export const imagesIn = async (dir: string) => (await readdir(dir)).filter(isIma
 export async function sealImages(dir: string, videoId: string, dataKey: Buffer, onSealed?: () => void): Promise<void> {
   const images = await imagesIn(dir);
   if (images.length === 0) return;
-  const key = deriveKey(dataKey, 'image');
   for (const name of images) {
     const file = path.join(dir, name);
     if (await isEncryptedFile(file)) continue;
-    await encryptFile(file, `${file}.seal.tmp`, key, videoId);
+    await sealImage(file, `${file}.seal.tmp`, videoId, dataKey);
     await rename(`${file}.seal.tmp`, file);
     onSealed?.();
   }
   await writeFileAtomic(path.join(dir, IMAGES_SEALED_MARK), '');
+}
+
+/**
+ * The image `file` sealed into `target` (created and fsynced; the caller renames it into place).
+ * Also a fanned-out transcode's chunk sheets (shared/transcode/fanout.ts), so the join's copies of
+ * them are already what the publish would seal.
+ */
+export async function sealImage(file: string, target: string, videoId: string, dataKey: Buffer): Promise<void> {
+  await encryptFile(file, target, deriveKey(dataKey, 'image'), videoId);
 }
 
 /**

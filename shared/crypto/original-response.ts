@@ -51,6 +51,16 @@ export async function isEncryptedOriginal(videoDir: string, videoId: string, med
 const writeWindow = (res: ServerResponse, window: PlainWindow): boolean => res.write(window.bytes, () => window.release());
 
 /**
+ * Until the socket wants more, or the client went away (ffmpeg seeking drops its connection). The
+ * listener of the event that did not come is removed: a long answer waits here once per window,
+ * and listeners left behind piled up (MaxListenersExceededWarning on a whole original or chunk).
+ */
+async function drainOrClose(res: ServerResponse): Promise<void> {
+  const done = new AbortController();
+  await Promise.race([once(res, 'drain', { signal: done.signal }), once(res, 'close', { signal: done.signal })]).finally(() => done.abort());
+}
+
+/**
  * Answer a GET/HEAD of an encrypted file (an original, a sealed image) and close it. `headers` go on every answer,
  * `errorHeaders` on a 416. Resolves with the plaintext bytes sent.
  */
@@ -97,8 +107,7 @@ export async function sendEncryptedFile(
         }
         const more = writeWindow(res, window);
         sent += window.bytes.length;
-        // A client that goes away (ffmpeg seeking drops its connection) ends the wait too.
-        if (!more) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+        if (!more) await drainOrClose(res);
       }
       res.end();
     } catch {

@@ -28,8 +28,11 @@ interface KeyFile extends WrappedKey {
   createdAt: string;
 }
 
-/** What a derived key protects; each gets its own key, so no nonce space is shared between formats. */
-export type KeyPurpose = 'original' | 'meta' | 'rendition' | 'image';
+/**
+ * What a derived key protects; each gets its own key, so no nonce space is shared between formats.
+ * `chunk`: a fanned-out transcode's chunk files while they wait for the join (shared/transcode/fanout.ts).
+ */
+export type KeyPurpose = 'original' | 'meta' | 'rendition' | 'image' | 'chunk';
 
 export function deriveKey(dataKey: Buffer, purpose: KeyPurpose): Buffer {
   return Buffer.from(hkdfSync('sha256', dataKey, Buffer.alloc(0), `pulsevault ${purpose} v1`, 32));

@@ -7,8 +7,13 @@
  * On disk, in the video directory (the source of truth, as meta.json):
  * - `.chunks/plan.json`: the plan (chunk length, count, encode settings). A
  *   re-plan with the same settings keeps the chunks already done.
- * - `.chunks/<n>.mp4`: chunk n, every rung as its own video track, no audio.
- *   Written under a temporary name, fsynced and renamed: present = complete.
+ * - `.chunks/<n>.mp4`: chunk n, every rung as its own video track, no audio;
+ *   `.chunks/thumbs_<n>_*.jpg`: its seek-thumbnail sheets. Encoded into a work
+ *   directory of the attempt (`<n>.tmp-<random>/`), then — when the video has a
+ *   data key — sealed (shared/crypto/chunked.ts: the chunk under its key for
+ *   `chunk`, the sheets as published images are), fsynced and renamed into place,
+ *   the chunk last: present = complete, and sealed in an encrypted vault. Readers
+ *   tell a sealed file by its magic (a clear vault's, or an older build's, are clear).
  *
  * Why chunks of every rung rather than rungs spread across replicas: the decode
  * of the source (a large share of the cost at 1080p) is then done once per
@@ -20,6 +25,9 @@
 import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { encryptFile, isEncryptedFile } from '../crypto/chunked.js';
+import { sealImage } from '../crypto/images.js';
+import { deriveKey } from '../keys/video-keys.js';
 import { fsyncDir, fsyncFile, writeFileAtomic } from '../platform/atomic-file.js';
 import { exists } from '../platform/exists.js';
 import type { Redis } from '../platform/redis.js';
@@ -89,20 +97,71 @@ export async function writePlan(videoDir: string, plan: ChunkPlan): Promise<bool
   return same;
 }
 
-/** A temporary name for chunk n's encode, removed by the next attempt at that chunk if this one dies. */
-export async function chunkWorkFile(videoDir: string, index: number): Promise<string> {
-  const prefix = `${index}.mp4.tmp-`;
-  const names = await readdir(chunksDir(videoDir));
-  await Promise.all(names.filter((n) => n.startsWith(prefix)).map((n) => rm(path.join(chunksDir(videoDir), n), { force: true })));
-  return path.join(chunksDir(videoDir), `${prefix}${randomBytes(6).toString('hex')}.mp4`);
+/** One attempt at chunk n: ffmpeg writes the chunk (`file`) and its sheets into `dir`. */
+export interface ChunkWork {
+  dir: string;
+  file: string;
 }
 
-/** Make a finished chunk encode visible under its final name (durably: fsync, rename, fsync the directory). */
-export async function commitChunk(workFile: string, videoDir: string, index: number): Promise<void> {
-  await fsyncFile(workFile);
-  await rename(workFile, chunkFile(videoDir, index));
-  await fsyncDir(chunksDir(videoDir));
+const isSheet = (name: string) => name.startsWith('thumbs_') && name.endsWith('.jpg');
+const SEALED_SUFFIX = '.sealed';
+
+/** A work directory for chunk n's encode; those of earlier attempts that died are removed (plaintext, some of them). */
+export async function chunkWorkDir(videoDir: string, index: number): Promise<ChunkWork> {
+  const prefix = `${index}.tmp-`;
+  const names = await readdir(chunksDir(videoDir));
+  await Promise.all(names.filter((n) => n.startsWith(prefix)).map((n) => rm(path.join(chunksDir(videoDir), n), { recursive: true, force: true })));
+  const dir = path.join(chunksDir(videoDir), `${prefix}${randomBytes(6).toString('hex')}`);
+  await mkdir(dir, { mode: 0o750 });
+  return { dir, file: path.join(dir, `${index}.mp4`) };
 }
+
+/** What seals a video's chunks: its data key and id; null in a vault without a KEK (chunks stay clear). */
+export interface ChunkSeal {
+  dataKey: Buffer;
+  videoId: string;
+}
+
+/** Points of commitChunk after each durable step (the crash tests kill a transcoder there). */
+export const CHUNK_COMMIT_STEPS = ['after-seal', 'after-sheets'] as const;
+export type ChunkCommitStep = (typeof CHUNK_COMMIT_STEPS)[number];
+
+/**
+ * Make a finished chunk encode visible under its final names, durably: its sheets, then `<n>.mp4`
+ * (present = complete, sheets included). With a seal, each file is first encrypted beside itself in
+ * the work directory (fsynced) and its clear version removed, so nothing clear is renamed into
+ * `.chunks/`. A crash before the chunk's rename leaves a work directory the chunk's retry removes
+ * (and sheets it renames over); after it, at most the empty work directory.
+ */
+export async function commitChunk(work: ChunkWork, videoDir: string, index: number, seal: ChunkSeal | null, onStep?: (step: ChunkCommitStep) => void): Promise<void> {
+  const dir = chunksDir(videoDir);
+  /** The file `name` of the work directory made durable there, sealed when the video is encrypted: the path to rename. */
+  const ready = async (name: string, sealInto: (clear: string, sealed: string, s: ChunkSeal) => Promise<unknown>) => {
+    const clear = path.join(work.dir, name);
+    if (!seal) {
+      await fsyncFile(clear);
+      return clear;
+    }
+    await sealInto(clear, `${clear}${SEALED_SUFFIX}`, seal);
+    await rm(clear);
+    return `${clear}${SEALED_SUFFIX}`;
+  };
+  const sheets: { from: string; name: string }[] = [];
+  for (const name of (await readdir(work.dir)).filter(isSheet)) sheets.push({ from: await ready(name, sealSheet), name });
+  const chunk = await ready(path.basename(work.file), sealChunk);
+  onStep?.('after-seal');
+  for (const { from, name } of sheets) await rename(from, path.join(dir, name));
+  await fsyncDir(dir);
+  onStep?.('after-sheets');
+  await rename(chunk, chunkFile(videoDir, index));
+  await fsyncDir(dir);
+  await rm(work.dir, { recursive: true, force: true });
+}
+
+/** A chunk sealed under the video's key for chunks; `target` created and fsynced. */
+const sealChunk = (file: string, target: string, { dataKey, videoId }: ChunkSeal) => encryptFile(file, target, deriveKey(dataKey, 'chunk'), videoId);
+/** A chunk's sheet sealed as the publish seals images (so the join's copies of it are final). */
+const sealSheet = (file: string, target: string, { dataKey, videoId }: ChunkSeal) => sealImage(file, target, videoId, dataKey);
 
 /**
  * A chunk must cover its range before it is committed: ffmpeg ends without an
@@ -129,21 +188,40 @@ export async function missingChunks(videoDir: string, plan: ChunkPlan): Promise<
   return plan.starts.map((_, n) => n).filter((n) => !present.has(`${n}.mp4`));
 }
 
-/** The concat demuxer's list: every chunk with its exact duration, so chunk n's timestamps start at its planned second. */
-export async function writeConcatList(videoDir: string, plan: ChunkPlan, file: string): Promise<void> {
+/**
+ * The concat demuxer's list: every chunk (`sources`: what ffmpeg reads for each, its path or the
+ * loopback URL of a sealed one's plaintext) with its exact duration, so chunk n's timestamps start
+ * at its planned second.
+ */
+export async function writeConcatList(plan: ChunkPlan, sources: string[], file: string): Promise<void> {
   const lines = ['ffconcat version 1.0'];
   plan.starts.forEach((_, n) => {
-    lines.push(`file '${chunkFile(videoDir, n).replace(/'/g, "'\\''")}'`);
+    lines.push(`file '${sources[n]!.replace(/'/g, "'\\''")}'`);
     const { seconds } = chunkRange(plan, n);
     if (seconds !== null) lines.push(`duration ${seconds.toFixed(6)}`);
   });
-  await writeFile(file, `${lines.join('\n')}\n`);
+  // Read by the join's ffmpeg only: a loopback URL in it is a capability while the join runs.
+  await writeFile(file, `${lines.join('\n')}\n`, { mode: 0o600 });
 }
 
-/** The chunks' thumbnail sheets into the join's work directory (copies: the chunks stay until the publish is recorded). */
+/**
+ * The chunks' thumbnail sheets into the join's work directory (copies: the chunks stay until the
+ * publish is recorded). Sealed ones are already as the publish seals images, and stay so.
+ */
 export async function copyChunkThumbnails(videoDir: string, workDir: string): Promise<void> {
-  const sheets = (await readdir(chunksDir(videoDir))).filter((n) => n.startsWith('thumbs_') && n.endsWith('.jpg'));
+  const sheets = (await readdir(chunksDir(videoDir))).filter(isSheet);
   await Promise.all(sheets.map((n) => copyFile(path.join(chunksDir(videoDir), n), path.join(workDir, n))));
+}
+
+/** The committed files of `.chunks/` that are sealed, as paths within the video folder, with their key's purpose (the scrub checks their tags). */
+export async function sealedChunkFiles(videoDir: string): Promise<{ file: string; purpose: 'chunk' | 'image' }[]> {
+  const names = await readdir(chunksDir(videoDir)).catch(() => [] as string[]);
+  const found: { file: string; purpose: 'chunk' | 'image' }[] = [];
+  for (const name of names) {
+    const purpose = /^\d+\.mp4$/.test(name) ? 'chunk' : isSheet(name) ? 'image' : null;
+    if (purpose && (await isEncryptedFile(path.join(chunksDir(videoDir), name)))) found.push({ file: path.join(CHUNKS_DIR, name), purpose });
+  }
+  return found;
 }
 
 export async function removeChunks(videoDir: string): Promise<void> {

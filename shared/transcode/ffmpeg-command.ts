@@ -204,7 +204,8 @@ export function buildChunkCommand(o: EncodeOptions, start: number, seconds: numb
 export function buildJoinCommand(o: EncodeOptions, concatList: string, streams: StreamPlan): string[] {
   return [
     ...COMMON_ARGS,
-    '-f', 'concat', '-safe', '0', '-i', concatList,
+    // A sealed chunk is named by a loopback URL (shared/crypto/loopback.ts): the list may name http inputs.
+    '-f', 'concat', '-safe', '0', '-protocol_whitelist', 'file,http,tcp', '-i', concatList,
     ...(streams.audio ? ['-i', o.source] : []),
     ...streams.video.flatMap((s) => ['-map', `0:v:${s.index}`]),
     ...(streams.audio ? ['-map', '1:a:0', ...AUDIO_ARGS] : []),

@@ -10,6 +10,7 @@
  * PR_SET_PDEATHSIG before exec: the kernel kills ffmpeg when our process dies.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { hideLoopbackUrls } from '../crypto/loopback.js';
 import { AppError } from '../platform/errors.js';
 
 export interface FfmpegProgress {
@@ -90,7 +91,8 @@ export function runFfmpeg(args: string[], o: RunOptions = {}): Promise<void> {
       o.signal?.removeEventListener('abort', abort);
       if (o.signal?.aborted) return reject(new FfmpegError('aborted', String(o.signal.reason ?? 'aborted')));
       if (code === 0) return resolve();
-      const last = stderr.trim().split('\n').slice(-3).join(' | ');
+      // ffmpeg names its inputs: a loopback URL (a capability) never reaches a log line.
+      const last = hideLoopbackUrls(stderr.trim().split('\n').slice(-3).join(' | '));
       reject(new FfmpegError(NO_SPACE.test(stderr) ? NO_SPACE_REASON : 'ffmpeg_failed', `ffmpeg exited with ${code ?? signal}: ${last}`));
     });
   });

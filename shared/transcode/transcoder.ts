@@ -18,7 +18,7 @@ import path from 'node:path';
 import type { AuditLog } from '../audit/client.js';
 import type { AuditActionOf } from '../audit/actions.js';
 import type { Config } from '../platform/config.js';
-import { openPlaintextSource, type PlaintextSource } from '../crypto/loopback.js';
+import { PlaintextSources } from '../crypto/loopback.js';
 import { AppError, ConflictError, UnprocessableError } from '../platform/errors.js';
 import { exists } from '../platform/exists.js';
 import type { Logger } from '../platform/log.js';
@@ -39,9 +39,10 @@ import {
   checkChunkCovers,
   copyChunkThumbnails,
   chunkDone,
+  chunkFile,
   chunkRange,
   chunksDir,
-  chunkWorkFile,
+  chunkWorkDir,
   clearChunkProgress,
   commitChunk,
   missingChunks,
@@ -51,7 +52,9 @@ import {
   removeChunks,
   writeConcatList,
   writePlan,
+  type ChunkCommitStep,
   type ChunkPlan,
+  type ChunkWork,
 } from './fanout.js';
 import { FfmpegError, listEncoders, NO_SPACE_REASON, runFfmpeg } from './ffmpeg-run.js';
 import type { VideoCodecFamily } from './ladder.js';
@@ -73,6 +76,8 @@ export interface TranscoderDeps {
   store: MediaStore;
   audit: AuditLog;
   log: Logger;
+  /** The crash tests' seam (test/helpers/crashing-chunk.mjs); production sets nothing. */
+  onStep?: (step: ChunkCommitStep) => void;
 }
 
 export type TranscodeResult =
@@ -189,7 +194,9 @@ export async function transcodeVideo(deps: TranscoderDeps, codecs: VideoCodecFam
 interface VideoStep {
   meta: VideoMeta;
   videoDir: string;
+  /** What ffmpeg reads the original from: its path, or a loopback URL of `sources` (../crypto/loopback.ts), which serves the join's sealed chunks too. */
   source: string;
+  sources: PlaintextSources;
   lease: Lease;
   record: ReturnType<typeof transcodeRecorder>;
   /** Set while a work directory exists: removed if the step does not publish it. */
@@ -215,13 +222,13 @@ async function underVideoLease(deps: TranscoderDeps, job: TranscodeJob, requestI
   if (job.part?.kind === 'join' && meta.status === 'failed') return { outcome: 'skipped', reason: 'video_failed' };
   const lease = await takeLease(deps, videoId, 'video');
   const record = transcodeRecorder(audit, videoId, requestId);
-  let original: PlaintextSource | null = null;
+  const sources = new PlaintextSources(store.keys, videoId);
   let step: VideoStep | null = null;
   try {
     const cleaned = await removeLeftovers(videoDir);
     if (cleaned > 0) log.info({ videoId, cleaned }, 'removed leftovers of an interrupted transcode');
-    original = await openPlaintextSource(store.keys, videoDir, videoId, meta.original);
-    step = { meta, videoDir, source: original.source, lease, record, workDir: null };
+    const source = await sources.source(path.join(videoDir, meta.original), 'original');
+    step = { meta, videoDir, source, sources, lease, record, workDir: null };
     return await body(step);
   } catch (thrown) {
     // A disposal revoked the lease (ffmpeg aborted): nothing to retry.
@@ -234,7 +241,7 @@ async function underVideoLease(deps: TranscoderDeps, job: TranscodeJob, requestI
     throw err;
   } finally {
     if (step?.workDir) await removeLeftovers(videoDir).catch(() => undefined);
-    await original?.close();
+    await sources.close();
     await lease.release();
   }
 }
@@ -299,7 +306,8 @@ async function joinChunks(deps: TranscoderDeps, job: TranscodeJob, step: VideoSt
   const encode = { ...plan.settings, source: step.source, outDir: workDir };
   const { streams } = buildEncodeCommand(encode);
   const list = path.join(workDir, 'chunks.ffconcat');
-  await writeConcatList(videoDir, plan, list);
+  // Sealed chunks are read as their plaintext over the original's loopback server: none is written to disk.
+  await writeConcatList(plan, await Promise.all(plan.starts.map((_, n) => step.sources.source(chunkFile(videoDir, n), 'chunk'))), list);
   await runEncode(config, buildJoinCommand(encode, list, streams), step.lease, probed.duration, async () => undefined, log);
   await rm(list);
   await copyChunkThumbnails(videoDir, workDir);
@@ -400,27 +408,28 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
   const range = chunkRange(plan, index);
   const lease = await takeLease(deps, `${videoId}:chunk:${index}`, 'chunk');
   const record = transcodeRecorder(audit, videoId, requestId);
-  let work: string | null = null;
-  let original: PlaintextSource | null = null;
+  let work: ChunkWork | null = null;
+  const sources = new PlaintextSources(store.keys, videoId);
   try {
     if (!(await chunkDone(videoDir, index))) {
       const started = Date.now();
       await record('transcode.chunk.start', 'success');
-      original = await openPlaintextSource(store.keys, videoDir, videoId, meta.original);
-      const { source } = original;
+      const source = await sources.source(path.join(videoDir, meta.original), 'original');
       const probed = await probeOriginal(source);
-      work = await chunkWorkFile(videoDir, index);
+      work = await chunkWorkDir(videoDir, index);
       const chunkSeconds = range.seconds ?? probed.duration - range.start;
-      const thumbnails = thumbnailOutput(plan.settings.rungs.at(-1)!, { index, start: range.start, seconds: chunkSeconds }, chunksDir(videoDir));
-      const args = buildChunkCommand({ ...plan.settings, source, outDir: chunksDir(videoDir), thumbnails }, range.start, range.seconds, work);
+      const thumbnails = thumbnailOutput(plan.settings.rungs.at(-1)!, { index, start: range.start, seconds: chunkSeconds }, work.dir);
+      const args = buildChunkCommand({ ...plan.settings, source, outDir: work.dir, thumbnails }, range.start, range.seconds, work.file);
       const report = async (fraction: number) => {
         const overall = await recordChunkProgress(redis, videoId, plan, index, fraction, probed);
         // The join and publish are the last percent.
         await markProgress(store, videoId, Math.min(99, Math.floor(overall * 99)));
       };
       await runEncode(config, args, lease, chunkSeconds, report, log);
-      await checkChunkCovers(work, range, plan.settings.fps);
-      await commitChunk(work, videoDir, index);
+      await checkChunkCovers(work.file, range, plan.settings.fps);
+      // Sealed before it is committed: a chunk waits in the clear only while it is being encoded.
+      const dataKey = (await store.keys?.dataKey(videoId)) ?? null;
+      await commitChunk(work, videoDir, index, dataKey && { dataKey, videoId }, deps.onStep);
       work = null;
       await report(1);
       await record('transcode.chunk.complete', 'success');
@@ -432,11 +441,11 @@ async function transcodeChunk(deps: TranscoderDeps, job: TranscodeJob, index: nu
     const err = asTranscodeFailure(thrown);
     const reason = err instanceof AppError ? err.code : 'internal';
     log.warn({ videoId, chunk: index, attempt: job.attempt, reason, err: err instanceof AppError ? err.message : err }, 'chunk transcode failed');
-    if (work) await rm(work, { force: true }).catch(() => undefined);
+    if (work) await rm(work.dir, { recursive: true, force: true }).catch(() => undefined);
     await record('transcode.error', 'failure', reason).catch(() => undefined);
     throw err;
   } finally {
-    await original?.close();
+    await sources.close();
     await lease.release();
   }
 }
@@ -458,14 +467,13 @@ async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, request
   const lease = await takeLease(deps, `${videoId}:preview`, 'preview');
   const preview = { rendition: lowest.name, hlsMaster: `${PREVIEW_DIR}/${MASTER_NAME}`, dashManifest: `${PREVIEW_DIR}/${MANIFEST_NAME}` };
   const workParent = chunksDir(videoDir);
-  let original: PlaintextSource | null = null;
+  const sources = new PlaintextSources(store.keys, videoId);
   try {
     // A redelivery after the publish only announces it again.
     if (!(await exists(path.join(videoDir, preview.hlsMaster)))) {
       const started = Date.now();
       await removeLeftovers(workParent);
-      original = await openPlaintextSource(store.keys, videoDir, videoId, meta.original);
-      const { source } = original;
+      const source = await sources.source(path.join(videoDir, meta.original), 'original');
       const probed = await probeOriginal(source);
       const workDir = await createWorkDir(workParent);
       const { args, streams } = buildEncodeCommand({ ...plan.settings, rungs: [lowest], codecs: [plan.settings.codecs[0]!], source, outDir: workDir });
@@ -485,7 +493,7 @@ async function transcodePreview(deps: TranscoderDeps, job: TranscodeJob, request
     throw asTranscodeFailure(err);
   } finally {
     await removeLeftovers(workParent).catch(() => undefined);
-    await original?.close();
+    await sources.close();
     await lease.release();
   }
 }

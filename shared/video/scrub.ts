@@ -4,9 +4,10 @@
  * compare it with the checksum meta.json recorded at finalize. An encrypted
  * original (shared/crypto/chunked.ts) is decrypted chunk by chunk: every tag is
  * checked (a flipped ciphertext byte is `ciphertext_tampered`) and the plaintext
- * is hashed. Sealed images (poster, sprite sheets: shared/crypto/images.ts) have
- * every tag checked too; they have no recorded checksum. Problems carry ids and
- * paths within the video only, no PHI.
+ * is hashed. Sealed images (poster, sprite sheets: shared/crypto/images.ts) and
+ * a fanned-out transcode's sealed chunks and their sheets waiting for the join
+ * (`.chunks/`, shared/transcode/fanout.ts) have every tag checked too; they have no
+ * recorded checksum. Problems carry ids and paths within the video only, no PHI.
  *
  * It streams: VIDEO_DIR is read with opendir (no listing held in memory) and
  * each original is hashed in chunks, paced to a byte rate so a scrub can run
@@ -17,7 +18,8 @@ import { DELETED_MARK } from '../lifecycle/tombstone.js';
 import path from 'node:path';
 import { encryptedSize, IntegrityError, isEncryptedFile, MissingKeyError, plaintextChecksum, verifyEncryptedFile } from '../crypto/chunked.js';
 import { sealedImageFiles } from '../crypto/images.js';
-import { deriveKey, type VideoKeys } from '../keys/video-keys.js';
+import { deriveKey, type KeyPurpose, type VideoKeys } from '../keys/video-keys.js';
+import { CHUNKS_DIR, sealedChunkFiles } from '../transcode/fanout.js';
 import { isVideoId, MetaCorruptError, parseMeta } from './store.js';
 
 export type ProblemKind =
@@ -30,6 +32,7 @@ export type ProblemKind =
   | 'checksum_mismatch'
   | 'ciphertext_tampered'
   | 'image_unreadable'
+  | 'chunk_unreadable'
   | 'key_missing';
 
 export interface Problem {
@@ -125,28 +128,30 @@ export async function scrubVideo(videoDir: string, videoId: string, pacer: Pacer
     return problem('original_unreadable', `${meta.original} could not be read (${readFailure(err)})`);
   }
   if (actual !== meta.checksum) return problem('checksum_mismatch', `${meta.original} hashes to ${actual}, meta.json records ${meta.checksum}`);
-  return scrubSealedImages(dir, videoId, keys, paced, problem);
+  const sealed = [...(await sealedImageFiles(dir)).map((file) => ({ file, purpose: 'image' as const })), ...(await sealedChunkFiles(dir))];
+  return scrubSealedFiles(dir, videoId, keys, sealed, paced, problem);
 }
 
-/** Every tag of the video's sealed images; the first problem found, or null. */
-async function scrubSealedImages(
+/** Every tag of the video's sealed files other than the original (images, chunks); the first problem found, or null. */
+async function scrubSealedFiles(
   dir: string,
   videoId: string,
   keys: VideoKeys | null,
+  sealed: { file: string; purpose: KeyPurpose }[],
   paced: (n: number) => Promise<void>,
   problem: (kind: ProblemKind, detail: string) => Problem,
 ): Promise<Problem | null> {
-  const images = await sealedImageFiles(dir);
-  if (images.length === 0) return null;
+  if (sealed.length === 0) return null;
   const dataKey = keys ? await keys.dataKey(videoId).catch(() => null) : null;
-  if (!dataKey) return problem('key_missing', `${images[0]} is sealed and ${keys ? 'its data key is missing' : 'no MEDIA_KEK is configured'}`);
-  const key = deriveKey(dataKey, 'image');
-  for (const image of images) {
+  if (!dataKey) return problem('key_missing', `${sealed[0]!.file} is sealed and ${keys ? 'its data key is missing' : 'no MEDIA_KEK is configured'}`);
+  for (const { file, purpose } of sealed) {
     try {
-      await verifyEncryptedFile(path.join(dir, image), key, videoId, paced);
+      await verifyEncryptedFile(path.join(dir, file), deriveKey(dataKey, purpose), videoId, paced);
     } catch (err) {
-      if (err instanceof IntegrityError) return problem('ciphertext_tampered', `${image}: ${err.message}`);
-      return problem('image_unreadable', `${image} could not be read (${readFailure(err)})`);
+      if (err instanceof IntegrityError) return problem('ciphertext_tampered', `${file}: ${err.message}`);
+      // A join that published meanwhile removes `.chunks/`: gone is not damage.
+      if (errno(err) === 'ENOENT' && file.startsWith(`${CHUNKS_DIR}/`)) continue;
+      return problem(purpose === 'chunk' ? 'chunk_unreadable' : 'image_unreadable', `${file} could not be read (${readFailure(err)})`);
     }
   }
   return null;

@@ -37,7 +37,7 @@ export function codecFamily(codecs: string): VideoCodecFamily | null {
  * `codecs`: the families enabled (H.264 only unless given), each listed with
  * complete codecs strings, H.264 first (a client that plays only H.264 starts there).
  */
-export function expectValidLadder(videoDir: string, o: { sourceDuration: number; hasAudio: boolean; codecs?: VideoCodecFamily[] }): LadderReport {
+export function expectValidLadder(videoDir: string, o: { sourceDuration: number; hasAudio: boolean; codecs?: VideoCodecFamily[]; sealedImages?: boolean }): LadderReport {
   const codecs = o.codecs ?? ['h264'];
   const dir = path.join(videoDir, 'hls');
   const master = HLS.parse(readFileSync(path.join(dir, 'master.m3u8'), 'utf8'));
@@ -95,7 +95,9 @@ export function expectValidLadder(videoDir: string, o: { sourceDuration: number;
   expect(sets.some((s) => s.contentType === 'audio')).toBe(o.hasAudio);
 
   const poster = readFileSync(path.join(dir, 'poster.jpg'));
-  expect(poster.subarray(0, 3)).toEqual(Buffer.from([0xff, 0xd8, 0xff]));
+  // An encrypted video's images are sealed (shared/crypto/images.ts), in the original's format.
+  if (o.sealedImages) expect(poster.subarray(0, 8).toString('latin1')).toBe('PVAEAD01');
+  else expect(poster.subarray(0, 3)).toEqual(Buffer.from([0xff, 0xd8, 0xff]));
   expect(readdirSync(videoDir).filter((n) => n.startsWith('.'))).toEqual([]);
 
   return {

@@ -2,6 +2,7 @@
 import path from 'node:path';
 import { createAuditLog } from '../../shared/audit/client.js';
 import { loadConfig, type Config } from '../../shared/platform/config.js';
+import { openVideoKeys } from '../../shared/keys/video-keys.js';
 import { createLogger } from '../../shared/platform/log.js';
 import { MediaStore } from '../../shared/video/store.js';
 import { createRedis, type Redis } from '../../shared/platform/redis.js';
@@ -15,6 +16,8 @@ export const transcodeJob = (videoId: string): TranscodeJob => ({ videoId, attem
 
 export interface TranscoderHarness {
   config: Config;
+  /** What `config` was loaded from (for a transcoder process of its own on the same media and Redis). */
+  env: Record<string, string>;
   deps: TranscoderDeps;
   redis: Redis;
   store: MediaStore;
@@ -25,14 +28,17 @@ export interface TranscoderHarness {
   close(): Promise<void>;
 }
 
-/** Fast settings (ultrafast, 2 threads, 5 s leases) unless `env` says otherwise; media under `mediaRoot`. */
+/**
+ * Fast settings (ultrafast, 2 threads, 5 s leases) unless `env` says otherwise; media under `mediaRoot`.
+ * With MEDIA_KEK in `env`, the store has the vault's keys (keys under `mediaRoot`), as the transcoder function's.
+ */
 export async function startTranscoder(mediaRoot: string, env: Record<string, string> = {}): Promise<TranscoderHarness> {
   const server = await startRedis();
   const baseEnv = { HMAC_SECRET: 'x'.repeat(32), MEDIA_ROOT: mediaRoot, REDIS_URL: server.url, FFMPEG_PRESET: 'ultrafast', FFMPEG_THREADS: '2', TRANSCODE_LEASE_SECONDS: '5', ...env };
   const load = (extra: Record<string, string>) => loadConfig({ ...baseEnv, ...extra }, { secretsDir: path.join(mediaRoot, 'none') });
   const config = load({});
   const redis = createRedis(config, { name: 'test' });
-  const store = new MediaStore(config.videoDir, redis);
+  const store = new MediaStore(config.videoDir, redis, await openVideoKeys(config));
   const log = createLogger('test', 'error');
   // record() resolves once the audit writer has the entry on disk: run the real one.
   const writer = await startAuditWriter(server.url, config.auditDir);
@@ -40,6 +46,7 @@ export async function startTranscoder(mediaRoot: string, env: Record<string, str
   const deps: TranscoderDeps = { config, redis, store, audit, log };
   return {
     config,
+    env: baseEnv,
     deps,
     redis,
     store,

@@ -3,8 +3,10 @@
  * `uploaded`. Without a clip, only meta.json (for tests that never transcode).
  */
 import { randomUUID } from 'node:crypto';
-import { copyFile, mkdir } from 'node:fs/promises';
+import { copyFile, mkdir, rename } from 'node:fs/promises';
 import path from 'node:path';
+import { encryptFile } from '../../shared/crypto/chunked.js';
+import { deriveKey } from '../../shared/keys/video-keys.js';
 import { MediaStore, type VideoMeta } from '../../shared/video/store.js';
 import { probe } from '../../shared/video/probe.js';
 
@@ -36,4 +38,15 @@ export async function addVideo(store: MediaStore, clip: string | null, overrides
     metadata: {},
     ...overrides,
   });
+}
+
+/** The same as finalize leaves it in a vault with a KEK (the store's keys): a data key made, the original sealed, `encrypted`. */
+export async function addEncryptedVideo(store: MediaStore, clip: string, overrides: Partial<VideoMeta> = {}): Promise<VideoMeta> {
+  if (!store.keys) throw new Error('the store has no keys (MEDIA_KEK)');
+  const meta = await addVideo(store, clip, overrides);
+  const dataKey = await store.keys.create(meta.videoId);
+  const original = path.join(store.dir(meta.videoId), meta.original);
+  const { checksum, size } = await encryptFile(original, `${original}.sealing`, deriveKey(dataKey, 'original'), meta.videoId);
+  await rename(`${original}.sealing`, original);
+  return store.write({ ...meta, checksum, size, encrypted: true });
 }
