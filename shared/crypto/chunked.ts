@@ -74,8 +74,9 @@ export function parseHeader(raw: Buffer, fileSize: number): Header {
 
 /**
  * Encrypt `source` into `target` (created; the caller renames it into place), hashing the plaintext
- * as it goes: one pass over the source. A worker (./cipher-pool.ts) seals and writes each window
- * while this thread hashes it and the next one is read. Returns the plaintext's `sha256:<hex>` and size.
+ * as it goes: one pass over the source. Each turn a worker (./cipher-pool.ts) seals window k while
+ * this thread hashes it, the previous window is written and the next one is read, each into its
+ * own pair of shared buffers. Returns the plaintext's `sha256:<hex>` and size.
  */
 export async function encryptFile(source: string, target: string, key: Buffer, videoId: string): Promise<{ checksum: string; size: number }> {
   const input = await open(source, 'r');
@@ -85,7 +86,9 @@ export async function encryptFile(source: string, target: string, key: Buffer, v
     const cipher = new ChunkCipher(key, header, videoId);
     const hash = createHash('sha256');
     const output = await open(target, 'w', 0o640);
-    const buffers = [spareWindows.pop() ?? sharedBuffer(WINDOW_BYTES), spareWindows.pop() ?? sharedBuffer(WINDOW_BYTES)];
+    const plains = [takeWindow(), takeWindow()];
+    const sealedBytes = Math.min(WINDOW_BYTES, size) + Math.min(WINDOW_CHUNKS, cipher.count) * TAG_BYTES; // a small file (an image): small buffers
+    const sealed = [sharedBuffer(sealedBytes), sharedBuffer(sealedBytes)];
     const read = async (first: number, into: Buffer): Promise<SourceWindow> => {
       const last = Math.min(cipher.count, first + WINDOW_CHUNKS) - 1;
       const want = (last - first) * CHUNK_BYTES + cipher.plainLength(last);
@@ -93,39 +96,54 @@ export async function encryptFile(source: string, target: string, key: Buffer, v
       if (got !== want) throw new AppError(409, 'source_changed', 'the upload changed while it was being encrypted');
       return { first, last, plain: into };
     };
-    let reading: Promise<SourceWindow> | null = read(0, buffers[0]!);
+    const write = async (from: Buffer, length: number, position: number) => {
+      for (let done = 0; done < length; ) done += (await output.write(from, done, length - done, position + done)).bytesWritten;
+    };
+    const settled = <T>(p: Promise<T>): Promise<T> => {
+      p.catch(() => {}); // awaited later (next turn, or below): never an unhandled rejection
+      return p;
+    };
+    let reading: Promise<SourceWindow> | null = settled(read(0, plains[0]!));
     let sealing: Promise<WindowOutcome> | null = null;
+    /** Writes of sealed[0] and sealed[1] in flight; and, behind them, flushes of what is written. */
+    const writing: Promise<void>[] = [Promise.resolve(), Promise.resolve()];
     // Written windows flushed to disk while later ones are sealed, so the final fsync has little left.
     let flushing: Promise<void> = Promise.resolve();
     try {
       await output.write(header.raw, 0, HEADER_BYTES, 0);
-      for (let turn = 1; reading; turn++) {
+      for (let turn = 0; reading; turn++) {
         const { first, last, plain }: SourceWindow = await reading;
-        sealing = sealWindow({ ...workerCipher(cipher), fd: output.fd, first, last, plain: plain.buffer as SharedArrayBuffer });
-        reading = first + WINDOW_CHUNKS < cipher.count ? read(first + WINDOW_CHUNKS, buffers[turn % 2]!) : null;
-        reading?.catch(() => {}); // awaited next turn, or below: never an unhandled rejection
-        hash.update(plain.subarray(0, (last - first) * CHUNK_BYTES + cipher.plainLength(last)));
+        const out = sealed[turn % 2]!;
+        await writing[turn % 2]; // its buffer written out two turns ago
+        sealing = sealWindow({ ...workerCipher(cipher), first, last, plain: plain.buffer as SharedArrayBuffer, out: out.buffer as SharedArrayBuffer });
+        reading = first + WINDOW_CHUNKS < cipher.count ? settled(read(first + WINDOW_CHUNKS, plains[(turn + 1) % 2]!)) : null;
+        const plainBytes = (last - first) * CHUNK_BYTES + cipher.plainLength(last);
+        hash.update(plain.subarray(0, plainBytes));
         const outcome = await sealing;
         sealing = null;
         if (outcome.failed) throw workerError('encryption', outcome);
-        if (turn % FLUSH_WINDOWS === 0) {
-          flushing = flushing.then(() => output.datasync());
-          flushing.catch(() => {}); // awaited after the last window: never an unhandled rejection
+        writing[turn % 2] = settled(write(out, plainBytes + (last - first + 1) * TAG_BYTES, cipher.offset(first)));
+        if ((turn + 1) % FLUSH_WINDOWS === 0) {
+          const written = writing[turn % 2]!;
+          flushing = settled(flushing.then(() => written).then(() => output.datasync()));
         }
       }
+      await Promise.all(writing);
       await flushing;
       await output.sync();
     } finally {
-      // The worker writes through the descriptor and the read fills a buffer: both done before either is let go.
-      await Promise.all([sealing?.catch(() => null), reading?.catch(() => null), flushing.catch(() => null)]);
+      // The worker fills a buffer, the thread pool reads and writes others: all done before any is let go.
+      await Promise.all([sealing, reading, ...writing, flushing].map((p) => p?.catch(() => null)));
       await output.close();
-      for (const b of buffers) if (spareWindows.length < SPARE_WINDOWS) spareWindows.push(b);
+      for (const b of plains) if (spareWindows.length < SPARE_WINDOWS) spareWindows.push(b);
     }
     return { checksum: `sha256:${hash.digest('hex')}`, size };
   } finally {
     await input.close();
   }
 }
+
+const takeWindow = () => spareWindows.pop() ?? sharedBuffer(WINDOW_BYTES);
 
 /** Chunks first..last of the source, read into `plain` from its start. */
 interface SourceWindow {
@@ -219,7 +237,7 @@ export class EncryptedFile {
     const cs = cipher.header.chunkBytes;
     const from = cipher.offset(first);
     const plainBytes = (last - first) * cs + cipher.plainLength(last);
-    const buffer = plainBytes <= WINDOW_BYTES ? (spareWindows.pop() ?? sharedBuffer(WINDOW_BYTES)) : sharedBuffer(plainBytes);
+    const buffer = plainBytes <= WINDOW_BYTES ? takeWindow() : sharedBuffer(plainBytes);
     let released = false;
     const release = () => {
       if (released) return;

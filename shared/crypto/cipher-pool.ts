@@ -11,7 +11,7 @@
  *
  * Sealing, why: finalize hashes and encrypts the upload in one pass; in series on one thread that is
  * SHA-256 plus AES-GCM per byte (bench row 2 at 1.5× `openssl dgst` + `openssl enc` run one after
- * the other). A worker seals and writes window k while the caller hashes it and reads window k+1.
+ * the other). A worker seals window k while the caller hashes it, writes window k-1 and reads window k+1.
  *
  * Workers start on first use (an idle one never keeps a process alive), up to one per core but one:
  * the main thread's socket writes (and, beside it, the edge's nginx) keep a core busy too. On 2 cores
@@ -38,13 +38,13 @@ export interface OpenJob extends CipherOf {
   out: SharedArrayBuffer;
 }
 
-/** Seal chunks first..last, whose plaintext is `plain` from its start, and write them where they go in the file `fd`. */
+/** Seal chunks first..last, whose plaintext is `plain` from its start: chunks and tags into `out` from its start, as they go in the file. */
 export interface SealJob extends CipherOf {
   kind: 'seal';
-  fd: number;
   first: number;
   last: number;
   plain: SharedArrayBuffer;
+  out: SharedArrayBuffer;
 }
 
 export type WindowJob = (OpenJob | SealJob) & { id: number };

@@ -1,11 +1,11 @@
 /**
  * A worker of ./cipher-pool.ts. To open a window it reads the window's chunks from the file
  * descriptor it is given (the file is open in the process), checks and decrypts each chunk and
- * copies its plaintext into the shared buffer it is given; to seal one it encrypts the plaintext in
- * the shared buffer and writes chunks and tags where they go in the file. Nothing but the outcome
- * goes back: the bytes are in shared memory or in the file.
+ * copies its plaintext into the shared buffer it is given; to seal one it encrypts the plaintext of
+ * one shared buffer into another, chunks and tags as they go in the file. Nothing but the outcome
+ * goes back: the bytes are in shared memory.
  */
-import { readSync, writeSync, writevSync } from 'node:fs';
+import { readSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { ChunkCipher, TAG_BYTES } from './chunk-cipher.js';
 import type { OpenJob, SealJob, WindowJob, WindowOutcome } from './cipher-pool.js';
@@ -41,18 +41,11 @@ function open(job: OpenJob & { id: number }): WindowOutcome {
 function seal(job: SealJob & { id: number }): WindowOutcome {
   const cipher = cipherOf(job);
   const plain = Buffer.from(job.plain);
-  const parts: Buffer[] = [];
+  const out = Buffer.from(job.out);
+  let at = 0;
   for (let i = job.first; i <= job.last; i++) {
     const from = (i - job.first) * job.header.chunkBytes;
-    parts.push(...cipher.seal(i, plain.subarray(from, from + cipher.plainLength(i))));
-  }
-  const at = cipher.offset(job.first);
-  const written = writevSync(job.fd, parts, at);
-  const length = parts.reduce((n, p) => n + p.length, 0);
-  if (written < length) {
-    // A short write (rare on a file: a full disk fails with ENOSPC instead): the rest from where it stopped.
-    const rest = Buffer.concat(parts).subarray(written);
-    for (let done = 0; done < rest.length; ) done += writeSync(job.fd, rest, done, rest.length - done, at + written + done);
+    for (const part of cipher.seal(i, plain.subarray(from, from + cipher.plainLength(i)))) at += part.copy(out, at);
   }
   return { id: job.id };
 }
