@@ -85,6 +85,6 @@ export default defineFunction(async ({ config, log, onShutdown }) => {
     const headers = { ...fileHeaders, 'Content-Type': mediaTypeOf(mediaPath) };
     const kind = playlistKind(mediaPath);
     if (kind) return sendPlaylist(playlists, req, res, opened, kind, `${url.videoId}/${mediaPath}`, token, headers);
-    return sendBytes({ videoDir: config.videoDir, keys }, req, res, url.videoId, mediaPath, opened, headers, fileHeaders);
+    return sendBytes({ videoDir: config.videoDir, keys, edgeKey: config.mediaEdgeKey }, req, res, url.videoId, mediaPath, opened, headers, fileHeaders);
   };
 });

@@ -21,6 +21,7 @@ import { ensureRedis, startOwnRedis } from './local-redis.js';
 import { freePort, Supervisor } from './supervisor.js';
 import { TETHER } from './tethered.js';
 import { which } from './which.js';
+import { localDecryptModule } from '../media-edge/build-module.js';
 import { edgeKeyInclude, mediaEdgeConfig } from '../media-edge/nginx-config.js';
 
 const RUNTIME = path.join(REPO_ROOT, 'dist/templates/pulsevault-node20/runtime/main.js');
@@ -119,6 +120,7 @@ if (nginx) {
   const edgeKeyFile = path.join(edgeDir, 'edge-key.conf');
   writeFileSync(edgeKeyFile, edgeKeyInclude(baseEnv.MEDIA_EDGE_KEY!), { mode: 0o600 });
   const me = userInfo();
+  const decryptModule = await localDecryptModule(nginx);
   writeFileSync(
     conf,
     mediaEdgeConfig({
@@ -131,11 +133,16 @@ if (nginx) {
       // Not /dev/stdout: nginx cannot open it when it is a socket, as Node's stdio pipes are.
       accessLog: path.join(edgeDir, 'access.log'),
       edgeKeyFile,
+      decryptModule: 'path' in decryptModule ? decryptModule.path : null,
     }),
   );
   // nginx in the foreground through the tether; SIGQUIT: it finishes the responses in flight, then exits.
   supervisor.add({ name: 'media-edge', replica: 0, args: [TETHER, 'SIGQUIT', nginx, '-p', edgeDir, '-c', conf], env: baseEnv });
   log.info({ nginx, port: config.port, accessLog: path.join(edgeDir, 'access.log') }, 'media edge: nginx is the front door and sends media bytes; the stream function decides and audits (a grant per token and rendition, or per request)');
+  log.info(
+    'path' in decryptModule ? { decryptModule: decryptModule.path } : { decryptModule: null, why: decryptModule.missing },
+    'path' in decryptModule ? 'media edge: nginx decrypts encrypted originals itself (its decryption module)' : 'media edge: no decryption module, the stream function decrypts encrypted originals itself',
+  );
 } else {
   log.info(
     { mediaEdge: config.mediaEdge },

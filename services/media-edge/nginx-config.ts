@@ -23,6 +23,7 @@
  */
 import { PUBLIC_ROUTES } from '../gateway/routes.js';
 import {
+  EDGE_DECRYPTS_HEADER,
   EDGE_FILE_HEADER,
   EDGE_FILE_PATTERN,
   EDGE_GRANT_LOCATION,
@@ -37,6 +38,7 @@ import {
   EDGE_TOKEN_HEADER,
   type EdgeSend,
 } from '../../shared/delivery/edge.js';
+import { EDGE_DECRYPT_GRANT_HEADER, EDGE_DECRYPT_PREFIX } from '../../shared/delivery/edge-decrypt.js';
 import { IMAGE_EXTENSIONS, IMAGES_SEALED_MARK, IMAGES_SEALING_MARK } from '../../shared/crypto/images.js';
 import { ENCRYPTED_IN_PLACE_MARK } from '../../shared/crypto/original-response.js';
 import { DELETED_MARK } from '../../shared/lifecycle/tombstone.js';
@@ -58,6 +60,11 @@ export interface MediaEdgeOptions {
   accessLog: string;
   /** The file that defines $pv_edge_key (edgeKeyInclude): written by the local stack, by an init container in the pod. */
   edgeKeyFile: string;
+  /**
+   * The decryption module (./decrypt-module/, load_module): nginx then sends ranges of encrypted
+   * originals and sealed images itself. null: the stream function decrypts and sends them.
+   */
+  decryptModule: string | null;
 }
 
 /**
@@ -119,12 +126,44 @@ ${EDGE_REPEATED_HEADERS.map((h) => `      add_header ${h} ${upstreamVariable(h)}
 
 /** Media requests have no body (the function answers 405 to other methods). */
 const NO_BODY = 'proxy_pass_request_body off;\n      proxy_set_header Content-Length "";';
-/** A media request the stream function decides by itself (X-Accel-Redirect for a granted file, else its answer). */
-const STREAM_DECIDES = `proxy_pass http://pulsevault_stream;
-      ${proxyHeaders({ [EDGE_REQUEST_HEADER]: EDGE_REQUEST_VALUE, [EDGE_KEY_HEADER]: '$pv_edge_key' })}
+/**
+ * A media request the stream function decides by itself (X-Accel-Redirect for a granted file, else
+ * its answer). `decrypts`: it may hand an encrypted file back to this edge to decrypt.
+ */
+const streamDecides = (decrypts: boolean) => `proxy_pass http://pulsevault_stream;
+      ${proxyHeaders({ [EDGE_REQUEST_HEADER]: EDGE_REQUEST_VALUE, [EDGE_KEY_HEADER]: '$pv_edge_key', ...(decrypts ? { [EDGE_DECRYPTS_HEADER]: '1' } : {}) })}
       ${NO_BODY}
       # Never spool an answer to the edge's disk: a decrypted original would sit there in the clear.
       proxy_max_temp_file_size 0;`;
+
+/**
+ * Where nginx decrypts and sends an encrypted file the function planned (shared/delivery/edge-decrypt.ts):
+ * its grant names the status, the range and the file's key, sealed under the edge's key.
+ */
+function decryptLocation(videoDir: string): string {
+  return `    location ${EDGE_DECRYPT_PREFIX} {
+      internal;
+      alias ${videoDir}/;
+      disable_symlinks on;
+      pulsevault_decrypt ${upstreamVariable(EDGE_DECRYPT_GRANT_HEADER)} $pv_edge_key;
+      etag off;
+      if_modified_since off;
+      ${WHY_HEADER}
+${EDGE_REPEATED_HEADERS.map((h) => `      add_header ${h} ${upstreamVariable(h)} always;`).join('\n')}
+      # A file gone since the function opened it (a delete), a chunk that fails its tag before the first
+      # byte (after it, the connection is cut), a grant that does not open, a file the edge cannot read
+      # (logged): JSON, as the function answers.
+      error_page 404 = @pulsevault_decrypt_gone;
+      error_page 500 = @pulsevault_decrypt_integrity;
+      error_page 502 = @pulsevault_decrypt_grant;
+      error_page 503 = @pulsevault_decrypt_unreadable;
+    }
+
+${jsonErrorLocation('@pulsevault_decrypt_gone', 404, 'not_found', 'no such media file')}
+${jsonErrorLocation('@pulsevault_decrypt_integrity', 500, 'media_integrity', 'the encrypted file failed its integrity check')}
+${jsonErrorLocation('@pulsevault_decrypt_grant', 502, 'bad_gateway', 'the media edge could not open the grant of the stream function')}
+${jsonErrorLocation('@pulsevault_decrypt_unreadable', 503, 'media_unavailable', 'the media edge cannot read this file')}`;
+}
 
 /** The function's headers a grant carries, which nginx repeats on every file it sends under it. */
 const GRANT_HEADERS = ['Cache-Control', ...EDGE_REPEATED_HEADERS.filter((h) => h !== 'ETag')] as const;
@@ -138,6 +177,8 @@ const DECIDED_BY_FUNCTION = '301 401 403 404 405 500 502 503 504';
  */
 function jsonErrorLocation(name: string, status: number, error: string, message: string, noStore = true): string {
   return `    location ${name} {${name.startsWith('@') ? '' : '\n      internal;'}
+      # No types: nginx would take the requested file's extension (its built-in jpg) over default_type.
+      types { }
       default_type "application/json; charset=utf-8";${noStore ? '\n      add_header Cache-Control no-store always;' : ''}
       return ${status} '${JSON.stringify({ error, message, requestId: '$request_id' })}';
     }`;
@@ -158,7 +199,7 @@ const EDGE_REFUSALS: readonly { codes: string; status: number; error: string; me
 const refusalUri = (status: number) => `/_pulsevault_refused/${status}`;
 
 /** Files nginx sends under a cached grant, and the grant request itself. */
-function grantLocations(videoDir: string): string {
+function grantLocations(videoDir: string, decrypts: boolean): string {
   return `
     # A media file: sent by nginx under the function's grant of its unit, cached for the token's life.
     location ~ "${EDGE_FILE_PATTERN}" {
@@ -182,7 +223,7 @@ function grantLocations(videoDir: string): string {
       if (-f ${videoDir}/$pv_video/$pv_dirs$pv_image_mark) { return 418; }
       # Or of one whose images are being sealed in place (pulsevault encrypt): the function tells them apart.
       if (-f ${videoDir}/$pv_video/$pv_dirs$pv_image_sealing_mark) { return 418; }
-      error_page 418 = @pulsevault_stream;
+      error_page 418 = @pulsevault_stream;${decrypts ? "\n      # The function may hand such a request back to the decryption module, whose failures have error pages too.\n      recursive_error_pages on;" : ''}
       auth_request ${EDGE_GRANT_LOCATION};
 ${GRANT_HEADERS.map((h) => `      auth_request_set ${grantVariable(h)} ${upstreamVariable(h)};`).join('\n')}
 ${GRANT_HEADERS.map((h) => `      add_header ${h} ${grantVariable(h)} always;`).join('\n')}
@@ -217,7 +258,7 @@ ${jsonErrorLocation('@pulsevault_unsatisfiable', 416, 'range_not_satisfiable', '
 
     # What nginx does not send under a grant is decided by the function, request by request.
     location @pulsevault_stream {
-      ${STREAM_DECIDES}
+      ${streamDecides(decrypts)}
       # Mostly the bytes the function decrypts (originals, sealed images): read from it in large buffers
       # (in memory only, above), not relayed a page at a time. Edge CPU per byte of 4 MiB ranges ~0.6–0.7
       # → ~0.4 ns with the default of one page unbuffered. Up to 4 MiB per response being relayed.
@@ -230,15 +271,16 @@ ${jsonErrorLocation('@pulsevault_unsatisfiable', 416, 'range_not_satisfiable', '
 
 export function mediaEdgeConfig(o: MediaEdgeOptions): string {
   const temp = (name: string) => `${o.tempDir}/${name}`;
+  const decrypts = o.decryptModule !== null;
   const streamLocation = (pattern: string) => `
     location ~ "${pattern}" {
-      ${STREAM_DECIDES}
+      ${streamDecides(decrypts)}
     }`;
   const otherLocation = (pattern: string) => `
     location ~ "${pattern}" { ${o.otherwise ? 'proxy_pass http://pulsevault_gateway;' : 'return 404;'} }`;
   const routeLocations = PUBLIC_ROUTES.map((r) => (r.function === 'stream' ? streamLocation(r.pattern) : otherLocation(r.pattern))).join('');
   return `# Generated by services/media-edge/nginx-config.ts from the routing table (services/gateway/routes.ts).
-${o.user ? `user ${o.user};\n` : ''}daemon off;
+${o.decryptModule ? `load_module ${o.decryptModule};\n` : ''}${o.user ? `user ${o.user};\n` : ''}daemon off;
 worker_processes auto;
 pid ${temp('nginx.pid')};
 # Error lines quote the request line, token included: only failures of nginx itself are logged.
@@ -278,6 +320,8 @@ ${o.otherwise ? `  upstream pulsevault_gateway {\n    server ${o.otherwise};\n  
   ${proxyHeaders()}
   # JSON errors, playlists and uploads pass through as the functions wrote them.
   proxy_intercept_errors off;
+  # The function's grant for the decryption module (shared/delivery/edge-decrypt.ts) never reaches a client.
+  proxy_hide_header ${EDGE_DECRYPT_GRANT_HEADER};
   proxy_buffering off;
   proxy_request_buffering off;
   client_max_body_size 0;
@@ -286,14 +330,14 @@ ${o.otherwise ? `  upstream pulsevault_gateway {\n    server ${o.otherwise};\n  
 
   server {
     listen ${o.listen};
-${grantLocations(o.videoDir)}${routeLocations}
+${grantLocations(o.videoDir, decrypts)}${routeLocations}
 
 ${EDGE_REFUSALS.map((r) => `    error_page ${r.codes} ${refusalUri(r.status)};`).join('\n')}
 ${EDGE_REFUSALS.map((r) => jsonErrorLocation(`= ${refusalUri(r.status)}`, r.status, r.error, r.message, true)).join('\n')}
 
 ${internalLocation('range', o.videoDir)}
 ${internalLocation('whole', o.videoDir)}
-
+${decrypts ? `\n${decryptLocation(o.videoDir)}\n` : ''}
     location / { ${o.otherwise ? 'proxy_pass http://pulsevault_gateway;' : 'return 404;'} }
   }
 }
@@ -315,4 +359,6 @@ export const K8S_MEDIA_EDGE: MediaEdgeOptions = {
   user: null,
   accessLog: '/dev/stdout',
   edgeKeyFile: '/tmp/edge-key.conf',
+  // Built into the edge's image for its nginx (services/media-edge/Dockerfile).
+  decryptModule: '/usr/lib/nginx/modules/ngx_http_pulsevault_decrypt_module.so',
 };

@@ -202,6 +202,11 @@ export class EncryptedFile {
     return this.cipher.header.size;
   }
 
+  /** The file's key, for the media edge's grant only (shared/delivery/edge-decrypt.ts). */
+  get key(): Buffer {
+    return this.cipher.key;
+  }
+
   /**
    * Plaintext bytes start..end (inclusive), a window (at most 4 MiB) at a time, decrypted by the
    * workers (./cipher-pool.ts) one window ahead of the caller. Reads only the chunks the range lies

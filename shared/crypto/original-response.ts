@@ -14,6 +14,7 @@ import type { FileHandle } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
 import { deriveKey, type VideoKeys } from '../keys/video-keys.js';
+import { EDGE_DECRYPT_GRANT_HEADER, edgeDecryptRedirect, sealEdgeGrant } from '../delivery/edge-decrypt.js';
 import { planResponse, WHOLE_READ_MAX_BYTES, type Validators } from '../delivery/media-response.js';
 import { RangeNotSatisfiableError } from '../platform/errors.js';
 import { exists } from '../platform/exists.js';
@@ -60,9 +61,17 @@ async function drainOrClose(res: ServerResponse): Promise<void> {
   await Promise.race([once(res, 'drain', { signal: done.signal }), once(res, 'close', { signal: done.signal })]).finally(() => done.abort());
 }
 
+/** A media edge that decrypts (shared/delivery/edge-decrypt.ts), and the file's real path in its video. */
+export interface EdgeHandover {
+  edgeKey: string;
+  videoId: string;
+  relativePath: string;
+}
+
 /**
  * Answer a GET/HEAD of an encrypted file (an original, a sealed image) and close it. `headers` go on every answer,
- * `errorHeaders` on a 416. Resolves with the plaintext bytes sent.
+ * `errorHeaders` on a 416. With `handover`, the edge decrypts and sends the planned bytes (a grant and
+ * X-Accel-Redirect). Resolves with the plaintext bytes sent here.
  */
 export async function sendEncryptedFile(
   req: IncomingMessage,
@@ -71,6 +80,7 @@ export async function sendEncryptedFile(
   validators: Validators,
   headers: Record<string, string>,
   errorHeaders: Record<string, string>,
+  handover: EdgeHandover | null = null,
 ): Promise<number> {
   try {
     const plan = planResponse({ size: file.size, validators }, req.headers);
@@ -82,6 +92,21 @@ export async function sendEncryptedFile(
       return 0;
     }
     const length = plan.end - plan.start + 1;
+    if (handover) {
+      const uri = edgeDecryptRedirect(handover.videoId, handover.relativePath);
+      const grant = sealEdgeGrant(handover.edgeKey, uri, { status: plan.status, start: plan.start, length, videoId: handover.videoId, key: file.key });
+      // The module sets Content-Length, Content-Range and Last-Modified (the same file's); nginx keeps Accept-Ranges and re-adds the ETag.
+      res.writeHead(200, {
+        ...headers,
+        ETag: plan.headers.ETag!,
+        ...(plan.status === 200 ? { 'Accept-Ranges': 'bytes' } : {}),
+        'X-Accel-Redirect': uri,
+        [EDGE_DECRYPT_GRANT_HEADER]: grant,
+        'Content-Length': '0',
+      });
+      res.end();
+      return 0;
+    }
     if (length <= WHOLE_READ_MAX_BYTES) {
       const body: PlainWindow[] = [];
       try {

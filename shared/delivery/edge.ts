@@ -55,8 +55,10 @@ export const EDGE_TOKEN_HEADER = 'x-media-edge-token';
 export const EDGE_FILE_HEADER = 'x-media-edge-file';
 /** The shared secret that proves a request comes from the edge (config.mediaEdgeKey). */
 export const EDGE_KEY_HEADER = 'x-media-edge-key';
+/** `1`: the edge has its decryption module and sends encrypted files itself (./edge-decrypt.ts). */
+export const EDGE_DECRYPTS_HEADER = 'x-media-edge-decrypts';
 /** Headers only the edge may send: all share the prefix, so the gateway and the ingress strip them by it. */
-export const EDGE_ONLY_HEADERS = [EDGE_REQUEST_HEADER, EDGE_TOKEN_HEADER, EDGE_FILE_HEADER, EDGE_KEY_HEADER] as const;
+export const EDGE_ONLY_HEADERS = [EDGE_REQUEST_HEADER, EDGE_TOKEN_HEADER, EDGE_FILE_HEADER, EDGE_KEY_HEADER, EDGE_DECRYPTS_HEADER] as const;
 export const isEdgeOnlyHeader = (name: string) => name.toLowerCase().startsWith(EDGE_REQUEST_HEADER);
 
 /**

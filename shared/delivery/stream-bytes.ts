@@ -11,6 +11,7 @@ import { sealedImage, sealingInPlace } from '../crypto/images.js';
 import { encryptedOriginal, encryptingInPlace, sendEncryptedFile } from '../crypto/original-response.js';
 import type { VideoKeys } from '../keys/video-keys.js';
 import { edgeRedirect, viaEdge } from './edge.js';
+import { edgeDecrypts } from './edge-decrypt.js';
 import type { OpenedMedia } from './media-path.js';
 import { planResponse, streamFile, validatorsOf } from './media-response.js';
 import { RangeNotSatisfiableError } from '../platform/errors.js';
@@ -21,6 +22,8 @@ const bytesServed = counter({ name: 'pulsevault_stream_bytes_total', help: 'Medi
 export interface BytesDeps {
   videoDir: string;
   keys: VideoKeys | null;
+  /** The edge's key (config.mediaEdgeKey): an edge that decrypts gets encrypted files with a grant sealed under it. */
+  edgeKey: string | null;
 }
 
 /**
@@ -28,7 +31,7 @@ export interface BytesDeps {
  * file carries without a body type (a 416). Closes `opened.handle` once it is done with it.
  */
 export async function sendBytes(
-  { videoDir, keys }: BytesDeps,
+  { videoDir, keys, edgeKey }: BytesDeps,
   req: IncomingMessage,
   res: ServerResponse,
   videoId: string,
@@ -44,7 +47,10 @@ export async function sendBytes(
     await handle.close();
     throw err;
   }
-  if (encrypted) return void bytesServed.inc(await sendEncryptedFile(req, res, encrypted, validatorsOf(stat), headers, fileHeaders));
+  if (encrypted) {
+    const handover = edgeKey !== null && edgeDecrypts(req) ? { edgeKey, videoId, relativePath: realPath } : null;
+    return void bytesServed.inc(await sendEncryptedFile(req, res, encrypted, validatorsOf(stat), headers, fileHeaders, handover));
+  }
   const plan = planResponse({ size: Number(stat.size), validators: validatorsOf(stat) }, req.headers);
   // Files being encrypted in place are sent from the descriptor opened here: nginx would reopen the path.
   const edge = viaEdge(req) && !(await sealingInPlace(videoDir, videoId, realPath)) && !(await encryptingInPlace(videoDir, videoId, mediaPath));
