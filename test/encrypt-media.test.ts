@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IMAGES_SEALED_MARK, IMAGES_SEALING_MARK } from '../shared/crypto/images.js';
-import { ENCRYPTED_IN_PLACE_MARK } from '../shared/crypto/original-response.js';
+import { ORIGINAL_ENCRYPTED_MARK } from '../shared/crypto/original-response.js';
 import { GENERATION_DIR, MEDIA_STEPS, RETIRE_MARK } from '../shared/crypto/migrate-media.js';
 import { createTokenCodec } from '../shared/delivery/tokens.js';
 import { SecretKek } from '../shared/keys/kek.js';
@@ -152,7 +152,7 @@ async function expectFullyEncrypted(videoId: string): Promise<void> {
   expect(files.filter((f) => f.startsWith('hls/') && !f.includes('/', 4)).sort()).toEqual(
     ['240p.m3u8', 'audio.m3u8', IMAGES_SEALED_MARK, 'manifest.mpd', 'master.m3u8', 'poster.jpg', 'thumbnails.vtt', 'thumbs_0_000.jpg'].map((n) => `hls/${n}`).sort(),
   );
-  expect(files).toContain(ENCRYPTED_IN_PLACE_MARK);
+  expect(files).toContain(ORIGINAL_ENCRYPTED_MARK);
   for (const image of ['hls/poster.jpg', 'hls/thumbs_0_000.jpg']) expect(readFileSync(path.join(dir, image)).subarray(0, 8).toString('latin1')).toBe('PVAEAD01');
   expect(await scrubVideo(videoDir(), videoId, new Pacer(0), () => {}, keys())).toBeNull();
   const meta = await (await fetch(`${stack.url}/media/videos/${videoId}/metadata?token=${token(videoId)}`)).json();

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EncryptedFile } from '../shared/crypto/chunked.js';
 import { ENCRYPT_STEPS } from '../shared/crypto/migrate.js';
-import { ENCRYPTED_IN_PLACE_MARK } from '../shared/crypto/original-response.js';
+import { ORIGINAL_ENCRYPTED_MARK } from '../shared/crypto/original-response.js';
 import { createTokenCodec } from '../shared/delivery/tokens.js';
 import { SecretKek } from '../shared/keys/kek.js';
 import { deriveKey, VideoKeys } from '../shared/keys/video-keys.js';
@@ -115,7 +115,7 @@ async function expectEncrypted(videoId: string, bytes: Buffer): Promise<void> {
   for (const phi of [FILENAME, TITLE, 'Roe']) expect(metaText).not.toContain(phi);
   expect(JSON.parse(metaText)).toMatchObject({ encrypted: true, filename: '', metadata: {}, checksum: sha256(bytes), size: bytes.length });
   // The mark stays: nginx never sends this original itself (a grant cached while it was plaintext).
-  expect(readdirSync(dir).sort()).toEqual([ENCRYPTED_IN_PLACE_MARK, 'meta.json', 'original.mp4']);
+  expect(readdirSync(dir).sort()).toEqual([ORIGINAL_ENCRYPTED_MARK, 'meta.json', 'original.mp4']);
   const keys = keysWith(KEK1);
   expect(await new MediaStore(videoDir(), null, keys).read(videoId)).toMatchObject({ filename: FILENAME, metadata: { title: TITLE }, encrypted: true });
   const enc = await EncryptedFile.open(await open(path.join(dir, 'original.mp4'), 'r'), deriveKey((await keys.dataKey(videoId))!, 'original'), videoId);

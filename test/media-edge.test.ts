@@ -10,7 +10,7 @@ import { Agent, request } from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IMAGES_SEALED_MARK } from '../shared/crypto/images.js';
-import { ENCRYPTED_IN_PLACE_MARK } from '../shared/crypto/original-response.js';
+import { ORIGINAL_ENCRYPTED_MARK } from '../shared/crypto/original-response.js';
 import { createTokenCodec } from '../shared/delivery/tokens.js';
 import { auditEntriesOnceThere, readAuditEntries, type AuditLine } from './helpers/audit.js';
 import { makeVideo } from './helpers/delivery-video.js';
@@ -232,7 +232,7 @@ describe('npm start with nginx installed: the media edge', () => {
     const before = streamEntries('granted');
     for (let i = 0; i < 2; i++) await ranged(undefined); // sent by nginx
     expect(await entriesSince('granted', before, 1)).toBe(1); // granted once, then sent under the cached grant
-    writeFileSync(path.join(video.dir, ENCRYPTED_IN_PLACE_MARK), '');
+    writeFileSync(path.join(video.dir, ORIGINAL_ENCRYPTED_MARK), '');
     try {
       // The plaintext from the file the function opened: nginx reopening the path could find the ciphertext the switch renames onto it.
       for (let i = 0; i < 2; i++) await ranged('stream');
@@ -242,7 +242,7 @@ describe('npm start with nginx installed: the media edge', () => {
       for (let i = 0; i < 2; i++) expect((await rawRequest(stack.url, hlsFile('240p_000.m4s', seg))).status).toBe(200);
       expect(await entriesSince('granted', before, 4)).toBe(4);
     } finally {
-      rmSync(path.join(video.dir, ENCRYPTED_IN_PLACE_MARK));
+      rmSync(path.join(video.dir, ORIGINAL_ENCRYPTED_MARK));
     }
   });
 

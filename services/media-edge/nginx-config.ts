@@ -40,7 +40,7 @@ import {
 } from '../../shared/delivery/edge.js';
 import { EDGE_DECRYPT_GRANT_HEADER, EDGE_DECRYPT_PREFIX } from '../../shared/delivery/edge-decrypt.js';
 import { IMAGE_EXTENSIONS, IMAGES_SEALED_MARK, IMAGES_SEALING_MARK } from '../../shared/crypto/images.js';
-import { ENCRYPTED_IN_PLACE_MARK } from '../../shared/crypto/original-response.js';
+import { ORIGINAL_ENCRYPTED_MARK } from '../../shared/crypto/original-response.js';
 import { DELETED_MARK } from '../../shared/lifecycle/tombstone.js';
 
 export interface MediaEdgeOptions {
@@ -302,7 +302,7 @@ ${nginxHttpBasics(o.tempDir)}
   include ${o.edgeKeyFile};
   map $pv_dirs $pv_grant_unit { "" $pv_file; default $pv_dirs; }
   # For an original, the mark \`pulsevault encrypt\` leaves beside it (shared/crypto/migrate.ts); "" (the directory, never a file) for the rest.
-  map $pv_dirs$pv_file $pv_original_mark { "~^original\\.[a-z0-9]+$" ${ENCRYPTED_IN_PLACE_MARK}; default ""; }
+  map $pv_dirs$pv_file $pv_original_mark { "~^original\\.[a-z0-9]+$" ${ORIGINAL_ENCRYPTED_MARK}; default ""; }
   # For an image, the mark of a directory whose images are sealed (shared/crypto/images.ts); "" (the directory itself) for the rest.
   map $pv_file $pv_image_mark { "~\\.(?:${IMAGE_EXTENSIONS.join('|')})$" ${IMAGES_SEALED_MARK}; default ""; }
   map $pv_file $pv_image_sealing_mark { "~\\.(?:${IMAGE_EXTENSIONS.join('|')})$" ${IMAGES_SEALING_MARK}; default ""; }

@@ -12,7 +12,7 @@
  * answered from the plaintext or the ciphertext, whole, at any instant, and one already reading the
  * plaintext keeps its open file. The media edge is the exception: nginx caches a grant for a
  * plaintext original for its token's life and would then send the ciphertext under it. The mark
- * (ENCRYPTED_IN_PLACE_MARK, tested by nginx before it sends an original, as the deleted mark) sends
+ * (ORIGINAL_ENCRYPTED_MARK, tested by nginx before it sends an original, as the deleted mark) sends
  * every later request of that original to the stream function; the grace lets a request that
  * passed nginx's test just before the mark open the file before the rename (it keeps the plaintext);
  * once the mark is there, the stream function sends a plaintext original from the file it opened
@@ -38,7 +38,7 @@ import { AppError } from '../platform/errors.js';
 import type { Redis } from '../platform/redis.js';
 import type { MediaStore } from '../video/store.js';
 import { encryptFile, isEncryptedFile } from './chunked.js';
-import { ENCRYPTED_IN_PLACE_MARK } from './original-response.js';
+import { ORIGINAL_ENCRYPTED_MARK } from './original-response.js';
 import { isGone, isTranscoding, OPERATOR } from './migrate-guards.js';
 import { clearMediaLeft, encryptMedia, type MediaStep } from './migrate-media.js';
 
@@ -111,7 +111,7 @@ async function encryptOriginal(d: EncryptDeps, videoId: string): Promise<Encrypt
     throw new OriginalMismatchError();
   }
   d.onStep?.('after-ciphertext');
-  await writeFileAtomic(path.join(d.store.dir(videoId), ENCRYPTED_IN_PLACE_MARK), '');
+  await writeFileAtomic(path.join(d.store.dir(videoId), ORIGINAL_ENCRYPTED_MARK), '');
   const marked = Date.now();
   // Before the switch: an encrypted original always has its entry (a crash after it repeats it).
   await d.audit.record({ category: 'admin', action: 'video.encrypted', outcome: 'success', actor: OPERATOR, videoId });

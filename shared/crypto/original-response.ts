@@ -31,8 +31,14 @@ export async function encryptedOriginal(keys: VideoKeys | null, videoId: string,
   return EncryptedFile.open(handle, deriveKey(dataKey, 'original'), videoId);
 }
 
-/** Left beside an original encrypted in place (./migrate.ts), for good: nginx never sends such an original itself (services/media-edge). */
-export const ENCRYPTED_IN_PLACE_MARK = '.encrypted-in-place';
+/**
+ * Left, for good, beside an original that is ciphertext or is about to become it: by finalize before
+ * it encrypts (shared/finalize/finalizer.ts), by `pulsevault encrypt` before its switch (./migrate.ts).
+ * nginx never asks for a grant of such an original (services/media-edge): every request of it goes to
+ * the stream function, which decides it and decrypts it (or hands it to the edge's module), and a
+ * grant cached while it was plaintext never sends its ciphertext.
+ */
+export const ORIGINAL_ENCRYPTED_MARK = '.original-encrypted';
 
 /**
  * Whether `mediaPath` is an original being (or done being) encrypted in place: a plaintext one is
@@ -40,7 +46,7 @@ export const ENCRYPTED_IN_PLACE_MARK = '.encrypted-in-place';
  * may have renamed the ciphertext onto since.
  */
 export async function encryptingInPlace(videoDir: string, videoId: string, mediaPath: string): Promise<boolean> {
-  return ORIGINAL.test(mediaPath) && exists(path.join(videoDir, videoId, ENCRYPTED_IN_PLACE_MARK));
+  return ORIGINAL.test(mediaPath) && exists(path.join(videoDir, videoId, ORIGINAL_ENCRYPTED_MARK));
 }
 
 /** Whether `videoDir/videoId/mediaPath` is an encrypted original (the edge's grant is refused for it). */

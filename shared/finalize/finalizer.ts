@@ -24,7 +24,8 @@ import { chmod, mkdir, rename, rm } from 'node:fs/promises';
 import { defaultRetainUntil } from '../lifecycle/retention.js';
 import path from 'node:path';
 import type { AuditLog } from '../audit/client.js';
-import { fsyncDir } from '../platform/atomic-file.js';
+import { fsyncDir, writeFileAtomic } from '../platform/atomic-file.js';
+import { ORIGINAL_ENCRYPTED_MARK } from '../crypto/original-response.js';
 import type { Config } from '../platform/config.js';
 import { AppError, ConflictError, NotFoundError } from '../platform/errors.js';
 import { exists } from '../platform/exists.js';
@@ -308,6 +309,8 @@ export class Finalizer {
       if (keys) {
         // Made (or, after a crash, found) before any ciphertext exists: the original is never without its key.
         const dataKey = await keys.create(entry.videoId);
+        // The edge then never asks for a grant of this original (a refusal) before passing each request on.
+        await writeFileAtomic(path.join(stagingDir, ORIGINAL_ENCRYPTED_MARK), '');
         const part = `${original}.part`;
         hashed = { ...(await encryptFile(source, part, deriveKey(dataKey, 'original'), entry.videoId)), encrypted: true };
         await rename(part, original);
