@@ -236,4 +236,19 @@ describe('media edge image (services/media-edge/Dockerfile)', () => {
     expect(user).toMatch(/^[1-9]\d*(:[1-9]\d*)?$/);
     expect(Number(user.split(':')[0])).toBe(edgePod.securityContext.runAsUser);
   });
+
+  it("is the image both of the media edge's containers run, under the name its build line and the kustomization example give it", () => {
+    const images = [...edgePod.initContainers, ...edgePod.containers].map((c: { image: string }) => c.image);
+    expect(images).toHaveLength(2);
+    for (const image of images) expect(image).toBe('registry.local:5000/pulsevault-media-edge:latest');
+    const name = 'pulsevault-media-edge';
+    // Every documented build of this Dockerfile tags that name (docs/deploy.md's too, once it has one).
+    const builds = [DOCKERFILE, 'docs/deploy.md'].flatMap((file) =>
+      [...readFileSync(file, 'utf8').matchAll(/docker build -f services\/media-edge\/Dockerfile -t (\S+) /g)].map((m) => ({ file, tag: m[1]! })),
+    );
+    expect(builds.length).toBeGreaterThan(0);
+    for (const { file, tag } of builds) expect(/^(?:[^/]+\/)*([^/:]+):[^/]+$/.exec(tag)?.[1], `${file}: ${tag}`).toBe(name);
+    const kustomization = readFileSync('k8s/kustomization.yaml', 'utf8');
+    expect(kustomization).toContain(`#   - name: registry.local:5000/${name}\n#     newName: registry.example.org/${name}\n`);
+  });
 });
