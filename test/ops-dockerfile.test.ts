@@ -1,14 +1,17 @@
 /**
  * Container conventions, read from the Dockerfiles (no image builds here: no registry
  * access for base images). The function template follows the OpenFaaS of-watchdog
- * pattern; both images ship compiled JavaScript and production dependencies only, as
- * a non-root user.
+ * pattern; both Node images ship compiled JavaScript and production dependencies only, as
+ * a non-root user. The media edge's image is nginx-unprivileged plus the decryption module,
+ * built against the binary it ships.
  */
-import { execSync } from 'node:child_process';
-import { copyFileSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync, execSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
+import { K8S_MEDIA_EDGE } from '../services/media-edge/nginx-config.js';
 import { readStack } from '../shared/platform/openfaas-stack.js';
 
 interface Stage {
@@ -170,5 +173,82 @@ describe('services image (services/Dockerfile)', () => {
     for (const file of ['k8s/queue-connector.yaml', 'k8s/audit-writer.yaml', 'k8s/scrub-cronjob.yaml', 'k8s/mirror/reindex-cronjob.yaml']) {
       expect(readFileSync(file, 'utf8'), file).toMatch(/image: registry\.local:5000\/pulsevault-services:latest/);
     }
+  });
+});
+
+describe('media edge image (services/media-edge/Dockerfile)', () => {
+  const DOCKERFILE = 'services/media-edge/Dockerfile';
+  const { args, stages: all } = stages(DOCKERFILE);
+  const build = all.find((s) => s.alias === 'build')!;
+  const ship = last(all)!;
+  const runs = build.instructions.filter((i) => i.op === 'RUN').map((i) => i.args);
+  const configure = runs.find((r) => r.includes('./configure'))!;
+  /** Where the build stage puts the module's source. */
+  const moduleDir = build.instructions.find((i) => i.op === 'COPY' && i.args.startsWith('services/media-edge/decrypt-module '))!.args.split(/\s+/)[1]!;
+  const edgePod = parseAllDocuments(readFileSync('k8s/media-edge.yaml', 'utf8'))
+    .map((d) => d.toJS())
+    .find((d) => d.kind === 'Deployment' && d.metadata.name === 'media-edge').spec.template.spec;
+
+  it('is nginx-unprivileged at one exact release, named only in its ARG, the build stage on the same image', () => {
+    // The release the module is verified against: a moving tag would change the nginx under it.
+    const release = /^nginxinc\/nginx-unprivileged:(\d+\.\d+\.\d+)-alpine$/.exec(args.get('NGINX_IMAGE') ?? '')?.[1];
+    expect(release, args.get('NGINX_IMAGE')).toBeDefined();
+    expect(readFileSync(DOCKERFILE, 'utf8').split(release!).length - 1, `${release} is written once`).toBe(1);
+    expect(build.from).toBe('${NGINX_IMAGE}');
+    expect(ship.from).toBe(build.from);
+    // The source of the shipped binary (the base image's NGINX_VERSION), checked against its published SHA-512.
+    expect(runs.some((r) => r.includes('https://nginx.org/download/nginx-${NGINX_VERSION}.tar.gz') && r.includes('sha512sum -c'))).toBe(true);
+  });
+
+  it("configures with the shipped binary's own arguments plus the module's source, then makes only the modules", () => {
+    expect(configure).toContain(`--add-dynamic-module=${moduleDir}"`);
+    expect(configure).toMatch(/&& make (-j\S+ )?modules\s+&&/);
+    // The eval as written, against an nginx that reports arguments the way Alpine's does (quoted flags)
+    // and a configure that prints what it was given: each argument arrives whole.
+    const dir = mkdtempSync(path.join(tmpdir(), 'pv-edge-configure-'));
+    try {
+      const reported = "--prefix=/etc/nginx --with-compat --with-cc-opt='-Os -fstack-clash-protection -Wformat' --with-ld-opt='-Wl,--as-needed,-O1 -Wl,-z,pie'";
+      writeFileSync(path.join(dir, 'nginx'), `#!/bin/sh\necho 'nginx version: nginx/0.0.0' >&2\necho "configure arguments: ${reported}" >&2\n`);
+      writeFileSync(path.join(dir, 'configure'), '#!/bin/sh\nfor a; do printf "%s\\n" "$a"; done\n');
+      for (const f of ['nginx', 'configure']) chmodSync(path.join(dir, f), 0o755);
+      const evalStep = configure.split(/\s+&&\s+/).find((step) => step.startsWith('eval '))!;
+      const received = execFileSync('sh', ['-c', evalStep], { cwd: dir, env: { PATH: `${dir}:${process.env.PATH}` }, encoding: 'utf8' });
+      expect(received.trimEnd().split('\n')).toEqual(['--prefix=/etc/nginx', '--with-compat', '--with-cc-opt=-Os -fstack-clash-protection -Wformat', '--with-ld-opt=-Wl,--as-needed,-O1 -Wl,-z,pie', `--add-dynamic-module=${moduleDir}`]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('ships only the module, in the directory K8S_MEDIA_EDGE loads it from, as the non-root user the pod runs', () => {
+    const loaded = K8S_MEDIA_EDGE.decryptModule!;
+    // make names the module after ngx_module_name in the module's nginx config file.
+    const moduleName = /^ngx_module_name=(\S+)$/m.exec(readFileSync('services/media-edge/decrypt-module/config', 'utf8'))![1]!;
+    expect(`${moduleName}.so`).toBe(path.basename(loaded));
+    const kept = new RegExp(`\\bcp objs/${moduleName}\\.so (\\S+)`).exec(configure)![1]!;
+    expect(ship.instructions.map((i) => i.op)).toEqual(['COPY', 'USER']);
+    const [from, source, target] = ship.instructions[0]!.args.split(/\s+/);
+    expect(from).toBe('--from=build');
+    expect(source).toBe(kept);
+    expect(path.basename(source!)).toBe(path.basename(loaded));
+    // Into the directory (trailing slash), under its own name.
+    expect(target).toBe(`${path.dirname(loaded)}/`);
+    const user = ship.instructions[1]!.args;
+    expect(user).toMatch(/^[1-9]\d*(:[1-9]\d*)?$/);
+    expect(Number(user.split(':')[0])).toBe(edgePod.securityContext.runAsUser);
+  });
+
+  it("is the image both of the media edge's containers run, under the name its build line and the kustomization example give it", () => {
+    const images = [...edgePod.initContainers, ...edgePod.containers].map((c: { image: string }) => c.image);
+    expect(images).toHaveLength(2);
+    for (const image of images) expect(image).toBe('registry.local:5000/pulsevault-media-edge:latest');
+    const name = 'pulsevault-media-edge';
+    // Every documented build of this Dockerfile tags that name (docs/deploy.md's too, once it has one).
+    const builds = [DOCKERFILE, 'docs/deploy.md'].flatMap((file) =>
+      [...readFileSync(file, 'utf8').matchAll(/docker build -f services\/media-edge\/Dockerfile -t (\S+) /g)].map((m) => ({ file, tag: m[1]! })),
+    );
+    expect(builds.length).toBeGreaterThan(0);
+    for (const { file, tag } of builds) expect(/^(?:[^/]+\/)*([^/:]+):[^/]+$/.exec(tag)?.[1], `${file}: ${tag}`).toBe(name);
+    const kustomization = readFileSync('k8s/kustomization.yaml', 'utf8');
+    expect(kustomization).toContain(`#   - name: registry.local:5000/${name}\n#     newName: registry.example.org/${name}\n`);
   });
 });

@@ -84,12 +84,14 @@ function doctor(dir: string, env: Record<string, string> = {}): Promise<{ code: 
   });
 }
 
-/** A site's release: its registry for stack.yml (REGISTRY, TAG) and for every kustomization's services image. */
+/** A site's release: its registry for stack.yml (REGISTRY, TAG) and for the images each kustomization runs. */
 const RELEASE = { REGISTRY: 'registry.hospital.test', TAG: '1.4.2' };
+const KUSTOMIZED_IMAGES: Record<string, string[]> = { 'kustomization.yaml': ['pulsevault-services', 'pulsevault-media-edge'], 'mirror/kustomization.yaml': ['pulsevault-services'] };
 function released(dir: string): string {
-  for (const k of ['kustomization.yaml', 'mirror/kustomization.yaml']) {
+  for (const [k, images] of Object.entries(KUSTOMIZED_IMAGES)) {
     const file = path.join(dir, k);
-    writeFileSync(file, `${readFileSync(file, 'utf8')}\nimages:\n  - name: registry.local:5000/pulsevault-services\n    newName: ${RELEASE.REGISTRY}/pulsevault-services\n    newTag: "${RELEASE.TAG}"\n`);
+    const entries = images.map((name) => `  - name: registry.local:5000/${name}\n    newName: ${RELEASE.REGISTRY}/${name}\n    newTag: "${RELEASE.TAG}"\n`).join('');
+    writeFileSync(file, `${readFileSync(file, 'utf8')}\nimages:\n${entries}`);
   }
   return dir;
 }
@@ -200,6 +202,7 @@ describe('pulsevault doctor', () => {
     for (const key of ['AUTH_JWKS_URL', 'AUTH_ISSUER', 'PUBLIC_URL', 'PUBLIC_HOST', 'MEDIA_STORAGE_CLASS']) expect(stdout).toMatch(new RegExp(`^problem: ${key} is still the example value`, 'm'));
     expect(stdout).toContain('problem: Deployment queue-connector: image registry.local:5000/pulsevault-services:latest is in the placeholder registry and has no release tag');
     expect(stdout).toContain('problem: CronJob pulsevault-reindex: image registry.local:5000/pulsevault-services:latest');
+    expect(stdout).toContain('problem: Deployment media-edge: image registry.local:5000/pulsevault-media-edge:latest is in the placeholder registry');
     for (const fn of stack.functions) expect(stdout).toContain(`problem: stack.yml function ${fn.name}: image registry.local:5000/pulsevault-${fn.name}:latest`);
     expect(stdout).toMatch(/^ok: \d+ objects of k8s, k8s\/keda, k8s\/mirror, k8s\/monitoring(, k8s\/[a-z/-]+)* against the API server's validation rules/m);
     expect(stdout).toMatch(/^not checked: the identity provider's JWKS/m);
