@@ -13,7 +13,8 @@
  * in table order: nginx tries regex locations in the order they appear and the
  * first match wins, as matchPublicRoute does. Stream routes go to the stream
  * function with the edge header (shared/delivery/edge.ts); a granted file comes
- * back as X-Accel-Redirect to the internal location, which nginx serves itself.
+ * back as X-Accel-Redirect to the internal location, which nginx serves itself, and
+ * an encrypted one (with the decryption module loaded) to the module's location.
  *
  * Nothing logged carries a token: the access log has the path without its query
  * string and no client address, and the error log (whose lines quote the whole

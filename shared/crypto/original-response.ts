@@ -2,8 +2,9 @@
  * Serving an encrypted original (shared/crypto/chunked.ts) over HTTP — and a sealed image
  * (./images.ts), stored in the same format: the same validators, conditionals and single ranges
  * as any media file (shared/delivery/media-response.ts), over the plaintext's size, decrypting only
- * the chunks a range lies in. nginx cannot send these bytes (they are ciphertext on disk), so the
- * media edge never gets a grant or a redirect for one.
+ * the chunks a range lies in. nginx cannot send these bytes as they are on disk (ciphertext), so the
+ * media edge never gets a grant for one; an edge with its decryption module gets each planned range
+ * handed over instead (`handover`: shared/delivery/edge-decrypt.ts), and decrypts it the same way.
  *
  * A chunk that fails its tag is never sent: a range up to WHOLE_READ_MAX_BYTES is decrypted before
  * the status line (the client gets a 500 `media_integrity`); a longer one that fails mid-way is cut

@@ -3,7 +3,8 @@
  * sent from the open file descriptor, or — behind the media edge — handed to nginx
  * with an X-Accel-Redirect that it sends as planned here. An encrypted original and a
  * sealed image (poster, sprite sheet) are decrypted here (shared/crypto/original-response.ts,
- * shared/crypto/images.ts): nginx would send their ciphertext.
+ * shared/crypto/images.ts), or by an edge with its decryption module, which gets the planned
+ * range and a sealed grant (shared/delivery/edge-decrypt.ts): nginx alone would send their ciphertext.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { EncryptedFile } from '../crypto/chunked.js';

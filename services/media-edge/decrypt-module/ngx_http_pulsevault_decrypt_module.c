@@ -851,14 +851,33 @@ ngx_http_pv_decrypt_write(ngx_http_request_t *r)
 }
 
 
+static ngx_http_complex_value_t *
+ngx_http_pv_compile(ngx_conf_t *cf, ngx_str_t *value)
+{
+    ngx_http_complex_value_t          *cv;
+    ngx_http_compile_complex_value_t   ccv;
+
+    cv = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (cv == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+    ccv.cf = cf;
+    ccv.value = value;
+    ccv.complex_value = cv;
+
+    return ngx_http_compile_complex_value(&ccv) == NGX_OK ? cv : NULL;
+}
+
+
 static char *
 ngx_http_pv_decrypt(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_pv_decrypt_loc_conf_t  *dlcf = conf;
 
-    ngx_str_t                         *value;
-    ngx_http_core_loc_conf_t          *clcf;
-    ngx_http_compile_complex_value_t   ccv;
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
 
     if (dlcf->grant) {
         return "is duplicate";
@@ -866,27 +885,9 @@ ngx_http_pv_decrypt(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    dlcf->grant = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
-    dlcf->edge_key = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    dlcf->grant = ngx_http_pv_compile(cf, &value[1]);
+    dlcf->edge_key = ngx_http_pv_compile(cf, &value[2]);
     if (dlcf->grant == NULL || dlcf->edge_key == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-    ccv.cf = cf;
-    ccv.value = &value[1];
-    ccv.complex_value = dlcf->grant;
-
-    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-    ccv.cf = cf;
-    ccv.value = &value[2];
-    ccv.complex_value = dlcf->edge_key;
-
-    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
