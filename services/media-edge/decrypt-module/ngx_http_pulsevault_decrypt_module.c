@@ -835,6 +835,17 @@ ngx_http_pv_decrypt_write(ngx_http_request_t *r)
             return;
         }
 
+        if (out == NULL && rc == NGX_OK
+            && ngx_http_pv_window_free(&ctx->windows[0])
+               + ngx_http_pv_window_free(&ctx->windows[1]))
+        {
+            /*
+             * That flush sent what was left, and the socket is still writable: no write event
+             * would come (epoll is edge-triggered) to go on, so go on now.
+             */
+            continue;
+        }
+
         if (out == NULL) {
             /* Both windows still on their way to the client: wait until it takes more. */
             if (!wev->delayed) {
