@@ -13,13 +13,13 @@ import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createAuditLog } from '../shared/audit/client.js';
 import { CHUNK_BYTES, EncryptedFile, encryptFile, IntegrityError, verifyEncryptedFile } from '../shared/crypto/chunked.js';
 import { IMAGES_SEALED_MARK } from '../shared/crypto/images.js';
 import { createTokenCodec } from '../shared/delivery/tokens.js';
 import { SecretKek } from '../shared/keys/kek.js';
-import { deriveKey, renditionKey, VideoKeys } from '../shared/keys/video-keys.js';
+import { deriveKey, destroyDataKey, renditionKey, UnwrappedKeyCache, VideoKeys } from '../shared/keys/video-keys.js';
 import { disposeVideo } from '../shared/lifecycle/dispose.js';
 import { loadConfig } from '../shared/platform/config.js';
 import { newId } from '../shared/platform/ids.js';
@@ -157,6 +157,37 @@ describe('the chunked format', () => {
     expect(readFileSync(after.file(v), 'utf8')).not.toContain(dataKey.toString('base64'));
     await expect(new VideoKeys(keyDir, new SecretKek({ id: 'k2', key: randomBytes(32) })).verifyKeks()).rejects.toThrow(/MEDIA_KEK holds a wrong key for KEK "k2"/);
     await expect(new VideoKeys(keyDir, new SecretKek(kekOf(kekSpec('k3')))).verifyKeks()).rejects.toThrow(/MEDIA_KEK lacks KEK "k2"/);
+  });
+
+  it('a key cache answers from memory for its time only, holds at most its bound, and hands out copies', async () => {
+    const keyDir = path.join(dir, 'cached-keys');
+    const kek = new SecretKek(kekOf(KEK1));
+    const [a, b, c] = [newId(), newId(), newId()];
+    const maker = new VideoKeys(keyDir, kek);
+    const keyOf = Object.fromEntries(await Promise.all([a, b, c].map(async (v) => [v, await maker.create(v)] as const)));
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      const cached = new VideoKeys(keyDir, kek, new UnwrappedKeyCache(1_000, 2));
+      const first = (await cached.dataKey(a))!;
+      expect(first.equals(keyOf[a]!)).toBe(true);
+      first.fill(0); // a caller that zeroes its copy does not zero the cache's
+      await destroyDataKey(keyDir, a);
+      expect(await maker.dataKey(a)).toBeNull();
+      expect((await cached.dataKey(a))!.equals(keyOf[a]!)).toBe(true); // from memory: the file is gone
+      vi.setSystemTime(Date.now() + 1_001);
+      expect(await cached.dataKey(a)).toBeNull(); // its time is up: the file is read again
+      expect((await cached.dataKey(b))!.equals(keyOf[b]!)).toBe(true);
+      expect((await cached.dataKey(c))!.equals(keyOf[c]!)).toBe(true);
+      await cached.dataKey(b); // b is now the most recently used: c is the one left when a third comes
+      await maker.create(a);
+      await cached.dataKey(a);
+      await destroyDataKey(keyDir, b);
+      await destroyDataKey(keyDir, c);
+      expect(await cached.dataKey(b)).not.toBeNull();
+      expect(await cached.dataKey(c)).toBeNull(); // evicted: at most two kept
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 

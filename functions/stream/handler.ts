@@ -29,10 +29,11 @@ import { sendBytes } from '../../shared/delivery/stream-bytes.js';
 import { answerGrant } from '../../shared/delivery/stream-grant.js';
 import { sendPlaylist } from '../../shared/delivery/stream-playlist.js';
 import { createTokenCodec, tokenOptionsFromConfig } from '../../shared/delivery/tokens.js';
-import { openVideoKeys } from '../../shared/keys/video-keys.js';
+import { openVideoKeys, UnwrappedKeyCache } from '../../shared/keys/video-keys.js';
 
 export default defineFunction(async ({ config, log, onShutdown }) => {
-  const keys = await openVideoKeys(config);
+  // A range of an original asks for its video's key each time.
+  const keys = await openVideoKeys(config, new UnwrappedKeyCache());
   const redis = createRedis(config, { name: 'stream', log });
   onShutdown(async () => void (await redis.quit()));
   const access = createAccessAudit(createAuditLog(config, redis, log), log, config.trustedProxies);

@@ -169,6 +169,17 @@ async function readFully(handle: FileHandle, buffer: Buffer, length: number, pos
   return read;
 }
 
+/**
+ * An open file's header when the file is in this format, else null (originals stored before
+ * encryption are not): one read, the file's size from the caller's fstat.
+ */
+export async function readEncryptedHeader(handle: FileHandle, fileSize: number): Promise<Header | null> {
+  const raw = Buffer.alloc(HEADER_BYTES);
+  const read = await readFully(handle, raw, HEADER_BYTES, 0);
+  if (read < MAGIC.length || !raw.subarray(0, MAGIC.length).equals(MAGIC)) return null;
+  return parseHeader(raw.subarray(0, read), fileSize);
+}
+
 /** Whether an open file is in this format (its first bytes are the magic): originals stored before encryption are not. */
 export async function isEncrypted(handle: FileHandle): Promise<boolean> {
   const probe = Buffer.alloc(MAGIC.length);
@@ -191,9 +202,13 @@ export class EncryptedFile {
   ) {}
 
   static async open(handle: FileHandle, key: Buffer, videoId: string): Promise<EncryptedFile> {
-    const raw = Buffer.alloc(HEADER_BYTES);
-    await readFully(handle, raw, HEADER_BYTES, 0);
-    const header = parseHeader(raw, (await handle.stat()).size);
+    const header = await readEncryptedHeader(handle, (await handle.stat()).size);
+    if (!header) throw new IntegrityError(null);
+    return EncryptedFile.withHeader(handle, header, key, videoId);
+  }
+
+  /** A file whose header was read already (readEncryptedHeader). */
+  static withHeader(handle: FileHandle, header: Header, key: Buffer, videoId: string): EncryptedFile {
     return new EncryptedFile(handle, new ChunkCipher(key, header, videoId));
   }
 

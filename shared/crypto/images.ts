@@ -26,7 +26,7 @@ import { MEDIA_TYPES } from '../delivery/media-path.js';
 import { deriveKey, type VideoKeys } from '../keys/video-keys.js';
 import { writeFileAtomic } from '../platform/atomic-file.js';
 import { exists } from '../platform/exists.js';
-import { EncryptedFile, encryptFile, isEncrypted, isEncryptedFile, MissingKeyError } from './chunked.js';
+import { EncryptedFile, encryptFile, IntegrityError, isEncryptedFile, MissingKeyError, readEncryptedHeader } from './chunked.js';
 
 /** Beside a directory's sealed images (a dot-file: never served). */
 export const IMAGES_SEALED_MARK = '.images-encrypted';
@@ -72,16 +72,18 @@ export async function sealImage(file: string, target: string, videoId: string, d
  * its directory has no mark, or it is still clear while its directory is sealed in place). `realPath`
  * is its path inside the video's folder (symlinks resolved).
  */
-export async function sealedImage(keys: VideoKeys | null, videoDir: string, videoId: string, realPath: string, handle: FileHandle): Promise<EncryptedFile | null> {
+export async function sealedImage(keys: VideoKeys | null, videoDir: string, videoId: string, realPath: string, handle: FileHandle, fileSize: number): Promise<EncryptedFile | null> {
   if (!isImage(realPath)) return null;
   const dir = path.join(videoDir, videoId, path.dirname(realPath));
-  if (!(await exists(path.join(dir, IMAGES_SEALED_MARK)))) {
-    // The sealed mark comes last: until then an image is sealed or clear, and its magic says which.
-    if (!(await exists(path.join(dir, IMAGES_SEALING_MARK))) || !(await isEncrypted(handle))) return null;
-  }
+  const sealed = await exists(path.join(dir, IMAGES_SEALED_MARK));
+  // The sealed mark comes last: until then an image is sealed or clear, and its magic says which.
+  if (!sealed && !(await exists(path.join(dir, IMAGES_SEALING_MARK)))) return null;
+  const header = await readEncryptedHeader(handle, fileSize);
+  if (!header && !sealed) return null;
   const dataKey = keys ? await keys.dataKey(videoId) : null;
   if (!dataKey) throw new MissingKeyError();
-  return EncryptedFile.open(handle, deriveKey(dataKey, 'image'), videoId);
+  if (!header) throw new IntegrityError(null);
+  return EncryptedFile.withHeader(handle, header, deriveKey(dataKey, 'image'), videoId);
 }
 
 /**

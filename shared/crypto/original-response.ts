@@ -19,17 +19,19 @@ import { EDGE_DECRYPT_GRANT_HEADER, edgeDecryptRedirect, sealEdgeGrant } from '.
 import { planResponse, WHOLE_READ_MAX_BYTES, type Validators } from '../delivery/media-response.js';
 import { RangeNotSatisfiableError } from '../platform/errors.js';
 import { exists } from '../platform/exists.js';
-import { EncryptedFile, isEncrypted, isEncryptedFile, MissingKeyError, type PlainWindow } from './chunked.js';
+import { EncryptedFile, isEncryptedFile, MissingKeyError, readEncryptedHeader, type PlainWindow } from './chunked.js';
 
 /** The original, decrypted here; sealed images are found by their directory's mark (./images.ts), renditions are CENC that players decrypt. */
 const ORIGINAL = /^original\.[a-z0-9]+$/;
 
-/** The open file as an encrypted original to decrypt, or null when it is served as it is. */
-export async function encryptedOriginal(keys: VideoKeys | null, videoId: string, mediaPath: string, handle: FileHandle): Promise<EncryptedFile | null> {
-  if (!ORIGINAL.test(mediaPath) || !(await isEncrypted(handle))) return null;
+/** The open file (`fileSize` bytes) as an encrypted original to decrypt, or null when it is served as it is. */
+export async function encryptedOriginal(keys: VideoKeys | null, videoId: string, mediaPath: string, handle: FileHandle, fileSize: number): Promise<EncryptedFile | null> {
+  if (!ORIGINAL.test(mediaPath)) return null;
+  const header = await readEncryptedHeader(handle, fileSize);
+  if (!header) return null;
   const dataKey = keys ? await keys.dataKey(videoId) : null;
   if (!dataKey) throw new MissingKeyError();
-  return EncryptedFile.open(handle, deriveKey(dataKey, 'original'), videoId);
+  return EncryptedFile.withHeader(handle, header, deriveKey(dataKey, 'original'), videoId);
 }
 
 /**

@@ -43,7 +43,8 @@ export async function sendBytes(
 ): Promise<void> {
   let encrypted: EncryptedFile | null;
   try {
-    encrypted = (await encryptedOriginal(keys, videoId, mediaPath, handle)) ?? (await sealedImage(keys, videoDir, videoId, realPath, handle));
+    const size = Number(stat.size);
+    encrypted = (await encryptedOriginal(keys, videoId, mediaPath, handle, size)) ?? (await sealedImage(keys, videoDir, videoId, realPath, handle, size));
   } catch (err) {
     await handle.close();
     throw err;

@@ -46,10 +46,52 @@ export function renditionKey(dataKey: Buffer): Buffer {
 const CHECK_CONTEXT = 'pulsevault-kek-check';
 const checkFile = (keyDir: string, kekId: string) => path.join(keyDir, `.kek-${kekId}.json`);
 
+/**
+ * Unwrapped data keys kept in memory for a short while, for a process that asks for the same
+ * video's key per request (the stream function: one per range of an original). It spares a read of
+ * the key file and an unwrap each time — with a KMS in the KEK's place (./kek.ts), a network round
+ * trip. Safe against a disposal: every reader refuses a video with the deleted mark before it asks
+ * for its key, and the mark comes before the shred (shared/lifecycle/dispose.ts). Rotation does not
+ * change a data key. Bounded (least recently used out first); a key that leaves is zeroed.
+ */
+export class UnwrappedKeyCache {
+  private readonly keys = new Map<string, { key: Buffer; until: number }>();
+
+  constructor(
+    private readonly ttlMs = 60_000,
+    private readonly maxEntries = 1024,
+  ) {}
+
+  /** A copy of the cached key (the caller may keep or zero it), or null. */
+  get(videoId: string): Buffer | null {
+    const entry = this.keys.get(videoId);
+    if (!entry) return null;
+    this.keys.delete(videoId);
+    if (entry.until <= Date.now()) {
+      entry.key.fill(0);
+      return null;
+    }
+    this.keys.set(videoId, entry);
+    return Buffer.from(entry.key);
+  }
+
+  set(videoId: string, key: Buffer): void {
+    this.keys.get(videoId)?.key.fill(0);
+    this.keys.delete(videoId);
+    for (const [oldest, entry] of this.keys) {
+      if (this.keys.size < this.maxEntries) break;
+      entry.key.fill(0);
+      this.keys.delete(oldest);
+    }
+    this.keys.set(videoId, { key: Buffer.from(key), until: Date.now() + this.ttlMs });
+  }
+}
+
 export class VideoKeys {
   constructor(
     readonly keyDir: string,
     readonly kek: KeyEncryptionKey,
+    private readonly cache: UnwrappedKeyCache | null = null,
   ) {}
 
   file(videoId: string): string {
@@ -68,8 +110,13 @@ export class VideoKeys {
 
   /** The unwrapped data key, or null when the video has none (stored in the clear, or shredded). */
   async dataKey(videoId: string): Promise<Buffer | null> {
+    const cached = this.cache?.get(videoId);
+    if (cached) return cached;
     const file = await this.read(videoId);
-    return file ? this.kek.unwrap(file, videoId) : null;
+    if (!file) return null;
+    const dataKey = await this.kek.unwrap(file, videoId);
+    this.cache?.set(videoId, dataKey);
+    return dataKey;
   }
 
   /** Rewrap the video's key under the current KEK; media is not touched. */
@@ -158,18 +205,21 @@ export async function destroyDataKey(keyDir: string, videoId: string): Promise<v
   });
 }
 
-/** The vault's keys from its configuration; null = media in the clear (development and tests without MEDIA_KEK). */
-export function videoKeysFromConfig(config: Pick<Config, 'keyDir' | 'mediaKek' | 'nodeEnv'>): VideoKeys | null {
+/**
+ * The vault's keys from its configuration; null = media in the clear (development and tests without MEDIA_KEK).
+ * `cache`: keep unwrapped keys for a while (UnwrappedKeyCache).
+ */
+export function videoKeysFromConfig(config: Pick<Config, 'keyDir' | 'mediaKek' | 'nodeEnv'>, cache: UnwrappedKeyCache | null = null): VideoKeys | null {
   if (!config.mediaKek) {
     if (config.nodeEnv === 'production') throw new ConfigError('MEDIA_KEK', 'is required in production (mount the secret media-kek)');
     return null;
   }
-  return new VideoKeys(config.keyDir, new SecretKek(config.mediaKek.current, config.mediaKek.previous));
+  return new VideoKeys(config.keyDir, new SecretKek(config.mediaKek.current, config.mediaKek.previous), cache);
 }
 
 /** For a process entry point: the keys, with the KEKs checked against the key store (a wrong KEK stops start-up). */
-export async function openVideoKeys(config: Pick<Config, 'keyDir' | 'mediaKek' | 'nodeEnv'>): Promise<VideoKeys | null> {
-  const keys = videoKeysFromConfig(config);
+export async function openVideoKeys(config: Pick<Config, 'keyDir' | 'mediaKek' | 'nodeEnv'>, cache: UnwrappedKeyCache | null = null): Promise<VideoKeys | null> {
+  const keys = videoKeysFromConfig(config, cache);
   await keys?.verifyKeks();
   return keys;
 }
