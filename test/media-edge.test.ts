@@ -5,7 +5,8 @@
  * and the fallback stack without nginx (MEDIA_EDGE=off).
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { Agent, request } from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -102,6 +103,10 @@ describe('npm start with nginx installed: the media edge', () => {
     video = await makeVideo(path.join(stack.mediaRoot, 'videos'));
     // A symlink inside the video's own directory: the function resolves it, nginx (disable_symlinks) gets the real path.
     symlinkSync(path.join(video.dir, 'hls', '240p_000.m4s'), path.join(video.dir, 'hls', 'alias.m4s'));
+    // And a directory symlinked out of it: neither may send what lies there (nginx checks every component below VIDEO_DIR).
+    const outside = mkdtempSync(path.join(tmpdir(), 'pv-outside-'));
+    writeFileSync(path.join(outside, 'secret.m4s'), 'not a segment of this video');
+    symlinkSync(outside, path.join(video.dir, 'hls', 'outside'));
   }, 120_000);
   afterAll(async () => {
     await stack?.stop();
@@ -155,6 +160,7 @@ describe('npm start with nginx installed: the media edge', () => {
       [segment(), { 'If-None-Match': segmentEtag }],
       [segment(), { Range: 'bytes=0-1,5-6' }, 'HEAD'],
       [`/media/videos/${video.videoId}/hls/alias.m4s?token=${token(video.videoId, 'hls/')}`, {}],
+      [`/media/videos/${video.videoId}/hls/outside/secret.m4s?token=${token(video.videoId, 'hls/')}`, {}],
       [`/media/videos/${video.videoId}/hls/240p.m3u8?token=${token(video.videoId, 'hls/')}`, { Origin: ORIGIN }],
       [`/media/videos/${video.videoId}/hls/240p_000.m4s?token=${token(video.videoId, 'dash/')}`, {}],
       [`/media/videos/${video.videoId}/hls/missing.m4s?token=${token(video.videoId, 'hls/')}`, {}],

@@ -109,13 +109,20 @@ const WHY_HEADER = '# The function decided; nginx keeps only a few of its header
 /** nginx variable of an upstream response header: `Referrer-Policy` → `$upstream_http_referrer_policy`. */
 const upstreamVariable = (header: string) => `$upstream_http_${header.toLowerCase().replaceAll('-', '_')}`;
 
+/**
+ * No symlink below the video directory is followed (each component is opened with O_NOFOLLOW); the
+ * directory's own path, the operator's mount, is opened at once: without from= a file of
+ * /mnt/media/videos/<id>/hls/ costs three more openat/close pairs, and the marks' checks as many again.
+ */
+const noSymlinks = (videoDir: string) => `disable_symlinks on from=${videoDir};`;
+
 /** Where nginx sends a file the function granted and planned (shared/delivery/edge.ts). */
 function internalLocation(send: EdgeSend, videoDir: string): string {
   return `    location ${EDGE_INTERNAL_PREFIX}${send}/ {
       internal;
       alias ${videoDir}/;
       # The function redirects to the real path it checked; a symlink swapped in since is refused.
-      disable_symlinks on;
+      ${noSymlinks(videoDir)}
       # The function's validators, not nginx's (add_header ETag also feeds nginx's If-Range check); it answered 304 itself.
       etag off;
       if_modified_since off;
@@ -145,7 +152,7 @@ function decryptLocation(videoDir: string): string {
   return `    location ${EDGE_DECRYPT_PREFIX} {
       internal;
       alias ${videoDir}/;
-      disable_symlinks on;
+      ${noSymlinks(videoDir)}
       pulsevault_decrypt ${upstreamVariable(EDGE_DECRYPT_GRANT_HEADER)} $pv_edge_key;
       etag off;
       if_modified_since off;
@@ -219,17 +226,17 @@ function grantLocations(videoDir: string, decrypts: boolean): string {
       # A deleted video (shared/lifecycle/tombstone.ts): no grant, cached or not, sends a byte; the function answers 410.
       if (-f ${videoDir}/$pv_video/${DELETED_MARK}) { return 418; }
       # An original encrypted in place (pulsevault encrypt): a grant cached while it was plaintext never sends its ciphertext.
-      if (-f ${videoDir}/$pv_video/$pv_original_mark) { return 418; }
+      if (-f $pv_original_mark) { return 418; }
       # An image of a directory whose images are sealed (an encrypted video's poster and sprites): the function decrypts it.
-      if (-f ${videoDir}/$pv_video/$pv_dirs$pv_image_mark) { return 418; }
+      if (-f $pv_image_mark) { return 418; }
       # Or of one whose images are being sealed in place (pulsevault encrypt): the function tells them apart.
-      if (-f ${videoDir}/$pv_video/$pv_dirs$pv_image_sealing_mark) { return 418; }
+      if (-f $pv_image_sealing_mark) { return 418; }
       error_page 418 = @pulsevault_stream;${decrypts ? "\n      # The function may hand such a request back to the decryption module, whose failures have error pages too.\n      recursive_error_pages on;" : ''}
       auth_request ${EDGE_GRANT_LOCATION};
 ${GRANT_HEADERS.map((h) => `      auth_request_set ${grantVariable(h)} ${upstreamVariable(h)};`).join('\n')}
 ${GRANT_HEADERS.map((h) => `      add_header ${h} ${grantVariable(h)} always;`).join('\n')}
       alias ${videoDir}/$pv_video/$pv_dirs$pv_file;
-      disable_symlinks on;
+      ${noSymlinks(videoDir)}
       # RFC 9110 §13.1.3, as the function: not modified since a date at or after the file's (nginx's default is an exact match).
       if_modified_since before;
       # One range or the whole file, as the function plans it.
@@ -302,11 +309,12 @@ ${nginxHttpBasics(o.tempDir)}
   # $pv_edge_key: the secret the stream function believes edge headers with (shared/delivery/edge.ts).
   include ${o.edgeKeyFile};
   map $pv_dirs $pv_grant_unit { "" $pv_file; default $pv_dirs; }
-  # For an original, the mark \`pulsevault encrypt\` leaves beside it (shared/crypto/migrate.ts); "" (the directory, never a file) for the rest.
-  map $pv_dirs$pv_file $pv_original_mark { "~^original\\.[a-z0-9]+$" ${ORIGINAL_ENCRYPTED_MARK}; default ""; }
-  # For an image, the mark of a directory whose images are sealed (shared/crypto/images.ts); "" (the directory itself) for the rest.
-  map $pv_file $pv_image_mark { "~\\.(?:${IMAGE_EXTENSIONS.join('|')})$" ${IMAGES_SEALED_MARK}; default ""; }
-  map $pv_file $pv_image_sealing_mark { "~\\.(?:${IMAGE_EXTENSIONS.join('|')})$" ${IMAGES_SEALING_MARK}; default ""; }
+  # For an original, the mark finalize and \`pulsevault encrypt\` leave beside it (shared/crypto/original-response.ts);
+  # for an image, those of a directory whose images are sealed or being sealed (shared/crypto/images.ts).
+  # "" where a check does not apply: \`-f ""\` is one openat of ".", not a walk of the video's directories.
+  map $pv_dirs$pv_file $pv_original_mark { "~^original\\.[a-z0-9]+$" ${o.videoDir}/$pv_video/${ORIGINAL_ENCRYPTED_MARK}; default ""; }
+  map $pv_file $pv_image_mark { "~\\.(?:${IMAGE_EXTENSIONS.join('|')})$" ${o.videoDir}/$pv_video/$pv_dirs${IMAGES_SEALED_MARK}; default ""; }
+  map $pv_file $pv_image_sealing_mark { "~\\.(?:${IMAGE_EXTENSIONS.join('|')})$" ${o.videoDir}/$pv_video/$pv_dirs${IMAGES_SEALING_MARK}; default ""; }
   map $args $pv_token_ambiguous { "~*(^|&)token=.*&token=" 1; "~(^|&)(?!token=)(?i:token)=" 1; default 0; }
   map $request_uri $pv_path_not_plain { "~^[^?]*(%|//)" 1; default 0; }
   # Positions of up to 15 digits (beyond 2^53 the function calls a range malformed, as any other it cannot read).
