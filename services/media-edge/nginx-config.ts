@@ -225,10 +225,9 @@ function grantLocations(videoDir: string, decrypts: boolean): string {
       if ($pv_path_not_plain) { return 418; }
       # A deleted video (shared/lifecycle/tombstone.ts): no grant, cached or not, sends a byte; the function answers 410.
       if (-f ${videoDir}/$pv_video/${DELETED_MARK}) { return 418; }
-      # An original encrypted in place (pulsevault encrypt): a grant cached while it was plaintext never sends its ciphertext.
-      if (-f $pv_original_mark) { return 418; }
-      # An image of a directory whose images are sealed (an encrypted video's poster and sprites): the function decrypts it.
-      if (-f $pv_image_mark) { return 418; }
+      # An encrypted original (a grant cached while it was plaintext never sends its ciphertext), or an image of
+      # a directory whose images are sealed (an encrypted video's poster and sprites): the function decrypts it.
+      if (-f $pv_encrypted_mark) { return 418; }
       # Or of one whose images are being sealed in place (pulsevault encrypt): the function tells them apart.
       if (-f $pv_image_sealing_mark) { return 418; }
       error_page 418 = @pulsevault_stream;${decrypts ? "\n      # The function may hand such a request back to the decryption module, whose failures have error pages too.\n      recursive_error_pages on;" : ''}
@@ -312,8 +311,11 @@ ${nginxHttpBasics(o.tempDir)}
   # For an original, the mark finalize and \`pulsevault encrypt\` leave beside it (shared/crypto/original-response.ts);
   # for an image, those of a directory whose images are sealed or being sealed (shared/crypto/images.ts).
   # "" where a check does not apply: \`-f ""\` is one openat of ".", not a walk of the video's directories.
-  map $pv_dirs$pv_file $pv_original_mark { "~^original\\.[a-z0-9]+$" ${o.videoDir}/$pv_video/${ORIGINAL_ENCRYPTED_MARK}; default ""; }
-  map $pv_file $pv_image_mark { "~\\.(?:${IMAGE_EXTENSIONS.join('|')})$" ${o.videoDir}/$pv_video/$pv_dirs${IMAGES_SEALED_MARK}; default ""; }
+  map $pv_dirs$pv_file $pv_encrypted_mark {
+    "~^original\\.[a-z0-9]+$" ${o.videoDir}/$pv_video/${ORIGINAL_ENCRYPTED_MARK};
+    "~\\.(?:${IMAGE_EXTENSIONS.join('|')})$" ${o.videoDir}/$pv_video/$pv_dirs${IMAGES_SEALED_MARK};
+    default "";
+  }
   map $pv_file $pv_image_sealing_mark { "~\\.(?:${IMAGE_EXTENSIONS.join('|')})$" ${o.videoDir}/$pv_video/$pv_dirs${IMAGES_SEALING_MARK}; default ""; }
   map $args $pv_token_ambiguous { "~*(^|&)token=.*&token=" 1; "~(^|&)(?!token=)(?i:token)=" 1; default 0; }
   map $request_uri $pv_path_not_plain { "~^[^?]*(%|//)" 1; default 0; }
