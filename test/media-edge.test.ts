@@ -97,6 +97,7 @@ async function concurrentPatchesAtOneOffset(base: string, allowedOrigin: string 
 describe('npm start with nginx installed: the media edge', () => {
   let stack: TestStack;
   let video: { videoId: string; dir: string };
+  let outside: string | null = null;
 
   beforeAll(async () => {
     stack = await startStack({ env: { CORS_ORIGINS: ORIGIN, HSTS_ENABLED: 'true' } });
@@ -104,12 +105,13 @@ describe('npm start with nginx installed: the media edge', () => {
     // A symlink inside the video's own directory: the function resolves it, nginx (disable_symlinks) gets the real path.
     symlinkSync(path.join(video.dir, 'hls', '240p_000.m4s'), path.join(video.dir, 'hls', 'alias.m4s'));
     // And a directory symlinked out of it: neither may send what lies there (nginx checks every component below VIDEO_DIR).
-    const outside = mkdtempSync(path.join(tmpdir(), 'pv-outside-'));
+    outside = mkdtempSync(path.join(tmpdir(), 'pv-outside-'));
     writeFileSync(path.join(outside, 'secret.m4s'), 'not a segment of this video');
     symlinkSync(outside, path.join(video.dir, 'hls', 'outside'));
   }, 120_000);
   afterAll(async () => {
     await stack?.stop();
+    if (outside) rmSync(outside, { recursive: true, force: true });
   });
 
   const segment = () => `/media/videos/${video.videoId}/hls/240p_000.m4s?token=${token(video.videoId, 'hls/')}`;
