@@ -115,7 +115,7 @@ export async function benchStream(ctx: BenchContext, videoId: string): Promise<R
     segmentRow(`3a′. The same, straight to the stream function's port (the function sends the bytes itself: no edge, no gateway)`, pvDirect),
     segmentRow(`3a″. One 1 MiB segment under a token for that file only (the function decides and audits every request), ${SEGMENT_CONNECTIONS} connections, through ${front}`, pvOneSegment),
     {
-      scenario: `3b. Random ${RANGE_BYTES / MIB_BYTES} MiB ranges of the ${fileSize / MIB_BYTES} MiB original (encrypted at rest: the stream function decrypts; nginx sends the plaintext upload, copied beside it) with a valid token, ${RANGE_CONNECTIONS} connections, ${sizes.wrkSeconds} s, through ${edgePid ? 'the media edge (no grant for an encrypted original: nginx passes each request to the stream function)' : front}`,
+      scenario: `3b. Random ${RANGE_BYTES / MIB_BYTES} MiB ranges of the ${fileSize / MIB_BYTES} MiB original (encrypted at rest: the stream function decides each range, the edge's decryption module decrypts it, or the function without the module; nginx sends the plaintext upload, copied beside it) with a valid token, ${RANGE_CONNECTIONS} connections, ${sizes.wrkSeconds} s, through ${edgePid ? 'the media edge (no grant for an encrypted original: nginx passes each request to the stream function, which hands it back)' : front}`,
       pulsevault: figureOf(pvRanges, (r) => r.megabytesPerSecond, 'MB/s'),
       reference: figureOf(ngRanges, (r) => r.megabytesPerSecond, 'MB/s'),
       referenceName: 'nginx sending the plaintext of the same original, same directory',
